@@ -1,0 +1,51 @@
+"""ferrogen: every decoding strategy of transformers' ``generate``, with a Rust core.
+
+    import ferrogen
+    out = ferrogen.generate(model, input_ids=ids, max_new_tokens=20)
+
+See :func:`generate`, :class:`GenerationConfig` and the README.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._core import InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError
+from .config import GenerationConfig, GenerationMode
+from .generate import generate
+from .outputs import GenerateOutput
+from .stopping import MaxTimeCriteria, StopStringCriteria
+from .streamers import TextIteratorStreamer, TextStreamer
+
+__version__ = "0.1.0"
+
+_EMBEDDED = Path(__file__).parent / "_embedded"
+
+
+def embedded_model_path(kind: str = "causal") -> str:
+    """Directory of a model shipped with ferrogen: ``"causal"`` (GPT-2 style) or ``"seq2seq"`` (T5 style).
+
+    >>> import os; os.path.isdir(embedded_model_path())
+    True
+    """
+    names = {"causal": "kjv-gpt2", "seq2seq": "kjv-t5"}
+    if kind not in names:
+        raise ValueError(f"kind: must be one of {sorted(names)}, got {kind!r}")
+    return str(_EMBEDDED / names[kind])
+
+
+__all__ = [
+    "GenerateOutput",
+    "GenerationConfig",
+    "GenerationMode",
+    "InvalidArgumentError",
+    "MaxTimeCriteria",
+    "NoValidTokenError",
+    "ShapeError",
+    "StopStringCriteria",
+    "TextIteratorStreamer",
+    "TextStreamer",
+    "TokenOutOfVocabError",
+    "embedded_model_path",
+    "generate",
+]

@@ -1,0 +1,178 @@
+"""Command line: ``ferrogen generate`` over a prompt or a JSONL file.
+
+    ferrogen generate --prompt "And God said" --max-new-tokens 20
+    ferrogen generate --input prompts.jsonl --output out.jsonl --num-beams 4
+    ferrogen generate --model ./my-model --prompt "Hello" --stream
+
+Each input line is a JSON object with ``prompt`` and, optionally, any config field as an
+override for that line. A bad line is reported with its line number; the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, TextIO
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """An error reported as one line, without a traceback."""
+
+
+def _config_fields() -> dict[str, Any]:
+    from .config import GenerationConfig
+
+    return GenerationConfig().to_dict()
+
+
+def _parse_value(text: str) -> Any:
+    """Flag values are JSON when they parse as JSON (numbers, lists, true/false/null), else strings."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferrogen", description="Fast text generation with transformer models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="generate text from a prompt or a JSONL file")
+    gen.add_argument("--model", help="local model directory (default: the embedded model)")
+    src = gen.add_mutually_exclusive_group()
+    src.add_argument("--prompt", action="append", help="a prompt (repeat for a batch)")
+    src.add_argument("--input", help="JSONL file, one {\"prompt\": ...} object per line")
+    gen.add_argument("--output", help="JSONL output file (default: stdout)")
+    gen.add_argument("--config", help="a generation_config.json to start from")
+    gen.add_argument("--batch-size", type=int, default=8, help="prompts per batch for --input (default 8)")
+    gen.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    gen.add_argument("--stream", action="store_true", help="print text as it is generated (batch size 1)")
+    fields = gen.add_argument_group("generation config fields (values are parsed as JSON when possible)")
+    for name, default in sorted(_config_fields().items()):
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            fields.add_argument(flag, dest=f"cfg_{name}", nargs="?", const="true", metavar="BOOL")
+        else:
+            fields.add_argument(flag, dest=f"cfg_{name}", metavar="VALUE")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {k[4:]: _parse_value(v) for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+
+
+def _read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object or the error message) for every non-blank line."""
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"--input: cannot read {path}: {exc.strerror}") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield number, f"line {number}: invalid JSON ({exc.msg})"
+                continue
+            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
+                yield number, f"line {number}: expected an object with a string \"prompt\""
+                continue
+            yield number, obj
+
+
+def _batches(items: list[tuple[int, dict]], size: int) -> Iterator[list[tuple[int, dict]]]:
+    """Consecutive lines with the same overrides, at most ``size`` at a time."""
+    batch: list[tuple[int, dict]] = []
+    key: Optional[str] = None
+    for number, obj in items:
+        this = json.dumps({k: v for k, v in obj.items() if k != "prompt"}, sort_keys=True)
+        if batch and (this != key or len(batch) >= size):
+            yield batch
+            batch = []
+        batch.append((number, obj))
+        key = this
+    if batch:
+        yield batch
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    from .config import GenerationConfig
+    from .text import pipeline
+
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if args.model is not None and not Path(args.model).is_dir():
+        raise CliError(f"--model: {args.model} is not a directory")
+    generator = pipeline(args.model, device=args.device)
+    base = GenerationConfig.from_pretrained(args.config or generator.model)
+    config = base.merged(**_overrides(args))
+    call = dict(generation_config=config)
+
+    if args.input is None:
+        prompts = args.prompt or ["And God said"]
+        streamer = None
+        if args.stream:
+            from .streamers import TextStreamer
+
+            if len(prompts) > 1:
+                raise CliError("--stream: works with one prompt")
+            streamer = TextStreamer(generator.tokenizer, skip_prompt=True, skip_special_tokens=True, file=sys.stderr)
+        for result in generator(prompts, streamer=streamer, **call):
+            out.write(json.dumps({"prompt": result.prompt, "text": result.text, "token_ids": result.token_ids,
+                                  "finish_reason": result.finish_reason}) + "\n")
+        return 0
+
+    from tqdm import tqdm
+
+    rows = list(_read_jsonl(args.input))
+    good = [(n, obj) for n, obj in rows if isinstance(obj, dict)]
+    failures = 0
+    for n, message in rows:
+        if isinstance(message, str):
+            failures += 1
+            print(f"ferrogen: {message}", file=sys.stderr)
+            out.write(json.dumps({"line": n, "error": message}) + "\n")
+    with tqdm(total=len(good), unit="prompt", file=sys.stderr, disable=None) as bar:
+        for batch in _batches(good, args.batch_size):
+            line_kwargs = {k: v for k, v in batch[0][1].items() if k != "prompt"}
+            try:
+                results = generator([obj["prompt"] for _, obj in batch], generation_config=config.merged(**line_kwargs))
+            except (ValueError, TypeError) as exc:
+                for n, _ in batch:
+                    failures += 1
+                    print(f"ferrogen: line {n}: {exc}", file=sys.stderr)
+                    out.write(json.dumps({"line": n, "error": str(exc)}) + "\n")
+                bar.update(len(batch))
+                continue
+            per = len(results) // len(batch)
+            for i, result in enumerate(results):
+                n = batch[i // per][0]
+                out.write(json.dumps({"line": n, "prompt": result.prompt, "text": result.text,
+                                      "token_ids": result.token_ids, "finish_reason": result.finish_reason}) + "\n")
+            bar.update(len(batch))
+    return 1 if failures else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as out:
+                return _run(args, out)
+        return _run(args, sys.stdout)
+    except CliError as exc:
+        print(f"ferrogen: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"ferrogen: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

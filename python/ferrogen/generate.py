@@ -1,0 +1,190 @@
+"""``generate``: validate, pick the strategy from a table, run it, return one output type."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterable, Optional, Union
+
+import torch
+
+from .config import GenerationConfig, GenerationMode
+from .models import adapter_for, is_encoder_decoder, vocab_size_of
+from .outputs import GenerateOutput
+from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
+from .strategies import STRATEGIES, GenerationRequest
+
+__all__ = ["generate"]
+
+# Keyword arguments of transformers' generate that are inputs, not config fields.
+_INPUT_KWARGS = frozenset({"inputs", "decoder_input_ids", "encoder_outputs", "use_model_defaults"})
+
+
+def generate(
+    model: Any,
+    input_ids: Optional[torch.Tensor] = None,
+    attention_mask: Optional[torch.Tensor] = None,
+    generation_config: Optional[Union[GenerationConfig, Any]] = None,
+    *,
+    logits_processor: Optional[Iterable[Any]] = None,
+    stopping_criteria: Optional[Iterable[StoppingCriterion]] = None,
+    streamer: Optional[Any] = None,
+    tokenizer: Optional[Any] = None,
+    assistant_model: Optional[Any] = None,
+    **kwargs: Any,
+) -> Union[torch.Tensor, GenerateOutput]:
+    """Generates token ids with ``model``, as ``model.generate`` would, with the core in Rust.
+
+    ``generation_config`` defaults to the model's own; keyword arguments override its
+    fields for this call only. Returns the ``sequences`` tensor, or a
+    :class:`~ferrogen.GenerateOutput` when ``return_dict_in_generate=True``.
+
+    Example::
+
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import ferrogen
+        tok = AutoTokenizer.from_pretrained(ferrogen.embedded_model_path())
+        model = AutoModelForCausalLM.from_pretrained(ferrogen.embedded_model_path())
+        ids = tok("And God said", return_tensors="pt")
+        out = ferrogen.generate(model, **ids, max_new_tokens=10)
+        print(tok.decode(out[0]))
+    """
+    if input_ids is None:
+        input_ids = kwargs.pop("inputs", None)
+    for key in _INPUT_KWARGS & kwargs.keys():
+        raise TypeError(f"{key}: not supported by ferrogen.generate; pass input_ids (and attention_mask)")
+    config = _resolve_config(model, generation_config, kwargs)
+    input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+    mode = config.generation_mode(assistant_model)
+    strategy = STRATEGIES.get(mode)
+    if strategy is None:
+        raise NotImplementedError(f"{mode.value}: this decoding strategy is not available in this ferrogen build yet")
+    request = _build_request(
+        model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer, assistant_model
+    )
+    output = strategy(request)
+    return output if request.return_dict else output.sequences
+
+
+def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any]) -> GenerationConfig:
+    if generation_config is None:
+        base = GenerationConfig.from_pretrained(model) if hasattr(model, "generation_config") else GenerationConfig()
+    elif isinstance(generation_config, GenerationConfig):
+        base = generation_config
+    elif isinstance(generation_config, dict):
+        base = GenerationConfig.from_dict(generation_config)
+    elif type(generation_config).__name__ == "GenerationConfig":
+        base = GenerationConfig.from_transformers(generation_config)
+    else:
+        raise TypeError(
+            "generation_config: expected a ferrogen or transformers GenerationConfig or a dict, "
+            f"got {type(generation_config).__name__}"
+        )
+    config = base.merged(**overrides) if overrides else base.copy()
+    _fill_special_tokens(model, config)
+    return config
+
+
+def _fill_special_tokens(model: Any, config: GenerationConfig) -> None:
+    """Takes missing special tokens from the model config, as transformers does."""
+    model_config = getattr(model, "config", None)
+    for name in ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id"):
+        if getattr(config, name) is None and model_config is not None:
+            value = getattr(model_config, name, None)
+            if value is not None:
+                setattr(config, name, value)
+    if config.decoder_start_token_id is None and is_encoder_decoder(model):
+        config.decoder_start_token_id = config.bos_token_id
+
+
+def _check_inputs(
+    input_ids: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor]
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    if input_ids is None:
+        raise ValueError("input_ids: required (a [batch, length] int64 tensor)")
+    if not isinstance(input_ids, torch.Tensor):
+        input_ids = torch.as_tensor(input_ids)
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.dim() != 2 or input_ids.shape[0] == 0:
+        raise ValueError(f"input_ids: expected shape [batch >= 1, length], got {list(input_ids.shape)}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids: expected an integer tensor, got {input_ids.dtype}")
+    if attention_mask is not None:
+        attention_mask = torch.as_tensor(attention_mask)
+        if attention_mask.dim() == 1:
+            attention_mask = attention_mask[None]
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask: shape {list(attention_mask.shape)} does not match input_ids {list(input_ids.shape)}"
+            )
+    return input_ids.long(), attention_mask
+
+
+def _build_request(
+    model: Any,
+    config: GenerationConfig,
+    input_ids: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    logits_processor: Optional[Iterable[Any]],
+    stopping_criteria: Optional[Iterable[StoppingCriterion]],
+    streamer: Optional[Any],
+    tokenizer: Optional[Any],
+    assistant_model: Optional[Any],
+) -> GenerationRequest:
+    vocab = vocab_size_of(model)
+    if vocab is not None and input_ids.numel() and (int(input_ids.max()) >= vocab or int(input_ids.min()) < 0):
+        raise ValueError(f"input_ids: token ids must be in [0, {vocab}), got {int(input_ids.min())}..{int(input_ids.max())}")
+    eos = config.eos_token_ids
+    pad = config.pad_token_id
+    if pad is None:
+        if eos and input_ids.shape[0] > 1:
+            warnings.warn(f"pad_token_id: not set, using eos_token_id {eos[0]} to pad finished rows", UserWarning)
+        pad = eos[0] if eos else 0
+    output_hidden = config.generation_mode(assistant_model) == GenerationMode.CONTRASTIVE_SEARCH
+    adapter = adapter_for(model, config.decoder_start_token_id, output_hidden_states=output_hidden)
+    prompt = adapter.decoder_prompt(input_ids)
+    prompt_len = int(prompt.shape[1])
+    max_length = _max_length(model, config, prompt_len)
+    if prompt_len >= max_length and not (config.max_new_tokens == 0):
+        name = "decoder_input_ids" if adapter.is_encoder_decoder else "input_ids"
+        raise ValueError(
+            f"max_length: the length of {name} is {prompt_len} but max_length is {max_length}; "
+            "increase max_length or set max_new_tokens"
+        )
+    criteria: list[StoppingCriterion] = []
+    if config.max_time is not None:
+        criteria.append(MaxTimeCriteria(config.max_time))
+    if config.stop_strings:
+        criteria.append(StopStringCriteria(tokenizer, config.stop_strings, prompt_length=prompt_len))
+    criteria.extend(stopping_criteria or ())
+    only_time = config.max_time is not None and len(criteria) == 1
+    return GenerationRequest(
+        adapter=adapter,
+        config=config,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        prompt_ids=prompt.cpu(),
+        max_length=max_length,
+        min_length=config.resolved_min_length(prompt_len),
+        pad_token_id=int(pad),
+        eos_token_ids=eos,
+        criteria=criteria,
+        logits_processors=list(logits_processor or ()),
+        streamer=streamer,
+        tokenizer=tokenizer,
+        vocab_size=vocab,
+        model=model,
+        assistant_model=assistant_model,
+        extras={"max_time_only": only_time},
+    )
+
+
+def _max_length(model: Any, config: GenerationConfig, prompt_len: int) -> int:
+    """transformers' rule: max_new_tokens wins; an unset max_length means 20 new tokens."""
+    if config.max_new_tokens is not None:
+        return prompt_len + config.max_new_tokens
+    if config.max_length != GenerationConfig().max_length:
+        return int(config.max_length)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    total = prompt_len + int(config.max_length)
+    return min(total, limit) if isinstance(limit, int) else total

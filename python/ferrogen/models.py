@@ -1,0 +1,317 @@
+"""Model adapters: the only place that runs a forward pass.
+
+An adapter turns "here are the next tokens" into "here are the logits of the next
+position" for one kind of model, keeping the KV cache, attention mask and position
+ids in step. Strategies talk to adapters only through :class:`ModelAdapter`, so a
+strategy never checks ``is_encoder_decoder`` inside its loop.
+
+Example::
+
+    adapter = adapter_for(model)
+    logits = adapter.prefill(input_ids, attention_mask)   # float32 [rows, vocab], CPU
+    logits = adapter.advance(next_tokens)                  # one step further
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
+
+import torch
+
+__all__ = ["ModelAdapter", "adapter_for", "logits_to_host"]
+
+
+def logits_to_host(logits: torch.Tensor) -> torch.Tensor:
+    """Last-position logits as a fresh contiguous float32 CPU tensor (one copy, any dtype/device)."""
+    return logits.to(device="cpu", dtype=torch.float32, copy=True).contiguous()
+
+
+class ModelAdapter(Protocol):
+    """What a decoding strategy needs from a model."""
+
+    is_encoder_decoder: bool
+    device: torch.device
+
+    def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The token history the decoder starts from (the prompt, or decoder start tokens)."""
+
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], copies: int = 1
+    ) -> torch.Tensor:
+        """Runs the prompt, each row repeated ``copies`` times (beams, return sequences);
+        returns float32 CPU logits ``[rows * copies, vocab]`` of the next position."""
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feeds one token per row (int64 ``[rows]``); returns the next logits."""
+
+    def reorder(self, parent_rows: torch.Tensor) -> None:
+        """Keeps, for row ``i``, the state of row ``parent_rows[i]`` (beam search)."""
+
+    def last_hidden_state(self) -> Optional[torch.Tensor]:
+        """Last layer's hidden state of the latest forward pass, when requested."""
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _new_cache(model: Any, encoder_decoder: bool) -> tuple[str, Any]:
+    """The cache object and the forward keyword it goes under (``cache`` in 5.x)."""
+    from transformers import DynamicCache
+
+    key = "cache" if _accepts(model.forward, "cache") else "past_key_values"
+    config = model.config.get_text_config(decoder=True)
+    try:
+        self_cache = DynamicCache(config=config)
+    except TypeError:  # transformers < 4.56
+        self_cache = DynamicCache()
+    if not encoder_decoder:
+        return key, self_cache
+    from transformers import EncoderDecoderCache
+
+    try:
+        cross = DynamicCache(config=config)
+    except TypeError:
+        cross = DynamicCache()
+    return key, EncoderDecoderCache(self_cache, cross)
+
+
+def _cache_from(outputs: Any, key: str) -> Any:
+    cache = getattr(outputs, key, None)
+    if cache is None and key == "cache":
+        cache = getattr(outputs, "past_key_values", None)
+    return cache
+
+
+@dataclass
+class _Options:
+    output_hidden_states: bool = False
+
+
+class DecoderOnlyAdapter:
+    """A transformers causal LM (GPT-2, GPT-NeoX, Llama, ...) with a dynamic KV cache.
+
+    Mirrors what ``model.generate`` feeds the model so results are token-identical:
+    position ids from the attention mask, the mask dropped when it is all ones,
+    and ``logits_to_keep=1`` where the model supports it.
+    """
+
+    is_encoder_decoder = False
+
+    def __init__(self, model: Any, output_hidden_states: bool = False) -> None:
+        self.model = model
+        self.device = model.device
+        self._options = _Options(output_hidden_states)
+        self._keep_one = _accepts(model.forward, "logits_to_keep")
+        self._takes_positions = _accepts(model.forward, "position_ids")
+        self._cache_key = "cache"
+        self._cache: Any = None
+        self._mask: Optional[torch.Tensor] = None
+        self._positions: Optional[torch.Tensor] = None
+        self._hidden: Optional[torch.Tensor] = None
+
+    def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return input_ids
+
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], copies: int = 1
+    ) -> torch.Tensor:
+        input_ids = input_ids.to(self.device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(self.device)
+        if copies > 1:
+            input_ids = input_ids.repeat_interleave(copies, dim=0)
+            attention_mask = attention_mask.repeat_interleave(copies, dim=0)
+        if self._takes_positions:
+            positions = attention_mask.long().cumsum(-1) - 1
+            self._positions = positions.masked_fill(attention_mask == 0, 0)
+        # transformers drops an all-ones mask, which lets attention take its causal fast path.
+        self._mask = None if bool((attention_mask == 1).all()) else attention_mask
+        self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=False)
+        return self._forward(input_ids)
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.to(self.device)
+        if self._positions is not None:
+            self._positions = torch.cat([self._positions, self._positions[:, -1:] + 1], dim=-1)
+        if self._mask is not None:
+            self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)
+        return self._forward(tokens[:, None])
+
+    def reorder(self, parent_rows: torch.Tensor) -> None:
+        rows = parent_rows.to(self.device)
+        self._cache.reorder_cache(rows)
+        if self._mask is not None:
+            self._mask = self._mask.index_select(0, rows)
+        if self._positions is not None:
+            self._positions = self._positions.index_select(0, rows)
+
+    def last_hidden_state(self) -> Optional[torch.Tensor]:
+        return self._hidden
+
+    def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
+        if self._mask is not None:
+            kwargs["attention_mask"] = self._mask
+        if self._positions is not None:
+            kwargs["position_ids"] = self._positions[:, -input_ids.shape[1] :]
+        if self._keep_one:
+            kwargs["logits_to_keep"] = 1
+        if self._options.output_hidden_states:
+            kwargs["output_hidden_states"] = True
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, **kwargs)
+        self._cache = _cache_from(out, self._cache_key)
+        if self._options.output_hidden_states:
+            self._hidden = out.hidden_states[-1][:, -1]
+        return logits_to_host(out.logits[:, -1])
+
+
+class EncoderDecoderAdapter:
+    """A transformers seq2seq LM (T5, BART, Pegasus, ...): encoder run once, decoder cached."""
+
+    is_encoder_decoder = True
+
+    def __init__(self, model: Any, decoder_start_token_id: int, output_hidden_states: bool = False) -> None:
+        self.model = model
+        self.device = model.device
+        self.decoder_start_token_id = decoder_start_token_id
+        self._options = _Options(output_hidden_states)
+        self._cache_key = "cache"
+        self._cache: Any = None
+        self._encoder_outputs: Any = None
+        self._encoder_mask: Optional[torch.Tensor] = None
+        self._hidden: Optional[torch.Tensor] = None
+
+    def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.full((input_ids.shape[0], 1), self.decoder_start_token_id, dtype=torch.long)
+
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], copies: int = 1
+    ) -> torch.Tensor:
+        input_ids = input_ids.to(self.device)
+        mask = None if attention_mask is None else attention_mask.to(self.device)
+        # The encoder runs once per prompt; its outputs are then repeated, as transformers does.
+        with torch.inference_mode():
+            encoded = self.model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True)
+        if copies > 1:
+            encoded["last_hidden_state"] = encoded.last_hidden_state.repeat_interleave(copies, dim=0)
+            mask = None if mask is None else mask.repeat_interleave(copies, dim=0)
+        self._encoder_outputs, self._encoder_mask = encoded, mask
+        self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=True)
+        rows = input_ids.shape[0] * copies
+        start = torch.full((rows, 1), self.decoder_start_token_id, dtype=torch.long, device=self.device)
+        return self._forward(start)
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._forward(tokens.to(self.device)[:, None])
+
+    def reorder(self, parent_rows: torch.Tensor) -> None:
+        rows = parent_rows.to(self.device)
+        self._cache.reorder_cache(rows)
+
+    def last_hidden_state(self) -> Optional[torch.Tensor]:
+        return self._hidden
+
+    def _forward(self, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
+        if self._options.output_hidden_states:
+            kwargs["output_hidden_states"] = True
+        with torch.inference_mode():
+            out = self.model(
+                encoder_outputs=self._encoder_outputs,
+                attention_mask=self._encoder_mask,
+                decoder_input_ids=decoder_input_ids,
+                **kwargs,
+            )
+        self._cache = _cache_from(out, self._cache_key)
+        if self._options.output_hidden_states:
+            self._hidden = out.decoder_hidden_states[-1][:, -1]
+        return logits_to_host(out.logits[:, -1])
+
+
+class PlainTorchAdapter:
+    """Any ``torch.nn.Module`` mapping ``input_ids [rows, len]`` to logits ``[rows, len, vocab]``
+    (or an object with ``.logits``). It has no cache, so each step re-runs the whole sequence."""
+
+    is_encoder_decoder = False
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        try:
+            self.device = next(model.parameters()).device
+        except StopIteration:
+            self.device = torch.device("cpu")
+        self._ids: Optional[torch.Tensor] = None
+
+    def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return input_ids
+
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], copies: int = 1
+    ) -> torch.Tensor:
+        self._ids = input_ids.to(self.device).repeat_interleave(copies, dim=0)
+        return self._forward()
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        assert self._ids is not None
+        self._ids = torch.cat([self._ids, tokens.to(self.device)[:, None]], dim=-1)
+        return self._forward()
+
+    def reorder(self, parent_rows: torch.Tensor) -> None:
+        assert self._ids is not None
+        self._ids = self._ids.index_select(0, parent_rows.to(self.device))
+
+    def last_hidden_state(self) -> Optional[torch.Tensor]:
+        return None
+
+    def _forward(self) -> torch.Tensor:
+        with torch.inference_mode():
+            out = self.model(self._ids)
+        logits = getattr(out, "logits", out)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+            raise ValueError(
+                "model: a plain torch module must return logits of shape [batch, length, vocab] "
+                f"(or an object with .logits), got {type(logits).__name__}"
+            )
+        return logits_to_host(logits[:, -1])
+
+
+def is_encoder_decoder(model: Any) -> bool:
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def adapter_for(
+    model: Any, decoder_start_token_id: Optional[int] = None, output_hidden_states: bool = False
+) -> ModelAdapter:
+    """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch."""
+    if is_encoder_decoder(model):
+        if decoder_start_token_id is None:
+            raise ValueError(
+                "decoder_start_token_id: an encoder-decoder model needs decoder_start_token_id "
+                "(or bos_token_id) in its generation config"
+            )
+        return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states)
+    if hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
+        return DecoderOnlyAdapter(model, output_hidden_states)
+    if isinstance(model, torch.nn.Module):
+        return PlainTorchAdapter(model)
+    raise TypeError(
+        f"model: expected a transformers PreTrainedModel or a torch.nn.Module, got {type(model).__name__}"
+    )
+
+
+def vocab_size_of(model: Any) -> Optional[int]:
+    """Vocabulary size from the model's config, when it has one."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    return getattr(text, "vocab_size", None)

@@ -1,0 +1,17 @@
+"""Greedy search: the most probable token at every step, chosen by the core."""
+
+from __future__ import annotations
+
+from .. import _core
+from ..outputs import GenerateOutput
+from .base import GenerationRequest, as_int64, core_settings
+from .token_loop import run_token_loop
+
+__all__ = ["greedy_search"]
+
+
+def greedy_search(request: GenerationRequest) -> GenerateOutput:
+    copies = request.config.num_return_sequences
+    prompt = request.prompt_ids.repeat_interleave(copies, dim=0)
+    decoder = _core.Decoder(as_int64(prompt), core_settings(request), request.pad_token_id)
+    return run_token_loop(request, decoder, decoder.step_greedy, decoder.choose_greedy, copies)

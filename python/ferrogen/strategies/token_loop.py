@@ -1,0 +1,98 @@
+"""The loop shared by the one-sequence-per-row strategies (greedy, sampling).
+
+Per step: one forward pass, the caller's Python processors (if any), one core call that
+processes the logits in place and picks the tokens, then the Python stopping criteria.
+Everything that can be decided before the loop is decided before it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..outputs import GenerateOutput
+from ..stopping import evaluate_criteria
+from .base import GenerationRequest
+
+__all__ = ["run_token_loop"]
+
+# Takes logits [rows, vocab] and returns the next token of each row.
+PickTokens = Callable[[np.ndarray], np.ndarray]
+
+
+def run_token_loop(
+    request: GenerationRequest, core: object, step: PickTokens, choose: PickTokens, copies: int = 1
+) -> GenerateOutput:
+    """Runs a decoding loop until every row finished or ``max_length`` is reached.
+
+    ``step`` processes the logits in place and picks; when the caller gave Python logits
+    processors, the core's ``process`` runs first, then theirs, then ``choose`` (which
+    picks without processing again), which is transformers' order of application.
+    """
+    prompt = request.prompt_ids.repeat_interleave(copies, dim=0) if copies > 1 else request.prompt_ids
+    rows, prompt_len = prompt.shape
+    total = max(request.max_length, prompt_len)
+    sequences = torch.empty((rows, total), dtype=torch.long)
+    sequences[:, :prompt_len] = prompt
+    keep_scores, keep_logits = request.keep_scores, request.keep_logits
+    scores: list[torch.Tensor] = []
+    raw: list[torch.Tensor] = []
+    reasons = [""] * rows
+    streamer = request.streamer
+    if streamer is not None:
+        streamer.put(prompt.cpu())
+
+    cur = prompt_len
+    if cur < total:
+        logits = request.adapter.prefill(request.input_ids, request.attention_mask, copies)
+    while cur < total:
+        if keep_logits:
+            raw.append(logits.clone())
+        before = core.unfinished()  # type: ignore[attr-defined]
+        if request.logits_processors:
+            core.process(logits.numpy())  # type: ignore[attr-defined]
+            for proc in request.logits_processors:
+                logits = proc(sequences[:, :cur], logits).to(torch.float32).contiguous()
+            next_tokens = torch.from_numpy(choose(logits.numpy()))
+        else:
+            next_tokens = torch.from_numpy(step(logits.numpy()))
+        sequences[:, cur] = next_tokens
+        cur += 1
+        if keep_scores:
+            scores.append(logits)
+        if streamer is not None:
+            streamer.put(next_tokens)
+        _mark(reasons, before & ~core.unfinished(), "eos")  # type: ignore[attr-defined]
+        done = evaluate_criteria(request.criteria, sequences[:, :cur], logits)
+        if done is not None:
+            before = core.unfinished()  # type: ignore[attr-defined]
+            core.finish_rows(done.numpy())  # type: ignore[attr-defined]
+            _mark(reasons, before & ~core.unfinished(), _criterion_reason(request))  # type: ignore[attr-defined]
+        if core.all_finished() or cur >= total:  # type: ignore[attr-defined]
+            break
+        logits = request.adapter.advance(next_tokens)
+
+    if streamer is not None:
+        streamer.end()
+    reasons = [r or "length" for r in reasons]
+    sequences = sequences[:, :cur]
+    if not request.return_dict:
+        return GenerateOutput(sequences=sequences, finish_reasons=reasons)
+    return GenerateOutput(
+        sequences=sequences,
+        scores=tuple(scores) if keep_scores else None,
+        logits=tuple(raw) if keep_logits else None,
+        finish_reasons=reasons,
+    )
+
+
+def _mark(reasons: list[str], newly: np.ndarray, why: str) -> None:
+    for row in np.flatnonzero(newly):
+        if not reasons[row]:
+            reasons[row] = why
+
+
+def _criterion_reason(request: GenerationRequest) -> str:
+    return "time" if request.extras.get("max_time_only") else "stop"

@@ -1,0 +1,95 @@
+"""Strings in, strings out: a model directory (or objects) plus a tokenizer.
+
+    gen = ferrogen.pipeline()                       # the embedded model
+    gen("And God said", max_new_tokens=12)          # -> [TextResult(text=..., ...)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from .generate import generate
+from .models import is_encoder_decoder
+
+__all__ = ["TextGenerator", "TextResult", "pipeline", "load_model"]
+
+
+@dataclass
+class TextResult:
+    """One generated continuation: the new text, its token ids and why it stopped."""
+
+    prompt: str
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+
+
+def load_model(path: Union[str, Path], device: str = "cpu", dtype: Optional[str] = None) -> tuple[Any, Any]:
+    """Loads a local transformers model directory and its tokenizer (never the network)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model: {path} is not a model directory (no config.json)")
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kwargs["dtype"] = getattr(torch, dtype)
+    model = cls.from_pretrained(path, **kwargs).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
+
+
+class TextGenerator:
+    """Tokenizes a batch (left-padded for decoder-only models), generates, decodes the new tokens."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.encoder_decoder = is_encoder_decoder(model)
+        if not self.encoder_decoder:
+            tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def __call__(self, prompts: Union[str, Sequence[str]], streamer: Any = None, **kwargs: Any) -> list[TextResult]:
+        batch = [prompts] if isinstance(prompts, str) else list(prompts)
+        enc = self.tokenizer(batch, return_tensors="pt", padding=True)
+        device = getattr(self.model, "device", torch.device("cpu"))
+        kwargs.setdefault("tokenizer", self.tokenizer)
+        out = generate(
+            self.model,
+            input_ids=enc["input_ids"].to(device),
+            attention_mask=enc["attention_mask"].to(device),
+            streamer=streamer,
+            return_dict_in_generate=True,
+            **kwargs,
+        )
+        skip = 1 if self.encoder_decoder else enc["input_ids"].shape[1]
+        per_prompt = out.sequences.shape[0] // len(batch)
+        results = []
+        for row, seq in enumerate(out.sequences):
+            new = seq[skip:].tolist()
+            pad = self.tokenizer.pad_token_id
+            while new and pad is not None and new[-1] == pad and out.finish_reasons[row] != "length":
+                new.pop()
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            results.append(TextResult(batch[row // per_prompt], text, new, out.finish_reasons[row]))
+        return results
+
+
+def pipeline(model: Union[str, Path, Any, None] = None, tokenizer: Any = None, device: str = "cpu") -> TextGenerator:
+    """A :class:`TextGenerator` for a local model directory (default: the embedded model) or objects."""
+    if model is None or isinstance(model, (str, Path)):
+        from . import embedded_model_path
+
+        model, loaded_tok = load_model(model or embedded_model_path(), device=device)
+        tokenizer = tokenizer or loaded_tok
+    if tokenizer is None:
+        raise ValueError("tokenizer: required when model is an object rather than a directory")
+    return TextGenerator(model, tokenizer)

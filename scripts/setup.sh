@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the Python environment and builds ferrogen's Rust core into it.
+# The venv lives outside the clone (torch from PyPI is several GB) and is reused when present.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${FERROGEN_VENV:-$HOME/.cache/ferrogen-ci/venv}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV" >&2
+  mkdir -p "$(dirname "$VENV")"
+  "$PY" -m venv "$VENV"
+fi
+# One import check decides whether anything needs installing.
+if ! "$VENV/bin/python" -c "import torch, transformers, numpy, tqdm, safetensors, pytest, hypothesis, scipy, maturin" 2>/dev/null; then
+  echo "setup: installing dependencies into $VENV (first run downloads torch, several minutes)" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q "torch>=2.2" "transformers>=5.0" "numpy>=1.24" "tqdm>=4.60" safetensors \
+    "pytest>=7" "hypothesis>=6" "scipy>=1.10" "maturin>=1.8,<2"
+fi
+cd "$ROOT"
+echo "setup: building the Rust core (release)" >&2
+VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release -q >&2

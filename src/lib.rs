@@ -1,0 +1,13 @@
+//! ferrogen-core: everything in text generation that touches logits and tokens.
+//! Pure Rust; the Python bindings live in `py/` behind the `python` feature.
+
+pub mod decode;
+pub mod error;
+pub mod history;
+pub mod logits;
+pub mod sampling;
+
+#[cfg(feature = "python")]
+mod py;
+
+pub use error::{CoreError, Result};

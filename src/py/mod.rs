@@ -1,0 +1,13 @@
+//! PyO3 bindings: the module `ferrogen._core`. Conversion and delegation only.
+
+mod arrays;
+mod decode;
+mod errors;
+
+#[pyo3::pymodule]
+mod _core {
+    #[pymodule_export]
+    use super::decode::Decoder;
+    #[pymodule_export]
+    use super::errors::{InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError};
+}

@@ -1,0 +1,72 @@
+"""Small models built in-process with fixed seeds (random weights are enough for parity)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+VOCAB = 96
+
+
+def _seeded(build):
+    torch.manual_seed(0)
+    model = build()
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=128, bos_token_id=1, eos_token_id=2)
+    return _seeded(lambda: GPT2LMHeadModel(cfg))
+
+
+@pytest.fixture(scope="session")
+def neox():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        vocab_size=VOCAB, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+    )
+    return _seeded(lambda: GPTNeoXForCausalLM(cfg))
+
+
+@pytest.fixture(scope="session")
+def t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    cfg = T5Config(
+        vocab_size=VOCAB, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )
+    return _seeded(lambda: T5ForConditionalGeneration(cfg))
+
+
+@pytest.fixture(params=["gpt2", "neox", "t5"])
+def any_model(request):
+    return request.getfixturevalue(request.param)
+
+
+def left_padded_batch(lengths=(5, 3, 7, 1), pad_id=0, seed=1):
+    """A left-padded batch of random prompts of the given lengths (ids 3..VOCAB-1)."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.full((len(lengths), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(lengths), width), dtype=torch.long)
+    for row, n in enumerate(lengths):
+        ids[row, width - n :] = torch.randint(3, VOCAB, (n,), generator=g)
+        mask[row, width - n :] = 1
+    return ids, mask
+
+
+def hf_generate(model, ids, mask, **kwargs):
+    """transformers' own generate, quiet."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            return model.generate(input_ids=ids, attention_mask=mask, **kwargs)
