@@ -1,7 +1,9 @@
 //! ferrogen-core: everything in text generation that touches logits and tokens.
 //! Pure Rust; the Python bindings live in `py/` behind the `python` feature.
 
+pub mod beam;
 pub mod decode;
+pub mod diversity;
 pub mod error;
 pub mod history;
 pub mod logits;
