@@ -2,6 +2,7 @@
 //! Pure Rust; the Python bindings live in `py/` behind the `python` feature.
 
 pub mod beam;
+pub mod constraints;
 pub mod decode;
 pub mod diversity;
 pub mod error;

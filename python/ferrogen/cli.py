@@ -108,9 +108,17 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         raise CliError(f"--batch-size: must be >= 1, got {args.batch_size}")
     if args.model is not None and not Path(args.model).is_dir():
         raise CliError(f"--model: {args.model} is not a directory")
+    if args.input is not None and not Path(args.input).is_file():
+        raise CliError(f"--input: {args.input} is not a file")
+    if args.stream and args.prompt and len(args.prompt) > 1:
+        raise CliError("--stream: works with one prompt")
+    overrides = _overrides(args)
+    if args.config is None:
+        GenerationConfig(**overrides)  # flags are checked before the model loads
+    _quiet_transformers()
     generator = pipeline(args.model, device=args.device)
     base = GenerationConfig.from_pretrained(args.config or generator.model)
-    config = base.merged(**_overrides(args))
+    config = base.merged(**overrides)
     call = dict(generation_config=config)
 
     if args.input is None:
@@ -119,8 +127,6 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         if args.stream:
             from .streamers import TextStreamer
 
-            if len(prompts) > 1:
-                raise CliError("--stream: works with one prompt")
             streamer = TextStreamer(generator.tokenizer, skip_prompt=True, skip_special_tokens=True, file=sys.stderr)
         for result in generator(prompts, streamer=streamer, **call):
             out.write(json.dumps({"prompt": result.prompt, "text": result.text, "token_ids": result.token_ids,
@@ -156,6 +162,14 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                                       "token_ids": result.token_ids, "finish_reason": result.finish_reason}) + "\n")
             bar.update(len(batch))
     return 1 if failures else 0
+
+
+def _quiet_transformers() -> None:
+    """The CLI's stderr carries ferrogen's messages; transformers' load bars would bury them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
