@@ -13,6 +13,7 @@
 //!   (the last release shipping it): groups processed in order, Hamming penalty,
 //!   per-group n-best lists.
 
+mod constrained;
 mod group;
 mod hypotheses;
 mod length;
@@ -24,6 +25,7 @@ mod settings;
 mod tree;
 mod warpers;
 
+pub use constrained::{ConstrainedBeamSearch, ConstrainedOutput};
 pub use group::GroupBeamSearch;
 pub use length::{normalized_score, normalized_score_f64};
 pub use noise::CounterNoise;

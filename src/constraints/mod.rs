@@ -8,10 +8,12 @@
 //! one attempt may start another: transformers drops both, which is how it can miss a
 //! forced phrase (its issue 19070).
 
+mod bank_step;
 mod disjunctive;
 mod phrasal;
 mod state;
 
+pub use bank_step::bank_order;
 pub use disjunctive::Alternatives;
 pub use phrasal::Phrase;
 pub use state::ConstraintState;

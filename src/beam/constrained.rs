@@ -1,0 +1,657 @@
+//! Constrained beam search with transformers 4.55 semantics (the last release that
+//! ships it), except where 4.55's constraint tracking is wrong (see `crate::constraints`).
+//!
+//! Per batch item and step:
+//! 1. the best `K = max(2, 1 + n_eos) × num_beams` continuations over `beams × vocab`;
+//!    an EOS among the first `num_beams` finishes its beam only if the beam satisfies
+//!    every constraint (otherwise it is dropped), the first `num_beams` others are kept;
+//! 2. every beam that still misses a constraint also proposes the tokens that advance it
+//!    (skipping sequences already proposed);
+//! 3. if any were proposed, all candidates are dealt out over their banks
+//!    ([`crate::constraints::bank_order`]) and the first `num_beams` become the beams.
+//!
+//! Finished hypotheses live in transformers 4.x n-best lists (`NBest`). At the end the
+//! running beams that satisfy the constraints join them; when fewer than
+//! `num_return_sequences` hypotheses satisfy them, the best running beams that do not
+//! fill the rest, ranked after every satisfying one and flagged.
+
+use std::collections::{HashMap, HashSet};
+
+use super::hypotheses::NBest;
+use super::length::{group_is_done, normalized_score_f64};
+use super::output::{assemble, Finalized, Pick};
+use super::select::{log_softmax_rows, top_k_into, TopK};
+use super::settings::BeamSettings;
+use super::tree::{BeamTree, EndReason, Node, NO_NODE};
+use super::NEG_LARGE;
+use crate::constraints::{bank_order, Constraint, ConstraintSet, ConstraintState};
+use crate::error::{CoreError, Result};
+use crate::history::TokenHistory;
+use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
+
+/// The returned hypotheses and, per returned row, whether it satisfies every constraint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConstrainedOutput {
+    pub out: Finalized,
+    pub satisfied: Vec<bool>,
+}
+
+/// A candidate of the constraint step.
+struct Cand {
+    score: f32,
+    parent_row: usize,
+    token: i64,
+    state: ConstraintState,
+}
+
+pub struct ConstrainedBeamSearch {
+    s: BeamSettings,
+    set: ConstraintSet,
+    /// Largest token id any constraint uses (checked against the logits' vocab).
+    max_token: i64,
+    batch: usize,
+    beams: usize,
+    k: usize,
+    prompt_len: usize,
+    history: TokenHistory,
+    pipeline: Pipeline,
+    beam_scores: Vec<f32>,
+    running_nodes: Vec<u32>,
+    /// Constraint progress of every row.
+    states: Vec<ConstraintState>,
+    /// Equal ids ⇔ equal token sequences (rows of one batch item), for de-duplication.
+    seq_ids: Vec<u32>,
+    /// Finished hypotheses (all satisfying the constraints), per batch item.
+    hyps: Vec<NBest>,
+    item_done: Vec<bool>,
+    tree: BeamTree,
+    next_tokens: Vec<i64>,
+    parents: Vec<i64>,
+    finished: bool,
+    /// Running beams that missed a constraint at the end, per item: `(score, node)`.
+    unmet: Option<Vec<Vec<(f64, u32)>>>,
+    streamed: Vec<usize>,
+    top: TopK,
+    advance: Vec<i64>,
+}
+
+impl ConstrainedBeamSearch {
+    /// `prompts` is row-major `[batch, prompt_len]` (expanded here to `num_beams` rows
+    /// per item). The prompt counts towards the constraints, as in transformers;
+    /// `prompt_mask` (same shape, `false` = padding) keeps padding out of them.
+    pub fn new(
+        prompts: &[i64],
+        batch: usize,
+        config: &PipelineConfig,
+        settings: BeamSettings,
+        set: ConstraintSet,
+        prompt_mask: Option<&[bool]>,
+    ) -> Result<Self> {
+        if batch == 0 || prompts.len() % batch != 0 {
+            return Err(CoreError::Shape {
+                name: "input_ids",
+                expected: "[batch >= 1, length]".into(),
+                got: format!("{} values for {} rows", prompts.len(), batch),
+            });
+        }
+        if let Some(m) = prompt_mask {
+            if m.len() != prompts.len() {
+                return Err(CoreError::Shape {
+                    name: "attention_mask",
+                    expected: format!("{} values (as input_ids)", prompts.len()),
+                    got: format!("{} values", m.len()),
+                });
+            }
+        }
+        let prompt_len = prompts.len() / batch;
+        settings.validate(prompt_len)?;
+        config.validate(None)?;
+        if settings.num_beams < 2 {
+            return Err(CoreError::invalid("num_beams", "constrained beam search needs num_beams > 1"));
+        }
+        if settings.sample.is_some() {
+            return Err(CoreError::invalid("do_sample", "constrained beam search does not support do_sample=True"));
+        }
+        if settings.num_beam_groups != 1 {
+            return Err(CoreError::invalid("num_beam_groups", "constrained beam search does not support num_beam_groups > 1"));
+        }
+        let beams = settings.num_beams;
+        let expanded: Vec<i64> =
+            prompts.chunks_exact(prompt_len.max(1)).flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied())).collect();
+        let states: Vec<ConstraintState> = (0..batch)
+            .flat_map(|b| {
+                let prompt = &prompts[b * prompt_len..(b + 1) * prompt_len];
+                let mut st = set.initial_state();
+                for (i, &t) in prompt.iter().enumerate() {
+                    if prompt_mask.map_or(true, |m| m[b * prompt_len + i]) {
+                        st.add(&set, t);
+                    }
+                }
+                std::iter::repeat(st).take(beams)
+            })
+            .collect();
+        let max_token = (0..set.len())
+            .flat_map(|i| match set.get(i) {
+                Constraint::Phrase(p) => p.tokens().to_vec(),
+                Constraint::OneOf(a) => a.phrases().iter().flatten().copied().collect(),
+            })
+            .max()
+            .unwrap_or(0);
+        let mut beam_scores = vec![NEG_LARGE; batch * beams];
+        beam_scores.iter_mut().step_by(beams).for_each(|s| *s = 0.0);
+        let k = settings.candidates_per_item(beams);
+        Ok(ConstrainedBeamSearch {
+            batch,
+            beams,
+            k,
+            prompt_len,
+            history: TokenHistory::new(&expanded, batch * beams),
+            pipeline: config.build(prompt_len),
+            beam_scores,
+            running_nodes: vec![NO_NODE; batch * beams],
+            states,
+            seq_ids: vec![0; batch * beams],
+            hyps: (0..batch).map(|_| NBest::new(beams)).collect(),
+            item_done: vec![false; batch],
+            tree: BeamTree::default(),
+            next_tokens: vec![0; batch * beams],
+            parents: (0..(batch * beams) as i64).collect(),
+            finished: false,
+            unmet: None,
+            streamed: vec![0; batch],
+            top: TopK::new(k),
+            advance: Vec::new(),
+            max_token,
+            set,
+            s: settings,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch * self.beams
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    pub fn settings(&self) -> &BeamSettings {
+        &self.s
+    }
+
+    pub fn constraints(&self) -> &ConstraintSet {
+        &self.set
+    }
+
+    pub fn history(&self) -> &TokenHistory {
+        &self.history
+    }
+
+    pub fn tree(&self) -> &BeamTree {
+        &self.tree
+    }
+
+    /// Every batch item is done, `max_length` is reached, or [`Self::stop`] was called.
+    pub fn is_done(&self) -> bool {
+        self.finished
+    }
+
+    /// Constraint progress of each running beam (`[batch * num_beams]`).
+    pub fn states(&self) -> &[ConstraintState] {
+        &self.states
+    }
+
+    /// Marks the search finished (a stopping criterion outside the core fired for every row).
+    pub fn stop(&mut self) {
+        self.finished = true;
+    }
+
+    /// Log-softmax, then the logits processors, over `logits` (`[rows, vocab]`) in place.
+    pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
+        self.check(logits.len(), vocab)?;
+        log_softmax_rows(logits, vocab);
+        self.pipeline.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
+        Ok(())
+    }
+
+    /// Chooses the next beams from processed scores (`[rows, vocab]`).
+    pub fn select(&mut self, logits: &[f32], vocab: usize) -> Result<()> {
+        self.check(logits.len(), vocab)?;
+        if self.finished {
+            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
+        }
+        if self.beams * vocab < self.k {
+            return Err(CoreError::invalid("num_beams", format!("vocab {vocab} is too small for {} beams", self.beams)));
+        }
+        if self.max_token as usize >= vocab {
+            return Err(CoreError::TokenOutOfVocab { name: "force_words_ids", token: self.max_token, vocab });
+        }
+        let beams = self.beams;
+        let cur_len = self.history.len();
+        let generated = cur_len + 1 - self.prompt_len;
+        let mut new_scores = vec![0.0f32; self.rows()];
+        let mut new_nodes = vec![NO_NODE; self.rows()];
+        let mut new_states = self.states.clone();
+        let mut new_seq_ids = vec![0u32; self.rows()];
+        let mut seq_table: HashMap<(u32, i64), u32> = HashMap::new();
+        for b in 0..self.batch {
+            let first = b * beams;
+            if self.item_done[b] {
+                for row in first..first + beams {
+                    new_scores[row] = 0.0;
+                    self.next_tokens[row] = self.s.pad_token_id;
+                    self.parents[row] = first as i64;
+                }
+                continue;
+            }
+            let rows = &logits[first * vocab..(first + beams) * vocab];
+            top_k_into(&mut self.top, rows, vocab, &self.beam_scores[first..first + beams]);
+            let top: Vec<(f32, usize)> = self.top.items().to_vec();
+            let mut cands: Vec<Cand> = Vec::with_capacity(2 * beams);
+            for (rank, &(score, idx)) in top.iter().enumerate() {
+                let (parent_row, token) = (first + idx / vocab, (idx % vocab) as i64);
+                if self.s.is_eos(token) {
+                    if rank < beams && self.states[parent_row].is_complete() {
+                        self.finish(b, parent_row, token, cur_len, score, generated);
+                    }
+                } else {
+                    let mut state = self.states[parent_row].clone();
+                    state.add(&self.set, token);
+                    cands.push(Cand { score, parent_row, token, state });
+                    if cands.len() == beams {
+                        break;
+                    }
+                }
+            }
+            if cands.len() < beams {
+                return Err(CoreError::invalid("eos_token_id", "too many candidates ended in EOS to continue the beams"));
+            }
+            let order = self.advance_candidates(b, rows, vocab, &mut cands);
+            for (j, &c) in order.iter().enumerate() {
+                let row = first + j;
+                let cand = &cands[c];
+                new_nodes[row] = self.push_node(cand.parent_row, cand.token, b, cur_len, cand.score);
+                new_scores[row] = cand.score;
+                new_states[row] = cand.state.clone();
+                let key = (self.seq_ids[cand.parent_row], cand.token);
+                let next_id = seq_table.len() as u32;
+                new_seq_ids[row] = *seq_table.entry(key).or_insert(next_id);
+                self.next_tokens[row] = cand.token;
+                self.parents[row] = cand.parent_row as i64;
+            }
+            let hyps = &self.hyps[b];
+            self.item_done[b] = hyps.is_full()
+                && group_is_done(
+                    self.s.early_stopping,
+                    self.s.length_penalty,
+                    hyps.worst_score(),
+                    f64::from(top[0].0),
+                    generated,
+                    self.s.max_length - self.prompt_len,
+                );
+        }
+        let parents: Vec<usize> = self.parents.iter().map(|&p| p as usize).collect();
+        self.history.reorder(&parents);
+        self.history.push(&self.next_tokens);
+        self.beam_scores = new_scores;
+        self.running_nodes = new_nodes;
+        self.states = new_states;
+        self.seq_ids = new_seq_ids;
+        self.finished = self.history.len() >= self.s.max_length || self.item_done.iter().all(|&d| d);
+        Ok(())
+    }
+
+    /// [`Self::process`] then [`Self::select`]; the processed scores stay in `logits`.
+    pub fn step(&mut self, logits: &mut [f32], vocab: usize) -> Result<()> {
+        self.process(logits, vocab)?;
+        self.select(logits, vocab)
+    }
+
+    /// Token of every row after the last step.
+    pub fn next_tokens(&self) -> &[i64] {
+        &self.next_tokens
+    }
+
+    /// Row each beam continues after the last step (reorder the cache by it).
+    pub fn parents(&self) -> &[i64] {
+        &self.parents
+    }
+
+    /// Newly settled tokens per batch item: the prefix shared by the best finished
+    /// hypothesis and every running beam of an item still searching.
+    pub fn take_settled(&mut self) -> Vec<Vec<i64>> {
+        (0..self.batch)
+            .map(|b| {
+                let mut set = Vec::with_capacity(self.beams + 1);
+                if let Some(&(_, node)) = self.hyps[b].beams().iter().max_by(|x, y| x.0.total_cmp(&y.0)) {
+                    set.push(node);
+                }
+                if !self.item_done[b] {
+                    set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+                }
+                let lca = self.tree.common_ancestor(&set);
+                let depth = self.tree.depth(lca);
+                if depth <= self.streamed[b] {
+                    return Vec::new();
+                }
+                let mut tokens = Vec::new();
+                self.tree.extend_tokens(lca, &mut tokens);
+                let new = tokens.split_off(self.streamed[b]);
+                self.streamed[b] = depth;
+                new
+            })
+            .collect()
+    }
+
+    /// The best `num_return_sequences` hypotheses of every batch item, satisfying ones
+    /// first; the first call adds the running beams of unfinished items.
+    pub fn finalize(&mut self) -> ConstrainedOutput {
+        if self.unmet.is_none() {
+            self.close();
+        }
+        let unmet = self.unmet.as_ref().expect("closed above");
+        let n = self.s.num_return_sequences;
+        let mut picks = Vec::with_capacity(self.batch * n);
+        let mut satisfied = Vec::with_capacity(self.batch * n);
+        for b in 0..self.batch {
+            let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
+            let start = picks.len();
+            for (list, ok) in [(self.hyps[b].beams(), true), (&unmet[b][..], false)] {
+                let mut sorted = list.to_vec();
+                // Python's stable ascending sort, then pop() from the end
+                sorted.sort_by(|x, y| x.0.total_cmp(&y.0));
+                let room = n - (picks.len() - start);
+                for &(score, node) in sorted.iter().rev().take(room) {
+                    picks.push(Pick { prompt, node, score: score as f32 });
+                    satisfied.push(ok);
+                }
+            }
+        }
+        ConstrainedOutput { out: assemble(&self.tree, &picks, self.s.pad_token_id), satisfied }
+    }
+
+    /// Nodes of every hypothesis that can be returned (the rest of the tree was pruned).
+    pub fn surviving_nodes(&self) -> Vec<u32> {
+        let mut alive: Vec<u32> = self.hyps.iter().flat_map(|h| h.beams().iter().map(|&(_, n)| n)).collect();
+        match &self.unmet {
+            Some(unmet) => alive.extend(unmet.iter().flatten().map(|&(_, n)| n)),
+            None => {
+                for b in (0..self.batch).filter(|&b| !self.item_done[b]) {
+                    alive.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+                }
+            }
+        }
+        alive.retain(|&n| n != NO_NODE);
+        alive
+    }
+
+    /// Adds the running beams of unfinished items: satisfying ones to the n-best list,
+    /// the others to `unmet`.
+    fn close(&mut self) {
+        let len = self.history.len();
+        let generated = len - self.prompt_len;
+        let end = if len >= self.s.max_length { EndReason::Length } else { EndReason::Stop };
+        let mut unmet = vec![Vec::new(); self.batch];
+        for b in (0..self.batch).filter(|&b| !self.item_done[b]) {
+            for row in b * self.beams..(b + 1) * self.beams {
+                let node = self.running_nodes[row];
+                let norm = normalized_score_f64(f64::from(self.beam_scores[row]), generated, self.s.length_penalty);
+                if !self.states[row].is_complete() {
+                    unmet[b].push((norm, node));
+                } else if self.hyps[b].accepts(norm) {
+                    self.hyps[b].add(norm, node);
+                } else {
+                    continue;
+                }
+                if node != NO_NODE {
+                    let n = self.tree.get_mut(node);
+                    n.end = end;
+                    n.final_score = norm as f32;
+                }
+            }
+        }
+        self.unmet = Some(unmet);
+    }
+
+    /// Adds the tokens that advance each unsatisfied beam of item `b` to `cands`
+    /// (unless that sequence is already a candidate); returns the surviving order.
+    fn advance_candidates(&mut self, b: usize, rows: &[f32], vocab: usize, cands: &mut Vec<Cand>) -> Vec<usize> {
+        let first = b * self.beams;
+        let topk = cands.len();
+        let mut seen: HashSet<(u32, i64)> = cands.iter().map(|c| (self.seq_ids[c.parent_row], c.token)).collect();
+        for i in 0..self.beams {
+            let row = first + i;
+            if self.states[row].is_complete() {
+                continue;
+            }
+            self.states[row].advance_tokens(&self.set, &mut self.advance);
+            for &token in &self.advance {
+                if !seen.insert((self.seq_ids[row], token)) {
+                    continue;
+                }
+                let mut state = self.states[row].clone();
+                state.add(&self.set, token);
+                let score = rows[i * vocab + token as usize] + self.beam_scores[row];
+                cands.push(Cand { score, parent_row: row, token, state });
+            }
+        }
+        if cands.len() == topk {
+            return (0..topk).collect();
+        }
+        let banks: Vec<usize> = cands.iter().map(|c| c.state.bank(&self.set)).collect();
+        let scores: Vec<f32> = cands.iter().map(|c| c.score).collect();
+        bank_order(&banks, &scores, self.beams)
+    }
+
+    /// Records `parent_row + token` (an EOS) as a finished hypothesis of item `b`.
+    fn finish(&mut self, b: usize, parent_row: usize, token: i64, cur_len: usize, score: f32, generated: usize) {
+        let norm = normalized_score_f64(f64::from(score), generated, self.s.length_penalty);
+        if self.hyps[b].accepts(norm) {
+            let id = self.push_node(parent_row, token, b, cur_len, score);
+            let n = self.tree.get_mut(id);
+            n.end = EndReason::Eos;
+            n.final_score = norm as f32;
+            self.hyps[b].add(norm, id);
+        }
+    }
+
+    fn push_node(&mut self, parent_row: usize, token: i64, b: usize, cur_len: usize, score: f32) -> u32 {
+        self.tree.push(Node {
+            parent: self.running_nodes[parent_row],
+            token,
+            parent_row: parent_row as u32,
+            batch: b as u32,
+            group: 0,
+            step: (cur_len - self.prompt_len) as u32,
+            score,
+            final_score: f32::NAN,
+            end: EndReason::Running,
+        })
+    }
+
+    fn check(&self, len: usize, vocab: usize) -> Result<()> {
+        let rows = self.rows();
+        if vocab == 0 || len != rows * vocab {
+            return Err(CoreError::Shape {
+                name: "logits",
+                expected: format!("[{rows}, vocab >= 1]"),
+                got: format!("{len} values with vocab {vocab}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::beam::CounterNoise;
+    use crate::constraints::ConstraintSpec;
+    use proptest::prelude::*;
+
+    fn settings(beams: usize, eos: &[i64], max_length: usize, n: usize) -> BeamSettings {
+        BeamSettings {
+            num_beams: beams,
+            eos_token_ids: eos.to_vec(),
+            max_length,
+            num_return_sequences: n,
+            ..Default::default()
+        }
+    }
+
+    fn set(specs: Vec<ConstraintSpec>) -> ConstraintSet {
+        ConstraintSet::new(specs, None).unwrap()
+    }
+
+    fn contains(text: &[i64], phrase: &[i64]) -> bool {
+        text.windows(phrase.len()).any(|w| w == phrase)
+    }
+
+    fn search(prompts: &[i64], batch: usize, st: BeamSettings, specs: Vec<ConstraintSpec>) -> ConstrainedBeamSearch {
+        ConstrainedBeamSearch::new(prompts, batch, &PipelineConfig::default(), st, set(specs), None).unwrap()
+    }
+
+    /// Runs to the end with logits `logits(step, row, token)`; returns the output and the step count.
+    fn run(
+        s: &mut ConstrainedBeamSearch,
+        vocab: usize,
+        logits: impl Fn(usize, usize, usize) -> f32,
+    ) -> (Finalized, Vec<bool>, usize) {
+        let mut steps = 0;
+        while !s.is_done() {
+            let mut l: Vec<f32> = (0..s.rows() * vocab).map(|i| logits(steps, i / vocab, i % vocab)).collect();
+            s.step(&mut l, vocab).unwrap();
+            steps += 1;
+            assert!(steps < 1000, "the search must end by max_length");
+        }
+        let ConstrainedOutput { out, satisfied } = s.finalize();
+        (out, satisfied, steps)
+    }
+
+    #[test]
+    fn forced_phrase_appears_although_the_model_never_picks_it() {
+        // vocab 6: the model prefers 3, then 1; phrase [4, 5] has low probability; eos = 2
+        let prefs = [0.0f32, 1.0, 0.5, 3.0, -4.0, -4.0];
+        let mut s = search(&[0], 1, settings(3, &[2], 8, 3), vec![ConstraintSpec::Phrase(vec![4, 5])]);
+        let (out, ok, _) = run(&mut s, 6, |_, _, t| prefs[t]);
+        // one beam holds the phrase; the other two returned rows are flagged, ranked after it
+        assert_eq!(ok, vec![true, false, false]);
+        assert!(contains(&out.sequences[..out.width], &[4, 5]), "{:?}", out.sequences);
+        assert!(out.scores[1] >= out.scores[2]);
+        assert!(out.scores[1] > out.scores[0], "flagged rows rank after satisfying ones even when better");
+    }
+
+    #[test]
+    fn eos_of_an_unsatisfied_beam_is_dropped() {
+        // EOS (2) is the favourite everywhere; the first step cannot satisfy [4]
+        let prefs = [0.0f32, 0.0, 5.0, 0.0, -1.0, 0.0];
+        let mut s = search(&[0], 1, settings(2, &[2], 6, 1), vec![ConstraintSpec::Phrase(vec![4])]);
+        let mut l: Vec<f32> = (0..2 * 6).map(|i| prefs[i % 6]).collect();
+        s.step(&mut l, 6).unwrap();
+        assert!(s.hyps[0].beams().is_empty(), "unsatisfied EOS must not finish");
+        assert!(s.next_tokens().contains(&4), "the advancing token became a beam");
+        let (out, ok, _) = run(&mut s, 6, |_, _, t| prefs[t]);
+        assert_eq!(ok, vec![true]);
+        assert_eq!(out.reasons, vec![EndReason::Eos]);
+        assert_eq!(&out.sequences[..3], &[0, 4, 2]);
+    }
+
+    #[test]
+    fn unsatisfiable_within_max_length_returns_flagged_beams() {
+        let mut s = search(&[0, 1], 2, settings(2, &[2], 3, 2), vec![ConstraintSpec::Phrase(vec![3, 4, 5])]);
+        let (out, ok, steps) = run(&mut s, 6, |_, _, t| -(t as f32));
+        assert_eq!(steps, 2);
+        assert_eq!(out.rows, 4);
+        assert_eq!(ok, vec![false; 4]);
+        assert!(out.reasons.iter().all(|&r| r == EndReason::Length));
+        assert_eq!(s.finalize().out, out, "finalize is idempotent");
+        assert!(s.select(&[0.0; 24], 6).is_err(), "a finished search refuses more steps");
+    }
+
+    #[test]
+    fn the_prompt_counts_and_padding_does_not() {
+        // prompt row 0 ends with 4 (first token of the phrase [4, 5]); row 1 is all padding then 1
+        let prompts = [0, 4, 4, 1];
+        let mask = [true, true, false, true];
+        let s = ConstrainedBeamSearch::new(
+            &prompts,
+            2,
+            &PipelineConfig::default(),
+            settings(2, &[], 5, 1),
+            set(vec![ConstraintSpec::Phrase(vec![4, 5])]),
+            Some(&mask),
+        )
+        .unwrap();
+        assert_eq!(s.states()[0].bank(s.constraints()), 1);
+        assert_eq!(s.states()[2].bank(s.constraints()), 0, "the padded 4 is not read");
+    }
+
+    #[test]
+    fn invalid_settings_and_inputs_are_errors() {
+        let mk = |st: BeamSettings| {
+            ConstrainedBeamSearch::new(&[0], 1, &PipelineConfig::default(), st, set(vec![ConstraintSpec::Phrase(vec![3])]), None)
+        };
+        let name = |r: Result<ConstrainedBeamSearch>| match r {
+            Err(CoreError::InvalidArgument { name, .. }) => name,
+            other => panic!("expected an error, got ok={}", other.is_ok()),
+        };
+        assert_eq!(name(mk(settings(1, &[], 5, 1))), "num_beams");
+        assert_eq!(name(mk(BeamSettings { num_beam_groups: 2, ..settings(2, &[], 5, 1) })), "num_beam_groups");
+        let sample = crate::beam::SampleSettings { temperature: 1.0, top_k: 0, top_p: 1.0, seed: Some(1) };
+        assert_eq!(name(mk(BeamSettings { sample: Some(sample), ..settings(2, &[], 5, 1) })), "do_sample");
+        let mut s = mk(settings(2, &[], 5, 1)).unwrap();
+        assert!(matches!(s.select(&[0.0; 6], 3), Err(CoreError::TokenOutOfVocab { .. })), "token 3 needs vocab > 3");
+        assert!(matches!(s.select(&[0.0; 7], 3), Err(CoreError::Shape { .. })));
+    }
+
+    fn specs_strategy() -> impl Strategy<Value = Vec<ConstraintSpec>> {
+        let phrase = proptest::collection::vec(3i64..8, 1..4);
+        let spec = prop_oneof![
+            phrase.clone().prop_map(ConstraintSpec::Phrase),
+            proptest::collection::vec(phrase, 1..4).prop_map(ConstraintSpec::OneOf),
+        ];
+        proptest::collection::vec(spec, 1..4)
+    }
+
+    fn satisfies(text: &[i64], specs: &[ConstraintSpec]) -> bool {
+        specs.iter().all(|s| match s {
+            ConstraintSpec::Phrase(p) => contains(text, p),
+            ConstraintSpec::OneOf(alts) => alts.iter().any(|a| contains(text, a)),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// For random small vocabularies, constraints and logits: every output flagged as
+        /// satisfying contains every constraint, every EOS-finished output is flagged so,
+        /// and the search ends by max_length.
+        #[test]
+        fn flagged_outputs_contain_every_constraint(
+            specs in specs_strategy(), vocab in 8usize..14, beams in 2usize..6, extra in 0usize..10,
+            seed in 0u64..10_000, batch in 1usize..3, eos in any::<bool>(),
+        ) {
+            let Ok(cs) = ConstraintSet::new(specs.clone(), Some(vocab)) else { return Ok(()) };
+            let max_length = 2 + cs.len() * cs.max_seqlen() + extra;
+            let st = BeamSettings {
+                num_beams: beams, eos_token_ids: if eos { vec![2] } else { vec![] }, max_length,
+                num_return_sequences: 1 + (seed as usize % beams), ..Default::default()
+            };
+            let prompts: Vec<i64> = (0..batch as i64 * 2).map(|i| i % 3).collect();
+            let mut s = ConstrainedBeamSearch::new(&prompts, batch, &PipelineConfig::default(), st, cs, None).unwrap();
+            let gen = CounterNoise::new(seed);
+            let (out, ok, steps) = run(&mut s, vocab, |step, row, t| {
+                2.0 * CounterNoise::exponential(gen.stream(row, step), t).ln()
+            });
+            prop_assert!(steps <= max_length - 2);
+            for r in 0..out.rows {
+                let row = &out.sequences[r * out.width..(r + 1) * out.width];
+                if ok[r] {
+                    prop_assert!(satisfies(row, &specs), "row {:?} misses {:?}", row, specs);
+                }
+                if out.reasons[r] == EndReason::Eos {
+                    prop_assert!(ok[r]);
+                }
+            }
+        }
+    }
+}
