@@ -96,6 +96,20 @@ impl BeamTree {
         out.extend(self.path(id).into_iter().map(|n| self.get(n).token));
     }
 
+    /// For every node: whether it lies on the path to one of `ends` (it or a
+    /// descendant survived); the other nodes were pruned.
+    pub fn on_paths(&self, ends: &[u32]) -> Vec<bool> {
+        let mut keep = vec![false; self.nodes.len()];
+        for &end in ends {
+            let mut cur = end;
+            while cur != NO_NODE && !keep[cur as usize] {
+                keep[cur as usize] = true;
+                cur = self.get(cur).parent;
+            }
+        }
+        keep
+    }
+
     /// The deepest node that every node of `ids` descends from (or is): the prefix
     /// all those hypotheses share. `NO_NODE` when they share no generated token.
     pub fn common_ancestor(&self, ids: &[u32]) -> u32 {
@@ -157,5 +171,6 @@ mod tests {
         assert_eq!(t.common_ancestor(&[d, e]), NO_NODE);
         assert_eq!(t.common_ancestor(&[]), NO_NODE);
         assert_eq!(t.depth(d), 3);
+        assert_eq!(t.on_paths(&[d]), vec![true, true, false, true, false]);
     }
 }

@@ -1,11 +1,14 @@
 //! PyO3 bindings: the module `ferrogen._core`. Conversion and delegation only.
 
 mod arrays;
+mod beam;
 mod decode;
 mod errors;
 
 #[pyo3::pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::beam::{BeamSearch, GroupBeamSearch};
     #[pymodule_export]
     use super::decode::Decoder;
     #[pymodule_export]

@@ -7,12 +7,17 @@ from typing import Callable
 from ..config import GenerationMode
 from ..outputs import GenerateOutput
 from .base import GenerationRequest
+from .beam import beam_sample, beam_search
 from .greedy import greedy_search
+from .group_beam import group_beam_search
 
 Strategy = Callable[[GenerationRequest], GenerateOutput]
 
 STRATEGIES: dict[GenerationMode, Strategy] = {
     GenerationMode.GREEDY: greedy_search,
+    GenerationMode.BEAM_SEARCH: beam_search,
+    GenerationMode.BEAM_SAMPLE: beam_sample,
+    GenerationMode.GROUP_BEAM_SEARCH: group_beam_search,
 }
 
 __all__ = ["STRATEGIES", "GenerationRequest", "Strategy"]
