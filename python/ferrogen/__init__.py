@@ -13,6 +13,7 @@ from pathlib import Path
 from ._core import InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError
 from ._validation import GenerationConfigError, GenerationConfigTypeError, UnknownFieldError
 from .config import GenerationConfig, GenerationMode
+from .constraints import Constraint, DisjunctiveConstraint, PhrasalConstraint
 from .generate import generate
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria
@@ -37,6 +38,8 @@ def embedded_model_path(kind: str = "causal") -> str:
 
 
 __all__ = [
+    "Constraint",
+    "DisjunctiveConstraint",
     "GenerateOutput",
     "GenerationConfig",
     "GenerationConfigError",
@@ -45,6 +48,7 @@ __all__ = [
     "InvalidArgumentError",
     "MaxTimeCriteria",
     "NoValidTokenError",
+    "PhrasalConstraint",
     "ShapeError",
     "StopStringCriteria",
     "TextIteratorStreamer",

@@ -26,7 +26,9 @@ class GenerateOutput:
     - ``logits``: one float32 ``[rows, vocab]`` tensor per step, as the model returned them.
     - ``sequences_scores``: beam modes, the final length-normalised score per sequence.
     - ``beam_indices``: beam modes, ``[rows, generated_length]`` beam index per step (-1 padded).
-    - ``finish_reasons``: per row, ``"eos"``, ``"length"``, ``"stop"`` (a stopping criterion) or ``"time"``.
+    - ``finish_reasons``: per row, ``"eos"``, ``"length"``, ``"stop"`` (a stopping criterion) or ``"time"``;
+      constrained beam search reports ``"constraints_unmet"`` for a row that misses a constraint.
+    - ``constraints_satisfied``: constrained beam search, per row whether it contains every constraint.
     """
 
     sequences: torch.Tensor
@@ -36,6 +38,7 @@ class GenerateOutput:
     beam_indices: Optional[torch.Tensor] = None
     finish_reasons: Optional[list[str]] = None
     beam_tree: Optional[Any] = None
+    constraints_satisfied: Optional[list[bool]] = None
 
     def __getitem__(self, key: str) -> Any:
         if key not in self.keys():

@@ -13,7 +13,7 @@ use crate::beam::{
 };
 use crate::logits::PipelineConfig;
 
-type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+pub(super) type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
 fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &'static str, default: T, what: &str) -> PyResult<T> {
     match d.get_item(key)? {
@@ -25,7 +25,7 @@ fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &'static str
 
 // TODO(pipeline): use `py::decode::pipeline_config` once it is `pub(crate)`, so every
 // processor the shared pipeline gains applies to beam modes with the same parsing.
-fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig> {
+pub(super) fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig> {
     Ok(PipelineConfig {
         eos_token_ids: get(settings, "eos_token_ids", Vec::new(), "an int or a list of ints")?,
         min_length: get(settings, "min_length", 0usize, "a non-negative int")?,
@@ -34,7 +34,7 @@ fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig> {
     })
 }
 
-fn beam_settings(settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>) -> PyResult<BeamSettings> {
+pub(super) fn beam_settings(settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>) -> PyResult<BeamSettings> {
     let early = match beam.get_item("early_stopping")? {
         None => EarlyStopping::Heuristic,
         Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => {
@@ -69,7 +69,7 @@ fn beam_settings(settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>) -> PyRe
     })
 }
 
-fn finalized_dict<'py>(py: Python<'py>, out: Finalized) -> PyResult<Bound<'py, PyDict>> {
+pub(super) fn finalized_dict<'py>(py: Python<'py>, out: Finalized) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let seq = PyArray1::from_vec(py, out.sequences).reshape([out.rows, out.width])?;
     let idx = PyArray1::from_vec(py, out.beam_indices).reshape([out.rows, out.generated_width])?;
@@ -89,7 +89,7 @@ fn node_id(n: u32) -> i64 {
     }
 }
 
-fn tree_dict<'py>(py: Python<'py>, tree: &BeamTree, surviving: &[u32]) -> PyResult<Bound<'py, PyDict>> {
+pub(super) fn tree_dict<'py>(py: Python<'py>, tree: &BeamTree, surviving: &[u32]) -> PyResult<Bound<'py, PyDict>> {
     let nodes = tree.nodes();
     let d = PyDict::new(py);
     let col_i64 = |f: &dyn Fn(&crate::beam::Node) -> i64| PyArray1::from_vec(py, nodes.iter().map(f).collect());
@@ -106,11 +106,11 @@ fn tree_dict<'py>(py: Python<'py>, tree: &BeamTree, surviving: &[u32]) -> PyResu
     Ok(d)
 }
 
-fn tokens_parents<'py>(py: Python<'py>, tokens: &[i64], parents: &[i64]) -> Pair<'py> {
+pub(super) fn tokens_parents<'py>(py: Python<'py>, tokens: &[i64], parents: &[i64]) -> Pair<'py> {
     (PyArray1::from_slice(py, tokens), PyArray1::from_slice(py, parents))
 }
 
-fn settled_list<'py>(py: Python<'py>, settled: Vec<Vec<i64>>) -> PyResult<Bound<'py, PyList>> {
+pub(super) fn settled_list<'py>(py: Python<'py>, settled: Vec<Vec<i64>>) -> PyResult<Bound<'py, PyList>> {
     PyList::new(py, settled.into_iter().map(|v| PyArray1::from_vec(py, v)))
 }
 

@@ -2,6 +2,7 @@
 
 mod arrays;
 mod beam;
+mod constraints;
 mod decode;
 mod errors;
 
@@ -9,6 +10,8 @@ mod errors;
 mod _core {
     #[pymodule_export]
     use super::beam::{BeamSearch, GroupBeamSearch};
+    #[pymodule_export]
+    use super::constraints::{ConstrainedBeamSearch, ConstraintTracker};
     #[pymodule_export]
     use super::decode::Decoder;
     #[pymodule_export]

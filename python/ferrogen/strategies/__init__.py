@@ -8,6 +8,7 @@ from ..config import GenerationMode
 from ..outputs import GenerateOutput
 from .base import GenerationRequest
 from .beam import beam_sample, beam_search
+from .constrained import constrained_beam_search
 from .greedy import greedy_search
 from .group_beam import group_beam_search
 
@@ -18,6 +19,7 @@ STRATEGIES: dict[GenerationMode, Strategy] = {
     GenerationMode.BEAM_SEARCH: beam_search,
     GenerationMode.BEAM_SAMPLE: beam_sample,
     GenerationMode.GROUP_BEAM_SEARCH: group_beam_search,
+    GenerationMode.CONSTRAINED_BEAM_SEARCH: constrained_beam_search,
 }
 
 __all__ = ["STRATEGIES", "GenerationRequest", "Strategy"]

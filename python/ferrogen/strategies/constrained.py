@@ -1,0 +1,77 @@
+"""Constrained beam search: beam search whose outputs must contain given phrases.
+
+The Rust core keeps every beam's progress through the constraints and, each step, adds
+the tokens that advance an unsatisfied beam to the usual top-k candidates, then deals
+the candidates out over "banks" (levels of constraint progress) so that progress is not
+crowded out by score (transformers 4.55 semantics, with its constraint tracking fixed).
+Only beams that satisfy every constraint may finish on EOS. When ``max_new_tokens`` is
+too short to satisfy them, the best beams are returned anyway, flagged in
+``GenerateOutput.constraints_satisfied`` and ``finish_reasons`` (``"constraints_unmet"``),
+with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .. import _core
+from ..constraints import resolve_constraints
+from ..outputs import GenerateOutput
+from ..stopping import evaluate_criteria
+from .base import GenerationRequest, as_int64, core_settings
+from .beam_loop import RunningSequences, beam_settings, run_beam_loop
+
+__all__ = ["constrained_beam_search"]
+
+
+class _ConstrainedStep:
+    def __init__(self, request: GenerationRequest) -> None:
+        specs = resolve_constraints(request.config, request.tokenizer, request.vocab_size)
+        mask = None
+        if not request.adapter.is_encoder_decoder and request.attention_mask is not None:
+            mask = np.ascontiguousarray(request.attention_mask.detach().cpu().numpy() != 0)
+        self.core = _core.ConstrainedBeamSearch(as_int64(request.prompt_ids), core_settings(request),
+                                                beam_settings(request), specs, request.vocab_size, mask)
+        self.processors = list(request.logits_processors)
+        self.criteria = list(request.criteria)
+
+    def __call__(
+        self, logits: torch.Tensor, running: Optional[RunningSequences]
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        core = self.core
+        if not self.processors:
+            tokens, parents = core.step(logits.numpy())
+            return tokens, parents, logits
+        assert running is not None
+        core.process(logits.numpy())
+        for proc in self.processors:
+            logits = proc(running.ids, logits).to(torch.float32).contiguous()
+        tokens, parents = core.select(logits.numpy())
+        return tokens, parents, logits
+
+    def after(self, running: Optional[RunningSequences], scores: torch.Tensor) -> None:
+        # as transformers: the search stops when a criterion holds for every row
+        if self.criteria and running is not None and not self.core.is_done():
+            verdicts = evaluate_criteria(self.criteria, running.ids, scores)
+            if verdicts and bool(torch.stack([done for done, _ in verdicts]).any(0).all()):
+                self.core.stop()
+
+
+def constrained_beam_search(request: GenerationRequest) -> GenerateOutput:
+    step = _ConstrainedStep(request)
+    out = run_beam_loop(request, step, track_sequences=bool(step.processors or step.criteria))
+    satisfied = [bool(s) for s in step.core.finalize()["constraints_satisfied"]]
+    out.constraints_satisfied = satisfied
+    if out.finish_reasons is not None:
+        out.finish_reasons = [r if ok else "constraints_unmet" for r, ok in zip(out.finish_reasons, satisfied)]
+    missing = satisfied.count(False)
+    if missing:
+        warnings.warn(
+            f"constraints: {missing} of {len(satisfied)} returned sequences do not contain every constraint "
+            "(too few new tokens to fit them?); they are the best beams found, ranked after any that do, "
+            "and flagged in GenerateOutput.constraints_satisfied", UserWarning, stacklevel=3)
+    return out
