@@ -83,6 +83,38 @@ CASES: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
+# The guide's examples on the embedded models (python/ferrogen/_embedded), which load the same in
+# 4.55.4 and 5.x. "words" are resolved as ferrogen's ``force_words`` resolves them (see
+# ``_word_ids``); the case keeps ``force_words`` for ferrogen and the ids it resolved to.
+EMBEDDED_PROMPTS = {
+    "kjv-gpt2": ["And God said", "The LORD is my shepherd"],
+    "kjv-t5": ["In the beginning God created the heaven and the earth.", "The LORD is my shepherd; I shall not want."],
+}
+EMBEDDED_CASES: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
+    ("guide-words", ("kjv-gpt2", "kjv-t5"), dict(num_beams=6, max_new_tokens=24, words=["rain", ["sunny", "cloudy"]])),
+    ("guide-nrs2", ("kjv-t5",), dict(num_beams=4, num_return_sequences=2, max_new_tokens=30,
+                                    words=["light", ["heaven", "earth"]])),
+    ("guide-eos", ("kjv-t5",), dict(num_beams=4, num_return_sequences=2, max_new_tokens=30, words=["LORD"])),
+    ("guide-eos-disj-early", ("kjv-t5",), dict(num_beams=4, num_return_sequences=2, max_new_tokens=30,
+                                              length_penalty=1.5, early_stopping=True,
+                                              words=[["king", "people"], "God"])),
+    ("guide-objects-nb8", ("kjv-t5",), dict(num_beams=8, max_new_tokens=30, objects=[("p", [298, 311, 390]),
+                                                                                   ("d", [[2079], [1045]])])),
+    # transformers' blog example; "scream" is left out: its tokens are a prefix of "screams" here
+    ("guide-scared", ("kjv-gpt2",), dict(num_beams=10, max_new_tokens=30,
+                                        words=[["scared"], ["screams", "screaming", "screamed"]])),
+]
+
+
+def _word_ids(tokenizer: Any, word: str) -> list[int]:
+    """ferrogen.constraints.words_to_ids: the ids of ``word`` after a space in running text."""
+    anchor = tokenizer("a", add_special_tokens=False)["input_ids"]
+    both = tokenizer("a " + word.lstrip(), add_special_tokens=False)["input_ids"]
+    if anchor and both[: len(anchor)] == anchor and len(both) > len(anchor):
+        return both[len(anchor):]
+    return tokenizer(word, add_special_tokens=False)["input_ids"]
+
+
 def _reexec_in_golden_venv() -> None:
     import transformers
 
@@ -249,46 +281,75 @@ def _all_specs(spec: dict[str, Any]) -> list:
     return [ids for _, ids in spec.get("objects", [])] + list(spec.get("force_words_ids", []))
 
 
-def make_cases() -> list[dict[str, Any]]:
-    from conftest import left_padded_batch
+def _run_case(name: str, model_name: str, model: Any, ids: Any, mask: Any, spec: dict[str, Any],
+              resolved: Any = None) -> dict[str, Any]:
     from constraint_reference import satisfies
+
+    start = 1 if model.config.is_encoder_decoder else 0
+    spec = dict(spec)
+    if "eos" in spec:
+        spec["eos_token_id"] = _pick_eos(model, ids, mask, spec, spec.pop("eos"))
+    hf_spec = {k: v for k, v in spec.items() if k != "force_words"}
+    if resolved is not None:
+        hf_spec["force_words_ids"] = resolved
+    with DefectWatch() as watch:
+        out = _generate(model, ids, mask, _hf_kwargs(hf_spec))
+    specs = _all_specs(hf_spec)
+    per_item = spec.get("num_return_sequences", 1)
+    rows = out.sequences.tolist()
+    satisfied = []
+    for r, row in enumerate(rows):
+        prompt_mask = [] if start else mask[r // per_item].tolist()
+        text = [t for i, t in enumerate(row) if i >= len(prompt_mask) or prompt_mask[i]][start:]
+        satisfied.append(satisfies(text, specs))
+    case = {
+        "name": f"{model_name}-{name}", "model": model_name, "input_ids": ids.tolist(),
+        "attention_mask": mask.tolist(), "kwargs": dict(spec, max_new_tokens=spec.get("max_new_tokens", MAX_NEW),
+                                                        pad_token_id=0),
+        "sequences": rows,
+        "sequences_scores": None if out.sequences_scores is None else out.sequences_scores.tolist(),
+        "satisfied": satisfied, "defects": watch.found,
+    }
+    if resolved is not None:
+        case["resolved_force_words_ids"] = resolved
+    if not all(satisfied) and not watch.found:
+        with SatisfyingFirst():
+            case["sequences_satisfying_first"] = _generate(model, ids, mask, _hf_kwargs(hf_spec)).sequences.tolist()
+    verdict = "ok" if all(satisfied) and not watch.found else f"unsatisfied={satisfied.count(False)} {watch.found}"
+    print(f"{case['name']}: {tuple(out.sequences.shape)} {verdict}", file=sys.stderr)
+    return case
+
+
+def make_cases() -> list[dict[str, Any]]:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from conftest import left_padded_batch
     from golden_models import load_stored
 
     ids, mask = left_padded_batch(LENGTHS)
     cases = []
     for model_name in MODELS:
         model = load_stored(model_name)
-        start = 1 if model.config.is_encoder_decoder else 0
         for name, models, spec in CASES:
+            if model_name in models:
+                cases.append(_run_case(name, model_name, model, ids, mask, spec))
+    for model_name, prompts in EMBEDDED_PROMPTS.items():
+        path = ROOT / "python" / "ferrogen" / "_embedded" / model_name
+        auto = AutoModelForSeq2SeqLM if model_name.endswith("t5") else AutoModelForCausalLM
+        model = auto.from_pretrained(path).eval()
+        tok = AutoTokenizer.from_pretrained(path)
+        tok.padding_side = "right" if model.config.is_encoder_decoder else "left"
+        enc = tok(prompts, return_tensors="pt", padding=True)
+        for name, models, spec in EMBEDDED_CASES:
             if model_name not in models:
                 continue
             spec = dict(spec)
-            if "eos" in spec:
-                spec["eos_token_id"] = _pick_eos(model, ids, mask, spec, spec.pop("eos"))
-            with DefectWatch() as watch:
-                out = _generate(model, ids, mask, _hf_kwargs(spec))
-            specs = _all_specs(spec)
-            per_item = spec.get("num_return_sequences", 1)
-            rows = out.sequences.tolist()
-            satisfied = []
-            for r, row in enumerate(rows):
-                prompt_mask = [] if start else mask[r // per_item].tolist()
-                text = [t for i, t in enumerate(row) if i >= len(prompt_mask) or prompt_mask[i]][start:]
-                satisfied.append(satisfies(text, specs))
-            kwargs = {k: v for k, v in spec.items()}
-            kwargs.setdefault("max_new_tokens", MAX_NEW)
-            cases.append({
-                "name": f"{model_name}-{name}", "model": model_name, "input_ids": ids.tolist(),
-                "attention_mask": mask.tolist(), "kwargs": dict(kwargs, pad_token_id=0),
-                "sequences": rows,
-                "sequences_scores": None if out.sequences_scores is None else out.sequences_scores.tolist(),
-                "satisfied": satisfied, "defects": watch.found,
-            })
-            if not all(satisfied) and not watch.found:
-                with SatisfyingFirst():
-                    cases[-1]["sequences_satisfying_first"] = _generate(model, ids, mask, _hf_kwargs(spec)).sequences.tolist()
-            verdict = "ok" if all(satisfied) and not watch.found else f"unsatisfied={satisfied.count(False)} {watch.found}"
-            print(f"{model_name}-{name}: {tuple(out.sequences.shape)} {verdict}", file=sys.stderr)
+            resolved = None
+            if "words" in spec:
+                spec["force_words"] = spec.pop("words")
+                resolved = [_word_ids(tok, w) if isinstance(w, str) else [_word_ids(tok, x) for x in w]
+                            for w in spec["force_words"]]
+            cases.append(_run_case(name, model_name, model, enc.input_ids, enc.attention_mask, spec, resolved))
     return cases
 
 
