@@ -13,6 +13,7 @@
 //!   (the last release shipping it): groups processed in order, Hamming penalty,
 //!   per-group n-best lists.
 
+mod fastmath;
 mod group;
 mod hypotheses;
 mod length;
