@@ -14,6 +14,7 @@ from ._core import InvalidArgumentError, NoValidTokenError, ShapeError, TokenOut
 from .config import GenerationConfig, GenerationMode
 from .generate import generate
 from .outputs import GenerateOutput
+from .processors import LogitsPipeline
 from .stopping import MaxTimeCriteria, StopStringCriteria
 from .streamers import TextIteratorStreamer, TextStreamer
 
@@ -39,6 +40,7 @@ __all__ = [
     "GenerationConfig",
     "GenerationMode",
     "InvalidArgumentError",
+    "LogitsPipeline",
     "MaxTimeCriteria",
     "NoValidTokenError",
     "ShapeError",
