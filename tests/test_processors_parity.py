@@ -408,3 +408,28 @@ def test_pipeline_accepts_torch_and_numpy_and_works_in_place():
     assert out.dtype == torch.float16 and out.shape == (4,)
     with pytest.raises(ferrogen.ShapeError):
         pipe.process(torch.tensor([[1], [2]]), logits)
+
+
+LONG_ROW_WARPERS = {
+    "top_p": dict(top_p=0.9),
+    "top_p_small": dict(top_p=0.2),
+    "typical": dict(typical_p=0.9),
+    "min_p": dict(min_p=0.1),
+    "epsilon": dict(epsilon_cutoff=3e-5),
+    "eta": dict(eta_cutoff=3e-4),
+    "top_k+top_p": dict(top_k=100, top_p=0.8, temperature=0.7),
+    "top_p+typical+min_p": dict(top_p=0.95, typical_p=0.9, min_p=0.01),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LONG_ROW_WARPERS))
+def test_warpers_on_long_rows_match_transformers(gpt2, name):
+    """A vocabulary of 50k takes the dense (no candidate list) paths of the warpers."""
+    fields = {"do_sample": True, **LONG_ROW_WARPERS[name]}
+    ids, mask = history(2, 4, 0, seed=1)
+    procs = hf_list(gpt2, 4, **{"top_k": None, **fields})
+    pipe = ferrogen.LogitsPipeline(prompt_length=4, **{"top_k": 0, **fields})
+    for case, logits in logits_cases(2, 50_257, seed=7).items():
+        if case not in ("normal", "ties", "half_neg_inf"):
+            continue  # the other cases are covered at small vocabularies
+        assert_same_scores(pipe.process(ids, logits), run_hf(procs, ids, logits), f"{name} {case}")
