@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ferrogen_core::beam::{
-    log_softmax_rows, top_k_into, BeamSearch, BeamSettings, CounterNoise, GroupBeamSearch, SampleSettings, TopK,
+    exponential, log_softmax_rows, top_k_into, BeamSearch, BeamSettings, GroupBeamSearch, SampleSettings, TopK,
 };
 use ferrogen_core::diversity::penalize_group;
 use ferrogen_core::logits::PipelineConfig;
@@ -12,9 +12,7 @@ const VOCAB: usize = 50257;
 const BATCH: usize = 4;
 
 fn logits(rows: usize, seed: u64) -> Vec<f32> {
-    let gen = CounterNoise::new(seed);
-    let stream = gen.stream(0, 0);
-    (0..rows * VOCAB).map(|i| -3.0 * CounterNoise::exponential(stream, i).ln()).collect()
+    (0..rows * VOCAB).map(|i| -3.0 * exponential(seed, 0, i).ln()).collect()
 }
 
 fn settings(beams: usize, groups: usize, sample: bool) -> BeamSettings {
@@ -24,19 +22,19 @@ fn settings(beams: usize, groups: usize, sample: bool) -> BeamSettings {
         diversity_penalty: if groups > 1 { 0.5 } else { 0.0 },
         eos_token_ids: vec![50256],
         max_length: 1 << 20,
-        sample: sample.then_some(SampleSettings { temperature: 1.0, top_k: 50, top_p: 1.0, seed: Some(0) }),
+        sample: sample.then_some(SampleSettings { item_keys: Some((0..BATCH as u64).collect()) }),
         ..Default::default()
     }
 }
 
 fn bench_steps(c: &mut Criterion) {
     let prompts: Vec<i64> = (0..BATCH as i64 * 16).collect();
-    let config = PipelineConfig { eos_token_ids: vec![50256], ..Default::default() };
     for (name, beams, groups, sample) in
         [("beam4", 4, 1, false), ("beam8", 8, 1, false), ("beam_sample4", 4, 1, true), ("group8x4", 8, 4, false)]
     {
         let rows = BATCH * beams;
         let data = logits(rows, 1);
+        let config = PipelineConfig { eos_token_ids: vec![50256], do_sample: sample, top_k: 50, ..Default::default() };
         c.bench_function(&format!("step/{name}/batch{BATCH}/vocab{VOCAB}"), |b| {
             if groups > 1 {
                 let mut s = GroupBeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();

@@ -2,11 +2,13 @@
 //! Pure Rust; the Python bindings live in `py/` behind the `python` feature.
 
 pub mod beam;
+pub mod constraints;
 pub mod decode;
 pub mod diversity;
 pub mod error;
 pub mod history;
 pub mod logits;
+pub mod rng;
 pub mod sampling;
 
 #[cfg(feature = "python")]

@@ -11,11 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._core import InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError
+from ._validation import GenerationConfigError, GenerationConfigTypeError, UnknownFieldError
 from .config import GenerationConfig, GenerationMode
 from .generate import generate
 from .outputs import GenerateOutput
+from .processors import LogitsPipeline
 from .stopping import MaxTimeCriteria, StopStringCriteria
 from .streamers import TextIteratorStreamer, TextStreamer
+from .text import TextGenerator, TextResult, pipeline
 
 __version__ = "0.1.0"
 
@@ -37,15 +40,22 @@ def embedded_model_path(kind: str = "causal") -> str:
 __all__ = [
     "GenerateOutput",
     "GenerationConfig",
+    "GenerationConfigError",
+    "GenerationConfigTypeError",
     "GenerationMode",
     "InvalidArgumentError",
+    "LogitsPipeline",
     "MaxTimeCriteria",
     "NoValidTokenError",
     "ShapeError",
     "StopStringCriteria",
     "TextIteratorStreamer",
+    "TextGenerator",
+    "TextResult",
     "TextStreamer",
     "TokenOutOfVocabError",
+    "UnknownFieldError",
     "embedded_model_path",
     "generate",
+    "pipeline",
 ]

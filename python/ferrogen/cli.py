@@ -112,9 +112,18 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         raise CliError(f"--batch-size: must be >= 1, got {args.batch_size}")
     if args.model is not None and not Path(args.model).is_dir():
         raise CliError(f"--model: {args.model} is not a directory")
+    if args.input is not None and not Path(args.input).is_file():
+        raise CliError(f"--input: {args.input} is not a file")
+    if args.stream and args.prompt and len(args.prompt) > 1:
+        raise CliError("--stream: works with one prompt")
+    _check_beam_tree(args)
+    overrides = _overrides(args)
+    if args.config is None:
+        GenerationConfig(**overrides)  # flags are checked before the model loads
+    _quiet_transformers()
     generator = pipeline(args.model, device=args.device)
     base = GenerationConfig.from_pretrained(args.config or generator.model)
-    config = base.merged(**_overrides(args))
+    config = base.merged(**overrides)
     call = dict(generation_config=config)
 
     if args.input is None:
@@ -123,8 +132,6 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         if args.stream:
             from .streamers import TextStreamer
 
-            if len(prompts) > 1:
-                raise CliError("--stream: works with one prompt")
             streamer = TextStreamer(generator.tokenizer, skip_prompt=True, skip_special_tokens=True, file=sys.stderr)
         if args.beam_tree:
             results = _generate_with_tree(generator, prompts, config, streamer, args.beam_tree)
@@ -135,8 +142,6 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                                   "finish_reason": result.finish_reason}) + "\n")
         return 0
 
-    if args.beam_tree:
-        raise CliError("--beam-tree: works with --prompt, not --input")
     from tqdm import tqdm
 
     rows = list(_read_jsonl(args.input))
@@ -168,6 +173,19 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failures else 0
 
 
+def _check_beam_tree(args: argparse.Namespace) -> None:
+    """``--beam-tree`` checks that need no model."""
+    if not args.beam_tree:
+        return
+    if args.input is not None:
+        raise CliError("--beam-tree: works with --prompt, not --input")
+    suffix = Path(args.beam_tree).suffix.lower()
+    if suffix not in (".html", ".htm", ".svg", ".dot", ".gv", ".json"):
+        raise CliError(f"--beam-tree: {args.beam_tree}: use a .html, .svg, .dot or .json file")
+    if suffix == ".svg" and args.prompt and len(args.prompt) > 1:
+        raise CliError("--beam-tree: an .svg file holds one tree; use .html, .dot or .json for several prompts")
+
+
 def _generate_with_tree(generator: Any, prompts: list[str], config: Any, streamer: Any, path: str) -> list[Any]:
     """Generates like ``generator(prompts)`` and writes ``output.beam_tree`` to ``path``."""
     from .config import GenerationMode
@@ -177,10 +195,6 @@ def _generate_with_tree(generator: Any, prompts: list[str], config: Any, streame
     if config.generation_mode() not in (GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
                                         GenerationMode.GROUP_BEAM_SEARCH):
         raise CliError("--beam-tree: needs a beam mode (--num-beams > 1)")
-    if Path(path).suffix.lower() not in (".html", ".htm", ".svg", ".dot", ".gv", ".json"):
-        raise CliError(f"--beam-tree: {path}: use a .html, .svg, .dot or .json file")
-    if Path(path).suffix.lower() == ".svg" and len(prompts) > 1:
-        raise CliError("--beam-tree: an .svg file holds one tree; use .html, .dot or .json for several prompts")
     tok = generator.tokenizer
     enc = tok(prompts, return_tensors="pt", padding=True)
     device = getattr(generator.model, "device", None)
@@ -198,6 +212,12 @@ def _generate_with_tree(generator: Any, prompts: list[str], config: Any, streame
         results.append(TextResult(prompts[row // per_prompt], tok.decode(new, skip_special_tokens=True), new,
                                   out.finish_reasons[row]))
     return results
+def _quiet_transformers() -> None:
+    """The CLI's stderr carries ferrogen's messages; transformers' load bars would bury them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -144,20 +144,14 @@ def _build_request(
     adapter = adapter_for(model, config.decoder_start_token_id, output_hidden_states=output_hidden)
     prompt = adapter.decoder_prompt(input_ids)
     prompt_len = int(prompt.shape[1])
-    max_length = _max_length(model, config, prompt_len)
-    if prompt_len >= max_length and not (config.max_new_tokens == 0):
-        name = "decoder_input_ids" if adapter.is_encoder_decoder else "input_ids"
-        raise ValueError(
-            f"max_length: the length of {name} is {prompt_len} but max_length is {max_length}; "
-            "increase max_length or set max_new_tokens"
-        )
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    max_length = config.resolved_max_length(prompt_len, positions if isinstance(positions, int) else None)
     criteria: list[StoppingCriterion] = []
     if config.max_time is not None:
         criteria.append(MaxTimeCriteria(config.max_time))
     if config.stop_strings:
         criteria.append(StopStringCriteria(tokenizer, config.stop_strings, prompt_length=prompt_len))
     criteria.extend(stopping_criteria or ())
-    only_time = config.max_time is not None and len(criteria) == 1
     return GenerationRequest(
         adapter=adapter,
         config=config,
@@ -175,16 +169,4 @@ def _build_request(
         vocab_size=vocab,
         model=model,
         assistant_model=assistant_model,
-        extras={"max_time_only": only_time},
     )
-
-
-def _max_length(model: Any, config: GenerationConfig, prompt_len: int) -> int:
-    """transformers' rule: max_new_tokens wins; an unset max_length means 20 new tokens."""
-    if config.max_new_tokens is not None:
-        return prompt_len + config.max_new_tokens
-    if config.max_length != GenerationConfig().max_length:
-        return int(config.max_length)
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    total = prompt_len + int(config.max_length)
-    return min(total, limit) if isinstance(limit, int) else total

@@ -27,6 +27,8 @@ class MaxTimeCriteria:
     True
     """
 
+    finish_reason = "time"
+
     def __init__(self, max_time: float, start: Optional[float] = None) -> None:
         self.max_time = max_time
         self.start = time.monotonic() if start is None else start
@@ -70,15 +72,17 @@ class StopStringCriteria:
 
 def evaluate_criteria(
     criteria: Iterable[StoppingCriterion], input_ids: torch.Tensor, scores: Optional[torch.Tensor]
-) -> Optional[torch.Tensor]:
-    """OR of every criterion as a bool ``[rows]`` CPU tensor, or ``None`` when there are none."""
-    done: Optional[torch.Tensor] = None
+) -> list[tuple[torch.Tensor, str]]:
+    """Each criterion's verdict as a bool ``[rows]`` CPU tensor with its finish reason
+    (``finish_reason`` attribute of the criterion, ``"stop"`` when it has none)."""
+    verdicts = []
+    rows = input_ids.shape[0]
     for crit in criteria:
         result = crit(input_ids, scores)
-        if isinstance(result, bool):
-            result = torch.full((input_ids.shape[0],), result, dtype=torch.bool)
         result = torch.as_tensor(result).to(device="cpu", dtype=torch.bool).reshape(-1)
-        if result.numel() == 1 and input_ids.shape[0] > 1:
-            result = result.expand(input_ids.shape[0])
-        done = result if done is None else done | result
-    return done
+        if result.numel() == 1 and rows > 1:
+            result = result.expand(rows)
+        if result.numel() != rows:
+            raise ValueError(f"stopping_criteria: a criterion returned {result.numel()} values for {rows} rows")
+        verdicts.append((result, getattr(crit, "finish_reason", "stop")))
+    return verdicts

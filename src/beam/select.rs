@@ -190,12 +190,10 @@ mod tests {
         // one draw (k = 1) from p = [.5, .3, .15, .05] with the counter noise, 20000 streams
         let p = [0.5f32, 0.3, 0.15, 0.05];
         let logp: Vec<f32> = p.iter().map(|x| x.ln()).collect();
-        let gen = crate::beam::CounterNoise::new(42);
         let mut counts = [0usize; 4];
         let (mut t, mut scratch) = (TopK::new(1), Vec::new());
-        for s in 0..20000 {
-            let stream = gen.stream(s, 0);
-            let got = sample_k_into(&mut t, &logp, 4, &[0.0], &mut scratch, |i| crate::beam::CounterNoise::exponential(stream, i));
+        for s in 0..20000u64 {
+            let got = sample_k_into(&mut t, &logp, 4, &[0.0], &mut scratch, |i| crate::beam::exponential(42 + s, 0, i));
             counts[got[0].1] += 1;
         }
         for (c, q) in counts.iter().zip(p) {

@@ -4,6 +4,8 @@ mod arrays;
 mod beam;
 mod decode;
 mod errors;
+mod pipeline;
+mod settings;
 
 #[pyo3::pymodule]
 mod _core {
@@ -13,4 +15,6 @@ mod _core {
     use super::decode::Decoder;
     #[pymodule_export]
     use super::errors::{InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError};
+    #[pymodule_export]
+    use super::pipeline::LogitsPipelineCore;
 }

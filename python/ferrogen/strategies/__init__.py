@@ -10,6 +10,7 @@ from .base import GenerationRequest
 from .beam import beam_sample, beam_search
 from .greedy import greedy_search
 from .group_beam import group_beam_search
+from .sample import sample
 
 Strategy = Callable[[GenerationRequest], GenerateOutput]
 
@@ -18,6 +19,7 @@ STRATEGIES: dict[GenerationMode, Strategy] = {
     GenerationMode.BEAM_SEARCH: beam_search,
     GenerationMode.BEAM_SAMPLE: beam_sample,
     GenerationMode.GROUP_BEAM_SEARCH: group_beam_search,
+    GenerationMode.SAMPLE: sample,
 }
 
 __all__ = ["STRATEGIES", "GenerationRequest", "Strategy"]

@@ -65,11 +65,10 @@ def run_token_loop(
         if streamer is not None:
             streamer.put(next_tokens)
         _mark(reasons, before & ~core.unfinished(), "eos")  # type: ignore[attr-defined]
-        done = evaluate_criteria(request.criteria, sequences[:, :cur], logits)
-        if done is not None:
+        for done, why in evaluate_criteria(request.criteria, sequences[:, :cur], logits):
             before = core.unfinished()  # type: ignore[attr-defined]
             core.finish_rows(done.numpy())  # type: ignore[attr-defined]
-            _mark(reasons, before & ~core.unfinished(), _criterion_reason(request))  # type: ignore[attr-defined]
+            _mark(reasons, before & ~core.unfinished(), why)  # type: ignore[attr-defined]
         if core.all_finished() or cur >= total:  # type: ignore[attr-defined]
             break
         logits = request.adapter.advance(next_tokens)
@@ -92,7 +91,3 @@ def _mark(reasons: list[str], newly: np.ndarray, why: str) -> None:
     for row in np.flatnonzero(newly):
         if not reasons[row]:
             reasons[row] = why
-
-
-def _criterion_reason(request: GenerationRequest) -> str:
-    return "time" if request.extras.get("max_time_only") else "stop"

@@ -1,0 +1,87 @@
+"""generate() rejects bad inputs before running the model, naming the argument."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ferrogen
+from conftest import left_padded_batch
+
+
+class CountingModel(torch.nn.Module):
+    """A plain module that records whether it ever ran."""
+
+    def __init__(self, vocab=8):
+        super().__init__()
+        self.calls = 0
+        self.vocab = vocab
+
+    def forward(self, input_ids):
+        self.calls += 1
+        return torch.zeros(input_ids.shape[0], input_ids.shape[1], self.vocab)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, needle",
+    [
+        (dict(input_ids=None), ValueError, "input_ids"),
+        (dict(input_ids=torch.zeros(2, 3, 4, dtype=torch.long)), ValueError, "input_ids"),
+        (dict(input_ids=torch.zeros(0, 3, dtype=torch.long)), ValueError, "input_ids"),
+        (dict(input_ids=torch.zeros(1, 3)), ValueError, "input_ids"),
+        (dict(attention_mask=torch.ones(1, 5)), ValueError, "attention_mask"),
+        (dict(max_new_tokens=-1), ValueError, "max_new_tokens"),
+        (dict(max_length=2), ValueError, "max_length"),
+        (dict(num_beams=0), ValueError, "num_beams"),
+        (dict(top_p=0.0, do_sample=True), ValueError, "top_p"),
+        (dict(not_a_field=1), TypeError, "not_a_field"),
+        (dict(decoder_input_ids=torch.zeros(1, 1, dtype=torch.long)), TypeError, "decoder_input_ids"),
+        (dict(generation_config=42), TypeError, "generation_config"),
+    ],
+)
+def test_rejected_before_the_model_runs(kwargs, exc, needle):
+    model = CountingModel()
+    args = dict(input_ids=torch.zeros(1, 3, dtype=torch.long), eos_token_id=1, pad_token_id=0)
+    args.update(kwargs)
+    with pytest.raises(exc, match=needle):
+        ferrogen.generate(model, **args)
+    assert model.calls == 0
+
+
+def test_token_ids_outside_vocab(gpt2):
+    ids = torch.tensor([[1, 2, 500]])
+    with pytest.raises(ValueError, match="input_ids"):
+        ferrogen.generate(gpt2, input_ids=ids)
+
+
+def test_encoder_decoder_needs_a_start_token(t5):
+    ids, mask = left_padded_batch((3,))
+    cfg = ferrogen.GenerationConfig.from_pretrained(t5)
+    with pytest.raises(ValueError, match="decoder_start_token_id"):
+        t5_config_start = t5.config.decoder_start_token_id
+        try:
+            t5.config.decoder_start_token_id = None
+            ferrogen.generate(t5, input_ids=ids, generation_config=cfg.merged(decoder_start_token_id=None, bos_token_id=None))
+        finally:
+            t5.config.decoder_start_token_id = t5_config_start
+
+
+def test_max_new_tokens_zero_returns_the_prompt(gpt2):
+    ids, mask = left_padded_batch((3, 2))
+    out = ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, max_new_tokens=0, return_dict_in_generate=True)
+    assert torch.equal(out.sequences, ids) and out.finish_reasons == ["length", "length"]
+
+
+def test_unimplemented_strategy_says_so(gpt2):
+    ids, _ = left_padded_batch((3,))
+    with pytest.raises(NotImplementedError, match="contrastive_search"):
+        ferrogen.generate(gpt2, input_ids=ids, penalty_alpha=0.6, top_k=4)
+
+
+def test_all_filtered_logits_raise_a_named_error():
+    class NanModel(CountingModel):
+        def forward(self, input_ids):
+            return torch.full((input_ids.shape[0], input_ids.shape[1], self.vocab), float("nan"))
+
+    with pytest.raises(ferrogen.NoValidTokenError, match="row 0"):
+        ferrogen.generate(NanModel(), input_ids=torch.zeros(1, 2, dtype=torch.long), eos_token_id=1, pad_token_id=0)

@@ -1,0 +1,94 @@
+"""Streamers see exactly the tokens generate returns, in order."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import pytest
+import torch
+
+import ferrogen
+from conftest import left_padded_batch
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return ferrogen.text.load_model(ferrogen.embedded_model_path())
+
+
+class Recorder:
+    def __init__(self):
+        self.puts: list[torch.Tensor] = []
+        self.ended = 0
+
+    def put(self, value):
+        self.puts.append(torch.as_tensor(value).clone())
+
+    def end(self):
+        self.ended += 1
+
+
+def test_any_put_end_object_receives_prompt_then_tokens(gpt2):
+    ids, mask = left_padded_batch((4, 2))
+    rec = Recorder()
+    out = ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, max_new_tokens=5, pad_token_id=0, streamer=rec)
+    assert torch.equal(rec.puts[0], ids)
+    assert torch.equal(torch.stack(rec.puts[1:], dim=1), out[:, ids.shape[1] :])
+    assert rec.ended == 1
+
+
+def test_text_streamer_prints_the_decoded_output(embedded):
+    model, tok = embedded
+    ids = tok("And God said", return_tensors="pt")
+    buf = io.StringIO()
+    streamer = ferrogen.TextStreamer(tok, skip_prompt=True, file=buf)
+    out = ferrogen.generate(model, **ids, max_new_tokens=25, streamer=streamer)
+    expected = tok.decode(out[0, ids["input_ids"].shape[1] :])
+    assert buf.getvalue() == expected + "\n"
+
+
+def test_text_streamer_with_prompt_and_transformers_streamer_agree(embedded):
+    from transformers import TextStreamer as HFTextStreamer
+
+    model, tok = embedded
+    ids = tok("In the beginning", return_tensors="pt")
+    ours = io.StringIO()
+    ferrogen.generate(model, **ids, max_new_tokens=15, streamer=ferrogen.TextStreamer(tok, file=ours))
+
+    class Captured(HFTextStreamer):
+        text = ""
+
+        def on_finalized_text(self, text, stream_end=False):
+            Captured.text += text + ("\n" if stream_end else "")
+
+    ferrogen.generate(model, **ids, max_new_tokens=15, streamer=Captured(tok))
+    assert ours.getvalue() == Captured.text
+
+
+def test_iterator_streamer_from_a_thread(embedded):
+    model, tok = embedded
+    ids = tok("The LORD is my shepherd", return_tensors="pt")
+    streamer = ferrogen.TextIteratorStreamer(tok, skip_prompt=True, timeout=60)
+    result = {}
+
+    def run():
+        result["out"] = ferrogen.generate(model, **ids, max_new_tokens=20, streamer=streamer)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    text = "".join(streamer)
+    thread.join()
+    assert text == tok.decode(result["out"][0, ids["input_ids"].shape[1] :])
+
+
+def test_iterator_streamer_times_out():
+    streamer = ferrogen.TextIteratorStreamer(tokenizer=None, timeout=0.01)
+    with pytest.raises(TimeoutError, match="timeout"):
+        next(iter(streamer))
+
+
+def test_text_streamer_refuses_batches(embedded):
+    _, tok = embedded
+    with pytest.raises(ValueError, match="streamer"):
+        ferrogen.TextStreamer(tok).put(torch.zeros((2, 3), dtype=torch.long))
