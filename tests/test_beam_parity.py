@@ -142,6 +142,17 @@ def test_pipeline_processors_lengths_and_eos_lists(stored):
     compare(t5, ids, mask, seed=3, do_sample=True, num_beams=4, eos_token_id=[62, 72], top_k=5, **OUTPUTS)
 
 
+@pytest.mark.parametrize("model,kwargs", [
+    ("gpt2", dict(num_beams=4, repetition_penalty=1.3, no_repeat_ngram_size=2, num_return_sequences=2)),
+    ("t5", dict(num_beams=4, bad_words_ids=[[62], [76, 83]], suppress_tokens=[5], renormalize_logits=True)),
+    ("gpt2", dict(num_beams=3, do_sample=True, typical_p=0.9, min_p=0.05, repetition_penalty=1.2)),
+], ids=["penalty-ngram", "bad-words-suppress-renormalize", "sample-typical-min-p"])
+def test_shared_pipeline_in_beam_modes(stored, model, kwargs):
+    """The shared processors (stateful ones reordered with the beams) act on log-probabilities."""
+    ids, mask = left_padded_batch(LENGTHS)
+    compare(stored[model], ids, mask, seed=5 if kwargs.get("do_sample") else None, **kwargs, **OUTPUTS)
+
+
 class _Penalise(LogitsProcessor):
     """A user processor: lowers tokens 10..19 (works on both sides)."""
 
