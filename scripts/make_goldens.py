@@ -44,6 +44,9 @@ GROUP_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("eos-min-new", "{m}", dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5, min_new_tokens=4,
                                 num_return_sequences=4, eos="first")),
     ("scores-g4x2", "{m}", dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.7, output_scores=True)),
+    # processors that run after the Hamming penalty and keep per-row state across reorders
+    ("processors-g4x2", "{m}", dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0, repetition_penalty=1.4,
+                                    no_repeat_ngram_size=2, num_return_sequences=2)),
 ]
 MODELS = ("gpt2", "t5")
 LENGTHS = (5, 3, 7)

@@ -8,6 +8,7 @@ pub mod diversity;
 pub mod error;
 pub mod history;
 pub mod logits;
+pub mod rng;
 pub mod sampling;
 
 #[cfg(feature = "python")]

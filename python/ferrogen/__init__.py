@@ -16,6 +16,7 @@ from .config import GenerationConfig, GenerationMode
 from .constraints import Constraint, DisjunctiveConstraint, PhrasalConstraint
 from .generate import generate
 from .outputs import GenerateOutput
+from .processors import LogitsPipeline
 from .stopping import MaxTimeCriteria, StopStringCriteria
 from .streamers import TextIteratorStreamer, TextStreamer
 from .text import TextGenerator, TextResult, pipeline
@@ -46,6 +47,7 @@ __all__ = [
     "GenerationConfigTypeError",
     "GenerationMode",
     "InvalidArgumentError",
+    "LogitsPipeline",
     "MaxTimeCriteria",
     "NoValidTokenError",
     "PhrasalConstraint",

@@ -68,6 +68,8 @@ pub struct ConstrainedBeamSearch {
     next_tokens: Vec<i64>,
     parents: Vec<i64>,
     finished: bool,
+    /// Code of the outside criterion that ended the search (see [`Self::stop`]).
+    stop_code: u8,
     /// Running beams that missed a constraint at the end, per item: `(score, node)`.
     unmet: Option<Vec<Vec<(f64, u32)>>>,
     streamed: Vec<usize>,
@@ -106,10 +108,11 @@ impl ConstrainedBeamSearch {
         let prompt_len = prompts.len() / batch;
         settings.validate(prompt_len)?;
         config.validate(None)?;
+        config.validate_rows(batch * settings.num_beams)?;
         if settings.num_beams < 2 {
             return Err(CoreError::invalid("num_beams", "constrained beam search needs num_beams > 1"));
         }
-        if settings.sample.is_some() {
+        if settings.sample.is_some() || config.do_sample {
             return Err(CoreError::invalid("do_sample", "constrained beam search does not support do_sample=True"));
         }
         if settings.num_beam_groups != 1 {
@@ -157,6 +160,7 @@ impl ConstrainedBeamSearch {
             next_tokens: vec![0; batch * beams],
             parents: (0..(batch * beams) as i64).collect(),
             finished: false,
+            stop_code: 1,
             unmet: None,
             streamed: vec![0; batch],
             top: TopK::new(k),
@@ -201,9 +205,11 @@ impl ConstrainedBeamSearch {
         &self.states
     }
 
-    /// Marks the search finished (a stopping criterion outside the core fired for every row).
-    pub fn stop(&mut self) {
+    /// Marks the search finished: the stopping criterion with `code` (>= 1) fired for
+    /// every row outside the core.
+    pub fn stop(&mut self, code: u8) {
         self.finished = true;
+        self.stop_code = code.max(1);
     }
 
     /// Log-softmax, then the logits processors, over `logits` (`[rows, vocab]`) in place.
@@ -292,6 +298,7 @@ impl ConstrainedBeamSearch {
         }
         let parents: Vec<usize> = self.parents.iter().map(|&p| p as usize).collect();
         self.history.reorder(&parents);
+        self.pipeline.reorder(&parents);
         self.history.push(&self.next_tokens);
         self.beam_scores = new_scores;
         self.running_nodes = new_nodes;
@@ -390,7 +397,7 @@ impl ConstrainedBeamSearch {
     fn close(&mut self) {
         let len = self.history.len();
         let generated = len - self.prompt_len;
-        let end = if len >= self.s.max_length { EndReason::Length } else { EndReason::Stop };
+        let end = if len >= self.s.max_length { EndReason::Length } else { EndReason::Stop(self.stop_code) };
         let mut unmet = vec![Vec::new(); self.batch];
         for b in (0..self.batch).filter(|&b| !self.item_done[b]) {
             for row in b * self.beams..(b + 1) * self.beams {
@@ -485,7 +492,6 @@ impl ConstrainedBeamSearch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::beam::CounterNoise;
     use crate::constraints::ConstraintSpec;
     use proptest::prelude::*;
 
@@ -604,6 +610,17 @@ mod tests {
         assert!(matches!(s.select(&[0.0; 7], 3), Err(CoreError::Shape { .. })));
     }
 
+    /// Pseudo-random log-probability-like values (splitmix64 of the position).
+    fn noise(seed: u64, step: usize, row: usize, token: usize) -> f32 {
+        let mut z = seed ^ ((step as u64) << 40) ^ ((row as u64) << 20) ^ token as u64;
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let u = ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        (2.0 * u.ln().max(-30.0)) as f32
+    }
+
     fn specs_strategy() -> impl Strategy<Value = Vec<ConstraintSpec>> {
         let phrase = proptest::collection::vec(3i64..8, 1..4);
         let spec = prop_oneof![
@@ -638,10 +655,7 @@ mod tests {
             };
             let prompts: Vec<i64> = (0..batch as i64 * 2).map(|i| i % 3).collect();
             let mut s = ConstrainedBeamSearch::new(&prompts, batch, &PipelineConfig::default(), st, cs, None).unwrap();
-            let gen = CounterNoise::new(seed);
-            let (out, ok, steps) = run(&mut s, vocab, |step, row, t| {
-                2.0 * CounterNoise::exponential(gen.stream(row, step), t).ln()
-            });
+            let (out, ok, steps) = run(&mut s, vocab, |step, row, t| noise(seed, step, row, t));
             prop_assert!(steps <= max_length - 2);
             for r in 0..out.rows {
                 let row = &out.sequences[r * out.width..(r + 1) * out.width];

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::arrays::{contiguous, contiguous_mut};
-use super::beam::{beam_settings, finalized_dict, pipeline_config, settled_list, tokens_parents, tree_dict, Pair};
+use super::beam::{finalized_dict, parse, settled_list, tokens_parents, tree_dict, Pair};
 use super::errors::{to_py, InvalidArgumentError};
 use crate::beam::ConstrainedBeamSearch as CoreSearch;
 use crate::constraints::{ConstraintSet, ConstraintSpec, ConstraintState};
@@ -127,12 +127,10 @@ impl ConstrainedBeamSearch {
         vocab: Option<usize>,
         prompt_mask: Option<PyReadonlyArray2<'_, bool>>,
     ) -> PyResult<Self> {
-        let batch = input_ids.shape()[0];
-        let prompts = contiguous("input_ids", &input_ids)?;
+        let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
         let mask = prompt_mask.as_ref().map(|m| contiguous("prompt_mask", m)).transpose()?;
         let set = constraint_set(specs, vocab, "force_words_ids")?;
-        let inner = CoreSearch::new(prompts, batch, &pipeline_config(settings)?, beam_settings(settings, beam)?, set, mask)
-            .map_err(to_py)?;
+        let inner = CoreSearch::new(&prompts, batch, &config, beam, set, mask).map_err(to_py)?;
         Ok(ConstrainedBeamSearch { inner })
     }
 
@@ -166,9 +164,9 @@ impl ConstrainedBeamSearch {
         self.inner.is_done()
     }
 
-    /// Ends the search (a stopping criterion fired for every row).
-    fn stop(&mut self) {
-        self.inner.stop()
+    /// Ends the search: the stopping criterion with `code` (>= 1) fired for every row.
+    fn stop(&mut self, code: u8) {
+        self.inner.stop(code)
     }
 
     /// Bool `[batch * num_beams]`: running beams that satisfy every constraint.

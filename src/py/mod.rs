@@ -5,6 +5,8 @@ mod beam;
 mod constraints;
 mod decode;
 mod errors;
+mod pipeline;
+mod settings;
 
 #[pyo3::pymodule]
 mod _core {
@@ -16,4 +18,6 @@ mod _core {
     use super::decode::Decoder;
     #[pymodule_export]
     use super::errors::{InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError};
+    #[pymodule_export]
+    use super::pipeline::LogitsPipelineCore;
 }

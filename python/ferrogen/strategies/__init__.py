@@ -11,6 +11,7 @@ from .beam import beam_sample, beam_search
 from .constrained import constrained_beam_search
 from .greedy import greedy_search
 from .group_beam import group_beam_search
+from .sample import sample
 
 Strategy = Callable[[GenerationRequest], GenerateOutput]
 
@@ -19,6 +20,7 @@ STRATEGIES: dict[GenerationMode, Strategy] = {
     GenerationMode.BEAM_SEARCH: beam_search,
     GenerationMode.BEAM_SAMPLE: beam_sample,
     GenerationMode.GROUP_BEAM_SEARCH: group_beam_search,
+    GenerationMode.SAMPLE: sample,
     GenerationMode.CONSTRAINED_BEAM_SEARCH: constrained_beam_search,
 }
 

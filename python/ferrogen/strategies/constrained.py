@@ -23,7 +23,7 @@ from ..constraints import resolve_constraints
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
 from .base import GenerationRequest, as_int64, core_settings
-from .beam_loop import RunningSequences, beam_settings, run_beam_loop
+from .beam_loop import RunningSequences, beam_settings, criterion_codes, run_beam_loop
 
 __all__ = ["constrained_beam_search"]
 
@@ -56,9 +56,9 @@ class _ConstrainedStep:
     def after(self, running: Optional[RunningSequences], scores: torch.Tensor) -> None:
         # as transformers: the search stops when a criterion holds for every row
         if self.criteria and running is not None and not self.core.is_done():
-            verdicts = evaluate_criteria(self.criteria, running.ids, scores)
-            if verdicts and bool(torch.stack([done for done, _ in verdicts]).any(0).all()):
-                self.core.stop()
+            codes = criterion_codes(evaluate_criteria(self.criteria, running.ids, scores), running.ids.shape[0])
+            if bool((codes > 0).all()):
+                self.core.stop(int(codes.min()))
 
 
 def constrained_beam_search(request: GenerationRequest) -> GenerateOutput:
