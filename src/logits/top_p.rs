@@ -1,7 +1,7 @@
 //! `TopPLogitsWarper` (nucleus): keep the smallest set of most probable tokens whose
 //! probability reaches `top_p`.
 
-use super::math::{cmp_items, dense_boundary, exp, first_reaching, max, softmax_into, sum_exp, Item};
+use super::math::{cmp_items, dense_boundary, first_reaching, max, scaled_exp_into, softmax_into, sum_exp, Item};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// transformers' rule, to the float: sort ascending, accumulate the softmax, and remove
@@ -74,15 +74,8 @@ impl TopP {
         }
         let inv = (1.0 / sum_exp(logits, m)) as f32;
         let thr = self.threshold;
-        let row: &[f32] = logits;
-        let boundary = dense_boundary(
-            row.len(),
-            &|i| row[i],
-            &|i| exp(row[i] - m) * inv,
-            &|cum| (cum as f32) > thr,
-            &mut s.items,
-            &mut s.tmp,
-        );
+        scaled_exp_into(logits, m, inv, &mut s.probs);
+        let boundary = dense_boundary(logits, &s.probs, &|cum| (cum as f32) > thr, &mut s.items, &mut s.tmp);
         if let Some(b) = boundary {
             let (head, tail) = logits.split_at_mut(b.idx as usize);
             for x in head {
