@@ -10,6 +10,8 @@
 use std::cmp::Ordering;
 
 const LANES: usize = 16;
+/// Lanes of the loops that inline `exp`: 8 keeps AVX2 from spilling registers.
+const EXP_LANES: usize = 8;
 
 /// Defines `fn name(args) -> ret` whose body is compiled twice, for the baseline target
 /// and for AVX2, the AVX2 copy being used when the CPU has it (checked once, cached).
@@ -56,9 +58,11 @@ pub fn max(xs: &[f32]) -> f32 {
 }
 }
 
-/// `e^x` in f32 with a relative error below 2e-7 (Cephes' polynomial, Cody-Waite
-/// reduction), branch-free so that loops over it vectorise. `exp(-inf) = 0`,
-/// NaN gives 0 (NaN is "no probability"), denormal results are kept.
+/// `e^x` in f32 with a relative error below 3e-7 (Cephes' polynomial, Cody-Waite
+/// reduction), branch-free so that loops over it vectorise. Results below the smallest
+/// normal float are flushed to 0 (`x < -87`, a probability ratio under 2e-38): producing
+/// subnormals costs a microcode assist per element on x86, and rows where most entries
+/// are -inf (after a cut) would pay it everywhere. `exp(-inf) = 0`, NaN gives 0.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -66,8 +70,10 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Round-to-nearest trick: adding 1.5 * 2^23 pushes the fraction out of the mantissa.
     const SHIFT: f32 = 12_582_912.0;
-    // Clamping also maps NaN to the lower bound (max/min return the non-NaN operand).
-    let x = x.max(-104.0).min(88.7);
+    const LOWEST: f32 = -87.0;
+    let normal = x >= LOWEST; // false for NaN and -inf
+                              // Clamping also maps NaN to the lower bound (max/min return the non-NaN operand).
+    let x = x.max(LOWEST).min(88.7);
     let t = x * LOG2E + SHIFT;
     let n = t - SHIFT;
     // The rounded integer sits in t's low mantissa bits: no float-to-int conversion
@@ -81,10 +87,15 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    // 2^n as two factors so that n down to -150 (denormals, then 0) stays exact.
+    // 2^n as two factors, each a normal float for n in [-126, 128].
     let n1 = ni >> 1;
     let n2 = ni - n1;
-    y * f32::from_bits(((n1 + 127) as u32) << 23) * f32::from_bits(((n2 + 127) as u32) << 23)
+    let e = y * f32::from_bits(((n1 + 127) as u32) << 23) * f32::from_bits(((n2 + 127) as u32) << 23);
+    if normal {
+        e
+    } else {
+        0.0
+    }
 }
 
 multiversion! {
@@ -93,11 +104,11 @@ multiversion! {
 pub fn sum_exp(xs: &[f32], m: f32) -> f64 {
     let mut total = 0.0f64;
     for block in xs.chunks(1024) {
-        let mut acc = [0.0f32; LANES];
-        let chunks = block.chunks_exact(LANES);
+        let mut acc = [0.0f32; EXP_LANES];
+        let chunks = block.chunks_exact(EXP_LANES);
         let tail = chunks.remainder();
         for c in chunks {
-            for j in 0..LANES {
+            for j in 0..EXP_LANES {
                 acc[j] += exp(c[j] - m);
             }
         }
@@ -113,14 +124,17 @@ multiversion! {
 /// Writes `exp(x - m)` of every `x` into `out` and returns their sum (f64).
 pub fn exp_into(xs: &[f32], m: f32, out: &mut Vec<f32>) -> f64 {
     out.clear();
-    out.extend(xs.iter().map(|&x| exp(x - m)));
+    out.resize(xs.len(), 0.0);
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = exp(x - m);
+    }
     let mut total = 0.0f64;
     for block in out.chunks(1024) {
-        let mut acc = [0.0f32; LANES];
-        let chunks = block.chunks_exact(LANES);
+        let mut acc = [0.0f32; EXP_LANES];
+        let chunks = block.chunks_exact(EXP_LANES);
         let tail = chunks.remainder();
         for c in chunks {
-            for j in 0..LANES {
+            for j in 0..EXP_LANES {
                 acc[j] += c[j];
             }
         }
@@ -140,6 +154,61 @@ pub fn divide(xs: &mut [f32], t: f32) -> () {
 }
 
 multiversion! {
+/// The warpers' prelude in place (NaN to -inf when `sanitize`, then `/ t`); returns the
+/// largest resulting value (NaN ignored).
+pub fn prelude_max(xs: &mut [f32], t: f32, sanitize: bool) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            let x = if sanitize && c[j].is_nan() { f32::NEG_INFINITY } else { c[j] };
+            let y = x / t;
+            c[j] = y;
+            acc[j] = if y > acc[j] { y } else { acc[j] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for x in chunks.into_remainder() {
+        let y = (if sanitize && x.is_nan() { f32::NEG_INFINITY } else { *x }) / t;
+        *x = y;
+        m = if y > m { y } else { m };
+    }
+    for a in acc {
+        m = if a > m { a } else { m };
+    }
+    m
+}
+}
+
+/// Chunk length of [`chunk_maxima`].
+pub const MAX_CHUNK: usize = 32;
+
+multiversion! {
+/// The maximum (NaN ignored) of every `MAX_CHUNK`-long chunk of `xs`, into `out`.
+pub fn chunk_maxima(xs: &[f32], out: &mut Vec<f32>) -> () {
+    out.clear();
+    let chunks = xs.chunks_exact(MAX_CHUNK);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut acc = [f32::NEG_INFINITY; MAX_CHUNK / 2];
+        for j in 0..MAX_CHUNK / 2 {
+            let (a, b) = (c[j], c[j + MAX_CHUNK / 2]);
+            let m = if b > a { b } else { a };
+            acc[j] = if m > acc[j] { m } else { acc[j] };
+        }
+        let mut m = f32::NEG_INFINITY;
+        for a in acc {
+            m = if a > m { a } else { m };
+        }
+        out.push(m);
+    }
+    if !tail.is_empty() {
+        out.push(tail.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m }));
+    }
+}
+}
+
+multiversion! {
 /// NaN becomes -inf.
 pub fn nan_to_neg_inf(xs: &mut [f32]) -> () {
     for x in xs.iter_mut() {
@@ -152,7 +221,10 @@ multiversion! {
 /// `out[i] = exp(xs[i] - m) * inv`: probabilities once `inv = 1 / sum` is known.
 pub fn scaled_exp_into(xs: &[f32], m: f32, inv: f32, out: &mut Vec<f32>) -> () {
     out.clear();
-    out.extend(xs.iter().map(|&x| exp(x - m) * inv));
+    out.resize(xs.len(), 0.0);
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = exp(x - m) * inv;
+    }
 }
 }
 
@@ -468,7 +540,7 @@ mod tests {
     #[test]
     fn exp_is_accurate_and_total() {
         let mut worst = 0.0f64;
-        let mut x = -87.0f32;
+        let mut x = -86.9f32;
         while x < 88.0 {
             let want = (x as f64).exp();
             let got = exp(x) as f64;
@@ -479,9 +551,8 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(f32::NAN), 0.0);
         assert_eq!(exp(0.0), 1.0);
-        let tiny = exp(-100.0) as f64;
-        // denormal: 26 units of 2^-149, so only a few percent of precision remain
-        assert!((tiny - (-100f64).exp()).abs() / (-100f64).exp() < 5e-2, "denormals kept: {tiny}");
+        assert_eq!(exp(-87.5), 0.0, "subnormal results are flushed to 0");
+        assert!(exp(-86.9) > 0.0);
     }
 
     #[test]
