@@ -6,7 +6,9 @@ use pyo3::types::PyDict;
 
 use super::arrays::{contiguous, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError};
-use super::settings::{pipeline_config, seed};
+/// The settings parser lives in `settings.rs`; re-exported for bindings that took it from here.
+pub(crate) use super::settings::pipeline_config;
+use super::settings::seed;
 use crate::decode::Decoder as CoreDecoder;
 
 /// Per-generation decoding state for greedy and sampling strategies.
