@@ -82,13 +82,7 @@ impl RowProcessor for TopK {
         let buf = &mut s.floats;
         let chunk_max = &mut s.probs;
         chunk_maxima(logits, chunk_max);
-        buf.clear();
-        buf.extend_from_slice(chunk_max);
-        let floor = if buf.len() >= k {
-            *buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
-        } else {
-            f32::NEG_INFINITY
-        };
+        let floor = kth_largest(chunk_max, k, buf);
         buf.clear();
         for (chunk, &m) in logits.chunks(CHUNK).zip(chunk_max.iter()) {
             if m >= floor {
