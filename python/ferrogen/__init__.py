@@ -15,6 +15,7 @@ from ._validation import GenerationConfigError, GenerationConfigTypeError, Unkno
 from .config import GenerationConfig, GenerationMode
 from .generate import generate
 from .outputs import GenerateOutput
+from .processors import LogitsPipeline
 from .stopping import MaxTimeCriteria, StopStringCriteria
 from .streamers import TextIteratorStreamer, TextStreamer
 from .text import TextGenerator, TextResult, pipeline
@@ -43,6 +44,7 @@ __all__ = [
     "GenerationConfigTypeError",
     "GenerationMode",
     "InvalidArgumentError",
+    "LogitsPipeline",
     "MaxTimeCriteria",
     "NoValidTokenError",
     "ShapeError",

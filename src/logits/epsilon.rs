@@ -1,0 +1,65 @@
+//! `EpsilonLogitsWarper` (epsilon sampling, Hewitt et al. 2022).
+
+use super::math::{kth_largest, softmax_into};
+use super::{RowProcessor, Scratch, StepContext};
+
+/// Removes tokens with probability `< epsilon` (float32) unless they score at least
+/// the `min_tokens_to_keep`-th largest score.
+pub struct EpsilonCutoff {
+    epsilon: f32,
+    min_keep: usize,
+}
+
+impl EpsilonCutoff {
+    pub fn new(epsilon: f64, min_tokens_to_keep: usize) -> Self {
+        EpsilonCutoff { epsilon: epsilon as f32, min_keep: min_tokens_to_keep.max(1) }
+    }
+}
+
+impl RowProcessor for EpsilonCutoff {
+    fn name(&self) -> &'static str {
+        "EpsilonLogitsWarper"
+    }
+
+    fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
+        cutoff(logits, s, self.min_keep, |_| self.epsilon);
+    }
+}
+
+/// Shared by epsilon and eta: removes candidates with `p < threshold(probs)` that
+/// score below the `min_keep`-th largest score.
+pub(super) fn cutoff(logits: &mut [f32], s: &mut Scratch, min_keep: usize, threshold: impl Fn(&Scratch) -> f32) {
+    s.ensure_candidates(logits);
+    if s.cand.len() <= min_keep {
+        return;
+    }
+    s.gather(logits);
+    if !softmax_into(&s.vals, &mut s.probs) {
+        return;
+    }
+    let thr = threshold(s);
+    let kth = kth_largest(&s.vals, min_keep, &mut s.floats);
+    s.keep.clear();
+    s.keep.extend(s.probs.iter().zip(&s.vals).map(|(&p, &v)| !(p < thr && v < kth)));
+    s.apply_keep(logits);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{run1, NEG};
+    use super::*;
+
+    #[test]
+    fn cuts_improbable_tokens_but_keeps_the_top() {
+        // p ~ [0.665, 0.245, 0.090]
+        let mut row = vec![2.0, 1.0, 0.0];
+        run1(&EpsilonCutoff::new(0.1, 1), &mut row);
+        assert_eq!(row, vec![2.0, 1.0, NEG]);
+        let mut row = vec![2.0, 1.0, 0.0];
+        run1(&EpsilonCutoff::new(0.9, 1), &mut row);
+        assert_eq!(row, vec![2.0, NEG, NEG]);
+        let mut row = vec![2.0, 1.0, 0.0];
+        run1(&EpsilonCutoff::new(0.9, 2), &mut row);
+        assert_eq!(row, vec![2.0, 1.0, NEG]);
+    }
+}
