@@ -12,10 +12,13 @@
 //! context (the prompt without padding, then every chosen token), and keeps the best.
 //! The context is stored unit-normalised, so each cosine is one dot product.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
+use crate::logits::math::{exp, sum_exp};
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
 
 const LANES: usize = 8;
@@ -41,8 +44,8 @@ fn push_unit(v: &[f32], out: &mut Vec<f32>) {
 }
 
 /// The `k` largest entries of `row` (NaN counts as -inf), best first, ties to the lower
-/// index, with their softmax probabilities over the whole row. `None` when the row has
-/// no finite value.
+/// index, with their softmax probabilities over the whole row (computed as torch does,
+/// `exp(x - max) / sum`). `None` when the row's maximum is not finite.
 pub fn top_k_probs(row: &[f32], k: usize, ids: &mut [i64], probs: &mut [f32]) -> Option<()> {
     debug_assert!(k >= 1 && ids.len() == k && probs.len() == k && k <= row.len());
     let clean = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
@@ -58,13 +61,13 @@ pub fn top_k_probs(row: &[f32], k: usize, ids: &mut [i64], probs: &mut [f32]) ->
         best.truncate(k);
     }
     let max = best[0].0;
-    if max == f32::NEG_INFINITY {
+    if !max.is_finite() {
         return None;
     }
-    let sum: f64 = row.iter().map(|&x| ((clean(x) - max) as f64).exp()).sum();
+    let inv = (1.0 / sum_exp(row, max)) as f32;
     for (j, &(v, i)) in best.iter().enumerate() {
         ids[j] = i as i64;
-        probs[j] = (((v - max) as f64).exp() / sum) as f32;
+        probs[j] = exp(v - max) * inv;
     }
     Some(())
 }
@@ -193,6 +196,9 @@ pub struct ContrastiveSearch {
     eos: Vec<i64>,
     pad: i64,
     pipeline: Pipeline,
+    config: PipelineConfig,
+    /// Vocabulary size the configured token ids were checked against (0: not yet).
+    checked_vocab: AtomicUsize,
     candidates: Vec<i64>,
     probs: Vec<f32>,
     next: Vec<i64>,
@@ -209,10 +215,13 @@ impl ContrastiveSearch {
             });
         }
         config.validate(None)?;
+        config.validate_rows(n_rows)?;
         let history = TokenHistory::new(prompts, n_rows);
         Ok(ContrastiveSearch {
             scorer: ContrastiveScorer::new(n_rows, top_k, alpha, 0)?,
-            pipeline: config.build(history.prompt_len()),
+            pipeline: config.build_all(history.prompt_len(), 1),
+            config: config.clone(),
+            checked_vocab: AtomicUsize::new(0),
             history,
             unfinished: vec![true; n_rows],
             eos: config.eos_token_ids.clone(),
@@ -310,6 +319,10 @@ impl ContrastiveSearch {
                 expected: format!("[{rows}, vocab >= 1]"),
                 got: format!("{} values with vocab {vocab}", logits.len()),
             });
+        }
+        if self.checked_vocab.load(Ordering::Relaxed) != vocab {
+            self.config.validate(Some(vocab))?;
+            self.checked_vocab.store(vocab, Ordering::Relaxed);
         }
         Ok(())
     }
