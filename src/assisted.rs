@@ -90,14 +90,16 @@ impl Row {
         self.pipeline.process(&StepContext { history }, &mut LogitsMut::new(logits, vocab));
     }
 
-    /// Greedy verification of this round's drafts; see [`AssistedDecoder::verify`].
+    /// Greedy verification of this round's drafts into `scratch` (nothing is committed
+    /// yet); see [`AssistedDecoder::verify`].
     fn verify_greedy(&mut self, r: usize, logits: &mut [f32], vocab: usize, eos: &[i64], max_len: usize) -> Result<Verdict> {
         let mut verdict = Verdict::default();
+        self.scratch = self.history.clone();
         for (i, logits) in logits.chunks_exact_mut(vocab).enumerate() {
-            if self.len() >= max_len {
+            if self.scratch.len() >= max_len {
                 break;
             }
-            self.process(&self.history, logits);
+            self.process(&self.scratch, logits);
             let token = argmax(logits).ok_or(CoreError::NoValidToken { row: r })? as i64;
             let agreed = self.drafts.get(i) == Some(&token);
             if self.commit(token, agreed, eos, &mut verdict) || !agreed {
@@ -107,16 +109,17 @@ impl Row {
         Ok(verdict)
     }
 
-    /// Speculative-sampling verification; see the module documentation.
+    /// Speculative-sampling verification into `scratch`; see the module documentation.
     fn verify_sample(&mut self, r: usize, logits: &mut [f32], vocab: usize, eos: &[i64], max_len: usize) -> Result<Verdict> {
         let mut verdict = Verdict::default();
         let mut p = Vec::with_capacity(vocab);
+        self.scratch = self.history.clone();
         for (i, logits) in logits.chunks_exact_mut(vocab).enumerate() {
-            let position = self.len();
+            let position = self.scratch.len();
             if position >= max_len {
                 break;
             }
-            self.process(&self.history, logits);
+            self.process(&self.scratch, logits);
             if !softmax_into(logits, &mut p) {
                 return Err(CoreError::NoValidToken { row: r });
             }
@@ -147,15 +150,27 @@ impl Row {
         Ok(verdict)
     }
 
-    /// Appends `token`; true when it ended the row (EOS).
+    /// Appends `token` to `scratch` and the verdict; true when it is an EOS token.
     fn commit(&mut self, token: i64, agreed: bool, eos: &[i64], verdict: &mut Verdict) -> bool {
-        self.history.push(&[token]);
+        self.scratch.push(&[token]);
         verdict.emitted.push(token);
         verdict.accepted += agreed as usize;
-        if eos.contains(&token) {
+        verdict.ended = eos.contains(&token);
+        verdict.ended
+    }
+
+    /// Commits the verdict's tokens, at most `limit` unless they end the row.
+    fn settle(&mut self, verdict: &mut Verdict, limit: usize, max_len: usize) {
+        if !verdict.ended && self.len() + verdict.emitted.len() < max_len {
+            verdict.emitted.truncate(limit);
+            verdict.accepted = verdict.accepted.min(limit);
+        }
+        for &t in &verdict.emitted {
+            self.history.push(&[t]);
+        }
+        if verdict.ended {
             self.unfinished = false;
         }
-        !self.unfinished
     }
 }
 
@@ -166,6 +181,8 @@ pub struct Verdict {
     pub emitted: Vec<i64>,
     /// How many drafts were accepted (they are the first `accepted` tokens of `emitted`).
     pub accepted: usize,
+    /// Whether the last emitted token is an EOS token (the row is finished).
+    pub ended: bool,
 }
 
 pub struct AssistedDecoder {
@@ -255,6 +272,10 @@ impl AssistedDecoder {
         self.rows.len()
     }
 
+    pub fn pad(&self) -> i64 {
+        self.pad
+    }
+
     /// Current length of every row (prompt included).
     pub fn lengths(&self) -> Vec<usize> {
         self.rows.iter().map(Row::len).collect()
@@ -284,9 +305,15 @@ impl AssistedDecoder {
         }
     }
 
-    /// The last token of every row (what the main model is fed first in a round).
-    pub fn last_tokens(&self) -> Vec<i64> {
-        self.rows.iter().map(|r| *r.history.row(0).last().unwrap_or(&self.pad)).collect()
+    /// The last `n` tokens of every row, `[rows * n]` (left-filled with pad for shorter rows).
+    pub fn tails(&self, n: usize) -> Vec<i64> {
+        let mut out = vec![self.pad; self.rows.len() * n];
+        for (r, row) in self.rows.iter().enumerate() {
+            let tokens = row.history.row(0);
+            let take = n.min(tokens.len());
+            out[(r + 1) * n - take..(r + 1) * n].copy_from_slice(&tokens[tokens.len() - take..]);
+        }
+        out
     }
 
     /// Every row right-padded with `pad` to the longest: `([rows * width], width)`.
@@ -415,13 +442,18 @@ impl AssistedDecoder {
         self.rows.iter().map(|r| r.drafts.len()).max().unwrap_or(0)
     }
 
-    /// Verifies this round's drafts. `logits` is `[rows, width + 1, vocab]` for the inputs
-    /// `[last token, drafts...]` (`width` as returned by [`Self::drafts`]). Position `i` of a
-    /// row is processed with the row's history plus its first `i` drafts; greedy takes
-    /// the main model's argmax and goes on while it equals the draft, sampling applies
-    /// the rejection rule. A row also stops at an EOS token or at `max_len`. The logits of
-    /// the positions used are left processed. Inactive rows emit nothing.
-    pub fn verify(&mut self, logits: &mut [f32], vocab: usize) -> Result<Vec<Verdict>> {
+    /// Verifies this round's drafts and commits. `logits` is `[rows, width + 1, vocab]` for
+    /// the inputs `[last token, drafts...]` (`width` as returned by [`Self::drafts`]).
+    /// Position `i` of a row is processed with the row's history plus its first `i` drafts;
+    /// greedy takes the main model's argmax and goes on while it equals the draft,
+    /// sampling applies the rejection rule. A row also stops at an EOS token or at
+    /// `max_len`. The logits of the positions used are left processed; inactive rows emit
+    /// nothing.
+    ///
+    /// With `lockstep`, every row that stays active commits the same number of tokens (the
+    /// smallest of theirs; a prefix of a valid continuation is valid), for models whose
+    /// rows cannot be shifted against each other.
+    pub fn verify(&mut self, logits: &mut [f32], vocab: usize, lockstep: bool) -> Result<Vec<Verdict>> {
         let positions = self.width() + 1;
         self.check(logits, vocab, positions)?;
         let (eos, max_len, sample) = (&self.eos, self.max_len, self.do_sample);
@@ -444,7 +476,17 @@ impl AssistedDecoder {
                 verdict
             })
             .collect();
-        verdicts.into_iter().collect()
+        let mut verdicts: Vec<Verdict> = verdicts.into_iter().collect::<Result<_>>()?;
+        let stays = |row: &Row, v: &Verdict| row.unfinished && !v.ended && row.len() + v.emitted.len() < max_len;
+        let limit = if lockstep {
+            self.rows.iter().zip(&verdicts).filter(|(row, v)| stays(row, v)).map(|(_, v)| v.emitted.len()).min()
+        } else {
+            None
+        };
+        for (row, verdict) in self.rows.iter_mut().zip(&mut verdicts) {
+            row.settle(verdict, limit.unwrap_or(usize::MAX), max_len);
+        }
+        Ok(verdicts)
     }
 
     fn check(&mut self, logits: &[f32], vocab: usize, positions: usize) -> Result<()> {
@@ -536,12 +578,28 @@ mod tests {
         assert_eq!(d.drafts(), (vec![3, 2, 4, 2], 2, vec![2, 2]));
         // Row 0 agrees with both drafts and gets a bonus token; row 1 disagrees at once.
         let mut logits = [peaked(&[3, 2, 7], 8), peaked(&[6, 2, 2], 8)].concat();
-        let v = d.verify(&mut logits, 8).unwrap();
-        assert_eq!(v[0], Verdict { emitted: vec![3, 2, 7], accepted: 2 });
-        assert_eq!(v[1], Verdict { emitted: vec![6], accepted: 0 });
+        let v = d.verify(&mut logits, 8, false).unwrap();
+        assert_eq!(v[0], Verdict { emitted: vec![3, 2, 7], accepted: 2, ended: false });
+        assert_eq!(v[1], Verdict { emitted: vec![6], accepted: 0, ended: false });
         assert_eq!(d.lengths(), vec![5, 3]);
         assert_eq!(d.sequences(), (vec![5, 6, 3, 2, 7, 5, 6, 6, 0, 0], 5));
-        assert_eq!(d.last_tokens(), vec![7, 6]);
+        assert_eq!(d.tails(1), vec![7, 6]);
+        assert_eq!(d.tails(4), vec![6, 3, 2, 7, 0, 5, 6, 6]);
+    }
+
+    #[test]
+    fn lockstep_commits_the_same_count_to_rows_that_go_on() {
+        let mut d = decoder(&[5, 5, 5], 3, 1, 20);
+        d.begin_round();
+        d.draft(&mut peaked(&[3, 3, 3], 8), 8, 0.0).unwrap();
+        d.draft(&mut peaked(&[4, 4, 4], 8), 8, 0.0).unwrap();
+        // Row 0 would take 3 tokens, row 1 two, row 2 ends at EOS after one.
+        let mut logits = [peaked(&[3, 4, 6], 8), peaked(&[3, 2, 2], 8), peaked(&[1, 2, 2], 8)].concat();
+        let v = d.verify(&mut logits, 8, true).unwrap();
+        assert_eq!(v[0], Verdict { emitted: vec![3, 4], accepted: 2, ended: false });
+        assert_eq!(v[1], Verdict { emitted: vec![3, 2], accepted: 1, ended: false });
+        assert_eq!(v[2], Verdict { emitted: vec![1], accepted: 0, ended: true });
+        assert_eq!(d.lengths(), vec![3, 3, 2]);
     }
 
     #[test]
@@ -555,15 +613,15 @@ mod tests {
         let (_, width, counts) = d.drafts();
         assert_eq!((width, counts), (2, vec![1, 2]));
         let mut logits = [peaked(&[1, 4, 4], 8), peaked(&[3, 3, 6], 8)].concat();
-        let v = d.verify(&mut logits, 8).unwrap();
-        assert_eq!(v[0], Verdict { emitted: vec![1], accepted: 1 });
-        assert_eq!(v[1], Verdict { emitted: vec![3, 3, 6], accepted: 2 });
+        let v = d.verify(&mut logits, 8, false).unwrap();
+        assert_eq!(v[0], Verdict { emitted: vec![1], accepted: 1, ended: true });
+        assert_eq!(v[1], Verdict { emitted: vec![3, 3, 6], accepted: 2, ended: false });
         assert_eq!(d.unfinished(), vec![false, true]);
         assert_eq!(d.active(), vec![false, false], "row 1 is at max_len");
         assert!(!d.any_active());
         d.begin_round();
         assert!(!d.any_open());
-        let v = d.verify(&mut peaked(&[2, 2], 8), 8).unwrap();
+        let v = d.verify(&mut peaked(&[2, 2], 8), 8, false).unwrap();
         assert!(v.iter().all(|v| v.emitted.is_empty()));
     }
 
@@ -588,11 +646,11 @@ mod tests {
         d.draft(&mut peaked(&[2, 2], 4), 4, 0.0).unwrap();
         // Row 0 accepts the draft, then wants EOS at length 2: suppressed, so 0 (runner-up).
         let mut logits = [peaked(&[2, 1], 4), peaked(&[3, 1], 4)].concat();
-        let v = d.verify(&mut logits, 4).unwrap();
+        let v = d.verify(&mut logits, 4, false).unwrap();
         assert_eq!((v[0].emitted.clone(), v[1].emitted.clone()), (vec![2, 0], vec![3]));
         assert_eq!(logits[4 + 1], f32::NEG_INFINITY, "used positions are left processed");
         // Now row 0 has length 3 (EOS allowed) and row 1 length 2 (still suppressed).
-        let v = d.verify(&mut [peaked(&[1], 4), peaked(&[1], 4)].concat(), 4).unwrap();
+        let v = d.verify(&mut [peaked(&[1], 4), peaked(&[1], 4)].concat(), 4, false).unwrap();
         assert_eq!((v[0].emitted.clone(), v[1].emitted.clone()), (vec![1], vec![0]));
         assert_eq!((d.row(0), d.row(1)), (&[5, 2, 0, 1][..], &[5, 3, 0][..]));
         assert_eq!(d.unfinished(), vec![false, true]);
@@ -606,7 +664,7 @@ mod tests {
         let mut d = AssistedDecoder::new(&[0, 3, 0, 3], 2, &[1, 0], &config, 0, 10, &[]).unwrap();
         let row = [1.0f32, 0.0, 0.0, 0.8, 0.6];
         let mut logits = [row, row].concat();
-        let v = d.verify(&mut logits, 5).unwrap();
+        let v = d.verify(&mut logits, 5, false).unwrap();
         // Row 0: 0 -> 1.0, 3 -> 0.4: argmax 0. Row 1: 0 -> 0.5, 3 -> 0.4: argmax 4 (0.6).
         assert_eq!((v[0].emitted.clone(), v[1].emitted.clone()), (vec![0], vec![4]));
     }
@@ -626,7 +684,7 @@ mod tests {
         let mut q: Vec<f32> = q_logits.repeat(n);
         d.draft(&mut q, 3, 0.0).unwrap();
         let mut logits: Vec<f32> = [p_logits, p_logits].concat().repeat(n);
-        let verdicts = d.verify(&mut logits, 3).unwrap();
+        let verdicts = d.verify(&mut logits, 3, false).unwrap();
         let mut counts = [0f64; 3];
         let mut accepted = 0;
         for v in &verdicts {
@@ -643,7 +701,7 @@ mod tests {
     #[test]
     fn shapes_are_checked() {
         let mut d = decoder(&[5, 6], 1, 1, 10);
-        assert!(d.verify(&mut [0.0; 7], 8).is_err());
+        assert!(d.verify(&mut [0.0; 7], 8, false).is_err());
         assert!(d.draft(&mut [0.0; 8], 4, 0.0).is_err());
         assert!(d.lookup_drafts(0, 3).is_err());
         let none = PipelineConfig::default();
@@ -652,6 +710,6 @@ mod tests {
         let sampling = PipelineConfig { do_sample: true, ..Default::default() };
         assert!(AssistedDecoder::new(&[1, 2], 1, &[0], &sampling, 0, 5, &[]).is_err(), "keys needed");
         let mut d = AssistedDecoder::new(&[1], 1, &[0], &PipelineConfig { suppress_tokens: vec![9], ..none }, 0, 5, &[]).unwrap();
-        assert!(matches!(d.verify(&mut [0.0; 4], 4), Err(CoreError::TokenOutOfVocab { .. })));
+        assert!(matches!(d.verify(&mut [0.0; 4], 4, false), Err(CoreError::TokenOutOfVocab { .. })));
     }
 }

@@ -195,7 +195,12 @@ pub struct ContrastiveSearch {
     unfinished: Vec<bool>,
     eos: Vec<i64>,
     pad: i64,
-    pipeline: Pipeline,
+    /// Processors: run before the user's (Python) logits processors.
+    processors: Pipeline,
+    /// Renormalisation if configured: runs after them.
+    warpers: Pipeline,
+    /// Both, for steps without user processors.
+    full: Pipeline,
     config: PipelineConfig,
     /// Vocabulary size the configured token ids were checked against (0: not yet).
     checked_vocab: AtomicUsize,
@@ -217,14 +222,18 @@ impl ContrastiveSearch {
         config.validate(None)?;
         config.validate_rows(n_rows)?;
         let history = TokenHistory::new(prompts, n_rows);
+        // Contrastive search never samples: the "warpers" are at most the renormalisation.
+        let config = PipelineConfig { do_sample: false, ..config.clone() };
         Ok(ContrastiveSearch {
             scorer: ContrastiveScorer::new(n_rows, top_k, alpha, 0)?,
-            pipeline: config.build_all(history.prompt_len(), 1),
-            config: config.clone(),
+            processors: config.build_processors(history.prompt_len()),
+            warpers: config.build_warpers(1),
+            full: config.build_all(history.prompt_len(), 1),
+            eos: config.eos_token_ids.clone(),
+            config,
             checked_vocab: AtomicUsize::new(0),
             history,
             unfinished: vec![true; n_rows],
-            eos: config.eos_token_ids.clone(),
             pad,
             candidates: Vec::new(),
             probs: Vec::new(),
@@ -259,10 +268,25 @@ impl ContrastiveSearch {
         self.scorer.add_context(hidden, positions, hidden_size, keep)
     }
 
-    /// Runs the processors over `logits` (`[rows, vocab]`) in place.
+    /// Runs the processors (before the user's) over `logits` (`[rows, vocab]`) in place.
     pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
+        self.run(&self.processors, logits, vocab)
+    }
+
+    /// Runs what comes after the user's processors (renormalisation) in place.
+    pub fn warp(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
+        self.run(&self.warpers, logits, vocab)
+    }
+
+    /// Every stage, then [`Self::candidates`]: one step without user processors.
+    pub fn step(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
+        self.run(&self.full, logits, vocab)?;
+        self.candidates(logits, vocab)
+    }
+
+    fn run(&self, pipeline: &Pipeline, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
-        self.pipeline.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
+        pipeline.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
         Ok(())
     }
 

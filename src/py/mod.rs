@@ -1,6 +1,8 @@
 //! PyO3 bindings: the module `ferrogen._core`. Conversion and delegation only.
 
 mod arrays;
+mod assisted;
+mod contrastive;
 mod decode;
 mod errors;
 mod pipeline;
@@ -8,6 +10,10 @@ mod settings;
 
 #[pyo3::pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::assisted::AssistedDecoder;
+    #[pymodule_export]
+    use super::contrastive::ContrastiveSearch;
     #[pymodule_export]
     use super::decode::Decoder;
     #[pymodule_export]

@@ -6,7 +6,9 @@ from typing import Callable
 
 from ..config import GenerationMode
 from ..outputs import GenerateOutput
+from .assisted import assisted_decoding
 from .base import GenerationRequest
+from .contrastive import contrastive_search
 from .greedy import greedy_search
 from .sample import sample
 
@@ -15,6 +17,8 @@ Strategy = Callable[[GenerationRequest], GenerateOutput]
 STRATEGIES: dict[GenerationMode, Strategy] = {
     GenerationMode.GREEDY: greedy_search,
     GenerationMode.SAMPLE: sample,
+    GenerationMode.CONTRASTIVE_SEARCH: contrastive_search,
+    GenerationMode.ASSISTED: assisted_decoding,
 }
 
 __all__ = ["STRATEGIES", "GenerationRequest", "Strategy"]
