@@ -3,6 +3,7 @@
 
 pub mod assisted;
 pub mod contrastive;
+pub mod constraints;
 pub mod decode;
 pub mod error;
 pub mod history;

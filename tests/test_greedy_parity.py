@@ -97,3 +97,14 @@ def test_config_object_and_override_do_not_mutate(gpt2):
     ids, mask = left_padded_batch((4,))
     out = ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, generation_config=cfg, max_new_tokens=5)
     assert out.shape[1] == 9 and cfg.max_new_tokens == 3
+
+
+def test_bfloat16_model_logits_upcast_once(gpt2):
+    import copy
+
+    half = copy.deepcopy(gpt2).to(torch.bfloat16)
+    ids, mask = left_padded_batch((5, 3))
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0, **OUTPUTS)
+    ours = ferrogen.generate(half, input_ids=ids, attention_mask=mask, **kwargs)
+    assert_same(ours, hf_generate(half, ids, mask, **kwargs))
+    assert ours.scores[0].dtype == torch.float32

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 from queue import Empty, Queue
-from threading import Event
 from typing import Any, Iterator, Optional, Protocol, TextIO
 
 import torch
@@ -105,7 +104,6 @@ class TextIteratorStreamer(TextStreamer):
         super().__init__(tokenizer, skip_prompt, **decode_kwargs)
         self.timeout = timeout
         self._queue: "Queue[Optional[str]]" = Queue()
-        self._ended = Event()
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text:
