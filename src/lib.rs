@@ -2,9 +2,11 @@
 //! Pure Rust; the Python bindings live in `py/` behind the `python` feature.
 
 pub mod assisted;
-pub mod contrastive;
+pub mod beam;
 pub mod constraints;
+pub mod contrastive;
 pub mod decode;
+pub mod diversity;
 pub mod error;
 pub mod history;
 pub mod logits;

@@ -2,6 +2,7 @@
 
 mod arrays;
 mod assisted;
+mod beam;
 mod contrastive;
 mod decode;
 mod errors;
@@ -12,6 +13,8 @@ mod settings;
 mod _core {
     #[pymodule_export]
     use super::assisted::AssistedDecoder;
+    #[pymodule_export]
+    use super::beam::{BeamSearch, GroupBeamSearch};
     #[pymodule_export]
     use super::contrastive::ContrastiveSearch;
     #[pymodule_export]
