@@ -37,6 +37,7 @@ enum Purpose {
     Sample = 2,
 }
 
+/// The draw for `purpose` at a token position of a row (counted without padding).
 fn uniform(key: u64, position: usize, purpose: Purpose) -> f64 {
     rng::uniform(key, position as u64 * 3 + purpose as u64)
 }
@@ -115,10 +116,11 @@ impl Row {
         let mut p = Vec::with_capacity(vocab);
         self.scratch = self.history.clone();
         for (i, logits) in logits.chunks_exact_mut(vocab).enumerate() {
-            let position = self.scratch.len();
-            if position >= max_len {
+            if self.scratch.len() >= max_len {
                 break;
             }
+            // Draws are indexed by the token's position without padding: batch-independent.
+            let position = self.scratch.len() - self.start;
             self.process(&self.scratch, logits);
             if !softmax_into(logits, &mut p) {
                 return Err(CoreError::NoValidToken { row: r });
@@ -379,7 +381,7 @@ impl AssistedDecoder {
                     return Err(CoreError::NoValidToken { row: r });
                 }
                 let t = if sample {
-                    draw_weights(&q, uniform(row.key, row.scratch.len(), Purpose::Draft))
+                    draw_weights(&q, uniform(row.key, row.scratch.len() - row.start, Purpose::Draft))
                 } else {
                     argmax(logits)
                 };
