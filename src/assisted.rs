@@ -307,6 +307,16 @@ impl AssistedDecoder {
         }
     }
 
+    /// Cuts every row longer than `lengths[r]` back to that length (a stopping criterion
+    /// fired in the middle of a round; the caller also finishes the row).
+    pub fn truncate(&mut self, lengths: &[usize]) {
+        for (row, &len) in self.rows.iter_mut().zip(lengths) {
+            if len < row.len() {
+                row.history = TokenHistory::new(&row.history.row(0)[..len], 1);
+            }
+        }
+    }
+
     /// The last `n` tokens of every row, `[rows * n]` (left-filled with pad for shorter rows).
     pub fn tails(&self, n: usize) -> Vec<i64> {
         let mut out = vec![self.pad; self.rows.len() * n];
@@ -698,6 +708,16 @@ mod tests {
         assert!(chi2 < 13.8, "{counts:?} chi2 {chi2}");
         // Acceptance rate is sum min(p, q) = 0.2 + 0.1 + 0.3 = 0.6.
         assert!((accepted as f64 / n as f64 - 0.6).abs() < 0.02, "{accepted}");
+    }
+
+    #[test]
+    fn truncate_cuts_longer_rows() {
+        let mut d = decoder(&[5, 6, 5, 6], 2, 1, 20);
+        d.begin_round();
+        d.draft(&mut peaked(&[3, 3], 8), 8, 0.0).unwrap();
+        d.verify(&mut [peaked(&[3, 4], 8), peaked(&[3, 4], 8)].concat(), 8, false).unwrap();
+        d.truncate(&[3, 9]);
+        assert_eq!((d.row(0), d.row(1)), (&[5, 6, 3][..], &[5, 6, 3, 4][..]));
     }
 
     #[test]

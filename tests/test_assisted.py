@@ -133,6 +133,21 @@ def test_eos_mid_batch_and_min_new_tokens(main, assistants):
     assert "eos" in out.finish_reasons
 
 
+def test_stopping_criteria_cut_rows_where_plain_greedy_stops(main, assistants):
+    """A criterion is checked after every emitted position, not once per round."""
+    ids, mask = left_padded_batch((5, 3, 7, 1))
+    free = greedy(main, ids, mask).sequences
+    width = ids.shape[1]
+    stop_token = int(free[2, width + 4])
+    criteria = [lambda seqs, scores: seqs[:, -1] == stop_token]
+    plain = greedy(main, ids, mask, stopping_criteria=criteria)
+    out = greedy(main, ids, mask, stopping_criteria=criteria, assistant_model=assistants["often"],
+                 assistant_confidence_threshold=0.0)
+    assert torch.equal(out.sequences, plain.sequences)
+    assert out.finish_reasons == plain.finish_reasons
+    assert out.finish_reasons[2] == "stop"
+
+
 def test_encoder_decoder_rows_shift(t5):
     """T5's relative attention lets rows of the decoder shift against each other."""
     from transformers import T5ForConditionalGeneration

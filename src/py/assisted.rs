@@ -159,6 +159,21 @@ impl AssistedDecoder {
         self.inner.any_active()
     }
 
+    /// Cuts rows longer than `lengths` (int64 `[rows]`) back to it.
+    fn truncate(&mut self, lengths: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
+        let lengths: Vec<usize> = lengths
+            .as_slice()
+            .map_err(|_| ShapeError::new_err("lengths: array must be contiguous"))?
+            .iter()
+            .map(|&n| n.max(0) as usize)
+            .collect();
+        if lengths.len() != self.inner.n_rows() {
+            return Err(ShapeError::new_err(format!("lengths: expected {} values, got {}", self.inner.n_rows(), lengths.len())));
+        }
+        self.inner.truncate(&lengths);
+        Ok(())
+    }
+
     /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
     fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
         let done = done

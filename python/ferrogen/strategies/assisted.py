@@ -130,31 +130,55 @@ class _Run:
             request.streamer.put(request.prompt_ids.cpu())
 
     def round(self, logits: torch.Tensor, lockstep: bool, drafted: Optional[np.ndarray] = None):
-        """Verifies one round from the main model's logits ``[rows, width + 1, vocab]``."""
+        """Verifies one round from the main model's logits ``[rows, width + 1, vocab]``;
+        returns the tokens emitted and the drafts accepted per row."""
         core = self.core
         before = core.lengths()  # type: ignore[attr-defined]
         was_unfinished = core.unfinished()  # type: ignore[attr-defined]
         raw = logits.clone() if self.raw is not None else None
         emitted_ids, emitted, accepted = core.verify(logits.numpy(), lockstep)  # type: ignore[attr-defined]
-        self._keep(self.scores, logits, before, emitted)
-        self._keep(self.raw, raw, before, emitted)
+        ended = was_unfinished & ~core.unfinished()  # type: ignore[attr-defined]
+        kept, why = self._check_criteria(before, emitted) if self.request.criteria else (emitted, {})
+        self._mark(ended & (kept == emitted), "eos")
+        for row, reason in why.items():
+            self.reasons[row] = self.reasons[row] or reason
+        self._keep(self.scores, logits, before, kept)
+        self._keep(self.raw, raw, before, kept)
         if drafted is not None:
             self.stats.rounds += 1
             self.stats.drafted += int(drafted.sum())
             self.stats.accepted += int(accepted.sum())
             self.stats.emitted += int(emitted.sum())
-        self._mark(was_unfinished & ~core.unfinished(), "eos")  # type: ignore[attr-defined]
-        if self.request.streamer is not None and emitted[0] > 0:
-            self.request.streamer.put(torch.from_numpy(emitted_ids[0, : emitted[0]].copy()))
-        if self.request.criteria:
-            lengths = core.lengths()  # type: ignore[attr-defined]
-            # Each row right-aligned, so criteria that look at the end of a row see its end.
-            view = torch.from_numpy(core.tails(int(lengths.max())))  # type: ignore[attr-defined]
-            for done, why in evaluate_criteria(self.request.criteria, view, None):
-                unfinished = core.unfinished()  # type: ignore[attr-defined]
-                core.finish_rows(done.numpy())  # type: ignore[attr-defined]
-                self._mark(unfinished & ~core.unfinished(), why)  # type: ignore[attr-defined]
+        if self.request.streamer is not None and kept[0] > 0:
+            self.request.streamer.put(torch.from_numpy(emitted_ids[0, : kept[0]].copy()))
         return emitted, accepted
+
+    def _check_criteria(self, before: np.ndarray, emitted: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+        """Evaluates the stopping criteria after every emitted position, as single steps
+        would (one call per position, each row right-aligned so that its newest token is
+        the last column). A row that stops is cut right after the token that stopped it.
+        Returns the tokens kept per row and the reason of every stopped row."""
+        core = self.core
+        sequences = torch.from_numpy(core.sequences())  # type: ignore[attr-defined]
+        width = sequences.shape[1]
+        columns = torch.arange(width)[None, :]
+        kept = emitted.copy()
+        live = emitted > 0
+        why: dict[int, str] = {}
+        for j in range(int(emitted.max(initial=0))):
+            live &= j < emitted
+            length = torch.from_numpy(before + np.minimum(j + 1, emitted))  # rows done with the round: as they are
+            source = columns - (width - length)[:, None]
+            view = sequences.gather(1, source.clamp(min=0)).masked_fill(source < 0, self.request.pad_token_id)
+            for done, reason in evaluate_criteria(self.request.criteria, view, None):
+                for row in np.flatnonzero(done.numpy() & live):
+                    why[int(row)] = reason
+                    kept[row] = j + 1
+                    live[row] = False
+        if why:
+            core.truncate(before + kept)  # type: ignore[attr-defined]
+            core.finish_rows(np.isin(np.arange(self.rows), list(why)))  # type: ignore[attr-defined]
+        return kept, why
 
     def _keep(self, store: Optional[list], logits: Optional[torch.Tensor], before: np.ndarray, emitted: np.ndarray) -> None:
         """Puts the logits of every emitted token at its row's step, in one indexed copy."""
