@@ -260,8 +260,12 @@ def assisted_inputs(tokenizer: Any, vocab: int, batch: int) -> tuple[torch.Tenso
     return ids, mask
 
 
-def bench_assisted(name: str, batch: int, new_tokens: int, repeats: int) -> AssistedRow:
+def bench_assisted(name: str, batch: int, new_tokens: int, repeats: int, knobs: dict[str, Any]) -> AssistedRow:
     model, assistant, tokenizer = load_assisted(name)
+    # transformers reads these from the assistant's generation config (ferrogen too, unless
+    # the call sets them), so both sides run the same schedule.
+    for key, value in knobs.items():
+        setattr(assistant.generation_config, key, value)
     ids, mask = assisted_inputs(tokenizer, model.config.vocab_size, batch)
     settings = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
 
@@ -333,18 +337,26 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--assisted", nargs="*", default=[], help="assisted pairs: embedded, gpt2-8x512")
+    parser.add_argument("--assistant-tokens", type=int, help="num_assistant_tokens (default: transformers' 20)")
+    parser.add_argument("--schedule", choices=["constant", "heuristic"], help="num_assistant_tokens_schedule")
+    parser.add_argument("--confidence", type=float, help="assistant_confidence_threshold (default 0.4)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.assisted:
+        knobs = {key: value for key, value in (("num_assistant_tokens", args.assistant_tokens),
+                                               ("num_assistant_tokens_schedule", args.schedule),
+                                               ("assistant_confidence_threshold", args.confidence))
+                 if value is not None}
         assisted_rows = []
         for name in args.assisted:
             for batch in args.batches:
-                assisted_rows.append(bench_assisted(name, batch, args.new_tokens, args.repeats))
+                assisted_rows.append(bench_assisted(name, batch, args.new_tokens, args.repeats, knobs))
                 print(assisted_table(assisted_rows[-1:]).splitlines()[-1], flush=True)
-        text = table([]).split("\n\n")[0] + "\n\n" + assisted_table(assisted_rows)
+        settings = ", ".join(f"{k}={v}" for k, v in knobs.items()) or "transformers' defaults (20 drafts, constant, 0.4)"
+        text = table([]).split("\n\n")[0] + f"\nAssistant settings: {settings}\n\n" + assisted_table(assisted_rows)
         print("\n" + text)
         if args.out:
             with open(args.out, "w", encoding="utf-8") as f:

@@ -386,8 +386,10 @@ impl AssistedDecoder {
                     return Ok(pad);
                 }
                 row.process(&row.scratch, logits);
-                let mut q = Vec::with_capacity(vocab);
-                if !softmax_into(logits, &mut q) {
+                // The distribution is needed to sample, to keep for verification, or to judge
+                // confidence; plain greedy drafting without a threshold needs only the argmax.
+                let mut q = Vec::new();
+                if (sample || confidence > 0.0) && !softmax_into(logits, &mut q) {
                     return Err(CoreError::NoValidToken { row: r });
                 }
                 let t = if sample {

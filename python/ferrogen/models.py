@@ -124,6 +124,14 @@ def _realign(drop: torch.Tensor, length: int, device: torch.device) -> tuple[tor
     return (columns - offset).clamp(min=0), columns >= offset
 
 
+def _plain_layers(cache: Any) -> bool:
+    """Whether every layer of a dynamic cache keeps all positions (no sliding window, no
+    recurrent state), so that positions can be dropped row by row. True before prefill."""
+    from transformers.cache_utils import DynamicLayer
+
+    return cache is None or all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+
+
 def _gather_positions(cache: Any, index: torch.Tensor) -> None:
     """Takes positions ``index`` ([rows, new_length]) of every layer of a dynamic cache."""
     from transformers.cache_utils import DynamicLayer
@@ -163,7 +171,6 @@ class DecoderOnlyAdapter:
         self._options = _Options(output_hidden_states)
         self._keep_one = _accepts(model.forward, "logits_to_keep")
         self._takes_positions = _accepts(model.forward, "position_ids")
-        self.supports_ragged = self._takes_positions
         self._cache_key = "cache"
         self._cache: Any = None
         self._mask: Optional[torch.Tensor] = None
@@ -218,6 +225,10 @@ class DecoderOnlyAdapter:
             self._positions = self._positions.index_select(0, rows)
 
     select_rows = reorder
+
+    @property
+    def supports_ragged(self) -> bool:
+        return self._takes_positions and _plain_layers(self._cache)
 
     def crop_rows(self, drop: torch.Tensor) -> None:
         drop = torch.as_tensor(drop, dtype=torch.long).cpu()
@@ -282,9 +293,6 @@ class EncoderDecoderAdapter:
         self._encoder_mask: Optional[torch.Tensor] = None
         self._decoder_mask: Optional[torch.Tensor] = None
         self._hidden: Optional[torch.Tensor] = None
-        # Left padding in the decoder keeps every distance only with relative attention (T5).
-        config = getattr(model, "config", None)
-        self.supports_ragged = hasattr(config, "relative_attention_num_buckets")
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
         return torch.full((input_ids.shape[0], 1), self.decoder_start_token_id, dtype=torch.long)
@@ -323,6 +331,12 @@ class EncoderDecoderAdapter:
     def reorder(self, parent_rows: torch.Tensor) -> None:
         rows = parent_rows.to(self.device)
         self._cache.reorder_cache(rows)
+
+    @property
+    def supports_ragged(self) -> bool:
+        # Left padding in the decoder keeps every distance only with relative attention (T5).
+        relative = hasattr(getattr(self.model, "config", None), "relative_attention_num_buckets")
+        return relative and _plain_layers(getattr(self._cache, "self_attention_cache", None))
 
     def select_rows(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.device)

@@ -67,15 +67,16 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     rows = prompt.shape[0]
     if request.streamer is not None and rows > 1:
         raise ValueError("streamer: assisted decoding streams one row only (rows advance by different amounts)")
-    lockstep = rows > 1 and not (main.supports_ragged and source.supports_ragged)  # type: ignore[attr-defined]
     core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies), _settings(request),
                                  request.pad_token_id, request.max_length)
     run = _Run(request, core, rows, int(prompt.shape[1]))
 
     logits = main.prefill(request.input_ids, request.attention_mask, copies)
-    run.round(logits.unsqueeze(1).contiguous(), lockstep)
+    run.round(logits.unsqueeze(1).contiguous(), lockstep=False)  # one token per row
     if core.any_active():
         source.start(request, copies)
+    # Decided once both caches exist (their layer types matter).
+    lockstep = rows > 1 and not (main.supports_ragged and source.supports_ragged)  # type: ignore[attr-defined]
     while core.any_active():
         source.propose(core)
         drafts, drafted = core.drafts()

@@ -121,9 +121,12 @@ class AssistantDrafts:
         self.adapter = adapter_for(assistant, cfg.decoder_start_token_id)
         if not hasattr(self.adapter, "advance_many"):
             raise ValueError("assistant_model: needs a transformers model with a KV cache")
-        self.supports_ragged = bool(self.adapter.supports_ragged)
         self._unfed = 1
         self._fed: Optional[int] = None
+
+    @property
+    def supports_ragged(self) -> bool:
+        return bool(self.adapter.supports_ragged)  # type: ignore[attr-defined]
 
     def start(self, request: GenerationRequest, copies: int) -> None:
         # The main model has produced one token: the cache of the prompt leaves it unfed.
@@ -159,9 +162,8 @@ class AssistantDrafts:
         unfed = emitted - np.minimum(accepted, fed)
         if lockstep:
             # Rows that go on emitted the same number; finished rows just follow them.
-            going = active if active.any() else np.ones_like(active)
-            unfed_now = max(1, int(unfed[going].max()))
-            drop = np.full_like(emitted, fed - int(emitted[going].max()) + unfed_now)
+            unfed_now = max(1, int(unfed[active].max()))
+            drop = np.full_like(emitted, fed - int(emitted[active].max()) + unfed_now)
         else:
             unfed_now = max(1, int(unfed.max()))
             drop = fed - emitted + unfed_now
