@@ -144,7 +144,10 @@ impl PipelineConfig {
         }
         for word in &self.bad_words_ids {
             if word.is_empty() {
-                return Err(CoreError::invalid("bad_words_ids", "every bad word must be a non-empty list of token ids"));
+                return Err(CoreError::invalid(
+                    "bad_words_ids",
+                    "every bad word must be a non-empty list of token ids",
+                ));
             }
             ids_in_vocab("bad_words_ids", word, vocab)?;
         }
@@ -203,7 +206,8 @@ impl PipelineConfig {
         let eos = &self.eos_token_ids;
         let has_encoder = !self.encoder_input_ids.is_empty();
         if !self.sequence_bias.is_empty() {
-            let entries: Vec<(Vec<i64>, f32)> = self.sequence_bias.iter().map(|(s, b)| (s.clone(), *b as f32)).collect();
+            let entries: Vec<(Vec<i64>, f32)> =
+                self.sequence_bias.iter().map(|(s, b)| (s.clone(), *b as f32)).collect();
             p.push_row(Box::new(SequenceBias::new(&entries)));
         }
         if self.encoder_repetition_penalty != 1.0 && has_encoder {

@@ -38,7 +38,9 @@ impl RowProcessor for EncoderNoRepeatNGram {
     }
 
     fn process_row(&self, ctx: &StepContext<'_>, r: usize, logits: &mut [f32], _: &mut Scratch) {
-        let Some(e) = source_row(self.tables.len(), r, ctx.history.n_rows()) else { return };
+        let Some(e) = source_row(self.tables.len(), r, ctx.history.n_rows()) else {
+            return;
+        };
         let row = ctx.history.row(r);
         if row.len() + 1 < self.n {
             return;

@@ -25,7 +25,9 @@ impl RowProcessor for EncoderRepetitionPenalty {
     }
 
     fn process_row(&self, ctx: &StepContext<'_>, r: usize, logits: &mut [f32], s: &mut Scratch) {
-        let Some(e) = source_row(self.encoder.len(), r, ctx.history.n_rows()) else { return };
+        let Some(e) = source_row(self.encoder.len(), r, ctx.history.n_rows()) else {
+            return;
+        };
         let inv = self.inv;
         penalise_tokens(&self.encoder[e], logits, s, |x| if x < 0.0 { x * inv } else { x / inv });
     }
@@ -40,7 +42,8 @@ mod tests {
     #[test]
     fn boosts_encoder_tokens_per_batch_entry() {
         let h = TokenHistory::new(&[0, 0, 0, 0], 4);
-        let mut rows = vec![1.0f32, -1.0, 1.0, /* */ 1.0, -1.0, 1.0, /* */ 1.0, -1.0, 1.0, /* */ 1.0, -1.0, 1.0];
+        let mut rows =
+            vec![1.0f32, -1.0, 1.0, /* */ 1.0, -1.0, 1.0, /* */ 1.0, -1.0, 1.0, /* */ 1.0, -1.0, 1.0];
         let p = EncoderRepetitionPenalty::new(2.0, vec![vec![1, 1], vec![2, 9]]);
         run(&p, &h, &mut rows, 3);
         assert_eq!(rows, vec![1.0, -0.5, 1.0, 1.0, -0.5, 1.0, 1.0, -1.0, 2.0, 1.0, -1.0, 2.0]);

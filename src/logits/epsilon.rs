@@ -1,6 +1,6 @@
 //! `EpsilonLogitsWarper` (epsilon sampling, Hewitt et al. 2022).
 
-use super::math::{kth_largest, softmax_into};
+use super::math::{exp, kth_largest, max, softmax_into, sum_exp};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// Removes tokens with probability `< epsilon` (float32) unless they score at least
@@ -22,13 +22,32 @@ impl RowProcessor for EpsilonCutoff {
     }
 
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
-        cutoff(logits, s, self.min_keep, |_| self.epsilon);
+        cutoff(logits, s, self.min_keep, |_| self.epsilon, |_, _, _| self.epsilon);
     }
 }
 
 /// Shared by epsilon and eta: removes candidates with `p < threshold(probs)` that
 /// score below the `min_keep`-th largest score.
-pub(super) fn cutoff(logits: &mut [f32], s: &mut Scratch, min_keep: usize, threshold: impl Fn(&Scratch) -> f32) {
+pub(super) fn cutoff(
+    logits: &mut [f32],
+    s: &mut Scratch,
+    min_keep: usize,
+    threshold: impl Fn(&Scratch) -> f32,
+    dense_threshold: impl Fn(&[f32], f32, f64) -> f32,
+) {
+    if !s.sparse && min_keep == 1 {
+        // Vectorised passes over the row; the max token is the protected one.
+        let m = max(logits);
+        if m.is_finite() {
+            let total = sum_exp(logits, m);
+            let inv = (1.0 / total) as f32;
+            let thr = dense_threshold(logits, m, total);
+            for x in logits.iter_mut() {
+                *x = if exp(*x - m) * inv < thr && !(*x >= m) { f32::NEG_INFINITY } else { *x };
+            }
+            return;
+        }
+    }
     s.ensure_candidates(logits);
     if s.cand.len() <= min_keep {
         return;

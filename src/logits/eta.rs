@@ -1,7 +1,7 @@
 //! `EtaLogitsWarper` (eta sampling, Hewitt et al. 2022).
 
 use super::epsilon::cutoff;
-use super::math::{max, sum_exp};
+use super::math::{exp, max, sum_exp};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// Removes tokens with probability `< min(eta, sqrt(eta) * exp(-H))`, `H` the row's
@@ -25,22 +25,39 @@ impl RowProcessor for EtaCutoff {
 
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
         let eps = self.epsilon;
-        cutoff(logits, s, self.min_keep, |s| {
-            let m = max(&s.vals);
-            let entropy = if m == f32::INFINITY {
-                (s.probs.iter().filter(|&&p| p > 0.0).count() as f32).ln()
-            } else {
-                let lse = m + (sum_exp(&s.vals, m).ln() as f32);
-                let h: f64 = s
-                    .vals
-                    .iter()
-                    .zip(&s.probs)
-                    .map(|(&v, &p)| ((v - lse).max(f32::MIN) * p) as f64)
-                    .sum();
-                -(h as f32)
-            };
+        let dense = |row: &[f32], m: f32, total: f64| {
+            let lse = m + (total.ln() as f32);
+            let inv = (1.0 / total) as f32;
+            let h: f64 = row
+                .iter()
+                .map(|&v| {
+                    let p = exp(v - m) * inv;
+                    if p > 0.0 {
+                        ((v - lse).max(f32::MIN) * p) as f64
+                    } else {
+                        0.0
+                    }
+                })
+                .sum();
+            let entropy = -(h as f32);
             eps.min(eps.sqrt() * (-entropy).exp())
-        });
+        };
+        cutoff(logits, s, self.min_keep, sparse_threshold(eps), dense);
+    }
+}
+
+/// The sparse-path threshold of eta from the candidates' values and probabilities.
+fn sparse_threshold(eps: f32) -> impl Fn(&Scratch) -> f32 {
+    move |s: &Scratch| {
+        let m = max(&s.vals);
+        let entropy = if m == f32::INFINITY {
+            (s.probs.iter().filter(|&&p| p > 0.0).count() as f32).ln()
+        } else {
+            let lse = m + (sum_exp(&s.vals, m).ln() as f32);
+            let h: f64 = s.vals.iter().zip(&s.probs).map(|(&v, &p)| ((v - lse).max(f32::MIN) * p) as f64).sum();
+            -(h as f32)
+        };
+        eps.min(eps.sqrt() * (-entropy).exp())
     }
 }
 

@@ -148,12 +148,7 @@ const BUCKETS: usize = 1024;
 /// index order of ties is kept), only the bucket holding the boundary is refined,
 /// and only a small final bucket is sorted. `items` must be in ascending `idx`
 /// order on entry; keys must not be NaN.
-pub fn first_reaching(
-    items: &mut [Item],
-    base: f64,
-    reached: &dyn Fn(f64) -> bool,
-    tmp: &mut Vec<Item>,
-) -> usize {
+pub fn first_reaching(items: &mut [Item], base: f64, reached: &dyn Fn(f64) -> bool, tmp: &mut Vec<Item>) -> usize {
     let n = items.len();
     if n <= SMALL {
         items.sort_by(cmp_items);
@@ -246,7 +241,7 @@ pub fn kth_largest(xs: &[f32], k: usize, buf: &mut Vec<f32>) -> f32 {
     buf.clear();
     let cap = (4 * k).max(256);
     let mut thr = f32::NEG_INFINITY;
-    for chunk in xs.chunks(64) {
+    for chunk in xs.chunks(256) {
         if max(chunk) <= thr {
             continue;
         }
@@ -266,6 +261,105 @@ pub fn kth_largest(xs: &[f32], k: usize, buf: &mut Vec<f32>) -> f32 {
     }
     let (_, kth, _) = buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
     *kth
+}
+
+/// Smallest and largest values of `xs` larger than -inf and smaller than +inf (NaN
+/// ignored); `None` when there is none.
+pub fn finite_range(xs: &[f32]) -> Option<(f32, f32)> {
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let fold = |lo: &mut f32, hi: &mut f32, x: f32| {
+        let finite = x.abs() < f32::INFINITY;
+        *lo = if finite && x < *lo { x } else { *lo };
+        *hi = if finite && x > *hi { x } else { *hi };
+    };
+    for c in chunks {
+        for j in 0..LANES {
+            fold(&mut lo[j], &mut hi[j], c[j]);
+        }
+    }
+    let (mut l, mut h) = (f32::INFINITY, f32::NEG_INFINITY);
+    for j in 0..LANES {
+        fold(&mut l, &mut h, lo[j]);
+        fold(&mut l, &mut h, hi[j]);
+    }
+    for &x in tail {
+        fold(&mut l, &mut h, x);
+    }
+    (l <= h).then_some((l, h))
+}
+
+const DENSE_BUCKETS: usize = 2048;
+
+/// [`first_reaching`] over the implicit items `(key(i), i, weight(i))` for `i` in
+/// `0..n`, without materialising them: a weighted histogram over the key range finds
+/// the bucket where the cumulative weight crosses, and only that bucket's items are
+/// collected and refined. Items whose key is not finite must have weight 0 and sort
+/// before everything else (they are left out). Returns the boundary item, `None` when
+/// no position reaches; the items before it are exactly those `< (key, idx)` of it.
+pub fn dense_boundary(
+    n: usize,
+    key: &dyn Fn(usize) -> f32,
+    weight: &dyn Fn(usize) -> f32,
+    reached: &dyn Fn(f64) -> bool,
+    items: &mut Vec<Item>,
+    tmp: &mut Vec<Item>,
+) -> Option<Item> {
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for i in 0..n {
+        let k = key(i);
+        if k.abs() < f32::INFINITY {
+            lo = lo.min(k);
+            hi = hi.max(k);
+        }
+    }
+    if lo > hi {
+        return None;
+    }
+    let scale = if hi > lo { DENSE_BUCKETS as f32 / (hi - lo) } else { 0.0 };
+    let bucket = |k: f32| (((k - lo) * scale) as usize).min(DENSE_BUCKETS - 1);
+    let mut mass = vec![0.0f64; DENSE_BUCKETS];
+    for i in 0..n {
+        let k = key(i);
+        if k.abs() < f32::INFINITY {
+            mass[bucket(k)] += weight(i) as f64;
+        }
+    }
+    let mut before = 0.0f64;
+    let mut hit = None;
+    for (b, &m) in mass.iter().enumerate() {
+        if m > 0.0 && reached(before + m) {
+            hit = Some(b);
+            break;
+        }
+        before += m;
+    }
+    let hit = hit?;
+    items.clear();
+    for i in 0..n {
+        let k = key(i);
+        if k.abs() < f32::INFINITY && bucket(k) == hit {
+            items.push(Item { key: k, idx: i as u32, w: weight(i) });
+        }
+    }
+    let q = first_reaching(items, before, reached, tmp);
+    if q < items.len() {
+        return Some(items[q]);
+    }
+    // Rounding made the bucket fall short: continue through the buckets above, in order.
+    let cum = before + items.iter().map(|it| it.w as f64).sum::<f64>();
+    items.clear();
+    for i in 0..n {
+        let k = key(i);
+        if k.abs() < f32::INFINITY && bucket(k) > hit {
+            items.push(Item { key: k, idx: i as u32, w: weight(i) });
+        }
+    }
+    items.sort_by(cmp_items);
+    let q = scan(items, cum, reached);
+    items.get(q).copied()
 }
 
 #[cfg(test)]
@@ -315,6 +409,50 @@ mod tests {
         for k in [1, 50, 1000, 99_999] {
             assert_eq!(kth_largest(&long, k, &mut Vec::new()), sorted[k - 1], "k={k}");
         }
+    }
+
+    #[test]
+    fn dense_boundary_matches_first_reaching() {
+        for n in [3usize, 5000, 40_000] {
+            for ties in [false, true] {
+                let keys: Vec<f32> = (0..n)
+                    .map(|i| {
+                        let r = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                        if ties {
+                            (r % 7) as f32
+                        } else if i % 11 == 0 {
+                            f32::NEG_INFINITY
+                        } else {
+                            (r % 100_000) as f32 / 997.0
+                        }
+                    })
+                    .collect();
+                let w = |i: usize| {
+                    if keys[i] == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        1.0 / (1.0 + (i % 13) as f32)
+                    }
+                };
+                let total: f64 = (0..n).map(|i| w(i) as f64).sum();
+                for frac in [0.0, 0.3, 0.97, 1.5] {
+                    let target = total * frac;
+                    let pred = |c: f64| c > target;
+                    let mut items: Vec<Item> = (0..n).map(|i| Item { key: keys[i], idx: i as u32, w: w(i) }).collect();
+                    items.sort_by(cmp_items);
+                    let q = scan(&items, 0.0, &pred);
+                    let want = items.get(q).copied();
+                    let got = dense_boundary(n, &|i| keys[i], &w, &pred, &mut Vec::new(), &mut Vec::new());
+                    assert_eq!(got.map(|it| it.idx), want.map(|it| it.idx), "n={n} ties={ties} frac={frac}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn finite_range_skips_infinities() {
+        assert_eq!(finite_range(&[f32::NEG_INFINITY, 3.0, f32::NAN, -1.0, f32::INFINITY]), Some((-1.0, 3.0)));
+        assert_eq!(finite_range(&[f32::NEG_INFINITY]), None);
     }
 
     #[test]

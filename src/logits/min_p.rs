@@ -1,6 +1,6 @@
 //! `MinPLogitsWarper`: keep tokens at least `min_p` times as probable as the top one.
 
-use super::math::softmax_into;
+use super::math::{exp, max, softmax_into, sum_exp};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// Removes tokens with `p < min_p * p_max` (float32), protecting the
@@ -23,6 +23,19 @@ impl RowProcessor for MinP {
     }
 
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
+        if !s.sparse && self.min_keep == 1 {
+            // Two vectorised passes: p = exp(x - max) / sum, p_max = 1 / sum (the top
+            // token, always kept, protects itself).
+            let m = max(logits);
+            if m.is_finite() {
+                let inv = (1.0 / sum_exp(logits, m)) as f32;
+                let scaled = self.min_p * inv;
+                for x in logits.iter_mut() {
+                    *x = if exp(*x - m) * inv >= scaled { *x } else { f32::NEG_INFINITY };
+                }
+                return;
+            }
+        }
         s.ensure_candidates(logits);
         let n = s.cand.len();
         if n <= self.min_keep {

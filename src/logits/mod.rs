@@ -370,12 +370,7 @@ where
     let vocab = logits.vocab;
     let rows = logits.n_rows();
     if rows >= 2 && rows * vocab >= PARALLEL_MIN_ELEMS {
-        logits
-            .data
-            .par_chunks_exact_mut(vocab)
-            .enumerate()
-            .map(|(r, row)| with_scratch(|s| f(r, row, s)))
-            .collect()
+        logits.data.par_chunks_exact_mut(vocab).enumerate().map(|(r, row)| with_scratch(|s| f(r, row, s))).collect()
     } else {
         with_scratch(|s| logits.data.chunks_exact_mut(vocab).enumerate().map(|(r, row)| f(r, row, s)).collect())
     }

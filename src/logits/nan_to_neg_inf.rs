@@ -13,9 +13,7 @@ impl RowProcessor for NanToNegInf {
 
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], _: &mut Scratch) {
         for x in logits.iter_mut() {
-            if x.is_nan() {
-                *x = f32::NEG_INFINITY;
-            }
+            *x = if x.is_nan() { f32::NEG_INFINITY } else { *x };
         }
     }
 }

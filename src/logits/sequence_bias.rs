@@ -105,9 +105,9 @@ mod tests {
         let h = TokenHistory::new(&[4, 1, 2], 1);
         let p = SequenceBias::new(&[
             (vec![3], 1.0),
-            (vec![2, 3], 0.5),   // row ends with 2: applies
-            (vec![1, 2, 0], -1.0), // ends with 1, 2: applies
-            (vec![9, 3], 7.0),   // does not apply
+            (vec![2, 3], 0.5),          // row ends with 2: applies
+            (vec![1, 2, 0], -1.0),      // ends with 1, 2: applies
+            (vec![9, 3], 7.0),          // does not apply
             (vec![4, 1, 2, 4, 1], 9.0), // longer than the row
         ]);
         let mut row = vec![0.0f32, 0.0, 0.0, 1.0, 0.0];

@@ -41,14 +41,14 @@ impl RowProcessor for TopK {
         }
         let kth = kth_largest(logits, self.k, &mut s.floats);
         s.cand.clear();
-        for (c, chunk) in logits.chunks_mut(64).enumerate() {
+        for (c, chunk) in logits.chunks_mut(256).enumerate() {
             if max(chunk) < kth {
                 chunk.fill(f32::NEG_INFINITY);
                 continue;
             }
             for (j, x) in chunk.iter_mut().enumerate() {
                 if *x >= kth && *x > f32::NEG_INFINITY {
-                    s.cand.push((c * 64 + j) as u32);
+                    s.cand.push((c * 256 + j) as u32);
                 } else {
                     *x = f32::NEG_INFINITY;
                 }

@@ -1,7 +1,7 @@
 //! `TopPLogitsWarper` (nucleus): keep the smallest set of most probable tokens whose
 //! probability reaches `top_p`.
 
-use super::math::{cmp_items, first_reaching, softmax_into, Item};
+use super::math::{cmp_items, dense_boundary, exp, first_reaching, max, softmax_into, sum_exp, Item};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// transformers' rule, to the float: sort ascending, accumulate the softmax, and remove
@@ -31,6 +31,9 @@ impl RowProcessor for TopP {
     }
 
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
+        if !s.sparse && self.min_keep == 1 && logits.len() >= DENSE_MIN && self.dense(logits, s) {
+            return;
+        }
         s.ensure_candidates(logits);
         let n = s.cand.len();
         if n <= self.min_keep {
@@ -54,6 +57,42 @@ impl RowProcessor for TopP {
             logits[s.cand[it.idx as usize] as usize] = f32::NEG_INFINITY;
         }
         s.cand.retain(|&i| logits[i as usize] > f32::NEG_INFINITY);
+    }
+}
+
+/// Rows at least this long that no earlier warper cut down take the dense path.
+pub(super) const DENSE_MIN: usize = 2048;
+
+impl TopP {
+    /// The whole row without a candidate list: the cut is found by [`dense_boundary`]
+    /// and written by comparison with the boundary token (NaN counts as -inf). False
+    /// when the row holds +inf (the general path handles it).
+    fn dense(&self, logits: &mut [f32], s: &mut Scratch) -> bool {
+        let m = max(logits);
+        if !m.is_finite() {
+            return m == f32::NEG_INFINITY;
+        }
+        let inv = (1.0 / sum_exp(logits, m)) as f32;
+        let thr = self.threshold;
+        let row: &[f32] = logits;
+        let boundary = dense_boundary(
+            row.len(),
+            &|i| row[i],
+            &|i| exp(row[i] - m) * inv,
+            &|cum| (cum as f32) > thr,
+            &mut s.items,
+            &mut s.tmp,
+        );
+        if let Some(b) = boundary {
+            let (head, tail) = logits.split_at_mut(b.idx as usize);
+            for x in head {
+                *x = if *x > b.key { *x } else { f32::NEG_INFINITY };
+            }
+            for x in tail {
+                *x = if *x >= b.key { *x } else { f32::NEG_INFINITY };
+            }
+        }
+        true
     }
 }
 
@@ -95,7 +134,7 @@ mod tests {
 
     #[test]
     fn long_rows_match_the_sorting_definition() {
-        let v = 5000;
+        let v = 5000; // dense path (ties included: values repeat)
         let row: Vec<f32> = (0..v).map(|i| ((i * 7919) % 997) as f32 / 97.0).collect();
         for p in [0.05, 0.3, 0.9, 0.999] {
             let mut got = row.clone();
@@ -114,6 +153,13 @@ mod tests {
                 }
             }
             assert_eq!(got, want, "top_p={p}");
+            // the candidate path (forced by an earlier cut to all tokens) agrees
+            let mut sparse = row.clone();
+            let mut s = Scratch::default();
+            s.ensure_candidates(&mut sparse);
+            let h = crate::history::TokenHistory::new(&[0], 1);
+            TopP::new(p, 1).process_row(&StepContext { history: &h }, 0, &mut sparse, &mut s);
+            assert_eq!(sparse, want, "top_p={p} (candidates)");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `TypicalLogitsWarper` (locally typical sampling, Meister et al. 2022).
 
-use super::math::{cmp_items, exp, first_reaching, max, softmax_into, Item};
+use super::math::{cmp_items, dense_boundary, exp, first_reaching, max, softmax_into, sum_exp, Item};
+use super::top_p::DENSE_MIN;
 use super::{RowProcessor, Scratch, StepContext};
 
 /// Orders tokens by `|-log p - H|` (distance of their surprisal from the entropy `H`),
@@ -26,6 +27,9 @@ impl RowProcessor for Typical {
     }
 
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
+        if !s.sparse && self.min_keep == 1 && logits.len() >= DENSE_MIN && self.dense(logits, s) {
+            return;
+        }
         s.ensure_candidates(logits);
         let n = s.cand.len();
         if n <= self.min_keep {
@@ -87,6 +91,47 @@ impl RowProcessor for Typical {
     }
 }
 
+impl Typical {
+    /// The whole row without a candidate list (see `TopP::dense`): every token whose
+    /// distance exceeds the boundary's is removed. False when the row holds +inf.
+    fn dense(&self, logits: &mut [f32], s: &mut Scratch) -> bool {
+        let m = max(logits);
+        if !m.is_finite() {
+            return m == f32::NEG_INFINITY;
+        }
+        let total = sum_exp(logits, m);
+        let ln_s = total.ln() as f32;
+        let inv = (1.0 / total) as f32;
+        let mut ent = 0.0f64;
+        for &x in logits.iter() {
+            let normalized = (x - m) - ln_s;
+            let e = exp(normalized);
+            if e > 0.0 {
+                ent -= (normalized * e) as f64;
+            }
+        }
+        let ent = ent as f32;
+        let row: &[f32] = logits;
+        let key = |i: usize| ((-((row[i] - m) - ln_s)) - ent).abs();
+        let mass = self.mass;
+        let boundary = dense_boundary(
+            row.len(),
+            &key,
+            &|i| exp(row[i] - m) * inv,
+            &|cum| (cum as f32) >= mass,
+            &mut s.items,
+            &mut s.tmp,
+        );
+        if let Some(b) = boundary {
+            for x in logits.iter_mut() {
+                let k = ((-((*x - m) - ln_s)) - ent).abs();
+                *x = if k <= b.key { *x } else { f32::NEG_INFINITY };
+            }
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{run1, NEG};
@@ -129,6 +174,18 @@ mod tests {
                 run1(&Typical::new(mass as f64, keep), &mut got);
                 assert_eq!(got, reference(&row, mass, keep), "mass={mass} keep={keep}");
             }
+        }
+    }
+
+    #[test]
+    fn dense_rows_match_the_definition() {
+        let row: Vec<f32> = (0..6000).map(|i| ((i * 7919) % 6007) as f32 / 601.0).collect();
+        for mass in [0.2f32, 0.9] {
+            let mut got = row.clone();
+            run1(&Typical::new(mass as f64, 1), &mut got);
+            let want = reference(&row, mass, 1);
+            let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert!(differ <= 2, "mass={mass}: {differ} tokens differ (only boundary rounding may)");
         }
     }
 

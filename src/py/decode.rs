@@ -45,20 +45,28 @@ impl Decoder {
         let mut inner = CoreDecoder::new(prompts, rows, &config, pad_token_id).map_err(to_py)?;
         if let Some((seed, key_prompts)) = seed(settings)? {
             let width = input_ids.shape()[1];
-            let key_prompts = key_prompts
-                .unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
+            let key_prompts =
+                key_prompts.unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
             inner = inner.seeded(seed, &key_prompts).map_err(to_py)?;
         }
         Ok(Decoder { inner })
     }
 
     /// Processors, renormalisation and argmax in one pass; `logits` is processed in place.
-    fn step_greedy<'py>(&mut self, py: Python<'py>, logits: PyReadwriteArray2<'py, f32>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    fn step_greedy<'py>(
+        &mut self,
+        py: Python<'py>,
+        logits: PyReadwriteArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         self.run(py, logits, CoreDecoder::step_greedy)
     }
 
     /// Processors, warpers and the seeded draw in one pass; `logits` is processed in place.
-    fn step_sample<'py>(&mut self, py: Python<'py>, logits: PyReadwriteArray2<'py, f32>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    fn step_sample<'py>(
+        &mut self,
+        py: Python<'py>,
+        logits: PyReadwriteArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         self.run(py, logits, CoreDecoder::step_sample)
     }
 
@@ -71,7 +79,11 @@ impl Decoder {
     }
 
     /// After user processors: renormalisation (if configured) then argmax, in place.
-    fn choose_greedy<'py>(&mut self, py: Python<'py>, logits: PyReadwriteArray2<'py, f32>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    fn choose_greedy<'py>(
+        &mut self,
+        py: Python<'py>,
+        logits: PyReadwriteArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         fn warp_then_choose<'a>(d: &'a mut CoreDecoder, data: &mut [f32], vocab: usize) -> crate::Result<&'a [i64]> {
             d.warp(data, vocab)?;
             d.choose_greedy(data, vocab)
@@ -80,15 +92,17 @@ impl Decoder {
     }
 
     /// After user processors: warpers then the seeded draw, in place.
-    fn choose_sample<'py>(&mut self, py: Python<'py>, logits: PyReadwriteArray2<'py, f32>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    fn choose_sample<'py>(
+        &mut self,
+        py: Python<'py>,
+        logits: PyReadwriteArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         self.run(py, logits, CoreDecoder::choose_sample)
     }
 
     /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
     fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = done
-            .as_slice()
-            .map_err(|_| InvalidArgumentError::new_err("done: array must be contiguous"))?;
+        let done = done.as_slice().map_err(|_| InvalidArgumentError::new_err("done: array must be contiguous"))?;
         self.inner.finish_rows(done);
         Ok(())
     }

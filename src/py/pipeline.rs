@@ -39,10 +39,7 @@ fn shapes(ids: &PyReadonlyArray2<'_, i64>, logits: &PyReadwriteArray2<'_, f32>) 
     let rows = logits.shape()[0];
     let vocab = logits.shape()[1];
     if ids.shape()[0] != rows {
-        return Err(ShapeError::new_err(format!(
-            "input_ids: has {} rows but logits has {rows}",
-            ids.shape()[0]
-        )));
+        return Err(ShapeError::new_err(format!("input_ids: has {} rows but logits has {rows}", ids.shape()[0])));
     }
     Ok((rows, vocab))
 }

@@ -60,7 +60,9 @@ fn id_lists(settings: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Vec<Vec<
 fn sequence_bias(settings: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<i64>, f64)>> {
     const KEY: &str = "sequence_bias";
     const EXPECTED: &str = "a dict {tuple of token ids: float} or a list of [ids, float] pairs";
-    let Some(v) = get(settings, KEY)? else { return Ok(Vec::new()) };
+    let Some(v) = get(settings, KEY)? else {
+        return Ok(Vec::new());
+    };
     let pairs: Vec<(Bound<'_, PyAny>, f64)> = if let Ok(m) = v.cast::<PyMapping>() {
         m.items()?.iter().map(|it| it.extract()).collect::<PyResult<_>>().map_err(|_| bad(KEY, EXPECTED))?
     } else {
@@ -123,6 +125,8 @@ pub fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig>
 
 /// `seed` (int in [0, 2^64)) and `seed_prompts` (unpadded prompt of every batch entry).
 pub fn seed(settings: &Bound<'_, PyDict>) -> PyResult<Option<(u64, Option<Vec<Vec<i64>>>)>> {
-    let Some(seed) = value::<u64>(settings, "seed", "an int in [0, 2**64)")? else { return Ok(None) };
+    let Some(seed) = value::<u64>(settings, "seed", "an int in [0, 2**64)")? else {
+        return Ok(None);
+    };
     Ok(Some((seed, id_lists(settings, "seed_prompts")?)))
 }
