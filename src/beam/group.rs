@@ -42,6 +42,8 @@ pub struct GroupBeamSearch {
     finished: bool,
     /// The running beams were added as hypotheses (by the first `finalize`).
     closed: bool,
+    /// Code of the outside criterion that ended the search (see [`Self::stop`]).
+    stop_code: u8,
     streamed: Vec<usize>,
     block: Vec<f32>,
     top: TopK,
@@ -60,7 +62,8 @@ impl GroupBeamSearch {
         let prompt_len = prompts.len() / batch;
         settings.validate(prompt_len)?;
         config.validate(None)?;
-        if settings.sample.is_some() {
+        config.validate_rows(batch * settings.num_beams / settings.num_beam_groups)?;
+        if settings.sample.is_some() || config.do_sample {
             return Err(CoreError::invalid("num_beam_groups", "diverse (group) beam search does not support do_sample=True"));
         }
         let (beams, groups) = (settings.num_beams, settings.num_beam_groups);
@@ -79,7 +82,7 @@ impl GroupBeamSearch {
             k: settings.candidates_per_item(group_size),
             prompt_len,
             histories: (0..groups).map(|_| TokenHistory::new(&expanded, batch * group_size)).collect(),
-            pipelines: (0..groups).map(|_| config.build(prompt_len)).collect(),
+            pipelines: (0..groups).map(|_| config.build_all(prompt_len, 1)).collect(),
             beam_scores,
             running_nodes: vec![NO_NODE; batch * beams],
             hyps: (0..batch * groups).map(|_| NBest::new(group_size)).collect(),
@@ -90,6 +93,7 @@ impl GroupBeamSearch {
             cursor: 0,
             finished: false,
             closed: false,
+            stop_code: 1,
             streamed: vec![0; batch],
             block: Vec::new(),
             top: TopK::new(settings.candidates_per_item(group_size)),
@@ -218,6 +222,7 @@ impl GroupBeamSearch {
             self.next_tokens[first..first + gs].copy_from_slice(&tokens[b * gs..(b + 1) * gs]);
         }
         self.histories[g].reorder(&local_parents);
+        self.pipelines[g].reorder(&local_parents);
         self.histories[g].push(&tokens);
         self.cursor += 1;
         if self.cursor == self.groups {
@@ -248,9 +253,11 @@ impl GroupBeamSearch {
         &self.parents
     }
 
-    /// Marks the search finished (a stopping criterion outside the core fired for every row).
-    pub fn stop(&mut self) {
+    /// Marks the search finished: the stopping criterion with `code` (>= 1) fired for
+    /// every row outside the core.
+    pub fn stop(&mut self, code: u8) {
         self.finished = true;
+        self.stop_code = code.max(1);
     }
 
     /// Newly settled tokens per batch item (see [`super::BeamSearch::take_settled`]).
@@ -287,7 +294,7 @@ impl GroupBeamSearch {
     pub fn finalize(&mut self) -> Finalized {
         let len = self.histories[0].len();
         let generated = len - self.prompt_len;
-        let end = if len >= self.s.max_length { EndReason::Length } else { EndReason::Stop };
+        let end = if len >= self.s.max_length { EndReason::Length } else { EndReason::Stop(self.stop_code) };
         for b in (0..self.batch).filter(|_| !self.closed) {
             for g in 0..self.groups {
                 let item = b * self.groups + g;

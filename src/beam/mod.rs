@@ -13,6 +13,7 @@
 //!   (the last release shipping it): groups processed in order, Hamming penalty,
 //!   per-group n-best lists.
 
+mod fastmath;
 mod group;
 mod hypotheses;
 mod length;
@@ -22,17 +23,15 @@ mod search;
 mod select;
 mod settings;
 mod tree;
-mod warpers;
 
 pub use group::GroupBeamSearch;
 pub use length::{normalized_score, normalized_score_f64};
-pub use noise::CounterNoise;
+pub use noise::exponential;
 pub use output::Finalized;
 pub use search::{BeamSearch, Candidate};
 pub use select::{log_softmax_rows, top_k_into, TopK};
 pub use settings::{BeamSettings, EarlyStopping, SampleSettings};
 pub use tree::{BeamTree, EndReason, Node, NO_NODE};
-pub use warpers::Warpers;
 
 /// Score given to beams that must not be chosen (transformers' `-1e9`).
 pub(crate) const NEG_LARGE: f32 = -1.0e9;

@@ -8,12 +8,11 @@
 
 use super::hypotheses::{FinishedSlots, Source};
 use super::length::{best_hypothetical_len, normalized_score};
-use super::noise::CounterNoise;
+use super::noise::exponential;
 use super::output::{assemble, Finalized, Pick};
 use super::select::{log_softmax_rows, sample_k_into, top_k_into, TopK};
 use super::settings::{BeamSettings, EarlyStopping};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
-use super::warpers::Warpers;
 use super::NEG_LARGE;
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
@@ -36,8 +35,9 @@ pub struct BeamSearch {
     prompt_len: usize,
     history: TokenHistory,
     pipeline: Pipeline,
-    warpers: Option<Warpers>,
-    noise: Option<CounterNoise>,
+    warpers: Pipeline,
+    /// Per batch item, with a seed: the key of its own noise.
+    item_keys: Option<Vec<u64>>,
     running_scores: Vec<f32>,
     running_nodes: Vec<u32>,
     slots: Vec<FinishedSlots>,
@@ -57,7 +57,9 @@ pub struct BeamSearch {
 
 impl BeamSearch {
     /// `prompts` is row-major `[batch, prompt_len]` (one row per batch item; the core
-    /// expands it to `num_beams` rows per item, as `repeat_interleave`).
+    /// expands it to `num_beams` rows per item, as `repeat_interleave`). `config` gives
+    /// the processors, run on log-probabilities as transformers does in beam modes, and
+    /// (with `do_sample`) the warpers.
     pub fn new(prompts: &[i64], batch: usize, config: &PipelineConfig, settings: BeamSettings) -> Result<Self> {
         if batch == 0 || prompts.len() % batch != 0 {
             return Err(CoreError::Shape {
@@ -69,6 +71,7 @@ impl BeamSearch {
         let prompt_len = prompts.len() / batch;
         settings.validate(prompt_len)?;
         config.validate(None)?;
+        config.validate_rows(batch * settings.num_beams)?;
         if settings.num_beam_groups != 1 {
             return Err(CoreError::invalid("num_beam_groups", "use GroupBeamSearch for num_beam_groups > 1"));
         }
@@ -76,9 +79,16 @@ impl BeamSearch {
         let expanded: Vec<i64> =
             prompts.chunks_exact(prompt_len.max(1)).flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied())).collect();
         let history = TokenHistory::new(&expanded, batch * beams);
-        let pipeline = config.build(prompt_len);
-        let warpers = settings.sample.as_ref().map(|s| Warpers::new(s, settings.eos_token_ids.len()));
-        let noise = settings.sample.as_ref().and_then(|s| s.seed).map(CounterNoise::new);
+        let pipeline = config.build_processors(prompt_len);
+        let warpers = config.build_warpers(settings.min_tokens_to_keep());
+        let item_keys = settings.sample.as_ref().and_then(|s| s.item_keys.clone());
+        if item_keys.as_ref().is_some_and(|k| k.len() != batch) {
+            return Err(CoreError::Shape {
+                name: "seed_prompts",
+                expected: format!("{batch} prompts"),
+                got: format!("{} keys", item_keys.as_ref().map_or(0, Vec::len)),
+            });
+        }
         let k = settings.candidates_per_item(beams);
         let mut running_scores = vec![NEG_LARGE; batch * beams];
         running_scores.iter_mut().step_by(beams).for_each(|s| *s = 0.0);
@@ -90,7 +100,7 @@ impl BeamSearch {
             history,
             pipeline,
             warpers,
-            noise,
+            item_keys,
             running_scores,
             running_nodes: vec![NO_NODE; batch * beams],
             slots: (0..batch).map(|_| FinishedSlots::new(beams)).collect(),
@@ -140,7 +150,7 @@ impl BeamSearch {
 
     /// Whether [`Self::propose`] needs caller-drawn noise (sampling without a seed).
     pub fn needs_noise(&self) -> bool {
-        self.s.sample.is_some() && self.noise.is_none()
+        self.s.sample.is_some() && self.item_keys.is_none()
     }
 
     /// Log-softmax, then the logits processors, over `logits` (`[rows, vocab]`) in place.
@@ -151,14 +161,12 @@ impl BeamSearch {
         Ok(())
     }
 
-    /// The sampling warpers (beam sample only; transformers runs them after any
-    /// user processors).
+    /// The warpers (beam sample) and the final renormalisation, if any; transformers
+    /// runs them after the user's processors.
     pub fn warp(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check(logits.len(), vocab)?;
-        if let Some(w) = &self.warpers {
-            if !w.is_noop() {
-                w.apply(logits, vocab);
-            }
+        if !self.warpers.is_empty() {
+            self.warpers.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
         }
         Ok(())
     }
@@ -176,7 +184,7 @@ impl BeamSearch {
         }
         let width = self.beams * vocab;
         let sampling = self.s.sample.is_some();
-        if sampling && self.noise.is_none() {
+        if sampling && self.item_keys.is_none() {
             match noise {
                 Some(n) if n.len() == self.batch * width => {}
                 Some(n) => {
@@ -194,12 +202,10 @@ impl BeamSearch {
             let rows = &logits[b * width..(b + 1) * width];
             let offsets = &self.running_scores[b * self.beams..(b + 1) * self.beams];
             let picked: Vec<(f32, usize)> = if sampling {
-                match (self.noise, noise) {
-                    (Some(gen), _) => {
-                        let stream = gen.stream(b, self.step);
-                        sample_k_into(&mut self.top, rows, vocab, offsets, &mut self.scratch, |i| {
-                            CounterNoise::exponential(stream, i)
-                        })
+                match (&self.item_keys, noise) {
+                    (Some(keys), _) => {
+                        let (key, step) = (keys[b], self.step);
+                        sample_k_into(&mut self.top, rows, vocab, offsets, &mut self.scratch, |i| exponential(key, step, i))
                     }
                     (None, Some(q)) => {
                         let q = &q[b * width..(b + 1) * width];
@@ -223,9 +229,10 @@ impl BeamSearch {
         Ok(&self.candidates)
     }
 
-    /// Applies the proposed step. `extra_hits` (`[batch * K]`) marks candidates that
-    /// a stopping criterion outside the core ended; EOS and `max_length` are checked here.
-    pub fn commit(&mut self, extra_hits: Option<&[bool]>) -> Result<()> {
+    /// Applies the proposed step. `extra_hits` (`[batch * K]`) marks candidates that a
+    /// stopping criterion outside the core ended, with that criterion's code (>= 1; 0 =
+    /// not ended); EOS and `max_length` are checked here.
+    pub fn commit(&mut self, extra_hits: Option<&[u8]>) -> Result<()> {
         if !self.proposed {
             return Err(CoreError::invalid("beam_step", "commit without propose"));
         }
@@ -243,13 +250,13 @@ impl BeamSearch {
         let cur_len = self.history.len();
         let generated = cur_len + 1 - self.prompt_len;
         let at_max = cur_len + 1 >= self.s.max_length;
-        let reason = |c: &Candidate, extra: bool| {
+        let reason = |c: &Candidate, extra: u8| {
             if self.s.is_eos(c.token) {
                 EndReason::Eos
             } else if at_max {
                 EndReason::Length
-            } else if extra {
-                EndReason::Stop
+            } else if extra > 0 {
+                EndReason::Stop(extra)
             } else {
                 EndReason::Running
             }
@@ -258,7 +265,7 @@ impl BeamSearch {
             .candidates
             .iter()
             .enumerate()
-            .map(|(i, c)| reason(c, extra_hits.is_some_and(|h| h[i])))
+            .map(|(i, c)| reason(c, extra_hits.map_or(0, |h| h[i])))
             .collect();
         let mut new_scores = vec![0.0f32; beams * self.batch];
         let mut new_nodes = vec![NO_NODE; beams * self.batch];
@@ -312,6 +319,8 @@ impl BeamSearch {
         }
         let parents: Vec<usize> = self.parents.iter().map(|&p| p as usize).collect();
         self.history.reorder(&parents);
+        self.pipeline.reorder(&parents);
+        self.warpers.reorder(&parents);
         self.history.push(&self.next_tokens);
         self.running_scores = new_scores;
         self.running_nodes = new_nodes;
@@ -495,7 +504,7 @@ mod tests {
 
     #[test]
     fn commit_needs_propose_and_noise_is_checked() {
-        let sample = SampleSettings { temperature: 1.0, top_k: 0, top_p: 1.0, seed: None };
+        let sample = SampleSettings::default();
         let mut s = BeamSearch::new(&[7], 1, &PipelineConfig::default(), BeamSettings { sample: Some(sample), ..settings(2, &[1], 5) })
             .unwrap();
         assert!(s.commit(None).is_err());
@@ -503,7 +512,7 @@ mod tests {
         assert!(s.propose(&[0.0; 6], 3, None).is_err());
         assert!(matches!(s.propose(&[0.0; 6], 3, Some(&[1.0; 5])), Err(CoreError::Shape { .. })));
         assert_eq!(s.propose(&[0.0; 6], 3, Some(&[1.0; 6])).unwrap().len(), 4);
-        assert!(matches!(s.commit(Some(&[false; 3])), Err(CoreError::Shape { .. })));
+        assert!(matches!(s.commit(Some(&[0; 3])), Err(CoreError::Shape { .. })));
     }
 
     /// Runs a search over pseudo-random logits; returns it and the processed scores of every step.
@@ -516,17 +525,15 @@ mod tests {
             length_penalty: lp,
             early_stopping: early,
             num_return_sequences: beams,
-            sample: sample.then_some(SampleSettings { temperature: 1.0, top_k: 0, top_p: 1.0, seed: Some(seed) }),
+            sample: sample.then_some(SampleSettings { item_keys: Some((0..batch as u64).map(|b| seed * 31 + b).collect()) }),
             ..Default::default()
         };
         let prompts: Vec<i64> = (0..batch as i64 * 2).collect();
         let mut s = BeamSearch::new(&prompts, batch, &PipelineConfig::default(), st).unwrap();
-        let gen = CounterNoise::new(seed);
         let mut scores = Vec::new();
         while !s.is_done() {
-            let stream = gen.stream(99, scores.len());
-            let mut logits: Vec<f32> =
-                (0..s.rows() * vocab).map(|i| 3.0 * CounterNoise::exponential(stream, i).ln()).collect();
+            let step = scores.len();
+            let mut logits: Vec<f32> = (0..s.rows() * vocab).map(|i| 3.0 * exponential(seed, step, i).ln()).collect();
             s.step(&mut logits, vocab, None).unwrap();
             scores.push(logits);
         }

@@ -1,16 +1,44 @@
 //! Picking the best continuations of a batch item out of `beams × vocab` scores.
 
+use rayon::prelude::*;
+
+use super::fastmath::exp_f32;
+
+/// Rows are processed in parallel above this many values.
+const PARALLEL_MIN: usize = 1 << 16;
+
 /// Log-softmax of every row in place, as `torch.log_softmax` computes it:
-/// `(x - max) - ln(sum(exp(x - max)))` (the sum is taken in double precision).
+/// `(x - max) - ln(sum(exp(x - max)))`.
 pub fn log_softmax_rows(data: &mut [f32], vocab: usize) {
-    for row in data.chunks_exact_mut(vocab) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
-        let log_sum = sum.ln() as f32;
-        for x in row.iter_mut() {
-            *x = (*x - max) - log_sum;
+    if data.len() >= PARALLEL_MIN {
+        data.par_chunks_exact_mut(vocab).for_each(log_softmax_row);
+    } else {
+        data.chunks_exact_mut(vocab).for_each(log_softmax_row);
+    }
+}
+
+fn log_softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum = sum_exp(row, max);
+    let log_sum = sum.ln() as f32;
+    for x in row.iter_mut() {
+        *x = (*x - max) - log_sum;
+    }
+}
+
+/// `sum(exp(x - max))` in sixteen float32 lanes (the loop vectorises; torch's sum is lane-wise
+/// too), the lanes added in double precision.
+fn sum_exp(row: &[f32], max: f32) -> f64 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        let c: &[f32; 16] = c.try_into().expect("chunks of 16");
+        for i in 0..16 {
+            lanes[i] += exp_f32(c[i] - max);
         }
     }
+    let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(exp_f32(x - max))).sum();
+    lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + tail
 }
 
 /// Ranks by value, larger first, then by index, smaller first; NaN ranks last.
@@ -109,12 +137,16 @@ pub fn sample_k_into<F: FnMut(usize) -> f32>(
         scratch.extend(row.iter().map(|&x| x + off));
     }
     let max = scratch.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = scratch.iter().map(|&v| (v - max).exp()).sum();
-    let inv = 1.0 / sum;
+    let inv = (1.0 / sum_exp(scratch, max)) as f32;
     top.clear();
     for (i, &v) in scratch.iter().enumerate() {
-        let p = (v - max).exp() * inv;
-        top.push(p / noise(i), i);
+        let p = exp_f32(v - max) * inv;
+        // a zero-probability entry keys 0 whatever its noise (as p / q in torch); skip the draw
+        let key = if p > 0.0 { p / noise(i) } else { 0.0 };
+        if top.threshold().is_some_and(|th| !(key > th)) {
+            continue;
+        }
+        top.push(key, i);
     }
     let mut picked: Vec<(f32, usize)> = top.items().iter().map(|&(_, i)| (scratch[i], i)).collect();
     // by accumulated score, best first; the race order breaks ties
@@ -151,6 +183,26 @@ mod tests {
         let mut scratch = Vec::new();
         let got = sample_k_into(&mut t, &[0.0, 2.0, 1.0, -1.0], 2, &[0.0, 0.5], &mut scratch, |_| 1.0);
         assert_eq!(got, vec![(2.0, 1), (1.5, 2)]);
+    }
+
+    #[test]
+    fn seeded_race_samples_in_proportion() {
+        // one draw (k = 1) from p = [.5, .3, .15, .05] with the counter noise, 20000 streams
+        let p = [0.5f32, 0.3, 0.15, 0.05];
+        let logp: Vec<f32> = p.iter().map(|x| x.ln()).collect();
+        let mut counts = [0usize; 4];
+        let (mut t, mut scratch) = (TopK::new(1), Vec::new());
+        for s in 0..20000u64 {
+            let got = sample_k_into(&mut t, &logp, 4, &[0.0], &mut scratch, |i| crate::beam::exponential(42 + s, 0, i));
+            counts[got[0].1] += 1;
+        }
+        for (c, q) in counts.iter().zip(p) {
+            assert!((*c as f32 / 20000.0 - q).abs() < 0.012, "{counts:?}");
+        }
+        // sampling without replacement never repeats an entry, and a zero-probability one comes last
+        let mut t = TopK::new(3);
+        let got = sample_k_into(&mut t, &[0.0, f32::NEG_INFINITY, -1.0], 3, &[0.0], &mut scratch, |_| 1.0);
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![0, 2, 1]);
     }
 
     proptest! {

@@ -26,17 +26,13 @@ impl EarlyStopping {
     }
 }
 
-/// Warpers and randomness of beam-search sampling.
-#[derive(Debug, Clone)]
+/// Randomness of beam-search sampling (its warpers come from the `PipelineConfig`).
+#[derive(Debug, Clone, Default)]
 pub struct SampleSettings {
-    pub temperature: f32,
-    /// 0 disables top-k.
-    pub top_k: usize,
-    /// 1.0 disables top-p.
-    pub top_p: f32,
-    /// `Some`: the core draws its own counter-based noise; `None`: the caller passes
-    /// exponential noise each step (drawn from torch's generator, as transformers does).
-    pub seed: Option<u64>,
+    /// `Some`: one [`crate::rng`] key per batch item, and the core draws its own noise;
+    /// `None`: the caller passes exponential noise each step (drawn from torch's global
+    /// generator exactly as `torch.multinomial` draws it, so results match transformers).
+    pub item_keys: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,18 +98,16 @@ impl BeamSettings {
                 format!("must exceed the prompt length {prompt_len}, got {}", self.max_length),
             ));
         }
-        if let Some(s) = &self.sample {
-            if self.num_beam_groups > 1 {
-                return Err(CoreError::invalid("num_beam_groups", "diverse (group) beam search does not support do_sample=True"));
-            }
-            if !(s.temperature > 0.0) || !s.temperature.is_finite() {
-                return Err(CoreError::invalid("temperature", format!("must be > 0 with sampling, got {}", s.temperature)));
-            }
-            if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-                return Err(CoreError::invalid("top_p", format!("must be in (0, 1], got {}", s.top_p)));
-            }
+        if self.sample.is_some() && self.num_beam_groups > 1 {
+            return Err(CoreError::invalid("num_beam_groups", "diverse (group) beam search does not support do_sample=True"));
         }
         Ok(())
+    }
+
+    /// `min_tokens_to_keep` of the sampling warpers: transformers keeps `1 + n_eos`
+    /// (at least 2) so that a beam can always continue past an EOS.
+    pub fn min_tokens_to_keep(&self) -> usize {
+        (1 + self.eos_token_ids.len()).max(2)
     }
 
     /// Continuations kept per batch item (or group) and step: enough that `beams`
@@ -148,11 +142,10 @@ mod tests {
         bad(
             |s| {
                 s.num_beam_groups = 2;
-                s.sample = Some(SampleSettings { temperature: 1.0, top_k: 0, top_p: 1.0, seed: None })
+                s.sample = Some(SampleSettings::default())
             },
             "num_beam_groups",
         );
-        bad(|s| s.sample = Some(SampleSettings { temperature: 0.0, top_k: 0, top_p: 1.0, seed: None }), "temperature");
         assert!(EarlyStopping::parse("sometimes").is_err());
         assert_eq!(BeamSettings { eos_token_ids: vec![1, 2], ..Default::default() }.candidates_per_item(4), 12);
     }

@@ -14,17 +14,26 @@ pub enum EndReason {
     Eos,
     /// Reached `max_length`.
     Length,
-    /// A stopping criterion evaluated outside the core.
-    Stop,
+    /// A stopping criterion evaluated outside the core; the code (>= 1) tells the
+    /// caller which one.
+    Stop(u8),
 }
 
 impl EndReason {
+    /// The stopping criterion's code for [`EndReason::Stop`], else 0.
+    pub fn stop_code(self) -> u8 {
+        match self {
+            EndReason::Stop(code) => code,
+            _ => 0,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EndReason::Running => "running",
             EndReason::Eos => "eos",
             EndReason::Length => "length",
-            EndReason::Stop => "stop",
+            EndReason::Stop(_) => "stop",
         }
     }
 }

@@ -11,7 +11,9 @@ use crate::beam::{
     BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, EarlyStopping, Finalized, GroupBeamSearch as CoreGroupBeamSearch,
     SampleSettings, NO_NODE,
 };
+use super::settings::{pipeline_config, seed};
 use crate::logits::PipelineConfig;
+use crate::rng::row_keys;
 
 type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
@@ -23,35 +25,31 @@ fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &'static str
     }
 }
 
-// TODO(pipeline): use `py::decode::pipeline_config` once it is `pub(crate)`, so every
-// processor the shared pipeline gains applies to beam modes with the same parsing.
-fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig> {
-    Ok(PipelineConfig {
-        eos_token_ids: get(settings, "eos_token_ids", Vec::new(), "an int or a list of ints")?,
-        min_length: get(settings, "min_length", 0usize, "a non-negative int")?,
-        min_new_tokens: get(settings, "min_new_tokens", 0usize, "a non-negative int")?,
-        ..Default::default()
-    })
-}
-
-fn beam_settings(settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>) -> PyResult<BeamSettings> {
+/// The beam fields (`beam`) plus, from `settings`, the EOS ids and the sampling seed:
+/// with a seed every batch item gets its own [`crate::rng`] key (from its unpadded
+/// prompt, `seed_prompts`), else the caller passes torch-drawn noise each step.
+fn beam_settings(settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>, prompts: &[Vec<i64>]) -> PyResult<BeamSettings> {
     let early = match beam.get_item("early_stopping")? {
         None => EarlyStopping::Heuristic,
         Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => {
-            if v.extract::<bool>()? { EarlyStopping::AllFinished } else { EarlyStopping::Heuristic }
+            if v.extract::<bool>()? {
+                EarlyStopping::AllFinished
+            } else {
+                EarlyStopping::Heuristic
+            }
         }
-        Some(v) => EarlyStopping::parse(&v.extract::<String>().map_err(|_| {
-            InvalidArgumentError::new_err("early_stopping: must be True, False or \"never\"")
-        })?)
+        Some(v) => EarlyStopping::parse(
+            &v.extract::<String>()
+                .map_err(|_| InvalidArgumentError::new_err("early_stopping: must be True, False or \"never\""))?,
+        )
         .map_err(to_py)?,
     };
-    let sample = if get(beam, "do_sample", false, "a bool")? {
-        Some(SampleSettings {
-            temperature: get(beam, "temperature", 1.0f32, "a float")?,
-            top_k: get(beam, "top_k", 0usize, "a non-negative int")?,
-            top_p: get(beam, "top_p", 1.0f32, "a float")?,
-            seed: get(beam, "seed", None::<u64>, "a non-negative int or None")?,
-        })
+    let sample = if get(settings, "do_sample", false, "a bool")? {
+        let item_keys = seed(settings)?.map(|(seed, seed_prompts)| {
+            let rows = seed_prompts.unwrap_or_else(|| prompts.to_vec());
+            row_keys(seed, &rows, 1)
+        });
+        Some(SampleSettings { item_keys })
     } else {
         None
     };
@@ -63,10 +61,23 @@ fn beam_settings(settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>) -> PyRe
         early_stopping: early,
         max_length: get(beam, "max_length", 20usize, "a positive int")?,
         num_return_sequences: get(beam, "num_return_sequences", 1usize, "a positive int")?,
-        eos_token_ids: get(settings, "eos_token_ids", Vec::new(), "an int or a list of ints")?,
+        eos_token_ids: pipeline_config(settings)?.eos_token_ids,
         pad_token_id: get(beam, "pad_token_id", 0i64, "an int")?,
         sample,
     })
+}
+
+/// Shared constructor input: prompts, processor config, beam settings.
+fn parse<'py>(
+    input_ids: &PyReadonlyArray2<'py, i64>,
+    settings: &Bound<'py, PyDict>,
+    beam: &Bound<'py, PyDict>,
+) -> PyResult<(Vec<i64>, usize, PipelineConfig, BeamSettings)> {
+    let batch = input_ids.shape()[0];
+    let flat = contiguous("input_ids", input_ids)?.to_vec();
+    let width = input_ids.shape()[1];
+    let rows: Vec<Vec<i64>> = flat.chunks(width.max(1)).map(<[i64]>::to_vec).collect();
+    Ok((flat, batch, pipeline_config(settings)?, beam_settings(settings, beam, &rows)?))
 }
 
 fn finalized_dict<'py>(py: Python<'py>, out: Finalized) -> PyResult<Bound<'py, PyDict>> {
@@ -77,6 +88,7 @@ fn finalized_dict<'py>(py: Python<'py>, out: Finalized) -> PyResult<Bound<'py, P
     d.set_item("beam_indices", idx)?;
     d.set_item("scores", PyArray1::from_vec(py, out.scores))?;
     d.set_item("reasons", out.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>())?;
+    d.set_item("stop_codes", PyArray1::from_vec(py, out.reasons.iter().map(|r| r.stop_code()).collect()))?;
     d.set_item("nodes", PyArray1::from_vec(py, out.nodes.iter().map(|&n| node_id(n)).collect()))?;
     Ok(d)
 }
@@ -123,13 +135,13 @@ pub struct BeamSearch {
 #[pymethods]
 impl BeamSearch {
     /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings`: processor
-    /// fields; `beam`: num_beams, length_penalty, early_stopping, max_length, ...
+    /// fields (as for `Decoder`, plus `seed` / `seed_prompts`); `beam`: num_beams,
+    /// num_beam_groups, diversity_penalty, length_penalty, early_stopping, max_length,
+    /// num_return_sequences, pad_token_id.
     #[new]
     fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>) -> PyResult<Self> {
-        let batch = input_ids.shape()[0];
-        let prompts = contiguous("input_ids", &input_ids)?;
-        let inner = CoreBeamSearch::new(prompts, batch, &pipeline_config(settings)?, beam_settings(settings, beam)?)
-            .map_err(to_py)?;
+        let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
+        let inner = CoreBeamSearch::new(&prompts, batch, &config, beam).map_err(to_py)?;
         Ok(BeamSearch { inner })
     }
 
@@ -180,10 +192,11 @@ impl BeamSearch {
         Ok((PyArray1::from_vec(py, parents), PyArray1::from_vec(py, tokens)))
     }
 
-    /// Applies the proposed step; `hits` (bool `[batch * K]`) marks candidates a
-    /// stopping criterion ended. Returns `(tokens, parent_rows)` of the running beams.
+    /// Applies the proposed step; `hits` (uint8 `[batch * K]`) marks candidates a
+    /// stopping criterion ended with its code (>= 1; 0 = not ended). Returns
+    /// `(tokens, parent_rows)` of the running beams.
     #[pyo3(signature = (hits=None))]
-    fn commit<'py>(&mut self, py: Python<'py>, hits: Option<PyReadonlyArray1<'py, bool>>) -> PyResult<Pair<'py>> {
+    fn commit<'py>(&mut self, py: Python<'py>, hits: Option<PyReadonlyArray1<'py, u8>>) -> PyResult<Pair<'py>> {
         let hits = hits
             .as_ref()
             .map(|h| h.as_slice().map_err(|_| InvalidArgumentError::new_err("hits: array must be contiguous")))
@@ -243,10 +256,8 @@ pub struct GroupBeamSearch {
 impl GroupBeamSearch {
     #[new]
     fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>) -> PyResult<Self> {
-        let batch = input_ids.shape()[0];
-        let prompts = contiguous("input_ids", &input_ids)?;
-        let inner = CoreGroupBeamSearch::new(prompts, batch, &pipeline_config(settings)?, beam_settings(settings, beam)?)
-            .map_err(to_py)?;
+        let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
+        let inner = CoreGroupBeamSearch::new(&prompts, batch, &config, beam).map_err(to_py)?;
         Ok(GroupBeamSearch { inner })
     }
 
@@ -289,9 +300,10 @@ impl GroupBeamSearch {
         self.inner.is_done()
     }
 
-    /// Ends the search (a stopping criterion fired for every row).
-    fn stop(&mut self) {
-        self.inner.stop()
+    /// Ends the search: the stopping criterion with `code` (>= 1) fired for every row.
+    #[pyo3(signature = (code=1))]
+    fn stop(&mut self, code: u8) {
+        self.inner.stop(code)
     }
 
     fn take_settled<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {

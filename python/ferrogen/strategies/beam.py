@@ -19,7 +19,7 @@ from .. import _core
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
 from .base import GenerationRequest
-from .beam_loop import RunningSequences, new_core, run_beam_loop
+from .beam_loop import RunningSequences, criterion_codes, new_core, run_beam_loop
 
 __all__ = ["beam_search", "beam_sample"]
 
@@ -53,11 +53,10 @@ class _BeamStep:
             core.warp(logits.numpy())
         cand_parents, cand_tokens = core.propose(logits.numpy(), noise)
         hits = None
-        if self.criteria:
+        if self.criteria:  # transformers evaluates them on every candidate continuation
             assert running is not None
             seqs = running.candidates(torch.from_numpy(cand_parents), torch.from_numpy(cand_tokens))
-            done = evaluate_criteria(self.criteria, seqs, logits)
-            hits = None if done is None else done.numpy()
+            hits = criterion_codes(evaluate_criteria(self.criteria, seqs, logits), len(cand_tokens))
         tokens, parents = core.commit(hits)
         return tokens, parents, logits
 

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from ..outputs import GenerateOutput
+from ..processors import unpadded_rows
 from .base import GenerationRequest, as_int64, core_settings
 
-__all__ = ["BeamStep", "RunningSequences", "beam_settings", "new_core", "run_beam_loop"]
+__all__ = ["BeamStep", "RunningSequences", "beam_settings", "criterion_codes", "new_core", "run_beam_loop"]
 
 
 def beam_settings(request: GenerationRequest) -> dict[str, Any]:
@@ -32,16 +33,25 @@ def beam_settings(request: GenerationRequest) -> dict[str, Any]:
         "max_length": request.max_length,
         "num_return_sequences": cfg.num_return_sequences,
         "pad_token_id": request.pad_token_id,
-        "do_sample": cfg.do_sample,
-        "seed": cfg.seed,
-        "temperature": cfg.temperature,
-        "top_k": cfg.top_k,
-        "top_p": cfg.top_p,
     }
 
 
 def new_core(cls: Any, request: GenerationRequest) -> Any:
-    return cls(as_int64(request.prompt_ids), core_settings(request), beam_settings(request))
+    """The core search object. Beam sampling with a ``seed`` keys each batch item's noise by
+    the seed and its unpadded prompt; without one, the caller draws the noise from torch."""
+    settings = core_settings(request)
+    if request.config.do_sample and request.config.seed is not None:
+        settings["seed"] = request.config.seed
+        settings["seed_prompts"] = unpadded_rows(request.input_ids, request.attention_mask)
+    return cls(as_int64(request.prompt_ids), settings, beam_settings(request))
+
+
+def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.ndarray:
+    """Per row, 1 + the index of the first criterion that holds (0: none), as uint8 for the core."""
+    codes = np.zeros(rows, dtype=np.uint8)
+    for k, (done, _) in enumerate(verdicts, start=1):
+        codes[(codes == 0) & done.numpy()] = k
+    return codes
 
 
 class RunningSequences:
@@ -146,7 +156,9 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
     final = core.finalize()
     sequences = torch.from_numpy(final["sequences"])
     _flush_stream(stream, final, cfg.num_return_sequences, prompt_len)
-    reasons = [_reason(r, request) for r in final["reasons"]]
+    names = [getattr(c, "finish_reason", "stop") for c in request.criteria]
+    reasons = [names[c - 1] if r == "stop" and 0 < c <= len(names) else ("length" if r == "running" else r)
+               for r, c in zip(final["reasons"], final["stop_codes"].tolist())]
     if not request.return_dict:
         _warn_tree_dropped(cfg)
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
@@ -174,12 +186,6 @@ def _flush_stream(stream: SettledStream, final: dict[str, Any], per_item: int, p
         generated = int((final["beam_indices"][b * per_item] >= 0).sum())
         winners.append(final["sequences"][b * per_item, prompt_len : prompt_len + generated].tolist())
     stream.finish(winners)
-
-
-def _reason(core_reason: str, request: GenerationRequest) -> str:
-    if core_reason == "stop":
-        return "time" if request.extras.get("max_time_only") else "stop"
-    return "length" if core_reason == "running" else core_reason
 
 
 def _warn_tree_dropped(cfg: Any) -> None:

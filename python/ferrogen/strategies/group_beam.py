@@ -18,7 +18,7 @@ from .. import _core
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
 from .base import GenerationRequest
-from .beam_loop import RunningSequences, new_core, run_beam_loop
+from .beam_loop import RunningSequences, criterion_codes, new_core, run_beam_loop
 
 __all__ = ["group_beam_search"]
 
@@ -53,9 +53,9 @@ class _GroupStep:
     def after(self, running: Optional[RunningSequences], scores: torch.Tensor) -> None:
         # transformers stops group beam search when a criterion holds for every row
         if self.criteria and running is not None and not self.core.is_done():
-            done = evaluate_criteria(self.criteria, running.ids, scores)
-            if done is not None and bool(done.all()):
-                self.core.stop()
+            codes = criterion_codes(evaluate_criteria(self.criteria, running.ids, scores), running.ids.shape[0])
+            if bool((codes > 0).all()):
+                self.core.stop(int(codes.min()))
 
 
 def group_beam_search(request: GenerationRequest) -> GenerateOutput:
