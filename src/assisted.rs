@@ -45,7 +45,7 @@ fn uniform(key: u64, position: usize, purpose: Purpose) -> f64 {
 /// Index drawn from the probabilities `probs` (any non-negative weights) by inverse CDF.
 fn draw_weights(probs: &[f32], u: f64) -> Option<usize> {
     let total: f64 = probs.iter().map(|&p| p as f64).sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     let target = u * total;

@@ -104,11 +104,7 @@ impl ContrastiveScorer {
 
     /// Number of context positions kept for row `r`.
     pub fn context_len(&self, r: usize) -> usize {
-        if self.hidden == 0 {
-            0
-        } else {
-            self.context[r].len() / self.hidden
-        }
+        self.context[r].len().checked_div(self.hidden).unwrap_or(0)
     }
 
     /// Adds `positions` hidden states per row (`hidden` is `[rows, positions, hidden_size]`);

@@ -17,8 +17,12 @@ pub struct AssistedDecoder {
     inner: Core,
 }
 
+/// int64 `[rows]` and `[rows, n]` arrays handed back to Python.
+type Ints<'py> = Bound<'py, PyArray1<i64>>;
+type IntGrid<'py> = Bound<'py, PyArray2<i64>>;
+
 fn int_array<'py>(py: Python<'py>, values: Vec<i64>, rows: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
-    let width = if rows == 0 { 0 } else { values.len() / rows };
+    let width = values.len().checked_div(rows).unwrap_or(0);
     PyArray1::from_vec(py, values).reshape([rows, width])
 }
 
@@ -95,7 +99,7 @@ impl AssistedDecoder {
     }
 
     /// `(drafts, counts)`: int64 `[rows, width]` right-padded with pad, int64 `[rows]`.
-    fn drafts<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray1<i64>>)> {
+    fn drafts<'py>(&self, py: Python<'py>) -> PyResult<(IntGrid<'py>, Ints<'py>)> {
         let (drafts, _, counts) = self.inner.drafts();
         Ok((int_array(py, drafts, self.inner.n_rows())?, lengths(py, counts)))
     }
@@ -110,7 +114,7 @@ impl AssistedDecoder {
         py: Python<'py>,
         mut logits: PyReadwriteArray3<'py, f32>,
         lockstep: bool,
-    ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<(IntGrid<'py>, Ints<'py>, Ints<'py>)> {
         let (positions, vocab) = (logits.shape()[1], logits.shape()[2]);
         let data = logits
             .as_slice_mut()

@@ -16,6 +16,9 @@ pub struct ContrastiveSearch {
     inner: Core,
 }
 
+/// An int64 `[rows]` array handed back to Python.
+type Ints<'py> = Bound<'py, PyArray1<i64>>;
+
 fn candidates_array<'py>(py: Python<'py>, ids: Vec<i64>, rows: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let k = ids.len() / rows.max(1);
     PyArray1::from_vec(py, ids).reshape([rows, k])
@@ -95,7 +98,7 @@ impl ContrastiveSearch {
         &mut self,
         py: Python<'py>,
         hidden: PyReadonlyArray2<'py, f32>,
-    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<(Ints<'py>, Ints<'py>)> {
         let data = contiguous("candidate_hidden_states", &hidden)?;
         let inner = &mut self.inner;
         let (tokens, chosen) = py
