@@ -277,11 +277,9 @@ def _warn_once(blockers: list[str]) -> None:
 
 
 def _check_patchable(model: Any) -> None:
-    try:
-        from transformers import GenerationMixin
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        GenerationMixin = None  # noqa: N806
-    if GenerationMixin is None or not isinstance(model, GenerationMixin):
+    from transformers import GenerationMixin
+
+    if not isinstance(model, GenerationMixin):
         raise TypeError(f"model: expected a transformers model with generate(), got {type(model).__name__}")
     own = "generate" in vars(model) or getattr(type(model), "generate", None) is not GenerationMixin.generate
     if own:
