@@ -1,6 +1,7 @@
 //! ferrogen-core: everything in text generation that touches logits and tokens.
 //! Pure Rust; the Python bindings live in `py/` behind the `python` feature.
 
+pub mod constraints;
 pub mod decode;
 pub mod error;
 pub mod history;
