@@ -93,10 +93,9 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def isolated(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in a scratch directory; transformers' copies of custom_generate code stay there too."""
+    """Scratch space for the blocks; transformers' copies of custom_generate code stay there too."""
     import transformers.dynamic_module_utils as dmu
 
-    monkeypatch.chdir(scratch)
     monkeypatch.setattr(dmu, "HF_MODULES_CACHE", str(scratch / "hf-modules"))
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(ferrogen.compat, "_warned", set())
@@ -170,7 +169,10 @@ def _disable_all(namespace: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("block", CODE, ids=[b.id for b in CODE])
-def test_code_block_runs(block: Block, isolated: Path) -> None:
+def test_code_block_runs(block: Block, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workdir = isolated / block.doc.stem  # one scratch directory per document
+    workdir.mkdir(exist_ok=True)
+    monkeypatch.chdir(workdir)
     reason = _skip_reason(block)
     if reason is not None:
         pytest.skip(f"not run: {reason}")
@@ -207,3 +209,13 @@ def test_every_strategy_has_a_guide_section() -> None:
     guide = (ROOT / "docs" / "strategies.md").read_text(encoding="utf-8")
     for mode in ferrogen.GenerationMode:
         assert f"<a id=\"{mode.value}\"></a>" in guide, f"docs/strategies.md has no section for {mode.value}"
+
+
+def test_readme_beam_tree_picture_is_current(scratch: Path) -> None:
+    """Runs after the README's blocks: the picture in docs/ is what the README's block makes."""
+    made = scratch / "README" / "beam_tree.svg"
+    if not made.is_file():
+        pytest.skip("the README's beam-tree block did not run (beam search missing, or run on its own)")
+    assert made.read_bytes() == (ROOT / "docs" / "beam_tree.svg").read_bytes(), (
+        "docs/beam_tree.svg is stale: run `python scripts/render_beam_tree.py`"
+    )
