@@ -5,7 +5,8 @@
 #      from the main venv through a .pth file (never installed twice);
 #   3. from a directory outside the source tree, it generates with the embedded model, through
 #      ferrogen.generate, enable() and a custom_generate folder, and checks that ferrogen and its
-#      extension were imported from the fresh venv, with their stub, py.typed and data files.
+#      extension were imported from the fresh venv, with py.typed, the data files and a stub
+#      that names what the wheel's extension exports.
 # Usage: scripts/wheel_smoke.sh [WHEEL]   (builds one when no wheel is given)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -51,7 +52,10 @@ package = Path(ferrogen.__file__).parent
 for name in ("_core.pyi", "py.typed", "_embedded/kjv-gpt2/model.safetensors",
              "custom_generate/contrastive_search/custom_generate/generate.py"):
     assert (package / name).is_file(), f"wheel lacks ferrogen/{name}"
-assert not any(p.name.startswith("_core") and p.suffix == ".so" and "abi3" not in p.name for p in package.iterdir())
+import ast
+stub = ast.parse((package / "_core.pyi").read_text())
+stubbed = {n.name for n in stub.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+assert stubbed == {n for n in dir(_core) if not n.startswith("_")}, "the wheel's _core.pyi does not match its _core"
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 path = ferrogen.embedded_model_path()

@@ -261,6 +261,17 @@ def test_enable_is_per_object_and_undone(kjv):
     assert not ferrogen.is_enabled(model)
 
 
+def test_enabled_model_copies_stay_enabled_for_themselves(kjv):
+    model, _, enc = kjv
+    with ferrogen.patched(model):
+        twin = copy.deepcopy(model)
+    assert not ferrogen.is_enabled(model) and ferrogen.is_enabled(twin)
+    assert twin.generate.model is twin
+    assert torch.equal(twin.generate(**enc, max_new_tokens=NEW), reference(model, enc, {}))
+    ferrogen.disable(twin)
+    assert not ferrogen.is_enabled(twin)
+
+
 def test_enable_keeps_generate_signature(kjv):
     import inspect
 

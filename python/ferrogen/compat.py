@@ -20,7 +20,7 @@ with one :class:`FallbackWarning` per reason and process.
 from __future__ import annotations
 
 import contextlib
-import functools
+import inspect
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -81,7 +81,6 @@ _MODE_NEEDS = {
     GenerationMode.GROUP_BEAM_SEARCH: "num_beams > 1 and num_beam_groups > 1 (dividing num_beams)",
     GenerationMode.CONSTRAINED_BEAM_SEARCH: "force_words_ids (or constraints) and num_beams > 1",
 }
-_ORIGINAL = "_ferrogen_original_generate"
 _warned: set[str] = set()
 
 
@@ -123,38 +122,50 @@ def enable(model: M) -> M:
     and no network). Calls ferrogen cannot run exactly go to transformers' ``generate``, with one
     :class:`FallbackWarning` per reason; a call with ``custom_generate`` goes to transformers
     silently (the caller chose the decoding code). Undo with :func:`disable`; calling it twice
-    is harmless.
+    is harmless. A ``copy.deepcopy`` of an enabled model is enabled for the copy.
 
     Raises ``TypeError`` for a model without transformers' ``GenerationMixin.generate`` (a model
     class or object with its own ``generate``, such as Whisper's, is left alone).
     """
-    if is_enabled(model):
-        return model
-    _check_patchable(model)
-    original = model.generate  # type: ignore[attr-defined]
-
-    @functools.wraps(original)
-    def generate(*args: Any, **kwargs: Any) -> Any:
-        arguments = _bind(args, kwargs)
-        if arguments.get("custom_generate") is not None:  # the caller chose the decoding code
-            return original(*args, **kwargs)
-        return _dispatch(model, arguments, lambda: original(**_for_transformers(arguments)))
-
-    vars(model)[_ORIGINAL] = original
-    model.generate = generate  # type: ignore[attr-defined]
+    if not is_enabled(model):
+        _check_patchable(model)
+        vars(model)["generate"] = _FerrogenGenerate(model)
     return model
 
 
 def disable(model: Any) -> None:
     """Undo :func:`enable`: ``model.generate`` is transformers' again. No-op when not enabled."""
     if is_enabled(model):
-        del vars(model)[_ORIGINAL]
         del vars(model)["generate"]
 
 
 def is_enabled(model: Any) -> bool:
     """Whether :func:`enable` routes this model's ``generate`` through ferrogen."""
-    return _ORIGINAL in getattr(model, "__dict__", {})
+    return isinstance(getattr(model, "__dict__", {}).get("generate"), _FerrogenGenerate)
+
+
+class _FerrogenGenerate:
+    """``model.generate`` while :func:`enable` is on: transformers' signature, ferrogen underneath.
+
+    An object rather than a closure, so that ``copy.deepcopy(model)`` rebinds it to the copy.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        transformers_generate = type(model).generate.__get__(model)
+        self.__signature__ = inspect.signature(transformers_generate)
+        self.__doc__ = transformers_generate.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        model = self.model
+        transformers_generate = type(model).generate.__get__(model)
+        arguments = _bind(args, kwargs)
+        if arguments.get("custom_generate") is not None:  # the caller chose the decoding code
+            return transformers_generate(*args, **kwargs)
+        return _dispatch(model, arguments, lambda: transformers_generate(**_for_transformers(arguments)))
+
+    def __repr__(self) -> str:
+        return f"<ferrogen.enable generate of {type(self.model).__name__}>"
 
 
 @contextlib.contextmanager
