@@ -1,22 +1,37 @@
 //! State of one single-sequence generation (greedy and sampling): history,
-//! finished rows, and the pipeline. Python runs the model and calls [`Decoder::step`].
+//! finished rows, the processors and warpers, and the per-row random keys.
+//! Python runs the model and calls the `step_*` / `choose_*` methods.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
-use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
-use crate::sampling::argmax;
+use crate::logits::{LogitsMut, Pipeline, PipelineConfig, Scratch, StepContext};
+use crate::rng;
+use crate::sampling::{argmax, draw};
 
 pub struct Decoder {
     history: TokenHistory,
     unfinished: Vec<bool>,
     eos: Vec<i64>,
     pad: i64,
+    config: PipelineConfig,
+    /// Processors: run before the user's (Python) logits processors.
     pipeline: Pipeline,
+    /// Warpers and renormalisation: run after them.
+    warpers: Pipeline,
+    /// `pipeline` then `warpers`, for steps without user processors (one fused pass).
+    full: Pipeline,
+    /// Sampling key of every row (see [`crate::rng`]).
+    keys: Vec<u64>,
+    /// Vocabulary size the configured token ids were checked against (0: not yet).
+    checked_vocab: AtomicUsize,
     next: Vec<i64>,
 }
 
 impl Decoder {
     /// `prompts` is row-major `[n_rows, prompt_len]`; `pad` fills finished rows.
+    /// Sampling keys default to seed 0 and the rows' full prompts; see [`Self::seeded`].
     pub fn new(prompts: &[i64], n_rows: usize, config: &PipelineConfig, pad: i64) -> Result<Self> {
         if n_rows == 0 || prompts.len() % n_rows != 0 {
             return Err(CoreError::Shape {
@@ -26,16 +41,42 @@ impl Decoder {
             });
         }
         config.validate(None)?;
+        config.validate_rows(n_rows)?;
         let history = TokenHistory::new(prompts, n_rows);
-        let pipeline = config.build(history.prompt_len());
+        let pipeline = config.build_processors(history.prompt_len());
+        let warpers = config.build_warpers(1);
+        let mut full = pipeline.clone();
+        full.extend(&warpers);
+        let rows: Vec<Vec<i64>> = (0..n_rows).map(|r| history.row(r).to_vec()).collect();
         Ok(Decoder {
+            keys: rng::row_keys(0, &rows, 1),
             history,
             unfinished: vec![true; n_rows],
             eos: config.eos_token_ids.clone(),
             pad,
+            config: config.clone(),
             pipeline,
+            warpers,
+            full,
+            checked_vocab: AtomicUsize::new(0),
             next: vec![0; n_rows],
         })
+    }
+
+    /// Sets the sampling keys from `seed` and the unpadded prompt of every batch entry
+    /// (`key_prompts`; the rows are those entries repeated `n_rows / key_prompts.len()`
+    /// times each, as `num_return_sequences` lays them out).
+    pub fn seeded(mut self, seed: u64, key_prompts: &[Vec<i64>]) -> Result<Self> {
+        let rows = self.history.n_rows();
+        if key_prompts.is_empty() || rows % key_prompts.len() != 0 {
+            return Err(CoreError::Shape {
+                name: "seed_prompts",
+                expected: format!("a number of prompts dividing {rows}"),
+                got: format!("{} prompts", key_prompts.len()),
+            });
+        }
+        self.keys = rng::row_keys(seed, key_prompts, rows / key_prompts.len());
+        Ok(self)
     }
 
     pub fn history(&self) -> &TokenHistory {
@@ -57,11 +98,19 @@ impl Decoder {
         }
     }
 
-    /// Runs the processors over `logits` (`[n_rows, vocab]`) in place.
+    /// Runs the processors (not the warpers) over `logits` (`[n_rows, vocab]`) in place.
     pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
-        let mut view = LogitsMut::new(logits, vocab);
-        self.pipeline.process(&StepContext { history: &self.history }, &mut view);
+        let ctx = StepContext { history: &self.history };
+        self.pipeline.process(&ctx, &mut LogitsMut::new(logits, vocab));
+        Ok(())
+    }
+
+    /// Runs the warpers (and renormalisation) over `logits` in place.
+    pub fn warp(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
+        self.check_logits(logits, vocab)?;
+        let ctx = StepContext { history: &self.history };
+        self.warpers.process(&ctx, &mut LogitsMut::new(logits, vocab));
         Ok(())
     }
 
@@ -80,10 +129,55 @@ impl Decoder {
         Ok(&self.next)
     }
 
-    /// [`Self::process`] then [`Self::choose_greedy`]: one greedy step.
+    /// One greedy step: processors, renormalisation if configured, argmax, in one pass.
     pub fn step_greedy(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
-        self.process(logits, vocab)?;
-        self.choose_greedy(logits, vocab)
+        self.run_and_pick(Which::Full, logits, vocab, |_, row, _| argmax(row))?;
+        Ok(&self.next)
+    }
+
+    /// Warpers then a draw for every unfinished row (logits already processed).
+    pub fn choose_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
+        let keys = std::mem::take(&mut self.keys);
+        let step = self.history.new_tokens() as u64;
+        let out = self.run_and_pick(Which::Warpers, logits, vocab, |r, row, s| sample(row, s, keys[r], step));
+        self.keys = keys;
+        out?;
+        Ok(&self.next)
+    }
+
+    /// One sampling step: processors, warpers and the draw, fused per row.
+    pub fn step_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
+        let keys = std::mem::take(&mut self.keys);
+        let step = self.history.new_tokens() as u64;
+        let out = self.run_and_pick(Which::Full, logits, vocab, |r, row, s| sample(row, s, keys[r], step));
+        self.keys = keys;
+        out?;
+        Ok(&self.next)
+    }
+
+    fn run_and_pick<F>(&mut self, which: Which, logits: &mut [f32], vocab: usize, pick: F) -> Result<()>
+    where
+        F: Fn(usize, &mut [f32], &mut Scratch) -> Option<usize> + Sync,
+    {
+        self.check_logits(logits, vocab)?;
+        let pipeline = match which {
+            Which::Full => &self.full,
+            Which::Warpers => &self.warpers,
+        };
+        let ctx = StepContext { history: &self.history };
+        let unfinished = &self.unfinished;
+        let picked = pipeline.process_then(&ctx, &mut LogitsMut::new(logits, vocab), |r, row, s| {
+            if unfinished[r] {
+                pick(r, row, s).map(|t| t as i64).ok_or(CoreError::NoValidToken { row: r })
+            } else {
+                Ok(self.pad)
+            }
+        });
+        for (slot, p) in self.next.iter_mut().zip(picked) {
+            *slot = p?;
+        }
+        self.commit();
+        Ok(())
     }
 
     fn check_logits(&self, logits: &[f32], vocab: usize) -> Result<()> {
@@ -94,6 +188,10 @@ impl Decoder {
                 expected: format!("[{rows}, vocab >= 1]"),
                 got: format!("{} values with vocab {vocab}", logits.len()),
             });
+        }
+        if self.checked_vocab.load(Ordering::Relaxed) != vocab {
+            self.config.validate(Some(vocab))?;
+            self.checked_vocab.store(vocab, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -106,6 +204,16 @@ impl Decoder {
             }
         }
     }
+}
+
+enum Which {
+    Full,
+    Warpers,
+}
+
+/// The draw of one row at `step`: candidates of the sparse form when the warpers made one.
+fn sample(row: &[f32], s: &Scratch, key: u64, step: u64) -> Option<usize> {
+    draw(row, s.sparse.then_some(s.cand.as_slice()), rng::uniform(key, step))
 }
 
 #[cfg(test)]
@@ -147,5 +255,73 @@ mod tests {
         let mut dead = vec![f32::NAN, f32::NEG_INFINITY];
         assert_eq!(d.step_greedy(&mut dead, 2), Err(CoreError::NoValidToken { row: 0 }));
         assert!(Decoder::new(&[], 0, &config(1, 0), 0).is_err());
+        let mut d = Decoder::new(&[7], 1, &PipelineConfig { do_sample: true, ..config(1, 0) }, 0).unwrap();
+        assert_eq!(d.step_sample(&mut dead, 2), Err(CoreError::NoValidToken { row: 0 }));
+    }
+
+    #[test]
+    fn token_ids_are_checked_against_the_vocab_at_the_first_step() {
+        let cfg = PipelineConfig { suppress_tokens: vec![5], ..config(1, 0) };
+        let mut d = Decoder::new(&[7], 1, &cfg, 0).unwrap();
+        let err = d.step_greedy(&mut [0.0; 3], 3).unwrap_err();
+        assert_eq!(err, CoreError::TokenOutOfVocab { name: "suppress_tokens", token: 5, vocab: 3 });
+    }
+
+    fn sampler(prompts: &[Vec<i64>], copies: usize, seed: u64) -> Decoder {
+        let width = prompts[0].len();
+        let flat: Vec<i64> = prompts.iter().flat_map(|p| std::iter::repeat(p.clone()).take(copies)).flatten().collect();
+        let cfg = PipelineConfig { do_sample: true, top_k: 50, temperature: 0.9, ..Default::default() };
+        let rows = prompts.len() * copies;
+        assert_eq!(flat.len(), rows * width);
+        Decoder::new(&flat, rows, &cfg, 0).unwrap().seeded(seed, prompts).unwrap()
+    }
+
+    fn flat_logits(rows: usize, vocab: usize) -> Vec<f32> {
+        (0..rows * vocab).map(|i| ((i % vocab) as f32 * 0.37).sin()).collect()
+    }
+
+    #[test]
+    fn samples_do_not_depend_on_batch_composition_or_order() {
+        let (a, b) = (vec![3i64, 4, 5], vec![9i64, 9, 2]);
+        let vocab = 200;
+        let run = |prompts: &[Vec<i64>]| {
+            let mut d = sampler(prompts, 1, 11);
+            let mut out = vec![Vec::new(); prompts.len()];
+            for _ in 0..20 {
+                let mut logits = flat_logits(prompts.len(), vocab);
+                for (r, &t) in d.step_sample(&mut logits, vocab).unwrap().iter().enumerate() {
+                    out[r].push(t);
+                }
+            }
+            out
+        };
+        let alone = run(&[a.clone()]);
+        let ab = run(&[a.clone(), b.clone()]);
+        let ba = run(&[b.clone(), a.clone()]);
+        assert_eq!(alone[0], ab[0]);
+        assert_eq!(ab[0], ba[1]);
+        assert_eq!(ab[1], ba[0]);
+        assert_ne!(ab[0], ab[1]);
+        let twice = run(&[a.clone(), a.clone()]);
+        assert_eq!(twice[0], alone[0], "the first occurrence keeps its samples");
+        assert_ne!(twice[0], twice[1], "a duplicated prompt samples differently");
+    }
+
+    #[test]
+    fn return_sequences_differ_and_seeds_reproduce() {
+        let vocab = 100;
+        let mut d = sampler(&[vec![1, 2]], 3, 5);
+        let mut logits = flat_logits(3, vocab);
+        let first = d.step_sample(&mut logits, vocab).unwrap().to_vec();
+        let mut again = sampler(&[vec![1, 2]], 3, 5);
+        let mut logits = flat_logits(3, vocab);
+        assert_eq!(again.step_sample(&mut logits, vocab).unwrap(), first.as_slice());
+        let mut other = sampler(&[vec![1, 2]], 3, 6);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10 {
+            let mut logits = flat_logits(3, vocab);
+            seen.extend(other.step_sample(&mut logits, vocab).unwrap().iter().copied());
+        }
+        assert!(seen.len() > 3);
     }
 }

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod error;
 pub mod history;
 pub mod logits;
+pub mod rng;
 pub mod sampling;
 
 #[cfg(feature = "python")]

@@ -17,6 +17,7 @@ from .compat import FallbackWarning, custom_generate_path, disable, enable, is_e
 from .config import GenerationConfig, GenerationMode
 from .generate import generate
 from .outputs import GenerateOutput
+from .processors import LogitsPipeline
 from .stopping import MaxTimeCriteria, StopStringCriteria
 from .streamers import TextIteratorStreamer, TextStreamer
 from .text import TextGenerator, TextResult, pipeline
@@ -46,6 +47,7 @@ __all__ = [
     "GenerationConfigTypeError",
     "GenerationMode",
     "InvalidArgumentError",
+    "LogitsPipeline",
     "MaxTimeCriteria",
     "NoValidTokenError",
     "ShapeError",

@@ -1,36 +1,405 @@
 //! Which processors a generation uses, decided once from its settings.
 
-use super::{MinLength, Pipeline};
+use super::{
+    bad_words_bias, EncoderNoRepeatNGram, EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff,
+    ExponentialDecayLengthPenalty, ForcedBos, ForcedEos, MinLength, MinP, NanToNegInf, NoRepeatNGram, Pipeline,
+    RemoveInvalidValues, Renormalize, RepetitionPenalty, SequenceBias, SuppressTokens, SuppressTokensAtBegin,
+    Temperature, TopH, TopK, TopP, Typical,
+};
 use crate::error::{CoreError, Result};
 
-/// The processor settings of one generation (the subset of transformers'
-/// `GenerationConfig` that acts on logits). `None`/0 means "off".
-#[derive(Debug, Clone, Default)]
+/// The processor settings of one generation: the part of transformers'
+/// `GenerationConfig` that acts on logits, plus the inputs some processors need
+/// (encoder input, left-padding lengths, `max_length`). Neutral values mean "off".
+#[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub eos_token_ids: Vec<i64>,
     pub min_length: usize,
     pub min_new_tokens: usize,
+
+    /// Builds the warpers (temperature ... eta) when true.
+    pub do_sample: bool,
+    pub temperature: f64,
+    /// 0 = off.
+    pub top_k: usize,
+    pub top_p: f64,
+    pub min_p: Option<f64>,
+    pub top_h: Option<f64>,
+    pub typical_p: f64,
+    pub epsilon_cutoff: f64,
+    pub eta_cutoff: f64,
+
+    pub repetition_penalty: f64,
+    /// Left-padding length of every row (or of every batch entry, repeated over its
+    /// beams / return sequences): those positions are not history for the penalty.
+    pub prompt_ignore_lengths: Vec<usize>,
+    pub encoder_repetition_penalty: f64,
+    /// The encoder's input ids per batch entry (for decoder-only models, the prompt);
+    /// empty when there is none. Used by the two `encoder_*` processors.
+    pub encoder_input_ids: Vec<Vec<i64>>,
+    pub no_repeat_ngram_size: usize,
+    pub encoder_no_repeat_ngram_size: usize,
+    pub bad_words_ids: Vec<Vec<i64>>,
+    /// `(sequence, bias)` pairs in the dict's order.
+    pub sequence_bias: Vec<(Vec<i64>, f64)>,
+    pub forced_bos_token_id: Option<i64>,
+    pub forced_eos_token_ids: Vec<i64>,
+    /// Total length at which generation stops (needed by `forced_eos_token_id`).
+    pub max_length: Option<usize>,
+    pub remove_invalid_values: bool,
+    /// `(start_index, decay_factor)`.
+    pub exponential_decay_length_penalty: Option<(usize, f64)>,
+    pub suppress_tokens: Vec<i64>,
+    pub begin_suppress_tokens: Vec<i64>,
+    pub renormalize_logits: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            eos_token_ids: Vec::new(),
+            min_length: 0,
+            min_new_tokens: 0,
+            do_sample: false,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: None,
+            top_h: None,
+            typical_p: 1.0,
+            epsilon_cutoff: 0.0,
+            eta_cutoff: 0.0,
+            repetition_penalty: 1.0,
+            prompt_ignore_lengths: Vec::new(),
+            encoder_repetition_penalty: 1.0,
+            encoder_input_ids: Vec::new(),
+            no_repeat_ngram_size: 0,
+            encoder_no_repeat_ngram_size: 0,
+            bad_words_ids: Vec::new(),
+            sequence_bias: Vec::new(),
+            forced_bos_token_id: None,
+            forced_eos_token_ids: Vec::new(),
+            max_length: None,
+            remove_invalid_values: false,
+            exponential_decay_length_penalty: None,
+            suppress_tokens: Vec::new(),
+            begin_suppress_tokens: Vec::new(),
+            renormalize_logits: false,
+        }
+    }
+}
+
+fn range(name: &'static str, v: f64, ok: bool, rule: &str) -> Result<()> {
+    if v.is_nan() {
+        return Err(CoreError::invalid(name, "must not be NaN"));
+    }
+    if !ok {
+        return Err(CoreError::invalid(name, format!("must be {rule}, got {v}")));
+    }
+    Ok(())
+}
+
+fn ids_in_vocab(name: &'static str, ids: &[i64], vocab: Option<usize>) -> Result<()> {
+    for &t in ids {
+        if t < 0 {
+            return Err(CoreError::invalid(name, format!("token ids must be >= 0, got {t}")));
+        }
+        if let Some(v) = vocab {
+            if t as usize >= v {
+                return Err(CoreError::TokenOutOfVocab { name, token: t, vocab: v });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl PipelineConfig {
+    /// Checks every setting; with `vocab`, also that every configured token id can
+    /// index the vocabulary. Errors name the setting (transformers' field name).
     pub fn validate(&self, vocab: Option<usize>) -> Result<()> {
-        if let Some(v) = vocab {
-            if let Some(&t) = self.eos_token_ids.iter().find(|&&t| t < 0 || t as usize >= v) {
-                return Err(CoreError::TokenOutOfVocab { name: "eos_token_id", token: t, vocab: v });
+        if self.do_sample {
+            let t = self.temperature;
+            range("temperature", t, t > 0.0 && t.is_finite(), "> 0 (and finite) when do_sample=True")?;
+        }
+        let p = self.top_p;
+        range("top_p", p, p > 0.0 && p <= 1.0, "in (0, 1]")?;
+        let p = self.typical_p;
+        range("typical_p", p, p > 0.0 && p <= 1.0, "in (0, 1]")?;
+        if let Some(p) = self.min_p {
+            range("min_p", p, (0.0..=1.0).contains(&p), "in [0, 1]")?;
+        }
+        if let Some(p) = self.top_h {
+            range("top_h", p, p > 0.0 && p <= 1.0, "in (0, 1]")?;
+        }
+        let e = self.epsilon_cutoff;
+        range("epsilon_cutoff", e, (0.0..1.0).contains(&e), "in [0, 1)")?;
+        let e = self.eta_cutoff;
+        range("eta_cutoff", e, (0.0..1.0).contains(&e), "in [0, 1)")?;
+        let r = self.repetition_penalty;
+        range("repetition_penalty", r, r > 0.0 && r.is_finite(), "> 0 (and finite)")?;
+        let r = self.encoder_repetition_penalty;
+        range("encoder_repetition_penalty", r, r > 0.0 && r.is_finite(), "> 0 (and finite)")?;
+        if let Some((_, f)) = self.exponential_decay_length_penalty {
+            range("exponential_decay_length_penalty", f, f.is_finite() && f > 0.0, "a finite factor > 0")?;
+        }
+        for word in &self.bad_words_ids {
+            if word.is_empty() {
+                return Err(CoreError::invalid(
+                    "bad_words_ids",
+                    "every bad word must be a non-empty list of token ids",
+                ));
+            }
+            ids_in_vocab("bad_words_ids", word, vocab)?;
+        }
+        for (seq, bias) in &self.sequence_bias {
+            if seq.is_empty() {
+                return Err(CoreError::invalid("sequence_bias", "every key must be a non-empty sequence of token ids"));
+            }
+            ids_in_vocab("sequence_bias", seq, vocab)?;
+            if bias.is_nan() {
+                return Err(CoreError::invalid("sequence_bias", "biases must not be NaN"));
+            }
+        }
+        ids_in_vocab("eos_token_id", &self.eos_token_ids, vocab)?;
+        ids_in_vocab("forced_bos_token_id", self.forced_bos_token_id.as_slice(), vocab)?;
+        ids_in_vocab("forced_eos_token_id", &self.forced_eos_token_ids, vocab)?;
+        ids_in_vocab("suppress_tokens", &self.suppress_tokens, vocab)?;
+        ids_in_vocab("begin_suppress_tokens", &self.begin_suppress_tokens, vocab)?;
+        if let Some(first) = self.encoder_input_ids.first() {
+            if self.encoder_input_ids.iter().any(|r| r.len() != first.len()) {
+                return Err(CoreError::invalid("encoder_input_ids", "rows must all have the same length"));
             }
         }
         Ok(())
     }
 
-    /// Builds the pipeline in transformers' order of application.
-    pub fn build(&self, prompt_len: usize) -> Pipeline {
-        let mut p = Pipeline::new();
-        if self.min_length > 0 && !self.eos_token_ids.is_empty() {
-            p.push(Box::new(MinLength::new(self.min_length, &self.eos_token_ids)));
+    /// Checks that the per-row inputs (encoder rows, padding lengths) fit a batch of
+    /// `rows` rows: one entry per row, or per batch entry when `rows` is a multiple.
+    pub fn validate_rows(&self, rows: usize) -> Result<()> {
+        let fits = |len: usize| len == 0 || (len <= rows && rows % len == 0);
+        if !fits(self.encoder_input_ids.len()) {
+            return Err(CoreError::Shape {
+                name: "encoder_input_ids",
+                expected: format!("a number of rows dividing {rows}"),
+                got: format!("{} rows", self.encoder_input_ids.len()),
+            });
         }
-        if self.min_new_tokens > 0 && !self.eos_token_ids.is_empty() {
-            p.push(Box::new(MinLength::new(prompt_len + self.min_new_tokens, &self.eos_token_ids)));
+        if !fits(self.prompt_ignore_lengths.len()) {
+            return Err(CoreError::Shape {
+                name: "prompt_ignore_lengths",
+                expected: format!("a number of entries dividing {rows}"),
+                got: format!("{} entries", self.prompt_ignore_lengths.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The processors (everything that runs before the user's logits processors), in
+    /// transformers' order, for a decoder prompt of `prompt_len` tokens.
+    pub fn build(&self, prompt_len: usize) -> Pipeline {
+        self.build_processors(prompt_len)
+    }
+
+    /// Same as [`Self::build`].
+    pub fn build_processors(&self, prompt_len: usize) -> Pipeline {
+        let mut p = Pipeline::new();
+        let eos = &self.eos_token_ids;
+        let has_encoder = !self.encoder_input_ids.is_empty();
+        if !self.sequence_bias.is_empty() {
+            let entries: Vec<(Vec<i64>, f32)> =
+                self.sequence_bias.iter().map(|(s, b)| (s.clone(), *b as f32)).collect();
+            p.push_row(Box::new(SequenceBias::new(&entries)));
+        }
+        if self.encoder_repetition_penalty != 1.0 && has_encoder {
+            p.push_row(Box::new(EncoderRepetitionPenalty::new(
+                self.encoder_repetition_penalty,
+                self.encoder_input_ids.clone(),
+            )));
+        }
+        if self.repetition_penalty != 1.0 {
+            p.push_row(Box::new(RepetitionPenalty::new(self.repetition_penalty, self.prompt_ignore_lengths.clone())));
+        }
+        if self.no_repeat_ngram_size > 0 {
+            p.push_row(Box::new(NoRepeatNGram::new(self.no_repeat_ngram_size)));
+        }
+        if self.encoder_no_repeat_ngram_size > 0 && has_encoder {
+            p.push_row(Box::new(EncoderNoRepeatNGram::new(self.encoder_no_repeat_ngram_size, &self.encoder_input_ids)));
+        }
+        if !self.bad_words_ids.is_empty() {
+            p.push_row(Box::new(bad_words_bias(&self.bad_words_ids, eos)));
+        }
+        if self.min_length > 0 && !eos.is_empty() {
+            p.push_row(Box::new(MinLength::new(self.min_length, eos)));
+        }
+        if self.min_new_tokens > 0 && !eos.is_empty() {
+            p.push_row(Box::new(MinLength::new_tokens(prompt_len, self.min_new_tokens, eos)));
+        }
+        if let Some(bos) = self.forced_bos_token_id {
+            p.push_row(Box::new(ForcedBos::new(bos)));
+        }
+        if let (false, Some(max_length)) = (self.forced_eos_token_ids.is_empty(), self.max_length) {
+            p.push_row(Box::new(ForcedEos::new(max_length, &self.forced_eos_token_ids)));
+        }
+        if self.remove_invalid_values {
+            p.push_row(Box::new(RemoveInvalidValues));
+        }
+        if let (Some((start, factor)), false) = (self.exponential_decay_length_penalty, eos.is_empty()) {
+            p.push_row(Box::new(ExponentialDecayLengthPenalty::new(start, factor, eos, prompt_len)));
+        }
+        if !self.suppress_tokens.is_empty() {
+            p.push_row(Box::new(SuppressTokens::new(&self.suppress_tokens)));
+        }
+        if !self.begin_suppress_tokens.is_empty() {
+            let begin = if prompt_len > 1 || self.forced_bos_token_id.is_none() { prompt_len } else { prompt_len + 1 };
+            p.push_row(Box::new(SuppressTokensAtBegin::new(&self.begin_suppress_tokens, begin)));
         }
         p
+    }
+
+    /// The warpers (only with `do_sample`: temperature, top-h, top-k, top-p, min-p,
+    /// typical, epsilon, eta, in transformers' order) and then, with
+    /// `renormalize_logits`, the final log-softmax. Everything that runs after the
+    /// user's logits processors. Sampling beam search passes
+    /// `min_tokens_to_keep = 1 + number of EOS tokens`, as transformers does.
+    pub fn build_warpers(&self, min_tokens_to_keep: usize) -> Pipeline {
+        let keep = min_tokens_to_keep.max(1);
+        let mut p = Pipeline::new();
+        if self.do_sample {
+            p.push_row(Box::new(NanToNegInf));
+            if self.temperature != 1.0 {
+                p.push_row(Box::new(Temperature::new(self.temperature)));
+            }
+            if let Some(h) = self.top_h {
+                p.push_row(Box::new(TopH::new(h)));
+            }
+            if self.top_k != 0 {
+                p.push_row(Box::new(TopK::new(self.top_k, keep)));
+            }
+            if self.top_p < 1.0 {
+                p.push_row(Box::new(TopP::new(self.top_p, keep)));
+            }
+            if let Some(m) = self.min_p {
+                p.push_row(Box::new(MinP::new(m, keep)));
+            }
+            if self.typical_p < 1.0 {
+                p.push_row(Box::new(Typical::new(self.typical_p, keep)));
+            }
+            if self.epsilon_cutoff > 0.0 && self.epsilon_cutoff < 1.0 {
+                p.push_row(Box::new(EpsilonCutoff::new(self.epsilon_cutoff, keep)));
+            }
+            if self.eta_cutoff > 0.0 && self.eta_cutoff < 1.0 {
+                p.push_row(Box::new(EtaCutoff::new(self.eta_cutoff, keep)));
+            }
+        }
+        if self.renormalize_logits {
+            p.push_row(Box::new(Renormalize));
+        }
+        p
+    }
+
+    /// Processors then warpers: the whole list transformers would build.
+    pub fn build_all(&self, prompt_len: usize, min_tokens_to_keep: usize) -> Pipeline {
+        let mut p = self.build_processors(prompt_len);
+        p.extend(&self.build_warpers(min_tokens_to_keep));
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_follows_transformers() {
+        let cfg = PipelineConfig {
+            eos_token_ids: vec![1],
+            min_length: 3,
+            min_new_tokens: 2,
+            do_sample: true,
+            temperature: 0.7,
+            top_k: 5,
+            top_p: 0.9,
+            min_p: Some(0.1),
+            top_h: Some(0.5),
+            typical_p: 0.9,
+            epsilon_cutoff: 0.01,
+            eta_cutoff: 0.01,
+            repetition_penalty: 1.2,
+            encoder_repetition_penalty: 1.1,
+            encoder_input_ids: vec![vec![3, 4]],
+            no_repeat_ngram_size: 2,
+            encoder_no_repeat_ngram_size: 2,
+            bad_words_ids: vec![vec![5]],
+            sequence_bias: vec![(vec![6], 1.0)],
+            forced_bos_token_id: Some(0),
+            forced_eos_token_ids: vec![1],
+            max_length: Some(10),
+            remove_invalid_values: true,
+            exponential_decay_length_penalty: Some((2, 1.5)),
+            suppress_tokens: vec![7],
+            begin_suppress_tokens: vec![8],
+            renormalize_logits: true,
+            ..Default::default()
+        };
+        cfg.validate(Some(10)).unwrap();
+        assert_eq!(
+            cfg.build_all(1, 1).names(),
+            [
+                "SequenceBiasLogitsProcessor",
+                "EncoderRepetitionPenaltyLogitsProcessor",
+                "RepetitionPenaltyLogitsProcessor",
+                "NoRepeatNGramLogitsProcessor",
+                "EncoderNoRepeatNGramLogitsProcessor",
+                "NoBadWordsLogitsProcessor",
+                "MinLengthLogitsProcessor",
+                "MinNewTokensLengthLogitsProcessor",
+                "ForcedBOSTokenLogitsProcessor",
+                "ForcedEOSTokenLogitsProcessor",
+                "InfNanRemoveLogitsProcessor",
+                "ExponentialDecayLengthPenalty",
+                "SuppressTokensLogitsProcessor",
+                "SuppressTokensAtBeginLogitsProcessor",
+                "NanToNegInf",
+                "TemperatureLogitsWarper",
+                "TopHLogitsWarper",
+                "TopKLogitsWarper",
+                "TopPLogitsWarper",
+                "MinPLogitsWarper",
+                "TypicalLogitsWarper",
+                "EpsilonLogitsWarper",
+                "EtaLogitsWarper",
+                "LogitNormalization",
+            ]
+        );
+    }
+
+    #[test]
+    fn neutral_values_build_nothing() {
+        let cfg = PipelineConfig { do_sample: true, ..Default::default() };
+        assert_eq!(cfg.build_all(3, 1).names(), ["NanToNegInf"]);
+        let greedy = PipelineConfig { top_k: 50, temperature: 0.5, ..Default::default() };
+        assert!(greedy.build_all(3, 1).is_empty(), "warpers need do_sample");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let field = |cfg: PipelineConfig| match cfg.validate(Some(10)) {
+            Err(CoreError::InvalidArgument { name, .. }) | Err(CoreError::TokenOutOfVocab { name, .. }) => name,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let base = || PipelineConfig { do_sample: true, ..Default::default() };
+        assert_eq!(field(PipelineConfig { temperature: 0.0, ..base() }), "temperature");
+        assert_eq!(field(PipelineConfig { top_p: 1.5, ..base() }), "top_p");
+        assert_eq!(field(PipelineConfig { top_p: 0.0, ..base() }), "top_p");
+        assert_eq!(field(PipelineConfig { typical_p: f64::NAN, ..base() }), "typical_p");
+        assert_eq!(field(PipelineConfig { min_p: Some(-0.1), ..base() }), "min_p");
+        assert_eq!(field(PipelineConfig { repetition_penalty: 0.0, ..base() }), "repetition_penalty");
+        assert_eq!(field(PipelineConfig { bad_words_ids: vec![vec![]], ..base() }), "bad_words_ids");
+        assert_eq!(field(PipelineConfig { bad_words_ids: vec![vec![-1]], ..base() }), "bad_words_ids");
+        assert_eq!(field(PipelineConfig { bad_words_ids: vec![vec![10]], ..base() }), "bad_words_ids");
+        assert_eq!(field(PipelineConfig { suppress_tokens: vec![12], ..base() }), "suppress_tokens");
+        assert_eq!(field(PipelineConfig { forced_bos_token_id: Some(99), ..base() }), "forced_bos_token_id");
+        let greedy_t0 = PipelineConfig { temperature: 0.0, ..Default::default() };
+        assert!(greedy_t0.validate(None).is_ok(), "temperature only matters when sampling");
     }
 }

@@ -1,10 +1,13 @@
-//! Forbid end-of-sequence until a row is long enough (`min_length`, `min_new_tokens`).
+//! `MinLengthLogitsProcessor` / `MinNewTokensLengthLogitsProcessor`: forbid
+//! end-of-sequence until a row is long enough.
 
-use super::{LogitsMut, LogitsProcessor, StepContext};
+use super::{RowProcessor, Scratch, StepContext};
 
-/// Sets every EOS logit to -inf while the sequence (prompt included) is shorter
-/// than `min_total_len`. `min_new_tokens` is the same rule with the prompt length added.
+/// Sets every EOS logit to -inf while the sequence (prompt and padding included) is
+/// shorter than `min_total_len`. `min_new_tokens` is the same rule with the prompt
+/// length added ([`MinLength::new_tokens`]).
 pub struct MinLength {
+    name: &'static str,
     min_total_len: usize,
     eos: Vec<usize>,
 }
@@ -12,26 +15,34 @@ pub struct MinLength {
 impl MinLength {
     pub fn new(min_total_len: usize, eos: &[i64]) -> Self {
         let eos = eos.iter().filter(|&&t| t >= 0).map(|&t| t as usize).collect();
-        MinLength { min_total_len, eos }
+        MinLength { name: "MinLengthLogitsProcessor", min_total_len, eos }
+    }
+
+    /// At least `min_new_tokens` tokens after a prompt of `prompt_len`.
+    pub fn new_tokens(prompt_len: usize, min_new_tokens: usize, eos: &[i64]) -> Self {
+        MinLength { name: "MinNewTokensLengthLogitsProcessor", ..Self::new(prompt_len + min_new_tokens, eos) }
     }
 }
 
-impl LogitsProcessor for MinLength {
-    fn process(&self, ctx: &StepContext<'_>, logits: &mut LogitsMut<'_>) {
+impl RowProcessor for MinLength {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn process_row(&self, ctx: &StepContext<'_>, _: usize, logits: &mut [f32], _: &mut Scratch) {
         if ctx.history.len() >= self.min_total_len {
             return;
         }
-        let vocab = logits.vocab();
-        for row in logits.rows_mut() {
-            for &t in self.eos.iter().filter(|&&t| t < vocab) {
-                row[t] = f32::NEG_INFINITY;
-            }
+        let vocab = logits.len();
+        for &t in self.eos.iter().filter(|&&t| t < vocab) {
+            logits[t] = f32::NEG_INFINITY;
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{LogitsMut, LogitsProcessor};
     use super::*;
     use crate::history::TokenHistory;
 
@@ -46,5 +57,6 @@ mod tests {
         let mut data = vec![0.5f32, 2.0, 0.1];
         p.process(&StepContext { history: &h }, &mut LogitsMut::new(&mut data, 3));
         assert_eq!(data, vec![0.5, 2.0, 0.1]);
+        assert_eq!(MinLength::new_tokens(2, 1, &[1]).name(), "MinNewTokensLengthLogitsProcessor");
     }
 }

@@ -6,8 +6,8 @@ use pyo3::types::PyDict;
 
 use super::arrays::{contiguous, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError};
+use super::settings::{pipeline_config, seed};
 use crate::decode::Decoder as CoreDecoder;
-use crate::logits::PipelineConfig;
 
 /// Per-generation decoding state for greedy and sampling strategies.
 #[pyclass(module = "ferrogen._core")]
@@ -15,56 +15,59 @@ pub struct Decoder {
     inner: CoreDecoder,
 }
 
-fn opt_usize(settings: &Bound<'_, PyDict>, key: &'static str) -> PyResult<usize> {
-    match settings.get_item(key)? {
-        None => Ok(0),
-        Some(v) if v.is_none() => Ok(0),
-        Some(v) => v
-            .extract::<usize>()
-            .map_err(|_| InvalidArgumentError::new_err(format!("{key}: must be a non-negative int"))),
-    }
-}
+type Step = for<'a, 'b> fn(&'a mut CoreDecoder, &'b mut [f32], usize) -> crate::Result<&'a [i64]>;
 
-fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig> {
-    let eos_token_ids = match settings.get_item("eos_token_ids")? {
-        None => Vec::new(),
-        Some(v) if v.is_none() => Vec::new(),
-        Some(v) => v.extract::<Vec<i64>>().map_err(|_| {
-            InvalidArgumentError::new_err("eos_token_id: must be an int or a list of ints")
-        })?,
-    };
-    Ok(PipelineConfig {
-        eos_token_ids,
-        min_length: opt_usize(settings, "min_length")?,
-        min_new_tokens: opt_usize(settings, "min_new_tokens")?,
-    })
+impl Decoder {
+    /// Runs `step` on `logits` (float32 `[rows, vocab]`, modified in place) without the GIL.
+    fn run<'py>(
+        &mut self,
+        py: Python<'py>,
+        mut logits: PyReadwriteArray2<'py, f32>,
+        step: Step,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let vocab = logits.shape()[1];
+        let data = contiguous_mut("logits", &mut logits)?;
+        let inner = &mut self.inner;
+        let next = py.detach(|| step(inner, data, vocab).map(<[i64]>::to_vec)).map_err(to_py)?;
+        Ok(PyArray1::from_vec(py, next))
+    }
 }
 
 #[pymethods]
 impl Decoder {
-    /// `input_ids`: int64 `[rows, prompt_len]`; `settings`: processor fields of the config.
+    /// `input_ids`: int64 `[rows, prompt_len]`; `settings`: processor fields of the config
+    /// (see `ferrogen.strategies.base.core_settings`), including `seed` / `seed_prompts`.
     #[new]
     fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &Bound<'_, PyDict>, pad_token_id: i64) -> PyResult<Self> {
         let rows = input_ids.shape()[0];
         let prompts = contiguous("input_ids", &input_ids)?;
         let config = pipeline_config(settings)?;
-        let inner = CoreDecoder::new(prompts, rows, &config, pad_token_id).map_err(to_py)?;
+        let mut inner = CoreDecoder::new(prompts, rows, &config, pad_token_id).map_err(to_py)?;
+        if let Some((seed, key_prompts)) = seed(settings)? {
+            let width = input_ids.shape()[1];
+            let key_prompts =
+                key_prompts.unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
+            inner = inner.seeded(seed, &key_prompts).map_err(to_py)?;
+        }
         Ok(Decoder { inner })
     }
 
-    /// Processes `logits` (float32 `[rows, vocab]`) in place and returns the chosen tokens.
+    /// Processors, renormalisation and argmax in one pass; `logits` is processed in place.
     fn step_greedy<'py>(
         &mut self,
         py: Python<'py>,
-        mut logits: PyReadwriteArray2<'py, f32>,
+        logits: PyReadwriteArray2<'py, f32>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let vocab = logits.shape()[1];
-        let data = contiguous_mut("logits", &mut logits)?;
-        let inner = &mut self.inner;
-        let next = py
-            .detach(|| inner.step_greedy(data, vocab).map(<[i64]>::to_vec))
-            .map_err(to_py)?;
-        Ok(PyArray1::from_vec(py, next))
+        self.run(py, logits, CoreDecoder::step_greedy)
+    }
+
+    /// Processors, warpers and the seeded draw in one pass; `logits` is processed in place.
+    fn step_sample<'py>(
+        &mut self,
+        py: Python<'py>,
+        logits: PyReadwriteArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        self.run(py, logits, CoreDecoder::step_sample)
     }
 
     /// Runs the built-in processors over `logits` in place (before user processors).
@@ -75,26 +78,31 @@ impl Decoder {
         py.detach(|| inner.process(data, vocab)).map_err(to_py)
     }
 
-    /// Picks greedily from logits that are already processed.
+    /// After user processors: renormalisation (if configured) then argmax, in place.
     fn choose_greedy<'py>(
         &mut self,
         py: Python<'py>,
-        logits: PyReadonlyArray2<'py, f32>,
+        logits: PyReadwriteArray2<'py, f32>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let vocab = logits.shape()[1];
-        let data = contiguous("logits", &logits)?;
-        let inner = &mut self.inner;
-        let next = py
-            .detach(|| inner.choose_greedy(data, vocab).map(<[i64]>::to_vec))
-            .map_err(to_py)?;
-        Ok(PyArray1::from_vec(py, next))
+        fn warp_then_choose<'a>(d: &'a mut CoreDecoder, data: &mut [f32], vocab: usize) -> crate::Result<&'a [i64]> {
+            d.warp(data, vocab)?;
+            d.choose_greedy(data, vocab)
+        }
+        self.run(py, logits, warp_then_choose)
+    }
+
+    /// After user processors: warpers then the seeded draw, in place.
+    fn choose_sample<'py>(
+        &mut self,
+        py: Python<'py>,
+        logits: PyReadwriteArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        self.run(py, logits, CoreDecoder::choose_sample)
     }
 
     /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
     fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = done
-            .as_slice()
-            .map_err(|_| InvalidArgumentError::new_err("done: array must be contiguous"))?;
+        let done = done.as_slice().map_err(|_| InvalidArgumentError::new_err("done: array must be contiguous"))?;
         self.inner.finish_rows(done);
         Ok(())
     }
@@ -108,4 +116,3 @@ impl Decoder {
         self.inner.all_finished()
     }
 }
-

@@ -3,6 +3,8 @@
 mod arrays;
 mod decode;
 mod errors;
+mod pipeline;
+mod settings;
 
 #[pyo3::pymodule]
 mod _core {
@@ -10,4 +12,6 @@ mod _core {
     use super::decode::Decoder;
     #[pymodule_export]
     use super::errors::{InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError};
+    #[pymodule_export]
+    use super::pipeline::LogitsPipelineCore;
 }

@@ -1,0 +1,27 @@
+"""Multinomial sampling: processors, warpers and a seeded per-row draw, all in the core."""
+
+from __future__ import annotations
+
+from .. import _core
+from ..outputs import GenerateOutput
+from ..processors import draw_seed, unpadded_rows
+from .base import GenerationRequest, as_int64, core_settings
+from .token_loop import run_token_loop
+
+__all__ = ["sample"]
+
+
+def sample(request: GenerationRequest) -> GenerateOutput:
+    """``do_sample=True, num_beams=1``; ``num_return_sequences`` rows per prompt.
+
+    The seed is the config's ``seed``, else one 63-bit draw from torch's global generator
+    (so ``torch.manual_seed`` makes runs reproducible). Each row's draws depend only on the
+    seed, its unpadded prompt, its occurrence among identical prompts and its return index.
+    """
+    copies = request.config.num_return_sequences
+    prompt = request.prompt_ids.repeat_interleave(copies, dim=0)
+    settings = core_settings(request)
+    settings["seed"] = request.config.seed if request.config.seed is not None else draw_seed()
+    settings["seed_prompts"] = unpadded_rows(request.input_ids, request.attention_mask)
+    decoder = _core.Decoder(as_int64(prompt), settings, request.pad_token_id)
+    return run_token_loop(request, decoder, decoder.step_sample, decoder.choose_sample, copies)

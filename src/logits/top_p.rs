@@ -1,0 +1,165 @@
+//! `TopPLogitsWarper` (nucleus): keep the smallest set of most probable tokens whose
+//! probability reaches `top_p`.
+
+use super::math::{cmp_items, dense_boundary, exp, first_reaching, max, softmax_into, sum_exp, Item};
+use super::{RowProcessor, Scratch, StepContext};
+
+/// transformers' rule, to the float: sort ascending, accumulate the softmax, and remove
+/// the tokens whose cumulative probability is `<= 1 - top_p` (a float32 comparison),
+/// except the `min_tokens_to_keep` largest. Ties are ordered as a *stable* ascending
+/// sort orders them (lower token id first, so removed first); torch's unstable sort
+/// does the same for rows of up to 16 tokens and is arbitrary beyond.
+///
+/// Instead of sorting the vocabulary, the cut is found by bucketing the candidates by
+/// score and refining only the bucket where the cumulative probability crosses the
+/// threshold ([`first_reaching`]); after a top-k only its survivors are looked at.
+/// `top_p = 1.0` is never built (no-op), as in transformers.
+pub struct TopP {
+    threshold: f32,
+    min_keep: usize,
+}
+
+impl TopP {
+    pub fn new(top_p: f64, min_tokens_to_keep: usize) -> Self {
+        TopP { threshold: (1.0 - top_p) as f32, min_keep: min_tokens_to_keep.max(1) }
+    }
+}
+
+impl RowProcessor for TopP {
+    fn name(&self) -> &'static str {
+        "TopPLogitsWarper"
+    }
+
+    fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
+        if !s.sparse && self.min_keep == 1 && logits.len() >= DENSE_MIN && self.dense(logits, s) {
+            return;
+        }
+        s.ensure_candidates(logits);
+        let n = s.cand.len();
+        if n <= self.min_keep {
+            return;
+        }
+        s.gather(logits);
+        softmax_into(&s.vals, &mut s.probs);
+        s.items.clear();
+        // Items carry their slot in `cand` (ascending token id, so the tie order holds).
+        s.items.extend(s.vals.iter().zip(&s.probs).enumerate().map(|(j, (&key, &w))| Item { key, idx: j as u32, w }));
+        let thr = self.threshold;
+        let q = first_reaching(&mut s.items, 0.0, &|cum| (cum as f32) > thr, &mut s.tmp);
+        let removed = q.min(n - self.min_keep);
+        if removed == 0 {
+            return;
+        }
+        if removed < q {
+            s.items[..q].select_nth_unstable_by(removed - 1, cmp_items);
+        }
+        for it in &s.items[..removed] {
+            logits[s.cand[it.idx as usize] as usize] = f32::NEG_INFINITY;
+        }
+        s.cand.retain(|&i| logits[i as usize] > f32::NEG_INFINITY);
+    }
+}
+
+/// Rows at least this long that no earlier warper cut down take the dense path.
+pub(super) const DENSE_MIN: usize = 2048;
+
+impl TopP {
+    /// The whole row without a candidate list: the cut is found by [`dense_boundary`]
+    /// and written by comparison with the boundary token (NaN counts as -inf). False
+    /// when the row holds +inf (the general path handles it).
+    fn dense(&self, logits: &mut [f32], s: &mut Scratch) -> bool {
+        let m = max(logits);
+        if !m.is_finite() {
+            return m == f32::NEG_INFINITY;
+        }
+        let inv = (1.0 / sum_exp(logits, m)) as f32;
+        let thr = self.threshold;
+        let row: &[f32] = logits;
+        let boundary = dense_boundary(
+            row.len(),
+            &|i| row[i],
+            &|i| exp(row[i] - m) * inv,
+            &|cum| (cum as f32) > thr,
+            &mut s.items,
+            &mut s.tmp,
+        );
+        if let Some(b) = boundary {
+            let (head, tail) = logits.split_at_mut(b.idx as usize);
+            for x in head {
+                *x = if *x > b.key { *x } else { f32::NEG_INFINITY };
+            }
+            for x in tail {
+                *x = if *x >= b.key { *x } else { f32::NEG_INFINITY };
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{run1, NEG};
+    use super::*;
+
+    #[test]
+    fn keeps_the_nucleus() {
+        // probabilities ~ [0.090, 0.245, 0.665]
+        let mut row = vec![0.0, 1.0, 2.0];
+        run1(&TopP::new(0.6, 1), &mut row);
+        assert_eq!(row, vec![NEG, NEG, 2.0]);
+        let mut row = vec![0.0, 1.0, 2.0];
+        run1(&TopP::new(0.7, 1), &mut row);
+        assert_eq!(row, vec![NEG, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn ties_remove_lower_ids_first_and_min_tokens_to_keep_holds() {
+        let mut row = vec![0.0; 4]; // each 0.25; cum 0.25 0.5 0.75 1.0 vs 1 - 0.5
+        run1(&TopP::new(0.5, 1), &mut row);
+        assert_eq!(row, vec![NEG, NEG, 0.0, 0.0]);
+        let mut row = vec![0.0, 10.0, 0.0, 0.0];
+        run1(&TopP::new(0.1, 3), &mut row);
+        assert_eq!(row, vec![NEG, 10.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn single_survivor_and_all_neg_inf_rows_are_left_alone() {
+        let mut row = vec![NEG, 1.0, NEG];
+        run1(&TopP::new(0.5, 1), &mut row);
+        assert_eq!(row, vec![NEG, 1.0, NEG]);
+        let mut row = vec![NEG, NEG];
+        run1(&TopP::new(0.5, 1), &mut row);
+        assert_eq!(row, vec![NEG, NEG]);
+    }
+
+    #[test]
+    fn long_rows_match_the_sorting_definition() {
+        let v = 5000; // dense path (ties included: values repeat)
+        let row: Vec<f32> = (0..v).map(|i| ((i * 7919) % 997) as f32 / 97.0).collect();
+        for p in [0.05, 0.3, 0.9, 0.999] {
+            let mut got = row.clone();
+            run1(&TopP::new(p, 1), &mut got);
+            // reference: full stable sort ascending, f64 cumsum of f32 probabilities
+            let mut probs = Vec::new();
+            softmax_into(&row, &mut probs);
+            let mut order: Vec<usize> = (0..v).collect();
+            order.sort_by(|&a, &b| row[a].total_cmp(&row[b]));
+            let mut cum = 0.0f64;
+            let mut want = row.clone();
+            for (pos, &i) in order.iter().enumerate() {
+                cum += probs[i] as f64;
+                if (cum as f32) <= (1.0 - p) as f32 && pos < v - 1 {
+                    want[i] = NEG;
+                }
+            }
+            assert_eq!(got, want, "top_p={p}");
+            // the candidate path (forced by an earlier cut to all tokens) agrees
+            let mut sparse = row.clone();
+            let mut s = Scratch::default();
+            s.ensure_candidates(&mut sparse);
+            let h = crate::history::TokenHistory::new(&[0], 1);
+            TopP::new(p, 1).process_row(&StepContext { history: &h }, 0, &mut sparse, &mut s);
+            assert_eq!(sparse, want, "top_p={p} (candidates)");
+        }
+    }
+}
