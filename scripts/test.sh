@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: set up (or reuse) the environment, then run the Rust and Python tests.
+# The project's test command: set up (or reuse) the environment, then run the Rust and Python tests,
+# then (without arguments) the wheel smoke test and the docs build.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${FERROGEN_VENV:-$HOME/.cache/ferrogen-ci/venv}"
@@ -9,3 +10,10 @@ echo "== cargo test" >&2
 cargo test --quiet
 echo "== pytest" >&2
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+# The full run (no pytest arguments, as CI runs it) also checks the packaging and the docs.
+if [ $# -eq 0 ]; then
+  echo "== wheel smoke test" >&2
+  "$ROOT/scripts/wheel_smoke.sh"     # maturin build --release reuses setup's release build
+  echo "== docs" >&2
+  "$ROOT/scripts/build_docs.sh"
+fi

@@ -3,7 +3,8 @@
     import ferrogen
     out = ferrogen.generate(model, input_ids=ids, max_new_tokens=20)
 
-See :func:`generate`, :class:`GenerationConfig` and the README.
+See :func:`generate`, :class:`GenerationConfig` and the README; :func:`enable` (or
+``with ferrogen.patched(model):``) makes ``model.generate`` itself run ferrogen.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from ._core import InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError
 from ._validation import GenerationConfigError, GenerationConfigTypeError, UnknownFieldError
+from .compat import FallbackWarning, custom_generate_path, disable, enable, is_enabled, patched
 from .config import GenerationConfig, GenerationMode
 from .constraints import Constraint, DisjunctiveConstraint, PhrasalConstraint
 from .generate import generate
@@ -41,6 +43,7 @@ def embedded_model_path(kind: str = "causal") -> str:
 __all__ = [
     "Constraint",
     "DisjunctiveConstraint",
+    "FallbackWarning",
     "GenerateOutput",
     "GenerationConfig",
     "GenerationConfigError",
@@ -59,7 +62,12 @@ __all__ = [
     "TextStreamer",
     "TokenOutOfVocabError",
     "UnknownFieldError",
+    "custom_generate_path",
+    "disable",
     "embedded_model_path",
+    "enable",
     "generate",
+    "is_enabled",
+    "patched",
     "pipeline",
 ]

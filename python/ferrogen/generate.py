@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import fields
 from typing import Any, Iterable, Optional, Union
 
 import torch
@@ -34,9 +35,14 @@ def generate(
 ) -> Union[torch.Tensor, GenerateOutput]:
     """Generates token ids with ``model``, as ``model.generate`` would, with the core in Rust.
 
-    ``generation_config`` defaults to the model's own; keyword arguments override its
-    fields for this call only. Returns the ``sequences`` tensor, or a
-    :class:`~ferrogen.GenerateOutput` when ``return_dict_in_generate=True``.
+    ``generation_config`` defaults to the model's own; a transformers ``GenerationConfig``
+    is read as ``model.generate`` reads it (its unset fields come from the model's config);
+    keyword arguments override fields for this call only. ``logits_processor`` and
+    ``stopping_criteria`` take transformers' ``LogitsProcessorList`` / ``StoppingCriteriaList``
+    (or any iterable of callables ``(input_ids, scores)``), ``streamer`` any object with
+    ``put``/``end`` (transformers' streamers included). Returns the ``sequences`` tensor, or a
+    :class:`~ferrogen.GenerateOutput` (transformers' attribute names, key and index access)
+    when ``return_dict_in_generate=True``.
 
     Example::
 
@@ -73,7 +79,7 @@ def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any
     elif isinstance(generation_config, dict):
         base = GenerationConfig.from_dict(generation_config)
     elif type(generation_config).__name__ == "GenerationConfig":
-        base = GenerationConfig.from_transformers(generation_config)
+        base = _from_transformers_config(model, generation_config)
     else:
         raise TypeError(
             "generation_config: expected a ferrogen or transformers GenerationConfig or a dict, "
@@ -82,6 +88,16 @@ def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any
     config = base.merged(**overrides) if overrides else base.copy()
     _fill_special_tokens(model, config)
     return config
+
+
+def _from_transformers_config(model: Any, hf_config: Any) -> GenerationConfig:
+    """A transformers ``GenerationConfig`` read as ``model.generate`` reads it (5.x): the fields
+    it leaves unset (``None``) come from the model's own generation config."""
+    given = {k: v for k, v in hf_config.to_dict().items() if v is not None}
+    converted = GenerationConfig.from_dict(given)  # validates; warns about keys it does not know
+    base = GenerationConfig.from_pretrained(model) if hasattr(model, "generation_config") else GenerationConfig()
+    known = {f.name for f in fields(GenerationConfig)}
+    return base.merged(**{k: getattr(converted, k) for k in given if k in known})
 
 
 def _fill_special_tokens(model: Any, config: GenerationConfig) -> None:

@@ -1,15 +1,18 @@
 """The result of :func:`ferrogen.generate` when ``return_dict_in_generate=True``.
 
-Attribute and key access both work, as with transformers' ``ModelOutput``::
+Shaped like transformers' ``GenerateDecoderOnlyOutput`` / ``GenerateBeamDecoderOnlyOutput``
+(and their encoder-decoder twins): the same attribute names in the same order, and the
+``ModelOutput`` ways in: attribute, key (``out["sequences"]``), position among the fields
+that are set (``out[0]``), ``keys()``, ``values()``, ``items()``, ``to_tuple()``::
 
     out = ferrogen.generate(model, input_ids=ids, return_dict_in_generate=True, output_scores=True)
-    out.sequences.shape, len(out["scores"])
+    out.sequences.shape, len(out["scores"]), out[0] is out.sequences
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
@@ -22,35 +25,77 @@ class GenerateOutput:
 
     - ``sequences``: int64 ``[batch * num_return_sequences, length]`` (prompt included for
       decoder-only models, decoder ids for encoder-decoder models).
+    - ``sequences_scores``: beam modes, the final length-normalised score per sequence.
     - ``scores``: one float32 ``[rows, vocab]`` tensor per step, after logits processing.
     - ``logits``: one float32 ``[rows, vocab]`` tensor per step, as the model returned them.
-    - ``sequences_scores``: beam modes, the final length-normalised score per sequence.
     - ``beam_indices``: beam modes, ``[rows, generated_length]`` beam index per step (-1 padded).
-    - ``finish_reasons``: per row, ``"eos"``, ``"length"``, ``"stop"`` (a stopping criterion) or ``"time"``;
-      constrained beam search reports ``"constraints_unmet"`` for a row that misses a constraint.
-    - ``constraints_satisfied``: constrained beam search, per row whether it contains every constraint.
+    - ``attentions``, ``hidden_states``, ``encoder_*``, ``decoder_*``, ``cross_attentions``,
+      ``cache``: transformers' names, always ``None``: ferrogen does not collect them (with
+      :func:`ferrogen.enable`, asking for them runs transformers instead).
+    - ``finish_reasons`` (ferrogen): per row, ``"eos"``, ``"length"``, ``"stop"`` (a stopping
+      criterion) or ``"time"``; constrained beam search reports ``"constraints_unmet"`` for a
+      row that misses a constraint.
+    - ``beam_tree`` (ferrogen): every beam's parent pointers and scores, with ``output_beam_tree``.
+    - ``constraints_satisfied`` (ferrogen): constrained beam search, per row whether it contains
+      every constraint.
     """
 
     sequences: torch.Tensor
+    sequences_scores: Optional[torch.Tensor] = None
     scores: Optional[tuple[torch.Tensor, ...]] = None
     logits: Optional[tuple[torch.Tensor, ...]] = None
-    sequences_scores: Optional[torch.Tensor] = None
     beam_indices: Optional[torch.Tensor] = None
+    attentions: Optional[tuple[Any, ...]] = None
+    hidden_states: Optional[tuple[Any, ...]] = None
+    encoder_attentions: Optional[tuple[Any, ...]] = None
+    encoder_hidden_states: Optional[tuple[Any, ...]] = None
+    decoder_attentions: Optional[tuple[Any, ...]] = None
+    cross_attentions: Optional[tuple[Any, ...]] = None
+    decoder_hidden_states: Optional[tuple[Any, ...]] = None
+    cache: Optional[Any] = None
     finish_reasons: Optional[list[str]] = None
     beam_tree: Optional[Any] = None
     constraints_satisfied: Optional[list[bool]] = None
 
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.keys():
-            raise KeyError(key)
-        return getattr(self, key)
+    @property
+    def past_key_values(self) -> Optional[Any]:
+        """transformers 4.x's name for :attr:`cache`."""
+        return self.cache
+
+    def __getitem__(self, key: Union[str, int, slice]) -> Any:
+        """``out["scores"]`` by name, or ``out[0]`` by position among the fields that are set."""
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
 
     def __contains__(self, key: object) -> bool:
         return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
 
     def keys(self) -> list[str]:
         """Names of the fields that are set (as ``ModelOutput.keys()``)."""
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
+    def values(self) -> list[Any]:
+        """Values of the fields that are set, in field order."""
+        return [getattr(self, name) for name in self.keys()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(name, value)`` of the fields that are set, in field order."""
+        return [(name, getattr(self, name)) for name in self.keys()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field's value when it is set, else ``default``."""
+        value = getattr(self, key, None) if isinstance(key, str) else None
+        return default if value is None else value
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The values that are set, in field order (as ``ModelOutput.to_tuple()``)."""
+        return tuple(self.values())

@@ -1,0 +1,300 @@
+"""Drop-in paths for transformers users: :func:`enable`, :func:`patched` and the
+``custom_generate`` folders.
+
+Example::
+
+    ferrogen.enable(model)              # from now on model.generate(...) runs ferrogen
+    with ferrogen.patched(model):       # ... or only inside the block
+        model.generate(**ids, num_beams=4)
+
+    # transformers 5.x moved contrastive, group beam and constrained beam search to the Hub;
+    # ferrogen ships local folders that transformers loads the same way:
+    model.generate(**ids, penalty_alpha=0.6, top_k=4, trust_remote_code=True,
+                   custom_generate=ferrogen.custom_generate_path("contrastive_search"))
+
+A call ferrogen cannot run as transformers would (an argument or setting ferrogen does not
+implement, a strategy missing from this build) runs transformers' own ``generate`` instead,
+with one :class:`FallbackWarning` per reason and process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, TypeVar, Union
+
+import torch
+
+from .config import GenerationConfig, GenerationMode
+from .generate import _resolve_config
+from .generate import generate as ferrogen_generate
+from .strategies import STRATEGIES
+
+__all__ = ["FallbackWarning", "custom_generate_path", "disable", "enable", "is_enabled", "patched"]
+
+M = TypeVar("M")
+
+# transformers' generate() parameters before **kwargs, in order (4.46 ... 5.x).
+_GENERATE_PARAMS = (
+    "inputs", "generation_config", "logits_processor", "stopping_criteria", "prefix_allowed_tokens_fn",
+    "synced_gpus", "assistant_model", "streamer", "negative_prompt_ids", "negative_prompt_attention_mask",
+    "custom_generate",
+)
+# Arguments handed to ferrogen.generate unchanged.
+_PASSED = ("logits_processor", "stopping_criteria", "streamer", "tokenizer", "assistant_model")
+# Arguments ferrogen has no counterpart for: any value sends the call to transformers.
+_TRANSFORMERS_ONLY = frozenset({
+    "prefix_allowed_tokens_fn", "negative_prompt_ids", "negative_prompt_attention_mask", "assistant_tokenizer",
+    "custom_generate",
+})
+# Settings ferrogen accepts in a GenerationConfig but does not carry out; the predicate says
+# when a value asks for the missing feature.
+_UNSUPPORTED_SETTINGS: dict[str, Callable[[Any], bool]] = {
+    "output_attentions": bool,
+    "output_hidden_states": bool,
+    "dola_layers": lambda v: v is not None,
+    "guidance_scale": lambda v: v is not None and v != 1,
+    "watermarking_config": lambda v: v is not None,
+    "token_healing": bool,
+    "forced_decoder_ids": lambda v: v is not None,
+    "use_mtp": bool,
+    "prompt_lookup_num_tokens": lambda v: v is not None,
+    "assistant_early_exit": lambda v: v is not None,
+    "continuous_batching_config": lambda v: v is not None,
+    "cache_implementation": lambda v: v == "paged",
+}
+_FIELDS = frozenset(f.name for f in fields(GenerationConfig))
+
+_FOLDERS = Path(__file__).parent / "custom_generate"
+# custom_generate folder name -> the mode it runs (None: whatever the settings select)
+_FOLDER_MODES: dict[str, Optional[GenerationMode]] = {
+    "ferrogen": None,
+    "contrastive_search": GenerationMode.CONTRASTIVE_SEARCH,
+    "group_beam_search": GenerationMode.GROUP_BEAM_SEARCH,
+    "constrained_beam_search": GenerationMode.CONSTRAINED_BEAM_SEARCH,
+}
+_MODE_NEEDS = {
+    GenerationMode.CONTRASTIVE_SEARCH: "penalty_alpha > 0 and top_k > 1",
+    GenerationMode.GROUP_BEAM_SEARCH: "num_beams > 1 and num_beam_groups > 1 (dividing num_beams)",
+    GenerationMode.CONSTRAINED_BEAM_SEARCH: "force_words_ids (or constraints) and num_beams > 1",
+}
+_warned: set[str] = set()
+
+
+class FallbackWarning(UserWarning):
+    """A ``model.generate`` call went to transformers because ferrogen cannot run it as asked."""
+
+
+def custom_generate_path(strategy: Optional[Union[str, GenerationMode]] = None) -> str:
+    """Local folder for transformers 5.x's ``model.generate(..., custom_generate=path, trust_remote_code=True)``.
+
+    ``strategy`` is ``"contrastive_search"``, ``"group_beam_search"`` or ``"constrained_beam_search"``
+    (the strategies transformers 5.x moved to ``transformers-community/...`` Hub repos; those names
+    work too), or ``None`` for a folder that runs whatever strategy the arguments select. The folder's
+    ``custom_generate/generate.py`` runs :func:`ferrogen.generate`, so no network is needed; a
+    strategy folder raises ``ValueError`` when the settings select another strategy.
+
+    Example:
+        >>> import os
+        >>> path = custom_generate_path("transformers-community/contrastive-search")
+        >>> os.path.basename(path), os.path.isfile(os.path.join(path, "custom_generate", "generate.py"))
+        ('contrastive_search', True)
+    """
+    if strategy is None:
+        name = "ferrogen"
+    else:
+        name = strategy.value if isinstance(strategy, GenerationMode) else str(strategy)
+        name = name.removeprefix("transformers-community/").replace("-", "_")
+    if name not in _FOLDER_MODES or (strategy is not None and name == "ferrogen"):
+        choices = sorted(n for n in _FOLDER_MODES if n != "ferrogen")
+        raise ValueError(f"strategy: must be one of {choices} or None (any strategy), got {strategy!r}")
+    return str(_FOLDERS / name)
+
+
+def enable(model: M) -> M:
+    """Route ``model.generate(...)`` through ferrogen, for this model object; returns the model.
+
+    Same arguments, same results as transformers' ``generate`` for every strategy ferrogen has,
+    the moved ones included (contrastive, group beam, constrained beam need no ``custom_generate``
+    and no network). Calls ferrogen cannot run exactly go to transformers' ``generate``, with one
+    :class:`FallbackWarning` per reason; a call with ``custom_generate`` goes to transformers
+    silently (the caller chose the decoding code). Undo with :func:`disable`; calling it twice
+    is harmless. A ``copy.deepcopy`` of an enabled model is enabled for the copy.
+
+    Raises ``TypeError`` for a model without transformers' ``GenerationMixin.generate`` (a model
+    class or object with its own ``generate``, such as Whisper's, is left alone).
+    """
+    if not is_enabled(model):
+        _check_patchable(model)
+        vars(model)["generate"] = _FerrogenGenerate(model)
+    return model
+
+
+def disable(model: Any) -> None:
+    """Undo :func:`enable`: ``model.generate`` is transformers' again. No-op when not enabled."""
+    if is_enabled(model):
+        del vars(model)["generate"]
+
+
+def is_enabled(model: Any) -> bool:
+    """Whether :func:`enable` routes this model's ``generate`` through ferrogen."""
+    return isinstance(getattr(model, "__dict__", {}).get("generate"), _FerrogenGenerate)
+
+
+class _FerrogenGenerate:
+    """``model.generate`` while :func:`enable` is on: transformers' signature, ferrogen underneath.
+
+    An object rather than a closure, so that ``copy.deepcopy(model)`` rebinds it to the copy.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        transformers_generate = type(model).generate.__get__(model)
+        self.__signature__ = inspect.signature(transformers_generate)
+        self.__doc__ = transformers_generate.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        model = self.model
+        transformers_generate = type(model).generate.__get__(model)
+        arguments = _bind(args, kwargs)
+        if arguments.get("custom_generate") is not None:  # the caller chose the decoding code
+            return transformers_generate(*args, **kwargs)
+        return _dispatch(model, arguments, lambda: transformers_generate(**_for_transformers(arguments)))
+
+    def __repr__(self) -> str:
+        return f"<ferrogen.enable generate of {type(self.model).__name__}>"
+
+
+@contextlib.contextmanager
+def patched(model: M) -> Iterator[M]:
+    """``with ferrogen.patched(model):`` :func:`enable` for the block only (left on if it was on before).
+
+    Example::
+
+        with ferrogen.patched(model):
+            out = model.generate(**ids, num_beams=4, num_beam_groups=2, diversity_penalty=1.0)
+    """
+    was_enabled = is_enabled(model)
+    enable(model)
+    try:
+        yield model
+    finally:
+        if not was_enabled:
+            disable(model)
+
+
+def run_custom_generate(model: Any, strategy: Optional[str] = None, **arguments: Any) -> Any:
+    """Entry point of the ``custom_generate/generate.py`` files that ferrogen ships.
+
+    transformers calls the folder's ``generate(model=..., **generate_arguments)``; this runs it
+    with ferrogen (checking that the settings select the folder's ``strategy``), or with
+    transformers' own ``generate`` for calls ferrogen cannot run (one warning per reason).
+    """
+    mode = _FOLDER_MODES[strategy] if strategy is not None else None
+
+    def fallback() -> Any:
+        # the user passed trust_remote_code=True to reach this folder; transformers needs it
+        # again for the strategies it moved to the Hub
+        return type(model).generate(model, **{**_for_transformers(arguments), "trust_remote_code": True})
+
+    return _dispatch(model, arguments, fallback, mode)
+
+
+@dataclass
+class _Call:
+    """One ``generate`` call, sorted into what ferrogen takes and what keeps it from running."""
+
+    input_ids: Any = None
+    attention_mask: Any = None
+    generation_config: Any = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    passed: dict[str, Any] = field(default_factory=dict)
+    blockers: list[str] = field(default_factory=list)
+
+
+def _bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > len(_GENERATE_PARAMS):
+        raise TypeError(f"generate() takes at most {len(_GENERATE_PARAMS)} positional arguments, got {len(args)}")
+    arguments = dict(zip(_GENERATE_PARAMS, args))
+    for name in kwargs.keys() & arguments.keys():
+        raise TypeError(f"generate() got multiple values for argument {name!r}")
+    arguments.update(kwargs)
+    return arguments
+
+
+def _sort(arguments: dict[str, Any]) -> _Call:
+    args = {k: v for k, v in arguments.items() if v is not None and k != "trust_remote_code"}
+    call = _Call(attention_mask=args.pop("attention_mask", None), generation_config=args.pop("generation_config", None))
+    inputs, call.input_ids = args.pop("inputs", None), args.pop("input_ids", None)
+    if inputs is not None and call.input_ids is not None:
+        call.blockers.append("inputs")  # both given: transformers explains the conflict
+    call.input_ids = inputs if call.input_ids is None else call.input_ids
+    if isinstance(call.input_ids, torch.Tensor) and (call.input_ids.is_floating_point() or call.input_ids.dim() > 2):
+        call.blockers.append("inputs")  # features or embeddings, not token ids
+    for name in _PASSED:
+        if name in args:
+            call.passed[name] = args.pop(name)
+    if args.pop("synced_gpus", False):
+        call.blockers.append("synced_gpus")
+    for name, value in args.items():
+        if name in _FIELDS and name not in _TRANSFORMERS_ONLY:
+            call.settings[name] = value
+        else:  # a transformers-only argument or a model input (inputs_embeds, token_type_ids, ...)
+            call.blockers.append(name)
+    return call
+
+
+def _dispatch(
+    model: Any, arguments: dict[str, Any], fallback: Callable[[], Any], mode: Optional[GenerationMode] = None
+) -> Any:
+    call = _sort(arguments)
+    config = _resolve_config(model, call.generation_config, dict(call.settings))
+    chosen = config.generation_mode(call.passed.get("assistant_model"))
+    if mode is not None and chosen is not mode:
+        raise ValueError(
+            f"custom_generate: this folder runs {mode.value}, which needs {_MODE_NEEDS[mode]}; "
+            f"these settings select {chosen.value} (use ferrogen.custom_generate_path() for any strategy)"
+        )
+    blockers = call.blockers + [name for name, asks in _UNSUPPORTED_SETTINGS.items() if asks(getattr(config, name))]
+    if chosen not in STRATEGIES:
+        blockers.append(f"{chosen.value} (not in this ferrogen build)")
+    if blockers:
+        _warn_once(blockers)
+        return fallback()
+    return ferrogen_generate(model, call.input_ids, call.attention_mask, config, **call.passed)
+
+
+def _for_transformers(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments as transformers' ``generate`` takes them."""
+    out = {k: v for k, v in arguments.items() if v is not None}
+    if isinstance(out.get("generation_config"), GenerationConfig):
+        out["generation_config"] = out["generation_config"].to_transformers()
+    return out
+
+
+def _warn_once(blockers: list[str]) -> None:
+    new = [b for b in dict.fromkeys(blockers) if b not in _warned]
+    if new:
+        _warned.update(new)
+        warnings.warn(
+            f"ferrogen cannot run {', '.join(new)}; this call runs transformers' generate "
+            "(warned once per reason)",
+            FallbackWarning,
+            stacklevel=4,
+        )
+
+
+def _check_patchable(model: Any) -> None:
+    from transformers import GenerationMixin
+
+    if not isinstance(model, GenerationMixin):
+        raise TypeError(f"model: expected a transformers model with generate(), got {type(model).__name__}")
+    own = "generate" in vars(model) or getattr(type(model), "generate", None) is not GenerationMixin.generate
+    if own:
+        raise TypeError(
+            f"model: {type(model).__name__} has its own generate(); ferrogen.enable stands in for "
+            "transformers' GenerationMixin.generate only"
+        )
