@@ -10,9 +10,10 @@ sides). Prints a Markdown table of median ms per generated token and ratios.
     python benches/bench_generate.py --strategies greedy --batches 1 4 --out bench.md
     python benches/bench_generate.py --strategies contrastive --models gpt2-6x512 --batches 1 8
     python benches/bench_generate.py --assisted embedded gpt2-8x512 --batches 1 8
+    python benches/bench_generate.py --strategies constrained4 --models gpt2-2x128 --batches 4
 
-Contrastive rows time transformers 4.55.4 (5.x no longer ships contrastive search) in the
-golden venv (``scripts/golden_venv.sh``), on the same weights, in a subprocess.
+Contrastive and constrained rows time transformers 4.55.4 (5.x no longer ships contrastive
+or constrained beam search) in the golden venv (``scripts/golden_venv.sh``), on the same weights, in a subprocess.
 Assisted rows (``--assisted``) pair a main model with a smaller assistant sharing its
 vocabulary and report ferrogen greedy, ferrogen assisted (acceptance rate, speed-up over
 ferrogen greedy) and transformers' assisted generate (batch size 1 only in transformers).
@@ -46,9 +47,11 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "beam_sample4": dict(num_beams=4, do_sample=True, top_k=50),
     "group8x4": dict(num_beams=8, num_beam_groups=4, diversity_penalty=0.5, do_sample=False),
     "contrastive": dict(penalty_alpha=0.6, top_k=4, do_sample=False),
+    # two constraints: a two-token phrase and one of two alternatives (ids valid in every model here)
+    "constrained4": dict(num_beams=4, do_sample=False, force_words_ids=[[1000, 1001], [[2000], [3000, 3001]]]),
 }
 # Strategies whose transformers side runs in the golden venv (transformers 4.55.4).
-GOLDEN_SIDE = {"contrastive"}
+GOLDEN_SIDE = {"contrastive", "constrained4"}
 GOLDEN_PYTHON = Path(os.environ.get("FERROGEN_GOLDEN_VENV", Path.home() / ".cache/ferrogen-ci/golden-venv")) / "bin/python"
 
 

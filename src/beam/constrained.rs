@@ -44,6 +44,30 @@ struct Cand {
     state: ConstraintState,
 }
 
+/// The beams being built by one step.
+struct Next {
+    scores: Vec<f32>,
+    nodes: Vec<u32>,
+    states: Vec<ConstraintState>,
+    seq_ids: Vec<u32>,
+    /// `(parent sequence id, token)` -> sequence id.
+    table: HashMap<(u32, i64), u32>,
+}
+
+impl Next {
+    /// Rows of finished items keep score 0, no node and their state.
+    fn new(search: &ConstrainedBeamSearch) -> Self {
+        let rows = search.rows();
+        Next {
+            scores: vec![0.0; rows],
+            nodes: vec![NO_NODE; rows],
+            states: search.states.clone(),
+            seq_ids: vec![0; rows],
+            table: HashMap::new(),
+        }
+    }
+}
+
 pub struct ConstrainedBeamSearch {
     s: BeamSettings,
     set: ConstraintSet,
@@ -233,57 +257,21 @@ impl ConstrainedBeamSearch {
             return Err(CoreError::TokenOutOfVocab { name: "force_words_ids", token: self.max_token, vocab });
         }
         let beams = self.beams;
-        let cur_len = self.history.len();
-        let generated = cur_len + 1 - self.prompt_len;
-        let mut new_scores = vec![0.0f32; self.rows()];
-        let mut new_nodes = vec![NO_NODE; self.rows()];
-        let mut new_states = self.states.clone();
-        let mut new_seq_ids = vec![0u32; self.rows()];
-        let mut seq_table: HashMap<(u32, i64), u32> = HashMap::new();
+        let mut next = Next::new(self);
         for b in 0..self.batch {
             let first = b * beams;
             if self.item_done[b] {
                 for row in first..first + beams {
-                    new_scores[row] = 0.0;
                     self.next_tokens[row] = self.s.pad_token_id;
                     self.parents[row] = first as i64;
                 }
                 continue;
             }
             let rows = &logits[first * vocab..(first + beams) * vocab];
-            top_k_into(&mut self.top, rows, vocab, &self.beam_scores[first..first + beams]);
-            let top: Vec<(f32, usize)> = self.top.items().to_vec();
-            let mut cands: Vec<Cand> = Vec::with_capacity(2 * beams);
-            for (rank, &(score, idx)) in top.iter().enumerate() {
-                let (parent_row, token) = (first + idx / vocab, (idx % vocab) as i64);
-                if self.s.is_eos(token) {
-                    if rank < beams && self.states[parent_row].is_complete() {
-                        self.finish(b, parent_row, token, cur_len, score, generated);
-                    }
-                } else {
-                    let mut state = self.states[parent_row].clone();
-                    state.add(&self.set, token);
-                    cands.push(Cand { score, parent_row, token, state });
-                    if cands.len() == beams {
-                        break;
-                    }
-                }
-            }
-            if cands.len() < beams {
-                return Err(CoreError::invalid("eos_token_id", "too many candidates ended in EOS to continue the beams"));
-            }
+            let (mut cands, best) = self.top_candidates(b, rows, vocab)?;
             let order = self.advance_candidates(b, rows, vocab, &mut cands);
             for (j, &c) in order.iter().enumerate() {
-                let row = first + j;
-                let cand = &cands[c];
-                new_nodes[row] = self.push_node(cand.parent_row, cand.token, b, cur_len, cand.score);
-                new_scores[row] = cand.score;
-                new_states[row] = cand.state.clone();
-                let key = (self.seq_ids[cand.parent_row], cand.token);
-                let next_id = seq_table.len() as u32;
-                new_seq_ids[row] = *seq_table.entry(key).or_insert(next_id);
-                self.next_tokens[row] = cand.token;
-                self.parents[row] = cand.parent_row as i64;
+                self.take_candidate(b, first + j, &cands[c], &mut next);
             }
             let hyps = &self.hyps[b];
             self.item_done[b] = hyps.is_full()
@@ -291,8 +279,8 @@ impl ConstrainedBeamSearch {
                     self.s.early_stopping,
                     self.s.length_penalty,
                     hyps.worst_score(),
-                    f64::from(top[0].0),
-                    generated,
+                    f64::from(best),
+                    self.history.len() + 1 - self.prompt_len,
                     self.s.max_length - self.prompt_len,
                 );
         }
@@ -300,10 +288,10 @@ impl ConstrainedBeamSearch {
         self.history.reorder(&parents);
         self.pipeline.reorder(&parents);
         self.history.push(&self.next_tokens);
-        self.beam_scores = new_scores;
-        self.running_nodes = new_nodes;
-        self.states = new_states;
-        self.seq_ids = new_seq_ids;
+        self.beam_scores = next.scores;
+        self.running_nodes = next.nodes;
+        self.states = next.states;
+        self.seq_ids = next.seq_ids;
         self.finished = self.history.len() >= self.s.max_length || self.item_done.iter().all(|&d| d);
         Ok(())
     }
@@ -420,6 +408,44 @@ impl ConstrainedBeamSearch {
         self.unmet = Some(unmet);
     }
 
+    /// The first `num_beams` of item `b`'s top-`K` continuations that do not end in EOS,
+    /// with their constraint states, and the best score of all `K`. An EOS among the first
+    /// `num_beams` finishes its beam if the beam satisfies every constraint.
+    fn top_candidates(&mut self, b: usize, rows: &[f32], vocab: usize) -> Result<(Vec<Cand>, f32)> {
+        let first = b * self.beams;
+        top_k_into(&mut self.top, rows, vocab, &self.beam_scores[first..first + self.beams]);
+        let top: Vec<(f32, usize)> = self.top.items().to_vec();
+        let mut cands: Vec<Cand> = Vec::with_capacity(2 * self.beams);
+        for (rank, &(score, idx)) in top.iter().enumerate() {
+            let (parent_row, token) = (first + idx / vocab, (idx % vocab) as i64);
+            if self.s.is_eos(token) {
+                if rank < self.beams && self.states[parent_row].is_complete() {
+                    self.finish(b, parent_row, token, score);
+                }
+                continue;
+            }
+            let mut state = self.states[parent_row].clone();
+            state.add(&self.set, token);
+            cands.push(Cand { score, parent_row, token, state });
+            if cands.len() == self.beams {
+                return Ok((cands, top[0].0));
+            }
+        }
+        Err(CoreError::invalid("eos_token_id", "too many candidates ended in EOS to continue the beams"))
+    }
+
+    /// Makes `cand` the beam at `row` after this step.
+    fn take_candidate(&mut self, b: usize, row: usize, cand: &Cand, next: &mut Next) {
+        next.nodes[row] = self.push_node(cand.parent_row, cand.token, b, cand.score);
+        next.scores[row] = cand.score;
+        next.states[row] = cand.state.clone();
+        let key = (self.seq_ids[cand.parent_row], cand.token);
+        let fresh = next.table.len() as u32;
+        next.seq_ids[row] = *next.table.entry(key).or_insert(fresh);
+        self.next_tokens[row] = cand.token;
+        self.parents[row] = cand.parent_row as i64;
+    }
+
     /// Adds the tokens that advance each unsatisfied beam of item `b` to `cands`
     /// (unless that sequence is already a candidate); returns the surviving order.
     fn advance_candidates(&mut self, b: usize, rows: &[f32], vocab: usize, cands: &mut Vec<Cand>) -> Vec<usize> {
@@ -451,10 +477,11 @@ impl ConstrainedBeamSearch {
     }
 
     /// Records `parent_row + token` (an EOS) as a finished hypothesis of item `b`.
-    fn finish(&mut self, b: usize, parent_row: usize, token: i64, cur_len: usize, score: f32, generated: usize) {
+    fn finish(&mut self, b: usize, parent_row: usize, token: i64, score: f32) {
+        let generated = self.history.len() + 1 - self.prompt_len;
         let norm = normalized_score_f64(f64::from(score), generated, self.s.length_penalty);
         if self.hyps[b].accepts(norm) {
-            let id = self.push_node(parent_row, token, b, cur_len, score);
+            let id = self.push_node(parent_row, token, b, score);
             let n = self.tree.get_mut(id);
             n.end = EndReason::Eos;
             n.final_score = norm as f32;
@@ -462,14 +489,15 @@ impl ConstrainedBeamSearch {
         }
     }
 
-    fn push_node(&mut self, parent_row: usize, token: i64, b: usize, cur_len: usize, score: f32) -> u32 {
+    /// A tree node for `parent_row + token` at the current step.
+    fn push_node(&mut self, parent_row: usize, token: i64, b: usize, score: f32) -> u32 {
         self.tree.push(Node {
             parent: self.running_nodes[parent_row],
             token,
             parent_row: parent_row as u32,
             batch: b as u32,
             group: 0,
-            step: (cur_len - self.prompt_len) as u32,
+            step: (self.history.len() - self.prompt_len) as u32,
             score,
             final_score: f32::NAN,
             end: EndReason::Running,
@@ -603,7 +631,7 @@ mod tests {
         };
         assert_eq!(name(mk(settings(1, &[], 5, 1))), "num_beams");
         assert_eq!(name(mk(BeamSettings { num_beam_groups: 2, ..settings(2, &[], 5, 1) })), "num_beam_groups");
-        let sample = crate::beam::SampleSettings { temperature: 1.0, top_k: 0, top_p: 1.0, seed: Some(1) };
+        let sample = crate::beam::SampleSettings { item_keys: None };
         assert_eq!(name(mk(BeamSettings { sample: Some(sample), ..settings(2, &[], 5, 1) })), "do_sample");
         let mut s = mk(settings(2, &[], 5, 1)).unwrap();
         assert!(matches!(s.select(&[0.0; 6], 3), Err(CoreError::TokenOutOfVocab { .. })), "token 3 needs vocab > 3");
