@@ -79,6 +79,27 @@ impl Decoder {
         Ok(self)
     }
 
+    /// Like [`Self::seeded`] with one seed per batch entry: entry `i`'s rows get
+    /// `row_key(seeds[i], key_prompts[i], 0, copy)`, the keys they would have if that entry
+    /// were generated alone with `seed = seeds[i]`.
+    pub fn seeded_rows(self, seeds: &[u64], key_prompts: &[Vec<i64>]) -> Result<Self> {
+        if seeds.len() != key_prompts.len() {
+            return Err(CoreError::Shape {
+                name: "row_seeds",
+                expected: format!("one seed per prompt ({})", key_prompts.len()),
+                got: format!("{} seeds", seeds.len()),
+            });
+        }
+        let mut this = self.seeded(0, key_prompts)?;
+        let copies = this.keys.len() / key_prompts.len();
+        for (i, (&seed, prompt)) in seeds.iter().zip(key_prompts).enumerate() {
+            for c in 0..copies {
+                this.keys[i * copies + c] = rng::row_key(seed, prompt, 0, c as u64);
+            }
+        }
+        Ok(this)
+    }
+
     pub fn history(&self) -> &TokenHistory {
         &self.history
     }
@@ -323,5 +344,16 @@ mod tests {
             seen.extend(other.step_sample(&mut logits, vocab).unwrap().iter().copied());
         }
         assert!(seen.len() > 3);
+    }
+
+    #[test]
+    fn row_seeds_give_each_entry_the_keys_it_has_alone() {
+        let (a, b) = (vec![3i64, 4], vec![3i64, 4]);
+        let rows = |d: &Decoder| d.keys.clone();
+        let alone_a = rows(&sampler(&[a.clone()], 2, 7));
+        let alone_b = rows(&sampler(&[b.clone()], 2, 9));
+        let both = sampler(&[a.clone(), b.clone()], 2, 0).seeded_rows(&[7, 9], &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(rows(&both), [alone_a, alone_b].concat(), "duplicates keep their own seed, occurrence 0");
+        assert!(sampler(&[a.clone()], 1, 0).seeded_rows(&[1, 2], &[a]).is_err());
     }
 }

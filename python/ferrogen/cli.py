@@ -4,6 +4,7 @@
     ferrogen generate --input prompts.jsonl --output out.jsonl --num-beams 4
     ferrogen generate --model ./my-model --prompt "Hello" --stream
     ferrogen generate --prompt "And God said" --num-beams 4 --beam-tree tree.html
+    ferrogen generate --input prompts.jsonl --output out.jsonl --ray      # on Ray Data (local or --ray-address)
 
 Each input line is a JSON object with ``prompt`` and, optionally, any config field as an
 override for that line. A bad line is reported with its line number; the others still run.
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--beam-tree", metavar="PATH",
                      help="with --prompt and a beam mode: write the tree of kept hypotheses "
                           "(.html, .svg, .dot or .json, by suffix)")
+    gen.add_argument("--ray", action="store_true", help="run --input on Ray Data: a local Ray instance on this machine")
+    gen.add_argument("--ray-address", help="run --input on the Ray cluster at this address (implies --ray)")
     fields = gen.add_argument_group("generation config fields (values are parsed as JSON when possible)")
     for name, default in sorted(_config_fields().items()):
         flag = "--" + name.replace("_", "-")
@@ -117,9 +120,19 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.stream and args.prompt and len(args.prompt) > 1:
         raise CliError("--stream: works with one prompt")
     _check_beam_tree(args)
+    if (args.ray or args.ray_address) and (args.input is None or args.stream):
+        raise CliError("--ray: works with --input (a JSONL file) and without --stream")
     overrides = _overrides(args)
     if args.config is None:
         GenerationConfig(**overrides)  # flags are checked before the model loads
+    if args.ray or args.ray_address:
+        try:
+            from .distributed import run_jsonl_job
+
+            return run_jsonl_job(args.input, out, model=args.model, config=args.config, overrides=overrides,
+                                 batch_size=args.batch_size, device=args.device, address=args.ray_address)
+        except ImportError as exc:
+            raise CliError(f"--ray: {exc}") from None
     _quiet_transformers()
     generator = pipeline(args.model, device=args.device)
     base = GenerationConfig.from_pretrained(args.config or generator.model)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 from dataclasses import fields
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
 
@@ -31,6 +32,7 @@ def generate(
     streamer: Optional[Any] = None,
     tokenizer: Optional[Any] = None,
     assistant_model: Optional[Any] = None,
+    row_seeds: Optional[Sequence[int]] = None,
     **kwargs: Any,
 ) -> Union[torch.Tensor, GenerateOutput]:
     """Generates token ids with ``model``, as ``model.generate`` would, with the core in Rust.
@@ -42,7 +44,8 @@ def generate(
     (or any iterable of callables ``(input_ids, scores)``), ``streamer`` any object with
     ``put``/``end`` (transformers' streamers included). Returns the ``sequences`` tensor, or a
     :class:`~ferrogen.GenerateOutput` (transformers' attribute names, key and index access)
-    when ``return_dict_in_generate=True``.
+    when ``return_dict_in_generate=True``. ``row_seeds`` (one int in [0, 2**64) per prompt) makes each
+    prompt sample as if generated alone with ``seed=row_seeds[i]``.
 
     Example::
 
@@ -67,8 +70,26 @@ def generate(
     request = _build_request(
         model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer, assistant_model
     )
+    if row_seeds is not None:
+        request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     output = strategy(request)
     return output if request.return_dict else output.sequences
+
+
+# Modes that draw random numbers but do not take one seed per prompt (yet).
+_NO_ROW_SEEDS = frozenset({GenerationMode.BEAM_SAMPLE, GenerationMode.ASSISTED})
+
+
+def _check_row_seeds(row_seeds: Sequence[int], batch: int, mode: GenerationMode) -> list[int]:
+    try:
+        seeds = [operator.index(s) for s in row_seeds]
+    except TypeError:
+        seeds = []
+    if len(seeds) != batch or any(not 0 <= s < 2**64 for s in seeds):
+        raise ValueError(f"row_seeds: expected {batch} ints in [0, 2**64), one per prompt, got {list(row_seeds)[:8]}")
+    if mode in _NO_ROW_SEEDS:
+        raise ValueError(f"row_seeds: not supported with {mode.value} yet")
+    return seeds
 
 
 def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any]) -> GenerationConfig:

@@ -8,7 +8,7 @@ use super::arrays::{contiguous, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError};
 /// The settings parser lives in `settings.rs`; re-exported for bindings that took it from here.
 pub(crate) use super::settings::pipeline_config;
-use super::settings::seed;
+use super::settings::{row_seeds, seed};
 use crate::decode::Decoder as CoreDecoder;
 
 /// Per-generation decoding state for greedy and sampling strategies.
@@ -38,7 +38,8 @@ impl Decoder {
 #[pymethods]
 impl Decoder {
     /// `input_ids`: int64 `[rows, prompt_len]`; `settings`: processor fields of the config
-    /// (see `ferrogen.strategies.base.core_settings`), including `seed` / `seed_prompts`.
+    /// (see `ferrogen.strategies.base.core_settings`), including `seed` / `seed_prompts`
+    /// and, optionally, `row_seeds` (one seed per prompt, replacing `seed`).
     #[new]
     fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &Bound<'_, PyDict>, pad_token_id: i64) -> PyResult<Self> {
         let rows = input_ids.shape()[0];
@@ -55,7 +56,11 @@ impl Decoder {
             let width = input_ids.shape()[1];
             let key_prompts =
                 key_prompts.unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
-            inner = inner.seeded(seed, &key_prompts).map_err(to_py)?;
+            inner = match row_seeds(settings)? {
+                Some(seeds) => inner.seeded_rows(&seeds, &key_prompts),
+                None => inner.seeded(seed, &key_prompts),
+            }
+            .map_err(to_py)?;
         }
         Ok(Decoder { inner })
     }

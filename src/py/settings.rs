@@ -130,3 +130,8 @@ pub fn seed(settings: &Bound<'_, PyDict>) -> PyResult<Option<(u64, Option<Vec<Ve
     };
     Ok(Some((seed, id_lists(settings, "seed_prompts")?)))
 }
+
+/// `row_seeds`: one seed per batch entry (int in [0, 2^64)), or absent.
+pub fn row_seeds(settings: &Bound<'_, PyDict>) -> PyResult<Option<Vec<u64>>> {
+    value::<Vec<u64>>(settings, "row_seeds", "a list of ints in [0, 2**64)")
+}

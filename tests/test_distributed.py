@@ -1,0 +1,305 @@
+"""ferrogen.distributed: per-row seeds, and generation on a local Ray instance (2 CPUs, 2 actors).
+
+The Ray tests share one Ray instance started in this process (loopback only, no dashboard,
+100 MB object store) and stopped by the fixture's finaliser. Each job runs under a deadline
+so that a hang fails the test instead of the suite. They skip only when Ray cannot be
+imported (``scripts/setup.sh`` installs it wherever PyPI has a wheel for the platform).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import ferrogen
+from ferrogen import distributed as fd
+from ferrogen.cli import main as cli_main
+
+try:
+    import ray
+    import ray.data
+
+    RAY_MISSING = None
+except ImportError as exc:  # only where no Ray wheel exists for this platform
+    RAY_MISSING = f"Ray Data cannot be imported here ({exc}); scripts/setup.sh installs it where PyPI has a wheel"
+
+needs_ray = pytest.mark.skipif(RAY_MISSING is not None, reason=RAY_MISSING or "")
+
+SEED = 1234
+BASE = dict(max_new_tokens=8, seed=SEED)
+SAMPLING = dict(do_sample=True, top_k=20, temperature=0.9)
+HEADS = ["And God said", "In the beginning", "The LORD", "Jesus wept", "And the king", "Blessed are the",
+         "Thou shalt", "And it came to pass"]
+TAILS = ["unto Moses", "that", "in the land of", "and the people", "for ever", "the son of David", "and",
+         "all the host of heaven and the earth", "in Jerusalem", "saying", "O Israel", "before the LORD",
+         "and they", "of the children of", "upon the", "which is", "by the", "to the", "I am", "therefore"]
+BAD_LINES = {
+    201: ("not json", "invalid JSON"),
+    202: ('{"prompt": ""}', "prompt: expected a non-empty string"),
+    203: ('{"prompt": "Jesus wept", "top_p": 7}', "top_p"),
+    204: ('{"prompt": "Jesus wept", "no_such_field": 1}', "no_such_field"),
+}
+
+
+def good_lines() -> list[tuple[int, str, dict]]:
+    """200 prompts (the last 40 repeat earlier ones): even lines greedy, odd lines sampled,
+    every fifth sampled line with two return sequences."""
+    lines = []
+    for i in range(200):
+        j = i if i < 160 else i - 160
+        prompt = f"{HEADS[j % 8]} {TAILS[j // 8]}"
+        overrides = {} if i % 2 == 0 else dict(SAMPLING, **({"num_return_sequences": 2} if i % 10 == 3 else {}))
+        lines.append((i + 1, prompt, overrides))
+    return lines
+
+
+@pytest.fixture(scope="module")
+def jsonl(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ray") / "prompts.jsonl"
+    with open(path, "w") as out:
+        for _, prompt, overrides in good_lines():
+            out.write(json.dumps({"prompt": prompt, **overrides}) + "\n")
+        for number in sorted(BAD_LINES):
+            out.write(BAD_LINES[number][0] + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    model, tok = ferrogen.text.load_model(ferrogen.embedded_model_path())
+    tok.padding_side = "left"
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def reference(embedded, jsonl) -> dict[tuple[int, int], dict]:
+    """Single-process ferrogen.generate, one call per distinct override set, every row with its
+    seed row_seed(SEED, row_key(row)): (line, sequence index) -> record."""
+    model, tok = embedded
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for number, prompt, overrides in good_lines():
+        groups.setdefault(json.dumps(overrides, sort_keys=True), []).append((number, prompt))
+    expected = {}
+    for key, rows in groups.items():
+        config = ferrogen.GenerationConfig(**BASE).merged(**json.loads(key))
+        seeds = [fd.row_seed(SEED, fd.row_key({"file": jsonl.name, "line": n, "prompt": p})) for n, p in rows]
+        enc = tok([p for _, p in rows], return_tensors="pt", padding=True)
+        out = ferrogen.generate(model, **enc, generation_config=config, row_seeds=seeds,
+                                return_dict_in_generate=True, output_scores=True)
+        logp = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        width, copies = enc["input_ids"].shape[1], config.num_return_sequences
+        for r, seq in enumerate(out.sequences.tolist()):
+            new, reason = seq[width:], out.finish_reasons[r]
+            while new and new[-1] == tok.pad_token_id and reason != "length":
+                new.pop()
+            expected[(rows[r // copies][0], r % copies)] = dict(
+                text=tok.decode(new, skip_special_tokens=True), token_ids=new, finish_reason=reason,
+                scores=logp[r, : len(new)].tolist(),
+            )
+    return expected
+
+
+def test_row_seeds_sample_as_if_each_prompt_were_alone(embedded):
+    model, tok = embedded
+    prompts = ["And God said", "Jesus wept", "And God said", "In the beginning God created"]
+    seeds = [5, 2**64 - 1, 7, 0]
+    kwargs = dict(max_new_tokens=8, do_sample=True, top_k=20, num_return_sequences=2)
+    batch = ferrogen.generate(model, **tok(prompts, return_tensors="pt", padding=True), row_seeds=seeds, **kwargs)
+    width = batch.shape[1] - 8
+    for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+        alone = ferrogen.generate(model, **tok([prompt], return_tensors="pt"), seed=seed, **kwargs)
+        assert batch[2 * i : 2 * i + 2, width:].tolist() == alone[:, -8:].tolist(), prompt
+    assert batch[0].tolist() != batch[4].tolist(), "a repeated prompt with another seed samples differently"
+
+
+@pytest.mark.parametrize("seeds", [[1], [1, 2, 3], [1, -1], [1, 2**64], [1, "2"]])
+def test_row_seeds_are_checked(embedded, seeds):
+    model, tok = embedded
+    with pytest.raises(ValueError, match="row_seeds"):
+        ferrogen.generate(model, **tok(["a b", "c d"], return_tensors="pt", padding=True), row_seeds=seeds,
+                          do_sample=True, max_new_tokens=2)
+
+
+def test_row_seed_and_key_are_stable():
+    # Pinned: a change here changes every distributed sample ever drawn.
+    assert fd.row_seed(7, '"q7"') == 9283207679131700299
+    assert fd.row_key({"file": "a.jsonl", "line": 3, "prompt": "Jesus wept", "x": 1}) == '["a.jsonl", 3, "Jesus wept"]'
+    assert fd.row_key({"id": 9, "line": 3, "prompt": "p"}, key_column="id") == "9"
+    with pytest.raises(ValueError, match="key_column"):
+        fd.row_key({"prompt": "p"})
+
+
+def test_import_ferrogen_does_not_import_ray():
+    code = "import sys, ferrogen, ferrogen.cli; assert 'ray' not in sys.modules, 'ray imported'"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_cli_ray_needs_an_input_file(capsys):
+    assert cli_main(["generate", "--prompt", "a", "--ray"]) == 2
+    assert "--ray" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ Ray
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fails the test (TimeoutError) instead of hanging when a Ray job stalls."""
+
+    def expire(*_):
+        raise TimeoutError(f"Ray job still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    if RAY_MISSING:
+        pytest.skip(RAY_MISSING)
+    with deadline(120):
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
+                 log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+def crash_once_class(marker: Path, line: int):
+    """A BatchGenerator whose process dies (after generating, before returning) on the first
+    batch holding ``line``; defined in a function so Ray pickles it by value."""
+
+    class CrashOnce(fd.BatchGenerator):
+        def __call__(self, batch):
+            out = super().__call__(batch)
+            if line in batch.column("line").to_pylist() and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)
+            return out
+
+    return CrashOnce
+
+
+@pytest.fixture(scope="module")
+def job(ray_session, jsonl, tmp_path_factory):
+    """One job over the 204 lines with 2 actors, one of which dies in the middle of the batch
+    holding line 100 (actor start-up dominates the time on a small machine, so the two tests
+    below share it): (records, crash marker)."""
+    marker = tmp_path_factory.mktemp("crash") / "crashed"
+    with deadline(300):
+        out = fd.generate_dataset(fd.read_jsonl(jsonl, rows_per_block=64), generation_config=BASE, batch_size=8,
+                                  concurrency=2, generator_class=crash_once_class(marker, line=100))
+        return list(fd.iter_records(out)), marker
+
+
+def check_every_row_once(records, reference):
+    keys = Counter((r["line"], r["sequence_index"]) for r in records)
+    duplicated = [k for k, n in keys.items() if n > 1]
+    assert not duplicated, f"rows returned more than once: {duplicated[:5]}"
+    assert set(keys) == set(reference) | {(n, 0) for n in BAD_LINES}, "rows lost or invented"
+    for record in records:
+        key = (record["line"], record["sequence_index"])
+        if record["line"] in BAD_LINES:
+            assert BAD_LINES[record["line"]][1] in record["error"] and record["token_ids"] is None, record
+            continue
+        want = reference[key]
+        assert record["error"] is None, record
+        got = {name: record[name] for name in ("text", "token_ids", "finish_reason")}
+        assert got == {name: want[name] for name in got}, f"line {key}: {got} != {want}"
+        assert record["scores"] == pytest.approx(want["scores"], abs=1e-4)
+        assert record["sequence_score"] == pytest.approx(sum(want["scores"]), abs=1e-3)
+
+
+@needs_ray
+def test_two_actors_return_every_row_once_as_single_process(job, reference):
+    records, _ = job
+    check_every_row_once(records, reference)
+    assert {r["prompt"] for r in records if r["line"] <= 200} == {p for _, p, _ in good_lines()}
+    sampled = {r["line"]: r["token_ids"] for r in records if r["line"] in (4, 164) and r["sequence_index"] == 0}
+    assert sampled[4] != sampled[164], "one prompt on two lines: two seeds"
+
+
+@needs_ray
+def test_a_dead_actor_is_restarted_and_no_row_is_lost_or_repeated(job, reference):
+    records, marker = job
+    assert marker.exists() and int(marker.read_text()) != os.getpid(), "the injected crash did not happen"
+    check_every_row_once(records, reference)
+
+
+@needs_ray
+def test_cli_ray_matches_the_cli_on_greedy_lines(ray_session, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"prompt": f"{h} {t}"}) for h in HEADS[:3] for t in TAILS[:4]]
+    src.write_text("\n".join(lines[:5] + ["not json", '{"prompt": "x", "top_p": 7}'] + lines[5:]) + "\n")
+    outputs = {}
+    for name, extra in (("plain", []), ("ray", ["--ray"])):
+        dst = tmp_path / f"{name}.jsonl"
+        with deadline(240):
+            code = cli_main(["generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "6",
+                             "--batch-size", "4", *extra])
+        assert code == 1, capsys.readouterr().err
+        outputs[name] = [json.loads(line) for line in dst.read_text().splitlines()]
+    by_line = {name: sorted(recs, key=lambda r: r["line"]) for name, recs in outputs.items()}
+    assert by_line["ray"] == by_line["plain"]
+    assert [r["line"] for r in outputs["ray"]] == list(range(1, 15)), "--ray writes in input order"
+    assert "line 6: invalid JSON" in capsys.readouterr().err
+
+
+@needs_ray
+def test_parquet_reader_numbers_rows_and_writers_round_trip(ray_session, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": ["a", "b", "c", "d", "e"], "prompt": ["p1", "p2", "p3", "p4", "p5"]})
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=2)
+    with deadline(120):
+        rows = sorted(fd.read_parquet(tmp_path / "in.parquet").take_all(), key=lambda r: r["row"])
+        assert [(r["id"], r["row"], r["file"]) for r in rows] == [(x, i, "in.parquet") for i, x in enumerate("abcde")]
+        ds = ray.data.from_arrow(table)
+        fd.write_parquet(ds, tmp_path / "out.parquet")
+        fd.write_jsonl(ds, tmp_path / "out.jsonl")
+        fd.write_parquet(ds, tmp_path / "dir")
+    assert pq.read_table(tmp_path / "out.parquet").to_pylist() == table.to_pylist()
+    assert [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()] == table.to_pylist()
+    assert sorted(r["id"] for r in pq.read_table(tmp_path / "dir").to_pylist()) == list("abcde")
+
+
+def test_batch_generator_outputs_errors_and_key_column_seeds(embedded):
+    pa = pytest.importorskip("pyarrow", reason=RAY_MISSING or "pyarrow is installed with ray[data]")
+    gen = fd.BatchGenerator(generation_config=ferrogen.GenerationConfig(**BASE, **SAMPLING), key_column="id",
+                            overrides_column="overrides")
+    batch = pa.table({
+        "id": ["a", "b", "c", "d"],
+        "prompt": ["Jesus wept", None, "The LORD", "Jesus wept"],
+        "overrides": [None, None, '{"num_return_sequences": 2}', '{"temperature": -1}'],
+        "text": ["an input column named like an output is replaced"] * 4,
+    })
+    out = gen(batch).to_pylist()
+    assert [(r["id"], r["sequence_index"]) for r in out] == [("a", 0), ("b", 0), ("c", 0), ("c", 1), ("d", 0)]
+    assert out[1]["error"].startswith("prompt") and out[4]["error"].startswith("temperature")
+    model, tok = embedded
+    for record, prompt, key in ((out[0], "Jesus wept", '"a"'), (out[2], "The LORD", '"c"')):
+        alone = ferrogen.generate(model, **tok([prompt], return_tensors="pt"), return_dict_in_generate=True,
+                                  output_scores=True, **{**BASE, **SAMPLING, "seed": fd.row_seed(SEED, key)},
+                                  num_return_sequences=2 if key == '"c"' else 1)
+        assert record["token_ids"] == alone.sequences[0, -len(record["token_ids"]):].tolist()
+        assert record["text"] == tok.decode(record["token_ids"], skip_special_tokens=True)
+        assert record["finish_reason"] == alone.finish_reasons[0] and len(record["scores"]) == len(record["token_ids"])
+    assert gen(batch.slice(0, 1)).to_pylist()[0]["token_ids"] == out[0]["token_ids"], "independent of the batch"
+    schema = gen(batch).schema
+    assert str(schema.field("token_ids").type) == "list<item: int64>" and str(schema.field("error").type) == "string"
