@@ -112,11 +112,12 @@ def test_group_beam_tree_marks_groups(gpt2):
     assert [n.token for n in tree.path(win.id)] == out.sequences[0, ids.shape[1] :].tolist()[: len(tree.path(win.id))]
 
 
-def test_tree_needs_return_dict(gpt2):
+def test_tree_implies_return_dict(gpt2):
     ids, mask = left_padded_batch((4,))
-    with pytest.warns(UserWarning, match="output_beam_tree"):
-        ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, num_beams=2, max_new_tokens=3, pad_token_id=0,
-                          output_beam_tree=True)
+    out = ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, num_beams=2, max_new_tokens=3, pad_token_id=0,
+                            output_beam_tree=True)
+    assert isinstance(out, ferrogen.GenerateOutput) and out.beam_tree is not None
+    assert len(out.beam_tree) == 1 and out.beam_tree[0].winner().final_score is not None
 
 
 def test_cli_writes_the_tree(gpt2, tmp_path):

@@ -37,6 +37,15 @@ class CountingModel(torch.nn.Module):
         (dict(not_a_field=1), TypeError, "not_a_field"),
         (dict(decoder_input_ids=torch.zeros(1, 1, dtype=torch.long)), TypeError, "decoder_input_ids"),
         (dict(generation_config=42), TypeError, "generation_config"),
+        # accepted in a config, but not carried out: refused rather than silently ignored
+        (dict(guidance_scale=1.5), ValueError, "^guidance_scale: 1.5 asks for a feature"),
+        (dict(watermarking_config={"greenlist_ratio": 0.25}), ValueError, "^watermarking_config"),
+        (dict(forced_decoder_ids=[[1, 5]]), ValueError, "^forced_decoder_ids"),
+        (dict(token_healing=True), ValueError, "^token_healing"),
+        (dict(output_attentions=True), ValueError, "^output_attentions"),
+        (dict(output_hidden_states=True), ValueError, "^output_hidden_states"),
+        (dict(dola_layers="low"), ValueError, "^dola_layers"),
+        (dict(prefix_allowed_tokens_fn=lambda b, ids: [1]), TypeError, "prefix_allowed_tokens_fn"),
     ],
 )
 def test_rejected_before_the_model_runs(kwargs, exc, needle):
@@ -46,6 +55,14 @@ def test_rejected_before_the_model_runs(kwargs, exc, needle):
     with pytest.raises(exc, match=needle):
         ferrogen.generate(model, **args)
     assert model.calls == 0
+
+
+def test_no_op_values_of_unsupported_fields_run(gpt2):
+    ids = torch.tensor([[5, 6, 7]])
+    plain = ferrogen.generate(gpt2, input_ids=ids, max_new_tokens=4, pad_token_id=0)
+    same = ferrogen.generate(gpt2, input_ids=ids, max_new_tokens=4, pad_token_id=0, guidance_scale=1.0,
+                             forced_decoder_ids=[], cache_implementation="static")
+    assert torch.equal(plain, same)
 
 
 def test_token_ids_outside_vocab(gpt2):

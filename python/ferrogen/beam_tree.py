@@ -1,6 +1,6 @@
 """The tree of every hypothesis a beam search kept, to see why the winner won.
 
-``generate(..., num_beams=4, return_dict_in_generate=True, output_beam_tree=True)``
+``generate(..., num_beams=4, output_beam_tree=True)`` (which implies ``return_dict_in_generate``)
 returns ``output.beam_tree``: a :class:`BeamForest` with one :class:`BeamTree` per
 batch item. Each node is one generated token of a kept hypothesis::
 

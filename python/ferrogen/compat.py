@@ -50,22 +50,6 @@ _TRANSFORMERS_ONLY = frozenset({
     "prefix_allowed_tokens_fn", "negative_prompt_ids", "negative_prompt_attention_mask", "assistant_tokenizer",
     "custom_generate",
 })
-# Settings ferrogen accepts in a GenerationConfig but does not carry out; the predicate says
-# when a value asks for the missing feature.
-_UNSUPPORTED_SETTINGS: dict[str, Callable[[Any], bool]] = {
-    "output_attentions": bool,
-    "output_hidden_states": bool,
-    "dola_layers": lambda v: v is not None,
-    "guidance_scale": lambda v: v is not None and v != 1,
-    "watermarking_config": lambda v: v is not None,
-    "token_healing": bool,
-    "forced_decoder_ids": lambda v: v is not None,
-    "use_mtp": bool,
-    "prompt_lookup_num_tokens": lambda v: v is not None,
-    "assistant_early_exit": lambda v: v is not None,
-    "continuous_batching_config": lambda v: v is not None,
-    "cache_implementation": lambda v: v == "paged",
-}
 _FIELDS = frozenset(f.name for f in fields(GenerationConfig))
 
 _FOLDERS = Path(__file__).parent / "custom_generate"
@@ -258,7 +242,7 @@ def _dispatch(
             f"custom_generate: this folder runs {mode.value}, which needs {_MODE_NEEDS[mode]}; "
             f"these settings select {chosen.value} (use ferrogen.custom_generate_path() for any strategy)"
         )
-    blockers = call.blockers + [name for name, asks in _UNSUPPORTED_SETTINGS.items() if asks(getattr(config, name))]
+    blockers = call.blockers + config.unsupported_settings()
     if chosen not in STRATEGIES:
         blockers.append(f"{chosen.value} (not in this ferrogen build)")
     if blockers:

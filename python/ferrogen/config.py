@@ -60,7 +60,8 @@ class GenerationConfig:
     ``force_words_ids``, ``low_memory``, ``dola_layers``) plus ferrogen's extras:
 
     - ``seed``: seed of the per-row sampling generator (``None``: drawn from torch's global one).
-    - ``output_beam_tree``: also return every beam's parent pointers and scores.
+    - ``output_beam_tree``: also return every beam's parent pointers and scores (implies
+      ``return_dict_in_generate``).
     - ``force_words``: words (str, or a list of str for "one of these") to force; resolved into
       ``force_words_ids`` with a tokenizer before generation.
 
@@ -194,6 +195,21 @@ class GenerationConfig:
         for name, default in _DEFAULTS.items():
             _v.check_field(_CHECKS[name], name, getattr(self, name), default)
         _v.check_combinations(self)
+
+    def unsupported_settings(self) -> list[str]:
+        """Fields set to values that ask for a feature ferrogen does not carry out.
+
+        These fields round-trip through ``generation_config.json`` like any other, but
+        :func:`ferrogen.generate` refuses to run with them rather than ignore them silently
+        (``model.generate`` under :func:`ferrogen.enable` hands such calls to transformers).
+
+        Example:
+            >>> GenerationConfig(guidance_scale=1.5).unsupported_settings()
+            ['guidance_scale']
+            >>> GenerationConfig(guidance_scale=1.0).unsupported_settings()
+            []
+        """
+        return [name for name, asks in _NOT_CARRIED_OUT.items() if asks(getattr(self, name))]
 
     def generation_mode(self, assistant_model: Any = None) -> GenerationMode:
         """The decoding strategy these settings select, by transformers' rule.
@@ -462,5 +478,20 @@ class GenerationConfig:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
 
+# Fields ferrogen reads and writes but does not carry out; the predicate says when a value
+# asks for the missing feature (guidance_scale=1 and cache_implementation="static" change nothing).
+_NOT_CARRIED_OUT: dict[str, Any] = {
+    "output_attentions": bool,
+    "output_hidden_states": bool,
+    "dola_layers": lambda v: v is not None,
+    "guidance_scale": lambda v: v is not None and v != 1,
+    "watermarking_config": lambda v: v is not None,
+    "token_healing": bool,
+    "forced_decoder_ids": lambda v: bool(v),
+    "use_mtp": bool,
+    "assistant_early_exit": lambda v: v is not None,
+    "continuous_batching_config": lambda v: v is not None,
+    "cache_implementation": lambda v: v == "paged",
+}
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GenerationConfig)}
 _CHECKS: dict[str, _v.Checker] = {f.name: f.metadata["check"] for f in fields(GenerationConfig)}

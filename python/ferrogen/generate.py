@@ -9,6 +9,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
 
+from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
@@ -63,6 +64,7 @@ def generate(
         raise TypeError(f"{key}: not supported by ferrogen.generate; pass input_ids (and attention_mask)")
     config = _resolve_config(model, generation_config, kwargs)
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+    _refuse_unsupported(config)
     mode = config.generation_mode(assistant_model)
     strategy = STRATEGIES.get(mode)
     if strategy is None:
@@ -74,6 +76,16 @@ def generate(
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     output = strategy(request)
     return output if request.return_dict else output.sequences
+
+
+def _refuse_unsupported(config: GenerationConfig) -> None:
+    unsupported = config.unsupported_settings()
+    if unsupported:
+        name = unsupported[0]
+        raise GenerationConfigError(
+            name, f"{getattr(config, name)!r} asks for a feature ferrogen does not implement; leave it unset "
+            "(or run model.generate under ferrogen.enable(model), which hands such calls to transformers)"
+        )
 
 
 # Modes that draw random numbers but do not take one seed per prompt (yet).

@@ -49,7 +49,8 @@ class GenerationRequest:
 
     @property
     def return_dict(self) -> bool:
-        return bool(self.config.return_dict_in_generate)
+        # A beam tree has nowhere to go but the output object, so asking for one asks for that.
+        return bool(self.config.return_dict_in_generate or self.config.output_beam_tree)
 
     @property
     def keep_scores(self) -> bool:

@@ -160,7 +160,6 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
     reasons = [names[c - 1] if r == "stop" and 0 < c <= len(names) else ("length" if r == "running" else r)
                for r, c in zip(final["reasons"], final["stop_codes"].tolist())]
     if not request.return_dict:
-        _warn_tree_dropped(cfg)
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
     tree = None
     if cfg.output_beam_tree:
@@ -186,11 +185,3 @@ def _flush_stream(stream: SettledStream, final: dict[str, Any], per_item: int, p
         generated = int((final["beam_indices"][b * per_item] >= 0).sum())
         winners.append(final["sequences"][b * per_item, prompt_len : prompt_len + generated].tolist())
     stream.finish(winners)
-
-
-def _warn_tree_dropped(cfg: Any) -> None:
-    if cfg.output_beam_tree:
-        import warnings
-
-        warnings.warn("output_beam_tree: the tree is returned only with return_dict_in_generate=True",
-                      UserWarning, stacklevel=4)
