@@ -1,10 +1,13 @@
-//! Criterion benches of the beam core: one step of beam search, beam sampling and diverse
-//! group beam search over a GPT-2-sized vocabulary, and the Hamming penalty alone.
+//! Criterion benches of the beam core: one step of beam search, beam sampling, diverse
+//! group beam search and constrained beam search over a GPT-2-sized vocabulary, and the
+//! Hamming penalty and the constraint-state update alone.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ferrogen_core::beam::{
-    exponential, log_softmax_rows, top_k_into, BeamSearch, BeamSettings, GroupBeamSearch, SampleSettings, TopK,
+    exponential, log_softmax_rows, top_k_into, BeamSearch, BeamSettings, ConstrainedBeamSearch, GroupBeamSearch,
+    SampleSettings, TopK,
 };
+use ferrogen_core::constraints::{ConstraintSet, ConstraintSpec};
 use ferrogen_core::diversity::penalize_group;
 use ferrogen_core::logits::PipelineConfig;
 
@@ -57,5 +60,40 @@ fn bench_steps(c: &mut Criterion) {
     c.bench_function("hamming/group2/batch4", |b| b.iter(|| penalize_group(&mut block, VOCAB, 2, &chosen, 0.5)));
 }
 
-criterion_group!(benches, bench_steps);
+/// Two phrases and one disjunctive constraint, as the guide's examples use.
+fn constraint_set() -> ConstraintSet {
+    let specs = vec![
+        ConstraintSpec::Phrase(vec![1000, 1001]),
+        ConstraintSpec::Phrase(vec![4000, 4001, 4002]),
+        ConstraintSpec::OneOf(vec![vec![2000], vec![3000, 3001], vec![3000, 3002, 3003]]),
+    ];
+    ConstraintSet::new(specs, Some(VOCAB)).unwrap()
+}
+
+fn bench_constrained(c: &mut Criterion) {
+    let prompts: Vec<i64> = (0..BATCH as i64 * 16).collect();
+    let config = PipelineConfig { eos_token_ids: vec![50256], ..Default::default() };
+    for beams in [4, 8] {
+        let data = logits(BATCH * beams, 4);
+        c.bench_function(&format!("step/constrained{beams}/batch{BATCH}/vocab{VOCAB}"), |b| {
+            let mut s =
+                ConstrainedBeamSearch::new(&prompts, BATCH, &config, settings(beams, 1, false), constraint_set(), None)
+                    .unwrap();
+            b.iter_batched(|| data.clone(), |mut l| s.step(&mut l, VOCAB).unwrap(), BatchSize::LargeInput);
+        });
+    }
+    let set = constraint_set();
+    let tokens: Vec<i64> = (0..64).map(|i| [1000, 7, 1001, 3000, 3002, 3003, 4000, 9][i % 8]).collect();
+    c.bench_function("constraint_state/advance64", |b| {
+        b.iter(|| {
+            let mut state = set.initial_state();
+            for &t in &tokens {
+                state.add(&set, t);
+            }
+            state.completed_count()
+        })
+    });
+}
+
+criterion_group!(benches, bench_steps, bench_constrained);
 criterion_main!(benches);

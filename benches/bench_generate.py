@@ -64,6 +64,9 @@ class Row:
     ours_ms: Optional[float]
     theirs_ms: Optional[float]
     note: str = ""
+    copy_floor_ms: Optional[float] = None  # forward-only plus the one logits copy to the host per step
+    ours_mb: Optional[float] = None  # extra peak memory of one generate call (host RSS, or GPU on CUDA)
+    theirs_mb: Optional[float] = None
 
 
 def random_gpt2(layers: int, width: int, vocab: int = 50257) -> Any:
@@ -99,8 +102,8 @@ def truncated(model: Any, layers: int) -> Any:
     return small.eval()
 
 
-def load_models(names: list[str]) -> dict[str, tuple[Any, int]]:
-    """name -> (model, vocab size)."""
+def load_models(names: list[str], device: torch.device = torch.device("cpu")) -> dict[str, tuple[Any, int]]:
+    """name -> (model on ``device``, vocab size)."""
     models: dict[str, tuple[Any, int]] = {}
     for name in names:
         if name == "embedded":
@@ -113,41 +116,97 @@ def load_models(names: list[str]) -> dict[str, tuple[Any, int]]:
             model = layered_gpt2(8, 512)
         else:
             raise SystemExit(f"--models: unknown model {name!r}")
-        models[name] = (model, model.config.vocab_size)
+        models[name] = (model.to(device), model.config.vocab_size)
     return models
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
 
-def forward_only(model: Any, ids: torch.Tensor, steps: int, copies: int) -> None:
-    """Prefill then ``steps - 1`` cached single-token forwards: what any decoder must pay."""
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_extra_mb(fn: Callable[[], Any], device: torch.device) -> Optional[float]:
+    """Extra peak memory of one ``fn()`` call over what was held before it: GPU memory
+    (allocator peak) on CUDA, host RSS (sampled every millisecond) on the CPU."""
+    if device.type == "cuda":
+        _sync()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        _sync()
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if not os.path.exists("/proc/self/statm"):
+        return None
+    import threading
+
+    before, peak, running = _rss_bytes(), [0], [True]
+
+    def sample() -> None:
+        while running[0]:
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        running[0] = False
+        sampler.join()
+    return max(0, max(peak[0], _rss_bytes()) - before) / 2**20
+
+
+def forward_only(model: Any, ids: torch.Tensor, steps: int, copies: int, copy_logits: bool = False) -> None:
+    """Prefill then ``steps - 1`` cached single-token forwards: what any decoder must pay.
+    With ``copy_logits`` each step also moves the logits to the host as float32 and picks
+    there, which is what a core that decides on the host must pay on top."""
     from transformers import DynamicCache
 
     ids = ids.repeat_interleave(copies, dim=0)
     cache = DynamicCache(config=model.config)
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        if not copy_logits:
+            return logits[:, -1].argmax(-1, keepdim=True)
+        host = logits[:, -1].to(device="cpu", dtype=torch.float32, copy=True)
+        return host.argmax(-1, keepdim=True).to(logits.device)
+
     with torch.inference_mode():
         out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        token = pick(out.logits)
         for _ in range(steps - 1):
             out = model(input_ids=token, cache=out.cache, use_cache=True)
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            token = pick(out.logits)
 
 
 def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_tokens: int, repeats: int) -> Row:
+    device = model.device
     g = torch.Generator().manual_seed(batch)
-    ids = torch.randint(3, vocab, (batch, 16), generator=g)
+    ids = torch.randint(3, vocab, (batch, 16), generator=g).to(device)
     mask = torch.ones_like(ids)
     settings = dict(STRATEGIES[strategy], max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
     copies = settings.get("num_beams", 1)
     floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies), repeats) / new_tokens
+    copy_floor = None
+    if device.type == "cuda":
+        copy_floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies, copy_logits=True), repeats) / new_tokens
 
     def ours() -> Any:
         return ferrogen.generate(model, input_ids=ids, attention_mask=mask, seed=0, **settings)
@@ -158,40 +217,48 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
             return model.generate(input_ids=ids, attention_mask=mask, **settings)
 
     note = ""
+    ours_mb = theirs_mb = None
     try:
         ours_ms: Optional[float] = median_ms(ours, repeats) / new_tokens
+        ours_mb = peak_extra_mb(ours, device)
     except NotImplementedError as exc:
         ours_ms, note = None, str(exc).split(":")[0] + " not in this build"
     if strategy in GOLDEN_SIDE:
         theirs_ms, why = golden_ms(model, ids, mask, settings, repeats)
         theirs_ms = None if theirs_ms is None else theirs_ms / new_tokens
         note = (note + "; " if note else "") + why
-        return Row(name, batch, strategy, floor, ours_ms, theirs_ms, note)
-    try:
-        theirs_ms: Optional[float] = median_ms(theirs, repeats) / new_tokens
-    except Exception as exc:  # strategies transformers 5.x no longer ships natively
-        theirs_ms, note = None, (note + "; " if note else "") + f"transformers: {type(exc).__name__}"
-    return Row(name, batch, strategy, floor, ours_ms, theirs_ms, note)
+    else:
+        try:
+            theirs_ms = median_ms(theirs, repeats) / new_tokens
+            theirs_mb = peak_extra_mb(theirs, device)
+        except Exception as exc:  # strategies transformers 5.x no longer ships natively
+            theirs_ms, note = None, (note + "; " if note else "") + f"transformers: {type(exc).__name__}"
+    return Row(name, batch, strategy, floor, ours_ms, theirs_ms, note, copy_floor, ours_mb, theirs_mb)
 
 
 _GOLDEN_TIMER = """
 import json, statistics, sys, time, warnings
 import torch, transformers
 torch.set_num_threads(int(sys.argv[2]))
-saved = torch.load(sys.argv[1], weights_only=False)
+device = sys.argv[3]
+saved = torch.load(sys.argv[1], weights_only=False, map_location="cpu")
 config = getattr(transformers, saved["config_class"])(**saved["config"])
 model = getattr(transformers, saved["model_class"])(config)
 model.load_state_dict(saved["state"], strict=False)
-model.eval()
+model.eval().to(device)
+ids, mask = saved["ids"].to(device), saved["mask"].to(device)
+def sync():
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 def run():
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        return model.generate(input_ids=saved["ids"], attention_mask=saved["mask"], **saved["settings"])
+        return model.generate(input_ids=ids, attention_mask=mask, **saved["settings"])
 out = run()
 times = []
 for _ in range(saved["repeats"]):
-    start = time.perf_counter(); run(); times.append((time.perf_counter() - start) * 1e3)
-print(json.dumps({"ms": statistics.median(times), "version": transformers.__version__, "tokens": out.tolist()}))
+    sync(); start = time.perf_counter(); run(); sync(); times.append((time.perf_counter() - start) * 1e3)
+print(json.dumps({"ms": statistics.median(times), "version": transformers.__version__, "tokens": out.cpu().tolist()}))
 """
 
 
@@ -203,15 +270,17 @@ def golden_ms(model: Any, ids: torch.Tensor, mask: torch.Tensor, settings: dict,
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pt"
         torch.save({"config_class": type(model.config).__name__, "model_class": type(model).__name__,
-                    "config": config, "state": model.state_dict(), "ids": ids, "mask": mask,
+                    "config": config, "state": {k: v.cpu() for k, v in model.state_dict().items()},
+                    "ids": ids.cpu(), "mask": mask.cpu(),
                     "settings": settings, "repeats": repeats}, path)
-        done = subprocess.run([str(GOLDEN_PYTHON), "-c", _GOLDEN_TIMER, str(path), str(torch.get_num_threads())],
+        done = subprocess.run([str(GOLDEN_PYTHON), "-c", _GOLDEN_TIMER, str(path), str(torch.get_num_threads()),
+                               str(ids.device)],
                               capture_output=True, text=True)
     if done.returncode != 0:
         return None, "transformers 4.55 failed: " + done.stderr.strip().splitlines()[-1][:80]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     ours = ferrogen.generate(model, input_ids=ids, attention_mask=mask, **settings)
-    same = "same tokens" if ours.tolist() == result["tokens"] else "TOKENS DIFFER"
+    same = "same tokens" if ours.cpu().tolist() == result["tokens"] else "TOKENS DIFFER"
     return result["ms"], f"transformers {result['version']} (golden venv), {same}"
 
 
@@ -263,13 +332,15 @@ def assisted_inputs(tokenizer: Any, vocab: int, batch: int) -> tuple[torch.Tenso
     return ids, mask
 
 
-def bench_assisted(name: str, batch: int, new_tokens: int, repeats: int, knobs: dict[str, Any]) -> AssistedRow:
+def bench_assisted(name: str, batch: int, new_tokens: int, repeats: int, knobs: dict[str, Any],
+                   device: torch.device = torch.device("cpu")) -> AssistedRow:
     model, assistant, tokenizer = load_assisted(name)
+    model, assistant = model.to(device), assistant.to(device)
     # transformers reads these from the assistant's generation config (ferrogen too, unless
     # the call sets them), so both sides run the same schedule.
     for key, value in knobs.items():
         setattr(assistant.generation_config, key, value)
-    ids, mask = assisted_inputs(tokenizer, model.config.vocab_size, batch)
+    ids, mask = (t.to(device) for t in assisted_inputs(tokenizer, model.config.vocab_size, batch))
     settings = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
 
     def ours(**extra: Any) -> Any:
@@ -312,22 +383,31 @@ def fmt(x: Optional[float], digits: int = 2) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def machine_line() -> str:
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads{gpu}, "
+            f"torch {torch.__version__}, transformers {__import__('transformers').__version__}, "
+            f"load average {os.getloadavg()[0]:.1f}")
+
+
 def table(rows: list[Row]) -> str:
+    memory = "GPU" if any(r.copy_floor_ms is not None for r in rows) else "RSS"
     lines = [
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"transformers {__import__('transformers').__version__}, {platform.processor() or platform.platform()}",
+        machine_line(),
         "",
-        "| model | batch | strategy | forward-only ms/tok | ferrogen ms/tok | transformers ms/tok "
-        "| ferrogen / forward | transformers / forward | speed-up vs transformers | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | batch | strategy | forward-only ms/tok | forward + logits copy ms/tok | ferrogen ms/tok "
+        "| transformers ms/tok | ferrogen / forward | transformers / forward | speed-up vs transformers "
+        f"| ferrogen peak {memory} MB | transformers peak {memory} MB | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio_ours = None if r.ours_ms is None else r.ours_ms / r.floor_ms
         ratio_theirs = None if r.theirs_ms is None else r.theirs_ms / r.floor_ms
         speedup = None if r.ours_ms is None or r.theirs_ms is None else r.theirs_ms / r.ours_ms
         lines.append(
-            f"| {r.model} | {r.batch} | {r.strategy} | {r.floor_ms:.2f} | {fmt(r.ours_ms)} | {fmt(r.theirs_ms)} "
-            f"| {fmt(ratio_ours)} | {fmt(ratio_theirs)} | {fmt(speedup)}× | {r.note} |"
+            f"| {r.model} | {r.batch} | {r.strategy} | {r.floor_ms:.2f} | {fmt(r.copy_floor_ms)} | {fmt(r.ours_ms)} "
+            f"| {fmt(r.theirs_ms)} | {fmt(ratio_ours)} | {fmt(ratio_theirs)} | {fmt(speedup)}× "
+            f"| {fmt(r.ours_mb, 1)} | {fmt(r.theirs_mb, 1)} | {r.note} |"
         )
     return "\n".join(lines)
 
@@ -344,6 +424,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--schedule", choices=["constant", "heuristic"], help="num_assistant_tokens_schedule")
     parser.add_argument("--confidence", type=float, help="assistant_confidence_threshold (default 0.4)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="torch device of the models (cpu, cuda)")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -356,17 +437,18 @@ def main(argv: Optional[list[str]] = None) -> None:
         assisted_rows = []
         for name in args.assisted:
             for batch in args.batches:
-                assisted_rows.append(bench_assisted(name, batch, args.new_tokens, args.repeats, knobs))
+                assisted_rows.append(bench_assisted(name, batch, args.new_tokens, args.repeats, knobs,
+                                                    torch.device(args.device)))
                 print(assisted_table(assisted_rows[-1:]).splitlines()[-1], flush=True)
         settings = ", ".join(f"{k}={v}" for k, v in knobs.items()) or "transformers' defaults (20 drafts, constant, 0.4)"
-        text = table([]).split("\n\n")[0] + f"\nAssistant settings: {settings}\n\n" + assisted_table(assisted_rows)
+        text = machine_line() + f"\nAssistant settings: {settings}\n\n" + assisted_table(assisted_rows)
         print("\n" + text)
         if args.out:
             with open(args.out, "w", encoding="utf-8") as f:
                 f.write(text + "\n")
         return
     rows = []
-    for name, (model, vocab) in load_models(args.models).items():
+    for name, (model, vocab) in load_models(args.models, torch.device(args.device)).items():
         for batch in args.batches:
             for strategy in args.strategies:
                 rows.append(bench_row(name, model, vocab, batch, strategy, args.new_tokens, args.repeats))

@@ -75,6 +75,8 @@ def generate(
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     output = strategy(request)
+    if input_ids.device.type != "cpu":  # the core works on the host; hand back where the inputs live
+        output = output.to(input_ids.device)
     return output if request.return_dict else output.sequences
 
 

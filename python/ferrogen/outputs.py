@@ -11,7 +11,7 @@ that are set (``out[0]``), ``keys()``, ``values()``, ``items()``, ``to_tuple()``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Iterator, Optional, Union
 
 import torch
@@ -99,3 +99,21 @@ class GenerateOutput:
     def to_tuple(self) -> tuple[Any, ...]:
         """The values that are set, in field order (as ``ModelOutput.to_tuple()``)."""
         return tuple(self.values())
+
+    def to(self, device: Union[str, torch.device]) -> "GenerateOutput":
+        """The token and score tensors (also inside tuples) moved to ``device``, as
+        ``model.generate`` returns them on the model's device; other fields unchanged.
+
+        Example:
+            >>> out = GenerateOutput(sequences=torch.tensor([[1, 2]]), scores=(torch.zeros(1, 4),))
+            >>> out.to("cpu").scores[0].device.type
+            'cpu'
+        """
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                moved[f.name] = value.to(device)
+            elif isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor) for v in value):
+                moved[f.name] = tuple(v.to(device) for v in value)
+        return replace(self, **moved) if moved else self
