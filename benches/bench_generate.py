@@ -22,6 +22,7 @@ ferrogen greedy) and transformers' assisted generate (batch size 1 only in trans
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -181,6 +182,8 @@ def forward_only(model: Any, ids: torch.Tensor, steps: int, copies: int, copy_lo
 
     ids = ids.repeat_interleave(copies, dim=0)
     cache = DynamicCache(config=model.config)
+    # transformers 5.2x names the cache argument and output ``cache``, earlier ones ``past_key_values``
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
         if not copy_logits:
@@ -189,10 +192,10 @@ def forward_only(model: Any, ids: torch.Tensor, steps: int, copies: int, copy_lo
         return host.argmax(-1, keepdim=True).to(logits.device)
 
     with torch.inference_mode():
-        out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{key: cache})
         token = pick(out.logits)
         for _ in range(steps - 1):
-            out = model(input_ids=token, cache=out.cache, use_cache=True)
+            out = model(input_ids=token, use_cache=True, **{key: getattr(out, key)})
             token = pick(out.logits)
 
 
@@ -223,6 +226,8 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
         ours_mb = peak_extra_mb(ours, device)
     except NotImplementedError as exc:
         ours_ms, note = None, str(exc).split(":")[0] + " not in this build"
+    except Exception as exc:  # a failure is a row of the table, not the end of the run
+        ours_ms, note = None, f"ferrogen FAILED: {type(exc).__name__}: {str(exc)[:80]}"
     if strategy in GOLDEN_SIDE:
         theirs_ms, why = golden_ms(model, ids, mask, settings, repeats)
         theirs_ms = None if theirs_ms is None else theirs_ms / new_tokens

@@ -21,9 +21,10 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export FERROGEN_GOLDEN_VENV=/tmp/golden-venv
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; uptime; } > "$OUT/machine.txt" 2>&1
-section() {  # seconds name command...: run with a limit, keep the log
+section() {  # seconds name command...: run with a limit, keep the log (SKIP="name ..." skips)
   local secs=$1 name=$2
   shift 2
+  case " ${SKIP:-} " in *" $name "*) return 0 ;; esac
   echo "== $name ($(date +%T), limit ${secs}s)"
   timeout "$secs" "$@" > "$OUT/$name.log" 2>&1
   echo "rc=$?" >> "$OUT/$name.log"
@@ -31,15 +32,16 @@ section() {  # seconds name command...: run with a limit, keep the log
 }
 B=(benches/bench_generate.py --device cuda --repeats 3)
 section 60 check "$PY" benches/gpu_check.py --device cuda
-section 170 gpu_main "$PY" "${B[@]}" --models gpt2-2x128 gpt2-6x512 embedded --batches 1 4 16 \
+section 150 gpu_main "$PY" "${B[@]}" --models gpt2-2x128 gpt2-6x512 embedded --batches 1 4 16 \
   --strategies greedy sample beam4 beam8 beam_sample4 group8x4
 section 90 gpu_golden "$PY" "${B[@]}" --models gpt2-6x512 --batches 1 8 --strategies contrastive constrained4
 section 40 gpu_assisted "$PY" "${B[@]}" --assisted gpt2-8x512 --batches 1 4
-section 70 cpu_main "$PY" benches/bench_generate.py --threads 8 --repeats 3 --models gpt2-2x128 --batches 1 4 \
+section 60 cpu_main "$PY" benches/bench_generate.py --threads 8 --repeats 3 --models gpt2-2x128 --batches 1 4 \
   --strategies greedy sample beam4 beam_sample4 group8x4
-section 50 processors "$PY" benches/bench_processors.py --batches 1 8 32 --vocabs 50257 128256 --stat min
+section 45 processors "$PY" benches/bench_processors.py --batches 1 8 32 --vocabs 50257 128256 --stat min
 for bin in .devbin/*; do
   [ -x "$bin" ] || continue
-  section 45 "criterion_$(basename "$bin")" "$bin" --bench --warm-up-time 0.5 --measurement-time 1.5 --noplot
+  FERROGEN_BENCH_QUICK=1 section 40 "criterion_$(basename "$bin")" "$bin" --bench --warm-up-time 0.3 \
+    --measurement-time 1 --noplot
 done
 echo "== done $(date +%T)"

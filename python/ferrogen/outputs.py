@@ -11,7 +11,7 @@ that are set (``out[0]``), ``keys()``, ``values()``, ``items()``, ``to_tuple()``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Iterator, Optional, Union
 
 import torch
@@ -101,19 +101,18 @@ class GenerateOutput:
         return tuple(self.values())
 
     def to(self, device: Union[str, torch.device]) -> "GenerateOutput":
-        """The token and score tensors (also inside tuples) moved to ``device``, as
-        ``model.generate`` returns them on the model's device; other fields unchanged.
+        """Moves the token and score tensors (also inside tuples) to ``device`` in place and
+        returns ``self``, as ``model.generate`` returns them on the model's device.
 
         Example:
             >>> out = GenerateOutput(sequences=torch.tensor([[1, 2]]), scores=(torch.zeros(1, 4),))
             >>> out.to("cpu").scores[0].device.type
             'cpu'
         """
-        moved = {}
-        for f in fields(self):
+        for f in fields(self):  # in place: strategies may have set extra attributes
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
-                moved[f.name] = value.to(device)
+                setattr(self, f.name, value.to(device))
             elif isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor) for v in value):
-                moved[f.name] = tuple(v.to(device) for v in value)
-        return replace(self, **moved) if moved else self
+                setattr(self, f.name, tuple(v.to(device) for v in value))
+        return self
