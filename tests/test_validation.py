@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
-import sys
-import types
 import warnings
-from pathlib import Path
 
 import pytest
 
+from ferrogen import config
 
-def _config_module() -> types.ModuleType:
-    """``ferrogen.config``; if the package cannot import yet (Rust core not built), load it alone."""
-    try:
-        return importlib.import_module("ferrogen.config")
-    except Exception:
-        shim = "_ferrogen_config_only"
-        if shim not in sys.modules:
-            package = types.ModuleType(shim)
-            package.__path__ = [str(Path(__file__).resolve().parents[1] / "python" / "ferrogen")]
-            sys.modules[shim] = package
-        return importlib.import_module(f"{shim}.config")
-
-
-config = _config_module()
 GenerationConfig = config.GenerationConfig
 GenerationConfigError = config.GenerationConfigError
 

@@ -16,9 +16,11 @@ import torch
 
 from ..outputs import GenerateOutput
 from ..processors import unpadded_rows
+from ..stopping import evaluate_criteria
 from .base import GenerationRequest, as_int64, core_settings
 
-__all__ = ["BeamStep", "RunningSequences", "beam_settings", "criterion_codes", "new_core", "run_beam_loop"]
+__all__ = ["BeamStep", "RunningSequences", "beam_settings", "criterion_codes", "new_core", "run_beam_loop",
+           "stop_when_every_row_stops"]
 
 
 def beam_settings(request: GenerationRequest) -> dict[str, Any]:
@@ -52,6 +54,16 @@ def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.n
     for k, (done, _) in enumerate(verdicts, start=1):
         codes[(codes == 0) & done.numpy()] = k
     return codes
+
+
+def stop_when_every_row_stops(core: Any, criteria: list, running: Optional["RunningSequences"],
+                              scores: torch.Tensor) -> None:
+    """As transformers' group and constrained beam search: the search ends once a stopping
+    criterion holds for every running row (the first such criterion names the reason)."""
+    if criteria and running is not None and not core.is_done():
+        codes = criterion_codes(evaluate_criteria(criteria, running.ids, scores), running.ids.shape[0])
+        if bool((codes > 0).all()):
+            core.stop(int(codes.min()))
 
 
 class RunningSequences:

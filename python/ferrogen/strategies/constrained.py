@@ -21,9 +21,8 @@ import torch
 from .. import _core
 from ..constraints import resolve_constraints
 from ..outputs import GenerateOutput
-from ..stopping import evaluate_criteria
 from .base import GenerationRequest, as_int64, core_settings
-from .beam_loop import RunningSequences, beam_settings, criterion_codes, run_beam_loop
+from .beam_loop import RunningSequences, beam_settings, run_beam_loop, stop_when_every_row_stops
 
 __all__ = ["constrained_beam_search"]
 
@@ -54,11 +53,7 @@ class _ConstrainedStep:
         return tokens, parents, logits
 
     def after(self, running: Optional[RunningSequences], scores: torch.Tensor) -> None:
-        # as transformers: the search stops when a criterion holds for every row
-        if self.criteria and running is not None and not self.core.is_done():
-            codes = criterion_codes(evaluate_criteria(self.criteria, running.ids, scores), running.ids.shape[0])
-            if bool((codes > 0).all()):
-                self.core.stop(int(codes.min()))
+        stop_when_every_row_stops(self.core, self.criteria, running, scores)
 
 
 def constrained_beam_search(request: GenerationRequest) -> GenerateOutput:

@@ -16,9 +16,8 @@ import torch
 
 from .. import _core
 from ..outputs import GenerateOutput
-from ..stopping import evaluate_criteria
 from .base import GenerationRequest
-from .beam_loop import RunningSequences, criterion_codes, new_core, run_beam_loop
+from .beam_loop import RunningSequences, new_core, run_beam_loop, stop_when_every_row_stops
 
 __all__ = ["group_beam_search"]
 
@@ -51,11 +50,7 @@ class _GroupStep:
         return tokens, parents, logits
 
     def after(self, running: Optional[RunningSequences], scores: torch.Tensor) -> None:
-        # transformers stops group beam search when a criterion holds for every row
-        if self.criteria and running is not None and not self.core.is_done():
-            codes = criterion_codes(evaluate_criteria(self.criteria, running.ids, scores), running.ids.shape[0])
-            if bool((codes > 0).all()):
-                self.core.stop(int(codes.min()))
+        stop_when_every_row_stops(self.core, self.criteria, running, scores)
 
 
 def group_beam_search(request: GenerationRequest) -> GenerateOutput:
