@@ -77,7 +77,7 @@ impl TopK {
     /// The value an entry must beat to enter a full buffer.
     #[inline]
     pub fn threshold(&self) -> Option<f32> {
-        (self.items.len() == self.k).then(|| nan_low(self.items[self.k - 1].0))
+        (self.k > 0 && self.items.len() == self.k).then(|| nan_low(self.items[self.k - 1].0))
     }
 
     #[inline]
@@ -107,17 +107,39 @@ pub fn top_k_into(top: &mut TopK, rows: &[f32], vocab: usize, offsets: &[f32]) {
     top.clear();
     for (r, (row, &off)) in rows.chunks_exact(vocab).zip(offsets).enumerate() {
         let base = r * vocab;
-        for (t, &x) in row.iter().enumerate() {
-            let v = x + off;
-            if let Some(th) = top.threshold() {
+        for (c, chunk) in row.chunks(SKIP_CHUNK).enumerate() {
+            // Once the buffer is full almost no chunk holds a candidate: one vectorised max
+            // decides, and float addition is monotonic, so max + off <= th bounds every x + off.
+            if top.threshold().is_some_and(|th| !(chunk_max(chunk) + off > th)) {
+                continue;
+            }
+            let first = base + c * SKIP_CHUNK;
+            for (j, &x) in chunk.iter().enumerate() {
+                let v = x + off;
                 // cheap reject; equal values at a larger index never enter
-                if !(v > th) {
+                if top.threshold().is_some_and(|th| !(v > th)) {
                     continue;
                 }
+                top.push(v, first + j);
             }
-            top.push(v, base + t);
         }
     }
+}
+
+const SKIP_CHUNK: usize = 64;
+
+/// The largest non-NaN value of `chunk` (`-inf` when there is none), in sixteen lanes.
+#[inline]
+fn chunk_max(chunk: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut blocks = chunk.chunks_exact(16);
+    for b in &mut blocks {
+        for i in 0..16 {
+            lanes[i] = if b[i] > lanes[i] { b[i] } else { lanes[i] };
+        }
+    }
+    let tail = blocks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    lanes.iter().fold(tail, |m, &x| if x > m { x } else { m })
 }
 
 /// Samples `k` distinct entries without replacement with probabilities
@@ -175,6 +197,45 @@ mod tests {
         assert_eq!(t.items(), &[(3.0, 1), (3.0, 2), (3.0, 5)]);
         top_k_into(&mut t, &[1.0, 2.0, 0.0, 5.0], 2, &[10.0, -10.0]);
         assert_eq!(t.items(), &[(12.0, 1), (11.0, 0), (-5.0, 3)]);
+    }
+
+    /// The chunk-skipping scan keeps exactly what a plain scan of every entry keeps.
+    fn top_k_plain(k: usize, rows: &[f32], vocab: usize, offsets: &[f32]) -> Vec<(f32, usize)> {
+        let mut t = TopK::new(k);
+        for (r, (row, &off)) in rows.chunks_exact(vocab).zip(offsets).enumerate() {
+            for (i, &x) in row.iter().enumerate() {
+                t.push(x + off, r * vocab + i);
+            }
+        }
+        t.items().to_vec()
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_top_k_matches_plain_scan(
+            vocab in 1usize..300,
+            rows in 1usize..4,
+            k in 0usize..12,
+            seed in any::<u64>(),
+            specials in proptest::collection::vec((0usize..1200, 0u8..4), 0..20),
+        ) {
+            let mut data: Vec<f32> = (0..rows * vocab)
+                .map(|i| (crate::beam::exponential(seed, 0, i) * 4.0).floor() - 8.0) // many ties
+                .collect();
+            for (at, kind) in specials {
+                if at < data.len() {
+                    data[at] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 100.0][kind as usize];
+                }
+            }
+            let offsets: Vec<f32> = (0..rows).map(|r| [0.0, -1.5, f32::NEG_INFINITY, 2.0][r % 4]).collect();
+            let mut t = TopK::new(k);
+            top_k_into(&mut t, &data, vocab, &offsets);
+            let want = top_k_plain(k, &data, vocab, &offsets);
+            prop_assert_eq!(t.items().len(), want.len());
+            for (a, b) in t.items().iter().zip(&want) {
+                prop_assert!(a.1 == b.1 && (a.0 == b.0 || (a.0.is_nan() && b.0.is_nan())), "{:?} vs {:?}", t.items(), want);
+            }
+        }
     }
 
     #[test]
