@@ -322,8 +322,15 @@ impl GroupBeamSearch {
                 (0..self.groups).flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied()).collect();
             // Python's stable ascending sort, then pop() from the end
             all.sort_by(|x, y| x.0.total_cmp(&y.0));
-            for &(score, node) in all.iter().rev().take(self.s.num_return_sequences) {
+            let n = self.s.num_return_sequences;
+            for &(score, node) in all.iter().rev().take(n) {
                 picks.push(Pick { prompt, node, score: score as f32 });
+            }
+            // Finalized before any step (a stopping criterion fired at once): every
+            // item still returns `num_return_sequences` rows, the bare prompt, as
+            // BeamSearch does with its empty slots.
+            for _ in all.len()..n {
+                picks.push(Pick { prompt, node: NO_NODE, score: NEG_LARGE });
             }
         }
         assemble(&self.tree, &picks, self.s.pad_token_id)
@@ -402,6 +409,21 @@ mod tests {
             num_return_sequences: beams,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn finalize_before_any_step_returns_every_row() {
+        // fuzz (beam target): a search stopped before its first step returned 0 rows
+        let mut s = GroupBeamSearch::new(&[], 2, &PipelineConfig::default(), settings(4, 2, 0.0, 4)).unwrap();
+        let out = s.finalize();
+        assert_eq!(out.rows, 8, "batch 2 x num_return_sequences 4");
+        assert_eq!(out.sequences.len(), 0);
+        assert!(out.scores.iter().all(|&x| x == NEG_LARGE));
+        let mut s = GroupBeamSearch::new(&[5, 6], 2, &PipelineConfig::default(), settings(4, 2, 0.0, 4)).unwrap();
+        s.stop(2);
+        let out = s.finalize();
+        assert_eq!((out.rows, out.width), (8, 1));
+        assert_eq!(out.sequences, [5, 5, 5, 5, 6, 6, 6, 6]);
     }
 
     #[test]
