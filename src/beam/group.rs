@@ -9,7 +9,7 @@
 use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
-use super::select::{log_softmax_rows, top_k_into, TopK};
+use super::select::{check_picked, log_softmax_rows, top_k_into, TopK};
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
@@ -172,6 +172,7 @@ impl GroupBeamSearch {
             let rows = &self.block[b * gs * vocab..(b + 1) * gs * vocab];
             top_k_into(&mut self.top, rows, vocab, &self.beam_scores[first..first + gs]);
             let cands = self.top.items().to_vec();
+            check_picked(&cands, first)?;
             let mut filled = 0;
             let (mut new_scores, mut new_nodes) = (vec![0.0f32; gs], vec![NO_NODE; gs]);
             for (rank, &(score, idx)) in cands.iter().enumerate() {
@@ -409,6 +410,13 @@ mod tests {
             num_return_sequences: beams,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn all_nan_logits_are_a_named_error() {
+        let mut s = GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(4, 2, 0.5, 4)).unwrap();
+        let mut logits = vec![f32::NAN; 4 * 6];
+        assert_eq!(s.step(&mut logits, 6), Err(CoreError::NoValidToken { row: 0 }));
     }
 
     #[test]
