@@ -50,6 +50,18 @@ def test_bool_returning_criterion_stops_everything(gpt2):
     assert out.shape[1] == ids.shape[1] + 1
 
 
+@pytest.mark.parametrize("verdict", [False, True])
+@pytest.mark.parametrize("mode", [dict(), dict(do_sample=True, seed=1), dict(penalty_alpha=0.6, top_k=3), dict(num_beams=2)])
+def test_plain_bool_criterion_on_a_batch(gpt2, verdict, mode):
+    # a scalar verdict broadcast over a batch used to reach the core as a non-contiguous
+    # array ("done: array must be contiguous")
+    ids, mask = left_padded_batch((3, 2))
+    out = ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, max_new_tokens=3, pad_token_id=0,
+                            stopping_criteria=[lambda i, s: verdict], return_dict_in_generate=True, **mode)
+    assert out.sequences.shape[1] == ids.shape[1] + (1 if verdict else 3)
+    assert out.finish_reasons == ["stop" if verdict else "length"] * 2
+
+
 def test_max_time_stops_early_and_reports_time(gpt2):
     ids, mask = left_padded_batch((3,))
     slow = lambda i, s: (time.sleep(0.02), False)[1]  # noqa: E731

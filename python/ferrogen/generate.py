@@ -74,10 +74,40 @@ def generate(
     )
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
-    output = strategy(request)
+    prompt_len = int(request.prompt_ids.shape[1])
+    if mode in _BEAM_MODES and request.max_length <= prompt_len:
+        raise GenerationConfigError(
+            "max_new_tokens", f"{mode.value} needs at least one new token (max_length {request.max_length} does "
+            f"not exceed the prompt length {prompt_len}); greedy and sampling return the prompt instead")
+    try:
+        output = strategy(request)
+    except (IndexError, RuntimeError) as err:
+        _explain_context_overflow(model, prompt_len, request.max_length, err)
+        raise
     if input_ids.device.type != "cpu":  # the core works on the host; hand back where the inputs live
         output = output.to(input_ids.device)
     return output if request.return_dict else output.sequences
+
+
+_BEAM_MODES = frozenset({
+    GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE, GenerationMode.GROUP_BEAM_SEARCH,
+    GenerationMode.CONSTRAINED_BEAM_SEARCH,
+})
+
+
+def _explain_context_overflow(model: Any, prompt_len: int, max_length: int, err: BaseException) -> None:
+    """A model with learned positions (GPT-2 and kin) fails with a bare IndexError past its
+    context; when the generation asked for more positions than the model has, say so."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if is_encoder_decoder(model) or not isinstance(positions, int) or max_length <= positions:
+        return
+    if prompt_len > positions:
+        raise GenerationConfigError(
+            "input_ids", f"the prompt is {prompt_len} tokens long but the model's context is {positions} "
+            f"positions (max_position_embeddings); the model failed with: {err}") from err
+    raise GenerationConfigError(
+        "max_new_tokens", f"prompt ({prompt_len}) plus new tokens reach {max_length} positions but the model's "
+        f"context is {positions} (max_position_embeddings); the model failed with: {err}") from err
 
 
 def _refuse_unsupported(config: GenerationConfig) -> None:
@@ -158,6 +188,10 @@ def _check_inputs(
         input_ids = input_ids[None]
     if input_ids.dim() != 2 or input_ids.shape[0] == 0:
         raise ValueError(f"input_ids: expected shape [batch >= 1, length], got {list(input_ids.shape)}")
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids: the prompt is empty (length 0); give at least one token, e.g. the BOS token")
+    if input_ids.device.type == "meta":
+        raise ValueError("input_ids: a meta tensor has no values; pass a CPU (or model-device) tensor")
     if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
         raise ValueError(f"input_ids: expected an integer tensor, got {input_ids.dtype}")
     if attention_mask is not None:

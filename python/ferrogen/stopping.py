@@ -81,7 +81,7 @@ def evaluate_criteria(
         result = crit(input_ids, scores)
         result = torch.as_tensor(result).to(device="cpu", dtype=torch.bool).reshape(-1)
         if result.numel() == 1 and rows > 1:
-            result = result.expand(rows)
+            result = result.repeat(rows)  # a real copy: the core takes contiguous arrays only
         if result.numel() != rows:
             raise ValueError(f"stopping_criteria: a criterion returned {result.numel()} values for {rows} rows")
         verdicts.append((result, getattr(crit, "finish_reason", "stop")))

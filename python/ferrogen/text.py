@@ -32,6 +32,7 @@ def load_model(path: Union[str, Path], device: str = "cpu", dtype: Optional[str]
     """Loads a local transformers model directory and its tokenizer (never the network)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    check_device(device)
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model: {path} is not a model directory (no config.json)")
@@ -43,6 +44,21 @@ def load_model(path: Union[str, Path], device: str = "cpu", dtype: Optional[str]
     model = cls.from_pretrained(path, **kwargs).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model, tokenizer
+
+
+def check_device(device: Union[str, torch.device]) -> torch.device:
+    """``device`` as a ``torch.device``; a ValueError naming ``device`` when it is not one or
+    when its backend is not available here (``"cuda"`` on a machine without CUDA)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:0', 'mps')") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device or driver was found"
+        raise ValueError(f"device: {device!r} requested but CUDA is not available ({why}); use device='cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device: {device!r} requested but MPS is not available; use device='cpu'")
+    return dev
 
 
 class TextGenerator:

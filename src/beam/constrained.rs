@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
-use super::select::{log_softmax_rows, top_k_into, TopK};
+use super::select::{check_picked, log_softmax_rows, top_k_into, TopK};
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
@@ -415,6 +415,7 @@ impl ConstrainedBeamSearch {
         let first = b * self.beams;
         top_k_into(&mut self.top, rows, vocab, &self.beam_scores[first..first + self.beams]);
         let top: Vec<(f32, usize)> = self.top.items().to_vec();
+        check_picked(&top, first)?;
         let mut cands: Vec<Cand> = Vec::with_capacity(2 * self.beams);
         for (rank, &(score, idx)) in top.iter().enumerate() {
             let (parent_row, token) = (first + idx / vocab, (idx % vocab) as i64);
@@ -543,6 +544,13 @@ mod tests {
 
     fn search(prompts: &[i64], batch: usize, st: BeamSettings, specs: Vec<ConstraintSpec>) -> ConstrainedBeamSearch {
         ConstrainedBeamSearch::new(prompts, batch, &PipelineConfig::default(), st, set(specs), None).unwrap()
+    }
+
+    #[test]
+    fn all_nan_logits_are_a_named_error() {
+        let mut s = search(&[5], 1, settings(2, &[1], 4, 1), vec![ConstraintSpec::Phrase(vec![3])]);
+        let mut logits = vec![f32::NAN; 2 * 6];
+        assert_eq!(s.step(&mut logits, 6), Err(CoreError::NoValidToken { row: 0 }));
     }
 
     /// Runs to the end with logits `logits(step, row, token)`; returns the output and the step count.

@@ -9,7 +9,7 @@
 use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
-use super::select::{log_softmax_rows, top_k_into, TopK};
+use super::select::{check_picked, log_softmax_rows, top_k_into, TopK};
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
@@ -172,6 +172,7 @@ impl GroupBeamSearch {
             let rows = &self.block[b * gs * vocab..(b + 1) * gs * vocab];
             top_k_into(&mut self.top, rows, vocab, &self.beam_scores[first..first + gs]);
             let cands = self.top.items().to_vec();
+            check_picked(&cands, first)?;
             let mut filled = 0;
             let (mut new_scores, mut new_nodes) = (vec![0.0f32; gs], vec![NO_NODE; gs]);
             for (rank, &(score, idx)) in cands.iter().enumerate() {
@@ -322,8 +323,15 @@ impl GroupBeamSearch {
                 (0..self.groups).flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied()).collect();
             // Python's stable ascending sort, then pop() from the end
             all.sort_by(|x, y| x.0.total_cmp(&y.0));
-            for &(score, node) in all.iter().rev().take(self.s.num_return_sequences) {
+            let n = self.s.num_return_sequences;
+            for &(score, node) in all.iter().rev().take(n) {
                 picks.push(Pick { prompt, node, score: score as f32 });
+            }
+            // Finalized before any step (a stopping criterion fired at once): every
+            // item still returns `num_return_sequences` rows, the bare prompt, as
+            // BeamSearch does with its empty slots.
+            for _ in all.len()..n {
+                picks.push(Pick { prompt, node: NO_NODE, score: NEG_LARGE });
             }
         }
         assemble(&self.tree, &picks, self.s.pad_token_id)
@@ -402,6 +410,28 @@ mod tests {
             num_return_sequences: beams,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn all_nan_logits_are_a_named_error() {
+        let mut s = GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(4, 2, 0.5, 4)).unwrap();
+        let mut logits = vec![f32::NAN; 4 * 6];
+        assert_eq!(s.step(&mut logits, 6), Err(CoreError::NoValidToken { row: 0 }));
+    }
+
+    #[test]
+    fn finalize_before_any_step_returns_every_row() {
+        // fuzz (beam target): a search stopped before its first step returned 0 rows
+        let mut s = GroupBeamSearch::new(&[], 2, &PipelineConfig::default(), settings(4, 2, 0.0, 4)).unwrap();
+        let out = s.finalize();
+        assert_eq!(out.rows, 8, "batch 2 x num_return_sequences 4");
+        assert_eq!(out.sequences.len(), 0);
+        assert!(out.scores.iter().all(|&x| x == NEG_LARGE));
+        let mut s = GroupBeamSearch::new(&[5, 6], 2, &PipelineConfig::default(), settings(4, 2, 0.0, 4)).unwrap();
+        s.stop(2);
+        let out = s.finalize();
+        assert_eq!((out.rows, out.width), (8, 1));
+        assert_eq!(out.sequences, [5, 5, 5, 5, 6, 6, 6, 6]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::hypotheses::{FinishedSlots, Source};
 use super::length::{best_hypothetical_len, normalized_score};
 use super::noise::exponential;
 use super::output::{assemble, Finalized, Pick};
-use super::select::{log_softmax_rows, sample_k_into, top_k_into, TopK};
+use super::select::{check_picked, log_softmax_rows, sample_k_into, top_k_into, TopK};
 use super::settings::{BeamSettings, EarlyStopping};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
@@ -217,6 +217,10 @@ impl BeamSearch {
                 top_k_into(&mut self.top, rows, vocab, offsets);
                 self.top.items().to_vec()
             };
+            if let Err(e) = check_picked(&picked, b * self.beams) {
+                self.candidates.clear();
+                return Err(e);
+            }
             for (score, idx) in picked {
                 self.candidates.push(Candidate {
                     score,
@@ -467,6 +471,22 @@ mod tests {
 
     fn log_probs(p: &[f32]) -> Vec<f32> {
         p.iter().map(|x| x.ln()).collect()
+    }
+
+    #[test]
+    fn all_nan_or_neg_inf_logits_are_a_named_error() {
+        // issue 10: a model returning NaN logits made beam search return arbitrary tokens
+        for bad in [f32::NAN, f32::NEG_INFINITY] {
+            let mut s = BeamSearch::new(&[7, 8], 2, &PipelineConfig::default(), settings(2, &[1], 4)).unwrap();
+            let mut logits = [vec![0.0; 6], vec![bad; 6]].concat();
+            assert_eq!(s.step(&mut logits, 3, None), Err(CoreError::NoValidToken { row: 2 }));
+            let keys = Some(vec![1, 2]);
+            let sample = BeamSettings { sample: Some(SampleSettings { item_keys: keys }), ..settings(2, &[1], 4) };
+            let cfg = PipelineConfig { do_sample: true, ..Default::default() };
+            let mut s = BeamSearch::new(&[7, 8], 2, &cfg, sample).unwrap();
+            let mut logits = vec![bad; 12];
+            assert_eq!(s.step(&mut logits, 3, None), Err(CoreError::NoValidToken { row: 0 }));
+        }
     }
 
     #[test]

@@ -101,6 +101,17 @@ impl TopK {
     }
 }
 
+/// `Err(NoValidToken { row })` when no picked continuation has a score above -inf (every
+/// score of the item NaN or -inf, e.g. a model that returned NaN logits): beam search
+/// has nothing to rank, as greedy has nothing to pick.
+pub(crate) fn check_picked(picked: &[(f32, usize)], row: usize) -> crate::error::Result<()> {
+    if picked.iter().any(|&(s, _)| s > f32::NEG_INFINITY) {
+        Ok(())
+    } else {
+        Err(crate::error::CoreError::NoValidToken { row })
+    }
+}
+
 /// Fills `top` with the best `k` entries of `rows` (each `vocab` long) after adding
 /// `offsets[r]` to row `r`: the flattened index is `r * vocab + token`.
 pub fn top_k_into(top: &mut TopK, rows: &[f32], vocab: usize, offsets: &[f32]) {
