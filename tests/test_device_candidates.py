@@ -89,6 +89,40 @@ def test_device_candidates_match_host_and_transformers(stored, monkeypatch, devi
     assert_beam_same(dev, theirs, prompt_len(m, ids), 0, hf_fill(dict(kwargs, pad_token_id=0), m))
 
 
+SAMPLE_GRID = [
+    (model, beams, early, lp, warp, MID_EOS.get((model, beams)) if i % 2 else None)
+    for model in ("gpt2", "t5")
+    for i, (beams, early, lp, warp) in enumerate(
+        itertools.product((2, 4), (True, False, "never"), (0.5, 2.0), ("default", "temp-topk", "none"))
+    )
+    if i % 3 == 0 or (beams, early) == (4, "never")
+]
+WARP = {"default": {}, "temp-topk": dict(temperature=0.7, top_k=10), "none": dict(top_k=0)}
+
+
+@pytest.mark.parametrize("model,beams,early,lp,warp,eos", SAMPLE_GRID)
+def test_device_beam_sample_matches_host_and_transformers(stored, monkeypatch, device_steps, model, beams, early, lp,
+                                                          warp, eos):
+    """Beam sampling draws with ``torch.multinomial`` where the scores live, as transformers does;
+    on CPU that is the same draw as the host path's noise, under the same ``torch.manual_seed``."""
+    ids, mask = left_padded_batch(LENGTHS)
+    kwargs = dict(do_sample=True, num_beams=beams, early_stopping=early, length_penalty=lp, num_return_sequences=beams,
+                  **WARP[warp], **OUTPUTS)
+    if eos is not None:
+        kwargs["eos_token_id"] = eos
+    m = stored[model]
+    seed = beams * 7 + len(str(early)) + len(warp)
+    torch.manual_seed(seed)
+    dev = run(m, ids, mask, monkeypatch, True, **kwargs)
+    assert device_steps[0] == len(dev.scores) > 0
+    torch.manual_seed(seed)
+    host = run(m, ids, mask, monkeypatch, False, **kwargs)
+    assert_host_same(dev, host)
+    torch.manual_seed(seed)
+    theirs = hf_generate(m, ids, mask, max_new_tokens=NEW, pad_token_id=0, **kwargs)
+    assert_beam_same(dev, theirs, prompt_len(m, ids), 0, hf_fill(dict(kwargs, pad_token_id=0), m))
+
+
 @pytest.mark.parametrize("model,beams", [k for k in sorted(MID_EOS) if k[1] in (2, 4)])
 def test_eos_mid_search(stored, monkeypatch, device_steps, model, beams):
     ids, mask = left_padded_batch(LENGTHS)
@@ -119,10 +153,11 @@ def test_logits_tree_plain_and_tensor_outputs(stored, monkeypatch, device_steps)
 @pytest.mark.parametrize("kwargs", [
     dict(num_beams=4, repetition_penalty=1.3),
     dict(num_beams=4, min_new_tokens=3, eos_token_id=76),
-    dict(num_beams=4, do_sample=True, top_k=10),
+    dict(num_beams=4, do_sample=True, top_p=0.8),
+    dict(num_beams=4, do_sample=True, seed=3),
     dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5),
     dict(num_beams=4, force_words_ids=[[40]]),
-], ids=["core-processor", "min-length", "sample", "groups", "constrained"])
+], ids=["core-processor", "min-length", "sample-top-p", "sample-seed", "groups", "constrained"])
 def test_falls_back_to_the_host_path(stored, monkeypatch, device_steps, kwargs):
     ids, mask = left_padded_batch(LENGTHS)
     torch.manual_seed(0)
