@@ -28,11 +28,22 @@ def logits_to_host(logits: torch.Tensor) -> torch.Tensor:
     return logits.to(device="cpu", dtype=torch.float32, copy=True).contiguous()
 
 
+def _logits_out(logits: torch.Tensor, on_device: bool) -> torch.Tensor:
+    """``logits_to_host``, or (``on_device``) a fresh float32 copy where the model left them,
+    as transformers' beam search takes them."""
+    if on_device:
+        return logits.to(dtype=torch.float32, copy=True).contiguous()
+    return logits_to_host(logits)
+
+
 class ModelAdapter(Protocol):
     """What a decoding strategy needs from a model."""
 
     is_encoder_decoder: bool
     device: torch.device
+    #: When true, ``prefill`` / ``advance`` return float32 logits on ``device`` instead of
+    #: the host (a strategy that keeps the scores there sets it before ``prefill``).
+    device_logits: bool
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The token history the decoder starts from (the prompt, or decoder start tokens)."""
@@ -168,6 +179,7 @@ class DecoderOnlyAdapter:
     def __init__(self, model: Any, output_hidden_states: bool = False) -> None:
         self.model = model
         self.device = model.device
+        self.device_logits = False
         self._options = _Options(output_hidden_states)
         self._keep_one = _accepts(model.forward, "logits_to_keep")
         self._takes_positions = _accepts(model.forward, "position_ids")
@@ -274,7 +286,7 @@ class DecoderOnlyAdapter:
         self._cache = _cache_from(out, self._cache_key)
         if self._options.output_hidden_states:
             self._hidden = out.hidden_states[-1]
-        return logits_to_host(out.logits[:, -1] if keep is None else out.logits[:, -keep:])
+        return _logits_out(out.logits[:, -1] if keep is None else out.logits[:, -keep:], self.device_logits)
 
 
 class EncoderDecoderAdapter:
@@ -285,6 +297,7 @@ class EncoderDecoderAdapter:
     def __init__(self, model: Any, decoder_start_token_id: int, output_hidden_states: bool = False) -> None:
         self.model = model
         self.device = model.device
+        self.device_logits = False
         self.decoder_start_token_id = decoder_start_token_id
         self._options = _Options(output_hidden_states)
         self._cache_key = "cache"
@@ -392,7 +405,7 @@ class EncoderDecoderAdapter:
         self._cache = _cache_from(out, self._cache_key)
         if self._options.output_hidden_states:
             self._hidden = out.decoder_hidden_states[-1]
-        return logits_to_host(out.logits[:, -1] if keep is None else out.logits[:, -keep:])
+        return _logits_out(out.logits[:, -1] if keep is None else out.logits[:, -keep:], self.device_logits)
 
 
 class PlainTorchAdapter:
@@ -407,6 +420,7 @@ class PlainTorchAdapter:
             self.device = next(model.parameters()).device
         except StopIteration:
             self.device = torch.device("cpu")
+        self.device_logits = False
         self._ids: Optional[torch.Tensor] = None
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -439,7 +453,7 @@ class PlainTorchAdapter:
                 "model: a plain torch module must return logits of shape [batch, length, vocab] "
                 f"(or an object with .logits), got {type(logits).__name__}"
             )
-        return logits_to_host(logits[:, -1])
+        return _logits_out(logits[:, -1], self.device_logits)
 
 
 def is_encoder_decoder(model: Any) -> bool:

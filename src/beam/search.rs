@@ -233,6 +233,54 @@ impl BeamSearch {
         Ok(&self.candidates)
     }
 
+    /// Takes this step's candidates from outside instead of choosing them from full
+    /// scores: the caller (a device holding the logits) already added each beam's
+    /// [`Self::running_scores`] to its processed log-probabilities, flattened every batch
+    /// item to `num_beams * vocab` and kept its best `K` (or sampled `K`, sorted).
+    /// `scores` and `indices` are `[batch * K]`, best first within each item; an index
+    /// is `beam * vocab + token`. Follow with [`Self::commit`].
+    pub fn propose_candidates(&mut self, scores: &[f32], indices: &[i64], vocab: usize) -> Result<&[Candidate]> {
+        if self.done {
+            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
+        }
+        let (k, width) = (self.k, self.beams * vocab);
+        let want = self.batch * k;
+        for (name, len) in [("candidate scores", scores.len()), ("candidate indices", indices.len())] {
+            if len != want {
+                return Err(CoreError::Shape { name, expected: format!("[{}, {k}]", self.batch), got: format!("{len} values") });
+            }
+        }
+        if vocab == 0 || width < k {
+            return Err(CoreError::invalid("num_beams", format!("vocab {vocab} is too small for {} beams", self.beams)));
+        }
+        if let Some(bad) = indices.iter().find(|&&i| i < 0 || i as usize >= width) {
+            return Err(CoreError::invalid("candidate indices", format!("{bad} is outside [0, {width})")));
+        }
+        // NaN compares false either way: it is accepted anywhere, as torch.topk places it
+        if scores.chunks_exact(k).any(|item| item.windows(2).any(|w| w[0] < w[1])) {
+            return Err(CoreError::invalid("candidate scores", "must be sorted best first within each batch item"));
+        }
+        self.candidates.clear();
+        for (n, (&score, &idx)) in scores.iter().zip(indices).enumerate() {
+            let (b, idx) = (n / k, idx as usize);
+            self.candidates.push(Candidate { score, parent_row: b * self.beams + idx / vocab, token: (idx % vocab) as i64 });
+        }
+        self.proposed = true;
+        Ok(&self.candidates)
+    }
+
+    /// Accumulated score of every running beam (`[batch * num_beams]`): what the next
+    /// step adds to each row's log-probabilities before choosing candidates.
+    pub fn running_scores(&self) -> &[f32] {
+        &self.running_scores
+    }
+
+    /// Names of the logits processors and of the sampling warpers this search runs on
+    /// the host (empty when the scores are plain log-probabilities).
+    pub fn stage_names(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        (self.pipeline.names(), self.warpers.names())
+    }
+
     /// Applies the proposed step. `extra_hits` (`[batch * K]`) marks candidates that a
     /// stopping criterion outside the core ended, with that criterion's code (>= 1; 0 =
     /// not ended); EOS and `max_length` are checked here.
@@ -558,6 +606,80 @@ mod tests {
             scores.push(logits);
         }
         (s, scores)
+    }
+
+    /// What a device does with the full scores: log-softmax, add running scores, keep the best K.
+    fn device_candidates(s: &BeamSearch, logits: &[f32], vocab: usize) -> (Vec<f32>, Vec<i64>) {
+        let mut lp = logits.to_vec();
+        log_softmax_rows(&mut lp, vocab);
+        let (beams, k) = (s.beams, s.candidates_per_item());
+        let (mut scores, mut indices) = (Vec::new(), Vec::new());
+        for b in 0..s.batch() {
+            let mut all: Vec<(f32, usize)> = (0..beams * vocab)
+                .map(|i| (lp[b * beams * vocab + i] + s.running_scores()[b * beams + i / vocab], i))
+                .collect();
+            all.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+            scores.extend(all[..k].iter().map(|x| x.0));
+            indices.extend(all[..k].iter().map(|x| x.1 as i64));
+        }
+        (scores, indices)
+    }
+
+    #[test]
+    fn propose_candidates_checks_its_input() {
+        let mut s = BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[1], 5)).unwrap();
+        assert!(matches!(s.propose_candidates(&[0.0; 3], &[0; 4], 3), Err(CoreError::Shape { .. })));
+        assert!(s.propose_candidates(&[0.0; 4], &[0, 1, 2, 6], 3).is_err(), "index past beams * vocab");
+        assert!(s.propose_candidates(&[-2.0, -1.0, -3.0, -4.0], &[0, 1, 2, 3], 3).is_err(), "unsorted");
+        assert_eq!(s.running_scores(), &[0.0, NEG_LARGE]);
+        let c = s.propose_candidates(&[-1.0, -2.0, -3.0, -4.0], &[0, 1, 2, 3], 3).unwrap().to_vec();
+        assert_eq!((c[3].parent_row, c[3].token), (1, 0));
+        s.commit(None).unwrap();
+        assert_eq!(s.next_tokens(), &[0, 2], "1 is EOS");
+        assert_eq!(s.running_scores(), &[-1.0, -3.0]);
+        assert_eq!(s.stage_names(), (vec![], vec![]));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Candidates chosen outside the core (as a device does) give the same search.
+        #[test]
+        fn device_candidates_match_host_selection(batch in 1usize..3, beams in 1usize..5, lp in -1.0f64..2.0,
+                                                  early in 0usize..3, seed in 0u64..1000, n_eos in 0usize..3) {
+            let early = [EarlyStopping::Heuristic, EarlyStopping::AllFinished, EarlyStopping::Never][early];
+            let vocab = 7;
+            let st = BeamSettings {
+                num_beams: beams,
+                eos_token_ids: (1..=n_eos as i64).collect(),
+                max_length: 10,
+                length_penalty: lp,
+                early_stopping: early,
+                num_return_sequences: beams,
+                ..Default::default()
+            };
+            let prompts: Vec<i64> = (0..batch as i64 * 2).collect();
+            let mut host = BeamSearch::new(&prompts, batch, &PipelineConfig::default(), st.clone()).unwrap();
+            let mut dev = BeamSearch::new(&prompts, batch, &PipelineConfig::default(), st).unwrap();
+            let mut step = 0;
+            while !host.is_done() {
+                prop_assert!(!dev.is_done());
+                let logits: Vec<f32> = (0..host.rows() * vocab).map(|i| 3.0 * exponential(seed, step, i).ln()).collect();
+                let (scores, indices) = device_candidates(&dev, &logits, vocab);
+                host.step(&mut logits.clone(), vocab, None).unwrap();
+                dev.propose_candidates(&scores, &indices, vocab).unwrap();
+                dev.commit(None).unwrap();
+                prop_assert_eq!(host.next_tokens(), dev.next_tokens());
+                prop_assert_eq!(host.parents(), dev.parents());
+                prop_assert_eq!(host.running_scores(), dev.running_scores());
+                step += 1;
+            }
+            prop_assert!(dev.is_done());
+            let (a, b) = (host.finalize(), dev.finalize());
+            prop_assert_eq!(a.sequences, b.sequences);
+            prop_assert_eq!(a.scores, b.scores);
+            prop_assert_eq!(a.beam_indices, b.beam_indices);
+            prop_assert_eq!(a.reasons, b.reasons);
+        }
     }
 
     proptest! {

@@ -192,6 +192,42 @@ impl BeamSearch {
         Ok((PyArray1::from_vec(py, parents), PyArray1::from_vec(py, tokens)))
     }
 
+    /// Takes this step's candidates chosen elsewhere (on the device holding the logits):
+    /// `scores` (float32) and `indices` (int64, `beam * vocab + token`), each `[batch, K]`,
+    /// best first per item, over processed log-probabilities plus `running_scores`.
+    /// Returns `(parent_rows, tokens)`, each `[batch * K]`. Follow with `commit`.
+    fn propose_candidates<'py>(
+        &mut self,
+        py: Python<'py>,
+        scores: PyReadonlyArray2<'py, f32>,
+        indices: PyReadonlyArray2<'py, i64>,
+        vocab: usize,
+    ) -> PyResult<Pair<'py>> {
+        let scores = contiguous("scores", &scores)?;
+        let indices = contiguous("indices", &indices)?;
+        let inner = &mut self.inner;
+        let (parents, tokens): (Vec<i64>, Vec<i64>) = py
+            .detach(|| {
+                inner
+                    .propose_candidates(scores, indices, vocab)
+                    .map(|c| c.iter().map(|c| (c.parent_row as i64, c.token)).unzip())
+            })
+            .map_err(to_py)?;
+        Ok((PyArray1::from_vec(py, parents), PyArray1::from_vec(py, tokens)))
+    }
+
+    /// Accumulated score of every running beam, float32 `[batch * num_beams]`.
+    #[getter]
+    fn running_scores<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        PyArray1::from_slice(py, self.inner.running_scores())
+    }
+
+    /// `(processors, warpers)`: names of the stages the core runs on the host each step.
+    #[getter]
+    fn stage_names(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        self.inner.stage_names()
+    }
+
     /// Applies the proposed step; `hits` (uint8 `[batch * K]`) marks candidates a
     /// stopping criterion ended with its code (>= 1; 0 = not ended). Returns
     /// `(tokens, parent_rows)` of the running beams.

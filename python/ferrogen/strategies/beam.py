@@ -6,11 +6,26 @@ every beam. With ``do_sample=True`` and no ``seed``, the exponential noise of th
 sampling race is drawn from torch's global generator exactly as ``torch.multinomial``
 draws it, so results match transformers under ``torch.manual_seed``; with a ``seed``
 the core draws its own counter-based noise per batch item.
+
+Device candidates: when the logits live on an accelerator, copying ``[rows, vocab]``
+float32 to the host every step costs more than the forward pass of a small model. Beam
+search and beam sampling then keep the scores on the device: log-softmax (then, when
+sampling, temperature and top-k), each beam's running score added, ``torch.topk`` (or
+``torch.multinomial`` and a sort) over ``beams * vocab`` per batch item -- transformers'
+own ops, so its candidates, ties and random draws -- and only those ``K`` candidates
+(score, flat index) cross to the host, where the core does the rest (EOS, finished
+hypotheses, length penalty, early stopping, beam indices, the tree). The path is taken
+when the model's device is not the CPU, no logits processor runs (none in the config,
+no user processor), no Python stopping criterion is given and, when sampling, the only
+warpers are temperature and top-k and no ``seed`` is set. Everything else runs on the
+host. ``FERROGEN_DEVICE_CANDIDATES=1`` takes the path on a
+CPU model too whenever it applies (the test hook); ``=0`` never takes it.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -21,7 +36,11 @@ from ..stopping import evaluate_criteria
 from .base import GenerationRequest
 from .beam_loop import RunningSequences, criterion_codes, new_core, run_beam_loop
 
-__all__ = ["beam_search", "beam_sample"]
+__all__ = ["beam_search", "beam_sample", "DEVICE_CANDIDATES_ENV", "use_device_candidates"]
+
+#: Environment switch: "1" takes the device-candidates path even on CPU tensors (test
+#: hook), "0" never takes it; unset, it is taken for models on an accelerator.
+DEVICE_CANDIDATES_ENV = "FERROGEN_DEVICE_CANDIDATES"
 
 
 class _BeamStep:
@@ -64,8 +83,81 @@ class _BeamStep:
         pass
 
 
+# Warpers the device step applies itself (NaN as -inf only matters for NaN logits, which
+# transformers does not clean either).
+_DEVICE_WARPERS = {"NanToNegInf", "TemperatureLogitsWarper", "TopKLogitsWarper"}
+
+
+class _DeviceBeamStep:
+    """Beam search step from candidates chosen where the logits live (see the module doc)."""
+
+    def __init__(self, core: Any, request: GenerationRequest) -> None:
+        cfg = request.config
+        self.core = core
+        self.batch = request.batch_size
+        self.width = cfg.num_beams
+        self.k = core.candidates_per_item
+        self.sample = bool(cfg.do_sample)
+        warpers = set(core.stage_names[1])
+        # transformers' warpers, as it builds them in beam modes (min_tokens_to_keep = K / beams)
+        self.temperature = float(cfg.temperature) if "TemperatureLogitsWarper" in warpers else None
+        self.top_k = max(int(cfg.top_k), self.k // self.width) if "TopKLogitsWarper" in warpers else None
+
+    def __call__(
+        self, logits: torch.Tensor, running: Optional[RunningSequences]
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        core, batch, k = self.core, self.batch, self.k
+        vocab = int(logits.shape[1])
+        log_probs = torch.log_softmax(logits, dim=-1)
+        if self.temperature is not None:
+            log_probs = log_probs / self.temperature
+        if self.top_k is not None:
+            kth = torch.topk(log_probs, min(self.top_k, vocab))[0][..., -1, None]
+            log_probs = log_probs.masked_fill(log_probs < kth, -float("inf"))
+        offsets = torch.from_numpy(core.running_scores).to(logits.device).view(batch, self.width, 1)
+        accumulated = (log_probs.view(batch, self.width, vocab) + offsets).view(batch, self.width * vocab)
+        if self.sample:  # as transformers: K draws without replacement, then sorted by score
+            indices = torch.multinomial(torch.softmax(accumulated, dim=-1), num_samples=k)
+            scores, order = accumulated.gather(1, indices).sort(dim=-1, descending=True)
+            indices = indices.gather(-1, order)
+        else:
+            scores, indices = torch.topk(accumulated, k)
+        # one device-to-host copy: the scores' bits and the indices side by side as int32
+        packed = torch.cat([scores.view(torch.int32), indices.to(torch.int32)], dim=1).cpu().numpy()
+        cand_scores = np.ascontiguousarray(packed[:, :k]).view(np.float32)
+        core.propose_candidates(cand_scores, packed[:, k:].astype(np.int64), vocab)
+        tokens, parents = core.commit(None)
+        return tokens, parents, log_probs
+
+    def after(self, running: Optional[RunningSequences], scores: torch.Tensor) -> None:
+        pass
+
+
+def use_device_candidates(request: GenerationRequest, core: Any) -> bool:
+    """Whether beam search keeps the scores on the model's device (see the module doc)."""
+    switch = os.environ.get(DEVICE_CANDIDATES_ENV, "")
+    adapter = request.adapter
+    if switch == "0" or not hasattr(adapter, "device_logits"):
+        return False
+    if request.logits_processors or request.criteria:
+        return False
+    processors, warpers = core.stage_names
+    if processors:
+        return False
+    if request.config.do_sample:
+        # the device draws from its own torch generator; a ``seed`` keys the core's noise instead
+        if request.config.seed is not None or not set(warpers) <= _DEVICE_WARPERS:
+            return False
+    elif warpers:
+        return False
+    return switch == "1" or torch.device(adapter.device).type != "cpu"
+
+
 def beam_search(request: GenerationRequest) -> GenerateOutput:
     step = _BeamStep(request)
+    if use_device_candidates(request, step.core):
+        request.adapter.device_logits = True
+        return run_beam_loop(request, _DeviceBeamStep(step.core, request), track_sequences=False)
     return run_beam_loop(request, step, track_sequences=bool(step.processors or step.criteria))
 
 
