@@ -3,8 +3,9 @@
 For every (model, batch, strategy) row, in one process and one run:
 - forward-only: prefill + the same number of cached decode steps, nothing else (the floor);
 - ferrogen.generate and transformers' model.generate with the same settings.
-Both generate exactly ``--new-tokens`` tokens (EOS is suppressed with min_new_tokens on both
-sides). Prints a Markdown table of median ms per generated token and ratios.
+Both generate exactly ``--new-tokens`` tokens: the random models have no EOS token, the
+embedded model's EOS is suppressed with min_new_tokens on both sides (a logits processor, so
+on a GPU its rows take ferrogen's host path rather than device candidates). Prints a Markdown table of median ms per generated token and ratios.
 
     python benches/bench_generate.py                       # default rows
     python benches/bench_generate.py --strategies greedy --batches 1 4 --out bench.md
@@ -74,7 +75,9 @@ def random_gpt2(layers: int, width: int, vocab: int = 50257) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=max(1, width // 64), vocab_size=vocab, n_positions=512)
+    # no EOS: every row runs to --new-tokens without a min-length processor on either side
+    cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=max(1, width // 64), vocab_size=vocab, n_positions=512,
+                     eos_token_id=None)
     return GPT2LMHeadModel(cfg).eval()
 
 
@@ -204,7 +207,9 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
     g = torch.Generator().manual_seed(batch)
     ids = torch.randint(3, vocab, (batch, 16), generator=g).to(device)
     mask = torch.ones_like(ids)
-    settings = dict(STRATEGIES[strategy], max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
+    settings = dict(STRATEGIES[strategy], max_new_tokens=new_tokens, pad_token_id=0)
+    if model.generation_config.eos_token_id is not None:
+        settings["min_new_tokens"] = new_tokens
     copies = settings.get("num_beams", 1)
     floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies), repeats) / new_tokens
     copy_floor = None
@@ -346,7 +351,9 @@ def bench_assisted(name: str, batch: int, new_tokens: int, repeats: int, knobs: 
     for key, value in knobs.items():
         setattr(assistant.generation_config, key, value)
     ids, mask = (t.to(device) for t in assisted_inputs(tokenizer, model.config.vocab_size, batch))
-    settings = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    settings = dict(max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    if model.generation_config.eos_token_id is not None:
+        settings["min_new_tokens"] = new_tokens
 
     def ours(**extra: Any) -> Any:
         return ferrogen.generate(model, input_ids=ids, attention_mask=mask, **settings, **extra)
