@@ -5,7 +5,7 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArra
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::arrays::{contiguous, contiguous_mut};
+use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError, ShapeError};
 use super::settings::{pipeline_config, seed};
 use crate::assisted::{AssistedDecoder as Core, Verdict};
@@ -46,9 +46,7 @@ impl AssistedDecoder {
     ) -> PyResult<Self> {
         let (rows, width) = (input_ids.shape()[0], input_ids.shape()[1]);
         let prompts = contiguous("input_ids", &input_ids)?;
-        let starts: Vec<usize> = starts
-            .as_slice()
-            .map_err(|_| ShapeError::new_err("starts: array must be contiguous"))?
+        let starts: Vec<usize> = contiguous1("starts", &starts)?
             .iter()
             .map(|&s| usize::try_from(s).map_err(|_| InvalidArgumentError::new_err(format!("starts: must be >= 0, got {s}"))))
             .collect::<PyResult<_>>()?;
@@ -165,9 +163,7 @@ impl AssistedDecoder {
 
     /// Cuts rows longer than `lengths` (int64 `[rows]`) back to it.
     fn truncate(&mut self, lengths: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
-        let lengths: Vec<usize> = lengths
-            .as_slice()
-            .map_err(|_| ShapeError::new_err("lengths: array must be contiguous"))?
+        let lengths: Vec<usize> = contiguous1("lengths", &lengths)?
             .iter()
             .map(|&n| n.max(0) as usize)
             .collect();
@@ -180,9 +176,7 @@ impl AssistedDecoder {
 
     /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
     fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = done
-            .as_slice()
-            .map_err(|_| InvalidArgumentError::new_err("done: array must be contiguous"))?;
+        let done = contiguous1("done", &done)?;
         self.inner.finish_rows(done);
         Ok(())
     }

@@ -5,7 +5,7 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyRead
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::arrays::{contiguous, contiguous_mut};
+use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError};
 use crate::beam::{
     BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, EarlyStopping, Finalized, GroupBeamSearch as CoreGroupBeamSearch,
@@ -235,7 +235,7 @@ impl BeamSearch {
     fn commit<'py>(&mut self, py: Python<'py>, hits: Option<PyReadonlyArray1<'py, u8>>) -> PyResult<Pair<'py>> {
         let hits = hits
             .as_ref()
-            .map(|h| h.as_slice().map_err(|_| InvalidArgumentError::new_err("hits: array must be contiguous")))
+            .map(|h| contiguous1("hits", h))
             .transpose()?;
         let inner = &mut self.inner;
         py.detach(|| inner.commit(hits)).map_err(to_py)?;

@@ -5,8 +5,8 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArra
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::arrays::{contiguous, contiguous_mut};
-use super::errors::{to_py, InvalidArgumentError, ShapeError};
+use super::arrays::{contiguous, contiguous1, contiguous_mut};
+use super::errors::{to_py, ShapeError};
 use super::settings::pipeline_config;
 use crate::contrastive::ContrastiveSearch as Core;
 
@@ -109,9 +109,7 @@ impl ContrastiveSearch {
 
     /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
     fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = done
-            .as_slice()
-            .map_err(|_| InvalidArgumentError::new_err("done: array must be contiguous"))?;
+        let done = contiguous1("done", &done)?;
         self.inner.finish_rows(done);
         Ok(())
     }

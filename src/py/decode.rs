@@ -4,7 +4,7 @@ use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyU
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::arrays::{contiguous, contiguous_mut};
+use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError};
 /// The settings parser lives in `settings.rs`; re-exported for bindings that took it from here.
 pub(crate) use super::settings::pipeline_config;
@@ -115,7 +115,7 @@ impl Decoder {
 
     /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
     fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = done.as_slice().map_err(|_| InvalidArgumentError::new_err("done: array must be contiguous"))?;
+        let done = contiguous1("done", &done)?;
         self.inner.finish_rows(done);
         Ok(())
     }
