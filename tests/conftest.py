@@ -54,6 +54,23 @@ def t5():
     return _seeded(lambda: T5ForConditionalGeneration(cfg), std=0.3)
 
 
+@pytest.fixture(scope="session")
+def stored():
+    """The tiny GPT-2 and T5 stored under tests/data, which the goldens were made with."""
+    from golden_models import load_stored
+
+    return {name: load_stored(name) for name in ("gpt2", "t5")}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny models: one torch thread is faster than several spinning ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(params=["gpt2", "neox", "t5"])
 def any_model(request):
     return request.getfixturevalue(request.param)

@@ -21,13 +21,7 @@ from conftest import VOCAB, hf_generate, left_padded_batch
 NEW = 14
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: one torch thread is faster than several spinning ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _gpt2(layers, seed, std=0.2, top_std=None, vocab=VOCAB, width=64, eos=2):

@@ -24,7 +24,6 @@ from transformers import LogitsProcessor, StoppingCriteria
 
 import ferrogen
 from conftest import hf_generate, left_padded_batch
-from golden_models import load_stored
 
 LENGTHS = (5, 3, 7)
 NEW = 8
@@ -32,11 +31,6 @@ OUTPUTS = dict(return_dict_in_generate=True, output_scores=True)
 # EOS ids that make some returned hypothesis end by EOS after 3..7 tokens (found once by a scan;
 # the stored weights make them stable, and test_eos_mid_search asserts it still holds)
 MID_EOS = {("t5", 2): 72, ("t5", 4): 62, ("t5", 8): 62, ("gpt2", 4): 76, ("gpt2", 8): 76}
-
-
-@pytest.fixture(scope="module")
-def stored():
-    return {name: load_stored(name) for name in ("gpt2", "t5")}
 
 
 def prompt_len(model, ids):

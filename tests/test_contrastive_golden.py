@@ -18,24 +18,12 @@ import torch
 
 import ferrogen
 from conftest import left_padded_batch
-from golden_models import load_stored
 
 GOLDEN = json.loads((Path(__file__).parent / "goldens" / "contrastive.json").read_text())
 CASES = {case["name"]: case for case in GOLDEN["cases"]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: one torch thread is faster than several spinning ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def stored():
-    return {name: load_stored(name) for name in ("gpt2", "t5")}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(stored, case, **extra):

@@ -20,15 +20,9 @@ import torch
 import ferrogen
 from conftest import hf_generate, left_padded_batch
 from ferrogen.strategies import beam as beam_strategy
-from golden_models import load_stored
 from test_beam_parity import LENGTHS, MID_EOS, NEW, OUTPUTS, assert_beam_same, hf_fill, prompt_len
 
 ENV = beam_strategy.DEVICE_CANDIDATES_ENV
-
-
-@pytest.fixture(scope="module")
-def stored():
-    return {name: load_stored(name) for name in ("gpt2", "t5")}
 
 
 @pytest.fixture

@@ -22,15 +22,9 @@ import pytest
 import torch
 
 import ferrogen
-from golden_models import load_stored
 
 GOLDEN = json.loads((Path(__file__).parent / "goldens" / "group_beam.json").read_text())
 CASES = {case["name"]: case for case in GOLDEN["cases"]}
-
-
-@pytest.fixture(scope="module")
-def stored():
-    return {name: load_stored(name) for name in ("gpt2", "t5")}
 
 
 def run(stored, case, **extra):
