@@ -324,16 +324,7 @@ impl ConstrainedBeamSearch {
                 if !self.item_done[b] {
                     set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
                 }
-                let lca = self.tree.common_ancestor(&set);
-                let depth = self.tree.depth(lca);
-                if depth <= self.streamed[b] {
-                    return Vec::new();
-                }
-                let mut tokens = Vec::new();
-                self.tree.extend_tokens(lca, &mut tokens);
-                let new = tokens.split_off(self.streamed[b]);
-                self.streamed[b] = depth;
-                new
+                self.tree.settled_tokens(&set, &mut self.streamed[b])
             })
             .collect()
     }
@@ -506,15 +497,7 @@ impl ConstrainedBeamSearch {
     }
 
     fn check(&self, len: usize, vocab: usize) -> Result<()> {
-        let rows = self.rows();
-        if vocab == 0 || len != rows * vocab {
-            return Err(CoreError::Shape {
-                name: "logits",
-                expected: format!("[{rows}, vocab >= 1]"),
-                got: format!("{len} values with vocab {vocab}"),
-            });
-        }
-        Ok(())
+        super::check_logits(len, self.rows(), vocab)
     }
 }
 

@@ -276,16 +276,7 @@ impl GroupBeamSearch {
                     let first = b * self.beams + g * self.group_size;
                     set.extend_from_slice(&self.running_nodes[first..first + self.group_size]);
                 }
-                let lca = self.tree.common_ancestor(&set);
-                let depth = self.tree.depth(lca);
-                if depth <= self.streamed[b] {
-                    return Vec::new();
-                }
-                let mut tokens = Vec::new();
-                self.tree.extend_tokens(lca, &mut tokens);
-                let new = tokens.split_off(self.streamed[b]);
-                self.streamed[b] = depth;
-                new
+                self.tree.settled_tokens(&set, &mut self.streamed[b])
             })
             .collect()
     }
@@ -384,15 +375,7 @@ impl GroupBeamSearch {
     }
 
     fn check(&self, len: usize, vocab: usize) -> Result<()> {
-        let rows = self.rows();
-        if vocab == 0 || len != rows * vocab {
-            return Err(CoreError::Shape {
-                name: "logits",
-                expected: format!("[{rows}, vocab >= 1]"),
-                got: format!("{len} values with vocab {vocab}"),
-            });
-        }
-        Ok(())
+        super::check_logits(len, self.rows(), vocab)
     }
 }
 

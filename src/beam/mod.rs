@@ -37,3 +37,15 @@ pub use tree::{BeamTree, EndReason, Node, NO_NODE};
 
 /// Score given to beams that must not be chosen (transformers' `-1e9`).
 pub(crate) const NEG_LARGE: f32 = -1.0e9;
+
+/// `logits` must hold `rows` rows of a non-empty vocabulary.
+pub(crate) fn check_logits(len: usize, rows: usize, vocab: usize) -> crate::error::Result<()> {
+    if vocab == 0 || len != rows * vocab {
+        return Err(crate::error::CoreError::Shape {
+            name: "logits",
+            expected: format!("[{rows}, vocab >= 1]"),
+            got: format!("{len} values with vocab {vocab}"),
+        });
+    }
+    Ok(())
+}

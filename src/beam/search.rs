@@ -412,7 +412,7 @@ impl BeamSearch {
                 if self.searching(b) {
                     set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
                 }
-                self.take_prefix(b, &set)
+                self.tree.settled_tokens(&set, &mut self.streamed[b])
             })
             .collect()
     }
@@ -443,19 +443,6 @@ impl BeamSearch {
 
     fn searching(&self, b: usize) -> bool {
         self.open[b] && !(self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished())
-    }
-
-    fn take_prefix(&mut self, b: usize, set: &[u32]) -> Vec<i64> {
-        let lca = self.tree.common_ancestor(set);
-        let depth = self.tree.depth(lca);
-        if depth <= self.streamed[b] {
-            return Vec::new();
-        }
-        let mut tokens = Vec::new();
-        self.tree.extend_tokens(lca, &mut tokens);
-        let new = tokens.split_off(self.streamed[b]);
-        self.streamed[b] = depth;
-        new
     }
 
     fn node_for(&mut self, node_of: &mut [u32], cands: &[Candidate], r: usize, b: usize) -> u32 {
@@ -495,15 +482,7 @@ impl BeamSearch {
     }
 
     fn check(&self, len: usize, vocab: usize) -> Result<()> {
-        let rows = self.rows();
-        if vocab == 0 || len != rows * vocab {
-            return Err(CoreError::Shape {
-                name: "logits",
-                expected: format!("[{rows}, vocab >= 1]"),
-                got: format!("{len} values with vocab {vocab}"),
-            });
-        }
-        Ok(())
+        super::check_logits(len, self.rows(), vocab)
     }
 }
 

@@ -119,6 +119,22 @@ impl BeamTree {
         keep
     }
 
+    /// Tokens of the prefix every node of `ids` shares, beyond the first `*streamed` ones
+    /// already handed out (then `*streamed` is moved to the end of that prefix): what a
+    /// beam streamer may print once every hypothesis that can still win agrees on it.
+    pub fn settled_tokens(&self, ids: &[u32], streamed: &mut usize) -> Vec<i64> {
+        let lca = self.common_ancestor(ids);
+        let depth = self.depth(lca);
+        if depth <= *streamed {
+            return Vec::new();
+        }
+        let mut tokens = Vec::new();
+        self.extend_tokens(lca, &mut tokens);
+        let new = tokens.split_off(*streamed);
+        *streamed = depth;
+        new
+    }
+
     /// The deepest node that every node of `ids` descends from (or is): the prefix
     /// all those hypotheses share. `NO_NODE` when they share no generated token.
     pub fn common_ancestor(&self, ids: &[u32]) -> u32 {
