@@ -26,6 +26,11 @@ satisfies the constraints before those that do not (ferrogen's rule; 4.55.4 rank
 beams by score alone) and stored as ``sequences_satisfying_first``: the same search, only the
 final ranking changed.
 
+When 4.55.4's tracking departed from ferrogen's and that changed the result, the case is also
+generated with 4.55.4's ``ConstraintListState`` replaced by the reference of ferrogen's tracking
+(:class:`FerrogenTracking`, satisfying hypotheses ranked first) and stored as
+``sequences_ferrogen_tracking``: ferrogen must equal it, so the tracking is the whole difference.
+
 CI only reads the JSON; it never needs 4.55.
 """
 
@@ -77,6 +82,10 @@ CASES: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
     ("shared-prefix", MODELS, dict(num_beams=4, num_return_sequences=2, force_words_ids=[[[45, 46], [45, 47]]])),
     # more returned sequences than satisfying beams: 4.55 ranks the unsatisfying fallbacks by score
     ("fallback-nrs4", MODELS, dict(num_beams=4, num_return_sequences=4, force_words_ids=[[[45], [46, 47]]])),
+    # a long run, as the bench's: 4.55 drops the live [40] of a repeated 40 (bank 1 -> 0), ferrogen
+    # keeps it, so the banks keep other hypotheses and the gpt2 result parts after ~20 tokens
+    ("multi-long32", MODELS, dict(num_beams=4, max_new_tokens=32, min_new_tokens=32,
+                                  force_words_ids=[[40, 41], [[45], [46, 47]]])),
     # DESIGN.md: 4.55.4 misses the phrase in its best output (transformers issue 19070)
     ("issue19070", ("gpt2",), dict(num_beams=4, num_return_sequences=2, max_new_tokens=20,
                                    force_words_ids=[[33, 34, 35]])),
@@ -200,6 +209,67 @@ class SatisfyingFirst:
         self.cls.finalize = self.orig
 
 
+class FerrogenTracking:
+    """Patches 4.55.4's ``ConstrainedBeamSearchScorer`` to track constraint progress with the
+    reference of ferrogen's tracking (``tests/constraint_reference.py``) instead of its
+    ``ConstraintListState``, and to rank satisfying hypotheses first (:class:`SatisfyingFirst`);
+    the rest of 4.55.4's search (candidates, banks, scores, finalize) runs unchanged. Where the
+    result differs from plain 4.55.4, the difference is the tracking alone."""
+
+    def __enter__(self) -> "FerrogenTracking":
+        from transformers.generation.beam_search import ConstrainedBeamSearchScorer
+
+        self.cls = ConstrainedBeamSearchScorer
+        self.orig = self.cls.make_constraint_states
+        self.cls.make_constraint_states = _ref_constraint_states
+        self.ranking = SatisfyingFirst().__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.ranking.__exit__(*exc)
+        self.cls.make_constraint_states = self.orig
+
+
+class _RefListState:
+    """The part of 4.55.4's ``ConstraintListState`` its scorer uses, backed by ``RefState``."""
+
+    def __init__(self, specs: list) -> None:
+        from constraint_reference import RefState
+
+        self.specs, self.ref = specs, RefState(specs)
+
+    @property
+    def completed(self) -> bool:
+        return self.ref.is_complete()
+
+    def reset(self, token_ids: Any) -> None:
+        from constraint_reference import RefState
+
+        self.ref = RefState.from_tokens(self.specs, [int(t) for t in (token_ids or [])])
+
+    def advance(self) -> Any:
+        return self.ref.advance() or None
+
+    def add(self, token_id: int) -> None:
+        self.ref.add(int(token_id))
+
+    def get_bank(self) -> int:
+        return self.ref.bank()
+
+    def copy(self, stateful: bool = True) -> "_RefListState":
+        import copy
+
+        new = _RefListState(self.specs)
+        if stateful:
+            new.ref = copy.deepcopy(self.ref)
+        return new
+
+
+def _ref_constraint_states(self: Any, n: int) -> list:
+    specs = [c.token_ids for c in self.constraints]
+    return [_RefListState(specs) for _ in range(n)]
+
+
 def _finalize_satisfying_first(self: Any, input_ids: Any, final_beam_scores: Any, final_beam_tokens: Any,
                                final_beam_indices: Any, max_length: int, pad_token_id: Any = None,
                                eos_token_id: Any = None, beam_indices: Any = None, decoder_prompt_len: int = 0) -> Any:
@@ -315,6 +385,11 @@ def _run_case(name: str, model_name: str, model: Any, ids: Any, mask: Any, spec:
     if not all(satisfied) and not watch.found:
         with SatisfyingFirst():
             case["sequences_satisfying_first"] = _generate(model, ids, mask, _hf_kwargs(hf_spec)).sequences.tolist()
+    if watch.found:
+        with FerrogenTracking():
+            tracked = _generate(model, ids, mask, _hf_kwargs(hf_spec))
+        if tracked.sequences.tolist() != rows:
+            case["sequences_ferrogen_tracking"] = tracked.sequences.tolist()
     verdict = "ok" if all(satisfied) and not watch.found else f"unsatisfied={satisfied.count(False)} {watch.found}"
     print(f"{case['name']}: {tuple(out.sequences.shape)} {verdict}", file=sys.stderr)
     return case

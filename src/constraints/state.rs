@@ -126,6 +126,22 @@ mod tests {
         assert_eq!(st.bank(&s), s.max_bank());
     }
 
+    /// A repeated first token keeps its progress (and bank), in a phrase and in alternatives;
+    /// transformers 4.55 resets both to bank 0 (issue 19070). On a random GPT-2 with these
+    /// constraints this alone parts 4.55's 64-token result from ferrogen's (the golden
+    /// `gpt2-multi-long32` pins it).
+    #[test]
+    fn a_repeated_first_token_keeps_its_bank() {
+        let s = set(vec![ConstraintSpec::Phrase(vec![1000, 1001]), ConstraintSpec::OneOf(vec![vec![2000], vec![3000, 3001]])]);
+        let mut adv = Vec::new();
+        for (tokens, next) in [(vec![3000, 3000], 3001), (vec![1000, 1000, 1000], 1001)] {
+            let st = ConstraintState::from_tokens(&s, &tokens);
+            assert_eq!(st.bank(&s), 1, "{tokens:?}");
+            st.advance_tokens(&s, &mut adv);
+            assert_eq!(adv, vec![next], "{tokens:?}");
+        }
+    }
+
     #[test]
     fn a_token_that_breaks_one_attempt_can_start_another() {
         let s = set(vec![ConstraintSpec::Phrase(vec![1, 2]), ConstraintSpec::Phrase(vec![3])]);
