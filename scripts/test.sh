@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: set up (or reuse) the environment, then run the Rust and Python tests,
-# then (without arguments) the wheel smoke test and the docs build.
+# then (without arguments) the wheel smoke test, the docs build and a short fuzz pass.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${FERROGEN_VENV:-$HOME/.cache/ferrogen-ci/venv}"
@@ -16,4 +16,10 @@ if [ $# -eq 0 ]; then
   "$ROOT/scripts/wheel_smoke.sh"     # maturin build --release reuses setup's release build
   echo "== docs" >&2
   "$ROOT/scripts/build_docs.sh"
+  echo "== fuzz: a short bounded pass (RELIABILITY.md has the long runs)" >&2
+  FUZZ_BIN="${FERROGEN_CARGO_ROOT:-$HOME/.cache/ferrogen-ci/cargo}/bin"
+  if ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "$FUZZ_BIN/cargo-fuzz" ]; then
+    cargo install -q --locked cargo-fuzz --root "$(dirname "$FUZZ_BIN")"
+  fi
+  PATH="$FUZZ_BIN:$PATH" RUNS="${FERROGEN_CI_FUZZ_RUNS:-20000}" "$ROOT/scripts/fuzz.sh"
 fi
