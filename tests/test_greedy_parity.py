@@ -108,3 +108,21 @@ def test_bfloat16_model_logits_upcast_once(gpt2):
     ours = ferrogen.generate(half, input_ids=ids, attention_mask=mask, **kwargs)
     assert_same(ours, hf_generate(half, ids, mask, **kwargs))
     assert ours.scores[0].dtype == torch.float32
+
+
+def test_borrowed_logits_are_ordinary_tensors(gpt2):
+    """CPU logits are taken from the model's head without a copy; a user processor may still
+    update them in place, and the returned scores are not inference tensors."""
+    seen = []
+
+    def in_place(input_ids, scores):
+        scores[:, 0] = -float("inf")  # would raise on an inference tensor
+        seen.append(scores.is_inference())
+        return scores
+
+    ids = torch.tensor([[5, 6, 7]])
+    out = ferrogen.generate(gpt2, input_ids=ids, max_new_tokens=3, do_sample=False, pad_token_id=0,
+                            logits_processor=[in_place], return_dict_in_generate=True, output_scores=True)
+    assert seen == [False] * 3
+    assert not any(s.is_inference() for s in out.scores)
+    assert all(s[0, 0] == -float("inf") for s in out.scores)

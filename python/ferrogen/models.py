@@ -28,11 +28,28 @@ def logits_to_host(logits: torch.Tensor) -> torch.Tensor:
     return logits.to(device="cpu", dtype=torch.float32, copy=True).contiguous()
 
 
-def _logits_out(logits: torch.Tensor, on_device: bool) -> torch.Tensor:
+def _owns_storage(logits: torch.Tensor) -> bool:
+    """Whether ``logits`` is a contiguous float32 CPU tensor that spans its whole storage:
+    the fresh output of a language-model head (``logits_to_keep=1``), nothing else in it."""
+    return (
+        logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and logits.is_contiguous()
+        and logits.storage_offset() == 0
+        and logits.untyped_storage().nbytes() == logits.numel() * 4
+    )
+
+
+def _logits_out(logits: torch.Tensor, on_device: bool, borrow: bool = False) -> torch.Tensor:
     """``logits_to_host``, or (``on_device``) a fresh float32 copy where the model left them,
-    as transformers' beam search takes them."""
+    as transformers' beam search takes them. With ``borrow`` (a transformers model, whose head
+    allocates its output each call), CPU float32 logits that own their storage are taken
+    without a copy, as an ordinary tensor over the same memory (not an inference tensor, so
+    callers may still update it in place)."""
     if on_device:
         return logits.to(dtype=torch.float32, copy=True).contiguous()
+    if borrow and _owns_storage(logits):
+        return torch.from_numpy(logits.detach().numpy())
     return logits_to_host(logits)
 
 
@@ -286,7 +303,8 @@ class DecoderOnlyAdapter:
         self._cache = _cache_from(out, self._cache_key)
         if self._options.output_hidden_states:
             self._hidden = out.hidden_states[-1]
-        return _logits_out(out.logits[:, -1] if keep is None else out.logits[:, -keep:], self.device_logits)
+        logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
+        return _logits_out(logits, self.device_logits, borrow=True)
 
 
 class EncoderDecoderAdapter:
@@ -405,7 +423,8 @@ class EncoderDecoderAdapter:
         self._cache = _cache_from(out, self._cache_key)
         if self._options.output_hidden_states:
             self._hidden = out.decoder_hidden_states[-1]
-        return _logits_out(out.logits[:, -1] if keep is None else out.logits[:, -keep:], self.device_logits)
+        logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
+        return _logits_out(logits, self.device_logits, borrow=True)
 
 
 class PlainTorchAdapter:

@@ -10,7 +10,7 @@ use super::hypotheses::{FinishedSlots, Source};
 use super::length::{best_hypothetical_len, normalized_score};
 use super::noise::exponential;
 use super::output::{assemble, Finalized, Pick};
-use super::select::{check_picked, log_softmax_rows, sample_k_into, top_k_into, TopK};
+use super::select::{check_picked, log_softmax_rows, sample_k_into, sample_k_sparse, top_k_into, TopK};
 use super::settings::{BeamSettings, EarlyStopping};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
@@ -175,6 +175,18 @@ impl BeamSearch {
     /// processed scores. `noise` (`[batch, num_beams * vocab]`, `Exp(1)` draws) is
     /// required when [`Self::needs_noise`]. Follow with [`Self::commit`].
     pub fn propose(&mut self, logits: &[f32], vocab: usize, noise: Option<&[f32]>) -> Result<&[Candidate]> {
+        self.propose_from(logits, vocab, noise, None)
+    }
+
+    /// [`Self::propose`]; with `sparse`, the rows' candidate lists from [`Self::warp_rows`]
+    /// over these very `logits`, so that sampling reads only those entries.
+    fn propose_from(
+        &mut self,
+        logits: &[f32],
+        vocab: usize,
+        noise: Option<&[f32]>,
+        sparse: Option<&[Vec<u32>]>,
+    ) -> Result<&[Candidate]> {
         self.check(logits.len(), vocab)?;
         if self.done {
             return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
@@ -201,7 +213,21 @@ impl BeamSearch {
         for b in 0..self.batch {
             let rows = &logits[b * width..(b + 1) * width];
             let offsets = &self.running_scores[b * self.beams..(b + 1) * self.beams];
-            let picked: Vec<(f32, usize)> = if sampling {
+            let cands = sparse.map(|c| &c[b * self.beams..(b + 1) * self.beams]);
+            let fast = match (sampling, cands, &self.item_keys, noise) {
+                (true, Some(c), Some(keys), _) => {
+                    let (key, step) = (keys[b], self.step);
+                    sample_k_sparse(&mut self.top, rows, vocab, offsets, c, |i| exponential(key, step, i))
+                }
+                (true, Some(c), None, Some(q)) => {
+                    let q = &q[b * width..(b + 1) * width];
+                    sample_k_sparse(&mut self.top, rows, vocab, offsets, c, |i| q[i])
+                }
+                _ => None,
+            };
+            let picked: Vec<(f32, usize)> = if let Some(p) = fast {
+                p
+            } else if sampling {
                 match (&self.item_keys, noise) {
                     (Some(keys), _) => {
                         let (key, step) = (keys[b], self.step);
@@ -384,9 +410,26 @@ impl BeamSearch {
     /// [`Self::process`], [`Self::warp`], [`Self::propose`] and [`Self::commit`] in one call.
     pub fn step(&mut self, logits: &mut [f32], vocab: usize, noise: Option<&[f32]>) -> Result<()> {
         self.process(logits, vocab)?;
-        self.warp(logits, vocab)?;
-        self.propose(logits, vocab, noise)?;
+        let sparse = self.warp_rows(logits, vocab)?;
+        self.propose_from(logits, vocab, noise, sparse.as_deref())?;
         self.commit(None)
+    }
+
+    /// [`Self::warp`], returning every row's candidate list (increasing indices; every
+    /// other entry is -inf) when the warpers left each row in sparse form.
+    fn warp_rows(&self, logits: &mut [f32], vocab: usize) -> Result<Option<Vec<Vec<u32>>>> {
+        self.check(logits.len(), vocab)?;
+        if self.warpers.is_empty() {
+            return Ok(None);
+        }
+        let lists = self.warpers.process_then(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab), |_, _, s| {
+            s.sparse.then(|| {
+                let mut c = s.cand.clone();
+                c.sort_unstable();
+                c
+            })
+        });
+        Ok(lists.into_iter().collect())
     }
 
     /// Token of every row after the last step (`[batch * num_beams]`).
