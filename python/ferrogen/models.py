@@ -183,7 +183,20 @@ class _Options:
     output_hidden_states: bool = False
 
 
-class DecoderOnlyAdapter:
+class _HiddenStates:
+    """The decoder's last-layer hidden states of the latest forward call (contrastive search
+    asks the adapter for them with ``output_hidden_states=True``)."""
+
+    _hidden: Optional[torch.Tensor] = None
+
+    def last_hidden_state(self) -> Optional[torch.Tensor]:
+        return None if self._hidden is None else self._hidden[:, -1]
+
+    def hidden_states(self) -> Optional[torch.Tensor]:
+        return self._hidden
+
+
+class DecoderOnlyAdapter(_HiddenStates):
     """A transformers causal LM (GPT-2, GPT-NeoX, Llama, ...) with a dynamic KV cache.
 
     Mirrors what ``model.generate`` feeds the model so results are token-identical:
@@ -281,12 +294,6 @@ class DecoderOnlyAdapter:
         if self._positions is not None:
             self._positions = self._positions.gather(1, index).masked_fill(~real, 0)
 
-    def last_hidden_state(self) -> Optional[torch.Tensor]:
-        return None if self._hidden is None else self._hidden[:, -1]
-
-    def hidden_states(self) -> Optional[torch.Tensor]:
-        return self._hidden
-
     def _forward(self, input_ids: torch.Tensor, keep: Optional[int] = None) -> torch.Tensor:
         """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
@@ -307,7 +314,7 @@ class DecoderOnlyAdapter:
         return _logits_out(logits, self.device_logits, borrow=True)
 
 
-class EncoderDecoderAdapter:
+class EncoderDecoderAdapter(_HiddenStates):
     """A transformers seq2seq LM (T5, BART, Pegasus, ...): encoder run once, decoder cached."""
 
     is_encoder_decoder = True
@@ -399,12 +406,6 @@ class EncoderDecoderAdapter:
         if mask is None:
             mask = torch.ones((drop.numel(), length), dtype=torch.long, device=self.device)
         self._decoder_mask = mask.gather(1, index) * real
-
-    def last_hidden_state(self) -> Optional[torch.Tensor]:
-        return None if self._hidden is None else self._hidden[:, -1]
-
-    def hidden_states(self) -> Optional[torch.Tensor]:
-        return self._hidden
 
     def _forward(self, decoder_input_ids: torch.Tensor, keep: Optional[int] = None) -> torch.Tensor:
         """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
