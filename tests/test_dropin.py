@@ -225,6 +225,17 @@ def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):
     assert [reason in str(w.message) for w in fallbacks(record)] == [True]
 
 
+def test_no_inputs_falls_back_to_transformers(kjv):
+    """transformers starts from bos_token_id when given no prompt; ferrogen needs input_ids."""
+    model = kjv[0]
+    expected = model.generate(max_new_tokens=NEW)
+    with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = model.generate(max_new_tokens=NEW)
+    assert torch.equal(got, expected)
+    assert [("inputs" in str(w.message)) for w in fallbacks(record)] == [True]
+
+
 def test_missing_strategy_falls_back_to_transformers(kjv, monkeypatch):
     model, _, enc = kjv
     monkeypatch.delitem(STRATEGIES, GenerationMode.GREEDY)
