@@ -1,8 +1,12 @@
 //! ferrogen-core: everything in text generation that touches logits and tokens.
 //! Pure Rust; the Python bindings live in `py/` behind the `python` feature.
 
+pub mod assisted;
+pub mod beam;
 pub mod constraints;
+pub mod contrastive;
 pub mod decode;
+pub mod diversity;
 pub mod error;
 pub mod history;
 pub mod logits;

@@ -51,28 +51,38 @@ fn absorb(h: u64, x: u64) -> u64 {
     mix(h.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ x)
 }
 
-/// Key of one row: `seed`, its unpadded prompt, its occurrence index among identical
-/// prompts earlier in the batch, and its return-sequence index.
-pub fn row_key(seed: u64, prompt: &[i64], occurrence: u64, copy: u64) -> u64 {
-    let mut h = absorb(0x6665_7272_6f67_656e, seed); // "ferrogen"
-    h = absorb(h, prompt.len() as u64);
+/// A 64-bit digest of a prompt (its length and tokens).
+pub fn prompt_hash(prompt: &[i64]) -> u64 {
+    let mut h = absorb(0x6665_7272_6f67_656e, prompt.len() as u64); // "ferrogen"
     for &t in prompt {
         h = absorb(h, t as u64);
     }
-    h = absorb(h, occurrence);
-    absorb(h, copy)
+    h
+}
+
+/// Key of one row: `seed`, its unpadded prompt, its occurrence index among identical
+/// prompts earlier in the batch, and its return-sequence index.
+pub fn row_key(seed: u64, prompt: &[i64], occurrence: u64, copy: u64) -> u64 {
+    key_from_hash(seed, prompt_hash(prompt), occurrence, copy)
+}
+
+fn key_from_hash(seed: u64, prompt: u64, occurrence: u64, copy: u64) -> u64 {
+    let h = absorb(absorb(0x7365_6564, seed), prompt); // "seed"
+    absorb(absorb(h, occurrence), copy)
 }
 
 /// Keys of `prompts.len() * copies` rows laid out as `repeat_interleave(copies)` of the
 /// prompts (the layout of `num_return_sequences`). Occurrence indices count identical
-/// prompts among the earlier prompts.
+/// prompts among the earlier prompts (by digest: two different prompts with the same
+/// digest would share a counter, which still leaves their keys different).
 pub fn row_keys(seed: u64, prompts: &[Vec<i64>], copies: usize) -> Vec<u64> {
-    let mut seen: std::collections::HashMap<&[i64], u64> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let mut keys = Vec::with_capacity(prompts.len() * copies);
     for p in prompts {
-        let occurrence = seen.entry(p.as_slice()).or_insert(0);
+        let h = prompt_hash(p);
+        let occurrence = seen.entry(h).or_insert(0);
         for c in 0..copies {
-            keys.push(row_key(seed, p, *occurrence, c as u64));
+            keys.push(key_from_hash(seed, h, *occurrence, c as u64));
         }
         *occurrence += 1;
     }

@@ -150,7 +150,9 @@ def test_generate_sampling_is_seeded_and_batch_invariant(gpt2):
     assert not torch.equal(other, full)
 
 
-def test_without_seed_torch_manual_seed_reproduces(any_model):
+@pytest.mark.parametrize("model_name", ["gpt2", "t5"])
+def test_without_seed_torch_manual_seed_reproduces(request, model_name):
+    any_model = request.getfixturevalue(model_name)
     ids, mask = left_padded_batch((4, 2))
     torch.manual_seed(123)
     first = sample(any_model, ids, mask, max_new_tokens=6)
@@ -221,6 +223,20 @@ def test_user_processors_run_between_processors_and_warpers(gpt2):
                   return_dict_in_generate=True, output_scores=True)
     assert torch.equal(torch.isneginf(ours.scores[0]), torch.isneginf(theirs.scores[0]))
     assert (torch.isfinite(ours.scores[0]).sum(-1) == 3).all()
+
+
+def test_token_ids_outside_the_vocab_are_refused_before_the_model_runs(gpt2):
+    ids, mask = left_padded_batch((3,))
+    calls = []
+    hook = gpt2.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(ferrogen.TokenOutOfVocabError, match="^bad_words_ids"):
+            sample(gpt2, ids, mask, max_new_tokens=2, bad_words_ids=[[VOCAB + 3]], seed=0)
+        with pytest.raises(ferrogen.TokenOutOfVocabError, match="^suppress_tokens"):
+            ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, max_new_tokens=2, suppress_tokens=[VOCAB])
+    finally:
+        hook.remove()
+    assert not calls
 
 
 def test_sampling_a_row_with_nothing_left_raises(gpt2):

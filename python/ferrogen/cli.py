@@ -3,6 +3,7 @@
     ferrogen generate --prompt "And God said" --max-new-tokens 20
     ferrogen generate --input prompts.jsonl --output out.jsonl --num-beams 4
     ferrogen generate --model ./my-model --prompt "Hello" --stream
+    ferrogen generate --prompt "And God said" --num-beams 4 --beam-tree tree.html
 
 Each input line is a JSON object with ``prompt`` and, optionally, any config field as an
 override for that line. A bad line is reported with its line number; the others still run.
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--batch-size", type=int, default=8, help="prompts per batch for --input (default 8)")
     gen.add_argument("--device", default="cpu", help="torch device (default cpu)")
     gen.add_argument("--stream", action="store_true", help="print text as it is generated (batch size 1)")
+    gen.add_argument("--beam-tree", metavar="PATH",
+                     help="with --prompt and a beam mode: write the tree of kept hypotheses "
+                          "(.html, .svg, .dot or .json, by suffix)")
     fields = gen.add_argument_group("generation config fields (values are parsed as JSON when possible)")
     for name, default in sorted(_config_fields().items()):
         flag = "--" + name.replace("_", "-")
@@ -112,6 +116,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         raise CliError(f"--input: {args.input} is not a file")
     if args.stream and args.prompt and len(args.prompt) > 1:
         raise CliError("--stream: works with one prompt")
+    _check_beam_tree(args)
     overrides = _overrides(args)
     if args.config is None:
         GenerationConfig(**overrides)  # flags are checked before the model loads
@@ -128,7 +133,11 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             from .streamers import TextStreamer
 
             streamer = TextStreamer(generator.tokenizer, skip_prompt=True, skip_special_tokens=True, file=sys.stderr)
-        for result in generator(prompts, streamer=streamer, **call):
+        if args.beam_tree:
+            results = _generate_with_tree(generator, prompts, config, streamer, args.beam_tree)
+        else:
+            results = generator(prompts, streamer=streamer, **call)
+        for result in results:
             out.write(json.dumps({"prompt": result.prompt, "text": result.text, "token_ids": result.token_ids,
                                   "finish_reason": result.finish_reason}) + "\n")
         return 0
@@ -164,6 +173,45 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failures else 0
 
 
+def _check_beam_tree(args: argparse.Namespace) -> None:
+    """``--beam-tree`` checks that need no model."""
+    if not args.beam_tree:
+        return
+    if args.input is not None:
+        raise CliError("--beam-tree: works with --prompt, not --input")
+    suffix = Path(args.beam_tree).suffix.lower()
+    if suffix not in (".html", ".htm", ".svg", ".dot", ".gv", ".json"):
+        raise CliError(f"--beam-tree: {args.beam_tree}: use a .html, .svg, .dot or .json file")
+    if suffix == ".svg" and args.prompt and len(args.prompt) > 1:
+        raise CliError("--beam-tree: an .svg file holds one tree; use .html, .dot or .json for several prompts")
+
+
+def _generate_with_tree(generator: Any, prompts: list[str], config: Any, streamer: Any, path: str) -> list[Any]:
+    """Generates like ``generator(prompts)`` and writes ``output.beam_tree`` to ``path``."""
+    from .config import GenerationMode
+    from .generate import generate
+    from .text import TextResult
+
+    if config.generation_mode() not in (GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
+                                        GenerationMode.GROUP_BEAM_SEARCH):
+        raise CliError("--beam-tree: needs a beam mode (--num-beams > 1)")
+    tok = generator.tokenizer
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    device = getattr(generator.model, "device", None)
+    out = generate(generator.model, input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                   generation_config=config.merged(output_beam_tree=True), return_dict_in_generate=True,
+                   streamer=streamer, tokenizer=tok)
+    out.beam_tree.save(path, tok)
+    skip = 1 if generator.encoder_decoder else enc["input_ids"].shape[1]
+    per_prompt = out.sequences.shape[0] // len(prompts)
+    results = []
+    for row, seq in enumerate(out.sequences):
+        new = seq[skip:].tolist()
+        while new and new[-1] == tok.pad_token_id and out.finish_reasons[row] != "length":
+            new.pop()
+        results.append(TextResult(prompts[row // per_prompt], tok.decode(new, skip_special_tokens=True), new,
+                                  out.finish_reasons[row]))
+    return results
 def _quiet_transformers() -> None:
     """The CLI's stderr carries ferrogen's messages; transformers' load bars would bury them."""
     from transformers.utils import logging as hf_logging

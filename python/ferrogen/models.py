@@ -20,7 +20,7 @@ from typing import Any, Optional, Protocol
 
 import torch
 
-__all__ = ["ModelAdapter", "adapter_for", "logits_to_host"]
+__all__ = ["ModelAdapter", "MultiTokenAdapter", "adapter_for", "logits_to_host"]
 
 
 def logits_to_host(logits: torch.Tensor) -> torch.Tensor:
@@ -51,6 +51,32 @@ class ModelAdapter(Protocol):
 
     def last_hidden_state(self) -> Optional[torch.Tensor]:
         """Last layer's hidden state of the latest forward pass, when requested."""
+
+
+class MultiTokenAdapter(ModelAdapter, Protocol):
+    """What contrastive search and assisted decoding need on top of :class:`ModelAdapter`
+    (the transformers adapters have it; a plain torch module has no cache to work with).
+
+    ``supports_ragged`` tells whether rows may be shifted against each other with left
+    padding (:meth:`crop_rows` with unequal drops): true when positions come from
+    position ids (decoder-only) or attention is relative (T5's decoder).
+    """
+
+    supports_ragged: bool
+
+    def hidden_states(self) -> Optional[torch.Tensor]:
+        """Last layer's hidden states of every position of the latest forward pass."""
+
+    def advance_many(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feeds ``n`` tokens per row (int64 ``[rows, n]``); returns float32 CPU logits
+        ``[rows, n, vocab]`` of the positions after each of them."""
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keeps, for row ``i``, the state of row ``rows[i]``; the row count may change."""
+
+    def crop_rows(self, drop: torch.Tensor) -> None:
+        """Forgets the last ``drop[r]`` cached positions of row ``r`` (int64 ``[rows]``); rows
+        left shorter than others are shifted right and padded on the left (masked)."""
 
 
 def _accepts(fn: Any, name: str) -> bool:
@@ -86,6 +112,42 @@ def _cache_from(outputs: Any, key: str) -> Any:
     if cache is None and key == "cache":
         cache = getattr(outputs, "past_key_values", None)
     return cache
+
+
+def _realign(drop: torch.Tensor, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rows of ``length`` positions losing their last ``drop[r]``: the source position of
+    every new position (``[rows, new_length]``, right-aligned) and whether it is real."""
+    keep = length - drop.to(device=device, dtype=torch.long)
+    width = int(keep.max())
+    offset = (width - keep)[:, None]
+    columns = torch.arange(width, device=device)[None, :]
+    return (columns - offset).clamp(min=0), columns >= offset
+
+
+def _plain_layers(cache: Any) -> bool:
+    """Whether every layer of a dynamic cache keeps all positions (no sliding window, no
+    recurrent state), so that positions can be dropped row by row. True before prefill."""
+    from transformers.cache_utils import DynamicLayer
+
+    return cache is None or all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+
+
+def _gather_positions(cache: Any, index: torch.Tensor) -> None:
+    """Takes positions ``index`` ([rows, new_length]) of every layer of a dynamic cache."""
+    from transformers.cache_utils import DynamicLayer
+
+    for layer in cache.layers:
+        if type(layer) is not DynamicLayer:
+            raise NotImplementedError(
+                f"cache: {type(layer).__name__} layers cannot drop positions row by row; "
+                "assisted decoding of a batch needs a dynamic (full attention) cache"
+            )
+        if layer.keys is None or layer.keys.numel() == 0:
+            continue
+        rows, heads, _, dim = layer.keys.shape
+        idx = index.to(layer.keys.device)[:, None, :, None].expand(rows, heads, index.shape[1], dim)
+        layer.keys = layer.keys.gather(2, idx)
+        layer.values = layer.values.gather(2, idx.expand(rows, heads, index.shape[1], layer.values.shape[-1]))
 
 
 @dataclass
@@ -144,6 +206,16 @@ class DecoderOnlyAdapter:
             self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)
         return self._forward(tokens[:, None])
 
+    def advance_many(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.to(self.device)
+        n = tokens.shape[1]
+        if self._positions is not None:
+            steps = torch.arange(1, n + 1, device=self._positions.device)
+            self._positions = torch.cat([self._positions, self._positions[:, -1:] + steps], dim=-1)
+        if self._mask is not None:
+            self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], n))], dim=-1)
+        return self._forward(tokens, keep=n)
+
     def reorder(self, parent_rows: torch.Tensor) -> None:
         rows = parent_rows.to(self.device)
         self._cache.reorder_cache(rows)
@@ -152,25 +224,57 @@ class DecoderOnlyAdapter:
         if self._positions is not None:
             self._positions = self._positions.index_select(0, rows)
 
+    select_rows = reorder
+
+    @property
+    def supports_ragged(self) -> bool:
+        return self._takes_positions and _plain_layers(self._cache)
+
+    def crop_rows(self, drop: torch.Tensor) -> None:
+        drop = torch.as_tensor(drop, dtype=torch.long).cpu()
+        if drop.numel() == 0 or int(drop.max()) == 0:
+            return
+        length = self._cache.get_seq_length()
+        if bool((drop == drop[0]).all()):
+            cut = length - int(drop[0])
+            self._cache.crop(-int(drop[0]))
+            if self._mask is not None:
+                self._mask = self._mask[:, :cut]
+            if self._positions is not None:
+                self._positions = self._positions[:, :cut]
+            return
+        if not self.supports_ragged:
+            raise NotImplementedError("model: rows cannot be shifted without position_ids support")
+        index, real = _realign(drop, length, self.device)
+        _gather_positions(self._cache, index)
+        mask = self._mask if self._mask is not None else torch.ones((drop.numel(), length), dtype=torch.long, device=self.device)
+        self._mask = mask.gather(1, index) * real
+        if self._positions is not None:
+            self._positions = self._positions.gather(1, index).masked_fill(~real, 0)
+
     def last_hidden_state(self) -> Optional[torch.Tensor]:
+        return None if self._hidden is None else self._hidden[:, -1]
+
+    def hidden_states(self) -> Optional[torch.Tensor]:
         return self._hidden
 
-    def _forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, keep: Optional[int] = None) -> torch.Tensor:
+        """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
         if self._mask is not None:
             kwargs["attention_mask"] = self._mask
         if self._positions is not None:
             kwargs["position_ids"] = self._positions[:, -input_ids.shape[1] :]
         if self._keep_one:
-            kwargs["logits_to_keep"] = 1
+            kwargs["logits_to_keep"] = keep or 1
         if self._options.output_hidden_states:
             kwargs["output_hidden_states"] = True
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, **kwargs)
         self._cache = _cache_from(out, self._cache_key)
         if self._options.output_hidden_states:
-            self._hidden = out.hidden_states[-1][:, -1]
-        return logits_to_host(out.logits[:, -1])
+            self._hidden = out.hidden_states[-1]
+        return logits_to_host(out.logits[:, -1] if keep is None else out.logits[:, -keep:])
 
 
 class EncoderDecoderAdapter:
@@ -187,6 +291,7 @@ class EncoderDecoderAdapter:
         self._cache: Any = None
         self._encoder_outputs: Any = None
         self._encoder_mask: Optional[torch.Tensor] = None
+        self._decoder_mask: Optional[torch.Tensor] = None
         self._hidden: Optional[torch.Tensor] = None
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -204,23 +309,77 @@ class EncoderDecoderAdapter:
             encoded["last_hidden_state"] = encoded.last_hidden_state.repeat_interleave(copies, dim=0)
             mask = None if mask is None else mask.repeat_interleave(copies, dim=0)
         self._encoder_outputs, self._encoder_mask = encoded, mask
+        self._decoder_mask = None
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=True)
         rows = input_ids.shape[0] * copies
         start = torch.full((rows, 1), self.decoder_start_token_id, dtype=torch.long, device=self.device)
         return self._forward(start)
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        self._extend_mask(1)
         return self._forward(tokens.to(self.device)[:, None])
+
+    def advance_many(self, tokens: torch.Tensor) -> torch.Tensor:
+        self._extend_mask(tokens.shape[1])
+        return self._forward(tokens.to(self.device), keep=tokens.shape[1])
+
+    def _extend_mask(self, n: int) -> None:
+        if self._decoder_mask is not None:
+            ones = self._decoder_mask.new_ones((self._decoder_mask.shape[0], n))
+            self._decoder_mask = torch.cat([self._decoder_mask, ones], dim=-1)
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
         rows = parent_rows.to(self.device)
         self._cache.reorder_cache(rows)
 
+    @property
+    def supports_ragged(self) -> bool:
+        # Left padding in the decoder keeps every distance only with relative attention (T5).
+        relative = hasattr(getattr(self.model, "config", None), "relative_attention_num_buckets")
+        return relative and _plain_layers(getattr(self._cache, "self_attention_cache", None))
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        rows = rows.to(self.device)
+        self._cache.reorder_cache(rows)
+        encoded = self._encoder_outputs
+        encoded["last_hidden_state"] = encoded.last_hidden_state.index_select(0, rows)
+        if self._encoder_mask is not None:
+            self._encoder_mask = self._encoder_mask.index_select(0, rows)
+        if self._decoder_mask is not None:
+            self._decoder_mask = self._decoder_mask.index_select(0, rows)
+
+    def crop_rows(self, drop: torch.Tensor) -> None:
+        drop = torch.as_tensor(drop, dtype=torch.long).cpu()
+        if drop.numel() == 0 or int(drop.max()) == 0:
+            return
+        length = self._cache.get_seq_length()
+        if bool((drop == drop[0]).all()):
+            self._cache.crop(-int(drop[0]))
+            if self._decoder_mask is not None:
+                self._decoder_mask = self._decoder_mask[:, : length - int(drop[0])]
+            return
+        if not self.supports_ragged:
+            raise NotImplementedError(
+                f"model: {type(self.model).__name__}'s decoder has absolute positions; its rows cannot be shifted"
+            )
+        index, real = _realign(drop, length, self.device)
+        _gather_positions(self._cache.self_attention_cache, index)
+        mask = self._decoder_mask
+        if mask is None:
+            mask = torch.ones((drop.numel(), length), dtype=torch.long, device=self.device)
+        self._decoder_mask = mask.gather(1, index) * real
+
     def last_hidden_state(self) -> Optional[torch.Tensor]:
+        return None if self._hidden is None else self._hidden[:, -1]
+
+    def hidden_states(self) -> Optional[torch.Tensor]:
         return self._hidden
 
-    def _forward(self, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+    def _forward(self, decoder_input_ids: torch.Tensor, keep: Optional[int] = None) -> torch.Tensor:
+        """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
+        if self._decoder_mask is not None:
+            kwargs["decoder_attention_mask"] = self._decoder_mask
         if self._options.output_hidden_states:
             kwargs["output_hidden_states"] = True
         with torch.inference_mode():
@@ -232,8 +391,8 @@ class EncoderDecoderAdapter:
             )
         self._cache = _cache_from(out, self._cache_key)
         if self._options.output_hidden_states:
-            self._hidden = out.decoder_hidden_states[-1][:, -1]
-        return logits_to_host(out.logits[:, -1])
+            self._hidden = out.decoder_hidden_states[-1]
+        return logits_to_host(out.logits[:, -1] if keep is None else out.logits[:, -keep:])
 
 
 class PlainTorchAdapter:

@@ -265,15 +265,21 @@ impl PipelineConfig {
         let keep = min_tokens_to_keep.max(1);
         let mut p = Pipeline::new();
         if self.do_sample {
-            p.push_row(Box::new(NanToNegInf));
-            if self.temperature != 1.0 {
-                p.push_row(Box::new(Temperature::new(self.temperature)));
-            }
-            if let Some(h) = self.top_h {
-                p.push_row(Box::new(TopH::new(h)));
-            }
-            if self.top_k != 0 {
-                p.push_row(Box::new(TopK::new(self.top_k, keep)));
+            let temperature = (self.temperature != 1.0).then_some(self.temperature);
+            if self.top_k != 0 && self.top_h.is_none() {
+                // NaN to -inf, temperature and top-k in one pass (same result).
+                p.push_row(Box::new(TopK::with_prelude(self.top_k, keep, true, temperature)));
+            } else {
+                p.push_row(Box::new(NanToNegInf));
+                if let Some(t) = temperature {
+                    p.push_row(Box::new(Temperature::new(t)));
+                }
+                if let Some(h) = self.top_h {
+                    p.push_row(Box::new(TopH::new(h)));
+                }
+                if self.top_k != 0 {
+                    p.push_row(Box::new(TopK::new(self.top_k, keep)));
+                }
             }
             if self.top_p < 1.0 {
                 p.push_row(Box::new(TopP::new(self.top_p, keep)));

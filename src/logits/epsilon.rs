@@ -1,6 +1,6 @@
 //! `EpsilonLogitsWarper` (epsilon sampling, Hewitt et al. 2022).
 
-use super::math::{exp, kth_largest, max, softmax_into, sum_exp};
+use super::math::{cut_improbable, kth_largest, max, softmax_into, sum_exp};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// Removes tokens with probability `< epsilon` (float32) unless they score at least
@@ -42,9 +42,7 @@ pub(super) fn cutoff(
             let total = sum_exp(logits, m);
             let inv = (1.0 / total) as f32;
             let thr = dense_threshold(logits, m, total);
-            for x in logits.iter_mut() {
-                *x = if exp(*x - m) * inv < thr && !(*x >= m) { f32::NEG_INFINITY } else { *x };
-            }
+            cut_improbable(logits, m, inv, thr);
             return;
         }
     }

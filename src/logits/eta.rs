@@ -1,7 +1,7 @@
 //! `EtaLogitsWarper` (eta sampling, Hewitt et al. 2022).
 
 use super::epsilon::cutoff;
-use super::math::{exp, max, sum_exp};
+use super::math::{max, neg_entropy, sum_exp};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// Removes tokens with probability `< min(eta, sqrt(eta) * exp(-H))`, `H` the row's
@@ -27,19 +27,7 @@ impl RowProcessor for EtaCutoff {
         let eps = self.epsilon;
         let dense = |row: &[f32], m: f32, total: f64| {
             let lse = m + (total.ln() as f32);
-            let inv = (1.0 / total) as f32;
-            let h: f64 = row
-                .iter()
-                .map(|&v| {
-                    let p = exp(v - m) * inv;
-                    if p > 0.0 {
-                        ((v - lse).max(f32::MIN) * p) as f64
-                    } else {
-                        0.0
-                    }
-                })
-                .sum();
-            let entropy = -(h as f32);
+            let entropy = -(neg_entropy(row, m, (1.0 / total) as f32, lse) as f32);
             eps.min(eps.sqrt() * (-entropy).exp())
         };
         cutoff(logits, s, self.min_keep, sparse_threshold(eps), dense);

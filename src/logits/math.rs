@@ -1,13 +1,43 @@
 //! Numeric kernels shared by the warpers and the sampler.
 //!
 //! The loops are written in fixed-width lanes so that LLVM vectorises them on the
-//! baseline x86-64 / aarch64 targets without `-C target-cpu`. NaN is treated as -inf
-//! everywhere in this module (it never wins a max and has zero probability).
+//! baseline x86-64 / aarch64 targets without `-C target-cpu`; the hot ones are also
+//! compiled for AVX2 and picked at run time ([`multiversion!`]). Both versions do the
+//! same IEEE operations in the same order (no FMA contraction), so results are
+//! bit-identical whichever runs. NaN is treated as -inf everywhere in this module (it
+//! never wins a max and has zero probability).
 
 use std::cmp::Ordering;
 
 const LANES: usize = 16;
+/// Lanes of the loops that inline `exp`: 8 keeps AVX2 from spilling registers.
+const EXP_LANES: usize = 8;
 
+/// Defines `fn name(args) -> ret` whose body is compiled twice, for the baseline target
+/// and for AVX2, the AVX2 copy being used when the CPU has it (checked once, cached).
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[inline(always)]
+            fn body($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+multiversion! {
 /// Largest value of `xs`, ignoring NaN; -inf when `xs` is empty or all NaN/-inf.
 pub fn max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
@@ -26,10 +56,13 @@ pub fn max(xs: &[f32]) -> f32 {
     }
     m
 }
+}
 
-/// `e^x` in f32 with a relative error below 2e-7 (Cephes' polynomial, Cody-Waite
-/// reduction), branch-free so that loops over it vectorise. `exp(-inf) = 0`,
-/// NaN gives 0 (NaN is "no probability"), denormal results are kept.
+/// `e^x` in f32 with a relative error below 3e-7 (Cephes' polynomial, Cody-Waite
+/// reduction), branch-free so that loops over it vectorise. Results below the smallest
+/// normal float are flushed to 0 (`x < -87`, a probability ratio under 2e-38): producing
+/// subnormals costs a microcode assist per element on x86, and rows where most entries
+/// are -inf (after a cut) would pay it everywhere. `exp(-inf) = 0`, NaN gives 0.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -37,9 +70,15 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Round-to-nearest trick: adding 1.5 * 2^23 pushes the fraction out of the mantissa.
     const SHIFT: f32 = 12_582_912.0;
-    // Clamping also maps NaN to the lower bound (max/min return the non-NaN operand).
-    let x = x.max(-104.0).min(88.7);
-    let n = (x * LOG2E + SHIFT) - SHIFT;
+    const LOWEST: f32 = -87.0;
+    let normal = x >= LOWEST; // false for NaN and -inf
+                              // Clamping also maps NaN to the lower bound (max/min return the non-NaN operand).
+    let x = x.max(LOWEST).min(88.7);
+    let t = x * LOG2E + SHIFT;
+    let n = t - SHIFT;
+    // The rounded integer sits in t's low mantissa bits: no float-to-int conversion
+    // (Rust's saturating `as` would not vectorise).
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -48,23 +87,28 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    // 2^n as two factors so that n down to -150 (denormals, then 0) stays exact.
-    let ni = n as i32;
+    // 2^n as two factors, each a normal float for n in [-126, 128].
     let n1 = ni >> 1;
     let n2 = ni - n1;
-    y * f32::from_bits(((n1 + 127) as u32) << 23) * f32::from_bits(((n2 + 127) as u32) << 23)
+    let e = y * f32::from_bits(((n1 + 127) as u32) << 23) * f32::from_bits(((n2 + 127) as u32) << 23);
+    if normal {
+        e
+    } else {
+        0.0
+    }
 }
 
+multiversion! {
 /// Sum of `exp(x - m)` over `xs`, accumulated per block in f32 lanes and across
 /// blocks in f64 (`m` must be finite).
 pub fn sum_exp(xs: &[f32], m: f32) -> f64 {
     let mut total = 0.0f64;
     for block in xs.chunks(1024) {
-        let mut acc = [0.0f32; LANES];
-        let chunks = block.chunks_exact(LANES);
+        let mut acc = [0.0f32; EXP_LANES];
+        let chunks = block.chunks_exact(EXP_LANES);
         let tail = chunks.remainder();
         for c in chunks {
-            for j in 0..LANES {
+            for j in 0..EXP_LANES {
                 acc[j] += exp(c[j] - m);
             }
         }
@@ -74,24 +118,151 @@ pub fn sum_exp(xs: &[f32], m: f32) -> f64 {
     }
     total
 }
+}
 
+multiversion! {
 /// Writes `exp(x - m)` of every `x` into `out` and returns their sum (f64).
 pub fn exp_into(xs: &[f32], m: f32, out: &mut Vec<f32>) -> f64 {
     out.clear();
-    out.extend(xs.iter().map(|&x| exp(x - m)));
+    out.resize(xs.len(), 0.0);
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = exp(x - m);
+    }
     let mut total = 0.0f64;
     for block in out.chunks(1024) {
-        let mut acc = [0.0f32; LANES];
-        let chunks = block.chunks_exact(LANES);
+        let mut acc = [0.0f32; EXP_LANES];
+        let chunks = block.chunks_exact(EXP_LANES);
         let tail = chunks.remainder();
         for c in chunks {
-            for j in 0..LANES {
+            for j in 0..EXP_LANES {
                 acc[j] += c[j];
             }
         }
         total += (acc.iter().sum::<f32>() + tail.iter().sum::<f32>()) as f64;
     }
     total
+}
+}
+
+multiversion! {
+/// `x / t` for every `x`.
+pub fn divide(xs: &mut [f32], t: f32) -> () {
+    for x in xs.iter_mut() {
+        *x /= t;
+    }
+}
+}
+
+multiversion! {
+/// The warpers' prelude in place (NaN to -inf when `sanitize`, then `/ t`); returns the
+/// largest resulting value (NaN ignored).
+pub fn prelude_max(xs: &mut [f32], t: f32, sanitize: bool) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            let x = if sanitize && c[j].is_nan() { f32::NEG_INFINITY } else { c[j] };
+            let y = x / t;
+            c[j] = y;
+            acc[j] = if y > acc[j] { y } else { acc[j] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for x in chunks.into_remainder() {
+        let y = (if sanitize && x.is_nan() { f32::NEG_INFINITY } else { *x }) / t;
+        *x = y;
+        m = if y > m { y } else { m };
+    }
+    for a in acc {
+        m = if a > m { a } else { m };
+    }
+    m
+}
+}
+
+/// Chunk length of [`chunk_maxima`].
+pub const MAX_CHUNK: usize = 32;
+
+multiversion! {
+/// The maximum (NaN ignored) of every `MAX_CHUNK`-long chunk of `xs`, into `out`.
+pub fn chunk_maxima(xs: &[f32], out: &mut Vec<f32>) -> () {
+    out.clear();
+    let chunks = xs.chunks_exact(MAX_CHUNK);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut acc = [f32::NEG_INFINITY; MAX_CHUNK / 2];
+        for j in 0..MAX_CHUNK / 2 {
+            let (a, b) = (c[j], c[j + MAX_CHUNK / 2]);
+            let m = if b > a { b } else { a };
+            acc[j] = if m > acc[j] { m } else { acc[j] };
+        }
+        let mut m = f32::NEG_INFINITY;
+        for a in acc {
+            m = if a > m { a } else { m };
+        }
+        out.push(m);
+    }
+    if !tail.is_empty() {
+        out.push(tail.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m }));
+    }
+}
+}
+
+multiversion! {
+/// NaN becomes -inf.
+pub fn nan_to_neg_inf(xs: &mut [f32]) -> () {
+    for x in xs.iter_mut() {
+        *x = if x.is_nan() { f32::NEG_INFINITY } else { *x };
+    }
+}
+}
+
+multiversion! {
+/// `out[i] = exp(xs[i] - m) * inv`: probabilities once `inv = 1 / sum` is known.
+pub fn scaled_exp_into(xs: &[f32], m: f32, inv: f32, out: &mut Vec<f32>) -> () {
+    out.clear();
+    out.resize(xs.len(), 0.0);
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = exp(x - m) * inv;
+    }
+}
+}
+
+multiversion! {
+/// Writes -inf over every `x` whose probability `exp(x - m) * inv` is below `min_prob`.
+pub fn cut_below(xs: &mut [f32], m: f32, inv: f32, min_prob: f32) -> () {
+    for x in xs.iter_mut() {
+        *x = if exp(*x - m) * inv >= min_prob { *x } else { f32::NEG_INFINITY };
+    }
+}
+}
+
+multiversion! {
+/// Writes -inf over every `x` with probability `exp(x - m) * inv < thr` that scores below
+/// `m` (the epsilon / eta rule with the top token protected); NaN becomes -inf.
+pub fn cut_improbable(xs: &mut [f32], m: f32, inv: f32, thr: f32) -> () {
+    for x in xs.iter_mut() {
+        let improbable = exp(*x - m) * inv < thr && !(*x >= m);
+        *x = if improbable { f32::NEG_INFINITY } else { *x };
+    }
+}
+}
+
+multiversion! {
+/// `sum(p * (x - lse))` with `p = exp(x - m) * inv` over the tokens of non-zero
+/// probability (the negative entropy, as `Categorical.entropy` sums it).
+pub fn neg_entropy(xs: &[f32], m: f32, inv: f32, lse: f32) -> f64 {
+    let mut total = 0.0f64;
+    for block in xs.chunks(1024) {
+        let mut acc = 0.0f32;
+        for &x in block {
+            let p = exp(x - m) * inv;
+            acc += if p > 0.0 { (x - lse).max(f32::MIN) * p } else { 0.0 };
+        }
+        total += acc as f64;
+    }
+    total
+}
 }
 
 /// Probabilities of `vals` as torch's softmax computes them (`exp(x - max) * (1 / sum)`),
@@ -263,6 +434,7 @@ pub fn kth_largest(xs: &[f32], k: usize, buf: &mut Vec<f32>) -> f32 {
     *kth
 }
 
+multiversion! {
 /// Smallest and largest values of `xs` larger than -inf and smaller than +inf (NaN
 /// ignored); `None` when there is none.
 pub fn finite_range(xs: &[f32]) -> Option<(f32, f32)> {
@@ -290,43 +462,26 @@ pub fn finite_range(xs: &[f32]) -> Option<(f32, f32)> {
     }
     (l <= h).then_some((l, h))
 }
+}
 
-const DENSE_BUCKETS: usize = 2048;
-
-/// [`first_reaching`] over the implicit items `(key(i), i, weight(i))` for `i` in
-/// `0..n`, without materialising them: a weighted histogram over the key range finds
-/// the bucket where the cumulative weight crosses, and only that bucket's items are
-/// collected and refined. Items whose key is not finite must have weight 0 and sort
-/// before everything else (they are left out). Returns the boundary item, `None` when
-/// no position reaches; the items before it are exactly those `< (key, idx)` of it.
+/// [`first_reaching`] over the items `(keys[i], i, weights[i])` without materialising
+/// them: a weighted histogram over the key range finds the bucket where the cumulative
+/// weight crosses, and only that bucket's items are collected and refined. Items whose
+/// key is not finite must have weight 0 and sort before everything else (they are left
+/// out). Returns the boundary item, `None` when no position reaches; the items before
+/// it are exactly those ordered before it by (key, index).
 pub fn dense_boundary(
-    n: usize,
-    key: &dyn Fn(usize) -> f32,
-    weight: &dyn Fn(usize) -> f32,
+    keys: &[f32],
+    weights: &[f32],
     reached: &dyn Fn(f64) -> bool,
     items: &mut Vec<Item>,
     tmp: &mut Vec<Item>,
 ) -> Option<Item> {
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-    for i in 0..n {
-        let k = key(i);
-        if k.abs() < f32::INFINITY {
-            lo = lo.min(k);
-            hi = hi.max(k);
-        }
-    }
-    if lo > hi {
-        return None;
-    }
-    let scale = if hi > lo { DENSE_BUCKETS as f32 / (hi - lo) } else { 0.0 };
-    let bucket = |k: f32| (((k - lo) * scale) as usize).min(DENSE_BUCKETS - 1);
+    let (lo, hi) = finite_range(keys)?;
+    let scale = DENSE_BUCKETS as f32 / (hi - lo);
+    let scale = if scale.is_finite() { scale } else { 0.0 };
     let mut mass = vec![0.0f64; DENSE_BUCKETS];
-    for i in 0..n {
-        let k = key(i);
-        if k.abs() < f32::INFINITY {
-            mass[bucket(k)] += weight(i) as f64;
-        }
-    }
+    histogram(keys, weights, lo, scale, &mut mass);
     let mut before = 0.0f64;
     let mut hit = None;
     for (b, &m) in mass.iter().enumerate() {
@@ -337,29 +492,45 @@ pub fn dense_boundary(
         before += m;
     }
     let hit = hit?;
-    items.clear();
-    for i in 0..n {
-        let k = key(i);
-        if k.abs() < f32::INFINITY && bucket(k) == hit {
-            items.push(Item { key: k, idx: i as u32, w: weight(i) });
+    let collect = |items: &mut Vec<Item>, keep: &dyn Fn(usize) -> bool| {
+        items.clear();
+        for (i, (&k, &w)) in keys.iter().zip(weights).enumerate() {
+            if k.abs() < f32::INFINITY && keep(bucket(k, lo, scale)) {
+                items.push(Item { key: k, idx: i as u32, w });
+            }
         }
-    }
+    };
+    collect(items, &|b| b == hit);
     let q = first_reaching(items, before, reached, tmp);
     if q < items.len() {
         return Some(items[q]);
     }
     // Rounding made the bucket fall short: continue through the buckets above, in order.
     let cum = before + items.iter().map(|it| it.w as f64).sum::<f64>();
-    items.clear();
-    for i in 0..n {
-        let k = key(i);
-        if k.abs() < f32::INFINITY && bucket(k) > hit {
-            items.push(Item { key: k, idx: i as u32, w: weight(i) });
-        }
-    }
+    collect(items, &|b| b > hit);
     items.sort_by(cmp_items);
     let q = scan(items, cum, reached);
     items.get(q).copied()
+}
+
+const DENSE_BUCKETS: usize = 2048;
+
+/// Bucket of a finite key: monotone in the key, in `0..DENSE_BUCKETS`.
+#[inline(always)]
+fn bucket(k: f32, lo: f32, scale: f32) -> usize {
+    // SAFETY: clamped to [0, DENSE_BUCKETS - 1]; `max` maps NaN (inf * 0) to 0. The
+    // unchecked conversion is exact there and vectorises (a saturating `as` does not).
+    unsafe { ((k - lo) * scale).max(0.0).min((DENSE_BUCKETS - 1) as f32).to_int_unchecked::<u32>() as usize }
+}
+
+multiversion! {
+fn histogram(keys: &[f32], weights: &[f32], lo: f32, scale: f32, mass: &mut [f64]) -> () {
+    for (&k, &w) in keys.iter().zip(weights) {
+        if k.abs() < f32::INFINITY {
+            mass[bucket(k, lo, scale)] += w as f64;
+        }
+    }
+}
 }
 
 #[cfg(test)]
@@ -369,7 +540,7 @@ mod tests {
     #[test]
     fn exp_is_accurate_and_total() {
         let mut worst = 0.0f64;
-        let mut x = -87.0f32;
+        let mut x = -86.9f32;
         while x < 88.0 {
             let want = (x as f64).exp();
             let got = exp(x) as f64;
@@ -380,9 +551,8 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(f32::NAN), 0.0);
         assert_eq!(exp(0.0), 1.0);
-        let tiny = exp(-100.0) as f64;
-        // denormal: 26 units of 2^-149, so only a few percent of precision remain
-        assert!((tiny - (-100f64).exp()).abs() / (-100f64).exp() < 5e-2, "denormals kept: {tiny}");
+        assert_eq!(exp(-87.5), 0.0, "subnormal results are flushed to 0");
+        assert!(exp(-86.9) > 0.0);
     }
 
     #[test]
@@ -442,7 +612,8 @@ mod tests {
                     items.sort_by(cmp_items);
                     let q = scan(&items, 0.0, &pred);
                     let want = items.get(q).copied();
-                    let got = dense_boundary(n, &|i| keys[i], &w, &pred, &mut Vec::new(), &mut Vec::new());
+                    let weights: Vec<f32> = (0..n).map(w).collect();
+                    let got = dense_boundary(&keys, &weights, &pred, &mut Vec::new(), &mut Vec::new());
                     assert_eq!(got.map(|it| it.idx), want.map(|it| it.idx), "n={n} ties={ties} frac={frac}");
                 }
             }

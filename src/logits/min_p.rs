@@ -1,6 +1,6 @@
 //! `MinPLogitsWarper`: keep tokens at least `min_p` times as probable as the top one.
 
-use super::math::{exp, max, softmax_into, sum_exp};
+use super::math::{cut_below, max, softmax_into, sum_exp};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// Removes tokens with `p < min_p * p_max` (float32), protecting the
@@ -29,10 +29,7 @@ impl RowProcessor for MinP {
             let m = max(logits);
             if m.is_finite() {
                 let inv = (1.0 / sum_exp(logits, m)) as f32;
-                let scaled = self.min_p * inv;
-                for x in logits.iter_mut() {
-                    *x = if exp(*x - m) * inv >= scaled { *x } else { f32::NEG_INFINITY };
-                }
+                cut_below(logits, m, inv, self.min_p * inv);
                 return;
             }
         }

@@ -134,6 +134,11 @@ pub trait RowProcessor: Send + Sync {
     /// transformers' class name of the processor, for diagnostics.
     fn name(&self) -> &'static str;
 
+    /// Names of every processor this stage performs (several when it fuses stages).
+    fn names(&self) -> Vec<&'static str> {
+        vec![self.name()]
+    }
+
     /// Processes row `row` (`logits` is that row, `vocab` long) in place.
     fn process_row(&self, ctx: &StepContext<'_>, row: usize, logits: &mut [f32], scratch: &mut Scratch);
 
@@ -298,9 +303,9 @@ impl Pipeline {
     pub fn names(&self) -> Vec<&'static str> {
         self.stages
             .iter()
-            .map(|s| match s {
-                Stage::Row(p) => p.name(),
-                Stage::Batch(_) => "batch",
+            .flat_map(|s| match s {
+                Stage::Row(p) => p.names(),
+                Stage::Batch(_) => vec!["batch"],
             })
             .collect()
     }

@@ -12,9 +12,7 @@ impl RowProcessor for NanToNegInf {
     }
 
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], _: &mut Scratch) {
-        for x in logits.iter_mut() {
-            *x = if x.is_nan() { f32::NEG_INFINITY } else { *x };
-        }
+        super::math::nan_to_neg_inf(logits);
     }
 }
 

@@ -27,9 +27,7 @@ impl RowProcessor for Temperature {
                 logits[i as usize] /= t;
             }
         } else {
-            for x in logits.iter_mut() {
-                *x /= t;
-            }
+            super::math::divide(logits, t);
         }
     }
 }

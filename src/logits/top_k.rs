@@ -1,21 +1,37 @@
 //! `TopKLogitsWarper`: keep the tokens scoring at least the k-th largest score.
 
-use super::math::{kth_largest, max};
+use super::math::{chunk_maxima, kth_largest, prelude_max, MAX_CHUNK as CHUNK};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// Every score below the k-th largest becomes -inf; ties with the k-th score are all
 /// kept (so more than k tokens may survive), as transformers does.
 /// `k = max(top_k, min_tokens_to_keep)`; with `k >= vocab` nothing is removed.
 ///
-/// The k-th score is found by one pass with a rising threshold (selection, no sort);
-/// a second pass writes -inf and records the survivors as the row's candidates.
+/// The k-th score is found in one read-only pass with a rising threshold (selection,
+/// no sort); a second pass writes -inf, without reading the 32-token chunks whose
+/// maximum (remembered from the first pass) is below it, and records the survivors as
+/// the row's candidates. The warpers that precede top-k in transformers' order (NaN
+/// as -inf, temperature) are fused into these passes ([`TopK::with_prelude`]).
 pub struct TopK {
     k: usize,
+    sanitize: bool,
+    temperature: Option<f32>,
 }
 
 impl TopK {
     pub fn new(top_k: usize, min_tokens_to_keep: usize) -> Self {
-        TopK { k: top_k.max(min_tokens_to_keep).max(1) }
+        TopK { k: top_k.max(min_tokens_to_keep).max(1), sanitize: false, temperature: None }
+    }
+
+    /// Top-k that first maps NaN to -inf (`sanitize`) and divides by `temperature`, in
+    /// the same pass: the same result as those stages run before it.
+    pub fn with_prelude(top_k: usize, min_tokens_to_keep: usize, sanitize: bool, temperature: Option<f64>) -> Self {
+        TopK { sanitize, temperature: temperature.map(|t| t as f32), ..Self::new(top_k, min_tokens_to_keep) }
+    }
+
+    fn prelude(&self, x: f32) -> f32 {
+        let x = if self.sanitize && x.is_nan() { f32::NEG_INFINITY } else { x };
+        self.temperature.map_or(x, |t| x / t)
     }
 }
 
@@ -24,8 +40,23 @@ impl RowProcessor for TopK {
         "TopKLogitsWarper"
     }
 
+    fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.sanitize {
+            names.push("NanToNegInf");
+        }
+        if self.temperature.is_some() {
+            names.push("TemperatureLogitsWarper");
+        }
+        names.push(self.name());
+        names
+    }
+
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
         if s.sparse {
+            for &i in &s.cand {
+                logits[i as usize] = self.prelude(logits[i as usize]);
+            }
             if self.k >= s.cand.len() {
                 return;
             }
@@ -36,19 +67,47 @@ impl RowProcessor for TopK {
             s.apply_keep(logits);
             return;
         }
+        let t = self.temperature.unwrap_or(1.0);
         if self.k >= logits.len() {
+            prelude_max(logits, t, self.sanitize);
             return;
         }
-        let kth = kth_largest(logits, self.k, &mut s.floats);
+        // Pass 1 (read only): the maximum of every 32-token chunk, on the raw values
+        // (x -> x / t is monotone, so the k-th scaled value is the scaled k-th value; NaN
+        // never passes a comparison). The k-th largest chunk maximum is a lower bound of
+        // the k-th largest value (those maxima are k values of the row), and only the
+        // chunks whose maximum reaches it can hold values above it: at most k of them
+        // (more with ties) are read again to select the exact k-th value.
+        let k = self.k;
+        let buf = &mut s.floats;
+        let chunk_max = &mut s.probs;
+        chunk_maxima(logits, chunk_max);
+        let floor = kth_largest(chunk_max, k, buf);
+        buf.clear();
+        for (chunk, &m) in logits.chunks(CHUNK).zip(chunk_max.iter()) {
+            if m >= floor {
+                buf.extend(chunk.iter().filter(|&&x| x >= floor && x > f32::NEG_INFINITY));
+            }
+        }
+        let kth = if buf.len() < k {
+            f32::NEG_INFINITY
+        } else {
+            *buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1 / t
+        };
+        // Pass 2: scaled values compared with the scaled k-th one (ties that the
+        // division creates are kept, as in transformers); chunks whose scaled maximum
+        // is below it are only written.
         s.cand.clear();
-        for (c, chunk) in logits.chunks_mut(256).enumerate() {
-            if max(chunk) < kth {
+        for (c, chunk) in logits.chunks_mut(CHUNK).enumerate() {
+            if s.probs[c] / t < kth || s.probs[c] == f32::NEG_INFINITY {
                 chunk.fill(f32::NEG_INFINITY);
                 continue;
             }
             for (j, x) in chunk.iter_mut().enumerate() {
-                if *x >= kth && *x > f32::NEG_INFINITY {
-                    s.cand.push((c * 256 + j) as u32);
+                let y = *x / t;
+                if y >= kth && y > f32::NEG_INFINITY {
+                    *x = y;
+                    s.cand.push((c * CHUNK + j) as u32);
                 } else {
                     *x = f32::NEG_INFINITY;
                 }
@@ -78,6 +137,9 @@ mod tests {
         let mut row = vec![1.0, f32::NAN, 2.0];
         run1(&TopK::new(5, 1), &mut row);
         assert!(row[1].is_nan(), "k >= vocab leaves the row untouched");
+        let mut row = vec![1.0, f32::NAN, 2.0];
+        run1(&TopK::with_prelude(5, 1, true, Some(0.5)), &mut row);
+        assert_eq!(row, vec![2.0, NEG, 4.0], "but runs its prelude");
     }
 
     #[test]
@@ -85,6 +147,20 @@ mod tests {
         let mut row = vec![f32::NAN, 1.0, NEG, 0.5];
         run1(&TopK::new(3, 1), &mut row);
         assert_eq!(row, vec![NEG, 1.0, NEG, 0.5]);
+    }
+
+    #[test]
+    fn prelude_equals_the_separate_stages() {
+        let row: Vec<f32> =
+            (0..5000).map(|i| if i % 97 == 0 { f32::NAN } else { ((i * 37) % 1009) as f32 / 7.0 }).collect();
+        let mut fused = row.clone();
+        run1(&TopK::with_prelude(40, 1, true, Some(0.7)), &mut fused);
+        let mut staged = row.clone();
+        run1(&super::super::NanToNegInf, &mut staged);
+        run1(&super::super::Temperature::new(0.7), &mut staged);
+        run1(&TopK::new(40, 1), &mut staged);
+        assert_eq!(fused, staged);
+        assert_eq!(TopK::with_prelude(4, 1, true, Some(0.7)).names().len(), 3);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `TopPLogitsWarper` (nucleus): keep the smallest set of most probable tokens whose
 //! probability reaches `top_p`.
 
-use super::math::{cmp_items, dense_boundary, exp, first_reaching, max, softmax_into, sum_exp, Item};
+use super::math::{cmp_items, dense_boundary, first_reaching, max, scaled_exp_into, softmax_into, sum_exp, Item};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// transformers' rule, to the float: sort ascending, accumulate the softmax, and remove
@@ -64,25 +64,48 @@ impl RowProcessor for TopP {
 pub(super) const DENSE_MIN: usize = 2048;
 
 impl TopP {
-    /// The whole row without a candidate list: the cut is found by [`dense_boundary`]
-    /// and written by comparison with the boundary token (NaN counts as -inf). False
-    /// when the row holds +inf (the general path handles it).
+    /// The whole row without a candidate list (NaN counts as -inf); false when the row
+    /// holds +inf (the general path handles it).
+    ///
+    /// Tokens whose probability is below `(1 - top_p) / (4 V)` are removed whatever
+    /// happens (all of them together stay under the threshold), so only the tokens
+    /// above the matching score are collected and searched for the cut
+    /// ([`first_reaching`], starting from the mass below them): for a peaked row that
+    /// is a handful of tokens. When the bound does not hold by rounding, the weighted
+    /// histogram search over the whole row ([`dense_boundary`]) decides. The cut is
+    /// written by comparing every score with the boundary token's.
     fn dense(&self, logits: &mut [f32], s: &mut Scratch) -> bool {
         let m = max(logits);
         if !m.is_finite() {
             return m == f32::NEG_INFINITY;
         }
-        let inv = (1.0 / sum_exp(logits, m)) as f32;
+        let total = sum_exp(logits, m);
+        let inv = (1.0 / total) as f32;
         let thr = self.threshold;
-        let row: &[f32] = logits;
-        let boundary = dense_boundary(
-            row.len(),
-            &|i| row[i],
-            &|i| exp(row[i] - m) * inv,
-            &|cum| (cum as f32) > thr,
-            &mut s.items,
-            &mut s.tmp,
-        );
+        let reached = |cum: f64| (cum as f32) > thr;
+        let floor = m + ((thr as f64 / (4.0 * logits.len() as f64)) * total).ln() as f32;
+        s.items.clear();
+        let mut above = 0.0f64;
+        for (c, chunk) in logits.chunks(super::math::MAX_CHUNK).enumerate() {
+            if max(chunk) < floor {
+                continue;
+            }
+            for (j, &x) in chunk.iter().enumerate() {
+                if x >= floor {
+                    let e = super::math::exp(x - m);
+                    above += e as f64;
+                    s.items.push(Item { key: x, idx: (c * super::math::MAX_CHUNK + j) as u32, w: e * inv });
+                }
+            }
+        }
+        let base = (total - above).max(0.0) * inv as f64;
+        let boundary = if !reached(base) {
+            let q = first_reaching(&mut s.items, base, &reached, &mut s.tmp);
+            s.items.get(q).copied()
+        } else {
+            scaled_exp_into(logits, m, inv, &mut s.probs);
+            dense_boundary(logits, &s.probs, &reached, &mut s.items, &mut s.tmp)
+        };
         if let Some(b) = boundary {
             let (head, tail) = logits.split_at_mut(b.idx as usize);
             for x in head {
@@ -135,31 +158,34 @@ mod tests {
     #[test]
     fn long_rows_match_the_sorting_definition() {
         let v = 5000; // dense path (ties included: values repeat)
-        let row: Vec<f32> = (0..v).map(|i| ((i * 7919) % 997) as f32 / 97.0).collect();
-        for p in [0.05, 0.3, 0.9, 0.999] {
-            let mut got = row.clone();
-            run1(&TopP::new(p, 1), &mut got);
-            // reference: full stable sort ascending, f64 cumsum of f32 probabilities
-            let mut probs = Vec::new();
-            softmax_into(&row, &mut probs);
-            let mut order: Vec<usize> = (0..v).collect();
-            order.sort_by(|&a, &b| row[a].total_cmp(&row[b]));
-            let mut cum = 0.0f64;
-            let mut want = row.clone();
-            for (pos, &i) in order.iter().enumerate() {
-                cum += probs[i] as f64;
-                if (cum as f32) <= (1.0 - p) as f32 && pos < v - 1 {
-                    want[i] = NEG;
+        let flat: Vec<f32> = (0..v).map(|i| ((i * 7919) % 997) as f32 / 97.0).collect();
+        let peaked: Vec<f32> = flat.iter().map(|x| x * 6.0).collect();
+        for row in [flat, peaked] {
+            for p in [0.05, 0.3, 0.9, 0.999] {
+                let mut got = row.clone();
+                run1(&TopP::new(p, 1), &mut got);
+                // reference: full stable sort ascending, f64 cumsum of f32 probabilities
+                let mut probs = Vec::new();
+                softmax_into(&row, &mut probs);
+                let mut order: Vec<usize> = (0..v).collect();
+                order.sort_by(|&a, &b| row[a].total_cmp(&row[b]));
+                let mut cum = 0.0f64;
+                let mut want = row.clone();
+                for (pos, &i) in order.iter().enumerate() {
+                    cum += probs[i] as f64;
+                    if (cum as f32) <= (1.0 - p) as f32 && pos < v - 1 {
+                        want[i] = NEG;
+                    }
                 }
+                assert_eq!(got, want, "top_p={p}");
+                // the candidate path (forced by an earlier cut to all tokens) agrees
+                let mut sparse = row.clone();
+                let mut s = Scratch::default();
+                s.ensure_candidates(&mut sparse);
+                let h = crate::history::TokenHistory::new(&[0], 1);
+                TopP::new(p, 1).process_row(&StepContext { history: &h }, 0, &mut sparse, &mut s);
+                assert_eq!(sparse, want, "top_p={p} (candidates)");
             }
-            assert_eq!(got, want, "top_p={p}");
-            // the candidate path (forced by an earlier cut to all tokens) agrees
-            let mut sparse = row.clone();
-            let mut s = Scratch::default();
-            s.ensure_candidates(&mut sparse);
-            let h = crate::history::TokenHistory::new(&[0], 1);
-            TopP::new(p, 1).process_row(&StepContext { history: &h }, 0, &mut sparse, &mut s);
-            assert_eq!(sparse, want, "top_p={p} (candidates)");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `TypicalLogitsWarper` (locally typical sampling, Meister et al. 2022).
 
-use super::math::{cmp_items, dense_boundary, exp, first_reaching, max, softmax_into, sum_exp, Item};
+use super::math::{
+    cmp_items, dense_boundary, exp, first_reaching, max, neg_entropy, scaled_exp_into, softmax_into, sum_exp, Item,
+};
 use super::top_p::DENSE_MIN;
 use super::{RowProcessor, Scratch, StepContext};
 
@@ -102,29 +104,15 @@ impl Typical {
         let total = sum_exp(logits, m);
         let ln_s = total.ln() as f32;
         let inv = (1.0 / total) as f32;
-        let mut ent = 0.0f64;
-        for &x in logits.iter() {
-            let normalized = (x - m) - ln_s;
-            let e = exp(normalized);
-            if e > 0.0 {
-                ent -= (normalized * e) as f64;
-            }
-        }
-        let ent = ent as f32;
-        let row: &[f32] = logits;
-        let key = |i: usize| ((-((row[i] - m) - ln_s)) - ent).abs();
+        // entropy of log_softmax: -sum(p * (x - m - ln_s))
+        let ent = -(neg_entropy(logits, m, inv, m + ln_s) as f32);
+        scaled_exp_into(logits, m, inv, &mut s.probs);
+        s.floats.clear();
+        s.floats.extend(logits.iter().map(|&x| ((-((x - m) - ln_s)) - ent).abs()));
         let mass = self.mass;
-        let boundary = dense_boundary(
-            row.len(),
-            &key,
-            &|i| exp(row[i] - m) * inv,
-            &|cum| (cum as f32) >= mass,
-            &mut s.items,
-            &mut s.tmp,
-        );
+        let boundary = dense_boundary(&s.floats, &s.probs, &|cum| (cum as f32) >= mass, &mut s.items, &mut s.tmp);
         if let Some(b) = boundary {
-            for x in logits.iter_mut() {
-                let k = ((-((*x - m) - ln_s)) - ent).abs();
+            for (x, &k) in logits.iter_mut().zip(&s.floats) {
                 *x = if k <= b.key { *x } else { f32::NEG_INFINITY };
             }
         }

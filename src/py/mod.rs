@@ -1,6 +1,9 @@
 //! PyO3 bindings: the module `ferrogen._core`. Conversion and delegation only.
 
 mod arrays;
+mod assisted;
+mod beam;
+mod contrastive;
 mod decode;
 mod errors;
 mod pipeline;
@@ -8,6 +11,12 @@ mod settings;
 
 #[pyo3::pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::assisted::AssistedDecoder;
+    #[pymodule_export]
+    use super::beam::{BeamSearch, GroupBeamSearch};
+    #[pymodule_export]
+    use super::contrastive::ContrastiveSearch;
     #[pymodule_export]
     use super::decode::Decoder;
     #[pymodule_export]

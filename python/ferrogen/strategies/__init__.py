@@ -6,8 +6,12 @@ from typing import Callable
 
 from ..config import GenerationMode
 from ..outputs import GenerateOutput
+from .assisted import assisted_decoding
 from .base import GenerationRequest
+from .beam import beam_sample, beam_search
+from .contrastive import contrastive_search
 from .greedy import greedy_search
+from .group_beam import group_beam_search
 from .sample import sample
 
 Strategy = Callable[[GenerationRequest], GenerateOutput]
@@ -15,6 +19,11 @@ Strategy = Callable[[GenerationRequest], GenerateOutput]
 STRATEGIES: dict[GenerationMode, Strategy] = {
     GenerationMode.GREEDY: greedy_search,
     GenerationMode.SAMPLE: sample,
+    GenerationMode.CONTRASTIVE_SEARCH: contrastive_search,
+    GenerationMode.ASSISTED: assisted_decoding,
+    GenerationMode.BEAM_SEARCH: beam_search,
+    GenerationMode.BEAM_SAMPLE: beam_sample,
+    GenerationMode.GROUP_BEAM_SEARCH: group_beam_search,
 }
 
 __all__ = ["STRATEGIES", "GenerationRequest", "Strategy"]

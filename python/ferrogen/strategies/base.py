@@ -73,6 +73,7 @@ def core_settings(request: GenerationRequest) -> dict[str, Any]:
         cfg, eos_token_ids=request.eos_token_ids, min_length=request.min_length, max_length=request.max_length
     )
     settings["encoder_input_ids"] = encoder_ids(request.input_ids)
+    settings["vocab_size"] = request.vocab_size
     if not request.adapter.is_encoder_decoder:
         settings["prompt_ignore_lengths"] = prompt_ignore_lengths(request.attention_mask)
     for proc in request.logits_processors:

@@ -1,0 +1,61 @@
+//! Criterion benches of the beam core: one step of beam search, beam sampling and diverse
+//! group beam search over a GPT-2-sized vocabulary, and the Hamming penalty alone.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use ferrogen_core::beam::{
+    exponential, log_softmax_rows, top_k_into, BeamSearch, BeamSettings, GroupBeamSearch, SampleSettings, TopK,
+};
+use ferrogen_core::diversity::penalize_group;
+use ferrogen_core::logits::PipelineConfig;
+
+const VOCAB: usize = 50257;
+const BATCH: usize = 4;
+
+fn logits(rows: usize, seed: u64) -> Vec<f32> {
+    (0..rows * VOCAB).map(|i| -3.0 * exponential(seed, 0, i).ln()).collect()
+}
+
+fn settings(beams: usize, groups: usize, sample: bool) -> BeamSettings {
+    BeamSettings {
+        num_beams: beams,
+        num_beam_groups: groups,
+        diversity_penalty: if groups > 1 { 0.5 } else { 0.0 },
+        eos_token_ids: vec![50256],
+        max_length: 1 << 20,
+        sample: sample.then_some(SampleSettings { item_keys: Some((0..BATCH as u64).collect()) }),
+        ..Default::default()
+    }
+}
+
+fn bench_steps(c: &mut Criterion) {
+    let prompts: Vec<i64> = (0..BATCH as i64 * 16).collect();
+    for (name, beams, groups, sample) in
+        [("beam4", 4, 1, false), ("beam8", 8, 1, false), ("beam_sample4", 4, 1, true), ("group8x4", 8, 4, false)]
+    {
+        let rows = BATCH * beams;
+        let data = logits(rows, 1);
+        let config = PipelineConfig { eos_token_ids: vec![50256], do_sample: sample, top_k: 50, ..Default::default() };
+        c.bench_function(&format!("step/{name}/batch{BATCH}/vocab{VOCAB}"), |b| {
+            if groups > 1 {
+                let mut s = GroupBeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
+                b.iter_batched(|| data.clone(), |mut l| s.step(&mut l, VOCAB).unwrap(), BatchSize::LargeInput);
+            } else {
+                let mut s = BeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
+                b.iter_batched(|| data.clone(), |mut l| s.step(&mut l, VOCAB, None).unwrap(), BatchSize::LargeInput);
+            }
+        });
+    }
+    let data = logits(BATCH * 4, 3);
+    c.bench_function("log_softmax/rows16", |b| {
+        b.iter_batched(|| data.clone(), |mut l| log_softmax_rows(&mut l, VOCAB), BatchSize::LargeInput)
+    });
+    let mut top = TopK::new(8);
+    c.bench_function("top_k/beams4x8", |b| b.iter(|| top_k_into(&mut top, &data[..4 * VOCAB], VOCAB, &[0.0, -1.0, -2.0, -3.0])));
+    let mut block = logits(BATCH * 2, 2);
+    let chosen: Vec<Vec<i64>> = (0..BATCH as i64).map(|b| vec![b, b + 1, b, 7, 9, 11]).collect();
+    let chosen: Vec<&[i64]> = chosen.iter().map(Vec::as_slice).collect();
+    c.bench_function("hamming/group2/batch4", |b| b.iter(|| penalize_group(&mut block, VOCAB, 2, &chosen, 0.5)));
+}
+
+criterion_group!(benches, bench_steps);
+criterion_main!(benches);

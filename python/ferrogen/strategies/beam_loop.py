@@ -1,0 +1,196 @@
+"""The loop shared by the beam strategies (beam search, beam sampling, group beam search).
+
+Per step: one forward pass over every running beam, one core call that processes the
+scores and chooses the next token and parent row of each beam, one ``index_select`` of
+the KV cache by those parents. Everything that can be decided before the loop (output
+flags, whether running sequences must be kept for Python callables, streaming) is
+decided before it; nothing inside the loop iterates over batch × beams in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+import numpy as np
+import torch
+
+from ..outputs import GenerateOutput
+from ..processors import unpadded_rows
+from .base import GenerationRequest, as_int64, core_settings
+
+__all__ = ["BeamStep", "RunningSequences", "beam_settings", "criterion_codes", "new_core", "run_beam_loop"]
+
+
+def beam_settings(request: GenerationRequest) -> dict[str, Any]:
+    """The beam fields the Rust core reads (names as in ``GenerationConfig``)."""
+    cfg = request.config
+    return {
+        "num_beams": cfg.num_beams,
+        "num_beam_groups": cfg.num_beam_groups,
+        "diversity_penalty": cfg.diversity_penalty,
+        "length_penalty": float(cfg.length_penalty),
+        "early_stopping": cfg.early_stopping if isinstance(cfg.early_stopping, str) else bool(cfg.early_stopping),
+        "max_length": request.max_length,
+        "num_return_sequences": cfg.num_return_sequences,
+        "pad_token_id": request.pad_token_id,
+    }
+
+
+def new_core(cls: Any, request: GenerationRequest) -> Any:
+    """The core search object. Beam sampling with a ``seed`` keys each batch item's noise by
+    the seed and its unpadded prompt; without one, the caller draws the noise from torch."""
+    settings = core_settings(request)
+    if request.config.do_sample and request.config.seed is not None:
+        settings["seed"] = request.config.seed
+        settings["seed_prompts"] = unpadded_rows(request.input_ids, request.attention_mask)
+    return cls(as_int64(request.prompt_ids), settings, beam_settings(request))
+
+
+def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.ndarray:
+    """Per row, 1 + the index of the first criterion that holds (0: none), as uint8 for the core."""
+    codes = np.zeros(rows, dtype=np.uint8)
+    for k, (done, _) in enumerate(verdicts, start=1):
+        codes[(codes == 0) & done.numpy()] = k
+    return codes
+
+
+class RunningSequences:
+    """The running beams' token ids, kept only when Python callables need them
+    (user logits processors or stopping criteria); one gather per step."""
+
+    def __init__(self, prompt: torch.Tensor, beams: int) -> None:
+        self.ids = prompt.repeat_interleave(beams, dim=0)
+
+    def update(self, parents: torch.Tensor, tokens: torch.Tensor) -> None:
+        self.ids = torch.cat([self.ids.index_select(0, parents), tokens[:, None]], dim=1)
+
+    def candidates(self, parents: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.ids.index_select(0, parents), tokens[:, None]], dim=1)
+
+
+class BeamStep(Protocol):
+    """One search's step: processes ``logits`` in place (or returns the processed
+    tensor) and returns ``(tokens, parent_rows, processed)``."""
+
+    core: Any
+
+    def __call__(
+        self, logits: torch.Tensor, running: Optional[RunningSequences]
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]: ...
+
+    def after(self, running: Optional[RunningSequences], scores: torch.Tensor) -> None:
+        """Called once the running sequences are updated (group search evaluates criteria here)."""
+
+
+class SettledStream:
+    """Feeds a streamer the tokens every live hypothesis agrees on, as they settle.
+
+    ``put`` gets the prompt first (as in the greedy loop), then one ``[batch]`` tensor
+    per settled position; a position is released once every batch item has settled it.
+    ``finish`` sends the rest of each item's best hypothesis, then calls ``end()``.
+    """
+
+    def __init__(self, streamer: Any, prompt: torch.Tensor, pad: int) -> None:
+        self.streamer = streamer
+        self.pad = pad
+        self.released = 0
+        self.pending: list[list[int]] = [[] for _ in range(prompt.shape[0])]
+        if streamer is not None:
+            streamer.put(prompt.cpu())
+
+    def advance(self, settled: list[np.ndarray]) -> None:
+        if self.streamer is None:
+            return
+        for queue, new in zip(self.pending, settled):
+            queue.extend(new.tolist())
+        ready = min(len(q) for q in self.pending)
+        for i in range(ready):
+            self.streamer.put(torch.tensor([q[i] for q in self.pending], dtype=torch.long))
+        self.pending = [q[ready:] for q in self.pending]
+        self.released += ready
+
+    def finish(self, winners: list[list[int]]) -> None:
+        """``winners[b]``: the generated tokens of item ``b``'s best hypothesis (what was
+        released already is a prefix of it)."""
+        if self.streamer is None:
+            return
+        rest = [w[self.released :] for w in winners]
+        for i in range(max((len(r) for r in rest), default=0)):
+            self.streamer.put(torch.tensor([r[i] if i < len(r) else self.pad for r in rest], dtype=torch.long))
+        self.streamer.end()
+
+
+def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: bool) -> GenerateOutput:
+    """Runs ``step`` until the search is done; returns transformers-shaped outputs."""
+    cfg = request.config
+    beams = cfg.num_beams
+    prompt = request.prompt_ids
+    prompt_len = int(prompt.shape[1])
+    if request.max_length <= prompt_len:  # max_new_tokens=0: nothing to search
+        return GenerateOutput(sequences=prompt.repeat_interleave(cfg.num_return_sequences, dim=0),
+                              finish_reasons=["length"] * prompt.shape[0] * cfg.num_return_sequences)
+    keep_scores, keep_logits = request.keep_scores, request.keep_logits
+    scores: list[torch.Tensor] = []
+    raw: list[torch.Tensor] = []
+    running = RunningSequences(prompt, beams) if track_sequences else None
+    stream = SettledStream(request.streamer, prompt, request.pad_token_id)
+    core = step.core
+
+    logits = request.adapter.prefill(request.input_ids, request.attention_mask, beams)
+    while True:
+        if keep_logits:
+            raw.append(logits.clone())
+        tokens, parents, logits = step(logits, running)
+        if keep_scores:
+            scores.append(logits)
+        parents_t, tokens_t = torch.from_numpy(parents), torch.from_numpy(tokens)
+        if running is not None:
+            running.update(parents_t, tokens_t)
+        step.after(running, logits)
+        stream.advance(core.take_settled())
+        if core.is_done():
+            break
+        request.adapter.reorder(parents_t)
+        logits = request.adapter.advance(tokens_t)
+
+    final = core.finalize()
+    sequences = torch.from_numpy(final["sequences"])
+    _flush_stream(stream, final, cfg.num_return_sequences, prompt_len)
+    names = [getattr(c, "finish_reason", "stop") for c in request.criteria]
+    reasons = [names[c - 1] if r == "stop" and 0 < c <= len(names) else ("length" if r == "running" else r)
+               for r, c in zip(final["reasons"], final["stop_codes"].tolist())]
+    if not request.return_dict:
+        _warn_tree_dropped(cfg)
+        return GenerateOutput(sequences=sequences, finish_reasons=reasons)
+    tree = None
+    if cfg.output_beam_tree:
+        from ..beam_tree import BeamTree
+
+        tree = BeamTree.from_core(core.tree(), prompt, final["nodes"], cfg.num_return_sequences, beams)
+    return GenerateOutput(
+        sequences=sequences,
+        scores=tuple(scores) if keep_scores else None,
+        logits=tuple(raw) if keep_logits else None,
+        sequences_scores=torch.from_numpy(final["scores"]) if keep_scores else None,
+        beam_indices=torch.from_numpy(final["beam_indices"]).to(torch.int32),
+        finish_reasons=reasons,
+        beam_tree=tree,
+    )
+
+
+def _flush_stream(stream: SettledStream, final: dict[str, Any], per_item: int, prompt_len: int) -> None:
+    if stream.streamer is None:
+        return
+    winners = []
+    for b in range(len(stream.pending)):
+        generated = int((final["beam_indices"][b * per_item] >= 0).sum())
+        winners.append(final["sequences"][b * per_item, prompt_len : prompt_len + generated].tolist())
+    stream.finish(winners)
+
+
+def _warn_tree_dropped(cfg: Any) -> None:
+    if cfg.output_beam_tree:
+        import warnings
+
+        warnings.warn("output_beam_tree: the tree is returned only with return_dict_in_generate=True",
+                      UserWarning, stacklevel=4)

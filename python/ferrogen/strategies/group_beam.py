@@ -1,0 +1,63 @@
+"""Diverse (group) beam search with transformers 4.55 semantics.
+
+``num_beams`` beams are split into ``num_beam_groups`` groups searched in order at each
+step; a group's scores are lowered by ``diversity_penalty`` for every time an earlier
+group chose the same token at this step (Hamming diversity). The core runs all groups
+of a step in one call; only user logits processors (called per group, as transformers
+does) split the step into one call per group.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .. import _core
+from ..outputs import GenerateOutput
+from ..stopping import evaluate_criteria
+from .base import GenerationRequest
+from .beam_loop import RunningSequences, criterion_codes, new_core, run_beam_loop
+
+__all__ = ["group_beam_search"]
+
+
+class _GroupStep:
+    def __init__(self, request: GenerationRequest) -> None:
+        self.core = new_core(_core.GroupBeamSearch, request)
+        self.processors = list(request.logits_processors)
+        self.criteria = list(request.criteria)
+        groups = request.config.num_beam_groups
+        self.rows = [torch.from_numpy(self.core.group_rows(g)) for g in range(groups)] if self.processors else []
+
+    def __call__(
+        self, logits: torch.Tensor, running: Optional[RunningSequences]
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        core = self.core
+        if not self.processors:
+            tokens, parents = core.step(logits.numpy())
+            return tokens, parents, logits
+        assert running is not None
+        for g, rows in enumerate(self.rows):
+            core.process_group(g, logits.numpy())
+            scores = logits.index_select(0, rows)
+            ids = running.ids.index_select(0, rows)
+            for proc in self.processors:
+                scores = proc(ids, scores)
+            logits[rows] = scores.to(torch.float32)
+            core.select_group(g, logits.numpy())
+        tokens, parents = core.last_step()
+        return tokens, parents, logits
+
+    def after(self, running: Optional[RunningSequences], scores: torch.Tensor) -> None:
+        # transformers stops group beam search when a criterion holds for every row
+        if self.criteria and running is not None and not self.core.is_done():
+            codes = criterion_codes(evaluate_criteria(self.criteria, running.ids, scores), running.ids.shape[0])
+            if bool((codes > 0).all()):
+                self.core.stop(int(codes.min()))
+
+
+def group_beam_search(request: GenerationRequest) -> GenerateOutput:
+    step = _GroupStep(request)
+    return run_beam_loop(request, step, track_sequences=bool(step.processors or step.criteria))

@@ -1,0 +1,440 @@
+//! Diverse (group) beam search with transformers 4.55 semantics, the last release
+//! that ships it: `num_beams` split into `num_beam_groups` groups searched in order
+//! at every step, each penalised for tokens that earlier groups chose at this step
+//! (Hamming diversity), each with its own n-best list of finished hypotheses.
+//!
+//! Each group keeps its own token history and processor pipeline, so processors
+//! see exactly the rows they act on, as transformers runs them per group.
+
+use super::hypotheses::NBest;
+use super::length::{group_is_done, normalized_score_f64};
+use super::output::{assemble, Finalized, Pick};
+use super::select::{log_softmax_rows, top_k_into, TopK};
+use super::settings::BeamSettings;
+use super::tree::{BeamTree, EndReason, Node, NO_NODE};
+use super::NEG_LARGE;
+use crate::diversity::penalize_group;
+use crate::error::{CoreError, Result};
+use crate::history::TokenHistory;
+use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
+
+pub struct GroupBeamSearch {
+    s: BeamSettings,
+    batch: usize,
+    beams: usize,
+    groups: usize,
+    group_size: usize,
+    k: usize,
+    prompt_len: usize,
+    histories: Vec<TokenHistory>,
+    pipelines: Vec<Pipeline>,
+    beam_scores: Vec<f32>,
+    running_nodes: Vec<u32>,
+    /// Index `b * groups + g`.
+    hyps: Vec<NBest>,
+    group_done: Vec<bool>,
+    tree: BeamTree,
+    /// Tokens chosen at the current step (transformers' `current_tokens`).
+    next_tokens: Vec<i64>,
+    parents: Vec<i64>,
+    /// The group whose selection comes next in the current step.
+    cursor: usize,
+    finished: bool,
+    /// The running beams were added as hypotheses (by the first `finalize`).
+    closed: bool,
+    /// Code of the outside criterion that ended the search (see [`Self::stop`]).
+    stop_code: u8,
+    streamed: Vec<usize>,
+    block: Vec<f32>,
+    top: TopK,
+}
+
+impl GroupBeamSearch {
+    /// `prompts` is row-major `[batch, prompt_len]`; rows are expanded to `num_beams` per item.
+    pub fn new(prompts: &[i64], batch: usize, config: &PipelineConfig, settings: BeamSettings) -> Result<Self> {
+        if batch == 0 || prompts.len() % batch != 0 {
+            return Err(CoreError::Shape {
+                name: "input_ids",
+                expected: "[batch >= 1, length]".into(),
+                got: format!("{} values for {} rows", prompts.len(), batch),
+            });
+        }
+        let prompt_len = prompts.len() / batch;
+        settings.validate(prompt_len)?;
+        config.validate(None)?;
+        config.validate_rows(batch * settings.num_beams / settings.num_beam_groups)?;
+        if settings.sample.is_some() || config.do_sample {
+            return Err(CoreError::invalid("num_beam_groups", "diverse (group) beam search does not support do_sample=True"));
+        }
+        let (beams, groups) = (settings.num_beams, settings.num_beam_groups);
+        let group_size = beams / groups;
+        let expanded: Vec<i64> = prompts
+            .chunks_exact(prompt_len.max(1))
+            .flat_map(|p| (0..group_size).flat_map(move |_| p.iter().copied()))
+            .collect();
+        let mut beam_scores = vec![NEG_LARGE; batch * beams];
+        beam_scores.iter_mut().step_by(group_size).for_each(|s| *s = 0.0);
+        Ok(GroupBeamSearch {
+            batch,
+            beams,
+            groups,
+            group_size,
+            k: settings.candidates_per_item(group_size),
+            prompt_len,
+            histories: (0..groups).map(|_| TokenHistory::new(&expanded, batch * group_size)).collect(),
+            pipelines: (0..groups).map(|_| config.build_all(prompt_len, 1)).collect(),
+            beam_scores,
+            running_nodes: vec![NO_NODE; batch * beams],
+            hyps: (0..batch * groups).map(|_| NBest::new(group_size)).collect(),
+            group_done: vec![false; batch * groups],
+            tree: BeamTree::default(),
+            next_tokens: vec![0; batch * beams],
+            parents: (0..(batch * beams) as i64).collect(),
+            cursor: 0,
+            finished: false,
+            closed: false,
+            stop_code: 1,
+            streamed: vec![0; batch],
+            block: Vec::new(),
+            top: TopK::new(settings.candidates_per_item(group_size)),
+            s: settings,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch * self.beams
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    pub fn tree(&self) -> &BeamTree {
+        &self.tree
+    }
+
+    /// All groups of every item are done, or `max_length` is reached.
+    pub fn is_done(&self) -> bool {
+        self.finished
+    }
+
+    /// Global rows of group `g`, batch-major: `b * num_beams + g * group_size + i`.
+    pub fn group_rows(&self, g: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.batch).flat_map(move |b| (0..self.group_size).map(move |i| b * self.beams + g * self.group_size + i))
+    }
+
+    /// Log-softmax, Hamming diversity against the groups before `g` at this step,
+    /// then the processors, over group `g`'s rows of `logits` (`[rows, vocab]`) in place.
+    pub fn process_group(&mut self, g: usize, logits: &mut [f32], vocab: usize) -> Result<()> {
+        self.check(logits.len(), vocab)?;
+        self.expect_group(g)?;
+        self.gather(g, logits, vocab);
+        log_softmax_rows(&mut self.block, vocab);
+        if g > 0 {
+            let chosen: Vec<&[i64]> = (0..self.batch)
+                .map(|b| &self.next_tokens[b * self.beams..b * self.beams + g * self.group_size])
+                .collect();
+            penalize_group(&mut self.block, vocab, self.group_size, &chosen, self.s.diversity_penalty);
+        }
+        let ctx = StepContext { history: &self.histories[g] };
+        self.pipelines[g].process(&ctx, &mut LogitsMut::new(&mut self.block, vocab));
+        self.scatter(g, logits, vocab);
+        Ok(())
+    }
+
+    /// Chooses group `g`'s next beams from its processed rows of `logits`, records
+    /// its finished hypotheses; groups go in order `0..num_beam_groups` every step.
+    pub fn select_group(&mut self, g: usize, logits: &[f32], vocab: usize) -> Result<()> {
+        self.check(logits.len(), vocab)?;
+        self.expect_group(g)?;
+        if self.group_size * vocab < self.k {
+            return Err(CoreError::invalid("num_beams", format!("vocab {vocab} is too small for groups of {}", self.group_size)));
+        }
+        self.gather(g, logits, vocab);
+        let cur_len = self.histories[g].len();
+        let generated = cur_len + 1 - self.prompt_len;
+        let (gs, beams) = (self.group_size, self.beams);
+        let mut local_parents = vec![0usize; self.batch * gs];
+        let mut tokens = vec![0i64; self.batch * gs];
+        for b in 0..self.batch {
+            let first = b * beams + g * gs;
+            let item = b * self.groups + g;
+            if self.group_done[item] {
+                for i in 0..gs {
+                    self.beam_scores[first + i] = 0.0;
+                    self.running_nodes[first + i] = NO_NODE;
+                    tokens[b * gs + i] = self.s.pad_token_id;
+                    local_parents[b * gs + i] = b * gs;
+                    self.parents[first + i] = first as i64;
+                }
+                continue;
+            }
+            let rows = &self.block[b * gs * vocab..(b + 1) * gs * vocab];
+            top_k_into(&mut self.top, rows, vocab, &self.beam_scores[first..first + gs]);
+            let cands = self.top.items().to_vec();
+            let mut filled = 0;
+            let (mut new_scores, mut new_nodes) = (vec![0.0f32; gs], vec![NO_NODE; gs]);
+            for (rank, &(score, idx)) in cands.iter().enumerate() {
+                let (beam, token) = (idx / vocab, (idx % vocab) as i64);
+                let parent_row = first + beam;
+                if self.s.is_eos(token) {
+                    if rank >= gs {
+                        continue;
+                    }
+                    let norm = normalized_score_f64(f64::from(score), generated, self.s.length_penalty);
+                    if self.hyps[item].accepts(norm) {
+                        let id = self.push_node(parent_row, token, b, g, cur_len, score);
+                        let n = self.tree.get_mut(id);
+                        n.end = EndReason::Eos;
+                        n.final_score = norm as f32;
+                        self.hyps[item].add(norm, id);
+                    }
+                } else {
+                    new_scores[filled] = score;
+                    new_nodes[filled] = self.push_node(parent_row, token, b, g, cur_len, score);
+                    tokens[b * gs + filled] = token;
+                    local_parents[b * gs + filled] = b * gs + beam;
+                    self.parents[first + filled] = parent_row as i64;
+                    filled += 1;
+                    if filled == gs {
+                        break;
+                    }
+                }
+            }
+            if filled < gs {
+                return Err(CoreError::invalid("eos_token_id", "too many candidates ended in EOS to continue the group"));
+            }
+            self.beam_scores[first..first + gs].copy_from_slice(&new_scores);
+            self.running_nodes[first..first + gs].copy_from_slice(&new_nodes);
+            let hyps = &self.hyps[item];
+            self.group_done[item] = hyps.is_full()
+                && group_is_done(
+                    self.s.early_stopping,
+                    self.s.length_penalty,
+                    hyps.worst_score(),
+                    f64::from(cands[0].0),
+                    generated,
+                    self.s.max_length - self.prompt_len,
+                );
+        }
+        for b in 0..self.batch {
+            let first = b * beams + g * gs;
+            self.next_tokens[first..first + gs].copy_from_slice(&tokens[b * gs..(b + 1) * gs]);
+        }
+        self.histories[g].reorder(&local_parents);
+        self.pipelines[g].reorder(&local_parents);
+        self.histories[g].push(&tokens);
+        self.cursor += 1;
+        if self.cursor == self.groups {
+            self.cursor = 0;
+            let len = self.histories[0].len();
+            self.finished = len >= self.s.max_length || self.group_done.iter().all(|&d| d);
+        }
+        Ok(())
+    }
+
+    /// Every group of one step: [`Self::process_group`] then [`Self::select_group`]
+    /// for `g = 0..num_beam_groups`, processed scores written back into `logits`.
+    pub fn step(&mut self, logits: &mut [f32], vocab: usize) -> Result<()> {
+        for g in 0..self.groups {
+            self.process_group(g, logits, vocab)?;
+            self.select_group(g, logits, vocab)?;
+        }
+        Ok(())
+    }
+
+    /// Token of every row after the last complete step.
+    pub fn next_tokens(&self) -> &[i64] {
+        &self.next_tokens
+    }
+
+    /// Row each beam continues after the last complete step (reorder the cache by it).
+    pub fn parents(&self) -> &[i64] {
+        &self.parents
+    }
+
+    /// Marks the search finished: the stopping criterion with `code` (>= 1) fired for
+    /// every row outside the core.
+    pub fn stop(&mut self, code: u8) {
+        self.finished = true;
+        self.stop_code = code.max(1);
+    }
+
+    /// Newly settled tokens per batch item (see [`super::BeamSearch::take_settled`]).
+    pub fn take_settled(&mut self) -> Vec<Vec<i64>> {
+        (0..self.batch)
+            .map(|b| {
+                let mut set = Vec::new();
+                let best = (0..self.groups)
+                    .flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied())
+                    .max_by(|x, y| x.0.total_cmp(&y.0));
+                if let Some((_, node)) = best {
+                    set.push(node);
+                }
+                for g in (0..self.groups).filter(|&g| !self.group_done[b * self.groups + g]) {
+                    let first = b * self.beams + g * self.group_size;
+                    set.extend_from_slice(&self.running_nodes[first..first + self.group_size]);
+                }
+                let lca = self.tree.common_ancestor(&set);
+                let depth = self.tree.depth(lca);
+                if depth <= self.streamed[b] {
+                    return Vec::new();
+                }
+                let mut tokens = Vec::new();
+                self.tree.extend_tokens(lca, &mut tokens);
+                let new = tokens.split_off(self.streamed[b]);
+                self.streamed[b] = depth;
+                new
+            })
+            .collect()
+    }
+
+    /// Adds the running beams of unfinished groups as hypotheses, then returns the
+    /// best `num_return_sequences` per batch item across all its groups.
+    pub fn finalize(&mut self) -> Finalized {
+        let len = self.histories[0].len();
+        let generated = len - self.prompt_len;
+        let end = if len >= self.s.max_length { EndReason::Length } else { EndReason::Stop(self.stop_code) };
+        for b in (0..self.batch).filter(|_| !self.closed) {
+            for g in 0..self.groups {
+                let item = b * self.groups + g;
+                if self.group_done[item] {
+                    continue;
+                }
+                for i in 0..self.group_size {
+                    let row = b * self.beams + g * self.group_size + i;
+                    let node = self.running_nodes[row];
+                    let norm = normalized_score_f64(f64::from(self.beam_scores[row]), generated, self.s.length_penalty);
+                    if node != NO_NODE && self.hyps[item].accepts(norm) {
+                        let n = self.tree.get_mut(node);
+                        n.end = end;
+                        n.final_score = norm as f32;
+                        self.hyps[item].add(norm, node);
+                    }
+                }
+            }
+        }
+        self.closed = true;
+        let mut picks = Vec::with_capacity(self.batch * self.s.num_return_sequences);
+        for b in 0..self.batch {
+            let prompt = &self.histories[0].row(b * self.group_size)[..self.prompt_len];
+            let mut all: Vec<(f64, u32)> =
+                (0..self.groups).flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied()).collect();
+            // Python's stable ascending sort, then pop() from the end
+            all.sort_by(|x, y| x.0.total_cmp(&y.0));
+            for &(score, node) in all.iter().rev().take(self.s.num_return_sequences) {
+                picks.push(Pick { prompt, node, score: score as f32 });
+            }
+        }
+        assemble(&self.tree, &picks, self.s.pad_token_id)
+    }
+
+    /// Nodes of every kept hypothesis at the end (the rest of the tree was pruned).
+    pub fn surviving_nodes(&self) -> Vec<u32> {
+        self.hyps.iter().flat_map(|h| h.beams().iter().map(|&(_, n)| n)).collect()
+    }
+
+    fn push_node(&mut self, parent_row: usize, token: i64, b: usize, g: usize, cur_len: usize, score: f32) -> u32 {
+        self.tree.push(Node {
+            parent: self.running_nodes[parent_row],
+            token,
+            parent_row: parent_row as u32,
+            batch: b as u32,
+            group: g as u32,
+            step: (cur_len - self.prompt_len) as u32,
+            score,
+            final_score: f32::NAN,
+            end: EndReason::Running,
+        })
+    }
+
+    fn expect_group(&self, g: usize) -> Result<()> {
+        if self.finished {
+            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
+        }
+        if g != self.cursor {
+            return Err(CoreError::invalid("beam_group", format!("groups go in order; expected group {}, got {g}", self.cursor)));
+        }
+        Ok(())
+    }
+
+    fn gather(&mut self, g: usize, logits: &[f32], vocab: usize) {
+        self.block.clear();
+        let span = self.group_size * vocab;
+        for b in 0..self.batch {
+            let start = (b * self.beams + g * self.group_size) * vocab;
+            self.block.extend_from_slice(&logits[start..start + span]);
+        }
+    }
+
+    fn scatter(&self, g: usize, logits: &mut [f32], vocab: usize) {
+        let span = self.group_size * vocab;
+        for b in 0..self.batch {
+            let start = (b * self.beams + g * self.group_size) * vocab;
+            logits[start..start + span].copy_from_slice(&self.block[b * span..(b + 1) * span]);
+        }
+    }
+
+    fn check(&self, len: usize, vocab: usize) -> Result<()> {
+        let rows = self.rows();
+        if vocab == 0 || len != rows * vocab {
+            return Err(CoreError::Shape {
+                name: "logits",
+                expected: format!("[{rows}, vocab >= 1]"),
+                got: format!("{len} values with vocab {vocab}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(beams: usize, groups: usize, penalty: f32, max_length: usize) -> BeamSettings {
+        BeamSettings {
+            num_beams: beams,
+            num_beam_groups: groups,
+            diversity_penalty: penalty,
+            eos_token_ids: vec![1],
+            max_length,
+            num_return_sequences: beams,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn later_groups_avoid_tokens_of_earlier_groups() {
+        // every row prefers token 3, then 2; with a large penalty group 1 must take 2
+        let mut s = GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(2, 2, 10.0, 3)).unwrap();
+        let mut logits = vec![0.0f32, -9.0, 1.0, 2.0, 0.0, -9.0, 1.0, 2.0];
+        s.step(&mut logits, 4).unwrap();
+        assert_eq!(s.next_tokens(), &[3, 2]);
+        assert_eq!(s.parents(), &[0, 1]);
+        assert!(logits[7] < -9.0, "the processed (penalised) scores are written back");
+        let mut plain = GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(2, 2, 0.0, 3)).unwrap();
+        let mut logits = vec![0.0f32, -9.0, 1.0, 2.0, 0.0, -9.0, 1.0, 2.0];
+        plain.step(&mut logits, 4).unwrap();
+        assert_eq!(plain.next_tokens(), &[3, 3]);
+    }
+
+    #[test]
+    fn groups_go_in_order_and_finalize_returns_best_first() {
+        let mut s = GroupBeamSearch::new(&[5, 6], 2, &PipelineConfig::default(), settings(4, 2, 0.5, 4)).unwrap();
+        let mut logits: Vec<f32> = (0..8 * 6).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        assert!(s.select_group(1, &logits, 6).is_err());
+        while !s.is_done() {
+            s.step(&mut logits, 6).unwrap();
+        }
+        assert!(s.step(&mut logits, 6).is_err());
+        let out = s.finalize();
+        assert_eq!(out.rows, 8);
+        for item in out.scores.chunks(4) {
+            assert!(item.windows(2).all(|w| w[0] >= w[1]));
+        }
+        assert_eq!(out.sequences[0], 5);
+        assert_eq!(out.sequences[4 * out.width], 6);
+        assert_eq!(s.finalize(), out, "finalize is idempotent");
+    }
+}

@@ -1,0 +1,37 @@
+//! Beam search bookkeeping: candidate selection over `beams × vocab`, finished
+//! hypotheses with length penalty and early stopping, diverse groups, and the tree
+//! of every hypothesis the search kept.
+//!
+//! Python runs the model; each step it hands the core the logits of every running
+//! beam and gets back the next token and the parent row of each beam (to reorder the
+//! KV cache with one `index_select`). Two searches share the pieces here:
+//!
+//! - [`BeamSearch`]: beam search and beam-search sampling with transformers 5.x
+//!   semantics (fixed `num_beams` finished slots per batch item, top-k over
+//!   `(1 + n_eos) × num_beams` continuations, early-stop heuristic).
+//! - [`GroupBeamSearch`]: diverse beam search with transformers 4.55 semantics
+//!   (the last release shipping it): groups processed in order, Hamming penalty,
+//!   per-group n-best lists.
+
+mod fastmath;
+mod group;
+mod hypotheses;
+mod length;
+mod noise;
+mod output;
+mod search;
+mod select;
+mod settings;
+mod tree;
+
+pub use group::GroupBeamSearch;
+pub use length::{normalized_score, normalized_score_f64};
+pub use noise::exponential;
+pub use output::Finalized;
+pub use search::{BeamSearch, Candidate};
+pub use select::{log_softmax_rows, top_k_into, TopK};
+pub use settings::{BeamSettings, EarlyStopping, SampleSettings};
+pub use tree::{BeamTree, EndReason, Node, NO_NODE};
+
+/// Score given to beams that must not be chosen (transformers' `-1e9`).
+pub(crate) const NEG_LARGE: f32 = -1.0e9;

@@ -1,0 +1,574 @@
+//! Beam search and beam-search sampling, step by step, with transformers 5.x semantics.
+//!
+//! Per batch item and step: add each beam's running score to its processed
+//! log-probabilities, keep the best `K = (1 + n_eos) × num_beams` continuations (or
+//! sample `K` without replacement), continue with the best `num_beams` that did not
+//! hit a stopping condition, and merge the top `num_beams` that did into the
+//! finished slots (scored with the length penalty).
+
+use super::hypotheses::{FinishedSlots, Source};
+use super::length::{best_hypothetical_len, normalized_score};
+use super::noise::exponential;
+use super::output::{assemble, Finalized, Pick};
+use super::select::{log_softmax_rows, sample_k_into, top_k_into, TopK};
+use super::settings::{BeamSettings, EarlyStopping};
+use super::tree::{BeamTree, EndReason, Node, NO_NODE};
+use super::NEG_LARGE;
+use crate::error::{CoreError, Result};
+use crate::history::TokenHistory;
+use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
+
+/// A continuation proposed this step: `parent_row` is in `[batch * num_beams]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub score: f32,
+    pub parent_row: usize,
+    pub token: i64,
+}
+
+pub struct BeamSearch {
+    s: BeamSettings,
+    batch: usize,
+    beams: usize,
+    /// Candidates per batch item and step.
+    k: usize,
+    prompt_len: usize,
+    history: TokenHistory,
+    pipeline: Pipeline,
+    warpers: Pipeline,
+    /// Per batch item, with a seed: the key of its own noise.
+    item_keys: Option<Vec<u64>>,
+    running_scores: Vec<f32>,
+    running_nodes: Vec<u32>,
+    slots: Vec<FinishedSlots>,
+    /// Per batch item: can a running beam still beat the finished ones?
+    open: Vec<bool>,
+    tree: BeamTree,
+    candidates: Vec<Candidate>,
+    proposed: bool,
+    next_tokens: Vec<i64>,
+    parents: Vec<i64>,
+    done: bool,
+    step: usize,
+    streamed: Vec<usize>,
+    top: TopK,
+    scratch: Vec<f32>,
+}
+
+impl BeamSearch {
+    /// `prompts` is row-major `[batch, prompt_len]` (one row per batch item; the core
+    /// expands it to `num_beams` rows per item, as `repeat_interleave`). `config` gives
+    /// the processors, run on log-probabilities as transformers does in beam modes, and
+    /// (with `do_sample`) the warpers.
+    pub fn new(prompts: &[i64], batch: usize, config: &PipelineConfig, settings: BeamSettings) -> Result<Self> {
+        if batch == 0 || prompts.len() % batch != 0 {
+            return Err(CoreError::Shape {
+                name: "input_ids",
+                expected: "[batch >= 1, length]".into(),
+                got: format!("{} values for {} rows", prompts.len(), batch),
+            });
+        }
+        let prompt_len = prompts.len() / batch;
+        settings.validate(prompt_len)?;
+        config.validate(None)?;
+        config.validate_rows(batch * settings.num_beams)?;
+        if settings.num_beam_groups != 1 {
+            return Err(CoreError::invalid("num_beam_groups", "use GroupBeamSearch for num_beam_groups > 1"));
+        }
+        let beams = settings.num_beams;
+        let expanded: Vec<i64> =
+            prompts.chunks_exact(prompt_len.max(1)).flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied())).collect();
+        let history = TokenHistory::new(&expanded, batch * beams);
+        let pipeline = config.build_processors(prompt_len);
+        let warpers = config.build_warpers(settings.min_tokens_to_keep());
+        let item_keys = settings.sample.as_ref().and_then(|s| s.item_keys.clone());
+        if item_keys.as_ref().is_some_and(|k| k.len() != batch) {
+            return Err(CoreError::Shape {
+                name: "seed_prompts",
+                expected: format!("{batch} prompts"),
+                got: format!("{} keys", item_keys.as_ref().map_or(0, Vec::len)),
+            });
+        }
+        let k = settings.candidates_per_item(beams);
+        let mut running_scores = vec![NEG_LARGE; batch * beams];
+        running_scores.iter_mut().step_by(beams).for_each(|s| *s = 0.0);
+        Ok(BeamSearch {
+            batch,
+            beams,
+            k,
+            prompt_len,
+            history,
+            pipeline,
+            warpers,
+            item_keys,
+            running_scores,
+            running_nodes: vec![NO_NODE; batch * beams],
+            slots: (0..batch).map(|_| FinishedSlots::new(beams)).collect(),
+            open: vec![true; batch],
+            tree: BeamTree::default(),
+            candidates: Vec::with_capacity(batch * k),
+            proposed: false,
+            next_tokens: vec![0; batch * beams],
+            parents: (0..(batch * beams) as i64).collect(),
+            done: false,
+            step: 0,
+            streamed: vec![0; batch],
+            top: TopK::new(k),
+            scratch: Vec::new(),
+            s: settings,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.batch * self.beams
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Candidates per batch item each step (`K`).
+    pub fn candidates_per_item(&self) -> usize {
+        self.k
+    }
+
+    pub fn settings(&self) -> &BeamSettings {
+        &self.s
+    }
+
+    pub fn history(&self) -> &TokenHistory {
+        &self.history
+    }
+
+    pub fn tree(&self) -> &BeamTree {
+        &self.tree
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether [`Self::propose`] needs caller-drawn noise (sampling without a seed).
+    pub fn needs_noise(&self) -> bool {
+        self.s.sample.is_some() && self.item_keys.is_none()
+    }
+
+    /// Log-softmax, then the logits processors, over `logits` (`[rows, vocab]`) in place.
+    pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
+        self.check(logits.len(), vocab)?;
+        log_softmax_rows(logits, vocab);
+        self.pipeline.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
+        Ok(())
+    }
+
+    /// The warpers (beam sample) and the final renormalisation, if any; transformers
+    /// runs them after the user's processors.
+    pub fn warp(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
+        self.check(logits.len(), vocab)?;
+        if !self.warpers.is_empty() {
+            self.warpers.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
+        }
+        Ok(())
+    }
+
+    /// Proposes the `K` best (or sampled) continuations of every batch item from
+    /// processed scores. `noise` (`[batch, num_beams * vocab]`, `Exp(1)` draws) is
+    /// required when [`Self::needs_noise`]. Follow with [`Self::commit`].
+    pub fn propose(&mut self, logits: &[f32], vocab: usize, noise: Option<&[f32]>) -> Result<&[Candidate]> {
+        self.check(logits.len(), vocab)?;
+        if self.done {
+            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
+        }
+        if self.beams * vocab < self.k {
+            return Err(CoreError::invalid("num_beams", format!("vocab {vocab} is too small for {} beams", self.beams)));
+        }
+        let width = self.beams * vocab;
+        let sampling = self.s.sample.is_some();
+        if sampling && self.item_keys.is_none() {
+            match noise {
+                Some(n) if n.len() == self.batch * width => {}
+                Some(n) => {
+                    return Err(CoreError::Shape {
+                        name: "noise",
+                        expected: format!("[{}, {}]", self.batch, width),
+                        got: format!("{} values", n.len()),
+                    })
+                }
+                None => return Err(CoreError::invalid("noise", "beam sampling without a seed needs noise each step")),
+            }
+        }
+        self.candidates.clear();
+        for b in 0..self.batch {
+            let rows = &logits[b * width..(b + 1) * width];
+            let offsets = &self.running_scores[b * self.beams..(b + 1) * self.beams];
+            let picked: Vec<(f32, usize)> = if sampling {
+                match (&self.item_keys, noise) {
+                    (Some(keys), _) => {
+                        let (key, step) = (keys[b], self.step);
+                        sample_k_into(&mut self.top, rows, vocab, offsets, &mut self.scratch, |i| exponential(key, step, i))
+                    }
+                    (None, Some(q)) => {
+                        let q = &q[b * width..(b + 1) * width];
+                        sample_k_into(&mut self.top, rows, vocab, offsets, &mut self.scratch, |i| q[i])
+                    }
+                    (None, None) => unreachable!("checked above"),
+                }
+            } else {
+                top_k_into(&mut self.top, rows, vocab, offsets);
+                self.top.items().to_vec()
+            };
+            for (score, idx) in picked {
+                self.candidates.push(Candidate {
+                    score,
+                    parent_row: b * self.beams + idx / vocab,
+                    token: (idx % vocab) as i64,
+                });
+            }
+        }
+        self.proposed = true;
+        Ok(&self.candidates)
+    }
+
+    /// Applies the proposed step. `extra_hits` (`[batch * K]`) marks candidates that a
+    /// stopping criterion outside the core ended, with that criterion's code (>= 1; 0 =
+    /// not ended); EOS and `max_length` are checked here.
+    pub fn commit(&mut self, extra_hits: Option<&[u8]>) -> Result<()> {
+        if !self.proposed {
+            return Err(CoreError::invalid("beam_step", "commit without propose"));
+        }
+        if let Some(h) = extra_hits {
+            if h.len() != self.candidates.len() {
+                return Err(CoreError::Shape {
+                    name: "stopping criteria",
+                    expected: format!("[{}]", self.candidates.len()),
+                    got: format!("{} values", h.len()),
+                });
+            }
+        }
+        self.proposed = false;
+        let (beams, k) = (self.beams, self.k);
+        let cur_len = self.history.len();
+        let generated = cur_len + 1 - self.prompt_len;
+        let at_max = cur_len + 1 >= self.s.max_length;
+        let reason = |c: &Candidate, extra: u8| {
+            if self.s.is_eos(c.token) {
+                EndReason::Eos
+            } else if at_max {
+                EndReason::Length
+            } else if extra > 0 {
+                EndReason::Stop(extra)
+            } else {
+                EndReason::Running
+            }
+        };
+        let ends: Vec<EndReason> = self
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| reason(c, extra_hits.map_or(0, |h| h[i])))
+            .collect();
+        let mut new_scores = vec![0.0f32; beams * self.batch];
+        let mut new_nodes = vec![NO_NODE; beams * self.batch];
+        for b in 0..self.batch {
+            let cands: Vec<Candidate> = self.candidates[b * k..(b + 1) * k].to_vec();
+            let ends = &ends[b * k..(b + 1) * k];
+            let mut node_of = vec![NO_NODE; k];
+            // running beams: the best candidates that did not stop (stopped ones sink by -1e9)
+            let penalised: Vec<f32> = cands
+                .iter()
+                .zip(ends)
+                .map(|(c, e)| c.score + if *e != EndReason::Running { NEG_LARGE } else { -0.0 })
+                .collect();
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&x, &y| penalised[y].total_cmp(&penalised[x]).then(x.cmp(&y)));
+            // finished slots: only the top `num_beams` candidates may enter, and only while useful
+            let full = self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
+            let open = self.open[b];
+            let merge: Vec<(f32, bool)> = cands
+                .iter()
+                .zip(ends)
+                .enumerate()
+                .map(|(r, (c, e))| {
+                    let finished = *e != EndReason::Running && r < beams;
+                    let mut score = normalized_score(c.score, generated, self.s.length_penalty);
+                    score += if full { NEG_LARGE } else { -0.0 };
+                    score += if open { -0.0 } else { NEG_LARGE };
+                    score += if finished { -0.0 } else { NEG_LARGE };
+                    (score, finished)
+                })
+                .collect();
+            let sources = self.slots[b].merge(&merge);
+            for (slot, src) in sources.into_iter().enumerate() {
+                if let Source::Candidate(r) = src {
+                    let id = self.node_for(&mut node_of, &cands, r, b);
+                    if merge[r].1 {
+                        let n = self.tree.get_mut(id);
+                        n.end = ends[r];
+                        n.final_score = merge[r].0;
+                    }
+                    self.slots[b].set_node(slot, id);
+                }
+            }
+            for (j, &r) in order.iter().take(beams).enumerate() {
+                let row = b * beams + j;
+                new_nodes[row] = self.node_for(&mut node_of, &cands, r, b);
+                new_scores[row] = penalised[r];
+                self.next_tokens[row] = cands[r].token;
+                self.parents[row] = cands[r].parent_row as i64;
+            }
+        }
+        let parents: Vec<usize> = self.parents.iter().map(|&p| p as usize).collect();
+        self.history.reorder(&parents);
+        self.pipeline.reorder(&parents);
+        self.warpers.reorder(&parents);
+        self.history.push(&self.next_tokens);
+        self.running_scores = new_scores;
+        self.running_nodes = new_nodes;
+        self.step += 1;
+        self.update_done(&ends);
+        Ok(())
+    }
+
+    /// [`Self::process`], [`Self::warp`], [`Self::propose`] and [`Self::commit`] in one call.
+    pub fn step(&mut self, logits: &mut [f32], vocab: usize, noise: Option<&[f32]>) -> Result<()> {
+        self.process(logits, vocab)?;
+        self.warp(logits, vocab)?;
+        self.propose(logits, vocab, noise)?;
+        self.commit(None)
+    }
+
+    /// Token of every row after the last step (`[batch * num_beams]`).
+    pub fn next_tokens(&self) -> &[i64] {
+        &self.next_tokens
+    }
+
+    /// Row each beam continues after the last step: reorder the KV cache by it.
+    pub fn parents(&self) -> &[i64] {
+        &self.parents
+    }
+
+    /// Tokens that every hypothesis which can still win agrees on, per batch item,
+    /// not yet returned by an earlier call.
+    pub fn take_settled(&mut self) -> Vec<Vec<i64>> {
+        (0..self.batch)
+            .map(|b| {
+                let mut set: Vec<u32> = Vec::with_capacity(self.beams + 1);
+                let best = self.slots[b].slots()[0];
+                if best.finished {
+                    set.push(best.node);
+                }
+                if self.searching(b) {
+                    set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+                }
+                self.take_prefix(b, &set)
+            })
+            .collect()
+    }
+
+    /// The best `num_return_sequences` hypotheses of every batch item.
+    pub fn finalize(&self) -> Finalized {
+        let picks: Vec<Pick<'_>> = (0..self.batch)
+            .flat_map(|b| {
+                let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
+                self.slots[b].slots()[..self.s.num_return_sequences]
+                    .iter()
+                    .map(move |slot| Pick { prompt, node: slot.node, score: slot.score })
+            })
+            .collect();
+        assemble(&self.tree, &picks, self.s.pad_token_id)
+    }
+
+    /// Nodes still alive at the end: every finished slot and, for items still
+    /// searching, every running beam (the rest of the tree was pruned).
+    pub fn surviving_nodes(&self) -> Vec<u32> {
+        let mut alive: Vec<u32> = self.slots.iter().flat_map(|s| s.slots().iter().map(|x| x.node)).collect();
+        for b in (0..self.batch).filter(|&b| self.searching(b) && !self.done) {
+            alive.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+        }
+        alive.retain(|&n| n != NO_NODE);
+        alive
+    }
+
+    fn searching(&self, b: usize) -> bool {
+        self.open[b] && !(self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished())
+    }
+
+    fn take_prefix(&mut self, b: usize, set: &[u32]) -> Vec<i64> {
+        let lca = self.tree.common_ancestor(set);
+        let depth = self.tree.depth(lca);
+        if depth <= self.streamed[b] {
+            return Vec::new();
+        }
+        let mut tokens = Vec::new();
+        self.tree.extend_tokens(lca, &mut tokens);
+        let new = tokens.split_off(self.streamed[b]);
+        self.streamed[b] = depth;
+        new
+    }
+
+    fn node_for(&mut self, node_of: &mut [u32], cands: &[Candidate], r: usize, b: usize) -> u32 {
+        if node_of[r] == NO_NODE {
+            let c = cands[r];
+            node_of[r] = self.tree.push(Node {
+                parent: self.running_nodes[c.parent_row],
+                token: c.token,
+                parent_row: c.parent_row as u32,
+                batch: b as u32,
+                group: 0,
+                step: (self.history.len() - self.prompt_len) as u32,
+                score: c.score,
+                final_score: f32::NAN,
+                end: EndReason::Running,
+            });
+        }
+        node_of[r]
+    }
+
+    /// transformers' `_check_early_stop_heuristic` and `_beam_search_has_unfinished_sequences`.
+    fn update_done(&mut self, ends: &[EndReason]) {
+        let generated = self.history.len() - self.prompt_len;
+        let max_generated = self.s.max_length - self.prompt_len;
+        let len = best_hypothetical_len(self.s.early_stopping, self.s.length_penalty, generated, max_generated);
+        for b in 0..self.batch {
+            if self.open[b] {
+                let best = normalized_score(self.running_scores[b * self.beams], len, self.s.length_penalty);
+                self.open[b] = self.slots[b].can_improve(best);
+            }
+        }
+        let improvable = self.open.iter().any(|&o| o);
+        let all_full =
+            self.s.early_stopping == EarlyStopping::AllFinished && self.slots.iter().all(FinishedSlots::all_finished);
+        let continuable = ends.iter().any(|&e| e == EndReason::Running);
+        self.done = !(improvable && !all_full && continuable);
+    }
+
+    fn check(&self, len: usize, vocab: usize) -> Result<()> {
+        let rows = self.rows();
+        if vocab == 0 || len != rows * vocab {
+            return Err(CoreError::Shape {
+                name: "logits",
+                expected: format!("[{rows}, vocab >= 1]"),
+                got: format!("{len} values with vocab {vocab}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::beam::SampleSettings;
+    use proptest::prelude::*;
+
+    fn settings(beams: usize, eos: &[i64], max_length: usize) -> BeamSettings {
+        BeamSettings { num_beams: beams, eos_token_ids: eos.to_vec(), max_length, ..Default::default() }
+    }
+
+    fn log_probs(p: &[f32]) -> Vec<f32> {
+        p.iter().map(|x| x.ln()).collect()
+    }
+
+    #[test]
+    fn first_step_expands_beam_zero_only_and_eos_finishes() {
+        // vocab 3, eos = 1; one batch item, 2 beams, prompt [7]
+        let mut s = BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[1], 4)).unwrap();
+        let mut logits = [log_probs(&[0.5, 0.3, 0.2]), log_probs(&[0.5, 0.3, 0.2])].concat();
+        s.step(&mut logits, 3, None).unwrap();
+        // candidates (beam 0 only): 0 (.5), 1=eos (.3), 2 (.2), then beam 1's at -1e9
+        assert_eq!(s.next_tokens(), &[0, 2]);
+        assert_eq!(s.parents(), &[0, 0]);
+        let slots = s.slots[0].slots();
+        assert!(slots[0].finished && !slots[1].finished);
+        assert!((slots[0].score - 0.3f32.ln()).abs() < 1e-6, "length 1, penalty 1");
+        assert!(!s.is_done());
+        assert_eq!(s.history().row(1), &[7, 2]);
+    }
+
+    #[test]
+    fn max_length_finishes_everything() {
+        let mut s = BeamSearch::new(&[7, 8], 2, &PipelineConfig::default(), settings(2, &[], 3)).unwrap();
+        let mut steps = 0;
+        while !s.is_done() {
+            let mut logits: Vec<f32> = (0..4 * 5).map(|i| ((i * 7) % 5) as f32).collect();
+            s.step(&mut logits, 5, None).unwrap();
+            steps += 1;
+        }
+        assert_eq!(steps, 2);
+        let out = s.finalize();
+        assert_eq!((out.rows, out.width, out.generated_width), (2, 3, 2));
+        assert!(out.reasons.iter().all(|&r| r == EndReason::Length));
+        assert!(out.beam_indices.iter().all(|&i| (0..4).contains(&i)));
+        assert!(s.propose(&[0.0; 20], 5, None).is_err(), "finished searches refuse more steps");
+    }
+
+    #[test]
+    fn commit_needs_propose_and_noise_is_checked() {
+        let sample = SampleSettings::default();
+        let mut s = BeamSearch::new(&[7], 1, &PipelineConfig::default(), BeamSettings { sample: Some(sample), ..settings(2, &[1], 5) })
+            .unwrap();
+        assert!(s.commit(None).is_err());
+        assert!(s.needs_noise());
+        assert!(s.propose(&[0.0; 6], 3, None).is_err());
+        assert!(matches!(s.propose(&[0.0; 6], 3, Some(&[1.0; 5])), Err(CoreError::Shape { .. })));
+        assert_eq!(s.propose(&[0.0; 6], 3, Some(&[1.0; 6])).unwrap().len(), 4);
+        assert!(matches!(s.commit(Some(&[0; 3])), Err(CoreError::Shape { .. })));
+    }
+
+    /// Runs a search over pseudo-random logits; returns it and the processed scores of every step.
+    fn run(batch: usize, beams: usize, eos: &[i64], lp: f64, early: EarlyStopping, seed: u64, sample: bool) -> (BeamSearch, Vec<Vec<f32>>) {
+        let vocab = 6;
+        let st = BeamSettings {
+            num_beams: beams,
+            eos_token_ids: eos.to_vec(),
+            max_length: 9,
+            length_penalty: lp,
+            early_stopping: early,
+            num_return_sequences: beams,
+            sample: sample.then_some(SampleSettings { item_keys: Some((0..batch as u64).map(|b| seed * 31 + b).collect()) }),
+            ..Default::default()
+        };
+        let prompts: Vec<i64> = (0..batch as i64 * 2).collect();
+        let mut s = BeamSearch::new(&prompts, batch, &PipelineConfig::default(), st).unwrap();
+        let mut scores = Vec::new();
+        while !s.is_done() {
+            let step = scores.len();
+            let mut logits: Vec<f32> = (0..s.rows() * vocab).map(|i| 3.0 * exponential(seed, step, i).ln()).collect();
+            s.step(&mut logits, vocab, None).unwrap();
+            scores.push(logits);
+        }
+        (s, scores)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Every returned score is the sum of the processed scores along its beam path,
+        /// divided by its length to the power of the length penalty; results are sorted.
+        #[test]
+        fn scores_follow_beam_indices(batch in 1usize..3, beams in 1usize..5, lp in -1.0f64..2.0,
+                                      early in 0usize..3, seed in 0u64..1000, sample in any::<bool>()) {
+            let early = [EarlyStopping::Heuristic, EarlyStopping::AllFinished, EarlyStopping::Never][early];
+            let (s, scores) = run(batch, beams, &[1], lp, early, seed, sample);
+            let out = s.finalize();
+            let vocab = 6;
+            for r in 0..out.rows {
+                let gen_len = (0..out.generated_width).filter(|&t| out.beam_indices[r * out.generated_width + t] >= 0).count();
+                prop_assert!(gen_len > 0);
+                let mut sum = 0.0f64;
+                for t in 0..gen_len {
+                    let row = out.beam_indices[r * out.generated_width + t] as usize;
+                    let token = out.sequences[r * out.width + 2 + t] as usize;
+                    sum += f64::from(scores[t][row * vocab + token]);
+                }
+                let expected = sum / (gen_len as f64).powf(lp);
+                prop_assert!((expected - f64::from(out.scores[r])).abs() < 1e-3 * (1.0 + expected.abs()),
+                             "row {} expected {} got {}", r, expected, out.scores[r]);
+                let ends_eos = out.sequences[r * out.width + 1 + gen_len] == 1;
+                prop_assert_eq!(out.reasons[r] == EndReason::Eos, ends_eos);
+                if r % beams > 0 {
+                    prop_assert!(out.scores[r - 1] >= out.scores[r]);
+                }
+            }
+        }
+    }
+}
