@@ -45,6 +45,7 @@ MODES = {
     "constrained_beam_search": dict(num_beams=3, force_words_ids=[[42]]),
     "contrastive_search": dict(penalty_alpha=0.6, top_k=4),
     "assisted": lambda model: dict(assistant_model=model),
+    "assisted-prompt-lookup": dict(prompt_lookup_num_tokens=3),
 }
 # Folders: the three strategies transformers 5.x moved to the Hub, and the any-strategy folder.
 FOLDER_CASES = [
@@ -109,7 +110,7 @@ def test_enable_matches_ferrogen_generate(kjv, mode):
     kwargs = settings(mode, model)
     assert ferrogen.GenerationConfig(**{k: v for k, v in kwargs.items() if k != "assistant_model"}).generation_mode(
         kwargs.get("assistant_model")
-    ).value == mode
+    ).value == mode.split("-")[0]
     expected = reference(model, enc, kwargs)
     with ferrogen.patched(model), warnings.catch_warnings():
         warnings.simplefilter("error", FallbackWarning)

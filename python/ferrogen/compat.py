@@ -61,7 +61,6 @@ _UNSUPPORTED_SETTINGS: dict[str, Callable[[Any], bool]] = {
     "token_healing": bool,
     "forced_decoder_ids": lambda v: v is not None,
     "use_mtp": bool,
-    "prompt_lookup_num_tokens": lambda v: v is not None,
     "assistant_early_exit": lambda v: v is not None,
     "continuous_batching_config": lambda v: v is not None,
     "cache_implementation": lambda v: v == "paged",
