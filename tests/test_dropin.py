@@ -45,6 +45,7 @@ MODES = {
     "constrained_beam_search": dict(num_beams=3, force_words_ids=[[42]]),
     "contrastive_search": dict(penalty_alpha=0.6, top_k=4),
     "assisted": lambda model: dict(assistant_model=model),
+    "assisted-prompt-lookup": dict(prompt_lookup_num_tokens=3),
 }
 # Folders: the three strategies transformers 5.x moved to the Hub, and the any-strategy folder.
 FOLDER_CASES = [
@@ -109,7 +110,7 @@ def test_enable_matches_ferrogen_generate(kjv, mode):
     kwargs = settings(mode, model)
     assert ferrogen.GenerationConfig(**{k: v for k, v in kwargs.items() if k != "assistant_model"}).generation_mode(
         kwargs.get("assistant_model")
-    ).value == mode
+    ).value == mode.split("-")[0]
     expected = reference(model, enc, kwargs)
     with ferrogen.patched(model), warnings.catch_warnings():
         warnings.simplefilter("error", FallbackWarning)
@@ -223,6 +224,17 @@ def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):
     assert torch.equal(sequences(got), sequences(expected))
     assert type(got) is type(expected)  # transformers' own output, attentions and all
     assert [reason in str(w.message) for w in fallbacks(record)] == [True]
+
+
+def test_no_inputs_falls_back_to_transformers(kjv):
+    """transformers starts from bos_token_id when given no prompt; ferrogen needs input_ids."""
+    model = kjv[0]
+    expected = model.generate(max_new_tokens=NEW)
+    with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = model.generate(max_new_tokens=NEW)
+    assert torch.equal(got, expected)
+    assert [("inputs" in str(w.message)) for w in fallbacks(record)] == [True]
 
 
 def test_missing_strategy_falls_back_to_transformers(kjv, monkeypatch):

@@ -216,7 +216,9 @@ def _sort(arguments: dict[str, Any]) -> _Call:
     if inputs is not None and call.input_ids is not None:
         call.blockers.append("inputs")  # both given: transformers explains the conflict
     call.input_ids = inputs if call.input_ids is None else call.input_ids
-    if isinstance(call.input_ids, torch.Tensor) and (call.input_ids.is_floating_point() or call.input_ids.dim() > 2):
+    if call.input_ids is None:
+        call.blockers.append("inputs")  # none: transformers starts from bos_token_id (or embeddings)
+    elif isinstance(call.input_ids, torch.Tensor) and (call.input_ids.is_floating_point() or call.input_ids.dim() > 2):
         call.blockers.append("inputs")  # features or embeddings, not token ids
     for name in _PASSED:
         if name in args:
