@@ -7,7 +7,7 @@ drawn. Significance: p > 1e-4. The seeds are fixed, so the tests are determinist
 cannot flake; alpha = 1e-4 is the rate at which a correct sampler would fail for a new
 seed (so re-seeding is never needed). At 20k draws the test catches a wrong mask, a
 wrong warper order or a biased inverse CDF; a 3% error in temperature gives p between
-1e-5 and 0.5 on these rows, so small biases are checked by the Rust unit tests instead.
+1e-5 and 0.5 on these rows: biases that small need more draws than a unit test should take.
 """
 
 from __future__ import annotations

@@ -269,6 +269,9 @@ impl PipelineConfig {
             if self.top_k != 0 && self.top_h.is_none() {
                 // NaN to -inf, temperature and top-k in one pass (same result).
                 p.push_row(Box::new(TopK::with_prelude(self.top_k, keep, true, temperature)));
+            } else if self.top_p < 1.0 && self.top_h.is_none() {
+                // NaN to -inf and temperature fused into top-p's first pass.
+                p.push_row(Box::new(TopP::with_prelude(self.top_p, keep, true, temperature)));
             } else {
                 p.push_row(Box::new(NanToNegInf));
                 if let Some(t) = temperature {
@@ -281,7 +284,8 @@ impl PipelineConfig {
                     p.push_row(Box::new(TopK::new(self.top_k, keep)));
                 }
             }
-            if self.top_p < 1.0 {
+            let top_p_fused = self.top_k == 0 && self.top_h.is_none();
+            if self.top_p < 1.0 && !top_p_fused {
                 p.push_row(Box::new(TopP::new(self.top_p, keep)));
             }
             if let Some(m) = self.min_p {
@@ -376,6 +380,18 @@ mod tests {
                 "EtaLogitsWarper",
                 "LogitNormalization",
             ]
+        );
+    }
+
+    #[test]
+    fn fused_stages_keep_their_names() {
+        let top_p = PipelineConfig { do_sample: true, temperature: 0.7, top_p: 0.9, ..Default::default() };
+        assert_eq!(top_p.build_warpers(1).len(), 1, "one fused stage");
+        assert_eq!(top_p.build_warpers(1).names(), ["NanToNegInf", "TemperatureLogitsWarper", "TopPLogitsWarper"]);
+        let top_k = PipelineConfig { top_k: 5, ..top_p };
+        assert_eq!(
+            top_k.build_warpers(1).names(),
+            ["NanToNegInf", "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"]
         );
     }
 

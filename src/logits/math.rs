@@ -181,7 +181,7 @@ pub fn prelude_max(xs: &mut [f32], t: f32, sanitize: bool) -> f32 {
 }
 
 /// Chunk length of [`chunk_maxima`].
-pub const MAX_CHUNK: usize = 32;
+pub const MAX_CHUNK: usize = 64;
 
 multiversion! {
 /// The maximum (NaN ignored) of every `MAX_CHUNK`-long chunk of `xs`, into `out`.
@@ -190,11 +190,11 @@ pub fn chunk_maxima(xs: &[f32], out: &mut Vec<f32>) -> () {
     let chunks = xs.chunks_exact(MAX_CHUNK);
     let tail = chunks.remainder();
     for c in chunks {
-        let mut acc = [f32::NEG_INFINITY; MAX_CHUNK / 2];
-        for j in 0..MAX_CHUNK / 2 {
-            let (a, b) = (c[j], c[j + MAX_CHUNK / 2]);
-            let m = if b > a { b } else { a };
-            acc[j] = if m > acc[j] { m } else { acc[j] };
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        for part in c.chunks_exact(LANES) {
+            for j in 0..LANES {
+                acc[j] = if part[j] > acc[j] { part[j] } else { acc[j] };
+            }
         }
         let mut m = f32::NEG_INFINITY;
         for a in acc {

@@ -8,7 +8,7 @@ use super::{RowProcessor, Scratch, StepContext};
 /// `k = max(top_k, min_tokens_to_keep)`; with `k >= vocab` nothing is removed.
 ///
 /// The k-th score is found in one read-only pass with a rising threshold (selection,
-/// no sort); a second pass writes -inf, without reading the 32-token chunks whose
+/// no sort); a second pass writes -inf, without reading the 64-token chunks whose
 /// maximum (remembered from the first pass) is below it, and records the survivors as
 /// the row's candidates. The warpers that precede top-k in transformers' order (NaN
 /// as -inf, temperature) are fused into these passes ([`TopK::with_prelude`]).
@@ -72,7 +72,7 @@ impl RowProcessor for TopK {
             prelude_max(logits, t, self.sanitize);
             return;
         }
-        // Pass 1 (read only): the maximum of every 32-token chunk, on the raw values
+        // Pass 1 (read only): the maximum of every 64-token chunk, on the raw values
         // (x -> x / t is monotone, so the k-th scaled value is the scaled k-th value; NaN
         // never passes a comparison). The k-th largest chunk maximum is a lower bound of
         // the k-th largest value (those maxima are k values of the row), and only the

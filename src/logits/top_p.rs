@@ -1,7 +1,10 @@
 //! `TopPLogitsWarper` (nucleus): keep the smallest set of most probable tokens whose
 //! probability reaches `top_p`.
 
-use super::math::{cmp_items, dense_boundary, first_reaching, max, scaled_exp_into, softmax_into, sum_exp, Item};
+use super::math::{
+    chunk_maxima, cmp_items, dense_boundary, exp, first_reaching, max, prelude_max, scaled_exp_into, softmax_into,
+    sum_exp, Item, MAX_CHUNK,
+};
 use super::{RowProcessor, Scratch, StepContext};
 
 /// transformers' rule, to the float: sort ascending, accumulate the softmax, and remove
@@ -17,11 +20,24 @@ use super::{RowProcessor, Scratch, StepContext};
 pub struct TopP {
     threshold: f32,
     min_keep: usize,
+    sanitize: bool,
+    temperature: Option<f32>,
 }
 
 impl TopP {
     pub fn new(top_p: f64, min_tokens_to_keep: usize) -> Self {
-        TopP { threshold: (1.0 - top_p) as f32, min_keep: min_tokens_to_keep.max(1) }
+        TopP {
+            threshold: (1.0 - top_p) as f32,
+            min_keep: min_tokens_to_keep.max(1),
+            sanitize: false,
+            temperature: None,
+        }
+    }
+
+    /// Top-p that first maps NaN to -inf (`sanitize`) and divides by `temperature` in
+    /// the same pass (the warpers before it when there is no top-k / top-h).
+    pub fn with_prelude(top_p: f64, min_tokens_to_keep: usize, sanitize: bool, temperature: Option<f64>) -> Self {
+        TopP { sanitize, temperature: temperature.map(|t| t as f32), ..Self::new(top_p, min_tokens_to_keep) }
     }
 }
 
@@ -30,9 +46,35 @@ impl RowProcessor for TopP {
         "TopPLogitsWarper"
     }
 
+    fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.sanitize {
+            names.push("NanToNegInf");
+        }
+        if self.temperature.is_some() {
+            names.push("TemperatureLogitsWarper");
+        }
+        names.push(self.name());
+        names
+    }
+
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
-        if !s.sparse && self.min_keep == 1 && logits.len() >= DENSE_MIN && self.dense(logits, s) {
-            return;
+        let t = self.temperature.unwrap_or(1.0);
+        if s.sparse {
+            if self.sanitize || self.temperature.is_some() {
+                for &i in &s.cand {
+                    logits[i as usize] /= t;
+                }
+            }
+        } else {
+            let m = if self.sanitize || self.temperature.is_some() {
+                prelude_max(logits, t, self.sanitize)
+            } else {
+                max(logits)
+            };
+            if self.min_keep == 1 && logits.len() >= DENSE_MIN && self.dense(logits, m, s) {
+                return;
+            }
         }
         s.ensure_candidates(logits);
         let n = s.cand.len();
@@ -73,9 +115,9 @@ impl TopP {
     /// ([`first_reaching`], starting from the mass below them): for a peaked row that
     /// is a handful of tokens. When the bound does not hold by rounding, the weighted
     /// histogram search over the whole row ([`dense_boundary`]) decides. The cut is
-    /// written by comparing every score with the boundary token's.
-    fn dense(&self, logits: &mut [f32], s: &mut Scratch) -> bool {
-        let m = max(logits);
+    /// written by comparing every score with the boundary token's; the survivors become
+    /// the row's candidates. `m` is the row's maximum.
+    fn dense(&self, logits: &mut [f32], m: f32, s: &mut Scratch) -> bool {
         if !m.is_finite() {
             return m == f32::NEG_INFINITY;
         }
@@ -84,17 +126,18 @@ impl TopP {
         let thr = self.threshold;
         let reached = |cum: f64| (cum as f32) > thr;
         let floor = m + ((thr as f64 / (4.0 * logits.len() as f64)) * total).ln() as f32;
+        chunk_maxima(logits, &mut s.floats);
         s.items.clear();
         let mut above = 0.0f64;
-        for (c, chunk) in logits.chunks(super::math::MAX_CHUNK).enumerate() {
-            if max(chunk) < floor {
+        for (c, (chunk, &cm)) in logits.chunks(MAX_CHUNK).zip(&s.floats).enumerate() {
+            if cm < floor {
                 continue;
             }
             for (j, &x) in chunk.iter().enumerate() {
                 if x >= floor {
-                    let e = super::math::exp(x - m);
+                    let e = exp(x - m);
                     above += e as f64;
-                    s.items.push(Item { key: x, idx: (c * super::math::MAX_CHUNK + j) as u32, w: e * inv });
+                    s.items.push(Item { key: x, idx: (c * MAX_CHUNK + j) as u32, w: e * inv });
                 }
             }
         }
@@ -106,15 +149,26 @@ impl TopP {
             scaled_exp_into(logits, m, inv, &mut s.probs);
             dense_boundary(logits, &s.probs, &reached, &mut s.items, &mut s.tmp)
         };
-        if let Some(b) = boundary {
-            let (head, tail) = logits.split_at_mut(b.idx as usize);
-            for x in head {
-                *x = if *x > b.key { *x } else { f32::NEG_INFINITY };
+        let Some(b) = boundary else { return true };
+        // Write the cut chunk by chunk (chunks entirely below the boundary are only
+        // written) and keep the survivors as the row's candidates.
+        s.cand.clear();
+        for (c, (chunk, &cm)) in logits.chunks_mut(MAX_CHUNK).zip(&s.floats).enumerate() {
+            if cm < b.key || cm.is_nan() {
+                chunk.fill(f32::NEG_INFINITY);
+                continue;
             }
-            for x in tail {
-                *x = if *x >= b.key { *x } else { f32::NEG_INFINITY };
+            for (j, x) in chunk.iter_mut().enumerate() {
+                let i = (c * MAX_CHUNK + j) as u32;
+                let keep = *x > b.key || (*x == b.key && i >= b.idx);
+                if keep {
+                    s.cand.push(i);
+                } else {
+                    *x = f32::NEG_INFINITY;
+                }
             }
         }
+        s.sparse = true;
         true
     }
 }
