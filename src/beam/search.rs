@@ -443,7 +443,7 @@ impl BeamSearch {
         let improvable = self.open.iter().any(|&o| o);
         let all_full =
             self.s.early_stopping == EarlyStopping::AllFinished && self.slots.iter().all(FinishedSlots::all_finished);
-        let continuable = ends.iter().any(|&e| e == EndReason::Running);
+        let continuable = ends.contains(&EndReason::Running);
         self.done = !(improvable && !all_full && continuable);
     }
 
@@ -574,10 +574,10 @@ mod tests {
                 let gen_len = (0..out.generated_width).filter(|&t| out.beam_indices[r * out.generated_width + t] >= 0).count();
                 prop_assert!(gen_len > 0);
                 let mut sum = 0.0f64;
-                for t in 0..gen_len {
+                for (t, step) in scores.iter().enumerate().take(gen_len) {
                     let row = out.beam_indices[r * out.generated_width + t] as usize;
                     let token = out.sequences[r * out.width + 2 + t] as usize;
-                    sum += f64::from(scores[t][row * vocab + token]);
+                    sum += f64::from(step[row * vocab + token]);
                 }
                 let expected = sum / (gen_len as f64).powf(lp);
                 prop_assert!((expected - f64::from(out.scores[r])).abs() < 1e-3 * (1.0 + expected.abs()),

@@ -111,7 +111,7 @@ pub fn top_k_into(top: &mut TopK, rows: &[f32], vocab: usize, offsets: &[f32]) {
             let v = x + off;
             if let Some(th) = top.threshold() {
                 // cheap reject; equal values at a larger index never enter
-                if !(v > th) {
+                if v.partial_cmp(&th) != Some(std::cmp::Ordering::Greater) {
                     continue;
                 }
             }
@@ -143,7 +143,7 @@ pub fn sample_k_into<F: FnMut(usize) -> f32>(
         let p = exp_f32(v - max) * inv;
         // a zero-probability entry keys 0 whatever its noise (as p / q in torch); skip the draw
         let key = if p > 0.0 { p / noise(i) } else { 0.0 };
-        if top.threshold().is_some_and(|th| !(key > th)) {
+        if top.threshold().is_some_and(|th| key.partial_cmp(&th) != Some(std::cmp::Ordering::Greater)) {
             continue;
         }
         top.push(key, i);

@@ -85,7 +85,7 @@ impl BeamSettings {
                 ),
             ));
         }
-        if !(self.diversity_penalty >= 0.0) {
+        if self.diversity_penalty.is_nan() || self.diversity_penalty < 0.0 {
             return Err(CoreError::invalid(
                 "diversity_penalty",
                 format!("must be >= 0, got {}", self.diversity_penalty),
