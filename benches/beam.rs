@@ -53,7 +53,9 @@ fn bench_steps(c: &mut Criterion) {
         b.iter_batched(|| data.clone(), |mut l| log_softmax_rows(&mut l, VOCAB), BatchSize::LargeInput)
     });
     let mut top = TopK::new(8);
-    c.bench_function("top_k/beams4x8", |b| b.iter(|| top_k_into(&mut top, &data[..4 * VOCAB], VOCAB, &[0.0, -1.0, -2.0, -3.0])));
+    c.bench_function("top_k/beams4x8", |b| {
+        b.iter(|| top_k_into(&mut top, &data[..4 * VOCAB], VOCAB, &[0.0, -1.0, -2.0, -3.0]))
+    });
     let mut block = logits(BATCH * 2, 2);
     let chosen: Vec<Vec<i64>> = (0..BATCH as i64).map(|b| vec![b, b + 1, b, 7, 9, 11]).collect();
     let chosen: Vec<&[i64]> = chosen.iter().map(Vec::as_slice).collect();

@@ -64,7 +64,10 @@ impl GroupBeamSearch {
         config.validate(None)?;
         config.validate_rows(batch * settings.num_beams / settings.num_beam_groups)?;
         if settings.sample.is_some() || config.do_sample {
-            return Err(CoreError::invalid("num_beam_groups", "diverse (group) beam search does not support do_sample=True"));
+            return Err(CoreError::invalid(
+                "num_beam_groups",
+                "diverse (group) beam search does not support do_sample=True",
+            ));
         }
         let (beams, groups) = (settings.num_beams, settings.num_beam_groups);
         let group_size = beams / groups;
@@ -148,7 +151,10 @@ impl GroupBeamSearch {
         self.check(logits.len(), vocab)?;
         self.expect_group(g)?;
         if self.group_size * vocab < self.k {
-            return Err(CoreError::invalid("num_beams", format!("vocab {vocab} is too small for groups of {}", self.group_size)));
+            return Err(CoreError::invalid(
+                "num_beams",
+                format!("vocab {vocab} is too small for groups of {}", self.group_size),
+            ));
         }
         self.gather(g, logits, vocab);
         let cur_len = self.histories[g].len();
@@ -203,7 +209,10 @@ impl GroupBeamSearch {
                 }
             }
             if filled < gs {
-                return Err(CoreError::invalid("eos_token_id", "too many candidates ended in EOS to continue the group"));
+                return Err(CoreError::invalid(
+                    "eos_token_id",
+                    "too many candidates ended in EOS to continue the group",
+                ));
             }
             self.beam_scores[first..first + gs].copy_from_slice(&new_scores);
             self.running_nodes[first..first + gs].copy_from_slice(&new_nodes);
@@ -352,7 +361,10 @@ impl GroupBeamSearch {
             return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
         }
         if g != self.cursor {
-            return Err(CoreError::invalid("beam_group", format!("groups go in order; expected group {}, got {g}", self.cursor)));
+            return Err(CoreError::invalid(
+                "beam_group",
+                format!("groups go in order; expected group {}, got {g}", self.cursor),
+            ));
         }
         Ok(())
     }

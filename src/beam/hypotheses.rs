@@ -54,13 +54,8 @@ impl FinishedSlots {
     /// fills in the nodes of new candidates with [`Self::set_node`].
     pub fn merge(&mut self, candidates: &[(f32, bool)]) -> Vec<Source> {
         let n = self.slots.len();
-        let mut order: Vec<(f32, usize)> = self
-            .slots
-            .iter()
-            .map(|s| s.score)
-            .chain(candidates.iter().map(|c| c.0))
-            .zip(0..)
-            .collect();
+        let mut order: Vec<(f32, usize)> =
+            self.slots.iter().map(|s| s.score).chain(candidates.iter().map(|c| c.0)).zip(0..).collect();
         // stable: equal scores keep their position order (old slots first)
         order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let old = self.slots.clone();

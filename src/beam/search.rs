@@ -76,8 +76,10 @@ impl BeamSearch {
             return Err(CoreError::invalid("num_beam_groups", "use GroupBeamSearch for num_beam_groups > 1"));
         }
         let beams = settings.num_beams;
-        let expanded: Vec<i64> =
-            prompts.chunks_exact(prompt_len.max(1)).flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied())).collect();
+        let expanded: Vec<i64> = prompts
+            .chunks_exact(prompt_len.max(1))
+            .flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied()))
+            .collect();
         let history = TokenHistory::new(&expanded, batch * beams);
         let pipeline = config.build_processors(prompt_len);
         let warpers = config.build_warpers(settings.min_tokens_to_keep());
@@ -192,7 +194,10 @@ impl BeamSearch {
             return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
         }
         if self.beams * vocab < self.k {
-            return Err(CoreError::invalid("num_beams", format!("vocab {vocab} is too small for {} beams", self.beams)));
+            return Err(CoreError::invalid(
+                "num_beams",
+                format!("vocab {vocab} is too small for {} beams", self.beams),
+            ));
         }
         let width = self.beams * vocab;
         let sampling = self.s.sample.is_some();
@@ -231,7 +236,9 @@ impl BeamSearch {
                 match (&self.item_keys, noise) {
                     (Some(keys), _) => {
                         let (key, step) = (keys[b], self.step);
-                        sample_k_into(&mut self.top, rows, vocab, offsets, &mut self.scratch, |i| exponential(key, step, i))
+                        sample_k_into(&mut self.top, rows, vocab, offsets, &mut self.scratch, |i| {
+                            exponential(key, step, i)
+                        })
                     }
                     (None, Some(q)) => {
                         let q = &q[b * width..(b + 1) * width];
@@ -339,12 +346,8 @@ impl BeamSearch {
                 EndReason::Running
             }
         };
-        let ends: Vec<EndReason> = self
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| reason(c, extra_hits.map_or(0, |h| h[i])))
-            .collect();
+        let ends: Vec<EndReason> =
+            self.candidates.iter().enumerate().map(|(i, c)| reason(c, extra_hits.map_or(0, |h| h[i]))).collect();
         let mut new_scores = vec![0.0f32; beams * self.batch];
         let mut new_nodes = vec![NO_NODE; beams * self.batch];
         for b in 0..self.batch {
@@ -465,9 +468,11 @@ impl BeamSearch {
         let picks: Vec<Pick<'_>> = (0..self.batch)
             .flat_map(|b| {
                 let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
-                self.slots[b].slots()[..self.s.num_return_sequences]
-                    .iter()
-                    .map(move |slot| Pick { prompt, node: slot.node, score: slot.score })
+                self.slots[b].slots()[..self.s.num_return_sequences].iter().map(move |slot| Pick {
+                    prompt,
+                    node: slot.node,
+                    score: slot.score,
+                })
             })
             .collect();
         assemble(&self.tree, &picks, self.s.pad_token_id)
@@ -520,7 +525,7 @@ impl BeamSearch {
         let improvable = self.open.iter().any(|&o| o);
         let all_full =
             self.s.early_stopping == EarlyStopping::AllFinished && self.slots.iter().all(FinishedSlots::all_finished);
-        let continuable = ends.iter().any(|&e| e == EndReason::Running);
+        let continuable = ends.contains(&EndReason::Running);
         self.done = !(improvable && !all_full && continuable);
     }
 
@@ -595,8 +600,13 @@ mod tests {
     #[test]
     fn commit_needs_propose_and_noise_is_checked() {
         let sample = SampleSettings::default();
-        let mut s = BeamSearch::new(&[7], 1, &PipelineConfig::default(), BeamSettings { sample: Some(sample), ..settings(2, &[1], 5) })
-            .unwrap();
+        let mut s = BeamSearch::new(
+            &[7],
+            1,
+            &PipelineConfig::default(),
+            BeamSettings { sample: Some(sample), ..settings(2, &[1], 5) },
+        )
+        .unwrap();
         assert!(s.commit(None).is_err());
         assert!(s.needs_noise());
         assert!(s.propose(&[0.0; 6], 3, None).is_err());
@@ -606,7 +616,15 @@ mod tests {
     }
 
     /// Runs a search over pseudo-random logits; returns it and the processed scores of every step.
-    fn run(batch: usize, beams: usize, eos: &[i64], lp: f64, early: EarlyStopping, seed: u64, sample: bool) -> (BeamSearch, Vec<Vec<f32>>) {
+    fn run(
+        batch: usize,
+        beams: usize,
+        eos: &[i64],
+        lp: f64,
+        early: EarlyStopping,
+        seed: u64,
+        sample: bool,
+    ) -> (BeamSearch, Vec<Vec<f32>>) {
         let vocab = 6;
         let st = BeamSettings {
             num_beams: beams,
@@ -615,7 +633,8 @@ mod tests {
             length_penalty: lp,
             early_stopping: early,
             num_return_sequences: beams,
-            sample: sample.then_some(SampleSettings { item_keys: Some((0..batch as u64).map(|b| seed * 31 + b).collect()) }),
+            sample: sample
+                .then_some(SampleSettings { item_keys: Some((0..batch as u64).map(|b| seed * 31 + b).collect()) }),
             ..Default::default()
         };
         let prompts: Vec<i64> = (0..batch as i64 * 2).collect();
@@ -719,10 +738,10 @@ mod tests {
                 let gen_len = (0..out.generated_width).filter(|&t| out.beam_indices[r * out.generated_width + t] >= 0).count();
                 prop_assert!(gen_len > 0);
                 let mut sum = 0.0f64;
-                for t in 0..gen_len {
+                for (t, step) in scores.iter().enumerate().take(gen_len) {
                     let row = out.beam_indices[r * out.generated_width + t] as usize;
                     let token = out.sequences[r * out.width + 2 + t] as usize;
-                    sum += f64::from(scores[t][row * vocab + token]);
+                    sum += f64::from(step[row * vocab + token]);
                 }
                 let expected = sum / (gen_len as f64).powf(lp);
                 prop_assert!((expected - f64::from(out.scores[r])).abs() < 1e-3 * (1.0 + expected.abs()),

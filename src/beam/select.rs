@@ -224,7 +224,7 @@ pub fn sample_k_into<F: FnMut(usize) -> f32>(
         let p = exp_f32(v - max) * inv;
         // a zero-probability entry keys 0 whatever its noise (as p / q in torch); skip the draw
         let key = if p > 0.0 { p / noise(i) } else { 0.0 };
-        if top.threshold().is_some_and(|th| !(key > th)) {
+        if top.threshold().is_some_and(|th| key.partial_cmp(&th) != Some(std::cmp::Ordering::Greater)) {
             continue;
         }
         top.push(key, i);

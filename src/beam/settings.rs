@@ -21,7 +21,9 @@ impl EarlyStopping {
             "true" | "True" => Ok(EarlyStopping::AllFinished),
             "false" | "False" => Ok(EarlyStopping::Heuristic),
             "never" => Ok(EarlyStopping::Never),
-            other => Err(CoreError::invalid("early_stopping", format!("must be True, False or \"never\", got {other:?}"))),
+            other => {
+                Err(CoreError::invalid("early_stopping", format!("must be True, False or \"never\", got {other:?}")))
+            }
         }
     }
 }
@@ -77,11 +79,17 @@ impl BeamSettings {
         if self.num_beam_groups < 1 || self.num_beams % self.num_beam_groups != 0 {
             return Err(CoreError::invalid(
                 "num_beam_groups",
-                format!("num_beams ({}) must be divisible by num_beam_groups ({})", self.num_beams, self.num_beam_groups),
+                format!(
+                    "num_beams ({}) must be divisible by num_beam_groups ({})",
+                    self.num_beams, self.num_beam_groups
+                ),
             ));
         }
-        if !(self.diversity_penalty >= 0.0) {
-            return Err(CoreError::invalid("diversity_penalty", format!("must be >= 0, got {}", self.diversity_penalty)));
+        if self.diversity_penalty.is_nan() || self.diversity_penalty < 0.0 {
+            return Err(CoreError::invalid(
+                "diversity_penalty",
+                format!("must be >= 0, got {}", self.diversity_penalty),
+            ));
         }
         if self.num_return_sequences < 1 || self.num_return_sequences > self.num_beams {
             return Err(CoreError::invalid(
@@ -99,7 +107,10 @@ impl BeamSettings {
             ));
         }
         if self.sample.is_some() && self.num_beam_groups > 1 {
-            return Err(CoreError::invalid("num_beam_groups", "diverse (group) beam search does not support do_sample=True"));
+            return Err(CoreError::invalid(
+                "num_beam_groups",
+                "diverse (group) beam search does not support do_sample=True",
+            ));
         }
         Ok(())
     }
@@ -137,7 +148,13 @@ mod tests {
         };
         bad(|s| s.num_beams = 0, "num_beams");
         bad(|s| s.num_return_sequences = 3, "num_return_sequences");
-        bad(|s| { s.num_beams = 4; s.num_beam_groups = 3 }, "num_beam_groups");
+        bad(
+            |s| {
+                s.num_beams = 4;
+                s.num_beam_groups = 3
+            },
+            "num_beam_groups",
+        );
         bad(|s| s.max_length = 3, "max_length");
         bad(
             |s| {

@@ -7,17 +7,22 @@ use pyo3::types::{PyDict, PyList};
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError};
-use crate::beam::{
-    BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, EarlyStopping, Finalized, GroupBeamSearch as CoreGroupBeamSearch,
-    SampleSettings, NO_NODE,
-};
 use super::settings::{pipeline_config, seed};
+use crate::beam::{
+    BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, EarlyStopping, Finalized,
+    GroupBeamSearch as CoreGroupBeamSearch, SampleSettings, NO_NODE,
+};
 use crate::logits::PipelineConfig;
 use crate::rng::row_keys;
 
 pub(super) type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
-fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &'static str, default: T, what: &str) -> PyResult<T> {
+fn get<'py, T: FromPyObjectOwned<'py>>(
+    d: &Bound<'py, PyDict>,
+    key: &'static str,
+    default: T,
+    what: &str,
+) -> PyResult<T> {
     match d.get_item(key)? {
         None => Ok(default),
         Some(v) if v.is_none() => Ok(default),
@@ -28,7 +33,11 @@ fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &'static str
 /// The beam fields (`beam`) plus, from `settings`, the EOS ids and the sampling seed:
 /// with a seed every batch item gets its own [`crate::rng`] key (from its unpadded
 /// prompt, `seed_prompts`), else the caller passes torch-drawn noise each step.
-fn beam_settings(settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>, prompts: &[Vec<i64>]) -> PyResult<BeamSettings> {
+fn beam_settings(
+    settings: &Bound<'_, PyDict>,
+    beam: &Bound<'_, PyDict>,
+    prompts: &[Vec<i64>],
+) -> PyResult<BeamSettings> {
     let early = match beam.get_item("early_stopping")? {
         None => EarlyStopping::Heuristic,
         Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => {
@@ -139,7 +148,11 @@ impl BeamSearch {
     /// num_beam_groups, diversity_penalty, length_penalty, early_stopping, max_length,
     /// num_return_sequences, pad_token_id.
     #[new]
-    fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>) -> PyResult<Self> {
+    fn new(
+        input_ids: PyReadonlyArray2<'_, i64>,
+        settings: &Bound<'_, PyDict>,
+        beam: &Bound<'_, PyDict>,
+    ) -> PyResult<Self> {
         let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
         let inner = CoreBeamSearch::new(&prompts, batch, &config, beam).map_err(to_py)?;
         Ok(BeamSearch { inner })
@@ -187,7 +200,9 @@ impl BeamSearch {
         let noise = noise.as_ref().map(|n| contiguous("noise", n)).transpose()?;
         let inner = &mut self.inner;
         let (parents, tokens): (Vec<i64>, Vec<i64>) = py
-            .detach(|| inner.propose(data, vocab, noise).map(|c| c.iter().map(|c| (c.parent_row as i64, c.token)).unzip()))
+            .detach(|| {
+                inner.propose(data, vocab, noise).map(|c| c.iter().map(|c| (c.parent_row as i64, c.token)).unzip())
+            })
             .map_err(to_py)?;
         Ok((PyArray1::from_vec(py, parents), PyArray1::from_vec(py, tokens)))
     }
@@ -291,7 +306,11 @@ pub struct GroupBeamSearch {
 #[pymethods]
 impl GroupBeamSearch {
     #[new]
-    fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &Bound<'_, PyDict>, beam: &Bound<'_, PyDict>) -> PyResult<Self> {
+    fn new(
+        input_ids: PyReadonlyArray2<'_, i64>,
+        settings: &Bound<'_, PyDict>,
+        beam: &Bound<'_, PyDict>,
+    ) -> PyResult<Self> {
         let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
         let inner = CoreGroupBeamSearch::new(&prompts, batch, &config, beam).map_err(to_py)?;
         Ok(GroupBeamSearch { inner })
@@ -357,4 +376,3 @@ impl GroupBeamSearch {
         tree_dict(py, self.inner.tree(), &self.inner.surviving_nodes())
     }
 }
-

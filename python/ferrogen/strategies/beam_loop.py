@@ -159,7 +159,8 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         if running is not None:
             running.update(parents_t, tokens_t)
         step.after(running, logits)
-        stream.advance(core.take_settled())
+        if stream.streamer is not None:
+            stream.advance(core.take_settled())
         if core.is_done():
             break
         request.adapter.reorder(parents_t)
