@@ -65,7 +65,7 @@ fn draw_weights(probs: &[f32], u: f64) -> Option<usize> {
 
 /// Logits elements above which rows are processed in parallel: below it, waking the thread
 /// pool (a scheduler round trip on a busy machine) costs more than the work.
-const PARALLEL_MIN_ELEMS: usize = 1 << 18;
+const PARALLEL_MIN_ELEMS: usize = 1 << 20;
 
 /// `f(row index, row, its logits)` for every row, in parallel when the work is large.
 fn for_rows<T, F>(rows: &mut [Row], logits: &mut [f32], chunk: usize, f: F) -> Vec<T>

@@ -25,7 +25,7 @@ const LANES: usize = 8;
 
 /// Elements of work above which rows run in parallel: below it, waking the thread pool (a
 /// scheduler round trip on a busy machine) costs more than the work.
-const PARALLEL_MIN_ELEMS: usize = 1 << 18;
+const PARALLEL_MIN_ELEMS: usize = 1 << 20;
 
 /// Dot product in `LANES` independent accumulators, so LLVM vectorises it.
 fn dot(a: &[f32], b: &[f32]) -> f32 {

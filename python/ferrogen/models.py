@@ -67,9 +67,10 @@ class MultiTokenAdapter(ModelAdapter, Protocol):
     def hidden_states(self) -> Optional[torch.Tensor]:
         """Last layer's hidden states of every position of the latest forward pass."""
 
-    def advance_many(self, tokens: torch.Tensor) -> torch.Tensor:
+    def advance_many(self, tokens: torch.Tensor, on_host: bool = True) -> torch.Tensor:
         """Feeds ``n`` tokens per row (int64 ``[rows, n]``); returns float32 CPU logits
-        ``[rows, n, vocab]`` of the positions after each of them."""
+        ``[rows, n, vocab]`` of the positions after each of them (with ``on_host=False``,
+        the model's own logits tensor, on its device, for the caller to pick rows from)."""
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keeps, for row ``i``, the state of row ``rows[i]``; the row count may change."""
@@ -206,7 +207,7 @@ class DecoderOnlyAdapter:
             self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)
         return self._forward(tokens[:, None])
 
-    def advance_many(self, tokens: torch.Tensor) -> torch.Tensor:
+    def advance_many(self, tokens: torch.Tensor, on_host: bool = True) -> torch.Tensor:
         tokens = tokens.to(self.device)
         n = tokens.shape[1]
         if self._positions is not None:
@@ -214,7 +215,7 @@ class DecoderOnlyAdapter:
             self._positions = torch.cat([self._positions, self._positions[:, -1:] + steps], dim=-1)
         if self._mask is not None:
             self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], n))], dim=-1)
-        return self._forward(tokens, keep=n)
+        return self._forward(tokens, keep=n, on_host=on_host)
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
         rows = parent_rows.to(self.device)
@@ -258,7 +259,7 @@ class DecoderOnlyAdapter:
     def hidden_states(self) -> Optional[torch.Tensor]:
         return self._hidden
 
-    def _forward(self, input_ids: torch.Tensor, keep: Optional[int] = None) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, keep: Optional[int] = None, on_host: bool = True) -> torch.Tensor:
         """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
         if self._mask is not None:
@@ -274,7 +275,8 @@ class DecoderOnlyAdapter:
         self._cache = _cache_from(out, self._cache_key)
         if self._options.output_hidden_states:
             self._hidden = out.hidden_states[-1]
-        return logits_to_host(out.logits[:, -1] if keep is None else out.logits[:, -keep:])
+        logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
+        return logits_to_host(logits) if on_host else logits
 
 
 class EncoderDecoderAdapter:
@@ -319,9 +321,9 @@ class EncoderDecoderAdapter:
         self._extend_mask(1)
         return self._forward(tokens.to(self.device)[:, None])
 
-    def advance_many(self, tokens: torch.Tensor) -> torch.Tensor:
+    def advance_many(self, tokens: torch.Tensor, on_host: bool = True) -> torch.Tensor:
         self._extend_mask(tokens.shape[1])
-        return self._forward(tokens.to(self.device), keep=tokens.shape[1])
+        return self._forward(tokens.to(self.device), keep=tokens.shape[1], on_host=on_host)
 
     def _extend_mask(self, n: int) -> None:
         if self._decoder_mask is not None:
@@ -375,7 +377,9 @@ class EncoderDecoderAdapter:
     def hidden_states(self) -> Optional[torch.Tensor]:
         return self._hidden
 
-    def _forward(self, decoder_input_ids: torch.Tensor, keep: Optional[int] = None) -> torch.Tensor:
+    def _forward(
+        self, decoder_input_ids: torch.Tensor, keep: Optional[int] = None, on_host: bool = True
+    ) -> torch.Tensor:
         """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
         if self._decoder_mask is not None:
@@ -392,7 +396,8 @@ class EncoderDecoderAdapter:
         self._cache = _cache_from(out, self._cache_key)
         if self._options.output_hidden_states:
             self._hidden = out.decoder_hidden_states[-1]
-        return logits_to_host(out.logits[:, -1] if keep is None else out.logits[:, -keep:])
+        logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
+        return logits_to_host(logits) if on_host else logits
 
 
 class PlainTorchAdapter:
