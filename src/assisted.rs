@@ -63,6 +63,31 @@ fn draw_weights(probs: &[f32], u: f64) -> Option<usize> {
     last
 }
 
+/// Logits elements above which rows are processed in parallel: below it, waking the thread
+/// pool (a scheduler round trip on a busy machine) costs more than the work.
+const PARALLEL_MIN_ELEMS: usize = 1 << 20;
+
+/// `f(row index, row, its logits)` for every row, in parallel when the work is large.
+fn for_rows<T, F>(rows: &mut [Row], logits: &mut [f32], chunk: usize, f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize, &mut Row, &mut [f32]) -> T + Sync + Send,
+{
+    if rows.len() >= 2 && logits.len() >= PARALLEL_MIN_ELEMS {
+        rows.par_iter_mut()
+            .zip(logits.par_chunks_exact_mut(chunk))
+            .enumerate()
+            .map(|(r, (row, l))| f(r, row, l))
+            .collect()
+    } else {
+        rows.iter_mut()
+            .zip(logits.chunks_exact_mut(chunk))
+            .enumerate()
+            .map(|(r, (row, l))| f(r, row, l))
+            .collect()
+    }
+}
+
 /// One row: its committed history, its pipeline, and the drafts of the current round.
 struct Row {
     /// The prompt as the model saw it (padding included) and every committed token.
@@ -88,12 +113,20 @@ impl Row {
 
     fn process(&self, history: &TokenHistory, logits: &mut [f32]) {
         let vocab = logits.len();
-        self.pipeline.process(&StepContext { history }, &mut LogitsMut::new(logits, vocab));
+        self.pipeline
+            .process(&StepContext { history }, &mut LogitsMut::new(logits, vocab));
     }
 
     /// Greedy verification of this round's drafts into `scratch` (nothing is committed
     /// yet); see [`AssistedDecoder::verify`].
-    fn verify_greedy(&mut self, r: usize, logits: &mut [f32], vocab: usize, eos: &[i64], max_len: usize) -> Result<Verdict> {
+    fn verify_greedy(
+        &mut self,
+        r: usize,
+        logits: &mut [f32],
+        vocab: usize,
+        eos: &[i64],
+        max_len: usize,
+    ) -> Result<Verdict> {
         let mut verdict = Verdict::default();
         self.scratch = self.history.clone();
         for (i, logits) in logits.chunks_exact_mut(vocab).enumerate() {
@@ -111,7 +144,14 @@ impl Row {
     }
 
     /// Speculative-sampling verification into `scratch`; see the module documentation.
-    fn verify_sample(&mut self, r: usize, logits: &mut [f32], vocab: usize, eos: &[i64], max_len: usize) -> Result<Verdict> {
+    fn verify_sample(
+        &mut self,
+        r: usize,
+        logits: &mut [f32],
+        vocab: usize,
+        eos: &[i64],
+        max_len: usize,
+    ) -> Result<Verdict> {
         let mut verdict = Verdict::default();
         let mut p = Vec::with_capacity(vocab);
         self.scratch = self.history.clone();
@@ -227,15 +267,26 @@ impl AssistedDecoder {
             });
         }
         if config.do_sample && keys.len() != n_rows {
-            return Err(CoreError::Shape { name: "seed", expected: format!("{n_rows} row keys"), got: format!("{}", keys.len()) });
+            return Err(CoreError::Shape {
+                name: "seed",
+                expected: format!("{n_rows} row keys"),
+                got: format!("{}", keys.len()),
+            });
         }
         config.validate(None)?;
         config.validate_rows(n_rows)?;
         let width = prompts.len() / n_rows;
         if let Some(&s) = starts.iter().find(|&&s| s > width) {
-            return Err(CoreError::invalid("attention_mask", format!("start {s} is past the prompt length {width}")));
+            return Err(CoreError::invalid(
+                "attention_mask",
+                format!("start {s} is past the prompt length {width}"),
+            ));
         }
-        let shared = PipelineConfig { prompt_ignore_lengths: Vec::new(), encoder_input_ids: Vec::new(), ..config.clone() };
+        let shared = PipelineConfig {
+            prompt_ignore_lengths: Vec::new(),
+            encoder_input_ids: Vec::new(),
+            ..config.clone()
+        };
         let rows = starts
             .iter()
             .enumerate()
@@ -350,7 +401,11 @@ impl AssistedDecoder {
 
     /// Starts a drafting round: clears the drafts and opens every active row with budget.
     pub fn begin_round(&mut self) {
-        let open: Vec<bool> = self.rows.iter().map(|r| self.is_active(r) && self.budget(r) > 0).collect();
+        let open: Vec<bool> = self
+            .rows
+            .iter()
+            .map(|r| self.is_active(r) && self.budget(r) > 0)
+            .collect();
         for (row, open) in self.rows.iter_mut().zip(open) {
             row.drafts.clear();
             row.draft_probs.clear();
@@ -373,44 +428,37 @@ impl AssistedDecoder {
     /// below `confidence` (0 disables this), or when its budget is used up.
     pub fn draft(&mut self, logits: &mut [f32], vocab: usize, confidence: f32) -> Result<Vec<i64>> {
         self.check(logits, vocab, 1)?;
-        let budgets: Vec<usize> = self.rows.iter().map(|r| self.budget(r)).collect();
-        let (eos, pad, sample) = (&self.eos, self.pad, self.do_sample);
-        let picked: Vec<Result<i64>> = self
-            .rows
-            .par_iter_mut()
-            .zip(logits.par_chunks_exact_mut(vocab))
-            .zip(budgets)
-            .enumerate()
-            .map(|(r, ((row, logits), budget))| {
-                if !row.open {
-                    return Ok(pad);
-                }
-                row.process(&row.scratch, logits);
-                // The distribution is needed to sample, to keep for verification, or to judge
-                // confidence; plain greedy drafting without a threshold needs only the argmax.
-                let mut q = Vec::new();
-                if (sample || confidence > 0.0) && !softmax_into(logits, &mut q) {
-                    return Err(CoreError::NoValidToken { row: r });
-                }
-                let t = if sample {
-                    draw_weights(&q, uniform(row.key, row.scratch.len() - row.start, Purpose::Draft))
-                } else {
-                    argmax(logits)
-                };
-                let t = t.ok_or(CoreError::NoValidToken { row: r })?;
-                let token = t as i64;
-                let unsure = confidence > 0.0 && q[t] < confidence;
-                row.scratch.push(&[token]);
-                row.drafts.push(token);
-                if sample {
-                    row.draft_probs.push(q);
-                }
-                if eos.contains(&token) || unsure || row.drafts.len() >= budget {
-                    row.open = false;
-                }
-                Ok(token)
-            })
-            .collect();
+        let (eos, pad, sample, max_len) = (&self.eos, self.pad, self.do_sample, self.max_len);
+        let picked = for_rows(&mut self.rows, logits, vocab, |r, row, logits| {
+            if !row.open {
+                return Ok(pad);
+            }
+            let budget = max_len.saturating_sub(row.len() + 1);
+            row.process(&row.scratch, logits);
+            // The distribution is needed to sample, to keep for verification, or to judge
+            // confidence; plain greedy drafting without a threshold needs only the argmax.
+            let mut q = Vec::new();
+            if (sample || confidence > 0.0) && !softmax_into(logits, &mut q) {
+                return Err(CoreError::NoValidToken { row: r });
+            }
+            let t = if sample {
+                draw_weights(&q, uniform(row.key, row.scratch.len() - row.start, Purpose::Draft))
+            } else {
+                argmax(logits)
+            };
+            let t = t.ok_or(CoreError::NoValidToken { row: r })?;
+            let token = t as i64;
+            let unsure = confidence > 0.0 && q[t] < confidence;
+            row.scratch.push(&[token]);
+            row.drafts.push(token);
+            if sample {
+                row.draft_probs.push(q);
+            }
+            if eos.contains(&token) || unsure || row.drafts.len() >= budget {
+                row.open = false;
+            }
+            Ok(token)
+        });
         picked.into_iter().collect()
     }
 
@@ -426,9 +474,9 @@ impl AssistedDecoder {
         self.begin_round();
         let budgets: Vec<usize> = self.rows.iter().map(|r| self.budget(r)).collect();
         let eos = &self.eos;
-        self.rows.par_iter_mut().zip(budgets).for_each(|(row, budget)| {
+        for (row, budget) in self.rows.iter_mut().zip(budgets) {
             if !row.open {
-                return;
+                continue;
             }
             let tokens = &row.history.row(0)[row.start..];
             let mut drafts = lookup(tokens, max_ngram, num_tokens.min(budget));
@@ -437,7 +485,7 @@ impl AssistedDecoder {
             }
             row.drafts = drafts;
             row.open = false;
-        });
+        }
         Ok(())
     }
 
@@ -471,29 +519,28 @@ impl AssistedDecoder {
         let positions = self.width() + 1;
         self.check(logits, vocab, positions)?;
         let (eos, max_len, sample) = (&self.eos, self.max_len, self.do_sample);
-        let verdicts: Vec<Result<Verdict>> = self
-            .rows
-            .par_iter_mut()
-            .zip(logits.par_chunks_exact_mut(positions * vocab))
-            .enumerate()
-            .map(|(r, (row, logits))| {
-                let verdict = if !row.unfinished {
-                    Ok(Verdict::default())
-                } else if sample {
-                    row.verify_sample(r, logits, vocab, eos, max_len)
-                } else {
-                    row.verify_greedy(r, logits, vocab, eos, max_len)
-                };
-                row.drafts.clear();
-                row.draft_probs.clear();
-                row.open = false;
-                verdict
-            })
-            .collect();
+        let verdicts = for_rows(&mut self.rows, logits, positions * vocab, |r, row, logits| {
+            let verdict = if !row.unfinished {
+                Ok(Verdict::default())
+            } else if sample {
+                row.verify_sample(r, logits, vocab, eos, max_len)
+            } else {
+                row.verify_greedy(r, logits, vocab, eos, max_len)
+            };
+            row.drafts.clear();
+            row.draft_probs.clear();
+            row.open = false;
+            verdict
+        });
         let mut verdicts: Vec<Verdict> = verdicts.into_iter().collect::<Result<_>>()?;
         let stays = |row: &Row, v: &Verdict| row.unfinished && !v.ended && row.len() + v.emitted.len() < max_len;
         let limit = if lockstep {
-            self.rows.iter().zip(&verdicts).filter(|(row, v)| stays(row, v)).map(|(_, v)| v.emitted.len()).min()
+            self.rows
+                .iter()
+                .zip(&verdicts)
+                .filter(|(row, v)| stays(row, v))
+                .map(|(_, v)| v.emitted.len())
+                .min()
         } else {
             None
         };
@@ -547,7 +594,10 @@ mod tests {
     use super::*;
 
     fn decoder(prompts: &[i64], rows: usize, eos: i64, max_len: usize) -> AssistedDecoder {
-        let config = PipelineConfig { eos_token_ids: vec![eos], ..Default::default() };
+        let config = PipelineConfig {
+            eos_token_ids: vec![eos],
+            ..Default::default()
+        };
         AssistedDecoder::new(prompts, rows, &vec![0; rows], &config, 0, max_len, &[]).unwrap()
     }
 
@@ -572,7 +622,10 @@ mod tests {
 
     #[test]
     fn lookup_skips_padding_and_eos() {
-        let config = PipelineConfig { eos_token_ids: vec![1], ..Default::default() };
+        let config = PipelineConfig {
+            eos_token_ids: vec![1],
+            ..Default::default()
+        };
         // Row 0 is [5, 0, 0] after 2 padding positions: with the padding, the bigram
         // [0, 0] would match at 0 and draft [5, 0, 0]; without, the unigram 0 drafts [0].
         // Row 1's continuation of 4 is [6, 1, 7]: cut before the EOS.
@@ -593,8 +646,22 @@ mod tests {
         // Row 0 agrees with both drafts and gets a bonus token; row 1 disagrees at once.
         let mut logits = [peaked(&[3, 2, 7], 8), peaked(&[6, 2, 2], 8)].concat();
         let v = d.verify(&mut logits, 8, false).unwrap();
-        assert_eq!(v[0], Verdict { emitted: vec![3, 2, 7], accepted: 2, ended: false });
-        assert_eq!(v[1], Verdict { emitted: vec![6], accepted: 0, ended: false });
+        assert_eq!(
+            v[0],
+            Verdict {
+                emitted: vec![3, 2, 7],
+                accepted: 2,
+                ended: false
+            }
+        );
+        assert_eq!(
+            v[1],
+            Verdict {
+                emitted: vec![6],
+                accepted: 0,
+                ended: false
+            }
+        );
         assert_eq!(d.lengths(), vec![5, 3]);
         assert_eq!(d.sequences(), (vec![5, 6, 3, 2, 7, 5, 6, 6, 0, 0], 5));
         assert_eq!(d.tails(1), vec![7, 6]);
@@ -610,9 +677,30 @@ mod tests {
         // Row 0 would take 3 tokens, row 1 two, row 2 ends at EOS after one.
         let mut logits = [peaked(&[3, 4, 6], 8), peaked(&[3, 2, 2], 8), peaked(&[1, 2, 2], 8)].concat();
         let v = d.verify(&mut logits, 8, true).unwrap();
-        assert_eq!(v[0], Verdict { emitted: vec![3, 4], accepted: 2, ended: false });
-        assert_eq!(v[1], Verdict { emitted: vec![3, 2], accepted: 1, ended: false });
-        assert_eq!(v[2], Verdict { emitted: vec![1], accepted: 0, ended: true });
+        assert_eq!(
+            v[0],
+            Verdict {
+                emitted: vec![3, 4],
+                accepted: 2,
+                ended: false
+            }
+        );
+        assert_eq!(
+            v[1],
+            Verdict {
+                emitted: vec![3, 2],
+                accepted: 1,
+                ended: false
+            }
+        );
+        assert_eq!(
+            v[2],
+            Verdict {
+                emitted: vec![1],
+                accepted: 0,
+                ended: true
+            }
+        );
         assert_eq!(d.lengths(), vec![3, 3, 2]);
     }
 
@@ -628,8 +716,22 @@ mod tests {
         assert_eq!((width, counts), (2, vec![1, 2]));
         let mut logits = [peaked(&[1, 4, 4], 8), peaked(&[3, 3, 6], 8)].concat();
         let v = d.verify(&mut logits, 8, false).unwrap();
-        assert_eq!(v[0], Verdict { emitted: vec![1], accepted: 1, ended: true });
-        assert_eq!(v[1], Verdict { emitted: vec![3, 3, 6], accepted: 2, ended: false });
+        assert_eq!(
+            v[0],
+            Verdict {
+                emitted: vec![1],
+                accepted: 1,
+                ended: true
+            }
+        );
+        assert_eq!(
+            v[1],
+            Verdict {
+                emitted: vec![3, 3, 6],
+                accepted: 2,
+                ended: false
+            }
+        );
         assert_eq!(d.unfinished(), vec![false, true]);
         assert_eq!(d.active(), vec![false, false], "row 1 is at max_len");
         assert!(!d.any_active());
@@ -654,7 +756,11 @@ mod tests {
     #[test]
     fn processors_see_each_rows_own_length() {
         // min_new_tokens = 2 over a 1-token prompt: EOS is forbidden below length 3.
-        let config = PipelineConfig { eos_token_ids: vec![1], min_new_tokens: 2, ..Default::default() };
+        let config = PipelineConfig {
+            eos_token_ids: vec![1],
+            min_new_tokens: 2,
+            ..Default::default()
+        };
         let mut d = AssistedDecoder::new(&[5, 5], 2, &[0, 0], &config, 0, 10, &[]).unwrap();
         d.begin_round();
         d.draft(&mut peaked(&[2, 2], 4), 4, 0.0).unwrap();
@@ -664,7 +770,9 @@ mod tests {
         assert_eq!((v[0].emitted.clone(), v[1].emitted.clone()), (vec![2, 0], vec![3]));
         assert_eq!(logits[4 + 1], f32::NEG_INFINITY, "used positions are left processed");
         // Now row 0 has length 3 (EOS allowed) and row 1 length 2 (still suppressed).
-        let v = d.verify(&mut [peaked(&[1], 4), peaked(&[1], 4)].concat(), 4, false).unwrap();
+        let v = d
+            .verify(&mut [peaked(&[1], 4), peaked(&[1], 4)].concat(), 4, false)
+            .unwrap();
         assert_eq!((v[0].emitted.clone(), v[1].emitted.clone()), (vec![1], vec![0]));
         assert_eq!((d.row(0), d.row(1)), (&[5, 2, 0, 1][..], &[5, 3, 0][..]));
         assert_eq!(d.unfinished(), vec![false, true]);
@@ -674,7 +782,11 @@ mod tests {
     fn each_row_gets_its_own_padding_length() {
         // Repetition penalty 2 ignoring row 0's first (padding) position only: token 0
         // is penalised in row 1 (it is history there) but not in row 0.
-        let config = PipelineConfig { repetition_penalty: 2.0, prompt_ignore_lengths: vec![1, 0], ..Default::default() };
+        let config = PipelineConfig {
+            repetition_penalty: 2.0,
+            prompt_ignore_lengths: vec![1, 0],
+            ..Default::default()
+        };
         let mut d = AssistedDecoder::new(&[0, 3, 0, 3], 2, &[1, 0], &config, 0, 10, &[]).unwrap();
         let row = [1.0f32, 0.0, 0.0, 0.8, 0.6];
         let mut logits = [row, row].concat();
@@ -689,7 +801,10 @@ mod tests {
     fn speculative_sampling_keeps_the_main_distribution() {
         let p_logits = [0.2f32.ln(), 0.5f32.ln(), 0.3f32.ln()];
         let q_logits = [0.6f32.ln(), 0.1f32.ln(), 0.3f32.ln()];
-        let config = PipelineConfig { do_sample: true, ..Default::default() };
+        let config = PipelineConfig {
+            do_sample: true,
+            ..Default::default()
+        };
         let n = 20_000;
         let keys = rng::row_keys(7, &(0..n).map(|i| vec![i as i64]).collect::<Vec<_>>(), 1);
         let prompts: Vec<i64> = (0..n as i64).map(|i| i % 3).collect();
@@ -706,7 +821,11 @@ mod tests {
             accepted += v.accepted;
         }
         // chi-square with 2 degrees of freedom; 13.8 is the 0.999 quantile.
-        let chi2: f64 = counts.iter().zip([0.2, 0.5, 0.3]).map(|(&c, p)| (c - p * n as f64).powi(2) / (p * n as f64)).sum();
+        let chi2: f64 = counts
+            .iter()
+            .zip([0.2, 0.5, 0.3])
+            .map(|(&c, p)| (c - p * n as f64).powi(2) / (p * n as f64))
+            .sum();
         assert!(chi2 < 13.8, "{counts:?} chi2 {chi2}");
         // Acceptance rate is sum min(p, q) = 0.2 + 0.1 + 0.3 = 0.6.
         assert!((accepted as f64 / n as f64 - 0.6).abs() < 0.02, "{accepted}");
@@ -717,7 +836,8 @@ mod tests {
         let mut d = decoder(&[5, 6, 5, 6], 2, 1, 20);
         d.begin_round();
         d.draft(&mut peaked(&[3, 3], 8), 8, 0.0).unwrap();
-        d.verify(&mut [peaked(&[3, 4], 8), peaked(&[3, 4], 8)].concat(), 8, false).unwrap();
+        d.verify(&mut [peaked(&[3, 4], 8), peaked(&[3, 4], 8)].concat(), 8, false)
+            .unwrap();
         d.truncate(&[3, 9]);
         assert_eq!((d.row(0), d.row(1)), (&[5, 6, 3][..], &[5, 6, 3, 4][..]));
     }
@@ -731,9 +851,30 @@ mod tests {
         let none = PipelineConfig::default();
         assert!(AssistedDecoder::new(&[1, 2, 3], 2, &[0, 0], &none, 0, 5, &[]).is_err());
         assert!(AssistedDecoder::new(&[1, 2], 1, &[3], &none, 0, 5, &[]).is_err());
-        let sampling = PipelineConfig { do_sample: true, ..Default::default() };
-        assert!(AssistedDecoder::new(&[1, 2], 1, &[0], &sampling, 0, 5, &[]).is_err(), "keys needed");
-        let mut d = AssistedDecoder::new(&[1], 1, &[0], &PipelineConfig { suppress_tokens: vec![9], ..none }, 0, 5, &[]).unwrap();
-        assert!(matches!(d.verify(&mut [0.0; 4], 4, false), Err(CoreError::TokenOutOfVocab { .. })));
+        let sampling = PipelineConfig {
+            do_sample: true,
+            ..Default::default()
+        };
+        assert!(
+            AssistedDecoder::new(&[1, 2], 1, &[0], &sampling, 0, 5, &[]).is_err(),
+            "keys needed"
+        );
+        let mut d = AssistedDecoder::new(
+            &[1],
+            1,
+            &[0],
+            &PipelineConfig {
+                suppress_tokens: vec![9],
+                ..none
+            },
+            0,
+            5,
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(
+            d.verify(&mut [0.0; 4], 4, false),
+            Err(CoreError::TokenOutOfVocab { .. })
+        ));
     }
 }

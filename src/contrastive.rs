@@ -23,6 +23,10 @@ use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
 
 const LANES: usize = 8;
 
+/// Elements of work above which rows run in parallel: below it, waking the thread pool (a
+/// scheduler round trip on a busy machine) costs more than the work.
+const PARALLEL_MIN_ELEMS: usize = 1 << 20;
+
 /// Dot product in `LANES` independent accumulators, so LLVM vectorises it.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
@@ -86,12 +90,23 @@ impl ContrastiveScorer {
     /// `hidden` may be 0: the first [`Self::add_context`] then fixes it.
     pub fn new(n_rows: usize, top_k: usize, alpha: f32, hidden: usize) -> Result<Self> {
         if !(0.0..=1.0).contains(&alpha) {
-            return Err(CoreError::invalid("penalty_alpha", format!("must be in [0, 1], got {alpha}")));
+            return Err(CoreError::invalid(
+                "penalty_alpha",
+                format!("must be in [0, 1], got {alpha}"),
+            ));
         }
         if top_k == 0 {
-            return Err(CoreError::invalid("top_k", "must be >= 1 for contrastive search, got 0"));
+            return Err(CoreError::invalid(
+                "top_k",
+                "must be >= 1 for contrastive search, got 0",
+            ));
         }
-        Ok(ContrastiveScorer { alpha, top_k, hidden, context: vec![Vec::new(); n_rows] })
+        Ok(ContrastiveScorer {
+            alpha,
+            top_k,
+            hidden,
+            context: vec![Vec::new(); n_rows],
+        })
     }
 
     pub fn n_rows(&self) -> usize {
@@ -109,13 +124,32 @@ impl ContrastiveScorer {
 
     /// Adds `positions` hidden states per row (`hidden` is `[rows, positions, hidden_size]`);
     /// positions whose `keep` entry (`[rows, positions]`) is false (padding) are left out.
-    pub fn add_context(&mut self, hidden: &[f32], positions: usize, hidden_size: usize, keep: Option<&[bool]>) -> Result<()> {
+    pub fn add_context(
+        &mut self,
+        hidden: &[f32],
+        positions: usize,
+        hidden_size: usize,
+        keep: Option<&[bool]>,
+    ) -> Result<()> {
         let rows = self.n_rows();
-        if hidden_size == 0 || (self.hidden != 0 && hidden_size != self.hidden) || hidden.len() != rows * positions * hidden_size {
+        if hidden_size == 0
+            || (self.hidden != 0 && hidden_size != self.hidden)
+            || hidden.len() != rows * positions * hidden_size
+        {
             return Err(CoreError::Shape {
                 name: "hidden_states",
-                expected: format!("[{rows}, positions, {}]", if self.hidden == 0 { "hidden >= 1".to_string() } else { self.hidden.to_string() }),
-                got: format!("{} values for {positions} positions of size {hidden_size}", hidden.len()),
+                expected: format!(
+                    "[{rows}, positions, {}]",
+                    if self.hidden == 0 {
+                        "hidden >= 1".to_string()
+                    } else {
+                        self.hidden.to_string()
+                    }
+                ),
+                got: format!(
+                    "{} values for {positions} positions of size {hidden_size}",
+                    hidden.len()
+                ),
             });
         }
         if let Some(k) = keep {
@@ -129,14 +163,19 @@ impl ContrastiveScorer {
         }
         self.hidden = hidden_size;
         let per_row = positions * hidden_size;
-        self.context.par_iter_mut().enumerate().for_each(|(r, ctx)| {
+        let add = |(r, ctx): (usize, &mut Vec<f32>)| {
             let block = &hidden[r * per_row..(r + 1) * per_row];
             for (s, h) in block.chunks_exact(hidden_size).enumerate() {
                 if keep.map_or(true, |k| k[r * positions + s]) {
                     push_unit(h, ctx);
                 }
             }
-        });
+        };
+        if rows >= 2 && hidden.len() >= PARALLEL_MIN_ELEMS {
+            self.context.par_iter_mut().enumerate().for_each(add);
+        } else {
+            self.context.iter_mut().enumerate().for_each(add);
+        }
         Ok(())
     }
 
@@ -153,33 +192,37 @@ impl ContrastiveScorer {
             });
         }
         if probs.len() != rows * k {
-            return Err(CoreError::Shape { name: "probs", expected: format!("[{rows}, {k}]"), got: format!("{} values", probs.len()) });
+            return Err(CoreError::Shape {
+                name: "probs",
+                expected: format!("[{rows}, {k}]"),
+                got: format!("{} values", probs.len()),
+            });
         }
         let alpha = self.alpha;
-        let chosen: Vec<usize> = self
-            .context
-            .par_iter_mut()
-            .enumerate()
-            .map(|(r, ctx)| {
-                let mut units = Vec::with_capacity(k * h);
-                for c in 0..k {
-                    push_unit(&candidates[(r * k + c) * h..(r * k + c + 1) * h], &mut units);
+        let work = (self.context.iter().map(Vec::len).sum::<usize>() + rows * h) * k;
+        let score = |(r, ctx): (usize, &mut Vec<f32>)| {
+            let mut units = Vec::with_capacity(k * h);
+            for c in 0..k {
+                push_unit(&candidates[(r * k + c) * h..(r * k + c + 1) * h], &mut units);
+            }
+            let mut best: Option<(usize, f32)> = None;
+            for (c, unit) in units.chunks_exact(h).enumerate() {
+                // No context (every position masked) gives f32::MIN, as transformers' mask does.
+                let penalty = ctx.chunks_exact(h).map(|s| dot(s, unit)).fold(f32::MIN, f32::max);
+                let score = (1.0 - alpha) * probs[r * k + c] - alpha * penalty;
+                if !score.is_nan() && best.map_or(true, |(_, b)| score > b) {
+                    best = Some((c, score));
                 }
-                let mut best: Option<(usize, f32)> = None;
-                for (c, unit) in units.chunks_exact(h).enumerate() {
-                    // No context (every position masked) gives f32::MIN, as transformers' mask does.
-                    let penalty = ctx.chunks_exact(h).map(|s| dot(s, unit)).fold(f32::MIN, f32::max);
-                    let score = (1.0 - alpha) * probs[r * k + c] - alpha * penalty;
-                    if !score.is_nan() && best.map_or(true, |(_, b)| score > b) {
-                        best = Some((c, score));
-                    }
-                }
-                let c = best.map_or(0, |(c, _)| c);
-                ctx.extend_from_slice(&units[c * h..(c + 1) * h]);
-                c
-            })
-            .collect();
-        Ok(chosen)
+            }
+            let c = best.map_or(0, |(c, _)| c);
+            ctx.extend_from_slice(&units[c * h..(c + 1) * h]);
+            c
+        };
+        Ok(if rows >= 2 && work >= PARALLEL_MIN_ELEMS {
+            self.context.par_iter_mut().enumerate().map(score).collect()
+        } else {
+            self.context.iter_mut().enumerate().map(score).collect()
+        })
     }
 }
 
@@ -207,7 +250,14 @@ pub struct ContrastiveSearch {
 
 impl ContrastiveSearch {
     /// `prompts` is row-major `[n_rows, prompt_len]` (what the decoder has seen so far).
-    pub fn new(prompts: &[i64], n_rows: usize, config: &PipelineConfig, pad: i64, top_k: usize, alpha: f32) -> Result<Self> {
+    pub fn new(
+        prompts: &[i64],
+        n_rows: usize,
+        config: &PipelineConfig,
+        pad: i64,
+        top_k: usize,
+        alpha: f32,
+    ) -> Result<Self> {
         if n_rows == 0 || prompts.len() % n_rows != 0 {
             return Err(CoreError::Shape {
                 name: "input_ids",
@@ -219,7 +269,10 @@ impl ContrastiveSearch {
         config.validate_rows(n_rows)?;
         let history = TokenHistory::new(prompts, n_rows);
         // Contrastive search never samples: the "warpers" are at most the renormalisation.
-        let config = PipelineConfig { do_sample: false, ..config.clone() };
+        let config = PipelineConfig {
+            do_sample: false,
+            ..config.clone()
+        };
         Ok(ContrastiveSearch {
             scorer: ContrastiveScorer::new(n_rows, top_k, alpha, 0)?,
             processors: config.build_processors(history.prompt_len()),
@@ -260,7 +313,13 @@ impl ContrastiveSearch {
     }
 
     /// See [`ContrastiveScorer::add_context`].
-    pub fn add_context(&mut self, hidden: &[f32], positions: usize, hidden_size: usize, keep: Option<&[bool]>) -> Result<()> {
+    pub fn add_context(
+        &mut self,
+        hidden: &[f32],
+        positions: usize,
+        hidden_size: usize,
+        keep: Option<&[bool]>,
+    ) -> Result<()> {
         self.scorer.add_context(hidden, positions, hidden_size, keep)
     }
 
@@ -282,7 +341,10 @@ impl ContrastiveSearch {
 
     fn run(&self, pipeline: &Pipeline, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
-        pipeline.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
+        pipeline.process(
+            &StepContext { history: &self.history },
+            &mut LogitsMut::new(logits, vocab),
+        );
         Ok(())
     }
 
@@ -292,17 +354,36 @@ impl ContrastiveSearch {
         self.check_logits(logits, vocab)?;
         let k = self.scorer.top_k();
         if k > vocab {
-            return Err(CoreError::invalid("top_k", format!("{k} exceeds the vocabulary size {vocab}")));
+            return Err(CoreError::invalid(
+                "top_k",
+                format!("{k} exceeds the vocabulary size {vocab}"),
+            ));
         }
         let rows = self.history.n_rows();
         self.candidates = vec![0; rows * k];
         self.probs = vec![0.0; rows * k];
-        let failed = logits
-            .par_chunks_exact(vocab)
-            .zip(self.candidates.par_chunks_exact_mut(k).zip(self.probs.par_chunks_exact_mut(k)))
-            .enumerate()
-            .filter_map(|(r, (row, (ids, probs)))| top_k_probs(row, k, ids, probs).is_none().then_some(r))
-            .min();
+        let pick = |(r, (row, (ids, probs))): (usize, (&[f32], (&mut [i64], &mut [f32])))| {
+            top_k_probs(row, k, ids, probs).is_none().then_some(r)
+        };
+        let failed = if rows >= 2 && logits.len() >= PARALLEL_MIN_ELEMS {
+            logits
+                .par_chunks_exact(vocab)
+                .zip(
+                    self.candidates
+                        .par_chunks_exact_mut(k)
+                        .zip(self.probs.par_chunks_exact_mut(k)),
+                )
+                .enumerate()
+                .filter_map(pick)
+                .min()
+        } else {
+            logits
+                .chunks_exact(vocab)
+                .zip(self.candidates.chunks_exact_mut(k).zip(self.probs.chunks_exact_mut(k)))
+                .enumerate()
+                .filter_map(pick)
+                .min()
+        };
         match failed {
             Some(row) => Err(CoreError::NoValidToken { row }),
             None => Ok(&self.candidates),
@@ -315,11 +396,18 @@ impl ContrastiveSearch {
     pub fn select(&mut self, candidate_hidden: &[f32]) -> Result<(&[i64], Vec<usize>)> {
         let k = self.scorer.top_k();
         if self.candidates.len() != self.history.n_rows() * k {
-            return Err(CoreError::invalid("candidates", "select called before candidates for this step"));
+            return Err(CoreError::invalid(
+                "candidates",
+                "select called before candidates for this step",
+            ));
         }
         let chosen = self.scorer.select(&self.probs, candidate_hidden)?;
         for (r, &c) in chosen.iter().enumerate() {
-            self.next[r] = if self.unfinished[r] { self.candidates[r * k + c] } else { self.pad };
+            self.next[r] = if self.unfinished[r] {
+                self.candidates[r * k + c]
+            } else {
+                self.pad
+            };
         }
         self.candidates.clear();
         self.history.push(&self.next);
@@ -384,9 +472,12 @@ mod tests {
         let mut s = ContrastiveScorer::new(2, 2, 0.5, 0).unwrap();
         // Row 0 keeps only its second position (along y); row 1 keeps nothing.
         let hidden = [1.0, 0.0, 0.0, 1.0, /* row 1 */ 1.0, 0.0, 1.0, 0.0];
-        s.add_context(&hidden, 2, 2, Some(&[false, true, false, false])).unwrap();
+        s.add_context(&hidden, 2, 2, Some(&[false, true, false, false]))
+            .unwrap();
         assert_eq!((s.context_len(0), s.context_len(1)), (1, 0));
-        let chosen = s.select(&[0.5, 0.5, 0.5, 0.4], &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0]).unwrap();
+        let chosen = s
+            .select(&[0.5, 0.5, 0.5, 0.4], &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+            .unwrap();
         // Row 0: the x candidate is orthogonal to the kept context. Row 1: no context, so
         // every penalty is the same and the first candidate wins (as in transformers).
         assert_eq!(chosen, vec![0, 0]);
@@ -406,7 +497,10 @@ mod tests {
 
     #[test]
     fn search_state_commits_pads_and_stops_at_eos() {
-        let config = PipelineConfig { eos_token_ids: vec![1], ..Default::default() };
+        let config = PipelineConfig {
+            eos_token_ids: vec![1],
+            ..Default::default()
+        };
         let mut cs = ContrastiveSearch::new(&[5, 6], 2, &config, 0, 2, 0.5).unwrap();
         cs.add_context(&[1.0, 0.0, 1.0, 0.0], 1, 2, None).unwrap();
         let logits = [0.0, 3.0, 2.0, /* row 1 */ 0.0, 1.0, 4.0];
@@ -422,7 +516,10 @@ mod tests {
         cs.candidates(&[0.0, 9.0, 0.0, 0.0, 9.0, 0.0], 3).unwrap();
         assert_eq!(cs.select(&[1.0; 8]).unwrap().0, &[0, 0], "finished rows get pad");
         assert_eq!(cs.history().row(0), &[5, 2, 1, 0]);
-        assert_eq!(cs.candidates(&[f32::NAN; 6], 3).unwrap_err(), CoreError::NoValidToken { row: 0 });
+        assert_eq!(
+            cs.candidates(&[f32::NAN; 6], 3).unwrap_err(),
+            CoreError::NoValidToken { row: 0 }
+        );
         assert!(cs.candidates(&[0.0; 2], 1).is_err(), "top_k > vocab");
     }
 
@@ -437,7 +534,10 @@ mod tests {
             .zip(probs)
             .map(|(c, p)| {
                 let uc = unit(c);
-                let pen = ctx.iter().map(|s| unit(s).iter().zip(&uc).map(|(a, b)| a * b).sum::<f64>()).fold(f64::MIN, f64::max);
+                let pen = ctx
+                    .iter()
+                    .map(|s| unit(s).iter().zip(&uc).map(|(a, b)| a * b).sum::<f64>())
+                    .fold(f64::MIN, f64::max);
                 (1.0 - alpha) * p - alpha * pen
             })
             .collect()

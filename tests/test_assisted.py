@@ -142,6 +142,25 @@ def test_stopping_criteria_cut_rows_where_plain_greedy_stops(main, assistants):
     assert out.finish_reasons[2] == "stop"
 
 
+def test_rotary_positions_survive_shifted_rows():
+    """GPT-NeoX: rotary positions come from position ids, so shifted rows keep them."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                        vocab_size=VOCAB, max_position_embeddings=128, bos_token_id=1, eos_token_id=2)
+    model = GPTNeoXForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.normal_(0.0, 0.2)
+    ids, mask = left_padded_batch((5, 3, 7, 1))
+    plain = greedy(model, ids, mask)
+    out = greedy(model, ids, mask, prompt_lookup_num_tokens=3)
+    assert torch.equal(out.sequences, plain.sequences)
+    assert 0 < out.assisted_stats.accepted < out.assisted_stats.drafted
+
+
 def test_encoder_decoder_rows_shift(t5):
     """T5's relative attention lets rows of the decoder shift against each other."""
     from transformers import T5ForConditionalGeneration

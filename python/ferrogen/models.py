@@ -95,9 +95,10 @@ class MultiTokenAdapter(ModelAdapter, Protocol):
     def hidden_states(self) -> Optional[torch.Tensor]:
         """Last layer's hidden states of every position of the latest forward pass."""
 
-    def advance_many(self, tokens: torch.Tensor) -> torch.Tensor:
+    def advance_many(self, tokens: torch.Tensor, on_host: bool = True) -> torch.Tensor:
         """Feeds ``n`` tokens per row (int64 ``[rows, n]``); returns float32 CPU logits
-        ``[rows, n, vocab]`` of the positions after each of them."""
+        ``[rows, n, vocab]`` of the positions after each of them (with ``on_host=False``,
+        the model's own logits tensor, on its device, for the caller to pick rows from)."""
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keeps, for row ``i``, the state of row ``rows[i]``; the row count may change."""
@@ -248,7 +249,7 @@ class DecoderOnlyAdapter(_HiddenStates):
             self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)
         return self._forward(tokens[:, None])
 
-    def advance_many(self, tokens: torch.Tensor) -> torch.Tensor:
+    def advance_many(self, tokens: torch.Tensor, on_host: bool = True) -> torch.Tensor:
         tokens = tokens.to(self.device)
         n = tokens.shape[1]
         if self._positions is not None:
@@ -256,7 +257,7 @@ class DecoderOnlyAdapter(_HiddenStates):
             self._positions = torch.cat([self._positions, self._positions[:, -1:] + steps], dim=-1)
         if self._mask is not None:
             self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], n))], dim=-1)
-        return self._forward(tokens, keep=n)
+        return self._forward(tokens, keep=n, on_host=on_host)
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
         rows = parent_rows.to(self.device)
@@ -294,7 +295,7 @@ class DecoderOnlyAdapter(_HiddenStates):
         if self._positions is not None:
             self._positions = self._positions.gather(1, index).masked_fill(~real, 0)
 
-    def _forward(self, input_ids: torch.Tensor, keep: Optional[int] = None) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, keep: Optional[int] = None, on_host: bool = True) -> torch.Tensor:
         """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
         if self._mask is not None:
@@ -311,6 +312,8 @@ class DecoderOnlyAdapter(_HiddenStates):
         if self._options.output_hidden_states:
             self._hidden = out.hidden_states[-1]
         logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
+        if not on_host:  # the model's own tensor, for the caller to pick rows from
+            return logits
         return _logits_out(logits, self.device_logits, borrow=True)
 
 
@@ -357,9 +360,9 @@ class EncoderDecoderAdapter(_HiddenStates):
         self._extend_mask(1)
         return self._forward(tokens.to(self.device)[:, None])
 
-    def advance_many(self, tokens: torch.Tensor) -> torch.Tensor:
+    def advance_many(self, tokens: torch.Tensor, on_host: bool = True) -> torch.Tensor:
         self._extend_mask(tokens.shape[1])
-        return self._forward(tokens.to(self.device), keep=tokens.shape[1])
+        return self._forward(tokens.to(self.device), keep=tokens.shape[1], on_host=on_host)
 
     def _extend_mask(self, n: int) -> None:
         if self._decoder_mask is not None:
@@ -407,7 +410,9 @@ class EncoderDecoderAdapter(_HiddenStates):
             mask = torch.ones((drop.numel(), length), dtype=torch.long, device=self.device)
         self._decoder_mask = mask.gather(1, index) * real
 
-    def _forward(self, decoder_input_ids: torch.Tensor, keep: Optional[int] = None) -> torch.Tensor:
+    def _forward(
+        self, decoder_input_ids: torch.Tensor, keep: Optional[int] = None, on_host: bool = True
+    ) -> torch.Tensor:
         """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
         if self._decoder_mask is not None:
@@ -425,6 +430,8 @@ class EncoderDecoderAdapter(_HiddenStates):
         if self._options.output_hidden_states:
             self._hidden = out.decoder_hidden_states[-1]
         logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
+        if not on_host:  # the model's own tensor, for the caller to pick rows from
+            return logits
         return _logits_out(logits, self.device_logits, borrow=True)
 
 

@@ -1,7 +1,10 @@
 //! Binding of [`crate::assisted::AssistedDecoder`]: convert, run with the GIL released,
 //! convert back.
 
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyReadwriteArray3, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyReadwriteArray3,
+    PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -48,12 +51,15 @@ impl AssistedDecoder {
         let prompts = contiguous("input_ids", &input_ids)?;
         let starts: Vec<usize> = contiguous1("starts", &starts)?
             .iter()
-            .map(|&s| usize::try_from(s).map_err(|_| InvalidArgumentError::new_err(format!("starts: must be >= 0, got {s}"))))
+            .map(|&s| {
+                usize::try_from(s).map_err(|_| InvalidArgumentError::new_err(format!("starts: must be >= 0, got {s}")))
+            })
             .collect::<PyResult<_>>()?;
         let config = pipeline_config(settings)?;
         let keys = match seed(settings)? {
             Some((seed, key_prompts)) if config.do_sample => {
-                let key_prompts = key_prompts.unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
+                let key_prompts =
+                    key_prompts.unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
                 if key_prompts.is_empty() || rows % key_prompts.len() != 0 {
                     return Err(ShapeError::new_err(format!(
                         "seed_prompts: {} prompts do not divide {rows} rows",
@@ -82,7 +88,12 @@ impl AssistedDecoder {
     /// One drafting step from the draft model's logits (float32 `[rows, vocab]`, processed
     /// in place); returns int64 `[rows]`, the token to feed the draft model next.
     #[pyo3(signature = (logits, confidence = 0.0))]
-    fn draft<'py>(&mut self, py: Python<'py>, mut logits: PyReadwriteArray2<'py, f32>, confidence: f32) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    fn draft<'py>(
+        &mut self,
+        py: Python<'py>,
+        mut logits: PyReadwriteArray2<'py, f32>,
+        confidence: f32,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("draft_logits", &mut logits)?;
         let inner = &mut self.inner;
@@ -91,9 +102,15 @@ impl AssistedDecoder {
     }
 
     /// Drafts every active row from its own n-grams (prompt lookup).
-    fn lookup_drafts(&mut self, py: Python<'_>, max_matching_ngram_size: usize, prompt_lookup_num_tokens: usize) -> PyResult<()> {
+    fn lookup_drafts(
+        &mut self,
+        py: Python<'_>,
+        max_matching_ngram_size: usize,
+        prompt_lookup_num_tokens: usize,
+    ) -> PyResult<()> {
         let inner = &mut self.inner;
-        py.detach(|| inner.lookup_drafts(max_matching_ngram_size, prompt_lookup_num_tokens)).map_err(to_py)
+        py.detach(|| inner.lookup_drafts(max_matching_ngram_size, prompt_lookup_num_tokens))
+            .map_err(to_py)
     }
 
     /// `(drafts, counts)`: int64 `[rows, width]` right-padded with pad, int64 `[rows]`.
@@ -168,7 +185,11 @@ impl AssistedDecoder {
             .map(|&n| n.max(0) as usize)
             .collect();
         if lengths.len() != self.inner.n_rows() {
-            return Err(ShapeError::new_err(format!("lengths: expected {} values, got {}", self.inner.n_rows(), lengths.len())));
+            return Err(ShapeError::new_err(format!(
+                "lengths: expected {} values, got {}",
+                self.inner.n_rows(),
+                lengths.len()
+            )));
         }
         self.inner.truncate(&lengths);
         Ok(())

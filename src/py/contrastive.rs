@@ -1,7 +1,10 @@
 //! Binding of [`crate::contrastive::ContrastiveSearch`]: convert, run with the GIL
 //! released, convert back.
 
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -46,7 +49,12 @@ impl ContrastiveSearch {
     /// Adds hidden states (float32 `[rows, positions, hidden]`) to every row's context;
     /// positions where `keep` (bool `[rows, positions]`) is false are padding and left out.
     #[pyo3(signature = (hidden, keep = None))]
-    fn add_context(&mut self, py: Python<'_>, hidden: PyReadonlyArray3<'_, f32>, keep: Option<PyReadonlyArray2<'_, bool>>) -> PyResult<()> {
+    fn add_context(
+        &mut self,
+        py: Python<'_>,
+        hidden: PyReadonlyArray3<'_, f32>,
+        keep: Option<PyReadonlyArray2<'_, bool>>,
+    ) -> PyResult<()> {
         let [_, positions, size] = [hidden.shape()[0], hidden.shape()[1], hidden.shape()[2]];
         let data = hidden
             .as_slice()
@@ -56,16 +64,23 @@ impl ContrastiveSearch {
             None => None,
         };
         let inner = &mut self.inner;
-        py.detach(|| inner.add_context(data, positions, size, keep)).map_err(to_py)
+        py.detach(|| inner.add_context(data, positions, size, keep))
+            .map_err(to_py)
     }
 
     /// Processors (and renormalisation) in place, then the `top_k` candidates of every
     /// row: int64 `[rows, top_k]`, best first.
-    fn step<'py>(&mut self, py: Python<'py>, mut logits: PyReadwriteArray2<'py, f32>) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        mut logits: PyReadwriteArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray2<i64>>> {
         let (rows, vocab) = (logits.shape()[0], logits.shape()[1]);
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
-        let ids = py.detach(|| inner.step(data, vocab).map(<[i64]>::to_vec)).map_err(to_py)?;
+        let ids = py
+            .detach(|| inner.step(data, vocab).map(<[i64]>::to_vec))
+            .map_err(to_py)?;
         candidates_array(py, ids, rows)
     }
 
@@ -78,7 +93,11 @@ impl ContrastiveSearch {
     }
 
     /// After user processors: renormalisation (if configured) in place, then the candidates.
-    fn choose<'py>(&mut self, py: Python<'py>, mut logits: PyReadwriteArray2<'py, f32>) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    fn choose<'py>(
+        &mut self,
+        py: Python<'py>,
+        mut logits: PyReadwriteArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray2<i64>>> {
         let (rows, vocab) = (logits.shape()[0], logits.shape()[1]);
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
@@ -94,15 +113,15 @@ impl ContrastiveSearch {
     /// Scores the candidates from their last hidden states (float32 `[rows * top_k, hidden]`),
     /// commits the winners and returns `(tokens, chosen)`: int64 `[rows]` each, the token
     /// appended to every row (pad for finished rows) and the winner's index within `top_k`.
-    fn select<'py>(
-        &mut self,
-        py: Python<'py>,
-        hidden: PyReadonlyArray2<'py, f32>,
-    ) -> PyResult<(Ints<'py>, Ints<'py>)> {
+    fn select<'py>(&mut self, py: Python<'py>, hidden: PyReadonlyArray2<'py, f32>) -> PyResult<(Ints<'py>, Ints<'py>)> {
         let data = contiguous("candidate_hidden_states", &hidden)?;
         let inner = &mut self.inner;
         let (tokens, chosen) = py
-            .detach(|| inner.select(data).map(|(t, c)| (t.to_vec(), c.into_iter().map(|c| c as i64).collect::<Vec<_>>())))
+            .detach(|| {
+                inner
+                    .select(data)
+                    .map(|(t, c)| (t.to_vec(), c.into_iter().map(|c| c as i64).collect::<Vec<_>>()))
+            })
             .map_err(to_py)?;
         Ok((PyArray1::from_vec(py, tokens), PyArray1::from_vec(py, chosen)))
     }

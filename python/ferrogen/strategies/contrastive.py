@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .. import _core
-from ..models import MultiTokenAdapter
+from ..models import MultiTokenAdapter, logits_to_host
 from ..outputs import GenerateOutput
 from .base import GenerationRequest, as_int64, core_settings
 from .token_loop import run_token_loop
@@ -81,11 +81,12 @@ class _CandidateStepper:
 
     def _pick(self, candidates: np.ndarray) -> np.ndarray:
         rows, k = candidates.shape
-        candidate_logits = self.adapter.advance(torch.from_numpy(candidates).reshape(-1))
+        # The candidates' logits stay on the model's device: only the winners' are copied.
+        candidate_logits = self.adapter.advance_many(torch.from_numpy(candidates).reshape(-1, 1), on_host=False)
         tokens, chosen = self.core.select(_host(self.adapter.last_hidden_state()))
         winners = torch.arange(rows) * k + torch.from_numpy(chosen)
         self.adapter.select_rows(winners.repeat_interleave(k))
-        self._next = candidate_logits.index_select(0, winners)
+        self._next = logits_to_host(candidate_logits[winners.to(candidate_logits.device), -1])
         return tokens
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
