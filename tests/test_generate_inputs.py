@@ -71,6 +71,24 @@ def test_token_ids_outside_vocab(gpt2):
         ferrogen.generate(gpt2, input_ids=ids)
 
 
+@pytest.mark.parametrize("mode", [
+    dict(),
+    dict(num_beams=2),
+    dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5),
+    dict(num_beams=2, force_words_ids=[[5, 6]]),
+], ids=["greedy", "beam", "group_beam", "constrained"])
+def test_configured_ids_outside_vocab_are_refused_before_the_model_runs(gpt2, mode):
+    calls = []
+    handle = gpt2.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(ferrogen.TokenOutOfVocabError, match="^eos_token_id: token id"):
+            ferrogen.generate(gpt2, input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=3, pad_token_id=0,
+                              eos_token_id=gpt2.config.vocab_size + 5, **mode)
+    finally:
+        handle.remove()
+    assert not calls
+
+
 def test_encoder_decoder_needs_a_start_token(t5):
     ids, mask = left_padded_batch((3,))
     cfg = ferrogen.GenerationConfig.from_pretrained(t5)

@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError};
-use super::settings::{pipeline_config, seed};
+use super::settings::{check_vocab, pipeline_config, seed};
 use crate::beam::{
     BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, EarlyStopping, Finalized,
     GroupBeamSearch as CoreGroupBeamSearch, SampleSettings, NO_NODE,
@@ -86,7 +86,9 @@ pub(super) fn parse<'py>(
     let flat = contiguous("input_ids", input_ids)?.to_vec();
     let width = input_ids.shape()[1];
     let rows: Vec<Vec<i64>> = flat.chunks(width.max(1)).map(<[i64]>::to_vec).collect();
-    Ok((flat, batch, pipeline_config(settings)?, beam_settings(settings, beam, &rows)?))
+    let config = pipeline_config(settings)?;
+    check_vocab(settings, &config)?;
+    Ok((flat, batch, config, beam_settings(settings, beam, &rows)?))
 }
 
 pub(super) fn finalized_dict<'py>(py: Python<'py>, out: Finalized) -> PyResult<Bound<'py, PyDict>> {

@@ -5,10 +5,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
-use super::errors::{to_py, InvalidArgumentError};
+use super::errors::to_py;
 /// The settings parser lives in `settings.rs`; re-exported for bindings that took it from here.
 pub(crate) use super::settings::pipeline_config;
-use super::settings::{row_seeds, seed};
+use super::settings::{check_vocab, row_seeds, seed};
 use crate::decode::Decoder as CoreDecoder;
 
 /// Per-generation decoding state for greedy and sampling strategies.
@@ -45,12 +45,7 @@ impl Decoder {
         let rows = input_ids.shape()[0];
         let prompts = contiguous("input_ids", &input_ids)?;
         let config = pipeline_config(settings)?;
-        if let Some(vocab) = settings.get_item("vocab_size")?.filter(|v| !v.is_none()) {
-            let vocab: usize =
-                vocab.extract().map_err(|_| InvalidArgumentError::new_err("vocab_size: must be a non-negative int"))?;
-            // Token ids are refused before the model runs; the logits width is checked again at each step.
-            config.validate(Some(vocab)).map_err(to_py)?;
-        }
+        check_vocab(settings, &config)?;
         let mut inner = CoreDecoder::new(prompts, rows, &config, pad_token_id).map_err(to_py)?;
         if let Some((seed, key_prompts)) = seed(settings)? {
             let width = input_ids.shape()[1];

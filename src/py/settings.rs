@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyMapping};
 
-use super::errors::InvalidArgumentError;
+use super::errors::{to_py, InvalidArgumentError};
 use crate::logits::PipelineConfig;
 
 fn get<'py>(settings: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -76,6 +76,17 @@ fn sequence_bias(settings: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<i64>, f64)>>
         return Err(bad(KEY, "non-empty"));
     }
     Ok(out)
+}
+
+/// Refuses configured token ids outside the model's vocabulary (`vocab_size` in the settings,
+/// when known) before the model runs; decoders check the logits' width again at each step.
+pub fn check_vocab(settings: &Bound<'_, PyDict>, config: &PipelineConfig) -> PyResult<()> {
+    if let Some(vocab) = settings.get_item("vocab_size")?.filter(|v| !v.is_none()) {
+        let vocab: usize =
+            vocab.extract().map_err(|_| InvalidArgumentError::new_err("vocab_size: must be a non-negative int"))?;
+        config.validate(Some(vocab)).map_err(to_py)?;
+    }
+    Ok(())
 }
 
 pub fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig> {
