@@ -113,13 +113,7 @@ impl ConstrainedBeamSearch {
         set: ConstraintSet,
         prompt_mask: Option<&[bool]>,
     ) -> Result<Self> {
-        if batch == 0 || prompts.len() % batch != 0 {
-            return Err(CoreError::Shape {
-                name: "input_ids",
-                expected: "[batch >= 1, length]".into(),
-                got: format!("{} values for {} rows", prompts.len(), batch),
-            });
-        }
+        let prompt_len = super::prompt_len(prompts, batch)?;
         if let Some(m) = prompt_mask {
             if m.len() != prompts.len() {
                 return Err(CoreError::Shape {
@@ -129,7 +123,6 @@ impl ConstrainedBeamSearch {
                 });
             }
         }
-        let prompt_len = prompts.len() / batch;
         settings.validate(prompt_len)?;
         config.validate(None)?;
         config.validate_rows(batch * settings.num_beams)?;

@@ -52,14 +52,7 @@ pub struct GroupBeamSearch {
 impl GroupBeamSearch {
     /// `prompts` is row-major `[batch, prompt_len]`; rows are expanded to `num_beams` per item.
     pub fn new(prompts: &[i64], batch: usize, config: &PipelineConfig, settings: BeamSettings) -> Result<Self> {
-        if batch == 0 || prompts.len() % batch != 0 {
-            return Err(CoreError::Shape {
-                name: "input_ids",
-                expected: "[batch >= 1, length]".into(),
-                got: format!("{} values for {} rows", prompts.len(), batch),
-            });
-        }
-        let prompt_len = prompts.len() / batch;
+        let prompt_len = super::prompt_len(prompts, batch)?;
         settings.validate(prompt_len)?;
         config.validate(None)?;
         config.validate_rows(batch * settings.num_beams / settings.num_beam_groups)?;

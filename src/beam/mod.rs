@@ -49,3 +49,15 @@ pub(crate) fn check_logits(len: usize, rows: usize, vocab: usize) -> crate::erro
     }
     Ok(())
 }
+
+/// Width of the row-major `[batch, prompt_len]` prompts (one row per batch item).
+pub(crate) fn prompt_len(prompts: &[i64], batch: usize) -> crate::error::Result<usize> {
+    if batch == 0 || prompts.len() % batch != 0 {
+        return Err(crate::error::CoreError::Shape {
+            name: "input_ids",
+            expected: "[batch >= 1, length]".into(),
+            got: format!("{} values for {} rows", prompts.len(), batch),
+        });
+    }
+    Ok(prompts.len() / batch)
+}
