@@ -6,6 +6,8 @@ For every (model, batch, strategy) row, in one process and one run:
 Both generate exactly ``--new-tokens`` tokens: the random models have no EOS token, the
 embedded model's EOS is suppressed with min_new_tokens on both sides (a logits processor, so
 on a GPU its rows take ferrogen's host path rather than device candidates). Prints a Markdown table of median ms per generated token and ratios.
+The contrastive rows' floor is the forward contrastive search must run: ``top_k`` candidates
+per row each step, over a cache of ``rows * top_k`` rows, with hidden states.
 
     python benches/bench_generate.py                       # default rows
     python benches/bench_generate.py --strategies greedy --batches 1 4 --out bench.md
@@ -177,10 +179,15 @@ def peak_extra_mb(fn: Callable[[], Any], device: torch.device) -> Optional[float
     return max(0, max(peak[0], _rss_bytes()) - before) / 2**20
 
 
-def forward_only(model: Any, ids: torch.Tensor, steps: int, copies: int, copy_logits: bool = False) -> None:
+def forward_only(model: Any, ids: torch.Tensor, steps: int, copies: int, copy_logits: bool = False,
+                 candidates: int = 0) -> None:
     """Prefill then ``steps - 1`` cached single-token forwards: what any decoder must pay.
     With ``copy_logits`` each step also moves the logits to the host as float32 and picks
-    there, which is what a core that decides on the host must pay on top."""
+    there, which is what a core that decides on the host must pay on top.
+    With ``candidates`` (contrastive search's ``top_k``) the prefill runs the plain batch
+    and every step then runs ``candidates`` tokens per row over a cache of
+    ``rows * candidates`` rows, with hidden states: the candidates' forward contrastive
+    search cannot avoid (its floor)."""
     from transformers import DynamicCache
 
     ids = ids.repeat_interleave(copies, dim=0)
@@ -197,6 +204,15 @@ def forward_only(model: Any, ids: torch.Tensor, steps: int, copies: int, copy_lo
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{key: cache})
         token = pick(out.logits)
+        if candidates:
+            past = getattr(out, key)
+            past.batch_repeat_interleave(candidates)
+            token = token.repeat_interleave(candidates, dim=0)
+            for _ in range(steps):
+                out = model(input_ids=token, use_cache=True, output_hidden_states=True, **{key: past})
+                past = getattr(out, key)
+                token = pick(out.logits)
+            return
         for _ in range(steps - 1):
             out = model(input_ids=token, use_cache=True, **{key: getattr(out, key)})
             token = pick(out.logits)
@@ -211,7 +227,8 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
     if model.generation_config.eos_token_id is not None:
         settings["min_new_tokens"] = new_tokens
     copies = settings.get("num_beams", 1)
-    floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies), repeats) / new_tokens
+    candidates = settings["top_k"] if "penalty_alpha" in settings else 0
+    floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies, candidates=candidates), repeats) / new_tokens
     copy_floor = None
     if device.type == "cuda":
         copy_floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies, copy_logits=True), repeats) / new_tokens

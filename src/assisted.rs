@@ -63,17 +63,13 @@ fn draw_weights(probs: &[f32], u: f64) -> Option<usize> {
     last
 }
 
-/// Logits elements above which rows are processed in parallel: below it, waking the thread
-/// pool (a scheduler round trip on a busy machine) costs more than the work.
-const PARALLEL_MIN_ELEMS: usize = 1 << 20;
-
 /// `f(row index, row, its logits)` for every row, in parallel when the work is large.
 fn for_rows<T, F>(rows: &mut [Row], logits: &mut [f32], chunk: usize, f: F) -> Vec<T>
 where
     T: Send,
     F: Fn(usize, &mut Row, &mut [f32]) -> T + Sync + Send,
 {
-    if rows.len() >= 2 && logits.len() >= PARALLEL_MIN_ELEMS {
+    if crate::parallel::worth_parallel(rows.len(), logits.len()) {
         rows.par_iter_mut()
             .zip(logits.par_chunks_exact_mut(chunk))
             .enumerate()

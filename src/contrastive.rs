@@ -20,12 +20,9 @@ use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::math::{exp, sum_exp};
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
+use crate::parallel::worth_parallel;
 
 const LANES: usize = 8;
-
-/// Elements of work above which rows run in parallel: below it, waking the thread pool (a
-/// scheduler round trip on a busy machine) costs more than the work.
-const PARALLEL_MIN_ELEMS: usize = 1 << 20;
 
 /// Dot product in `LANES` independent accumulators, so LLVM vectorises it.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -171,7 +168,7 @@ impl ContrastiveScorer {
                 }
             }
         };
-        if rows >= 2 && hidden.len() >= PARALLEL_MIN_ELEMS {
+        if worth_parallel(rows, hidden.len()) {
             self.context.par_iter_mut().enumerate().for_each(add);
         } else {
             self.context.iter_mut().enumerate().for_each(add);
@@ -218,7 +215,7 @@ impl ContrastiveScorer {
             ctx.extend_from_slice(&units[c * h..(c + 1) * h]);
             c
         };
-        Ok(if rows >= 2 && work >= PARALLEL_MIN_ELEMS {
+        Ok(if worth_parallel(rows, work) {
             self.context.par_iter_mut().enumerate().map(score).collect()
         } else {
             self.context.iter_mut().enumerate().map(score).collect()
@@ -365,7 +362,7 @@ impl ContrastiveSearch {
         let pick = |(r, (row, (ids, probs))): (usize, (&[f32], (&mut [i64], &mut [f32])))| {
             top_k_probs(row, k, ids, probs).is_none().then_some(r)
         };
-        let failed = if rows >= 2 && logits.len() >= PARALLEL_MIN_ELEMS {
+        let failed = if worth_parallel(rows, logits.len()) {
             logits
                 .par_chunks_exact(vocab)
                 .zip(

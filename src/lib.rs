@@ -10,6 +10,7 @@ pub mod diversity;
 pub mod error;
 pub mod history;
 pub mod logits;
+pub mod parallel;
 pub mod rng;
 pub mod sampling;
 

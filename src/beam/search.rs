@@ -10,7 +10,9 @@ use super::hypotheses::{FinishedSlots, Source};
 use super::length::{best_hypothetical_len, normalized_score};
 use super::noise::exponential;
 use super::output::{assemble, Finalized, Pick};
-use super::select::{check_picked, log_softmax_rows, sample_k_into, sample_k_sparse, top_k_into, TopK};
+use super::select::{
+    check_picked, log_softmax_rows, sample_k_into, sample_k_sparse, log_softmax_shifts, top_k_into, top_k_log_softmax_into, TopK,
+};
 use super::settings::{BeamSettings, EarlyStopping};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
@@ -182,16 +184,7 @@ impl BeamSearch {
         noise: Option<&[f32]>,
         sparse: Option<&[Vec<u32>]>,
     ) -> Result<&[Candidate]> {
-        self.check(logits.len(), vocab)?;
-        if self.done {
-            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
-        }
-        if self.beams * vocab < self.k {
-            return Err(CoreError::invalid(
-                "num_beams",
-                format!("vocab {vocab} is too small for {} beams", self.beams),
-            ));
-        }
+        self.check_propose(logits.len(), vocab)?;
         let width = self.beams * vocab;
         let sampling = self.s.sample.is_some();
         if sampling && self.item_keys.is_none() {
@@ -243,20 +236,36 @@ impl BeamSearch {
                 top_k_into(&mut self.top, rows, vocab, offsets);
                 self.top.items().to_vec()
             };
-            if let Err(e) = check_picked(&picked, b * self.beams) {
-                self.candidates.clear();
-                return Err(e);
-            }
-            for (score, idx) in picked {
-                self.candidates.push(Candidate {
-                    score,
-                    parent_row: b * self.beams + idx / vocab,
-                    token: (idx % vocab) as i64,
-                });
-            }
+            self.push_picked(b, &picked, vocab)?;
         }
         self.proposed = true;
         Ok(&self.candidates)
+    }
+
+    fn check_propose(&self, len: usize, vocab: usize) -> Result<()> {
+        self.check(len, vocab)?;
+        if self.done {
+            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
+        }
+        if self.beams * vocab < self.k {
+            return Err(CoreError::invalid(
+                "num_beams",
+                format!("vocab {vocab} is too small for {} beams", self.beams),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds batch item `b`'s picked `(score, beam * vocab + token)` to the candidates.
+    fn push_picked(&mut self, b: usize, picked: &[(f32, usize)], vocab: usize) -> Result<()> {
+        if let Err(e) = check_picked(picked, b * self.beams) {
+            self.candidates.clear();
+            return Err(e);
+        }
+        for &(score, idx) in picked {
+            self.candidates.push(Candidate { score, parent_row: b * self.beams + idx / vocab, token: (idx % vocab) as i64 });
+        }
+        Ok(())
     }
 
     /// Takes this step's candidates from outside instead of choosing them from full
@@ -408,6 +417,31 @@ impl BeamSearch {
         self.process(logits, vocab)?;
         let sparse = self.warp_rows(logits, vocab)?;
         self.propose_from(logits, vocab, noise, sparse.as_deref())?;
+        self.commit(None)
+    }
+
+    /// [`Self::step`] for a caller that does not read the processed scores. Plain beam
+    /// search (no processors, no warpers) then computes each row's log-probabilities only
+    /// where a candidate can be and leaves `logits` as it was: the same candidates and
+    /// bits as [`Self::step`], without writing the `[rows, vocab]` scores. Other searches
+    /// run [`Self::step`] (and `logits` holds their processed scores).
+    pub fn step_unread(&mut self, logits: &mut [f32], vocab: usize, noise: Option<&[f32]>) -> Result<()> {
+        if !self.pipeline.is_empty() || !self.warpers.is_empty() || self.s.sample.is_some() {
+            return self.step(logits, vocab, noise);
+        }
+        self.check_propose(logits.len(), vocab)?;
+        let width = self.beams * vocab;
+        let mut shifts = Vec::new();
+        log_softmax_shifts(logits, vocab, &mut shifts);
+        self.candidates.clear();
+        for b in 0..self.batch {
+            let items = b * self.beams..(b + 1) * self.beams;
+            let rows = &logits[b * width..(b + 1) * width];
+            top_k_log_softmax_into(&mut self.top, rows, vocab, &self.running_scores[items.clone()], &shifts[items]);
+            let picked = self.top.items().to_vec();
+            self.push_picked(b, &picked, vocab)?;
+        }
+        self.proposed = true;
         self.commit(None)
     }
 
@@ -571,6 +605,37 @@ mod tests {
         assert!((slots[0].score - 0.3f32.ln()).abs() < 1e-6, "length 1, penalty 1");
         assert!(!s.is_done());
         assert_eq!(s.history().row(1), &[7, 2]);
+    }
+
+    proptest! {
+        /// Leaving the scores unwritten changes nothing the search decides: tokens,
+        /// parents, running scores and the final hypotheses are bit-identical.
+        #[test]
+        fn unread_scores_step_is_the_step(seed in any::<u64>(), beams in 1usize..4, vocab in 2usize..200) {
+            let (batch, rows) = (2, 2 * beams);
+            let eos = [1i64];
+            let mut a = BeamSearch::new(&[5, 6], batch, &PipelineConfig::default(), settings(beams, &eos, 9)).unwrap();
+            let mut b = BeamSearch::new(&[5, 6], batch, &PipelineConfig::default(), settings(beams, &eos, 9)).unwrap();
+            let mut step = 0;
+            while !a.is_done() {
+                let logits: Vec<f32> = (0..rows * vocab)
+                    .map(|i| (crate::beam::exponential(seed, step, i) * 3.0).floor()) // ties
+                    .collect();
+                let (mut la, mut lb) = (logits.clone(), logits.clone());
+                a.step(&mut la, vocab, None).unwrap();
+                b.step_unread(&mut lb, vocab, None).unwrap();
+                prop_assert_eq!(lb, logits, "the scores are left as they were");
+                prop_assert_eq!(a.next_tokens(), b.next_tokens());
+                prop_assert_eq!(a.parents(), b.parents());
+                let bits = |s: &BeamSearch| s.running_scores().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&a), bits(&b));
+                step += 1;
+            }
+            prop_assert!(b.is_done());
+            let (fa, fb) = (a.finalize(), b.finalize());
+            prop_assert_eq!(fa.sequences, fb.sequences);
+            prop_assert_eq!(fa.scores.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), fb.scores.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        }
     }
 
     #[test]

@@ -4,13 +4,10 @@ use rayon::prelude::*;
 
 use super::fastmath::exp_f32;
 
-/// Rows are processed in parallel above this many values.
-const PARALLEL_MIN: usize = 1 << 16;
-
 /// Log-softmax of every row in place, as `torch.log_softmax` computes it:
 /// `(x - max) - ln(sum(exp(x - max)))`.
 pub fn log_softmax_rows(data: &mut [f32], vocab: usize) {
-    if data.len() >= PARALLEL_MIN {
+    if crate::parallel::worth_parallel(data.len() / vocab.max(1), data.len()) {
         data.par_chunks_exact_mut(vocab).for_each(log_softmax_row);
     } else {
         data.chunks_exact_mut(vocab).for_each(log_softmax_row);
@@ -35,12 +32,33 @@ unsafe fn log_softmax_row_avx2(row: &mut [f32]) {
 
 #[inline(always)]
 fn log_softmax_row_lanes(row: &mut [f32]) {
-    let max = row_max(row);
-    let sum = sum_exp_lanes(row, max);
-    let log_sum = sum.ln() as f32;
+    let (max, log_sum) = shift_lanes(row);
     for x in row.iter_mut() {
         *x = (*x - max) - log_sum;
     }
+}
+
+/// `(max, ln(sum(exp(x - max))))` of a row: its log-softmax is `(x - max) - log_sum`.
+#[inline(always)]
+fn shift_lanes(row: &[f32]) -> (f32, f32) {
+    let max = row_max(row);
+    (max, sum_exp_lanes(row, max).ln() as f32)
+}
+
+/// [`shift_lanes`] with the CPU's widest registers, as [`log_softmax_row`]: the same bits.
+fn log_softmax_shift(row: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { log_softmax_shift_avx2(row) };
+    }
+    shift_lanes(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn log_softmax_shift_avx2(row: &[f32]) -> (f32, f32) {
+    shift_lanes(row)
 }
 
 /// `row.iter().fold(-inf, f32::max)`, NaN ignored, in sixteen lanes (the fold is a chain of
@@ -165,22 +183,51 @@ pub(crate) fn check_picked(picked: &[(f32, usize)], row: usize) -> crate::error:
 pub fn top_k_into(top: &mut TopK, rows: &[f32], vocab: usize, offsets: &[f32]) {
     top.clear();
     for (r, (row, &off)) in rows.chunks_exact(vocab).zip(offsets).enumerate() {
-        let base = r * vocab;
-        for (c, chunk) in row.chunks(SKIP_CHUNK).enumerate() {
-            // Once the buffer is full almost no chunk holds a candidate: one vectorised max
-            // decides, and float addition is monotonic, so max + off <= th bounds every x + off.
-            if top.threshold().is_some_and(|th| !(chunk_max(chunk) + off > th)) {
+        scan_top_k(top, row, r * vocab, |x| x + off);
+    }
+}
+
+/// Every row's `(max, log_sum)`: its log-softmax is `(x - max) - log_sum`, the bits
+/// [`log_softmax_rows`] writes. Reads the rows, writes nothing.
+pub fn log_softmax_shifts(data: &[f32], vocab: usize, out: &mut Vec<(f32, f32)>) {
+    out.clear();
+    if crate::parallel::worth_parallel(data.len() / vocab.max(1), data.len()) {
+        data.par_chunks_exact(vocab).map(log_softmax_shift).collect_into_vec(out);
+    } else {
+        out.extend(data.chunks_exact(vocab).map(log_softmax_shift));
+    }
+}
+
+/// [`top_k_into`] over the log-softmax of every row without writing it, given the rows'
+/// [`log_softmax_shifts`]: the same entries and bits as [`log_softmax_rows`] then
+/// [`top_k_into`]. Only the chunks that can enter are turned into log-probabilities, so
+/// with the shifts each row is read twice and never written, where the two calls read
+/// it three times and write it once.
+pub fn top_k_log_softmax_into(top: &mut TopK, rows: &[f32], vocab: usize, offsets: &[f32], shifts: &[(f32, f32)]) {
+    top.clear();
+    for (r, ((row, &off), &(max, log_sum))) in rows.chunks_exact(vocab).zip(offsets).zip(shifts).enumerate() {
+        scan_top_k(top, row, r * vocab, |x| ((x - max) - log_sum) + off);
+    }
+}
+
+/// Offers `score(x)` of every entry of `row` (flat index `base + i`) to `top`. `score`
+/// must be monotone (never decreasing), as float subtraction and addition are: the
+/// score of a chunk's maximum then bounds every score of the chunk.
+#[inline(always)]
+fn scan_top_k(top: &mut TopK, row: &[f32], base: usize, score: impl Fn(f32) -> f32) {
+    for (c, chunk) in row.chunks(SKIP_CHUNK).enumerate() {
+        // Once the buffer is full almost no chunk holds a candidate: one vectorised max decides.
+        if top.threshold().is_some_and(|th| !(score(chunk_max(chunk)) > th)) {
+            continue;
+        }
+        let first = base + c * SKIP_CHUNK;
+        for (j, &x) in chunk.iter().enumerate() {
+            let v = score(x);
+            // cheap reject; equal values at a larger index never enter
+            if top.threshold().is_some_and(|th| !(v > th)) {
                 continue;
             }
-            let first = base + c * SKIP_CHUNK;
-            for (j, &x) in chunk.iter().enumerate() {
-                let v = x + off;
-                // cheap reject; equal values at a larger index never enter
-                if top.threshold().is_some_and(|th| !(v > th)) {
-                    continue;
-                }
-                top.push(v, first + j);
-            }
+            top.push(v, first + j);
         }
     }
 }
@@ -369,6 +416,39 @@ mod tests {
             prop_assert_eq!(t.items().len(), want.len());
             for (a, b) in t.items().iter().zip(&want) {
                 prop_assert!(a.1 == b.1 && (a.0 == b.0 || (a.0.is_nan() && b.0.is_nan())), "{:?} vs {:?}", t.items(), want);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn unwritten_log_softmax_top_k_is_the_written_one(
+            vocab in 1usize..300,
+            rows in 1usize..4,
+            k in 0usize..12,
+            seed in any::<u64>(),
+            specials in proptest::collection::vec((0usize..1200, 0u8..5), 0..6),
+        ) {
+            let mut data: Vec<f32> = (0..rows * vocab)
+                .map(|i| (crate::beam::exponential(seed, 0, i) * 4.0).floor() - 8.0) // many ties
+                .collect();
+            for (at, kind) in specials {
+                if at < data.len() {
+                    data[at] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 100.0, -0.0][kind as usize];
+                }
+            }
+            let offsets: Vec<f32> = (0..rows).map(|r| [0.0, -1.5, f32::NEG_INFINITY, 2.0][r % 4]).collect();
+            let mut lazy = TopK::new(k);
+            let mut shifts = Vec::new();
+            log_softmax_shifts(&data, vocab, &mut shifts);
+            top_k_log_softmax_into(&mut lazy, &data, vocab, &offsets, &shifts);
+            log_softmax_rows(&mut data, vocab);
+            let mut written = TopK::new(k);
+            top_k_into(&mut written, &data, vocab, &offsets);
+            prop_assert_eq!(lazy.items().len(), written.items().len());
+            for (a, b) in lazy.items().iter().zip(written.items()) {
+                prop_assert!(a.1 == b.1 && (a.0.to_bits() == b.0.to_bits() || (a.0.is_nan() && b.0.is_nan())),
+                    "{:?} vs {:?}", lazy.items(), written.items());
             }
         }
     }

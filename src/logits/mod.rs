@@ -255,9 +255,6 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     })
 }
 
-/// Rows × vocab above which rows are processed in parallel.
-const PARALLEL_MIN_ELEMS: usize = 1 << 15;
-
 #[derive(Clone)]
 enum Stage {
     Batch(Arc<dyn LogitsProcessor>),
@@ -374,7 +371,7 @@ where
 {
     let vocab = logits.vocab;
     let rows = logits.n_rows();
-    if rows >= 2 && rows * vocab >= PARALLEL_MIN_ELEMS {
+    if crate::parallel::worth_parallel(rows, rows * vocab) {
         logits.data.par_chunks_exact_mut(vocab).enumerate().map(|(r, row)| with_scratch(|s| f(r, row, s))).collect()
     } else {
         with_scratch(|s| logits.data.chunks_exact_mut(vocab).enumerate().map(|(r, row)| f(r, row, s)).collect())
@@ -426,8 +423,10 @@ mod tests {
 
     #[test]
     fn parallel_and_serial_give_the_same_rows() {
-        let vocab = 20_000;
+        let vocab = 300_000;
         let rows = 4;
+        // large enough for the pool (unless the machine has a single thread)
+        assert!(crate::parallel::worth_parallel(rows, rows * vocab) || rayon::current_num_threads() == 1);
         let mut data: Vec<f32> = (0..rows * vocab).map(|i| ((i * 7919) % 1013) as f32 / 100.0).collect();
         let mut serial = data.clone();
         let mut p = Pipeline::new();

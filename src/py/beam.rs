@@ -260,19 +260,23 @@ impl BeamSearch {
     }
 
     /// `process`, `warp`, `propose` and `commit` in one call; processed scores stay
-    /// in `logits`. Returns `(tokens, parent_rows)`.
-    #[pyo3(signature = (logits, noise=None))]
+    /// in `logits`. With `read_scores=False` the caller promises not to read them: plain
+    /// beam search then leaves `logits` unprocessed (same result, less memory traffic).
+    /// Returns `(tokens, parent_rows)`.
+    #[pyo3(signature = (logits, noise=None, read_scores=true))]
     fn step<'py>(
         &mut self,
         py: Python<'py>,
         mut logits: PyReadwriteArray2<'py, f32>,
         noise: Option<PyReadonlyArray2<'py, f32>>,
+        read_scores: bool,
     ) -> PyResult<Pair<'py>> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let noise = noise.as_ref().map(|n| contiguous("noise", n)).transpose()?;
         let inner = &mut self.inner;
-        py.detach(|| inner.step(data, vocab, noise)).map_err(to_py)?;
+        py.detach(|| if read_scores { inner.step(data, vocab, noise) } else { inner.step_unread(data, vocab, noise) })
+            .map_err(to_py)?;
         Ok(tokens_parents(py, self.inner.next_tokens(), self.inner.parents()))
     }
 

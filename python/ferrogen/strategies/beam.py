@@ -50,6 +50,7 @@ class _BeamStep:
         self.criteria = list(request.criteria)
         self.batch = request.batch_size
         self.width = request.config.num_beams
+        self.read_scores = request.keep_scores
 
     def __call__(
         self, logits: torch.Tensor, running: Optional[RunningSequences]
@@ -59,7 +60,7 @@ class _BeamStep:
         if core.needs_noise:  # what torch.multinomial would draw: Exp(1) over [batch, beams * vocab]
             noise = torch.empty((self.batch, self.width * logits.shape[1]), dtype=torch.float32).exponential_().numpy()
         if not self.processors and not self.criteria:
-            tokens, parents = core.step(logits.numpy(), noise)
+            tokens, parents = core.step(logits.numpy(), noise, self.read_scores)
             return tokens, parents, logits
         if self.processors:
             assert running is not None
