@@ -31,7 +31,7 @@ pub use length::{normalized_score, normalized_score_f64};
 pub use noise::exponential;
 pub use output::Finalized;
 pub use search::{BeamSearch, Candidate};
-pub use select::{log_softmax_rows, top_k_into, TopK};
+pub use select::{log_softmax_rows, log_softmax_shifts, top_k_into, TopK};
 pub use settings::{BeamSettings, EarlyStopping, SampleSettings};
 pub use tree::{BeamTree, EndReason, Node, NO_NODE};
 

@@ -11,14 +11,16 @@ use super::length::{best_hypothetical_len, normalized_score};
 use super::noise::exponential;
 use super::output::{assemble, Finalized, Pick};
 use super::select::{
-    check_picked, log_softmax_rows, sample_k_into, sample_k_sparse, log_softmax_shifts, top_k_into, top_k_log_softmax_into, TopK,
+    check_picked, log_softmax_rows, log_softmax_shift, log_softmax_shifts, sample_k_into, sample_k_sparse, top_k_into,
+    top_k_log_softmax_into, RowCandidates, TopK,
 };
 use super::settings::{BeamSettings, EarlyStopping};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
-use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
+use crate::logits::{with_scratch, LogitsMut, LogitsProcessor, Pipeline, PipelineConfig, StepContext, TopK as TopKWarper};
+use rayon::prelude::*;
 
 /// A continuation proposed this step: `parent_row` is in `[batch * num_beams]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,6 +57,58 @@ pub struct BeamSearch {
     streamed: Vec<usize>,
     top: TopK,
     scratch: Vec<f32>,
+    /// The warpers as one top-k stage, when they are that and no processor runs (beam
+    /// sampling may then leave the scores unwritten, see [`Self::step_unread`]).
+    lazy_top_k: Option<TopKWarper>,
+    /// One item's processed rows, when unwritten scores must be processed after all.
+    dense: Vec<f32>,
+}
+
+/// The scores [`BeamSearch::propose_from`] chooses from.
+enum Rows<'a> {
+    /// Processed rows.
+    Dense(&'a [f32]),
+    /// Processed rows that the warpers cut to the listed candidates.
+    Cut(&'a [f32], &'a [RowCandidates]),
+    /// Raw logits and the candidates (with processed values) the lazy top-k keeps: the
+    /// rows are processed (into a copy) only if an item needs the full scan.
+    Raw(&'a [f32], &'a [RowCandidates]),
+}
+
+impl<'a> Rows<'a> {
+    fn logits(&self) -> &'a [f32] {
+        match *self {
+            Rows::Dense(l) | Rows::Cut(l, _) | Rows::Raw(l, _) => l,
+        }
+    }
+
+    fn candidates(&self) -> Option<&'a [RowCandidates]> {
+        match *self {
+            Rows::Dense(_) => None,
+            Rows::Cut(_, c) | Rows::Raw(_, c) => Some(c),
+        }
+    }
+}
+
+/// Where one batch item's sampling noise comes from.
+enum ItemNoise<'a> {
+    /// The counter-based stream of a seeded item at a step.
+    Keyed { key: u64, step: usize },
+    /// Draws passed by the caller, `[num_beams * vocab]`.
+    Drawn(&'a [f32]),
+    /// Not sampling.
+    None,
+}
+
+impl ItemNoise<'_> {
+    #[inline]
+    fn at(&self, i: usize) -> f32 {
+        match *self {
+            ItemNoise::Keyed { key, step } => exponential(key, step, i),
+            ItemNoise::Drawn(q) => q[i],
+            ItemNoise::None => 1.0,
+        }
+    }
 }
 
 impl BeamSearch {
@@ -86,6 +140,10 @@ impl BeamSearch {
                 got: format!("{} keys", item_keys.as_ref().map_or(0, Vec::len)),
             });
         }
+        let lazy_top_k = match &settings.sample {
+            Some(_) if pipeline.is_empty() => config.single_top_k_warper(settings.min_tokens_to_keep()),
+            _ => None,
+        };
         let k = settings.candidates_per_item(beams);
         let mut running_scores = vec![NEG_LARGE; batch * beams];
         running_scores.iter_mut().step_by(beams).for_each(|s| *s = 0.0);
@@ -112,6 +170,8 @@ impl BeamSearch {
             streamed: vec![0; batch],
             top: TopK::new(k),
             scratch: Vec::new(),
+            lazy_top_k,
+            dense: Vec::new(),
             s: settings,
         })
     }
@@ -172,18 +232,12 @@ impl BeamSearch {
     /// processed scores. `noise` (`[batch, num_beams * vocab]`, `Exp(1)` draws) is
     /// required when [`Self::needs_noise`]. Follow with [`Self::commit`].
     pub fn propose(&mut self, logits: &[f32], vocab: usize, noise: Option<&[f32]>) -> Result<&[Candidate]> {
-        self.propose_from(logits, vocab, noise, None)
+        self.propose_from(Rows::Dense(logits), vocab, noise)
     }
 
-    /// [`Self::propose`]; with `sparse`, the rows' candidate lists from [`Self::warp_rows`]
-    /// over these very `logits`, so that sampling reads only those entries.
-    fn propose_from(
-        &mut self,
-        logits: &[f32],
-        vocab: usize,
-        noise: Option<&[f32]>,
-        sparse: Option<&[Vec<u32>]>,
-    ) -> Result<&[Candidate]> {
+    /// [`Self::propose`] from `rows` (see [`Rows`]).
+    fn propose_from(&mut self, rows: Rows<'_>, vocab: usize, noise: Option<&[f32]>) -> Result<&[Candidate]> {
+        let logits = rows.logits();
         self.check_propose(logits.len(), vocab)?;
         let width = self.beams * vocab;
         let sampling = self.s.sample.is_some();
@@ -202,39 +256,36 @@ impl BeamSearch {
         }
         self.candidates.clear();
         for b in 0..self.batch {
-            let rows = &logits[b * width..(b + 1) * width];
-            let offsets = &self.running_scores[b * self.beams..(b + 1) * self.beams];
-            let cands = sparse.map(|c| &c[b * self.beams..(b + 1) * self.beams]);
-            let fast = match (sampling, cands, &self.item_keys, noise) {
-                (true, Some(c), Some(keys), _) => {
-                    let (key, step) = (keys[b], self.step);
-                    sample_k_sparse(&mut self.top, rows, vocab, offsets, c, |i| exponential(key, step, i))
-                }
-                (true, Some(c), None, Some(q)) => {
-                    let q = &q[b * width..(b + 1) * width];
-                    sample_k_sparse(&mut self.top, rows, vocab, offsets, c, |i| q[i])
-                }
+            let item = b * self.beams..(b + 1) * self.beams;
+            let offsets = &self.running_scores[item.clone()];
+            let noise = match (&self.item_keys, noise) {
+                (Some(keys), _) => ItemNoise::Keyed { key: keys[b], step: self.step },
+                (None, Some(q)) => ItemNoise::Drawn(&q[b * width..(b + 1) * width]),
+                (None, None) => ItemNoise::None,
+            };
+            let fast = match (sampling, rows.candidates()) {
+                (true, Some(c)) => sample_k_sparse(&mut self.top, vocab, offsets, &c[item], |i| noise.at(i)),
                 _ => None,
             };
             let picked: Vec<(f32, usize)> = if let Some(p) = fast {
                 p
-            } else if sampling {
-                match (&self.item_keys, noise) {
-                    (Some(keys), _) => {
-                        let (key, step) = (keys[b], self.step);
-                        sample_k_into(&mut self.top, rows, vocab, offsets, &mut self.scratch, |i| {
-                            exponential(key, step, i)
-                        })
-                    }
-                    (None, Some(q)) => {
-                        let q = &q[b * width..(b + 1) * width];
-                        sample_k_into(&mut self.top, rows, vocab, offsets, &mut self.scratch, |i| q[i])
-                    }
-                    (None, None) => unreachable!("checked above"),
-                }
             } else {
-                top_k_into(&mut self.top, rows, vocab, offsets);
-                self.top.items().to_vec()
+                let mut item_rows = &logits[b * width..(b + 1) * width];
+                if let (Rows::Raw(..), Some(top_k)) = (&rows, &self.lazy_top_k) {
+                    // the full scan needs the processed rows: process a copy of this item's
+                    self.dense.clear();
+                    self.dense.extend_from_slice(item_rows);
+                    log_softmax_rows(&mut self.dense, vocab);
+                    let ctx = StepContext { history: &self.history };
+                    top_k.process(&ctx, &mut LogitsMut::new(&mut self.dense, vocab));
+                    item_rows = &self.dense;
+                }
+                if sampling {
+                    sample_k_into(&mut self.top, item_rows, vocab, offsets, &mut self.scratch, |i| noise.at(i))
+                } else {
+                    top_k_into(&mut self.top, item_rows, vocab, offsets);
+                    self.top.items().to_vec()
+                }
             };
             self.push_picked(b, &picked, vocab)?;
         }
@@ -415,18 +466,32 @@ impl BeamSearch {
     /// [`Self::process`], [`Self::warp`], [`Self::propose`] and [`Self::commit`] in one call.
     pub fn step(&mut self, logits: &mut [f32], vocab: usize, noise: Option<&[f32]>) -> Result<()> {
         self.process(logits, vocab)?;
-        let sparse = self.warp_rows(logits, vocab)?;
-        self.propose_from(logits, vocab, noise, sparse.as_deref())?;
+        match self.warp_rows(logits, vocab)? {
+            Some(cands) => self.propose_from(Rows::Cut(logits, &cands), vocab, noise)?,
+            None => self.propose_from(Rows::Dense(logits), vocab, noise)?,
+        };
         self.commit(None)
     }
 
-    /// [`Self::step`] for a caller that does not read the processed scores. Plain beam
-    /// search (no processors, no warpers) then computes each row's log-probabilities only
-    /// where a candidate can be and leaves `logits` as it was: the same candidates and
-    /// bits as [`Self::step`], without writing the `[rows, vocab]` scores. Other searches
-    /// run [`Self::step`] (and `logits` holds their processed scores).
+    /// [`Self::step`] for a caller that does not read the processed scores: the same
+    /// candidates and bits, without writing the `[rows, vocab]` scores where it can.
+    /// Plain beam search (no processors, no warpers) computes each row's
+    /// log-probabilities only where a candidate can be; beam sampling whose only warper
+    /// is top-k (with temperature) computes them only for what top-k keeps. `logits` is
+    /// then left as it was; other searches run [`Self::step`] (and `logits` holds their
+    /// processed scores).
     pub fn step_unread(&mut self, logits: &mut [f32], vocab: usize, noise: Option<&[f32]>) -> Result<()> {
-        if !self.pipeline.is_empty() || !self.warpers.is_empty() || self.s.sample.is_some() {
+        if self.s.sample.is_some() {
+            self.check(logits.len(), vocab)?;
+            return match self.lazy_candidates(logits, vocab) {
+                Some(cands) => {
+                    self.propose_from(Rows::Raw(logits, &cands), vocab, noise)?;
+                    self.commit(None)
+                }
+                None => self.step(logits, vocab, noise),
+            };
+        }
+        if !self.pipeline.is_empty() || !self.warpers.is_empty() {
             return self.step(logits, vocab, noise);
         }
         self.check_propose(logits.len(), vocab)?;
@@ -447,19 +512,38 @@ impl BeamSearch {
 
     /// [`Self::warp`], returning every row's candidate list (increasing indices; every
     /// other entry is -inf) when the warpers left each row in sparse form.
-    fn warp_rows(&self, logits: &mut [f32], vocab: usize) -> Result<Option<Vec<Vec<u32>>>> {
+    fn warp_rows(&self, logits: &mut [f32], vocab: usize) -> Result<Option<Vec<RowCandidates>>> {
         self.check(logits.len(), vocab)?;
         if self.warpers.is_empty() {
             return Ok(None);
         }
-        let lists = self.warpers.process_then(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab), |_, _, s| {
-            s.sparse.then(|| {
-                let mut c = s.cand.clone();
-                c.sort_unstable();
-                c
-            })
+        let ctx = StepContext { history: &self.history };
+        let lists = self.warpers.process_then(&ctx, &mut LogitsMut::new(logits, vocab), |_, row, s| {
+            s.sparse.then(|| RowCandidates::gather(s.cand.clone(), row))
         });
         Ok(lists.into_iter().collect())
+    }
+
+    /// Beam sampling's candidates when the scores are not read and the only warper is
+    /// top-k: each row's log-softmax is computed only where top-k keeps it, nothing is
+    /// written. `None` when that does not apply (or a row has NaN or +inf logits).
+    fn lazy_candidates(&self, logits: &[f32], vocab: usize) -> Option<Vec<RowCandidates>> {
+        let top_k = self.lazy_top_k.as_ref()?;
+        let one = |row: &[f32]| {
+            let (max, log_sum) = log_softmax_shift(row);
+            with_scratch(|s| {
+                top_k.keep_of_log_softmax(row, max, log_sum, s).then(|| RowCandidates {
+                    index: s.cand.clone(),
+                    value: s.vals.clone(),
+                })
+            })
+        };
+        let rows = logits.len() / vocab;
+        if crate::parallel::worth_parallel(rows, logits.len()) {
+            logits.par_chunks_exact(vocab).map(one).collect()
+        } else {
+            logits.chunks_exact(vocab).map(one).collect()
+        }
     }
 
     /// Token of every row after the last step (`[batch * num_beams]`).
@@ -635,6 +719,48 @@ mod tests {
             let (fa, fb) = (a.finalize(), b.finalize());
             prop_assert_eq!(fa.sequences, fb.sequences);
             prop_assert_eq!(fa.scores.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), fb.scores.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        }
+    }
+
+    proptest! {
+        /// Beam sampling with top-k as its only warper: the unwritten path draws exactly
+        /// what the written one draws, seeded or with caller noise, including the items
+        /// that fall back to the full scan (top_k 1: fewer positive keys than candidates).
+        #[test]
+        fn unread_scores_beam_sampling_is_the_step(
+            seed in any::<u64>(),
+            beams in 1usize..4,
+            vocab in 130usize..300,
+            top_k in prop_oneof![Just(1usize), Just(3), Just(50)],
+            temperature in prop_oneof![Just(1.0f64), Just(0.7)],
+            keyed in any::<bool>(),
+        ) {
+            let batch = 2;
+            let rows = batch * beams;
+            let cfg = PipelineConfig { do_sample: true, top_k, temperature, ..Default::default() };
+            let keys = keyed.then(|| vec![seed, seed ^ 1]);
+            let sample = BeamSettings { sample: Some(SampleSettings { item_keys: keys }), ..settings(beams, &[1], 9) };
+            let mut a = BeamSearch::new(&[5, 6], batch, &cfg, sample.clone()).unwrap();
+            let mut b = BeamSearch::new(&[5, 6], batch, &cfg, sample).unwrap();
+            prop_assert!(b.lazy_top_k.is_some());
+            let mut step = 0;
+            while !a.is_done() {
+                let logits: Vec<f32> = (0..rows * vocab)
+                    .map(|i| (crate::beam::exponential(seed, step, i) * 3.0).floor()) // ties
+                    .collect();
+                let noise: Vec<f32> = (0..rows * vocab).map(|i| crate::beam::exponential(seed, step + 100, i)).collect();
+                let noise = (!keyed).then_some(noise.as_slice());
+                let (mut la, mut lb) = (logits.clone(), logits.clone());
+                a.step(&mut la, vocab, noise).unwrap();
+                b.step_unread(&mut lb, vocab, noise).unwrap();
+                prop_assert_eq!(&lb, &logits, "the scores are left as they were");
+                prop_assert_eq!(a.next_tokens(), b.next_tokens());
+                prop_assert_eq!(a.parents(), b.parents());
+                let bits = |s: &BeamSearch| s.running_scores().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&a), bits(&b));
+                step += 1;
+            }
+            prop_assert_eq!(a.finalize().sequences, b.finalize().sequences);
         }
     }
 

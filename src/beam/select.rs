@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::fastmath::exp_f32;
+use crate::logits::math::multiversion;
 
 /// Log-softmax of every row in place, as `torch.log_softmax` computes it:
 /// `(x - max) - ln(sum(exp(x - max)))`.
@@ -14,20 +15,11 @@ pub fn log_softmax_rows(data: &mut [f32], vocab: usize) {
     }
 }
 
-fn log_softmax_row(row: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { log_softmax_row_avx2(row) };
-    }
+multiversion! {
+/// One row's log-softmax in place, in the CPU's widest registers.
+fn log_softmax_row(row: &mut [f32]) -> () {
     log_softmax_row_lanes(row)
 }
-
-/// The same operations in 256-bit registers (see [`sum_exp`]): the same bits.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn log_softmax_row_avx2(row: &mut [f32]) {
-    log_softmax_row_lanes(row)
 }
 
 #[inline(always)]
@@ -45,20 +37,11 @@ fn shift_lanes(row: &[f32]) -> (f32, f32) {
     (max, sum_exp_lanes(row, max).ln() as f32)
 }
 
-/// [`shift_lanes`] with the CPU's widest registers, as [`log_softmax_row`]: the same bits.
-fn log_softmax_shift(row: &[f32]) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { log_softmax_shift_avx2(row) };
-    }
+multiversion! {
+/// [`shift_lanes`] in the CPU's widest registers, as [`log_softmax_row`]: the same bits.
+pub(crate) fn log_softmax_shift(row: &[f32]) -> (f32, f32) {
     shift_lanes(row)
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn log_softmax_shift_avx2(row: &[f32]) -> (f32, f32) {
-    shift_lanes(row)
 }
 
 /// `row.iter().fold(-inf, f32::max)`, NaN ignored, in sixteen lanes (the fold is a chain of
@@ -74,23 +57,13 @@ fn row_max(row: &[f32]) -> f32 {
     }
 }
 
+multiversion! {
 /// `sum(exp(x - max))` in sixteen float32 lanes (the loop vectorises; torch's sum is lane-wise
-/// too), the lanes added in double precision. On x86-64 with AVX2 the same code runs in
-/// 256-bit registers: the same IEEE operations in the same order (Rust never contracts
-/// a multiply and an add into an FMA), so the same bits, about twice as fast.
+/// too), the lanes added in double precision, in the CPU's widest registers: the same
+/// bits on every CPU.
 fn sum_exp(row: &[f32], max: f32) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { sum_exp_avx2(row, max) };
-    }
     sum_exp_lanes(row, max)
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sum_exp_avx2(row: &[f32], max: f32) -> f64 {
-    sum_exp_lanes(row, max)
 }
 
 #[inline(always)]
@@ -282,8 +255,29 @@ pub fn sample_k_into<F: FnMut(usize) -> f32>(
     picked
 }
 
-/// [`sample_k_into`] when every row is sparse: `cands[r]` lists, in increasing order, the
-/// only entries of row `r` that are not -inf (what a top-k or top-p warper leaves). The
+/// The entries of one row that are not -inf after the warpers: indices in increasing
+/// order and their processed values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowCandidates {
+    pub index: Vec<u32>,
+    pub value: Vec<f32>,
+}
+
+impl RowCandidates {
+    /// `index` (any order) with the values `row` holds there.
+    pub fn gather(mut index: Vec<u32>, row: &[f32]) -> Self {
+        index.sort_unstable();
+        let value = index.iter().map(|&i| row[i as usize]).collect();
+        RowCandidates { index, value }
+    }
+
+    fn value_of(&self, i: usize) -> f32 {
+        self.index.binary_search(&(i as u32)).map_or(f32::NEG_INFINITY, |j| self.value[j])
+    }
+}
+
+/// [`sample_k_into`] when every row is sparse: `cands[r]` lists the only entries of row
+/// `r` (of `vocab`) that are not -inf (what a top-k or top-p warper leaves). The
 /// result is bit-identical to the full scan: an entry at -inf adds exactly `+0.0` to its
 /// lane of the normaliser and keys 0, so only the candidates are read and only their
 /// noise is drawn. Returns `None` (the caller runs the full scan) when the item's
@@ -291,30 +285,28 @@ pub fn sample_k_into<F: FnMut(usize) -> f32>(
 /// entries outside the lists could matter.
 pub fn sample_k_sparse<F: FnMut(usize) -> f32>(
     top: &mut TopK,
-    rows: &[f32],
     vocab: usize,
     offsets: &[f32],
-    cands: &[Vec<u32>],
+    cands: &[RowCandidates],
     mut noise: F,
 ) -> Option<Vec<(f32, usize)>> {
-    let value = |r: usize, i: u32| rows[r * vocab + i as usize] + offsets[r];
     let mut max = f32::NEG_INFINITY;
-    for (r, c) in cands.iter().enumerate() {
-        max = c.iter().fold(max, |m, &i| m.max(value(r, i)));
+    for (c, &off) in cands.iter().zip(offsets) {
+        max = c.value.iter().fold(max, |m, &v| m.max(v + off));
     }
     if !max.is_finite() {
         return None;
     }
     // the lanes of `sum_exp` over the flattened item: lane `i % 16` for the full blocks,
     // then the tail in double precision, each in index order
-    let width = rows.len();
+    let width = cands.len() * vocab;
     let blocked = width - width % 16;
     let mut lanes = [0.0f32; 16];
     let mut tail = Vec::new();
-    for (r, c) in cands.iter().enumerate() {
-        for &i in c {
+    for (r, (c, &off)) in cands.iter().zip(offsets).enumerate() {
+        for (&i, &v) in c.index.iter().zip(&c.value) {
             let flat = r * vocab + i as usize;
-            let e = exp_f32(value(r, i) - max);
+            let e = exp_f32((v + off) - max);
             if flat < blocked {
                 lanes[flat % 16] += e;
             } else {
@@ -326,10 +318,10 @@ pub fn sample_k_sparse<F: FnMut(usize) -> f32>(
     let inv = (1.0 / sum) as f32;
     top.clear();
     let mut positive = 0;
-    for (r, c) in cands.iter().enumerate() {
-        for &i in c {
+    for (r, (c, &off)) in cands.iter().zip(offsets).enumerate() {
+        for (&i, &v) in c.index.iter().zip(&c.value) {
             let flat = r * vocab + i as usize;
-            let p = exp_f32(value(r, i) - max) * inv;
+            let p = exp_f32((v + off) - max) * inv;
             if !(p > 0.0) {
                 continue;
             }
@@ -342,7 +334,7 @@ pub fn sample_k_sparse<F: FnMut(usize) -> f32>(
         return None;
     }
     let mut picked: Vec<(f32, usize)> =
-        top.items().iter().map(|&(_, f)| (rows[f] + offsets[f / vocab], f)).collect();
+        top.items().iter().map(|&(_, f)| (cands[f / vocab].value_of(f % vocab) + offsets[f / vocab], f)).collect();
     picked.sort_by(|a, b| nan_low(b.0).partial_cmp(&nan_low(a.0)).unwrap_or(std::cmp::Ordering::Equal));
     Some(picked)
 }
@@ -467,7 +459,7 @@ mod tests {
             zero_noise in any::<bool>(),
         ) {
             let mut data = vec![f32::NEG_INFINITY; rows * vocab];
-            let mut cands = vec![Vec::new(); rows];
+            let mut cands = vec![RowCandidates::default(); rows];
             for n in 0..keep * rows {
                 let at = (crate::beam::exponential(seed, 1, n) * 1000.0) as usize % (rows * vocab);
                 data[at] = (crate::beam::exponential(seed, 2, n) * 3.0).floor() - 4.0;
@@ -478,13 +470,14 @@ mod tests {
                 }
             }
             for (r, c) in cands.iter_mut().enumerate() {
-                c.extend((0..vocab as u32).filter(|&i| data[r * vocab + i as usize] != f32::NEG_INFINITY));
+                let row = &data[r * vocab..(r + 1) * vocab];
+                *c = RowCandidates::gather((0..vocab as u32).filter(|&i| row[i as usize] != f32::NEG_INFINITY).collect(), row);
             }
             let offsets: Vec<f32> = (0..rows).map(|r| [0.0, -1.5, -1e9, 2.0][r % 4]).collect();
             let noise = |i: usize| if zero_noise && i % 7 == 0 { 0.0 } else { crate::beam::exponential(seed, 3, i) };
             let (mut t, mut scratch) = (TopK::new(k), Vec::new());
             let full = sample_k_into(&mut t, &data, vocab, &offsets, &mut scratch, noise);
-            if let Some(sparse) = sample_k_sparse(&mut t, &data, vocab, &offsets, &cands, noise) {
+            if let Some(sparse) = sample_k_sparse(&mut t, vocab, &offsets, &cands, noise) {
                 prop_assert_eq!(sparse.len(), full.len());
                 for (a, b) in sparse.iter().zip(&full) {
                     prop_assert!(a.1 == b.1 && a.0.to_bits() == b.0.to_bits(), "{:?} vs {:?}", sparse, full);

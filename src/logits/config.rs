@@ -267,8 +267,7 @@ impl PipelineConfig {
         if self.do_sample {
             let temperature = (self.temperature != 1.0).then_some(self.temperature);
             if self.top_k != 0 && self.top_h.is_none() {
-                // NaN to -inf, temperature and top-k in one pass (same result).
-                p.push_row(Box::new(TopK::with_prelude(self.top_k, keep, true, temperature)));
+                p.push_row(Box::new(self.fused_top_k(keep)));
             } else if self.top_p < 1.0 && self.top_h.is_none() {
                 // NaN to -inf and temperature fused into top-p's first pass.
                 p.push_row(Box::new(TopP::with_prelude(self.top_p, keep, true, temperature)));
@@ -307,6 +306,27 @@ impl PipelineConfig {
         p
     }
 
+    /// NaN to -inf, temperature and top-k in one pass (the same result as the three).
+    fn fused_top_k(&self, keep: usize) -> TopK {
+        TopK::with_prelude(self.top_k, keep, true, (self.temperature != 1.0).then_some(self.temperature))
+    }
+
+    /// The warpers of [`Self::build_warpers`] when they are that one fused top-k stage,
+    /// to call directly (beam sampling computes what it keeps without writing the row).
+    pub fn single_top_k_warper(&self, min_tokens_to_keep: usize) -> Option<TopK> {
+        let cut = |c: f64| c > 0.0 && c < 1.0;
+        let only_top_k = self.do_sample
+            && self.top_k != 0
+            && self.top_h.is_none()
+            && self.top_p >= 1.0
+            && self.min_p.is_none()
+            && self.typical_p >= 1.0
+            && !cut(self.epsilon_cutoff)
+            && !cut(self.eta_cutoff)
+            && !self.renormalize_logits;
+        only_top_k.then(|| self.fused_top_k(min_tokens_to_keep.max(1)))
+    }
+
     /// Processors then warpers: the whole list transformers would build.
     pub fn build_all(&self, prompt_len: usize, min_tokens_to_keep: usize) -> Pipeline {
         let mut p = self.build_processors(prompt_len);
@@ -318,6 +338,31 @@ impl PipelineConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_top_k_warper_is_exactly_the_built_warpers() {
+        let base = PipelineConfig { do_sample: true, top_k: 50, ..Default::default() };
+        let cases = [
+            (base.clone(), true),
+            (PipelineConfig { temperature: 0.7, ..base.clone() }, true),
+            (PipelineConfig { top_p: 0.9, ..base.clone() }, false),
+            (PipelineConfig { min_p: Some(0.1), ..base.clone() }, false),
+            (PipelineConfig { typical_p: 0.5, ..base.clone() }, false),
+            (PipelineConfig { epsilon_cutoff: 0.01, ..base.clone() }, false),
+            (PipelineConfig { eta_cutoff: 0.01, ..base.clone() }, false),
+            (PipelineConfig { renormalize_logits: true, ..base.clone() }, false),
+            (PipelineConfig { top_h: Some(0.5), ..base.clone() }, false),
+            (PipelineConfig { top_k: 0, ..base.clone() }, false),
+            (PipelineConfig { do_sample: false, ..base.clone() }, false),
+        ];
+        for (cfg, single) in cases {
+            let got = cfg.single_top_k_warper(2);
+            assert_eq!(got.is_some(), single, "{cfg:?}");
+            if let Some(top_k) = got {
+                assert_eq!(cfg.build_warpers(2).names(), crate::logits::RowProcessor::names(&top_k));
+            }
+        }
+    }
 
     #[test]
     fn order_follows_transformers() {

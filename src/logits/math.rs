@@ -13,8 +13,10 @@ const LANES: usize = 16;
 /// Lanes of the loops that inline `exp`: 8 keeps AVX2 from spilling registers.
 const EXP_LANES: usize = 8;
 
-/// Defines `fn name(args) -> ret` whose body is compiled twice, for the baseline target
-/// and for AVX2, the AVX2 copy being used when the CPU has it (checked once, cached).
+/// Defines `fn name(args) -> ret` whose body is compiled three times, for the baseline
+/// target, AVX2 and AVX-512, the widest copy the CPU runs being used (checked once,
+/// cached). Every copy performs the same IEEE operations in the same order (Rust never
+/// contracts a multiply and an add into an FMA), so all return the same bits.
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$m])*
@@ -23,9 +25,17 @@ macro_rules! multiversion {
             fn body($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) -> $ret {
+                    body($($arg),*)
+                }
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($arg: $ty),*) -> $ret {
                     body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above).
+                    return unsafe { avx512($($arg),*) };
                 }
                 if std::is_x86_feature_detected!("avx2") {
                     // SAFETY: the CPU supports AVX2 (checked just above).
@@ -36,6 +46,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 multiversion! {
 /// Largest value of `xs`, ignoring NaN; -inf when `xs` is empty or all NaN/-inf.

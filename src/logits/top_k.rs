@@ -35,6 +35,68 @@ impl TopK {
     }
 }
 
+impl TopK {
+    /// Pass 1 (read only) over `map(x)` of every entry, `map` monotone (never decreasing):
+    /// the k-th largest mapped value divided by the temperature (-inf when fewer than k
+    /// are above -inf). Leaves every 64-token chunk's largest mapped value in `s.probs`.
+    ///
+    /// The maximum of every chunk is taken on the raw values (x -> x / t and `map` are
+    /// monotone, so the k-th scaled value is the scaled k-th value; NaN never passes a
+    /// comparison). The k-th largest chunk maximum is a lower bound of the k-th largest
+    /// value (those maxima are k values of the row), and only the chunks whose maximum
+    /// reaches it can hold values above it: at most k of them (more with ties) are read
+    /// again to select the exact k-th value.
+    #[inline(always)]
+    fn scaled_kth(&self, row: &[f32], map: impl Fn(f32) -> f32, s: &mut Scratch) -> f32 {
+        let k = self.k;
+        let chunk_max = &mut s.probs;
+        chunk_maxima(row, chunk_max);
+        chunk_max.iter_mut().for_each(|m| *m = map(*m));
+        let buf = &mut s.floats;
+        let floor = kth_largest(chunk_max, k, buf);
+        buf.clear();
+        for (chunk, &m) in row.chunks(CHUNK).zip(chunk_max.iter()) {
+            if m >= floor {
+                buf.extend(chunk.iter().map(|&x| map(x)).filter(|&x| x >= floor && x > f32::NEG_INFINITY));
+            }
+        }
+        if buf.len() < k {
+            f32::NEG_INFINITY
+        } else {
+            *buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1 / self.temperature.unwrap_or(1.0)
+        }
+    }
+
+    /// What [`RowProcessor::process_row`] keeps of the row's log-softmax
+    /// `(x - max) - log_sum`, without writing anything: the kept indices (increasing)
+    /// into `s.cand` and their processed values into `s.vals`, the bits the written
+    /// path leaves there. For a row whose `max` and `log_sum` are finite (so no entry
+    /// is NaN or +inf) and `k` below its length; `false` (nothing done) otherwise.
+    pub fn keep_of_log_softmax(&self, row: &[f32], max: f32, log_sum: f32, s: &mut Scratch) -> bool {
+        if !(max.is_finite() && log_sum.is_finite()) || self.k >= row.len() {
+            return false;
+        }
+        let logp = |x: f32| (x - max) - log_sum;
+        let t = self.temperature.unwrap_or(1.0);
+        let kth = self.scaled_kth(row, logp, s);
+        s.cand.clear();
+        s.vals.clear();
+        for (c, chunk) in row.chunks(CHUNK).enumerate() {
+            if s.probs[c] / t < kth || s.probs[c] == f32::NEG_INFINITY {
+                continue;
+            }
+            for (j, &x) in chunk.iter().enumerate() {
+                let y = logp(x) / t;
+                if y >= kth && y > f32::NEG_INFINITY {
+                    s.cand.push((c * CHUNK + j) as u32);
+                    s.vals.push(y);
+                }
+            }
+        }
+        true
+    }
+}
+
 impl RowProcessor for TopK {
     fn name(&self) -> &'static str {
         "TopKLogitsWarper"
@@ -72,28 +134,7 @@ impl RowProcessor for TopK {
             prelude_max(logits, t, self.sanitize);
             return;
         }
-        // Pass 1 (read only): the maximum of every 64-token chunk, on the raw values
-        // (x -> x / t is monotone, so the k-th scaled value is the scaled k-th value; NaN
-        // never passes a comparison). The k-th largest chunk maximum is a lower bound of
-        // the k-th largest value (those maxima are k values of the row), and only the
-        // chunks whose maximum reaches it can hold values above it: at most k of them
-        // (more with ties) are read again to select the exact k-th value.
-        let k = self.k;
-        let buf = &mut s.floats;
-        let chunk_max = &mut s.probs;
-        chunk_maxima(logits, chunk_max);
-        let floor = kth_largest(chunk_max, k, buf);
-        buf.clear();
-        for (chunk, &m) in logits.chunks(CHUNK).zip(chunk_max.iter()) {
-            if m >= floor {
-                buf.extend(chunk.iter().filter(|&&x| x >= floor && x > f32::NEG_INFINITY));
-            }
-        }
-        let kth = if buf.len() < k {
-            f32::NEG_INFINITY
-        } else {
-            *buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1 / t
-        };
+        let kth = self.scaled_kth(logits, |x| x, s);
         // Pass 2: scaled values compared with the scaled k-th one (ties that the
         // division creates are kept, as in transformers); chunks whose scaled maximum
         // is below it are only written.
@@ -161,6 +202,36 @@ mod tests {
         run1(&TopK::new(40, 1), &mut staged);
         assert_eq!(fused, staged);
         assert_eq!(TopK::with_prelude(4, 1, true, Some(0.7)).names().len(), 3);
+    }
+
+    #[test]
+    fn keep_of_log_softmax_is_the_written_path() {
+        for (k, t) in [(1, None), (5, Some(0.7)), (40, None), (40, Some(1.3)), (999, None)] {
+            for seed in 0..4u64 {
+                // many ties, some -inf
+                let mut row: Vec<f32> =
+                    (0..3000).map(|i| (crate::beam::exponential(seed, 0, i) * 3.0).floor()).collect();
+                for i in (0..3000).step_by(7 + seed as usize) {
+                    row[i] = NEG;
+                }
+                let mut shifts = Vec::new();
+                crate::beam::log_softmax_shifts(&row, row.len(), &mut shifts);
+                let top = TopK::with_prelude(k, 1, true, t);
+                let mut s = Scratch::default();
+                assert!(top.keep_of_log_softmax(&row, shifts[0].0, shifts[0].1, &mut s));
+                let mut written = row.clone();
+                crate::beam::log_softmax_rows(&mut written, row.len());
+                run1(&top, &mut written);
+                let kept: Vec<u32> = (0..written.len() as u32).filter(|&i| written[i as usize] > NEG).collect();
+                assert_eq!(s.cand, kept, "k {k}, t {t:?}");
+                let bits = |v: &mut dyn Iterator<Item = f32>| v.map(f32::to_bits).collect::<Vec<_>>();
+                assert_eq!(bits(&mut s.vals.iter().copied()), bits(&mut kept.iter().map(|&i| written[i as usize])));
+            }
+        }
+        let mut s = Scratch::default();
+        let top = TopK::new(2, 1);
+        assert!(!top.keep_of_log_softmax(&[1.0, 2.0, 3.0], 3.0, f32::NAN, &mut s), "a NaN row is declined");
+        assert!(!top.keep_of_log_softmax(&[1.0, 2.0], 2.0, 0.3, &mut s), "k >= vocab is declined");
     }
 
     #[test]
