@@ -9,11 +9,11 @@
 use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
-use super::select::{check_picked, log_softmax_rows, top_k_into, TopK};
+use super::select::{check_picked, log_softmax_rows, log_softmax_shifts, top_k_into, top_k_log_softmax_into, TopK};
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
-use crate::diversity::penalize_group;
+use crate::diversity::{penalize_group, token_counts};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
@@ -143,13 +143,67 @@ impl GroupBeamSearch {
     pub fn select_group(&mut self, g: usize, logits: &[f32], vocab: usize) -> Result<()> {
         self.check(logits.len(), vocab)?;
         self.expect_group(g)?;
+        self.gather(g, logits, vocab);
+        let block = std::mem::take(&mut self.block);
+        let span = self.group_size * vocab;
+        let out = self.select_with(g, vocab, |this, b, first| {
+            let gs = this.group_size;
+            top_k_into(&mut this.top, &block[b * span..(b + 1) * span], vocab, &this.beam_scores[first..first + gs]);
+            this.top.items().to_vec()
+        });
+        self.block = block;
+        out
+    }
+
+    /// [`Self::step`] for a caller that does not read the processed scores: with no
+    /// logits processor, each group's candidates come from the log-softmax and the
+    /// Hamming penalty computed only where they can be, and `logits` is left as it was
+    /// (the same choices and bits as [`Self::step`], without four copies and a write of
+    /// every row). With processors it is [`Self::step`].
+    pub fn step_unread(&mut self, logits: &mut [f32], vocab: usize) -> Result<()> {
+        if self.pipelines.iter().any(|p| !p.is_empty()) {
+            return self.step(logits, vocab);
+        }
+        self.check(logits.len(), vocab)?;
+        let mut shifts = Vec::new();
+        log_softmax_shifts(logits, vocab, &mut shifts);
+        let (beams, gs, penalty) = (self.beams, self.group_size, self.s.diversity_penalty);
+        for g in 0..self.groups {
+            self.expect_group(g)?;
+            self.select_with(g, vocab, |this, b, first| {
+                let earlier = &this.next_tokens[b * beams..b * beams + g * gs];
+                let minus: Vec<(u32, f32)> = if penalty == 0.0 {
+                    Vec::new()
+                } else {
+                    token_counts(earlier)
+                        .into_iter()
+                        .filter(|&(t, _)| t >= 0 && (t as usize) < vocab)
+                        .map(|(t, n)| (t as u32, penalty * n as f32))
+                        .collect()
+                };
+                let rows = &logits[first * vocab..(first + gs) * vocab];
+                let offsets = &this.beam_scores[first..first + gs];
+                top_k_log_softmax_into(&mut this.top, rows, vocab, offsets, &shifts[first..first + gs], &minus);
+                this.top.items().to_vec()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The selection of group `g` from the candidates `pick(self, b, first row of the
+    /// group in item b)` returns for every item still searching, best first.
+    fn select_with(
+        &mut self,
+        g: usize,
+        vocab: usize,
+        pick: impl Fn(&mut Self, usize, usize) -> Vec<(f32, usize)>,
+    ) -> Result<()> {
         if self.group_size * vocab < self.k {
             return Err(CoreError::invalid(
                 "num_beams",
                 format!("vocab {vocab} is too small for groups of {}", self.group_size),
             ));
         }
-        self.gather(g, logits, vocab);
         let cur_len = self.histories[g].len();
         let generated = cur_len + 1 - self.prompt_len;
         let (gs, beams) = (self.group_size, self.beams);
@@ -168,9 +222,7 @@ impl GroupBeamSearch {
                 }
                 continue;
             }
-            let rows = &self.block[b * gs * vocab..(b + 1) * gs * vocab];
-            top_k_into(&mut self.top, rows, vocab, &self.beam_scores[first..first + gs]);
-            let cands = self.top.items().to_vec();
+            let cands = pick(self, b, first);
             check_picked(&cands, first)?;
             let mut filled = 0;
             let (mut new_scores, mut new_nodes) = (vec![0.0f32; gs], vec![NO_NODE; gs]);
@@ -420,6 +472,45 @@ mod tests {
         let out = s.finalize();
         assert_eq!((out.rows, out.width), (8, 1));
         assert_eq!(out.sequences, [5, 5, 5, 5, 6, 6, 6, 6]);
+    }
+
+    proptest::proptest! {
+        /// Leaving the scores unwritten changes nothing the search decides.
+        #[test]
+        fn unread_scores_step_is_the_step(
+            seed in proptest::prelude::any::<u64>(),
+            groups in 1usize..4,
+            group_size in 1usize..3,
+            vocab in 2usize..150,
+            penalty in proptest::prop_oneof![proptest::strategy::Just(0.0f32), proptest::strategy::Just(0.5), proptest::strategy::Just(4.0)],
+        ) {
+            let beams = groups * group_size;
+            let rows = 2 * beams;
+            let mut a = GroupBeamSearch::new(&[5, 6], 2, &PipelineConfig::default(), settings(beams, groups, penalty, 8)).unwrap();
+            let mut b = GroupBeamSearch::new(&[5, 6], 2, &PipelineConfig::default(), settings(beams, groups, penalty, 8)).unwrap();
+            let mut step = 0;
+            while !a.is_done() {
+                let logits: Vec<f32> = (0..rows * vocab)
+                    .map(|i| (crate::beam::exponential(seed, step, i) * 3.0).floor()) // ties
+                    .collect();
+                let (mut la, mut lb) = (logits.clone(), logits.clone());
+                let (ra, rb) = (a.step(&mut la, vocab), b.step_unread(&mut lb, vocab));
+                proptest::prop_assert_eq!(&ra, &rb);
+                if ra.is_err() {
+                    return Ok(()); // e.g. too many EOS candidates for a tiny vocabulary: the same error
+                }
+                proptest::prop_assert_eq!(&lb, &logits, "the scores are left as they were");
+                proptest::prop_assert_eq!(a.next_tokens(), b.next_tokens());
+                proptest::prop_assert_eq!(a.parents(), b.parents());
+                let bits = |s: &GroupBeamSearch| s.beam_scores.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(bits(&a), bits(&b));
+                step += 1;
+            }
+            proptest::prop_assert!(b.is_done());
+            let (fa, fb) = (a.finalize(), b.finalize());
+            proptest::prop_assert_eq!(fa.sequences, fb.sequences);
+            proptest::prop_assert_eq!(fa.scores.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), fb.scores.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        }
     }
 
     #[test]

@@ -502,7 +502,7 @@ impl BeamSearch {
         for b in 0..self.batch {
             let items = b * self.beams..(b + 1) * self.beams;
             let rows = &logits[b * width..(b + 1) * width];
-            top_k_log_softmax_into(&mut self.top, rows, vocab, &self.running_scores[items.clone()], &shifts[items]);
+            top_k_log_softmax_into(&mut self.top, rows, vocab, &self.running_scores[items.clone()], &shifts[items], &[]);
             let picked = self.top.items().to_vec();
             self.push_picked(b, &picked, vocab)?;
         }

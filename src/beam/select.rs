@@ -156,7 +156,7 @@ pub(crate) fn check_picked(picked: &[(f32, usize)], row: usize) -> crate::error:
 pub fn top_k_into(top: &mut TopK, rows: &[f32], vocab: usize, offsets: &[f32]) {
     top.clear();
     for (r, (row, &off)) in rows.chunks_exact(vocab).zip(offsets).enumerate() {
-        scan_top_k(top, row, r * vocab, |x| x + off);
+        scan_top_k(top, row, r * vocab, |x| x + off, |_, x| x + off);
     }
 }
 
@@ -176,31 +176,52 @@ pub fn log_softmax_shifts(data: &[f32], vocab: usize, out: &mut Vec<(f32, f32)>)
 /// [`top_k_into`]. Only the chunks that can enter are turned into log-probabilities, so
 /// with the shifts each row is read twice and never written, where the two calls read
 /// it three times and write it once.
-pub fn top_k_log_softmax_into(top: &mut TopK, rows: &[f32], vocab: usize, offsets: &[f32], shifts: &[(f32, f32)]) {
+///
+/// `minus` (sorted by token, amounts >= 0) is subtracted from those tokens'
+/// log-probabilities in every row first, as group beam search's Hamming penalty does
+/// (`row[t] -= amount` after the log-softmax, the same bits).
+pub fn top_k_log_softmax_into(
+    top: &mut TopK,
+    rows: &[f32],
+    vocab: usize,
+    offsets: &[f32],
+    shifts: &[(f32, f32)],
+    minus: &[(u32, f32)],
+) {
     top.clear();
     for (r, ((row, &off), &(max, log_sum))) in rows.chunks_exact(vocab).zip(offsets).zip(shifts).enumerate() {
-        scan_top_k(top, row, r * vocab, |x| ((x - max) - log_sum) + off);
+        let logp = |x: f32| (x - max) - log_sum;
+        if minus.is_empty() {
+            scan_top_k(top, row, r * vocab, |x| logp(x) + off, |_, x| logp(x) + off);
+        } else {
+            let less = |i: usize, lp: f32| match minus.binary_search_by_key(&(i as u32), |m| m.0) {
+                Ok(j) => lp - minus[j].1,
+                Err(_) => lp,
+            };
+            scan_top_k(top, row, r * vocab, |x| logp(x) + off, |i, x| less(i, logp(x)) + off);
+        }
     }
 }
 
-/// Offers `score(x)` of every entry of `row` (flat index `base + i`) to `top`. `score`
-/// must be monotone (never decreasing), as float subtraction and addition are: the
-/// score of a chunk's maximum then bounds every score of the chunk.
+/// Offers `score(i, x)` of every entry `x` of `row` (index `i`, flat index `base + i`)
+/// to `top`. `bound` must be monotone (never decreasing, as float subtraction and
+/// addition are) and `bound(x) >= score(i, x)`: the bound of a chunk's maximum then
+/// bounds every score of the chunk.
 #[inline(always)]
-fn scan_top_k(top: &mut TopK, row: &[f32], base: usize, score: impl Fn(f32) -> f32) {
+fn scan_top_k(top: &mut TopK, row: &[f32], base: usize, bound: impl Fn(f32) -> f32, score: impl Fn(usize, f32) -> f32) {
     for (c, chunk) in row.chunks(SKIP_CHUNK).enumerate() {
         // Once the buffer is full almost no chunk holds a candidate: one vectorised max decides.
-        if top.threshold().is_some_and(|th| !(score(chunk_max(chunk)) > th)) {
+        if top.threshold().is_some_and(|th| !(bound(chunk_max(chunk)) > th)) {
             continue;
         }
-        let first = base + c * SKIP_CHUNK;
+        let first = c * SKIP_CHUNK;
         for (j, &x) in chunk.iter().enumerate() {
-            let v = score(x);
+            let v = score(first + j, x);
             // cheap reject; equal values at a larger index never enter
             if top.threshold().is_some_and(|th| !(v > th)) {
                 continue;
             }
-            top.push(v, first + j);
+            top.push(v, base + first + j);
         }
     }
 }
@@ -420,6 +441,7 @@ mod tests {
             k in 0usize..12,
             seed in any::<u64>(),
             specials in proptest::collection::vec((0usize..1200, 0u8..5), 0..6),
+            penalised in proptest::collection::vec((0usize..300, prop_oneof![Just(0.5f32), Just(1.0), Just(3.0)]), 0..4),
         ) {
             let mut data: Vec<f32> = (0..rows * vocab)
                 .map(|i| (crate::beam::exponential(seed, 0, i) * 4.0).floor() - 8.0) // many ties
@@ -433,8 +455,17 @@ mod tests {
             let mut lazy = TopK::new(k);
             let mut shifts = Vec::new();
             log_softmax_shifts(&data, vocab, &mut shifts);
-            top_k_log_softmax_into(&mut lazy, &data, vocab, &offsets, &shifts);
+            // a Hamming-like penalty on a few tokens (sorted, in range)
+            let mut minus: Vec<(u32, f32)> = penalised.iter().map(|&(t, a)| ((t % vocab) as u32, a)).collect();
+            minus.sort_by_key(|m| m.0);
+            minus.dedup_by_key(|m| m.0);
+            top_k_log_softmax_into(&mut lazy, &data, vocab, &offsets, &shifts, &minus);
             log_softmax_rows(&mut data, vocab);
+            for row in data.chunks_exact_mut(vocab) {
+                for &(t, a) in &minus {
+                    row[t as usize] -= a;
+                }
+            }
             let mut written = TopK::new(k);
             top_k_into(&mut written, &data, vocab, &offsets);
             prop_assert_eq!(lazy.items().len(), written.items().len());

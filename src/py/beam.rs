@@ -343,12 +343,15 @@ impl GroupBeamSearch {
         py.detach(|| inner.select_group(g, data, vocab)).map_err(to_py)
     }
 
-    /// Every group of one step in one call; returns `(tokens, parent_rows)`.
-    fn step<'py>(&mut self, py: Python<'py>, mut logits: PyReadwriteArray2<'py, f32>) -> PyResult<Pair<'py>> {
+    /// Every group of one step in one call; returns `(tokens, parent_rows)`. With
+    /// `read_scores=False` the caller promises not to read the processed scores: without
+    /// processors `logits` is then left unprocessed (same result, less memory traffic).
+    #[pyo3(signature = (logits, read_scores=true))]
+    fn step<'py>(&mut self, py: Python<'py>, mut logits: PyReadwriteArray2<'py, f32>, read_scores: bool) -> PyResult<Pair<'py>> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
-        py.detach(|| inner.step(data, vocab)).map_err(to_py)?;
+        py.detach(|| if read_scores { inner.step(data, vocab) } else { inner.step_unread(data, vocab) }).map_err(to_py)?;
         Ok(tokens_parents(py, self.inner.next_tokens(), self.inner.parents()))
     }
 

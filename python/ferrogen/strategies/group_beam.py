@@ -29,13 +29,15 @@ class _GroupStep:
         self.criteria = list(request.criteria)
         groups = request.config.num_beam_groups
         self.rows = [torch.from_numpy(self.core.group_rows(g)) for g in range(groups)] if self.processors else []
+        # the criteria see the step's scores (``after``); otherwise only ``output_scores`` reads them
+        self.read_scores = request.keep_scores or bool(self.criteria)
 
     def __call__(
         self, logits: torch.Tensor, running: Optional[RunningSequences]
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         core = self.core
         if not self.processors:
-            tokens, parents = core.step(logits.numpy())
+            tokens, parents = core.step(logits.numpy(), self.read_scores)
             return tokens, parents, logits
         assert running is not None
         for g, rows in enumerate(self.rows):
