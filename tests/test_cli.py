@@ -71,3 +71,19 @@ def test_bad_flags_give_one_line_errors(capsys, argv, needle):
     code, _, err = run(capsys, "generate", *argv)
     assert code == 2
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_writes_a_table_row_per_strategy(tmp_path, capsys):
+    """`ferrogen bench` (the harness in ferrogen.bench) on a tiny run: one row per strategy,
+    the floor, both sides and their ratios filled in (no timing is asserted)."""
+    out = tmp_path / "bench.md"
+    code = main(["bench", "--models", "gpt2-2x128", "--batches", "2", "--strategies", "greedy", "beam4",
+                 "--new-tokens", "3", "--repeats", "1", "--out", str(out)])
+    assert code == 0
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| gpt2")]
+    assert [r[2].strip() for r in rows] == ["greedy", "beam4"]
+    for r in rows:
+        floor, ours, theirs, ratio = (float(r[i]) for i in (3, 5, 6, 7))
+        assert floor > 0 and ours > 0 and theirs > 0
+        assert ratio == pytest.approx(ours / floor, abs=0.01)
+    capsys.readouterr()

@@ -1,0 +1,90 @@
+"""One row of the end-to-end table: the floor, ferrogen and transformers on the same inputs."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+import ferrogen
+
+from .golden import golden_ms
+from .memory import peak_extra_mb
+from .timing import forward_only, median_ms
+
+# Settings of each strategy row; rows whose mode this build lacks are reported as skipped.
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "greedy": dict(do_sample=False),
+    "sample": dict(do_sample=True, top_k=50, top_p=0.9, temperature=0.8),
+    "beam4": dict(num_beams=4, do_sample=False),
+    "beam8": dict(num_beams=8, do_sample=False),
+    "beam_sample4": dict(num_beams=4, do_sample=True, top_k=50),
+    "group8x4": dict(num_beams=8, num_beam_groups=4, diversity_penalty=0.5, do_sample=False),
+    "contrastive": dict(penalty_alpha=0.6, top_k=4, do_sample=False),
+    # two constraints: a two-token phrase and one of two alternatives (ids valid in every model here)
+    "constrained4": dict(num_beams=4, do_sample=False, force_words_ids=[[1000, 1001], [[2000], [3000, 3001]]]),
+}
+# Strategies whose transformers side runs in the golden venv (transformers 4.55.4): 5.x moved
+# them to Hub repositories (custom_generate), which a machine without network cannot load.
+GOLDEN_SIDE = {"contrastive", "constrained4", "group8x4"}
+
+
+@dataclass
+class Row:
+    model: str
+    batch: int
+    strategy: str
+    floor_ms: float
+    ours_ms: Optional[float]
+    theirs_ms: Optional[float]
+    note: str = ""
+    copy_floor_ms: Optional[float] = None  # forward-only plus the one logits copy to the host per step
+    ours_mb: Optional[float] = None  # extra peak memory of one generate call (host RSS, or GPU on CUDA)
+    theirs_mb: Optional[float] = None
+
+
+def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_tokens: int, repeats: int) -> Row:
+    device = model.device
+    g = torch.Generator().manual_seed(batch)
+    ids = torch.randint(3, vocab, (batch, 16), generator=g).to(device)
+    mask = torch.ones_like(ids)
+    settings = dict(STRATEGIES[strategy], max_new_tokens=new_tokens, pad_token_id=0)
+    if model.generation_config.eos_token_id is not None:
+        settings["min_new_tokens"] = new_tokens
+    copies = settings.get("num_beams", 1)
+    candidates = settings["top_k"] if "penalty_alpha" in settings else 0
+    floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies, candidates=candidates), repeats) / new_tokens
+    copy_floor = None
+    if device.type == "cuda":
+        copy_floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies, copy_logits=True), repeats) / new_tokens
+
+    def ours() -> Any:
+        return ferrogen.generate(model, input_ids=ids, attention_mask=mask, seed=0, **settings)
+
+    def theirs() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return model.generate(input_ids=ids, attention_mask=mask, **settings)
+
+    note = ""
+    ours_mb = theirs_mb = None
+    try:
+        ours_ms: Optional[float] = median_ms(ours, repeats) / new_tokens
+        ours_mb = peak_extra_mb(ours, device)
+    except NotImplementedError as exc:
+        ours_ms, note = None, str(exc).split(":")[0] + " not in this build"
+    except Exception as exc:  # a failure is a row of the table, not the end of the run
+        ours_ms, note = None, f"ferrogen FAILED: {type(exc).__name__}: {str(exc)[:80]}"
+    if strategy in GOLDEN_SIDE:
+        theirs_ms, theirs_mb, why = golden_ms(model, ids, mask, settings, repeats)
+        theirs_ms = None if theirs_ms is None else theirs_ms / new_tokens
+        note = (note + "; " if note else "") + why
+    else:
+        try:
+            theirs_ms = median_ms(theirs, repeats) / new_tokens
+            theirs_mb = peak_extra_mb(theirs, device)
+        except Exception as exc:  # strategies transformers 5.x no longer ships natively
+            theirs_ms, note = None, (note + "; " if note else "") + f"transformers: {type(exc).__name__}"
+    return Row(name, batch, strategy, floor, ours_ms, theirs_ms, note, copy_floor, ours_mb, theirs_mb)
