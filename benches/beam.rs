@@ -47,13 +47,16 @@ fn bench_steps(c: &mut Criterion) {
                 b.iter_batched(|| data.clone(), |mut l| s.step(&mut l, VOCAB, None).unwrap(), BatchSize::LargeInput);
             }
         });
-        if groups == 1 {
-            // the step when the caller does not read the processed scores (nothing written)
-            c.bench_function(&format!("step_unread/{name}/batch{BATCH}/vocab{VOCAB}"), |b| {
+        // the step when the caller does not read the processed scores (nothing written)
+        c.bench_function(&format!("step_unread/{name}/batch{BATCH}/vocab{VOCAB}"), |b| {
+            if groups > 1 {
+                let mut s = GroupBeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
+                b.iter_batched(|| data.clone(), |mut l| s.step_unread(&mut l, VOCAB).unwrap(), BatchSize::LargeInput);
+            } else {
                 let mut s = BeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
                 b.iter_batched(|| data.clone(), |mut l| s.step_unread(&mut l, VOCAB, None).unwrap(), BatchSize::LargeInput);
-            });
-        }
+            }
+        });
     }
     let data = logits(BATCH * 4, 3);
     c.bench_function("log_softmax/rows16", |b| {

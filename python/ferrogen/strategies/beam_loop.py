@@ -164,6 +164,7 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         if core.is_done():
             break
         request.adapter.reorder(parents_t)
+        del logits  # not alive during the next forward pass: one [rows, vocab] tensor at a time
         logits = request.adapter.advance(tokens_t)
 
     final = core.finalize()

@@ -146,6 +146,7 @@ class AssistantDrafts:
             steps += 1
             if steps >= self.num_tokens or not core.any_open():
                 break
+            del logits  # one [rows, vocab] tensor at a time
             logits = self.adapter.advance(torch.from_numpy(tokens))
         self._fed = steps - 1
 

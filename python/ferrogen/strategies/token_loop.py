@@ -71,6 +71,7 @@ def run_token_loop(
             _mark(reasons, before & ~core.unfinished(), why)  # type: ignore[attr-defined]
         if core.all_finished() or cur >= total:  # type: ignore[attr-defined]
             break
+        del logits  # not alive during the next forward pass: one [rows, vocab] tensor at a time
         logits = request.adapter.advance(next_tokens)
 
     if streamer is not None:
