@@ -490,9 +490,7 @@ mod tests {
             let mut b = GroupBeamSearch::new(&[5, 6], 2, &PipelineConfig::default(), settings(beams, groups, penalty, 8)).unwrap();
             let mut step = 0;
             while !a.is_done() {
-                let logits: Vec<f32> = (0..rows * vocab)
-                    .map(|i| (crate::beam::exponential(seed, step, i) * 3.0).floor()) // ties
-                    .collect();
+                let logits = crate::beam::tied_logits(seed, step, rows * vocab);
                 let (mut la, mut lb) = (logits.clone(), logits.clone());
                 let (ra, rb) = (a.step(&mut la, vocab), b.step_unread(&mut lb, vocab));
                 proptest::prop_assert_eq!(&ra, &rb);

@@ -61,3 +61,10 @@ pub(crate) fn prompt_len(prompts: &[i64], batch: usize) -> crate::error::Result<
     }
     Ok(prompts.len() / batch)
 }
+
+/// Logits with many ties (whole numbers 0..3), a different draw per `step`: the inputs of
+/// the property tests that compare two ways of running a search.
+#[cfg(test)]
+pub(crate) fn tied_logits(seed: u64, step: usize, len: usize) -> Vec<f32> {
+    (0..len).map(|i| (exponential(seed, step, i) * 3.0).floor()).collect()
+}

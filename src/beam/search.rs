@@ -702,9 +702,7 @@ mod tests {
             let mut b = BeamSearch::new(&[5, 6], batch, &PipelineConfig::default(), settings(beams, &eos, 9)).unwrap();
             let mut step = 0;
             while !a.is_done() {
-                let logits: Vec<f32> = (0..rows * vocab)
-                    .map(|i| (crate::beam::exponential(seed, step, i) * 3.0).floor()) // ties
-                    .collect();
+                let logits = crate::beam::tied_logits(seed, step, rows * vocab);
                 let (mut la, mut lb) = (logits.clone(), logits.clone());
                 a.step(&mut la, vocab, None).unwrap();
                 b.step_unread(&mut lb, vocab, None).unwrap();
@@ -745,9 +743,7 @@ mod tests {
             prop_assert!(b.lazy_top_k.is_some());
             let mut step = 0;
             while !a.is_done() {
-                let logits: Vec<f32> = (0..rows * vocab)
-                    .map(|i| (crate::beam::exponential(seed, step, i) * 3.0).floor()) // ties
-                    .collect();
+                let logits = crate::beam::tied_logits(seed, step, rows * vocab);
                 let noise: Vec<f32> = (0..rows * vocab).map(|i| crate::beam::exponential(seed, step + 100, i)).collect();
                 let noise = (!keyed).then_some(noise.as_slice());
                 let (mut la, mut lb) = (logits.clone(), logits.clone());

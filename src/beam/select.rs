@@ -405,6 +405,21 @@ mod tests {
         t.items().to_vec()
     }
 
+    /// Rows with many ties, some special values (`specials[i] = (position, kind)` into
+    /// `kinds`) and per-row offsets including -inf: the inputs of the top-k properties.
+    fn tied_rows(seed: u64, rows: usize, vocab: usize, specials: &[(usize, u8)], kinds: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let mut data: Vec<f32> = (0..rows * vocab)
+            .map(|i| (crate::beam::exponential(seed, 0, i) * 4.0).floor() - 8.0)
+            .collect();
+        for &(at, kind) in specials {
+            if at < data.len() {
+                data[at] = kinds[kind as usize % kinds.len()];
+            }
+        }
+        let offsets = (0..rows).map(|r| [0.0, -1.5, f32::NEG_INFINITY, 2.0][r % 4]).collect();
+        (data, offsets)
+    }
+
     proptest! {
         #[test]
         fn chunked_top_k_matches_plain_scan(
@@ -414,15 +429,7 @@ mod tests {
             seed in any::<u64>(),
             specials in proptest::collection::vec((0usize..1200, 0u8..4), 0..20),
         ) {
-            let mut data: Vec<f32> = (0..rows * vocab)
-                .map(|i| (crate::beam::exponential(seed, 0, i) * 4.0).floor() - 8.0) // many ties
-                .collect();
-            for (at, kind) in specials {
-                if at < data.len() {
-                    data[at] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 100.0][kind as usize];
-                }
-            }
-            let offsets: Vec<f32> = (0..rows).map(|r| [0.0, -1.5, f32::NEG_INFINITY, 2.0][r % 4]).collect();
+            let (data, offsets) = tied_rows(seed, rows, vocab, &specials, &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 100.0]);
             let mut t = TopK::new(k);
             top_k_into(&mut t, &data, vocab, &offsets);
             let want = top_k_plain(k, &data, vocab, &offsets);
@@ -443,15 +450,8 @@ mod tests {
             specials in proptest::collection::vec((0usize..1200, 0u8..5), 0..6),
             penalised in proptest::collection::vec((0usize..300, prop_oneof![Just(0.5f32), Just(1.0), Just(3.0)]), 0..4),
         ) {
-            let mut data: Vec<f32> = (0..rows * vocab)
-                .map(|i| (crate::beam::exponential(seed, 0, i) * 4.0).floor() - 8.0) // many ties
-                .collect();
-            for (at, kind) in specials {
-                if at < data.len() {
-                    data[at] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 100.0, -0.0][kind as usize];
-                }
-            }
-            let offsets: Vec<f32> = (0..rows).map(|r| [0.0, -1.5, f32::NEG_INFINITY, 2.0][r % 4]).collect();
+            let kinds = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 100.0, -0.0];
+            let (mut data, offsets) = tied_rows(seed, rows, vocab, &specials, &kinds);
             let mut lazy = TopK::new(k);
             let mut shifts = Vec::new();
             log_softmax_shifts(&data, vocab, &mut shifts);

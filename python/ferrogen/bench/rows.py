@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -72,7 +72,6 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
     ours_mb = theirs_mb = None
     try:
         ours_ms: Optional[float] = median_ms(ours, repeats) / new_tokens
-        ours_mb = peak_extra_mb(ours, device)
     except NotImplementedError as exc:
         ours_ms, note = None, str(exc).split(":")[0] + " not in this build"
     except Exception as exc:  # a failure is a row of the table, not the end of the run
@@ -84,7 +83,26 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
     else:
         try:
             theirs_ms = median_ms(theirs, repeats) / new_tokens
-            theirs_mb = peak_extra_mb(theirs, device)
         except Exception as exc:  # strategies transformers 5.x no longer ships natively
             theirs_ms, note = None, (note + "; " if note else "") + f"transformers: {type(exc).__name__}"
+    sides = [fn for fn, ms in ((ours, ours_ms), (theirs, None if strategy in GOLDEN_SIDE else theirs_ms)) if ms is not None]
+    readings = interleaved_peaks(sides, device)
+    if ours_ms is not None:
+        ours_mb = readings[0]
+    if len(readings) == 2:
+        theirs_mb = readings[1]
     return Row(name, batch, strategy, floor, ours_ms, theirs_ms, note, copy_floor, ours_mb, theirs_mb)
+
+
+def interleaved_peaks(sides: list[Callable[[], Any]], device: torch.device, calls: int = 3) -> list[Optional[float]]:
+    """Each side's extra peak memory, the smallest of ``calls`` readings taken in turn
+    (ours, theirs, ours, ...): the host allocator keeps or returns memory depending on what
+    ran just before, so one side measured after its own runs and the other after a
+    different workload would not be compared fairly."""
+    readings: list[list[float]] = [[] for _ in sides]
+    for _ in range(calls):
+        for fn, seen in zip(sides, readings):
+            mb = peak_extra_mb(fn, device, calls=1)
+            if mb is not None:
+                seen.append(mb)
+    return [min(seen) if seen else None for seen in readings]
