@@ -354,7 +354,8 @@ fn beam_inner(u: &mut Unstructured<'_>) -> Result<()> {
                 break;
             }
             let mut x = step_logits(u, rows, vocab)?;
-            if let Err(e) = s.step(&mut x, vocab) {
+            let r = if u.arbitrary()? { s.step(&mut x, vocab) } else { s.step_unread(&mut x, vocab) };
+            if let Err(e) = r {
                 assert!(is_error(&e));
                 break;
             }
@@ -393,7 +394,11 @@ fn beam_inner(u: &mut Unstructured<'_>) -> Result<()> {
             None
         };
         let r = if u.arbitrary()? {
-            s.step(&mut x, vocab, noise.as_deref())
+            if u.arbitrary()? {
+                s.step(&mut x, vocab, noise.as_deref())
+            } else {
+                s.step_unread(&mut x, vocab, noise.as_deref())
+            }
         } else {
             let k = s.candidates_per_item() * s.batch();
             let hits: Option<Vec<u8>> = if u.arbitrary()? {

@@ -258,10 +258,12 @@ impl BeamSearch {
         for b in 0..self.batch {
             let item = b * self.beams..(b + 1) * self.beams;
             let offsets = &self.running_scores[item.clone()];
-            let noise = match (&self.item_keys, noise) {
-                (Some(keys), _) => ItemNoise::Keyed { key: keys[b], step: self.step },
-                (None, Some(q)) => ItemNoise::Drawn(&q[b * width..(b + 1) * width]),
-                (None, None) => ItemNoise::None,
+            // caller noise is only read (and its length only checked above) when sampling
+            let noise = match (sampling, &self.item_keys, noise) {
+                (false, _, _) => ItemNoise::None,
+                (true, Some(keys), _) => ItemNoise::Keyed { key: keys[b], step: self.step },
+                (true, None, Some(q)) => ItemNoise::Drawn(&q[b * width..(b + 1) * width]),
+                (true, None, None) => unreachable!("checked above"),
             };
             let fast = match (sampling, rows.candidates()) {
                 (true, Some(c)) => sample_k_sparse(&mut self.top, vocab, offsets, &c[item], |i| noise.at(i)),
@@ -758,6 +760,14 @@ mod tests {
             }
             prop_assert_eq!(a.finalize().sequences, b.finalize().sequences);
         }
+    }
+
+    #[test]
+    fn noise_passed_to_a_search_that_does_not_sample_is_ignored() {
+        // fuzz (beam target): beam search without sampling sliced caller noise of any length
+        let mut s = BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[1], 4)).unwrap();
+        let mut logits = vec![0.0, -1.0, -2.0, 0.5, -0.5, -3.0];
+        assert!(s.step(&mut logits, 3, Some(&[])).is_ok());
     }
 
     #[test]
