@@ -38,25 +38,27 @@ fn bench_steps(c: &mut Criterion) {
         let rows = BATCH * beams;
         let data = logits(rows, 1);
         let config = PipelineConfig { eos_token_ids: vec![50256], do_sample: sample, top_k: 50, ..Default::default() };
-        c.bench_function(&format!("step/{name}/batch{BATCH}/vocab{VOCAB}"), |b| {
-            if groups > 1 {
-                let mut s = GroupBeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
-                b.iter_batched(|| data.clone(), |mut l| s.step(&mut l, VOCAB).unwrap(), BatchSize::LargeInput);
-            } else {
-                let mut s = BeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
-                b.iter_batched(|| data.clone(), |mut l| s.step(&mut l, VOCAB, None).unwrap(), BatchSize::LargeInput);
-            }
-        });
-        // the step when the caller does not read the processed scores (nothing written)
-        c.bench_function(&format!("step_unread/{name}/batch{BATCH}/vocab{VOCAB}"), |b| {
-            if groups > 1 {
-                let mut s = GroupBeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
-                b.iter_batched(|| data.clone(), |mut l| s.step_unread(&mut l, VOCAB).unwrap(), BatchSize::LargeInput);
-            } else {
-                let mut s = BeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
-                b.iter_batched(|| data.clone(), |mut l| s.step_unread(&mut l, VOCAB, None).unwrap(), BatchSize::LargeInput);
-            }
-        });
+        // `step`, and `step_unread`: the same step when the caller does not read the
+        // processed scores (nothing written)
+        for (label, unread) in [("step", false), ("step_unread", true)] {
+            c.bench_function(&format!("{label}/{name}/batch{BATCH}/vocab{VOCAB}"), |b| {
+                if groups > 1 {
+                    let mut s = GroupBeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
+                    b.iter_batched(
+                        || data.clone(),
+                        |mut l| if unread { s.step_unread(&mut l, VOCAB) } else { s.step(&mut l, VOCAB) }.unwrap(),
+                        BatchSize::LargeInput,
+                    );
+                } else {
+                    let mut s = BeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
+                    b.iter_batched(
+                        || data.clone(),
+                        |mut l| if unread { s.step_unread(&mut l, VOCAB, None) } else { s.step(&mut l, VOCAB, None) }.unwrap(),
+                        BatchSize::LargeInput,
+                    );
+                }
+            });
+        }
     }
     let data = logits(BATCH * 4, 3);
     c.bench_function("log_softmax/rows16", |b| {

@@ -73,18 +73,21 @@ enum Rows<'a> {
     /// Raw logits and the candidates (with processed values) the lazy top-k keeps: the
     /// rows are processed (into a copy) only if an item needs the full scan.
     Raw(&'a [f32], &'a [RowCandidates]),
+    /// Raw logits and every row's log-softmax shift (plain beam search, no processor):
+    /// log-probabilities are computed inside the top-k scan, nothing is written.
+    Unnormalised(&'a [f32], &'a [(f32, f32)]),
 }
 
 impl<'a> Rows<'a> {
     fn logits(&self) -> &'a [f32] {
         match *self {
-            Rows::Dense(l) | Rows::Cut(l, _) | Rows::Raw(l, _) => l,
+            Rows::Dense(l) | Rows::Cut(l, _) | Rows::Raw(l, _) | Rows::Unnormalised(l, _) => l,
         }
     }
 
     fn candidates(&self) -> Option<&'a [RowCandidates]> {
         match *self {
-            Rows::Dense(_) => None,
+            Rows::Dense(_) | Rows::Unnormalised(..) => None,
             Rows::Cut(_, c) | Rows::Raw(_, c) => Some(c),
         }
     }
@@ -266,7 +269,7 @@ impl BeamSearch {
                 (true, None, None) => unreachable!("checked above"),
             };
             let fast = match (sampling, rows.candidates()) {
-                (true, Some(c)) => sample_k_sparse(&mut self.top, vocab, offsets, &c[item], |i| noise.at(i)),
+                (true, Some(c)) => sample_k_sparse(&mut self.top, vocab, offsets, &c[item.clone()], |i| noise.at(i)),
                 _ => None,
             };
             let picked: Vec<(f32, usize)> = if let Some(p) = fast {
@@ -285,7 +288,12 @@ impl BeamSearch {
                 if sampling {
                     sample_k_into(&mut self.top, item_rows, vocab, offsets, &mut self.scratch, |i| noise.at(i))
                 } else {
-                    top_k_into(&mut self.top, item_rows, vocab, offsets);
+                    match rows {
+                        Rows::Unnormalised(_, shifts) => {
+                            top_k_log_softmax_into(&mut self.top, item_rows, vocab, offsets, &shifts[item], &[])
+                        }
+                        _ => top_k_into(&mut self.top, item_rows, vocab, offsets),
+                    }
                     self.top.items().to_vec()
                 }
             };
@@ -496,19 +504,10 @@ impl BeamSearch {
         if !self.pipeline.is_empty() || !self.warpers.is_empty() {
             return self.step(logits, vocab, noise);
         }
-        self.check_propose(logits.len(), vocab)?;
-        let width = self.beams * vocab;
+        self.check(logits.len(), vocab)?;
         let mut shifts = Vec::new();
         log_softmax_shifts(logits, vocab, &mut shifts);
-        self.candidates.clear();
-        for b in 0..self.batch {
-            let items = b * self.beams..(b + 1) * self.beams;
-            let rows = &logits[b * width..(b + 1) * width];
-            top_k_log_softmax_into(&mut self.top, rows, vocab, &self.running_scores[items.clone()], &shifts[items], &[]);
-            let picked = self.top.items().to_vec();
-            self.push_picked(b, &picked, vocab)?;
-        }
-        self.proposed = true;
+        self.propose_from(Rows::Unnormalised(logits, &shifts), vocab, noise)?;
         self.commit(None)
     }
 

@@ -161,6 +161,20 @@ impl<T: RowProcessor> LogitsProcessor for T {
     }
 }
 
+/// Names of a warper that runs the fused prelude (NaN to -inf when `sanitize`, then the
+/// temperature) before its own `name`, in transformers' order.
+pub(crate) fn prelude_names(sanitize: bool, temperature: Option<f32>, name: &'static str) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if sanitize {
+        names.push("NanToNegInf");
+    }
+    if temperature.is_some() {
+        names.push("TemperatureLogitsWarper");
+    }
+    names.push(name);
+    names
+}
+
 /// Per-thread working memory of the row stages, reused across rows and steps.
 ///
 /// `cand` is the sparse form of a row that warpers maintain: once a stage has cut the

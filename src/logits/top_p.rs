@@ -47,15 +47,7 @@ impl RowProcessor for TopP {
     }
 
     fn names(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.sanitize {
-            names.push("NanToNegInf");
-        }
-        if self.temperature.is_some() {
-            names.push("TemperatureLogitsWarper");
-        }
-        names.push(self.name());
-        names
+        super::prelude_names(self.sanitize, self.temperature, self.name())
     }
 
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {

@@ -69,7 +69,7 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
             return model.generate(input_ids=ids, attention_mask=mask, **settings)
 
     note = ""
-    ours_mb = theirs_mb = None
+    theirs_mb: Optional[float] = None
     try:
         ours_ms: Optional[float] = median_ms(ours, repeats) / new_tokens
     except NotImplementedError as exc:
@@ -85,12 +85,12 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
             theirs_ms = median_ms(theirs, repeats) / new_tokens
         except Exception as exc:  # strategies transformers 5.x no longer ships natively
             theirs_ms, note = None, (note + "; " if note else "") + f"transformers: {type(exc).__name__}"
-    sides = [fn for fn, ms in ((ours, ours_ms), (theirs, None if strategy in GOLDEN_SIDE else theirs_ms)) if ms is not None]
-    readings = interleaved_peaks(sides, device)
-    if ours_ms is not None:
-        ours_mb = readings[0]
-    if len(readings) == 2:
-        theirs_mb = readings[1]
+    # the sides that ran here (the golden side measured its own memory in its subprocess)
+    live = {side: fn for side, fn, ms in (("ours", ours, ours_ms), ("theirs", theirs, theirs_ms))
+            if ms is not None and not (side == "theirs" and strategy in GOLDEN_SIDE)}
+    peaks = dict(zip(live, interleaved_peaks(list(live.values()), device)))
+    ours_mb = peaks.get("ours")
+    theirs_mb = peaks.get("theirs", theirs_mb)
     return Row(name, batch, strategy, floor, ours_ms, theirs_ms, note, copy_floor, ours_mb, theirs_mb)
 
 
