@@ -103,6 +103,18 @@ def test_beam_sample_matches_transformers_under_torch_seed(stored, model, beams,
             early_stopping=early, length_penalty=lp, num_return_sequences=nrs, **_eos(eos), **warp, **OUTPUTS)
 
 
+@pytest.mark.parametrize("model,beams,early,lp,nrs,eos", GRID)
+def test_unread_scores_paths_match_transformers(stored, model, beams, early, lp, nrs, eos):
+    """Without ``output_scores`` the core leaves the scores unwritten (plain beam search, and
+    beam sampling whose only warper is top-k): the same sequences and beam indices."""
+    ids, mask = left_padded_batch(LENGTHS)
+    common = dict(num_beams=beams, early_stopping=early, length_penalty=lp, num_return_sequences=nrs,
+                  return_dict_in_generate=True, **_eos(eos))
+    compare(stored[model], ids, mask, **common)
+    compare(stored[model], ids, mask, seed=beams * 10 + len(str(early)), do_sample=True, top_k=10,
+            temperature=0.7, **common)
+
+
 @pytest.mark.parametrize("model,beams", sorted(MID_EOS))
 def test_eos_mid_search(stored, model, beams):
     """Some returned hypotheses end by EOS well before max length; the rest match too."""

@@ -47,6 +47,16 @@ def test_group_beam_matches_golden(stored, name):
         torch.testing.assert_close(ours[finite], theirs[finite], rtol=0, atol=2e-5)
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_unread_scores_path_matches_golden(stored, name):
+    """Without ``output_scores`` the core never writes the processed scores (log-softmax and
+    Hamming penalty inside the top-k scan, when no processor runs): the same sequences."""
+    case = CASES[name]
+    ids, mask = torch.tensor(case["input_ids"]), torch.tensor(case["attention_mask"])
+    out = ferrogen.generate(stored[case["model"]], input_ids=ids, attention_mask=mask, **case["kwargs"])
+    assert out.tolist() == case["sequences"]
+
+
 @pytest.mark.parametrize("name", ["gpt2-eos-g4x2", "t5-eos-g6x3-early-true", "t5-g8x4-all"])
 def test_beam_indices_reproduce_sequence_scores(stored, name):
     """Summing each step's processed score at ``beam_indices`` gives the sequence score."""
