@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ferrogen_core::beam::{
-    exponential, log_softmax_rows, top_k_into, BeamSearch, BeamSettings, ConstrainedBeamSearch, GroupBeamSearch,
-    SampleSettings, TopK,
+    exponential, log_softmax_rows, top_k_into, BeamSearch, BeamSettings, ConstrainedBeamSearch,
+    GroupBeamSearch, SampleSettings, TopK,
 };
 use ferrogen_core::constraints::{ConstraintSet, ConstraintSpec};
 use ferrogen_core::diversity::penalize_group;
@@ -15,7 +15,9 @@ const VOCAB: usize = 50257;
 const BATCH: usize = 4;
 
 fn logits(rows: usize, seed: u64) -> Vec<f32> {
-    (0..rows * VOCAB).map(|i| -3.0 * exponential(seed, 0, i).ln()).collect()
+    (0..rows * VOCAB)
+        .map(|i| -3.0 * exponential(seed, 0, i).ln())
+        .collect()
 }
 
 fn settings(beams: usize, groups: usize, sample: bool) -> BeamSettings {
@@ -25,35 +27,67 @@ fn settings(beams: usize, groups: usize, sample: bool) -> BeamSettings {
         diversity_penalty: if groups > 1 { 0.5 } else { 0.0 },
         eos_token_ids: vec![50256],
         max_length: 1 << 20,
-        sample: sample.then_some(SampleSettings { item_keys: Some((0..BATCH as u64).collect()) }),
+        sample: sample.then_some(SampleSettings {
+            item_keys: Some((0..BATCH as u64).collect()),
+        }),
         ..Default::default()
     }
 }
 
 fn bench_steps(c: &mut Criterion) {
     let prompts: Vec<i64> = (0..BATCH as i64 * 16).collect();
-    for (name, beams, groups, sample) in
-        [("beam4", 4, 1, false), ("beam8", 8, 1, false), ("beam_sample4", 4, 1, true), ("group8x4", 8, 4, false)]
-    {
+    for (name, beams, groups, sample) in [
+        ("beam4", 4, 1, false),
+        ("beam8", 8, 1, false),
+        ("beam_sample4", 4, 1, true),
+        ("group8x4", 8, 4, false),
+    ] {
         let rows = BATCH * beams;
         let data = logits(rows, 1);
-        let config = PipelineConfig { eos_token_ids: vec![50256], do_sample: sample, top_k: 50, ..Default::default() };
+        let config = PipelineConfig {
+            eos_token_ids: vec![50256],
+            do_sample: sample,
+            top_k: 50,
+            ..Default::default()
+        };
         // `step`, and `step_unread`: the same step when the caller does not read the
         // processed scores (nothing written)
         for (label, unread) in [("step", false), ("step_unread", true)] {
             c.bench_function(&format!("{label}/{name}/batch{BATCH}/vocab{VOCAB}"), |b| {
                 if groups > 1 {
-                    let mut s = GroupBeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
+                    let mut s = GroupBeamSearch::new(
+                        &prompts,
+                        BATCH,
+                        &config,
+                        settings(beams, groups, sample),
+                    )
+                    .unwrap();
                     b.iter_batched(
                         || data.clone(),
-                        |mut l| if unread { s.step_unread(&mut l, VOCAB) } else { s.step(&mut l, VOCAB) }.unwrap(),
+                        |mut l| {
+                            if unread {
+                                s.step_unread(&mut l, VOCAB)
+                            } else {
+                                s.step(&mut l, VOCAB)
+                            }
+                            .unwrap()
+                        },
                         BatchSize::LargeInput,
                     );
                 } else {
-                    let mut s = BeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample)).unwrap();
+                    let mut s =
+                        BeamSearch::new(&prompts, BATCH, &config, settings(beams, groups, sample))
+                            .unwrap();
                     b.iter_batched(
                         || data.clone(),
-                        |mut l| if unread { s.step_unread(&mut l, VOCAB, None) } else { s.step(&mut l, VOCAB, None) }.unwrap(),
+                        |mut l| {
+                            if unread {
+                                s.step_unread(&mut l, VOCAB, None)
+                            } else {
+                                s.step(&mut l, VOCAB, None)
+                            }
+                            .unwrap()
+                        },
                         BatchSize::LargeInput,
                     );
                 }
@@ -62,16 +96,31 @@ fn bench_steps(c: &mut Criterion) {
     }
     let data = logits(BATCH * 4, 3);
     c.bench_function("log_softmax/rows16", |b| {
-        b.iter_batched(|| data.clone(), |mut l| log_softmax_rows(&mut l, VOCAB), BatchSize::LargeInput)
+        b.iter_batched(
+            || data.clone(),
+            |mut l| log_softmax_rows(&mut l, VOCAB),
+            BatchSize::LargeInput,
+        )
     });
     let mut top = TopK::new(8);
     c.bench_function("top_k/beams4x8", |b| {
-        b.iter(|| top_k_into(&mut top, &data[..4 * VOCAB], VOCAB, &[0.0, -1.0, -2.0, -3.0]))
+        b.iter(|| {
+            top_k_into(
+                &mut top,
+                &data[..4 * VOCAB],
+                VOCAB,
+                &[0.0, -1.0, -2.0, -3.0],
+            )
+        })
     });
     let mut block = logits(BATCH * 2, 2);
-    let chosen: Vec<Vec<i64>> = (0..BATCH as i64).map(|b| vec![b, b + 1, b, 7, 9, 11]).collect();
+    let chosen: Vec<Vec<i64>> = (0..BATCH as i64)
+        .map(|b| vec![b, b + 1, b, 7, 9, 11])
+        .collect();
     let chosen: Vec<&[i64]> = chosen.iter().map(Vec::as_slice).collect();
-    c.bench_function("hamming/group2/batch4", |b| b.iter(|| penalize_group(&mut block, VOCAB, 2, &chosen, 0.5)));
+    c.bench_function("hamming/group2/batch4", |b| {
+        b.iter(|| penalize_group(&mut block, VOCAB, 2, &chosen, 0.5))
+    });
 }
 
 /// Two phrases and one disjunctive constraint, as the guide's examples use.
@@ -86,18 +135,36 @@ fn constraint_set() -> ConstraintSet {
 
 fn bench_constrained(c: &mut Criterion) {
     let prompts: Vec<i64> = (0..BATCH as i64 * 16).collect();
-    let config = PipelineConfig { eos_token_ids: vec![50256], ..Default::default() };
+    let config = PipelineConfig {
+        eos_token_ids: vec![50256],
+        ..Default::default()
+    };
     for beams in [4, 8] {
         let data = logits(BATCH * beams, 4);
-        c.bench_function(&format!("step/constrained{beams}/batch{BATCH}/vocab{VOCAB}"), |b| {
-            let mut s =
-                ConstrainedBeamSearch::new(&prompts, BATCH, &config, settings(beams, 1, false), constraint_set(), None)
-                    .unwrap();
-            b.iter_batched(|| data.clone(), |mut l| s.step(&mut l, VOCAB).unwrap(), BatchSize::LargeInput);
-        });
+        c.bench_function(
+            &format!("step/constrained{beams}/batch{BATCH}/vocab{VOCAB}"),
+            |b| {
+                let mut s = ConstrainedBeamSearch::new(
+                    &prompts,
+                    BATCH,
+                    &config,
+                    settings(beams, 1, false),
+                    constraint_set(),
+                    None,
+                )
+                .unwrap();
+                b.iter_batched(
+                    || data.clone(),
+                    |mut l| s.step(&mut l, VOCAB).unwrap(),
+                    BatchSize::LargeInput,
+                );
+            },
+        );
     }
     let set = constraint_set();
-    let tokens: Vec<i64> = (0..64).map(|i| [1000, 7, 1001, 3000, 3002, 3003, 4000, 9][i % 8]).collect();
+    let tokens: Vec<i64> = (0..64)
+        .map(|i| [1000, 7, 1001, 3000, 3002, 3003, 4000, 9][i % 8])
+        .collect();
     c.bench_function("constraint_state/advance64", |b| {
         b.iter(|| {
             let mut state = set.initial_state();

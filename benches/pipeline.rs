@@ -52,76 +52,195 @@ fn logits(rows: usize, vocab: usize) -> Vec<f32> {
 
 fn history(rows: usize, vocab: usize) -> TokenHistory {
     let len = 512;
-    let flat: Vec<i64> = (0..rows * len).map(|i| ((i * 2_654_435_761) % vocab) as i64).collect();
+    let flat: Vec<i64> = (0..rows * len)
+        .map(|i| ((i * 2_654_435_761) % vocab) as i64)
+        .collect();
     TokenHistory::new(&flat, rows)
 }
 
 fn processors() -> Vec<(&'static str, PipelineConfig)> {
-    let s = |c: PipelineConfig| PipelineConfig { do_sample: true, ..c };
+    let s = |c: PipelineConfig| PipelineConfig {
+        do_sample: true,
+        ..c
+    };
     let d = PipelineConfig::default;
     vec![
-        ("temperature", s(PipelineConfig { temperature: 0.7, ..d() })),
+        (
+            "temperature",
+            s(PipelineConfig {
+                temperature: 0.7,
+                ..d()
+            }),
+        ),
         ("top_k", s(PipelineConfig { top_k: 50, ..d() })),
         ("top_p", s(PipelineConfig { top_p: 0.9, ..d() })),
-        ("typical_p", s(PipelineConfig { typical_p: 0.9, ..d() })),
-        ("min_p", s(PipelineConfig { min_p: Some(0.05), ..d() })),
-        ("top_h", s(PipelineConfig { top_h: Some(0.5), ..d() })),
-        ("epsilon_cutoff", s(PipelineConfig { epsilon_cutoff: 3e-4, ..d() })),
-        ("eta_cutoff", s(PipelineConfig { eta_cutoff: 3e-4, ..d() })),
-        ("repetition_penalty", PipelineConfig { repetition_penalty: 1.3, ..d() }),
+        (
+            "typical_p",
+            s(PipelineConfig {
+                typical_p: 0.9,
+                ..d()
+            }),
+        ),
+        (
+            "min_p",
+            s(PipelineConfig {
+                min_p: Some(0.05),
+                ..d()
+            }),
+        ),
+        (
+            "top_h",
+            s(PipelineConfig {
+                top_h: Some(0.5),
+                ..d()
+            }),
+        ),
+        (
+            "epsilon_cutoff",
+            s(PipelineConfig {
+                epsilon_cutoff: 3e-4,
+                ..d()
+            }),
+        ),
+        (
+            "eta_cutoff",
+            s(PipelineConfig {
+                eta_cutoff: 3e-4,
+                ..d()
+            }),
+        ),
+        (
+            "repetition_penalty",
+            PipelineConfig {
+                repetition_penalty: 1.3,
+                ..d()
+            },
+        ),
         (
             "encoder_repetition_penalty",
-            PipelineConfig { encoder_repetition_penalty: 1.3, encoder_input_ids: vec![(0..512).collect()], ..d() },
+            PipelineConfig {
+                encoder_repetition_penalty: 1.3,
+                encoder_input_ids: vec![(0..512).collect()],
+                ..d()
+            },
         ),
-        ("no_repeat_ngram_size", PipelineConfig { no_repeat_ngram_size: 3, ..d() }),
+        (
+            "no_repeat_ngram_size",
+            PipelineConfig {
+                no_repeat_ngram_size: 3,
+                ..d()
+            },
+        ),
         (
             "encoder_no_repeat_ngram_size",
-            PipelineConfig { encoder_no_repeat_ngram_size: 3, encoder_input_ids: vec![(0..512).collect()], ..d() },
+            PipelineConfig {
+                encoder_no_repeat_ngram_size: 3,
+                encoder_input_ids: vec![(0..512).collect()],
+                ..d()
+            },
         ),
-        ("bad_words_ids", PipelineConfig { bad_words_ids: (0..100).map(|i| vec![i * 13, i * 7 + 1]).collect(), ..d() }),
-        ("sequence_bias", PipelineConfig { sequence_bias: (0..100).map(|i| (vec![i * 11], 1.5)).collect(), ..d() }),
-        ("min_length", PipelineConfig { min_length: 10_000, eos_token_ids: vec![2], ..d() }),
-        ("forced_eos", PipelineConfig { forced_eos_token_ids: vec![2], max_length: Some(513), ..d() }),
-        ("remove_invalid_values", PipelineConfig { remove_invalid_values: true, ..d() }),
+        (
+            "bad_words_ids",
+            PipelineConfig {
+                bad_words_ids: (0..100).map(|i| vec![i * 13, i * 7 + 1]).collect(),
+                ..d()
+            },
+        ),
+        (
+            "sequence_bias",
+            PipelineConfig {
+                sequence_bias: (0..100).map(|i| (vec![i * 11], 1.5)).collect(),
+                ..d()
+            },
+        ),
+        (
+            "min_length",
+            PipelineConfig {
+                min_length: 10_000,
+                eos_token_ids: vec![2],
+                ..d()
+            },
+        ),
+        (
+            "forced_eos",
+            PipelineConfig {
+                forced_eos_token_ids: vec![2],
+                max_length: Some(513),
+                ..d()
+            },
+        ),
+        (
+            "remove_invalid_values",
+            PipelineConfig {
+                remove_invalid_values: true,
+                ..d()
+            },
+        ),
         (
             "exponential_decay",
-            PipelineConfig { exponential_decay_length_penalty: Some((1, 1.1)), eos_token_ids: vec![2], ..d() },
+            PipelineConfig {
+                exponential_decay_length_penalty: Some((1, 1.1)),
+                eos_token_ids: vec![2],
+                ..d()
+            },
         ),
-        ("suppress_tokens", PipelineConfig { suppress_tokens: (0..200).collect(), ..d() }),
-        ("renormalize_logits", PipelineConfig { renormalize_logits: true, ..d() }),
+        (
+            "suppress_tokens",
+            PipelineConfig {
+                suppress_tokens: (0..200).collect(),
+                ..d()
+            },
+        ),
+        (
+            "renormalize_logits",
+            PipelineConfig {
+                renormalize_logits: true,
+                ..d()
+            },
+        ),
     ]
 }
 
 fn bench_one(c: &mut Criterion, group: &str, name: &str, pipeline: &Pipeline, sample: bool) {
     let mut g = c.benchmark_group(format!("{group}/{name}"));
-    g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(15);
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(15);
     for (rows, vocab) in shapes() {
         let base = logits(rows, vocab);
         let hist = history(rows, vocab);
         let keys: Vec<u64> = (0..rows as u64).collect();
         g.throughput(Throughput::Bytes((rows * vocab * 4) as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("B{rows}xV{}k", vocab / 1000)), &(), |b, _| {
-            b.iter_custom(|iters| {
-                let mut data = base.clone();
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    data.copy_from_slice(&base);
-                    let start = Instant::now();
-                    let ctx = StepContext { history: &hist };
-                    let mut view = LogitsMut::new(&mut data, vocab);
-                    if sample {
-                        let t = pipeline.process_then(&ctx, &mut view, |r, row, s| {
-                            draw(row, s.sparse.then_some(s.cand.as_slice()), rng::uniform(keys[r], 0))
-                        });
-                        black_box(t);
-                    } else {
-                        pipeline.process(&ctx, &mut view);
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("B{rows}xV{}k", vocab / 1000)),
+            &(),
+            |b, _| {
+                b.iter_custom(|iters| {
+                    let mut data = base.clone();
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        data.copy_from_slice(&base);
+                        let start = Instant::now();
+                        let ctx = StepContext { history: &hist };
+                        let mut view = LogitsMut::new(&mut data, vocab);
+                        if sample {
+                            let t = pipeline.process_then(&ctx, &mut view, |r, row, s| {
+                                draw(
+                                    row,
+                                    s.sparse.then_some(s.cand.as_slice()),
+                                    rng::uniform(keys[r], 0),
+                                )
+                            });
+                            black_box(t);
+                        } else {
+                            pipeline.process(&ctx, &mut view);
+                        }
+                        total += start.elapsed();
                     }
-                    total += start.elapsed();
-                }
-                total
-            })
-        });
+                    total
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -135,10 +254,27 @@ fn each_processor(c: &mut Criterion) {
 }
 
 fn full_pipelines(c: &mut Criterion) {
-    let sample = PipelineConfig { do_sample: true, temperature: 0.8, top_k: 50, top_p: 0.9, ..Default::default() };
+    let sample = PipelineConfig {
+        do_sample: true,
+        temperature: 0.8,
+        top_k: 50,
+        top_p: 0.9,
+        ..Default::default()
+    };
     bench_one(c, "full", "sample", &sample.build_all(512, 1), true);
-    let dense = PipelineConfig { do_sample: true, temperature: 0.8, top_p: 0.9, ..Default::default() };
-    bench_one(c, "full", "sample_top_p_only", &dense.build_all(512, 1), true);
+    let dense = PipelineConfig {
+        do_sample: true,
+        temperature: 0.8,
+        top_p: 0.9,
+        ..Default::default()
+    };
+    bench_one(
+        c,
+        "full",
+        "sample_top_p_only",
+        &dense.build_all(512, 1),
+        true,
+    );
     let heavy = PipelineConfig {
         do_sample: true,
         temperature: 0.8,
@@ -149,22 +285,37 @@ fn full_pipelines(c: &mut Criterion) {
         min_p: Some(0.02),
         ..Default::default()
     };
-    bench_one(c, "full", "processors+warpers", &heavy.build_all(512, 1), true);
+    bench_one(
+        c,
+        "full",
+        "processors+warpers",
+        &heavy.build_all(512, 1),
+        true,
+    );
 }
 
 /// The memory-bound reference: one pass (row max) over the same array.
 fn one_pass(c: &mut Criterion) {
     let mut g = c.benchmark_group("reference/max");
-    g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(15);
+    g.warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(15);
     for (rows, vocab) in shapes() {
         let base = logits(rows, vocab);
         g.throughput(Throughput::Bytes((rows * vocab * 4) as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("B{rows}xV{}k", vocab / 1000)), &base, |b, data| {
-            b.iter(|| {
-                let m: Vec<f32> = data.chunks_exact(vocab).map(ferrogen_core::logits::math::max).collect();
-                black_box(m)
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("B{rows}xV{}k", vocab / 1000)),
+            &base,
+            |b, data| {
+                b.iter(|| {
+                    let m: Vec<f32> = data
+                        .chunks_exact(vocab)
+                        .map(ferrogen_core::logits::math::max)
+                        .collect();
+                    black_box(m)
+                })
+            },
+        );
     }
     g.finish();
 }

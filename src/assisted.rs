@@ -161,7 +161,11 @@ impl Row {
             if !softmax_into(logits, &mut p) {
                 return Err(CoreError::NoValidToken { row: r });
             }
-            let draft = self.drafts.get(i).map(|&d| d as usize).filter(|&d| d < vocab);
+            let draft = self
+                .drafts
+                .get(i)
+                .map(|&d| d as usize)
+                .filter(|&d| d < vocab);
             let (token, agreed) = match (draft, self.draft_probs.get(i)) {
                 (Some(d), Some(q)) => {
                     let ratio = p[d] as f64 / q[d] as f64;
@@ -169,7 +173,8 @@ impl Row {
                         (d, true)
                     } else {
                         // Residual distribution max(0, p - q); p itself if that is all zero.
-                        let residual: Vec<f32> = p.iter().zip(q).map(|(&a, &b)| (a - b).max(0.0)).collect();
+                        let residual: Vec<f32> =
+                            p.iter().zip(q).map(|(&a, &b)| (a - b).max(0.0)).collect();
                         let u = uniform(self.key, position, Purpose::Sample);
                         let t = draw_weights(&residual, u).or_else(|| draw_weights(&p, u));
                         (t.ok_or(CoreError::NoValidToken { row: r })?, false)
@@ -259,7 +264,12 @@ impl AssistedDecoder {
             return Err(CoreError::Shape {
                 name: "input_ids",
                 expected: "[batch >= 1, length] with one start per row".into(),
-                got: format!("{} values, {} starts for {} rows", prompts.len(), starts.len(), n_rows),
+                got: format!(
+                    "{} values, {} starts for {} rows",
+                    prompts.len(),
+                    starts.len(),
+                    n_rows
+                ),
             });
         }
         if config.do_sample && keys.len() != n_rows {
@@ -438,7 +448,10 @@ impl AssistedDecoder {
                 return Err(CoreError::NoValidToken { row: r });
             }
             let t = if sample {
-                draw_weights(&q, uniform(row.key, row.scratch.len() - row.start, Purpose::Draft))
+                draw_weights(
+                    &q,
+                    uniform(row.key, row.scratch.len() - row.start, Purpose::Draft),
+                )
             } else {
                 argmax(logits)
             };
@@ -462,10 +475,16 @@ impl AssistedDecoder {
     /// its padding, at most `num_tokens` and the row's budget, cut before an EOS token.
     pub fn lookup_drafts(&mut self, max_ngram: usize, num_tokens: usize) -> Result<()> {
         if max_ngram == 0 {
-            return Err(CoreError::invalid("max_matching_ngram_size", "must be >= 1, got 0"));
+            return Err(CoreError::invalid(
+                "max_matching_ngram_size",
+                "must be >= 1, got 0",
+            ));
         }
         if num_tokens == 0 {
-            return Err(CoreError::invalid("prompt_lookup_num_tokens", "must be >= 1, got 0"));
+            return Err(CoreError::invalid(
+                "prompt_lookup_num_tokens",
+                "must be >= 1, got 0",
+            ));
         }
         self.begin_round();
         let budgets: Vec<usize> = self.rows.iter().map(|r| self.budget(r)).collect();
@@ -493,7 +512,11 @@ impl AssistedDecoder {
         for (r, row) in self.rows.iter().enumerate() {
             out[r * width..r * width + row.drafts.len()].copy_from_slice(&row.drafts);
         }
-        (out, width, self.rows.iter().map(|r| r.drafts.len()).collect())
+        (
+            out,
+            width,
+            self.rows.iter().map(|r| r.drafts.len()).collect(),
+        )
     }
 
     fn width(&self) -> usize {
@@ -511,25 +534,37 @@ impl AssistedDecoder {
     /// With `lockstep`, every row that stays active commits the same number of tokens (the
     /// smallest of theirs; a prefix of a valid continuation is valid), for models whose
     /// rows cannot be shifted against each other.
-    pub fn verify(&mut self, logits: &mut [f32], vocab: usize, lockstep: bool) -> Result<Vec<Verdict>> {
+    pub fn verify(
+        &mut self,
+        logits: &mut [f32],
+        vocab: usize,
+        lockstep: bool,
+    ) -> Result<Vec<Verdict>> {
         let positions = self.width() + 1;
         self.check(logits, vocab, positions)?;
         let (eos, max_len, sample) = (&self.eos, self.max_len, self.do_sample);
-        let verdicts = for_rows(&mut self.rows, logits, positions * vocab, |r, row, logits| {
-            let verdict = if !row.unfinished {
-                Ok(Verdict::default())
-            } else if sample {
-                row.verify_sample(r, logits, vocab, eos, max_len)
-            } else {
-                row.verify_greedy(r, logits, vocab, eos, max_len)
-            };
-            row.drafts.clear();
-            row.draft_probs.clear();
-            row.open = false;
-            verdict
-        });
+        let verdicts = for_rows(
+            &mut self.rows,
+            logits,
+            positions * vocab,
+            |r, row, logits| {
+                let verdict = if !row.unfinished {
+                    Ok(Verdict::default())
+                } else if sample {
+                    row.verify_sample(r, logits, vocab, eos, max_len)
+                } else {
+                    row.verify_greedy(r, logits, vocab, eos, max_len)
+                };
+                row.drafts.clear();
+                row.draft_probs.clear();
+                row.open = false;
+                verdict
+            },
+        );
         let mut verdicts: Vec<Verdict> = verdicts.into_iter().collect::<Result<_>>()?;
-        let stays = |row: &Row, v: &Verdict| row.unfinished && !v.ended && row.len() + v.emitted.len() < max_len;
+        let stays = |row: &Row, v: &Verdict| {
+            row.unfinished && !v.ended && row.len() + v.emitted.len() < max_len
+        };
         let limit = if lockstep {
             self.rows
                 .iter()
@@ -636,8 +671,14 @@ mod tests {
     fn greedy_accepts_the_agreeing_prefix_and_adds_a_token() {
         let mut d = decoder(&[5, 6, 5, 6], 2, 1, 20);
         d.begin_round();
-        assert_eq!(d.draft(&mut peaked(&[3, 4], 8), 8, 0.0).unwrap(), vec![3, 4]);
-        assert_eq!(d.draft(&mut peaked(&[2, 2], 8), 8, 0.0).unwrap(), vec![2, 2]);
+        assert_eq!(
+            d.draft(&mut peaked(&[3, 4], 8), 8, 0.0).unwrap(),
+            vec![3, 4]
+        );
+        assert_eq!(
+            d.draft(&mut peaked(&[2, 2], 8), 8, 0.0).unwrap(),
+            vec![2, 2]
+        );
         assert_eq!(d.drafts(), (vec![3, 2, 4, 2], 2, vec![2, 2]));
         // Row 0 agrees with both drafts and gets a bonus token; row 1 disagrees at once.
         let mut logits = [peaked(&[3, 2, 7], 8), peaked(&[6, 2, 2], 8)].concat();
@@ -671,7 +712,12 @@ mod tests {
         d.draft(&mut peaked(&[3, 3, 3], 8), 8, 0.0).unwrap();
         d.draft(&mut peaked(&[4, 4, 4], 8), 8, 0.0).unwrap();
         // Row 0 would take 3 tokens, row 1 two, row 2 ends at EOS after one.
-        let mut logits = [peaked(&[3, 4, 6], 8), peaked(&[3, 2, 2], 8), peaked(&[1, 2, 2], 8)].concat();
+        let mut logits = [
+            peaked(&[3, 4, 6], 8),
+            peaked(&[3, 2, 2], 8),
+            peaked(&[1, 2, 2], 8),
+        ]
+        .concat();
         let v = d.verify(&mut logits, 8, true).unwrap();
         assert_eq!(
             v[0],
@@ -763,13 +809,23 @@ mod tests {
         // Row 0 accepts the draft, then wants EOS at length 2: suppressed, so 0 (runner-up).
         let mut logits = [peaked(&[2, 1], 4), peaked(&[3, 1], 4)].concat();
         let v = d.verify(&mut logits, 4, false).unwrap();
-        assert_eq!((v[0].emitted.clone(), v[1].emitted.clone()), (vec![2, 0], vec![3]));
-        assert_eq!(logits[4 + 1], f32::NEG_INFINITY, "used positions are left processed");
+        assert_eq!(
+            (v[0].emitted.clone(), v[1].emitted.clone()),
+            (vec![2, 0], vec![3])
+        );
+        assert_eq!(
+            logits[4 + 1],
+            f32::NEG_INFINITY,
+            "used positions are left processed"
+        );
         // Now row 0 has length 3 (EOS allowed) and row 1 length 2 (still suppressed).
         let v = d
             .verify(&mut [peaked(&[1], 4), peaked(&[1], 4)].concat(), 4, false)
             .unwrap();
-        assert_eq!((v[0].emitted.clone(), v[1].emitted.clone()), (vec![1], vec![0]));
+        assert_eq!(
+            (v[0].emitted.clone(), v[1].emitted.clone()),
+            (vec![1], vec![0])
+        );
         assert_eq!((d.row(0), d.row(1)), (&[5, 2, 0, 1][..], &[5, 3, 0][..]));
         assert_eq!(d.unfinished(), vec![false, true]);
     }
@@ -788,7 +844,10 @@ mod tests {
         let mut logits = [row, row].concat();
         let v = d.verify(&mut logits, 5, false).unwrap();
         // Row 0: 0 -> 1.0, 3 -> 0.4: argmax 0. Row 1: 0 -> 0.5, 3 -> 0.4: argmax 4 (0.6).
-        assert_eq!((v[0].emitted.clone(), v[1].emitted.clone()), (vec![0], vec![4]));
+        assert_eq!(
+            (v[0].emitted.clone(), v[1].emitted.clone()),
+            (vec![0], vec![4])
+        );
     }
 
     /// Exact output distribution of speculative sampling on a 3-token vocabulary, one
@@ -824,7 +883,10 @@ mod tests {
             .sum();
         assert!(chi2 < 13.8, "{counts:?} chi2 {chi2}");
         // Acceptance rate is sum min(p, q) = 0.2 + 0.1 + 0.3 = 0.6.
-        assert!((accepted as f64 / n as f64 - 0.6).abs() < 0.02, "{accepted}");
+        assert!(
+            (accepted as f64 / n as f64 - 0.6).abs() < 0.02,
+            "{accepted}"
+        );
     }
 
     #[test]
@@ -832,8 +894,12 @@ mod tests {
         let mut d = decoder(&[5, 6, 5, 6], 2, 1, 20);
         d.begin_round();
         d.draft(&mut peaked(&[3, 3], 8), 8, 0.0).unwrap();
-        d.verify(&mut [peaked(&[3, 4], 8), peaked(&[3, 4], 8)].concat(), 8, false)
-            .unwrap();
+        d.verify(
+            &mut [peaked(&[3, 4], 8), peaked(&[3, 4], 8)].concat(),
+            8,
+            false,
+        )
+        .unwrap();
         d.truncate(&[3, 9]);
         assert_eq!((d.row(0), d.row(1)), (&[5, 6, 3][..], &[5, 6, 3, 4][..]));
     }

@@ -28,7 +28,12 @@ const LANES: usize = 8;
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for j in 0..LANES {
             acc[j] += x[j] * y[j];
@@ -39,7 +44,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Appends `v / |v|` to `out` (the norm is accumulated in f64; a zero vector stays zero).
 fn push_unit(v: &[f32], out: &mut Vec<f32>) {
-    let norm = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt() as f32;
+    let norm = v
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt() as f32;
     let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
     out.extend(v.iter().map(|&x| x * inv));
 }
@@ -200,12 +209,18 @@ impl ContrastiveScorer {
         let score = |(r, ctx): (usize, &mut Vec<f32>)| {
             let mut units = Vec::with_capacity(k * h);
             for c in 0..k {
-                push_unit(&candidates[(r * k + c) * h..(r * k + c + 1) * h], &mut units);
+                push_unit(
+                    &candidates[(r * k + c) * h..(r * k + c + 1) * h],
+                    &mut units,
+                );
             }
             let mut best: Option<(usize, f32)> = None;
             for (c, unit) in units.chunks_exact(h).enumerate() {
                 // No context (every position masked) gives f32::MIN, as transformers' mask does.
-                let penalty = ctx.chunks_exact(h).map(|s| dot(s, unit)).fold(f32::MIN, f32::max);
+                let penalty = ctx
+                    .chunks_exact(h)
+                    .map(|s| dot(s, unit))
+                    .fold(f32::MIN, f32::max);
                 let score = (1.0 - alpha) * probs[r * k + c] - alpha * penalty;
                 if !score.is_nan() && best.map_or(true, |(_, b)| score > b) {
                     best = Some((c, score));
@@ -317,7 +332,8 @@ impl ContrastiveSearch {
         hidden_size: usize,
         keep: Option<&[bool]>,
     ) -> Result<()> {
-        self.scorer.add_context(hidden, positions, hidden_size, keep)
+        self.scorer
+            .add_context(hidden, positions, hidden_size, keep)
     }
 
     /// Runs the processors (before the user's) over `logits` (`[rows, vocab]`) in place.
@@ -339,7 +355,9 @@ impl ContrastiveSearch {
     fn run(&self, pipeline: &Pipeline, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
         pipeline.process(
-            &StepContext { history: &self.history },
+            &StepContext {
+                history: &self.history,
+            },
             &mut LogitsMut::new(logits, vocab),
         );
         Ok(())
@@ -376,7 +394,11 @@ impl ContrastiveSearch {
         } else {
             logits
                 .chunks_exact(vocab)
-                .zip(self.candidates.chunks_exact_mut(k).zip(self.probs.chunks_exact_mut(k)))
+                .zip(
+                    self.candidates
+                        .chunks_exact_mut(k)
+                        .zip(self.probs.chunks_exact_mut(k)),
+                )
                 .enumerate()
                 .filter_map(pick)
                 .min()
@@ -444,7 +466,10 @@ mod tests {
         let (mut ids, mut probs) = ([0i64; 3], [0f32; 3]);
         top_k_probs(&row, 3, &mut ids, &mut probs).unwrap();
         assert_eq!(ids, [1, 3, 4]);
-        let z: f64 = [1.0f64, 3.0, 3.0, 2.0].iter().map(|x| (x - 3.0).exp()).sum();
+        let z: f64 = [1.0f64, 3.0, 3.0, 2.0]
+            .iter()
+            .map(|x| (x - 3.0).exp())
+            .sum();
         assert!((probs[0] as f64 - 1.0 / z).abs() < 1e-6 && probs[0] == probs[1]);
         assert!(top_k_probs(&[f32::NAN, f32::NEG_INFINITY], 1, &mut [0], &mut [0.0]).is_none());
     }
@@ -461,7 +486,10 @@ mod tests {
         // alpha = 0 is plain greedy over the candidates.
         let mut g = ContrastiveScorer::new(1, 2, 0.0, 2).unwrap();
         g.add_context(&[2.0, 0.0], 1, 2, None).unwrap();
-        assert_eq!(g.select(&[0.55, 0.45], &[1.0, 0.0, 0.0, 3.0]).unwrap(), vec![0]);
+        assert_eq!(
+            g.select(&[0.55, 0.45], &[1.0, 0.0, 0.0, 3.0]).unwrap(),
+            vec![0]
+        );
     }
 
     #[test]
@@ -473,7 +501,10 @@ mod tests {
             .unwrap();
         assert_eq!((s.context_len(0), s.context_len(1)), (1, 0));
         let chosen = s
-            .select(&[0.5, 0.5, 0.5, 0.4], &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+            .select(
+                &[0.5, 0.5, 0.5, 0.4],
+                &[1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0],
+            )
             .unwrap();
         // Row 0: the x candidate is orthogonal to the kept context. Row 1: no context, so
         // every penalty is the same and the first candidate wins (as in transformers).
@@ -485,10 +516,16 @@ mod tests {
         assert!(ContrastiveScorer::new(1, 2, 1.5, 0).is_err());
         assert!(ContrastiveScorer::new(1, 0, 0.5, 0).is_err());
         let mut s = ContrastiveScorer::new(1, 2, 0.5, 0).unwrap();
-        assert!(s.select(&[0.5, 0.5], &[1.0; 4]).is_err(), "no hidden size yet");
+        assert!(
+            s.select(&[0.5, 0.5], &[1.0; 4]).is_err(),
+            "no hidden size yet"
+        );
         assert!(s.add_context(&[1.0; 3], 1, 2, None).is_err());
         s.add_context(&[1.0; 2], 1, 2, None).unwrap();
-        assert!(s.add_context(&[1.0; 3], 1, 3, None).is_err(), "hidden size is fixed");
+        assert!(
+            s.add_context(&[1.0; 3], 1, 3, None).is_err(),
+            "hidden size is fixed"
+        );
         assert!(s.select(&[0.5], &[1.0; 4]).is_err());
     }
 
@@ -504,14 +541,22 @@ mod tests {
         assert_eq!(cs.candidates(&logits, 3).unwrap(), &[1, 2, 2, 1]);
         assert!(cs.select(&[1.0; 3]).is_err());
         // Row 0: candidate 1 (token 2) is orthogonal to the context; row 1: candidate 0 wins on p.
-        let (tokens, chosen) = cs.select(&[1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0]).unwrap();
+        let (tokens, chosen) = cs
+            .select(&[1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+            .unwrap();
         assert_eq!((tokens.to_vec(), chosen), (vec![2, 2], vec![1, 0]));
         cs.candidates(&[0.0, 9.0, 0.0, 0.0, 9.0, 0.0], 3).unwrap();
-        let (tokens, _) = cs.select(&[0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]).unwrap();
+        let (tokens, _) = cs
+            .select(&[0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+            .unwrap();
         assert_eq!(tokens, &[1, 1]);
         assert!(cs.all_finished());
         cs.candidates(&[0.0, 9.0, 0.0, 0.0, 9.0, 0.0], 3).unwrap();
-        assert_eq!(cs.select(&[1.0; 8]).unwrap().0, &[0, 0], "finished rows get pad");
+        assert_eq!(
+            cs.select(&[1.0; 8]).unwrap().0,
+            &[0, 0],
+            "finished rows get pad"
+        );
         assert_eq!(cs.history().row(0), &[5, 2, 1, 0]);
         assert_eq!(
             cs.candidates(&[f32::NAN; 6], 3).unwrap_err(),

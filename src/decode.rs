@@ -122,16 +122,22 @@ impl Decoder {
     /// Runs the processors (not the warpers) over `logits` (`[n_rows, vocab]`) in place.
     pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
-        let ctx = StepContext { history: &self.history };
-        self.pipeline.process(&ctx, &mut LogitsMut::new(logits, vocab));
+        let ctx = StepContext {
+            history: &self.history,
+        };
+        self.pipeline
+            .process(&ctx, &mut LogitsMut::new(logits, vocab));
         Ok(())
     }
 
     /// Runs the warpers (and renormalisation) over `logits` in place.
     pub fn warp(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
-        let ctx = StepContext { history: &self.history };
-        self.warpers.process(&ctx, &mut LogitsMut::new(logits, vocab));
+        let ctx = StepContext {
+            history: &self.history,
+        };
+        self.warpers
+            .process(&ctx, &mut LogitsMut::new(logits, vocab));
         Ok(())
     }
 
@@ -160,7 +166,9 @@ impl Decoder {
     pub fn choose_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
         let keys = std::mem::take(&mut self.keys);
         let step = self.history.new_tokens() as u64;
-        let out = self.run_and_pick(Which::Warpers, logits, vocab, |r, row, s| sample(row, s, keys[r], step));
+        let out = self.run_and_pick(Which::Warpers, logits, vocab, |r, row, s| {
+            sample(row, s, keys[r], step)
+        });
         self.keys = keys;
         out?;
         Ok(&self.next)
@@ -170,13 +178,21 @@ impl Decoder {
     pub fn step_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
         let keys = std::mem::take(&mut self.keys);
         let step = self.history.new_tokens() as u64;
-        let out = self.run_and_pick(Which::Full, logits, vocab, |r, row, s| sample(row, s, keys[r], step));
+        let out = self.run_and_pick(Which::Full, logits, vocab, |r, row, s| {
+            sample(row, s, keys[r], step)
+        });
         self.keys = keys;
         out?;
         Ok(&self.next)
     }
 
-    fn run_and_pick<F>(&mut self, which: Which, logits: &mut [f32], vocab: usize, pick: F) -> Result<()>
+    fn run_and_pick<F>(
+        &mut self,
+        which: Which,
+        logits: &mut [f32],
+        vocab: usize,
+        pick: F,
+    ) -> Result<()>
     where
         F: Fn(usize, &mut [f32], &mut Scratch) -> Option<usize> + Sync,
     {
@@ -185,15 +201,20 @@ impl Decoder {
             Which::Full => &self.full,
             Which::Warpers => &self.warpers,
         };
-        let ctx = StepContext { history: &self.history };
+        let ctx = StepContext {
+            history: &self.history,
+        };
         let unfinished = &self.unfinished;
-        let picked = pipeline.process_then(&ctx, &mut LogitsMut::new(logits, vocab), |r, row, s| {
-            if unfinished[r] {
-                pick(r, row, s).map(|t| t as i64).ok_or(CoreError::NoValidToken { row: r })
-            } else {
-                Ok(self.pad)
-            }
-        });
+        let picked =
+            pipeline.process_then(&ctx, &mut LogitsMut::new(logits, vocab), |r, row, s| {
+                if unfinished[r] {
+                    pick(r, row, s)
+                        .map(|t| t as i64)
+                        .ok_or(CoreError::NoValidToken { row: r })
+                } else {
+                    Ok(self.pad)
+                }
+            });
         for (slot, p) in self.next.iter_mut().zip(picked) {
             *slot = p?;
         }
@@ -234,7 +255,11 @@ enum Which {
 
 /// The draw of one row at `step`: candidates of the sparse form when the warpers made one.
 fn sample(row: &[f32], s: &Scratch, key: u64, step: u64) -> Option<usize> {
-    draw(row, s.sparse.then_some(s.cand.as_slice()), rng::uniform(key, step))
+    draw(
+        row,
+        s.sparse.then_some(s.cand.as_slice()),
+        rng::uniform(key, step),
+    )
 }
 
 #[cfg(test)]
@@ -242,7 +267,11 @@ mod tests {
     use super::*;
 
     fn config(eos: i64, min_new: usize) -> PipelineConfig {
-        PipelineConfig { eos_token_ids: vec![eos], min_new_tokens: min_new, ..Default::default() }
+        PipelineConfig {
+            eos_token_ids: vec![eos],
+            min_new_tokens: min_new,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -262,7 +291,11 @@ mod tests {
         let mut d = Decoder::new(&[7], 1, &config(1, 2), 0).unwrap();
         let mut logits = vec![0.0, 5.0, 1.0];
         assert_eq!(d.step_greedy(&mut logits, 3).unwrap(), &[2]);
-        assert_eq!(logits[1], f32::NEG_INFINITY, "processed scores are written back");
+        assert_eq!(
+            logits[1],
+            f32::NEG_INFINITY,
+            "processed scores are written back"
+        );
         let mut logits = vec![0.0, 5.0, 1.0];
         assert_eq!(d.step_greedy(&mut logits, 3).unwrap(), &[2]);
         let mut logits = vec![0.0, 5.0, 1.0];
@@ -272,33 +305,75 @@ mod tests {
     #[test]
     fn bad_shapes_and_dead_rows_are_errors() {
         let mut d = Decoder::new(&[7], 1, &config(1, 0), 0).unwrap();
-        assert!(matches!(d.step_greedy(&mut [0.0; 4], 3), Err(CoreError::Shape { .. })));
+        assert!(matches!(
+            d.step_greedy(&mut [0.0; 4], 3),
+            Err(CoreError::Shape { .. })
+        ));
         let mut dead = vec![f32::NAN, f32::NEG_INFINITY];
-        assert_eq!(d.step_greedy(&mut dead, 2), Err(CoreError::NoValidToken { row: 0 }));
+        assert_eq!(
+            d.step_greedy(&mut dead, 2),
+            Err(CoreError::NoValidToken { row: 0 })
+        );
         assert!(Decoder::new(&[], 0, &config(1, 0), 0).is_err());
-        let mut d = Decoder::new(&[7], 1, &PipelineConfig { do_sample: true, ..config(1, 0) }, 0).unwrap();
-        assert_eq!(d.step_sample(&mut dead, 2), Err(CoreError::NoValidToken { row: 0 }));
+        let mut d = Decoder::new(
+            &[7],
+            1,
+            &PipelineConfig {
+                do_sample: true,
+                ..config(1, 0)
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            d.step_sample(&mut dead, 2),
+            Err(CoreError::NoValidToken { row: 0 })
+        );
     }
 
     #[test]
     fn token_ids_are_checked_against_the_vocab_at_the_first_step() {
-        let cfg = PipelineConfig { suppress_tokens: vec![5], ..config(1, 0) };
+        let cfg = PipelineConfig {
+            suppress_tokens: vec![5],
+            ..config(1, 0)
+        };
         let mut d = Decoder::new(&[7], 1, &cfg, 0).unwrap();
         let err = d.step_greedy(&mut [0.0; 3], 3).unwrap_err();
-        assert_eq!(err, CoreError::TokenOutOfVocab { name: "suppress_tokens", token: 5, vocab: 3 });
+        assert_eq!(
+            err,
+            CoreError::TokenOutOfVocab {
+                name: "suppress_tokens",
+                token: 5,
+                vocab: 3
+            }
+        );
     }
 
     fn sampler(prompts: &[Vec<i64>], copies: usize, seed: u64) -> Decoder {
         let width = prompts[0].len();
-        let flat: Vec<i64> = prompts.iter().flat_map(|p| std::iter::repeat(p.clone()).take(copies)).flatten().collect();
-        let cfg = PipelineConfig { do_sample: true, top_k: 50, temperature: 0.9, ..Default::default() };
+        let flat: Vec<i64> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat(p.clone()).take(copies))
+            .flatten()
+            .collect();
+        let cfg = PipelineConfig {
+            do_sample: true,
+            top_k: 50,
+            temperature: 0.9,
+            ..Default::default()
+        };
         let rows = prompts.len() * copies;
         assert_eq!(flat.len(), rows * width);
-        Decoder::new(&flat, rows, &cfg, 0).unwrap().seeded(seed, prompts).unwrap()
+        Decoder::new(&flat, rows, &cfg, 0)
+            .unwrap()
+            .seeded(seed, prompts)
+            .unwrap()
     }
 
     fn flat_logits(rows: usize, vocab: usize) -> Vec<f32> {
-        (0..rows * vocab).map(|i| ((i % vocab) as f32 * 0.37).sin()).collect()
+        (0..rows * vocab)
+            .map(|i| ((i % vocab) as f32 * 0.37).sin())
+            .collect()
     }
 
     #[test]
@@ -310,7 +385,12 @@ mod tests {
             let mut out = vec![Vec::new(); prompts.len()];
             for _ in 0..20 {
                 let mut logits = flat_logits(prompts.len(), vocab);
-                for (r, &t) in d.step_sample(&mut logits, vocab).unwrap().iter().enumerate() {
+                for (r, &t) in d
+                    .step_sample(&mut logits, vocab)
+                    .unwrap()
+                    .iter()
+                    .enumerate()
+                {
                     out[r].push(t);
                 }
             }
@@ -325,7 +405,10 @@ mod tests {
         assert_ne!(ab[0], ab[1]);
         let twice = run(&[a.clone(), a.clone()]);
         assert_eq!(twice[0], alone[0], "the first occurrence keeps its samples");
-        assert_ne!(twice[0], twice[1], "a duplicated prompt samples differently");
+        assert_ne!(
+            twice[0], twice[1],
+            "a duplicated prompt samples differently"
+        );
     }
 
     #[test]
@@ -336,12 +419,21 @@ mod tests {
         let first = d.step_sample(&mut logits, vocab).unwrap().to_vec();
         let mut again = sampler(&[vec![1, 2]], 3, 5);
         let mut logits = flat_logits(3, vocab);
-        assert_eq!(again.step_sample(&mut logits, vocab).unwrap(), first.as_slice());
+        assert_eq!(
+            again.step_sample(&mut logits, vocab).unwrap(),
+            first.as_slice()
+        );
         let mut other = sampler(&[vec![1, 2]], 3, 6);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..10 {
             let mut logits = flat_logits(3, vocab);
-            seen.extend(other.step_sample(&mut logits, vocab).unwrap().iter().copied());
+            seen.extend(
+                other
+                    .step_sample(&mut logits, vocab)
+                    .unwrap()
+                    .iter()
+                    .copied(),
+            );
         }
         assert!(seen.len() > 3);
     }
@@ -352,8 +444,16 @@ mod tests {
         let rows = |d: &Decoder| d.keys.clone();
         let alone_a = rows(&sampler(&[a.clone()], 2, 7));
         let alone_b = rows(&sampler(&[b.clone()], 2, 9));
-        let both = sampler(&[a.clone(), b.clone()], 2, 0).seeded_rows(&[7, 9], &[a.clone(), b.clone()]).unwrap();
-        assert_eq!(rows(&both), [alone_a, alone_b].concat(), "duplicates keep their own seed, occurrence 0");
-        assert!(sampler(&[a.clone()], 1, 0).seeded_rows(&[1, 2], &[a]).is_err());
+        let both = sampler(&[a.clone(), b.clone()], 2, 0)
+            .seeded_rows(&[7, 9], &[a.clone(), b.clone()])
+            .unwrap();
+        assert_eq!(
+            rows(&both),
+            [alone_a, alone_b].concat(),
+            "duplicates keep their own seed, occurrence 0"
+        );
+        assert!(sampler(&[a.clone()], 1, 0)
+            .seeded_rows(&[1, 2], &[a])
+            .is_err());
     }
 }

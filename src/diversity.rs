@@ -34,7 +34,13 @@ pub fn apply_hamming(rows: &mut [f32], vocab: usize, counts: &[(i64, u32)], pena
 /// The Hamming penalty of one group at one step for a whole batch: `block` is the
 /// group's rows (`[batch * group_size, vocab]`, batch-major), `chosen[b]` the tokens
 /// the earlier groups of batch item `b` chose at this step.
-pub fn penalize_group(block: &mut [f32], vocab: usize, group_size: usize, chosen: &[&[i64]], penalty: f32) {
+pub fn penalize_group(
+    block: &mut [f32],
+    vocab: usize,
+    group_size: usize,
+    chosen: &[&[i64]],
+    penalty: f32,
+) {
     for (rows, tokens) in block.chunks_exact_mut(group_size * vocab).zip(chosen) {
         apply_hamming(rows, vocab, &token_counts(tokens), penalty);
     }

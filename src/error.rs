@@ -11,11 +11,19 @@ pub enum CoreError {
 
     /// An array does not have the shape the current state expects.
     #[error("{name}: expected shape {expected}, got {got}")]
-    Shape { name: &'static str, expected: String, got: String },
+    Shape {
+        name: &'static str,
+        expected: String,
+        got: String,
+    },
 
     /// A token id that cannot index the vocabulary.
     #[error("{name}: token id {token} is outside the vocabulary [0, {vocab})")]
-    TokenOutOfVocab { name: &'static str, token: i64, vocab: usize },
+    TokenOutOfVocab {
+        name: &'static str,
+        token: i64,
+        vocab: usize,
+    },
 
     /// Every entry of a logits row is NaN or -inf after processing, so no token can be chosen.
     #[error("logits row {row} has no finite value to choose from (all NaN or -inf)")]
@@ -24,7 +32,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn invalid(name: &'static str, message: impl Into<String>) -> Self {
-        CoreError::InvalidArgument { name, message: message.into() }
+        CoreError::InvalidArgument {
+            name,
+            message: message.into(),
+        }
     }
 }
 

@@ -14,5 +14,10 @@ pub fn worth_parallel(rows: usize, elems: usize) -> bool {
 
 fn min_elems() -> usize {
     static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("FERROGEN_PARALLEL_MIN").ok().and_then(|v| v.parse().ok()).unwrap_or(PARALLEL_MIN_ELEMS))
+    *V.get_or_init(|| {
+        std::env::var("FERROGEN_PARALLEL_MIN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PARALLEL_MIN_ELEMS)
+    })
 }

@@ -35,7 +35,10 @@ const SAMPLE_STREAM: u32 = 0x5A4D_504C;
 
 /// A uniform double in `[0, 1)` with 53 random bits, for `(key, step)`.
 pub fn uniform(key: u64, step: u64) -> f64 {
-    let out = philox4x32_10([step as u32, (step >> 32) as u32, 0, SAMPLE_STREAM], [key as u32, (key >> 32) as u32]);
+    let out = philox4x32_10(
+        [step as u32, (step >> 32) as u32, 0, SAMPLE_STREAM],
+        [key as u32, (key >> 32) as u32],
+    );
     let bits = ((out[0] as u64) << 21) ^ ((out[1] as u64) >> 11);
     (bits & ((1u64 << 53) - 1)) as f64 * (1.0 / (1u64 << 53) as f64)
 }
@@ -96,10 +99,19 @@ mod tests {
     /// Known-answer vectors of Random123's `kat_vectors` (philox4x32 10).
     #[test]
     fn philox_known_answers() {
-        assert_eq!(philox4x32_10([0; 4], [0; 2]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
-        assert_eq!(philox4x32_10([u32::MAX; 4], [u32::MAX; 2]), [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
         assert_eq!(
-            philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+            philox4x32_10([0; 4], [0; 2]),
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+        );
+        assert_eq!(
+            philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
+            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
+        );
+        assert_eq!(
+            philox4x32_10(
+                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+                [0xa4093822, 0x299f31d0]
+            ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }

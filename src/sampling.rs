@@ -21,7 +21,9 @@ pub fn argmax(row: &[f32]) -> Option<usize> {
         }
     }
     let rest = blocks.remainder();
-    rest.iter().position(|&v| v == m).map(|j| row.len() - rest.len() + j)
+    rest.iter()
+        .position(|&v| v == m)
+        .map(|j| row.len() - rest.len() + j)
 }
 
 /// The one-pass scan that [`argmax`] replaces (the reference of its property test).
@@ -65,7 +67,10 @@ fn draw_from(n: usize, index: impl Fn(usize) -> usize, row: &[f32], u: f64) -> O
         return None;
     }
     if m == f32::INFINITY {
-        let infs: Vec<usize> = (0..n).map(&index).filter(|&i| row[i] == f32::INFINITY).collect();
+        let infs: Vec<usize> = (0..n)
+            .map(&index)
+            .filter(|&i| row[i] == f32::INFINITY)
+            .collect();
         return Some(infs[((u * infs.len() as f64) as usize).min(infs.len() - 1)]);
     }
     let total: f64 = (0..n).map(|j| exp(row[index(j)] - m) as f64).sum();
@@ -158,8 +163,14 @@ mod tests {
         assert_eq!(draw(&[neg, f32::NAN], None, 0.5), None);
         assert_eq!(draw(&[], None, 0.5), None);
         assert_eq!(draw(&[neg, 1.0, neg], None, 0.999_999), Some(1));
-        assert_eq!(draw(&[1.0, f32::INFINITY, 5.0, f32::INFINITY], None, 0.2), Some(1));
-        assert_eq!(draw(&[1.0, f32::INFINITY, 5.0, f32::INFINITY], None, 0.7), Some(3));
+        assert_eq!(
+            draw(&[1.0, f32::INFINITY, 5.0, f32::INFINITY], None, 0.2),
+            Some(1)
+        );
+        assert_eq!(
+            draw(&[1.0, f32::INFINITY, 5.0, f32::INFINITY], None, 0.7),
+            Some(3)
+        );
         assert_eq!(draw(&[f32::NAN, 0.0, 0.0], None, 0.0), Some(1));
         assert_eq!(draw(&[0.0, 0.0, 7.0], Some(&[0, 1]), 0.9), Some(1));
         // a weight that underflows to 0 is never drawn, even at u close to 1

@@ -127,17 +127,28 @@ impl ConstrainedBeamSearch {
         config.validate(None)?;
         config.validate_rows(batch * settings.num_beams)?;
         if settings.num_beams < 2 {
-            return Err(CoreError::invalid("num_beams", "constrained beam search needs num_beams > 1"));
+            return Err(CoreError::invalid(
+                "num_beams",
+                "constrained beam search needs num_beams > 1",
+            ));
         }
         if settings.sample.is_some() || config.do_sample {
-            return Err(CoreError::invalid("do_sample", "constrained beam search does not support do_sample=True"));
+            return Err(CoreError::invalid(
+                "do_sample",
+                "constrained beam search does not support do_sample=True",
+            ));
         }
         if settings.num_beam_groups != 1 {
-            return Err(CoreError::invalid("num_beam_groups", "constrained beam search does not support num_beam_groups > 1"));
+            return Err(CoreError::invalid(
+                "num_beam_groups",
+                "constrained beam search does not support num_beam_groups > 1",
+            ));
         }
         let beams = settings.num_beams;
-        let expanded: Vec<i64> =
-            prompts.chunks_exact(prompt_len.max(1)).flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied())).collect();
+        let expanded: Vec<i64> = prompts
+            .chunks_exact(prompt_len.max(1))
+            .flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied()))
+            .collect();
         let states: Vec<ConstraintState> = (0..batch)
             .flat_map(|b| {
                 let prompt = &prompts[b * prompt_len..(b + 1) * prompt_len];
@@ -233,7 +244,12 @@ impl ConstrainedBeamSearch {
     pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check(logits.len(), vocab)?;
         log_softmax_rows(logits, vocab);
-        self.pipeline.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
+        self.pipeline.process(
+            &StepContext {
+                history: &self.history,
+            },
+            &mut LogitsMut::new(logits, vocab),
+        );
         Ok(())
     }
 
@@ -241,13 +257,23 @@ impl ConstrainedBeamSearch {
     pub fn select(&mut self, logits: &[f32], vocab: usize) -> Result<()> {
         self.check(logits.len(), vocab)?;
         if self.finished {
-            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
+            return Err(CoreError::invalid(
+                "beam_step",
+                "the search is finished; call finalize",
+            ));
         }
         if self.beams * vocab < self.k {
-            return Err(CoreError::invalid("num_beams", format!("vocab {vocab} is too small for {} beams", self.beams)));
+            return Err(CoreError::invalid(
+                "num_beams",
+                format!("vocab {vocab} is too small for {} beams", self.beams),
+            ));
         }
         if self.max_token as usize >= vocab {
-            return Err(CoreError::TokenOutOfVocab { name: "force_words_ids", token: self.max_token, vocab });
+            return Err(CoreError::TokenOutOfVocab {
+                name: "force_words_ids",
+                token: self.max_token,
+                vocab,
+            });
         }
         let beams = self.beams;
         let mut next = Next::new(self);
@@ -285,7 +311,8 @@ impl ConstrainedBeamSearch {
         self.running_nodes = next.nodes;
         self.states = next.states;
         self.seq_ids = next.seq_ids;
-        self.finished = self.history.len() >= self.s.max_length || self.item_done.iter().all(|&d| d);
+        self.finished =
+            self.history.len() >= self.s.max_length || self.item_done.iter().all(|&d| d);
         Ok(())
     }
 
@@ -311,11 +338,17 @@ impl ConstrainedBeamSearch {
         (0..self.batch)
             .map(|b| {
                 let mut set = Vec::with_capacity(self.beams + 1);
-                if let Some(&(_, node)) = self.hyps[b].beams().iter().max_by(|x, y| x.0.total_cmp(&y.0)) {
+                if let Some(&(_, node)) = self.hyps[b]
+                    .beams()
+                    .iter()
+                    .max_by(|x, y| x.0.total_cmp(&y.0))
+                {
                     set.push(node);
                 }
                 if !self.item_done[b] {
-                    set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+                    set.extend_from_slice(
+                        &self.running_nodes[b * self.beams..(b + 1) * self.beams],
+                    );
                 }
                 self.tree.settled_tokens(&set, &mut self.streamed[b])
             })
@@ -341,22 +374,35 @@ impl ConstrainedBeamSearch {
                 sorted.sort_by(|x, y| x.0.total_cmp(&y.0));
                 let room = n - (picks.len() - start);
                 for &(score, node) in sorted.iter().rev().take(room) {
-                    picks.push(Pick { prompt, node, score: score as f32 });
+                    picks.push(Pick {
+                        prompt,
+                        node,
+                        score: score as f32,
+                    });
                     satisfied.push(ok);
                 }
             }
         }
-        ConstrainedOutput { out: assemble(&self.tree, &picks, self.s.pad_token_id), satisfied }
+        ConstrainedOutput {
+            out: assemble(&self.tree, &picks, self.s.pad_token_id),
+            satisfied,
+        }
     }
 
     /// Nodes of every hypothesis that can be returned (the rest of the tree was pruned).
     pub fn surviving_nodes(&self) -> Vec<u32> {
-        let mut alive: Vec<u32> = self.hyps.iter().flat_map(|h| h.beams().iter().map(|&(_, n)| n)).collect();
+        let mut alive: Vec<u32> = self
+            .hyps
+            .iter()
+            .flat_map(|h| h.beams().iter().map(|&(_, n)| n))
+            .collect();
         match &self.unmet {
             Some(unmet) => alive.extend(unmet.iter().flatten().map(|&(_, n)| n)),
             None => {
                 for b in (0..self.batch).filter(|&b| !self.item_done[b]) {
-                    alive.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+                    alive.extend_from_slice(
+                        &self.running_nodes[b * self.beams..(b + 1) * self.beams],
+                    );
                 }
             }
         }
@@ -369,12 +415,20 @@ impl ConstrainedBeamSearch {
     fn close(&mut self) {
         let len = self.history.len();
         let generated = len - self.prompt_len;
-        let end = if len >= self.s.max_length { EndReason::Length } else { EndReason::Stop(self.stop_code) };
+        let end = if len >= self.s.max_length {
+            EndReason::Length
+        } else {
+            EndReason::Stop(self.stop_code)
+        };
         let mut unmet = vec![Vec::new(); self.batch];
         for b in (0..self.batch).filter(|&b| !self.item_done[b]) {
             for row in b * self.beams..(b + 1) * self.beams {
                 let node = self.running_nodes[row];
-                let norm = normalized_score_f64(f64::from(self.beam_scores[row]), generated, self.s.length_penalty);
+                let norm = normalized_score_f64(
+                    f64::from(self.beam_scores[row]),
+                    generated,
+                    self.s.length_penalty,
+                );
                 if !self.states[row].is_complete() {
                     unmet[b].push((norm, node));
                 } else if self.hyps[b].accepts(norm) {
@@ -397,7 +451,12 @@ impl ConstrainedBeamSearch {
     /// `num_beams` finishes its beam if the beam satisfies every constraint.
     fn top_candidates(&mut self, b: usize, rows: &[f32], vocab: usize) -> Result<(Vec<Cand>, f32)> {
         let first = b * self.beams;
-        top_k_into(&mut self.top, rows, vocab, &self.beam_scores[first..first + self.beams]);
+        top_k_into(
+            &mut self.top,
+            rows,
+            vocab,
+            &self.beam_scores[first..first + self.beams],
+        );
         let top: Vec<(f32, usize)> = self.top.items().to_vec();
         check_picked(&top, first)?;
         let mut cands: Vec<Cand> = Vec::with_capacity(2 * self.beams);
@@ -411,12 +470,20 @@ impl ConstrainedBeamSearch {
             }
             let mut state = self.states[parent_row].clone();
             state.add(&self.set, token);
-            cands.push(Cand { score, parent_row, token, state });
+            cands.push(Cand {
+                score,
+                parent_row,
+                token,
+                state,
+            });
             if cands.len() == self.beams {
                 return Ok((cands, top[0].0));
             }
         }
-        Err(CoreError::invalid("eos_token_id", "too many candidates ended in EOS to continue the beams"))
+        Err(CoreError::invalid(
+            "eos_token_id",
+            "too many candidates ended in EOS to continue the beams",
+        ))
     }
 
     /// Makes `cand` the beam at `row` after this step.
@@ -433,10 +500,19 @@ impl ConstrainedBeamSearch {
 
     /// Adds the tokens that advance each unsatisfied beam of item `b` to `cands`
     /// (unless that sequence is already a candidate); returns the surviving order.
-    fn advance_candidates(&mut self, b: usize, rows: &[f32], vocab: usize, cands: &mut Vec<Cand>) -> Vec<usize> {
+    fn advance_candidates(
+        &mut self,
+        b: usize,
+        rows: &[f32],
+        vocab: usize,
+        cands: &mut Vec<Cand>,
+    ) -> Vec<usize> {
         let first = b * self.beams;
         let topk = cands.len();
-        let mut seen: HashSet<(u32, i64)> = cands.iter().map(|c| (self.seq_ids[c.parent_row], c.token)).collect();
+        let mut seen: HashSet<(u32, i64)> = cands
+            .iter()
+            .map(|c| (self.seq_ids[c.parent_row], c.token))
+            .collect();
         for i in 0..self.beams {
             let row = first + i;
             if self.states[row].is_complete() {
@@ -450,7 +526,12 @@ impl ConstrainedBeamSearch {
                 let mut state = self.states[row].clone();
                 state.add(&self.set, token);
                 let score = rows[i * vocab + token as usize] + self.beam_scores[row];
-                cands.push(Cand { score, parent_row: row, token, state });
+                cands.push(Cand {
+                    score,
+                    parent_row: row,
+                    token,
+                    state,
+                });
             }
         }
         if cands.len() == topk {
@@ -518,15 +599,36 @@ mod tests {
         text.windows(phrase.len()).any(|w| w == phrase)
     }
 
-    fn search(prompts: &[i64], batch: usize, st: BeamSettings, specs: Vec<ConstraintSpec>) -> ConstrainedBeamSearch {
-        ConstrainedBeamSearch::new(prompts, batch, &PipelineConfig::default(), st, set(specs), None).unwrap()
+    fn search(
+        prompts: &[i64],
+        batch: usize,
+        st: BeamSettings,
+        specs: Vec<ConstraintSpec>,
+    ) -> ConstrainedBeamSearch {
+        ConstrainedBeamSearch::new(
+            prompts,
+            batch,
+            &PipelineConfig::default(),
+            st,
+            set(specs),
+            None,
+        )
+        .unwrap()
     }
 
     #[test]
     fn all_nan_logits_are_a_named_error() {
-        let mut s = search(&[5], 1, settings(2, &[1], 4, 1), vec![ConstraintSpec::Phrase(vec![3])]);
+        let mut s = search(
+            &[5],
+            1,
+            settings(2, &[1], 4, 1),
+            vec![ConstraintSpec::Phrase(vec![3])],
+        );
         let mut logits = vec![f32::NAN; 2 * 6];
-        assert_eq!(s.step(&mut logits, 6), Err(CoreError::NoValidToken { row: 0 }));
+        assert_eq!(
+            s.step(&mut logits, 6),
+            Err(CoreError::NoValidToken { row: 0 })
+        );
     }
 
     /// Runs to the end with logits `logits(step, row, token)`; returns the output and the step count.
@@ -537,7 +639,9 @@ mod tests {
     ) -> (Finalized, Vec<bool>, usize) {
         let mut steps = 0;
         while !s.is_done() {
-            let mut l: Vec<f32> = (0..s.rows() * vocab).map(|i| logits(steps, i / vocab, i % vocab)).collect();
+            let mut l: Vec<f32> = (0..s.rows() * vocab)
+                .map(|i| logits(steps, i / vocab, i % vocab))
+                .collect();
             s.step(&mut l, vocab).unwrap();
             steps += 1;
             assert!(steps < 1000, "the search must end by max_length");
@@ -550,24 +654,47 @@ mod tests {
     fn forced_phrase_appears_although_the_model_never_picks_it() {
         // vocab 6: the model prefers 3, then 1; phrase [4, 5] has low probability; eos = 2
         let prefs = [0.0f32, 1.0, 0.5, 3.0, -4.0, -4.0];
-        let mut s = search(&[0], 1, settings(3, &[2], 8, 3), vec![ConstraintSpec::Phrase(vec![4, 5])]);
+        let mut s = search(
+            &[0],
+            1,
+            settings(3, &[2], 8, 3),
+            vec![ConstraintSpec::Phrase(vec![4, 5])],
+        );
         let (out, ok, _) = run(&mut s, 6, |_, _, t| prefs[t]);
         // one beam holds the phrase; the other two returned rows are flagged, ranked after it
         assert_eq!(ok, vec![true, false, false]);
-        assert!(contains(&out.sequences[..out.width], &[4, 5]), "{:?}", out.sequences);
+        assert!(
+            contains(&out.sequences[..out.width], &[4, 5]),
+            "{:?}",
+            out.sequences
+        );
         assert!(out.scores[1] >= out.scores[2]);
-        assert!(out.scores[1] > out.scores[0], "flagged rows rank after satisfying ones even when better");
+        assert!(
+            out.scores[1] > out.scores[0],
+            "flagged rows rank after satisfying ones even when better"
+        );
     }
 
     #[test]
     fn eos_of_an_unsatisfied_beam_is_dropped() {
         // EOS (2) is the favourite everywhere; the first step cannot satisfy [4]
         let prefs = [0.0f32, 0.0, 5.0, 0.0, -1.0, 0.0];
-        let mut s = search(&[0], 1, settings(2, &[2], 6, 1), vec![ConstraintSpec::Phrase(vec![4])]);
+        let mut s = search(
+            &[0],
+            1,
+            settings(2, &[2], 6, 1),
+            vec![ConstraintSpec::Phrase(vec![4])],
+        );
         let mut l: Vec<f32> = (0..2 * 6).map(|i| prefs[i % 6]).collect();
         s.step(&mut l, 6).unwrap();
-        assert!(s.hyps[0].beams().is_empty(), "unsatisfied EOS must not finish");
-        assert!(s.next_tokens().contains(&4), "the advancing token became a beam");
+        assert!(
+            s.hyps[0].beams().is_empty(),
+            "unsatisfied EOS must not finish"
+        );
+        assert!(
+            s.next_tokens().contains(&4),
+            "the advancing token became a beam"
+        );
         let (out, ok, _) = run(&mut s, 6, |_, _, t| prefs[t]);
         assert_eq!(ok, vec![true]);
         assert_eq!(out.reasons, vec![EndReason::Eos]);
@@ -576,14 +703,22 @@ mod tests {
 
     #[test]
     fn unsatisfiable_within_max_length_returns_flagged_beams() {
-        let mut s = search(&[0, 1], 2, settings(2, &[2], 3, 2), vec![ConstraintSpec::Phrase(vec![3, 4, 5])]);
+        let mut s = search(
+            &[0, 1],
+            2,
+            settings(2, &[2], 3, 2),
+            vec![ConstraintSpec::Phrase(vec![3, 4, 5])],
+        );
         let (out, ok, steps) = run(&mut s, 6, |_, _, t| -(t as f32));
         assert_eq!(steps, 2);
         assert_eq!(out.rows, 4);
         assert_eq!(ok, vec![false; 4]);
         assert!(out.reasons.iter().all(|&r| r == EndReason::Length));
         assert_eq!(s.finalize().out, out, "finalize is idempotent");
-        assert!(s.select(&[0.0; 24], 6).is_err(), "a finished search refuses more steps");
+        assert!(
+            s.select(&[0.0; 24], 6).is_err(),
+            "a finished search refuses more steps"
+        );
     }
 
     #[test]
@@ -601,25 +736,57 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.states()[0].bank(s.constraints()), 1);
-        assert_eq!(s.states()[2].bank(s.constraints()), 0, "the padded 4 is not read");
+        assert_eq!(
+            s.states()[2].bank(s.constraints()),
+            0,
+            "the padded 4 is not read"
+        );
     }
 
     #[test]
     fn invalid_settings_and_inputs_are_errors() {
         let mk = |st: BeamSettings| {
-            ConstrainedBeamSearch::new(&[0], 1, &PipelineConfig::default(), st, set(vec![ConstraintSpec::Phrase(vec![3])]), None)
+            ConstrainedBeamSearch::new(
+                &[0],
+                1,
+                &PipelineConfig::default(),
+                st,
+                set(vec![ConstraintSpec::Phrase(vec![3])]),
+                None,
+            )
         };
         let name = |r: Result<ConstrainedBeamSearch>| match r {
             Err(CoreError::InvalidArgument { name, .. }) => name,
             other => panic!("expected an error, got ok={}", other.is_ok()),
         };
         assert_eq!(name(mk(settings(1, &[], 5, 1))), "num_beams");
-        assert_eq!(name(mk(BeamSettings { num_beam_groups: 2, ..settings(2, &[], 5, 1) })), "num_beam_groups");
+        assert_eq!(
+            name(mk(BeamSettings {
+                num_beam_groups: 2,
+                ..settings(2, &[], 5, 1)
+            })),
+            "num_beam_groups"
+        );
         let sample = crate::beam::SampleSettings { item_keys: None };
-        assert_eq!(name(mk(BeamSettings { sample: Some(sample), ..settings(2, &[], 5, 1) })), "do_sample");
+        assert_eq!(
+            name(mk(BeamSettings {
+                sample: Some(sample),
+                ..settings(2, &[], 5, 1)
+            })),
+            "do_sample"
+        );
         let mut s = mk(settings(2, &[], 5, 1)).unwrap();
-        assert!(matches!(s.select(&[0.0; 6], 3), Err(CoreError::TokenOutOfVocab { .. })), "token 3 needs vocab > 3");
-        assert!(matches!(s.select(&[0.0; 7], 3), Err(CoreError::Shape { .. })));
+        assert!(
+            matches!(
+                s.select(&[0.0; 6], 3),
+                Err(CoreError::TokenOutOfVocab { .. })
+            ),
+            "token 3 needs vocab > 3"
+        );
+        assert!(matches!(
+            s.select(&[0.0; 7], 3),
+            Err(CoreError::Shape { .. })
+        ));
     }
 
     /// Pseudo-random log-probability-like values (splitmix64 of the position).

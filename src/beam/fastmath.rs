@@ -17,12 +17,19 @@ pub fn exp_f32(x: f32) -> f32 {
     let n = shifted - 12_582_912.0;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
         * r
         + 0.5;
     let y = p * r2 + r + 1.0;
     // n is in the low mantissa bits of `shifted`: 2^n without a float-to-int conversion
-    let scale = f32::from_bits((shifted.to_bits().wrapping_sub(0x4b40_0000).wrapping_add(127)) << 23);
+    let scale = f32::from_bits(
+        (shifted
+            .to_bits()
+            .wrapping_sub(0x4b40_0000)
+            .wrapping_add(127))
+            << 23,
+    );
     if x < MIN_X {
         0.0
     } else {

@@ -9,7 +9,9 @@
 use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
-use super::select::{check_picked, log_softmax_rows, log_softmax_shifts, top_k_into, top_k_log_softmax_into, TopK};
+use super::select::{
+    check_picked, log_softmax_rows, log_softmax_shifts, top_k_into, top_k_log_softmax_into, TopK,
+};
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
@@ -51,7 +53,12 @@ pub struct GroupBeamSearch {
 
 impl GroupBeamSearch {
     /// `prompts` is row-major `[batch, prompt_len]`; rows are expanded to `num_beams` per item.
-    pub fn new(prompts: &[i64], batch: usize, config: &PipelineConfig, settings: BeamSettings) -> Result<Self> {
+    pub fn new(
+        prompts: &[i64],
+        batch: usize,
+        config: &PipelineConfig,
+        settings: BeamSettings,
+    ) -> Result<Self> {
         let prompt_len = super::prompt_len(prompts, batch)?;
         settings.validate(prompt_len)?;
         config.validate(None)?;
@@ -69,7 +76,10 @@ impl GroupBeamSearch {
             .flat_map(|p| (0..group_size).flat_map(move |_| p.iter().copied()))
             .collect();
         let mut beam_scores = vec![NEG_LARGE; batch * beams];
-        beam_scores.iter_mut().step_by(group_size).for_each(|s| *s = 0.0);
+        beam_scores
+            .iter_mut()
+            .step_by(group_size)
+            .for_each(|s| *s = 0.0);
         Ok(GroupBeamSearch {
             batch,
             beams,
@@ -77,11 +87,17 @@ impl GroupBeamSearch {
             group_size,
             k: settings.candidates_per_item(group_size),
             prompt_len,
-            histories: (0..groups).map(|_| TokenHistory::new(&expanded, batch * group_size)).collect(),
-            pipelines: (0..groups).map(|_| config.build_all(prompt_len, 1)).collect(),
+            histories: (0..groups)
+                .map(|_| TokenHistory::new(&expanded, batch * group_size))
+                .collect(),
+            pipelines: (0..groups)
+                .map(|_| config.build_all(prompt_len, 1))
+                .collect(),
             beam_scores,
             running_nodes: vec![NO_NODE; batch * beams],
-            hyps: (0..batch * groups).map(|_| NBest::new(group_size)).collect(),
+            hyps: (0..batch * groups)
+                .map(|_| NBest::new(group_size))
+                .collect(),
             group_done: vec![false; batch * groups],
             tree: BeamTree::default(),
             next_tokens: vec![0; batch * beams],
@@ -116,7 +132,9 @@ impl GroupBeamSearch {
 
     /// Global rows of group `g`, batch-major: `b * num_beams + g * group_size + i`.
     pub fn group_rows(&self, g: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.batch).flat_map(move |b| (0..self.group_size).map(move |i| b * self.beams + g * self.group_size + i))
+        (0..self.batch).flat_map(move |b| {
+            (0..self.group_size).map(move |i| b * self.beams + g * self.group_size + i)
+        })
     }
 
     /// Log-softmax, Hamming diversity against the groups before `g` at this step,
@@ -130,9 +148,17 @@ impl GroupBeamSearch {
             let chosen: Vec<&[i64]> = (0..self.batch)
                 .map(|b| &self.next_tokens[b * self.beams..b * self.beams + g * self.group_size])
                 .collect();
-            penalize_group(&mut self.block, vocab, self.group_size, &chosen, self.s.diversity_penalty);
+            penalize_group(
+                &mut self.block,
+                vocab,
+                self.group_size,
+                &chosen,
+                self.s.diversity_penalty,
+            );
         }
-        let ctx = StepContext { history: &self.histories[g] };
+        let ctx = StepContext {
+            history: &self.histories[g],
+        };
         self.pipelines[g].process(&ctx, &mut LogitsMut::new(&mut self.block, vocab));
         self.scatter(g, logits, vocab);
         Ok(())
@@ -148,7 +174,12 @@ impl GroupBeamSearch {
         let span = self.group_size * vocab;
         let out = self.select_with(g, vocab, |this, b, first| {
             let gs = this.group_size;
-            top_k_into(&mut this.top, &block[b * span..(b + 1) * span], vocab, &this.beam_scores[first..first + gs]);
+            top_k_into(
+                &mut this.top,
+                &block[b * span..(b + 1) * span],
+                vocab,
+                &this.beam_scores[first..first + gs],
+            );
             this.top.items().to_vec()
         });
         self.block = block;
@@ -183,7 +214,14 @@ impl GroupBeamSearch {
                 };
                 let rows = &logits[first * vocab..(first + gs) * vocab];
                 let offsets = &this.beam_scores[first..first + gs];
-                top_k_log_softmax_into(&mut this.top, rows, vocab, offsets, &shifts[first..first + gs], &minus);
+                top_k_log_softmax_into(
+                    &mut this.top,
+                    rows,
+                    vocab,
+                    offsets,
+                    &shifts[first..first + gs],
+                    &minus,
+                );
                 this.top.items().to_vec()
             })?;
         }
@@ -201,7 +239,10 @@ impl GroupBeamSearch {
         if self.group_size * vocab < self.k {
             return Err(CoreError::invalid(
                 "num_beams",
-                format!("vocab {vocab} is too small for groups of {}", self.group_size),
+                format!(
+                    "vocab {vocab} is too small for groups of {}",
+                    self.group_size
+                ),
             ));
         }
         let cur_len = self.histories[g].len();
@@ -233,7 +274,8 @@ impl GroupBeamSearch {
                     if rank >= gs {
                         continue;
                     }
-                    let norm = normalized_score_f64(f64::from(score), generated, self.s.length_penalty);
+                    let norm =
+                        normalized_score_f64(f64::from(score), generated, self.s.length_penalty);
                     if self.hyps[item].accepts(norm) {
                         let id = self.push_node(parent_row, token, b, g, cur_len, score);
                         let n = self.tree.get_mut(id);
@@ -340,7 +382,11 @@ impl GroupBeamSearch {
     pub fn finalize(&mut self) -> Finalized {
         let len = self.histories[0].len();
         let generated = len - self.prompt_len;
-        let end = if len >= self.s.max_length { EndReason::Length } else { EndReason::Stop(self.stop_code) };
+        let end = if len >= self.s.max_length {
+            EndReason::Length
+        } else {
+            EndReason::Stop(self.stop_code)
+        };
         for b in (0..self.batch).filter(|_| !self.closed) {
             for g in 0..self.groups {
                 let item = b * self.groups + g;
@@ -350,7 +396,11 @@ impl GroupBeamSearch {
                 for i in 0..self.group_size {
                     let row = b * self.beams + g * self.group_size + i;
                     let node = self.running_nodes[row];
-                    let norm = normalized_score_f64(f64::from(self.beam_scores[row]), generated, self.s.length_penalty);
+                    let norm = normalized_score_f64(
+                        f64::from(self.beam_scores[row]),
+                        generated,
+                        self.s.length_penalty,
+                    );
                     if node != NO_NODE && self.hyps[item].accepts(norm) {
                         let n = self.tree.get_mut(node);
                         n.end = end;
@@ -364,19 +414,28 @@ impl GroupBeamSearch {
         let mut picks = Vec::with_capacity(self.batch * self.s.num_return_sequences);
         for b in 0..self.batch {
             let prompt = &self.histories[0].row(b * self.group_size)[..self.prompt_len];
-            let mut all: Vec<(f64, u32)> =
-                (0..self.groups).flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied()).collect();
+            let mut all: Vec<(f64, u32)> = (0..self.groups)
+                .flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied())
+                .collect();
             // Python's stable ascending sort, then pop() from the end
             all.sort_by(|x, y| x.0.total_cmp(&y.0));
             let n = self.s.num_return_sequences;
             for &(score, node) in all.iter().rev().take(n) {
-                picks.push(Pick { prompt, node, score: score as f32 });
+                picks.push(Pick {
+                    prompt,
+                    node,
+                    score: score as f32,
+                });
             }
             // Finalized before any step (a stopping criterion fired at once): every
             // item still returns `num_return_sequences` rows, the bare prompt, as
             // BeamSearch does with its empty slots.
             for _ in all.len()..n {
-                picks.push(Pick { prompt, node: NO_NODE, score: NEG_LARGE });
+                picks.push(Pick {
+                    prompt,
+                    node: NO_NODE,
+                    score: NEG_LARGE,
+                });
             }
         }
         assemble(&self.tree, &picks, self.s.pad_token_id)
@@ -384,10 +443,21 @@ impl GroupBeamSearch {
 
     /// Nodes of every kept hypothesis at the end (the rest of the tree was pruned).
     pub fn surviving_nodes(&self) -> Vec<u32> {
-        self.hyps.iter().flat_map(|h| h.beams().iter().map(|&(_, n)| n)).collect()
+        self.hyps
+            .iter()
+            .flat_map(|h| h.beams().iter().map(|&(_, n)| n))
+            .collect()
     }
 
-    fn push_node(&mut self, parent_row: usize, token: i64, b: usize, g: usize, cur_len: usize, score: f32) -> u32 {
+    fn push_node(
+        &mut self,
+        parent_row: usize,
+        token: i64,
+        b: usize,
+        g: usize,
+        cur_len: usize,
+        score: f32,
+    ) -> u32 {
         self.tree.push(Node {
             parent: self.running_nodes[parent_row],
             token,
@@ -403,12 +473,18 @@ impl GroupBeamSearch {
 
     fn expect_group(&self, g: usize) -> Result<()> {
         if self.finished {
-            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
+            return Err(CoreError::invalid(
+                "beam_step",
+                "the search is finished; call finalize",
+            ));
         }
         if g != self.cursor {
             return Err(CoreError::invalid(
                 "beam_group",
-                format!("groups go in order; expected group {}, got {g}", self.cursor),
+                format!(
+                    "groups go in order; expected group {}, got {g}",
+                    self.cursor
+                ),
             ));
         }
         Ok(())
@@ -454,20 +530,33 @@ mod tests {
 
     #[test]
     fn all_nan_logits_are_a_named_error() {
-        let mut s = GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(4, 2, 0.5, 4)).unwrap();
+        let mut s =
+            GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(4, 2, 0.5, 4))
+                .unwrap();
         let mut logits = vec![f32::NAN; 4 * 6];
-        assert_eq!(s.step(&mut logits, 6), Err(CoreError::NoValidToken { row: 0 }));
+        assert_eq!(
+            s.step(&mut logits, 6),
+            Err(CoreError::NoValidToken { row: 0 })
+        );
     }
 
     #[test]
     fn finalize_before_any_step_returns_every_row() {
         // fuzz (beam target): a search stopped before its first step returned 0 rows
-        let mut s = GroupBeamSearch::new(&[], 2, &PipelineConfig::default(), settings(4, 2, 0.0, 4)).unwrap();
+        let mut s =
+            GroupBeamSearch::new(&[], 2, &PipelineConfig::default(), settings(4, 2, 0.0, 4))
+                .unwrap();
         let out = s.finalize();
         assert_eq!(out.rows, 8, "batch 2 x num_return_sequences 4");
         assert_eq!(out.sequences.len(), 0);
         assert!(out.scores.iter().all(|&x| x == NEG_LARGE));
-        let mut s = GroupBeamSearch::new(&[5, 6], 2, &PipelineConfig::default(), settings(4, 2, 0.0, 4)).unwrap();
+        let mut s = GroupBeamSearch::new(
+            &[5, 6],
+            2,
+            &PipelineConfig::default(),
+            settings(4, 2, 0.0, 4),
+        )
+        .unwrap();
         s.stop(2);
         let out = s.finalize();
         assert_eq!((out.rows, out.width), (8, 1));
@@ -514,13 +603,20 @@ mod tests {
     #[test]
     fn later_groups_avoid_tokens_of_earlier_groups() {
         // every row prefers token 3, then 2; with a large penalty group 1 must take 2
-        let mut s = GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(2, 2, 10.0, 3)).unwrap();
+        let mut s =
+            GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(2, 2, 10.0, 3))
+                .unwrap();
         let mut logits = vec![0.0f32, -9.0, 1.0, 2.0, 0.0, -9.0, 1.0, 2.0];
         s.step(&mut logits, 4).unwrap();
         assert_eq!(s.next_tokens(), &[3, 2]);
         assert_eq!(s.parents(), &[0, 1]);
-        assert!(logits[7] < -9.0, "the processed (penalised) scores are written back");
-        let mut plain = GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(2, 2, 0.0, 3)).unwrap();
+        assert!(
+            logits[7] < -9.0,
+            "the processed (penalised) scores are written back"
+        );
+        let mut plain =
+            GroupBeamSearch::new(&[5], 1, &PipelineConfig::default(), settings(2, 2, 0.0, 3))
+                .unwrap();
         let mut logits = vec![0.0f32, -9.0, 1.0, 2.0, 0.0, -9.0, 1.0, 2.0];
         plain.step(&mut logits, 4).unwrap();
         assert_eq!(plain.next_tokens(), &[3, 3]);
@@ -528,7 +624,13 @@ mod tests {
 
     #[test]
     fn groups_go_in_order_and_finalize_returns_best_first() {
-        let mut s = GroupBeamSearch::new(&[5, 6], 2, &PipelineConfig::default(), settings(4, 2, 0.5, 4)).unwrap();
+        let mut s = GroupBeamSearch::new(
+            &[5, 6],
+            2,
+            &PipelineConfig::default(),
+            settings(4, 2, 0.5, 4),
+        )
+        .unwrap();
         let mut logits: Vec<f32> = (0..8 * 6).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
         assert!(s.select_group(1, &logits, 6).is_err());
         while !s.is_done() {

@@ -29,7 +29,16 @@ pub struct FinishedSlots {
 
 impl FinishedSlots {
     pub fn new(num_beams: usize) -> Self {
-        FinishedSlots { slots: vec![Slot { score: NEG_LARGE, node: NO_NODE, finished: false }; num_beams] }
+        FinishedSlots {
+            slots: vec![
+                Slot {
+                    score: NEG_LARGE,
+                    node: NO_NODE,
+                    finished: false
+                };
+                num_beams
+            ],
+        }
     }
 
     /// Best first.
@@ -44,8 +53,14 @@ impl FinishedSlots {
     /// transformers' early-stop test: can `best_possible` beat a finished slot's floor?
     /// (A finished slot's floor is the lowest slot score, an unfinished one's `-1e9`.)
     pub fn can_improve(&self, best_possible: f32) -> bool {
-        let min = self.slots.iter().map(|s| s.score).fold(f32::INFINITY, f32::min);
-        self.slots.iter().any(|s| best_possible > if s.finished { min } else { NEG_LARGE })
+        let min = self
+            .slots
+            .iter()
+            .map(|s| s.score)
+            .fold(f32::INFINITY, f32::min);
+        self.slots
+            .iter()
+            .any(|s| best_possible > if s.finished { min } else { NEG_LARGE })
     }
 
     /// Keeps the best `num_beams` of the current slots and the candidates
@@ -54,8 +69,13 @@ impl FinishedSlots {
     /// fills in the nodes of new candidates with [`Self::set_node`].
     pub fn merge(&mut self, candidates: &[(f32, bool)]) -> Vec<Source> {
         let n = self.slots.len();
-        let mut order: Vec<(f32, usize)> =
-            self.slots.iter().map(|s| s.score).chain(candidates.iter().map(|c| c.0)).zip(0..).collect();
+        let mut order: Vec<(f32, usize)> = self
+            .slots
+            .iter()
+            .map(|s| s.score)
+            .chain(candidates.iter().map(|c| c.0))
+            .zip(0..)
+            .collect();
         // stable: equal scores keep their position order (old slots first)
         order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let old = self.slots.clone();
@@ -66,7 +86,11 @@ impl FinishedSlots {
                 sources.push(Source::Kept(pos));
             } else {
                 let (_, finished) = candidates[pos - n];
-                *slot = Slot { score, node: NO_NODE, finished };
+                *slot = Slot {
+                    score,
+                    node: NO_NODE,
+                    finished,
+                };
                 sources.push(Source::Candidate(pos - n));
             }
         }
@@ -89,7 +113,11 @@ pub struct NBest {
 
 impl NBest {
     pub fn new(capacity: usize) -> Self {
-        NBest { capacity, beams: Vec::with_capacity(capacity + 1), worst: 1e9 }
+        NBest {
+            capacity,
+            beams: Vec::with_capacity(capacity + 1),
+            worst: 1e9,
+        }
     }
 
     pub fn is_full(&self) -> bool {

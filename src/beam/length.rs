@@ -42,7 +42,12 @@ pub fn group_is_done(
     match early_stopping {
         EarlyStopping::AllFinished => true,
         _ => {
-            let len = best_hypothetical_len(early_stopping, length_penalty, generated_len, max_generated_len);
+            let len = best_hypothetical_len(
+                early_stopping,
+                length_penalty,
+                generated_len,
+                max_generated_len,
+            );
             worst_score >= normalized_score_f64(best_sum_logprobs, len, length_penalty)
         }
     }
@@ -64,10 +69,27 @@ mod tests {
     fn never_with_positive_penalty_looks_at_max_length() {
         assert_eq!(best_hypothetical_len(EarlyStopping::Never, 1.0, 3, 10), 10);
         assert_eq!(best_hypothetical_len(EarlyStopping::Never, -1.0, 3, 10), 3);
-        assert_eq!(best_hypothetical_len(EarlyStopping::Heuristic, 1.0, 3, 10), 3);
+        assert_eq!(
+            best_hypothetical_len(EarlyStopping::Heuristic, 1.0, 3, 10),
+            3
+        );
         // worst kept -1.0; best running sum -6 over 3 tokens = -2 -> done; over 10 tokens = -0.6 -> not done
-        assert!(group_is_done(EarlyStopping::Heuristic, 1.0, -1.0, -6.0, 3, 10));
+        assert!(group_is_done(
+            EarlyStopping::Heuristic,
+            1.0,
+            -1.0,
+            -6.0,
+            3,
+            10
+        ));
         assert!(!group_is_done(EarlyStopping::Never, 1.0, -1.0, -6.0, 3, 10));
-        assert!(group_is_done(EarlyStopping::AllFinished, 1.0, -9.0, 0.0, 3, 10));
+        assert!(group_is_done(
+            EarlyStopping::AllFinished,
+            1.0,
+            -9.0,
+            0.0,
+            3,
+            10
+        ));
     }
 }

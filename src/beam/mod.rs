@@ -66,5 +66,7 @@ pub(crate) fn prompt_len(prompts: &[i64], batch: usize) -> crate::error::Result<
 /// the property tests that compare two ways of running a search.
 #[cfg(test)]
 pub(crate) fn tied_logits(seed: u64, step: usize, len: usize) -> Vec<f32> {
-    (0..len).map(|i| (exponential(seed, step, i) * 3.0).floor()).collect()
+    (0..len)
+        .map(|i| (exponential(seed, step, i) * 3.0).floor())
+        .collect()
 }

@@ -12,7 +12,12 @@ const BEAM_STREAM: u32 = 0x4245_414D; // "BEAM"
 #[inline]
 pub fn exponential(key: u64, step: usize, index: usize) -> f32 {
     let out = philox4x32_10(
-        [index as u32, (index >> 32) as u32 ^ ((step as u32) << 8), step as u32, BEAM_STREAM],
+        [
+            index as u32,
+            (index >> 32) as u32 ^ ((step as u32) << 8),
+            step as u32,
+            BEAM_STREAM,
+        ],
         [key as u32, (key >> 32) as u32],
     );
     let bits = ((out[0] as u64) << 21) ^ ((out[1] as u64) >> 11);

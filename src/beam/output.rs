@@ -42,7 +42,11 @@ pub(crate) fn assemble(tree: &BeamTree, picks: &[Pick<'_>], pad: i64) -> Finaliz
         tree.extend_tokens(pick.node, &mut sequences);
         sequences.resize(start + width, pad);
         let start = beam_indices.len();
-        beam_indices.extend(tree.path(pick.node).into_iter().map(|n| i64::from(tree.get(n).parent_row)));
+        beam_indices.extend(
+            tree.path(pick.node)
+                .into_iter()
+                .map(|n| i64::from(tree.get(n).parent_row)),
+        );
         beam_indices.resize(start + generated_width, -1);
     }
     Finalized {
@@ -54,7 +58,13 @@ pub(crate) fn assemble(tree: &BeamTree, picks: &[Pick<'_>], pad: i64) -> Finaliz
         beam_indices,
         reasons: picks
             .iter()
-            .map(|p| if p.node == NO_NODE { EndReason::Length } else { tree.get(p.node).end })
+            .map(|p| {
+                if p.node == NO_NODE {
+                    EndReason::Length
+                } else {
+                    tree.get(p.node).end
+                }
+            })
             .collect(),
         nodes: picks.iter().map(|p| p.node).collect(),
     }

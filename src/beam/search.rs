@@ -11,15 +11,18 @@ use super::length::{best_hypothetical_len, normalized_score};
 use super::noise::exponential;
 use super::output::{assemble, Finalized, Pick};
 use super::select::{
-    check_picked, log_softmax_rows, log_softmax_shift, log_softmax_shifts, sample_k_into, sample_k_sparse, top_k_into,
-    top_k_log_softmax_into, RowCandidates, TopK,
+    check_picked, log_softmax_rows, log_softmax_shift, log_softmax_shifts, sample_k_into,
+    sample_k_sparse, top_k_into, top_k_log_softmax_into, RowCandidates, TopK,
 };
 use super::settings::{BeamSettings, EarlyStopping};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
-use crate::logits::{with_scratch, LogitsMut, LogitsProcessor, Pipeline, PipelineConfig, StepContext, TopK as TopKWarper};
+use crate::logits::{
+    with_scratch, LogitsMut, LogitsProcessor, Pipeline, PipelineConfig, StepContext,
+    TopK as TopKWarper,
+};
 use rayon::prelude::*;
 
 /// A continuation proposed this step: `parent_row` is in `[batch * num_beams]`.
@@ -119,13 +122,21 @@ impl BeamSearch {
     /// expands it to `num_beams` rows per item, as `repeat_interleave`). `config` gives
     /// the processors, run on log-probabilities as transformers does in beam modes, and
     /// (with `do_sample`) the warpers.
-    pub fn new(prompts: &[i64], batch: usize, config: &PipelineConfig, settings: BeamSettings) -> Result<Self> {
+    pub fn new(
+        prompts: &[i64],
+        batch: usize,
+        config: &PipelineConfig,
+        settings: BeamSettings,
+    ) -> Result<Self> {
         let prompt_len = super::prompt_len(prompts, batch)?;
         settings.validate(prompt_len)?;
         config.validate(None)?;
         config.validate_rows(batch * settings.num_beams)?;
         if settings.num_beam_groups != 1 {
-            return Err(CoreError::invalid("num_beam_groups", "use GroupBeamSearch for num_beam_groups > 1"));
+            return Err(CoreError::invalid(
+                "num_beam_groups",
+                "use GroupBeamSearch for num_beam_groups > 1",
+            ));
         }
         let beams = settings.num_beams;
         let expanded: Vec<i64> = prompts
@@ -144,12 +155,17 @@ impl BeamSearch {
             });
         }
         let lazy_top_k = match &settings.sample {
-            Some(_) if pipeline.is_empty() => config.single_top_k_warper(settings.min_tokens_to_keep()),
+            Some(_) if pipeline.is_empty() => {
+                config.single_top_k_warper(settings.min_tokens_to_keep())
+            }
             _ => None,
         };
         let k = settings.candidates_per_item(beams);
         let mut running_scores = vec![NEG_LARGE; batch * beams];
-        running_scores.iter_mut().step_by(beams).for_each(|s| *s = 0.0);
+        running_scores
+            .iter_mut()
+            .step_by(beams)
+            .for_each(|s| *s = 0.0);
         Ok(BeamSearch {
             batch,
             beams,
@@ -217,7 +233,12 @@ impl BeamSearch {
     pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check(logits.len(), vocab)?;
         log_softmax_rows(logits, vocab);
-        self.pipeline.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
+        self.pipeline.process(
+            &StepContext {
+                history: &self.history,
+            },
+            &mut LogitsMut::new(logits, vocab),
+        );
         Ok(())
     }
 
@@ -226,7 +247,12 @@ impl BeamSearch {
     pub fn warp(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check(logits.len(), vocab)?;
         if !self.warpers.is_empty() {
-            self.warpers.process(&StepContext { history: &self.history }, &mut LogitsMut::new(logits, vocab));
+            self.warpers.process(
+                &StepContext {
+                    history: &self.history,
+                },
+                &mut LogitsMut::new(logits, vocab),
+            );
         }
         Ok(())
     }
@@ -234,12 +260,22 @@ impl BeamSearch {
     /// Proposes the `K` best (or sampled) continuations of every batch item from
     /// processed scores. `noise` (`[batch, num_beams * vocab]`, `Exp(1)` draws) is
     /// required when [`Self::needs_noise`]. Follow with [`Self::commit`].
-    pub fn propose(&mut self, logits: &[f32], vocab: usize, noise: Option<&[f32]>) -> Result<&[Candidate]> {
+    pub fn propose(
+        &mut self,
+        logits: &[f32],
+        vocab: usize,
+        noise: Option<&[f32]>,
+    ) -> Result<&[Candidate]> {
         self.propose_from(Rows::Dense(logits), vocab, noise)
     }
 
     /// [`Self::propose`] from `rows` (see [`Rows`]).
-    fn propose_from(&mut self, rows: Rows<'_>, vocab: usize, noise: Option<&[f32]>) -> Result<&[Candidate]> {
+    fn propose_from(
+        &mut self,
+        rows: Rows<'_>,
+        vocab: usize,
+        noise: Option<&[f32]>,
+    ) -> Result<&[Candidate]> {
         let logits = rows.logits();
         self.check_propose(logits.len(), vocab)?;
         let width = self.beams * vocab;
@@ -254,7 +290,12 @@ impl BeamSearch {
                         got: format!("{} values", n.len()),
                     })
                 }
-                None => return Err(CoreError::invalid("noise", "beam sampling without a seed needs noise each step")),
+                None => {
+                    return Err(CoreError::invalid(
+                        "noise",
+                        "beam sampling without a seed needs noise each step",
+                    ))
+                }
             }
         }
         self.candidates.clear();
@@ -264,12 +305,19 @@ impl BeamSearch {
             // caller noise is only read (and its length only checked above) when sampling
             let noise = match (sampling, &self.item_keys, noise) {
                 (false, _, _) => ItemNoise::None,
-                (true, Some(keys), _) => ItemNoise::Keyed { key: keys[b], step: self.step },
+                (true, Some(keys), _) => ItemNoise::Keyed {
+                    key: keys[b],
+                    step: self.step,
+                },
                 (true, None, Some(q)) => ItemNoise::Drawn(&q[b * width..(b + 1) * width]),
                 (true, None, None) => unreachable!("checked above"),
             };
             let fast = match (sampling, rows.candidates()) {
-                (true, Some(c)) => sample_k_sparse(&mut self.top, vocab, offsets, &c[item.clone()], |i| noise.at(i)),
+                (true, Some(c)) => {
+                    sample_k_sparse(&mut self.top, vocab, offsets, &c[item.clone()], |i| {
+                        noise.at(i)
+                    })
+                }
                 _ => None,
             };
             let picked: Vec<(f32, usize)> = if let Some(p) = fast {
@@ -281,17 +329,31 @@ impl BeamSearch {
                     self.dense.clear();
                     self.dense.extend_from_slice(item_rows);
                     log_softmax_rows(&mut self.dense, vocab);
-                    let ctx = StepContext { history: &self.history };
+                    let ctx = StepContext {
+                        history: &self.history,
+                    };
                     top_k.process(&ctx, &mut LogitsMut::new(&mut self.dense, vocab));
                     item_rows = &self.dense;
                 }
                 if sampling {
-                    sample_k_into(&mut self.top, item_rows, vocab, offsets, &mut self.scratch, |i| noise.at(i))
+                    sample_k_into(
+                        &mut self.top,
+                        item_rows,
+                        vocab,
+                        offsets,
+                        &mut self.scratch,
+                        |i| noise.at(i),
+                    )
                 } else {
                     match rows {
-                        Rows::Unnormalised(_, shifts) => {
-                            top_k_log_softmax_into(&mut self.top, item_rows, vocab, offsets, &shifts[item], &[])
-                        }
+                        Rows::Unnormalised(_, shifts) => top_k_log_softmax_into(
+                            &mut self.top,
+                            item_rows,
+                            vocab,
+                            offsets,
+                            &shifts[item],
+                            &[],
+                        ),
                         _ => top_k_into(&mut self.top, item_rows, vocab, offsets),
                     }
                     self.top.items().to_vec()
@@ -306,7 +368,10 @@ impl BeamSearch {
     fn check_propose(&self, len: usize, vocab: usize) -> Result<()> {
         self.check(len, vocab)?;
         if self.done {
-            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
+            return Err(CoreError::invalid(
+                "beam_step",
+                "the search is finished; call finalize",
+            ));
         }
         if self.beams * vocab < self.k {
             return Err(CoreError::invalid(
@@ -324,7 +389,11 @@ impl BeamSearch {
             return Err(e);
         }
         for &(score, idx) in picked {
-            self.candidates.push(Candidate { score, parent_row: b * self.beams + idx / vocab, token: (idx % vocab) as i64 });
+            self.candidates.push(Candidate {
+                score,
+                parent_row: b * self.beams + idx / vocab,
+                token: (idx % vocab) as i64,
+            });
         }
         Ok(())
     }
@@ -335,31 +404,62 @@ impl BeamSearch {
     /// item to `num_beams * vocab` and kept its best `K` (or sampled `K`, sorted).
     /// `scores` and `indices` are `[batch * K]`, best first within each item; an index
     /// is `beam * vocab + token`. Follow with [`Self::commit`].
-    pub fn propose_candidates(&mut self, scores: &[f32], indices: &[i64], vocab: usize) -> Result<&[Candidate]> {
+    pub fn propose_candidates(
+        &mut self,
+        scores: &[f32],
+        indices: &[i64],
+        vocab: usize,
+    ) -> Result<&[Candidate]> {
         if self.done {
-            return Err(CoreError::invalid("beam_step", "the search is finished; call finalize"));
+            return Err(CoreError::invalid(
+                "beam_step",
+                "the search is finished; call finalize",
+            ));
         }
         let (k, width) = (self.k, self.beams * vocab);
         let want = self.batch * k;
-        for (name, len) in [("candidate scores", scores.len()), ("candidate indices", indices.len())] {
+        for (name, len) in [
+            ("candidate scores", scores.len()),
+            ("candidate indices", indices.len()),
+        ] {
             if len != want {
-                return Err(CoreError::Shape { name, expected: format!("[{}, {k}]", self.batch), got: format!("{len} values") });
+                return Err(CoreError::Shape {
+                    name,
+                    expected: format!("[{}, {k}]", self.batch),
+                    got: format!("{len} values"),
+                });
             }
         }
         if vocab == 0 || width < k {
-            return Err(CoreError::invalid("num_beams", format!("vocab {vocab} is too small for {} beams", self.beams)));
+            return Err(CoreError::invalid(
+                "num_beams",
+                format!("vocab {vocab} is too small for {} beams", self.beams),
+            ));
         }
         if let Some(bad) = indices.iter().find(|&&i| i < 0 || i as usize >= width) {
-            return Err(CoreError::invalid("candidate indices", format!("{bad} is outside [0, {width})")));
+            return Err(CoreError::invalid(
+                "candidate indices",
+                format!("{bad} is outside [0, {width})"),
+            ));
         }
         // NaN compares false either way: it is accepted anywhere, as torch.topk places it
-        if scores.chunks_exact(k).any(|item| item.windows(2).any(|w| w[0] < w[1])) {
-            return Err(CoreError::invalid("candidate scores", "must be sorted best first within each batch item"));
+        if scores
+            .chunks_exact(k)
+            .any(|item| item.windows(2).any(|w| w[0] < w[1]))
+        {
+            return Err(CoreError::invalid(
+                "candidate scores",
+                "must be sorted best first within each batch item",
+            ));
         }
         self.candidates.clear();
         for (n, (&score, &idx)) in scores.iter().zip(indices).enumerate() {
             let (b, idx) = (n / k, idx as usize);
-            self.candidates.push(Candidate { score, parent_row: b * self.beams + idx / vocab, token: (idx % vocab) as i64 });
+            self.candidates.push(Candidate {
+                score,
+                parent_row: b * self.beams + idx / vocab,
+                token: (idx % vocab) as i64,
+            });
         }
         self.proposed = true;
         Ok(&self.candidates)
@@ -409,8 +509,12 @@ impl BeamSearch {
                 EndReason::Running
             }
         };
-        let ends: Vec<EndReason> =
-            self.candidates.iter().enumerate().map(|(i, c)| reason(c, extra_hits.map_or(0, |h| h[i]))).collect();
+        let ends: Vec<EndReason> = self
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| reason(c, extra_hits.map_or(0, |h| h[i])))
+            .collect();
         let mut new_scores = vec![0.0f32; beams * self.batch];
         let mut new_nodes = vec![NO_NODE; beams * self.batch];
         for b in 0..self.batch {
@@ -421,12 +525,20 @@ impl BeamSearch {
             let penalised: Vec<f32> = cands
                 .iter()
                 .zip(ends)
-                .map(|(c, e)| c.score + if *e != EndReason::Running { NEG_LARGE } else { -0.0 })
+                .map(|(c, e)| {
+                    c.score
+                        + if *e != EndReason::Running {
+                            NEG_LARGE
+                        } else {
+                            -0.0
+                        }
+                })
                 .collect();
             let mut order: Vec<usize> = (0..k).collect();
             order.sort_by(|&x, &y| penalised[y].total_cmp(&penalised[x]).then(x.cmp(&y)));
             // finished slots: only the top `num_beams` candidates may enter, and only while useful
-            let full = self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
+            let full =
+                self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
             let open = self.open[b];
             let merge: Vec<(f32, bool)> = cands
                 .iter()
@@ -490,7 +602,12 @@ impl BeamSearch {
     /// is top-k (with temperature) computes them only for what top-k keeps. `logits` is
     /// then left as it was; other searches run [`Self::step`] (and `logits` holds their
     /// processed scores).
-    pub fn step_unread(&mut self, logits: &mut [f32], vocab: usize, noise: Option<&[f32]>) -> Result<()> {
+    pub fn step_unread(
+        &mut self,
+        logits: &mut [f32],
+        vocab: usize,
+        noise: Option<&[f32]>,
+    ) -> Result<()> {
         if self.s.sample.is_some() {
             self.check(logits.len(), vocab)?;
             return match self.lazy_candidates(logits, vocab) {
@@ -518,10 +635,14 @@ impl BeamSearch {
         if self.warpers.is_empty() {
             return Ok(None);
         }
-        let ctx = StepContext { history: &self.history };
-        let lists = self.warpers.process_then(&ctx, &mut LogitsMut::new(logits, vocab), |_, row, s| {
-            s.sparse.then(|| RowCandidates::gather(s.cand.clone(), row))
-        });
+        let ctx = StepContext {
+            history: &self.history,
+        };
+        let lists =
+            self.warpers
+                .process_then(&ctx, &mut LogitsMut::new(logits, vocab), |_, row, s| {
+                    s.sparse.then(|| RowCandidates::gather(s.cand.clone(), row))
+                });
         Ok(lists.into_iter().collect())
     }
 
@@ -533,10 +654,12 @@ impl BeamSearch {
         let one = |row: &[f32]| {
             let (max, log_sum) = log_softmax_shift(row);
             with_scratch(|s| {
-                top_k.keep_of_log_softmax(row, max, log_sum, s).then(|| RowCandidates {
-                    index: s.cand.clone(),
-                    value: s.vals.clone(),
-                })
+                top_k
+                    .keep_of_log_softmax(row, max, log_sum, s)
+                    .then(|| RowCandidates {
+                        index: s.cand.clone(),
+                        value: s.vals.clone(),
+                    })
             })
         };
         let rows = logits.len() / vocab;
@@ -568,7 +691,9 @@ impl BeamSearch {
                     set.push(best.node);
                 }
                 if self.searching(b) {
-                    set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+                    set.extend_from_slice(
+                        &self.running_nodes[b * self.beams..(b + 1) * self.beams],
+                    );
                 }
                 self.tree.settled_tokens(&set, &mut self.streamed[b])
             })
@@ -580,11 +705,13 @@ impl BeamSearch {
         let picks: Vec<Pick<'_>> = (0..self.batch)
             .flat_map(|b| {
                 let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
-                self.slots[b].slots()[..self.s.num_return_sequences].iter().map(move |slot| Pick {
-                    prompt,
-                    node: slot.node,
-                    score: slot.score,
-                })
+                self.slots[b].slots()[..self.s.num_return_sequences]
+                    .iter()
+                    .map(move |slot| Pick {
+                        prompt,
+                        node: slot.node,
+                        score: slot.score,
+                    })
             })
             .collect();
         assemble(&self.tree, &picks, self.s.pad_token_id)
@@ -593,7 +720,11 @@ impl BeamSearch {
     /// Nodes still alive at the end: every finished slot and, for items still
     /// searching, every running beam (the rest of the tree was pruned).
     pub fn surviving_nodes(&self) -> Vec<u32> {
-        let mut alive: Vec<u32> = self.slots.iter().flat_map(|s| s.slots().iter().map(|x| x.node)).collect();
+        let mut alive: Vec<u32> = self
+            .slots
+            .iter()
+            .flat_map(|s| s.slots().iter().map(|x| x.node))
+            .collect();
         for b in (0..self.batch).filter(|&b| self.searching(b) && !self.done) {
             alive.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
         }
@@ -602,7 +733,9 @@ impl BeamSearch {
     }
 
     fn searching(&self, b: usize) -> bool {
-        self.open[b] && !(self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished())
+        self.open[b]
+            && !(self.s.early_stopping == EarlyStopping::AllFinished
+                && self.slots[b].all_finished())
     }
 
     fn node_for(&mut self, node_of: &mut [u32], cands: &[Candidate], r: usize, b: usize) -> u32 {
@@ -627,16 +760,25 @@ impl BeamSearch {
     fn update_done(&mut self, ends: &[EndReason]) {
         let generated = self.history.len() - self.prompt_len;
         let max_generated = self.s.max_length - self.prompt_len;
-        let len = best_hypothetical_len(self.s.early_stopping, self.s.length_penalty, generated, max_generated);
+        let len = best_hypothetical_len(
+            self.s.early_stopping,
+            self.s.length_penalty,
+            generated,
+            max_generated,
+        );
         for b in 0..self.batch {
             if self.open[b] {
-                let best = normalized_score(self.running_scores[b * self.beams], len, self.s.length_penalty);
+                let best = normalized_score(
+                    self.running_scores[b * self.beams],
+                    len,
+                    self.s.length_penalty,
+                );
                 self.open[b] = self.slots[b].can_improve(best);
             }
         }
         let improvable = self.open.iter().any(|&o| o);
-        let all_full =
-            self.s.early_stopping == EarlyStopping::AllFinished && self.slots.iter().all(FinishedSlots::all_finished);
+        let all_full = self.s.early_stopping == EarlyStopping::AllFinished
+            && self.slots.iter().all(FinishedSlots::all_finished);
         let continuable = ends.contains(&EndReason::Running);
         self.done = !(improvable && !all_full && continuable);
     }
@@ -653,7 +795,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn settings(beams: usize, eos: &[i64], max_length: usize) -> BeamSettings {
-        BeamSettings { num_beams: beams, eos_token_ids: eos.to_vec(), max_length, ..Default::default() }
+        BeamSettings {
+            num_beams: beams,
+            eos_token_ids: eos.to_vec(),
+            max_length,
+            ..Default::default()
+        }
     }
 
     fn log_probs(p: &[f32]) -> Vec<f32> {
@@ -664,22 +811,37 @@ mod tests {
     fn all_nan_or_neg_inf_logits_are_a_named_error() {
         // issue 10: a model returning NaN logits made beam search return arbitrary tokens
         for bad in [f32::NAN, f32::NEG_INFINITY] {
-            let mut s = BeamSearch::new(&[7, 8], 2, &PipelineConfig::default(), settings(2, &[1], 4)).unwrap();
+            let mut s =
+                BeamSearch::new(&[7, 8], 2, &PipelineConfig::default(), settings(2, &[1], 4))
+                    .unwrap();
             let mut logits = [vec![0.0; 6], vec![bad; 6]].concat();
-            assert_eq!(s.step(&mut logits, 3, None), Err(CoreError::NoValidToken { row: 2 }));
+            assert_eq!(
+                s.step(&mut logits, 3, None),
+                Err(CoreError::NoValidToken { row: 2 })
+            );
             let keys = Some(vec![1, 2]);
-            let sample = BeamSettings { sample: Some(SampleSettings { item_keys: keys }), ..settings(2, &[1], 4) };
-            let cfg = PipelineConfig { do_sample: true, ..Default::default() };
+            let sample = BeamSettings {
+                sample: Some(SampleSettings { item_keys: keys }),
+                ..settings(2, &[1], 4)
+            };
+            let cfg = PipelineConfig {
+                do_sample: true,
+                ..Default::default()
+            };
             let mut s = BeamSearch::new(&[7, 8], 2, &cfg, sample).unwrap();
             let mut logits = vec![bad; 12];
-            assert_eq!(s.step(&mut logits, 3, None), Err(CoreError::NoValidToken { row: 0 }));
+            assert_eq!(
+                s.step(&mut logits, 3, None),
+                Err(CoreError::NoValidToken { row: 0 })
+            );
         }
     }
 
     #[test]
     fn first_step_expands_beam_zero_only_and_eos_finishes() {
         // vocab 3, eos = 1; one batch item, 2 beams, prompt [7]
-        let mut s = BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[1], 4)).unwrap();
+        let mut s =
+            BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[1], 4)).unwrap();
         let mut logits = [log_probs(&[0.5, 0.3, 0.2]), log_probs(&[0.5, 0.3, 0.2])].concat();
         s.step(&mut logits, 3, None).unwrap();
         // candidates (beam 0 only): 0 (.5), 1=eos (.3), 2 (.2), then beam 1's at -1e9
@@ -687,7 +849,10 @@ mod tests {
         assert_eq!(s.parents(), &[0, 0]);
         let slots = s.slots[0].slots();
         assert!(slots[0].finished && !slots[1].finished);
-        assert!((slots[0].score - 0.3f32.ln()).abs() < 1e-6, "length 1, penalty 1");
+        assert!(
+            (slots[0].score - 0.3f32.ln()).abs() < 1e-6,
+            "length 1, penalty 1"
+        );
         assert!(!s.is_done());
         assert_eq!(s.history().row(1), &[7, 2]);
     }
@@ -764,14 +929,16 @@ mod tests {
     #[test]
     fn noise_passed_to_a_search_that_does_not_sample_is_ignored() {
         // fuzz (beam target): beam search without sampling sliced caller noise of any length
-        let mut s = BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[1], 4)).unwrap();
+        let mut s =
+            BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[1], 4)).unwrap();
         let mut logits = vec![0.0, -1.0, -2.0, 0.5, -0.5, -3.0];
         assert!(s.step(&mut logits, 3, Some(&[])).is_ok());
     }
 
     #[test]
     fn max_length_finishes_everything() {
-        let mut s = BeamSearch::new(&[7, 8], 2, &PipelineConfig::default(), settings(2, &[], 3)).unwrap();
+        let mut s =
+            BeamSearch::new(&[7, 8], 2, &PipelineConfig::default(), settings(2, &[], 3)).unwrap();
         let mut steps = 0;
         while !s.is_done() {
             let mut logits: Vec<f32> = (0..4 * 5).map(|i| ((i * 7) % 5) as f32).collect();
@@ -783,7 +950,10 @@ mod tests {
         assert_eq!((out.rows, out.width, out.generated_width), (2, 3, 2));
         assert!(out.reasons.iter().all(|&r| r == EndReason::Length));
         assert!(out.beam_indices.iter().all(|&i| (0..4).contains(&i)));
-        assert!(s.propose(&[0.0; 20], 5, None).is_err(), "finished searches refuse more steps");
+        assert!(
+            s.propose(&[0.0; 20], 5, None).is_err(),
+            "finished searches refuse more steps"
+        );
     }
 
     #[test]
@@ -793,15 +963,24 @@ mod tests {
             &[7],
             1,
             &PipelineConfig::default(),
-            BeamSettings { sample: Some(sample), ..settings(2, &[1], 5) },
+            BeamSettings {
+                sample: Some(sample),
+                ..settings(2, &[1], 5)
+            },
         )
         .unwrap();
         assert!(s.commit(None).is_err());
         assert!(s.needs_noise());
         assert!(s.propose(&[0.0; 6], 3, None).is_err());
-        assert!(matches!(s.propose(&[0.0; 6], 3, Some(&[1.0; 5])), Err(CoreError::Shape { .. })));
+        assert!(matches!(
+            s.propose(&[0.0; 6], 3, Some(&[1.0; 5])),
+            Err(CoreError::Shape { .. })
+        ));
         assert_eq!(s.propose(&[0.0; 6], 3, Some(&[1.0; 6])).unwrap().len(), 4);
-        assert!(matches!(s.commit(Some(&[0; 3])), Err(CoreError::Shape { .. })));
+        assert!(matches!(
+            s.commit(Some(&[0; 3])),
+            Err(CoreError::Shape { .. })
+        ));
     }
 
     /// Runs a search over pseudo-random logits; returns it and the processed scores of every step.
@@ -822,8 +1001,9 @@ mod tests {
             length_penalty: lp,
             early_stopping: early,
             num_return_sequences: beams,
-            sample: sample
-                .then_some(SampleSettings { item_keys: Some((0..batch as u64).map(|b| seed * 31 + b).collect()) }),
+            sample: sample.then_some(SampleSettings {
+                item_keys: Some((0..batch as u64).map(|b| seed * 31 + b).collect()),
+            }),
             ..Default::default()
         };
         let prompts: Vec<i64> = (0..batch as i64 * 2).collect();
@@ -831,7 +1011,9 @@ mod tests {
         let mut scores = Vec::new();
         while !s.is_done() {
             let step = scores.len();
-            let mut logits: Vec<f32> = (0..s.rows() * vocab).map(|i| 3.0 * exponential(seed, step, i).ln()).collect();
+            let mut logits: Vec<f32> = (0..s.rows() * vocab)
+                .map(|i| 3.0 * exponential(seed, step, i).ln())
+                .collect();
             s.step(&mut logits, vocab, None).unwrap();
             scores.push(logits);
         }
@@ -846,7 +1028,12 @@ mod tests {
         let (mut scores, mut indices) = (Vec::new(), Vec::new());
         for b in 0..s.batch() {
             let mut all: Vec<(f32, usize)> = (0..beams * vocab)
-                .map(|i| (lp[b * beams * vocab + i] + s.running_scores()[b * beams + i / vocab], i))
+                .map(|i| {
+                    (
+                        lp[b * beams * vocab + i] + s.running_scores()[b * beams + i / vocab],
+                        i,
+                    )
+                })
                 .collect();
             all.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
             scores.extend(all[..k].iter().map(|x| x.0));
@@ -857,12 +1044,26 @@ mod tests {
 
     #[test]
     fn propose_candidates_checks_its_input() {
-        let mut s = BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[1], 5)).unwrap();
-        assert!(matches!(s.propose_candidates(&[0.0; 3], &[0; 4], 3), Err(CoreError::Shape { .. })));
-        assert!(s.propose_candidates(&[0.0; 4], &[0, 1, 2, 6], 3).is_err(), "index past beams * vocab");
-        assert!(s.propose_candidates(&[-2.0, -1.0, -3.0, -4.0], &[0, 1, 2, 3], 3).is_err(), "unsorted");
+        let mut s =
+            BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[1], 5)).unwrap();
+        assert!(matches!(
+            s.propose_candidates(&[0.0; 3], &[0; 4], 3),
+            Err(CoreError::Shape { .. })
+        ));
+        assert!(
+            s.propose_candidates(&[0.0; 4], &[0, 1, 2, 6], 3).is_err(),
+            "index past beams * vocab"
+        );
+        assert!(
+            s.propose_candidates(&[-2.0, -1.0, -3.0, -4.0], &[0, 1, 2, 3], 3)
+                .is_err(),
+            "unsorted"
+        );
         assert_eq!(s.running_scores(), &[0.0, NEG_LARGE]);
-        let c = s.propose_candidates(&[-1.0, -2.0, -3.0, -4.0], &[0, 1, 2, 3], 3).unwrap().to_vec();
+        let c = s
+            .propose_candidates(&[-1.0, -2.0, -3.0, -4.0], &[0, 1, 2, 3], 3)
+            .unwrap()
+            .to_vec();
         assert_eq!((c[3].parent_row, c[3].token), (1, 0));
         s.commit(None).unwrap();
         assert_eq!(s.next_tokens(), &[0, 2], "1 is EOS");

@@ -76,7 +76,11 @@ fn sum_exp_lanes(row: &[f32], max: f32) -> f64 {
             lanes[i] += exp_f32(c[i] - max);
         }
     }
-    let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(exp_f32(x - max))).sum();
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&x| f64::from(exp_f32(x - max)))
+        .sum();
     lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + tail
 }
 
@@ -106,7 +110,10 @@ pub struct TopK {
 
 impl TopK {
     pub fn new(k: usize) -> Self {
-        TopK { k, items: Vec::with_capacity(k + 1) }
+        TopK {
+            k,
+            items: Vec::with_capacity(k + 1),
+        }
     }
 
     pub fn clear(&mut self) {
@@ -165,7 +172,9 @@ pub fn top_k_into(top: &mut TopK, rows: &[f32], vocab: usize, offsets: &[f32]) {
 pub fn log_softmax_shifts(data: &[f32], vocab: usize, out: &mut Vec<(f32, f32)>) {
     out.clear();
     if crate::parallel::worth_parallel(data.len() / vocab.max(1), data.len()) {
-        data.par_chunks_exact(vocab).map(log_softmax_shift).collect_into_vec(out);
+        data.par_chunks_exact(vocab)
+            .map(log_softmax_shift)
+            .collect_into_vec(out);
     } else {
         out.extend(data.chunks_exact(vocab).map(log_softmax_shift));
     }
@@ -189,7 +198,12 @@ pub fn top_k_log_softmax_into(
     minus: &[(u32, f32)],
 ) {
     top.clear();
-    for (r, ((row, &off), &(max, log_sum))) in rows.chunks_exact(vocab).zip(offsets).zip(shifts).enumerate() {
+    for (r, ((row, &off), &(max, log_sum))) in rows
+        .chunks_exact(vocab)
+        .zip(offsets)
+        .zip(shifts)
+        .enumerate()
+    {
         let logp = |x: f32| (x - max) - log_sum;
         if minus.is_empty() {
             scan_top_k(top, row, r * vocab, |x| logp(x) + off, |_, x| logp(x) + off);
@@ -198,7 +212,13 @@ pub fn top_k_log_softmax_into(
                 Ok(j) => lp - minus[j].1,
                 Err(_) => lp,
             };
-            scan_top_k(top, row, r * vocab, |x| logp(x) + off, |i, x| less(i, logp(x)) + off);
+            scan_top_k(
+                top,
+                row,
+                r * vocab,
+                |x| logp(x) + off,
+                |i, x| less(i, logp(x)) + off,
+            );
         }
     }
 }
@@ -208,10 +228,19 @@ pub fn top_k_log_softmax_into(
 /// addition are) and `bound(x) >= score(i, x)`: the bound of a chunk's maximum then
 /// bounds every score of the chunk.
 #[inline(always)]
-fn scan_top_k(top: &mut TopK, row: &[f32], base: usize, bound: impl Fn(f32) -> f32, score: impl Fn(usize, f32) -> f32) {
+fn scan_top_k(
+    top: &mut TopK,
+    row: &[f32],
+    base: usize,
+    bound: impl Fn(f32) -> f32,
+    score: impl Fn(usize, f32) -> f32,
+) {
     for (c, chunk) in row.chunks(SKIP_CHUNK).enumerate() {
         // Once the buffer is full almost no chunk holds a candidate: one vectorised max decides.
-        if top.threshold().is_some_and(|th| !(bound(chunk_max(chunk)) > th)) {
+        if top
+            .threshold()
+            .is_some_and(|th| !(bound(chunk_max(chunk)) > th))
+        {
             continue;
         }
         let first = c * SKIP_CHUNK;
@@ -238,7 +267,10 @@ fn chunk_max(chunk: &[f32]) -> f32 {
             lanes[i] = if b[i] > lanes[i] { b[i] } else { lanes[i] };
         }
     }
-    let tail = blocks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    let tail = blocks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
     lanes.iter().fold(tail, |m, &x| if x > m { x } else { m })
 }
 
@@ -265,14 +297,21 @@ pub fn sample_k_into<F: FnMut(usize) -> f32>(
         let p = exp_f32(v - max) * inv;
         // a zero-probability entry keys 0 whatever its noise (as p / q in torch); skip the draw
         let key = if p > 0.0 { p / noise(i) } else { 0.0 };
-        if top.threshold().is_some_and(|th| key.partial_cmp(&th) != Some(std::cmp::Ordering::Greater)) {
+        if top
+            .threshold()
+            .is_some_and(|th| key.partial_cmp(&th) != Some(std::cmp::Ordering::Greater))
+        {
             continue;
         }
         top.push(key, i);
     }
     let mut picked: Vec<(f32, usize)> = top.items().iter().map(|&(_, i)| (scratch[i], i)).collect();
     // by accumulated score, best first; the race order breaks ties
-    picked.sort_by(|a, b| nan_low(b.0).partial_cmp(&nan_low(a.0)).unwrap_or(std::cmp::Ordering::Equal));
+    picked.sort_by(|a, b| {
+        nan_low(b.0)
+            .partial_cmp(&nan_low(a.0))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     picked
 }
 
@@ -293,7 +332,9 @@ impl RowCandidates {
     }
 
     fn value_of(&self, i: usize) -> f32 {
-        self.index.binary_search(&(i as u32)).map_or(f32::NEG_INFINITY, |j| self.value[j])
+        self.index
+            .binary_search(&(i as u32))
+            .map_or(f32::NEG_INFINITY, |j| self.value[j])
     }
 }
 
@@ -354,9 +395,16 @@ pub fn sample_k_sparse<F: FnMut(usize) -> f32>(
     if positive < top.k {
         return None;
     }
-    let mut picked: Vec<(f32, usize)> =
-        top.items().iter().map(|&(_, f)| (cands[f / vocab].value_of(f % vocab) + offsets[f / vocab], f)).collect();
-    picked.sort_by(|a, b| nan_low(b.0).partial_cmp(&nan_low(a.0)).unwrap_or(std::cmp::Ordering::Equal));
+    let mut picked: Vec<(f32, usize)> = top
+        .items()
+        .iter()
+        .map(|&(_, f)| (cands[f / vocab].value_of(f % vocab) + offsets[f / vocab], f))
+        .collect();
+    picked.sort_by(|a, b| {
+        nan_low(b.0)
+            .partial_cmp(&nan_low(a.0))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     Some(picked)
 }
 
@@ -407,7 +455,13 @@ mod tests {
 
     /// Rows with many ties, some special values (`specials[i] = (position, kind)` into
     /// `kinds`) and per-row offsets including -inf: the inputs of the top-k properties.
-    fn tied_rows(seed: u64, rows: usize, vocab: usize, specials: &[(usize, u8)], kinds: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    fn tied_rows(
+        seed: u64,
+        rows: usize,
+        vocab: usize,
+        specials: &[(usize, u8)],
+        kinds: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
         let mut data: Vec<f32> = (0..rows * vocab)
             .map(|i| (crate::beam::exponential(seed, 0, i) * 4.0).floor() - 8.0)
             .collect();
@@ -416,7 +470,9 @@ mod tests {
                 data[at] = kinds[kind as usize % kinds.len()];
             }
         }
-        let offsets = (0..rows).map(|r| [0.0, -1.5, f32::NEG_INFINITY, 2.0][r % 4]).collect();
+        let offsets = (0..rows)
+            .map(|r| [0.0, -1.5, f32::NEG_INFINITY, 2.0][r % 4])
+            .collect();
         (data, offsets)
     }
 
@@ -521,7 +577,14 @@ mod tests {
     fn sampling_with_constant_noise_is_top_k() {
         let mut t = TopK::new(2);
         let mut scratch = Vec::new();
-        let got = sample_k_into(&mut t, &[0.0, 2.0, 1.0, -1.0], 2, &[0.0, 0.5], &mut scratch, |_| 1.0);
+        let got = sample_k_into(
+            &mut t,
+            &[0.0, 2.0, 1.0, -1.0],
+            2,
+            &[0.0, 0.5],
+            &mut scratch,
+            |_| 1.0,
+        );
         assert_eq!(got, vec![(2.0, 1), (1.5, 2)]);
     }
 
@@ -533,7 +596,9 @@ mod tests {
         let mut counts = [0usize; 4];
         let (mut t, mut scratch) = (TopK::new(1), Vec::new());
         for s in 0..20000u64 {
-            let got = sample_k_into(&mut t, &logp, 4, &[0.0], &mut scratch, |i| crate::beam::exponential(42 + s, 0, i));
+            let got = sample_k_into(&mut t, &logp, 4, &[0.0], &mut scratch, |i| {
+                crate::beam::exponential(42 + s, 0, i)
+            });
             counts[got[0].1] += 1;
         }
         for (c, q) in counts.iter().zip(p) {
@@ -541,7 +606,14 @@ mod tests {
         }
         // sampling without replacement never repeats an entry, and a zero-probability one comes last
         let mut t = TopK::new(3);
-        let got = sample_k_into(&mut t, &[0.0, f32::NEG_INFINITY, -1.0], 3, &[0.0], &mut scratch, |_| 1.0);
+        let got = sample_k_into(
+            &mut t,
+            &[0.0, f32::NEG_INFINITY, -1.0],
+            3,
+            &[0.0],
+            &mut scratch,
+            |_| 1.0,
+        );
         assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![0, 2, 1]);
     }
 

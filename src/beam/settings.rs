@@ -21,9 +21,10 @@ impl EarlyStopping {
             "true" | "True" => Ok(EarlyStopping::AllFinished),
             "false" | "False" => Ok(EarlyStopping::Heuristic),
             "never" => Ok(EarlyStopping::Never),
-            other => {
-                Err(CoreError::invalid("early_stopping", format!("must be True, False or \"never\", got {other:?}")))
-            }
+            other => Err(CoreError::invalid(
+                "early_stopping",
+                format!("must be True, False or \"never\", got {other:?}"),
+            )),
         }
     }
 }
@@ -74,7 +75,10 @@ impl BeamSettings {
     /// Checks every value; `prompt_len` is the length of the decoder's starting history.
     pub fn validate(&self, prompt_len: usize) -> Result<()> {
         if self.num_beams < 1 {
-            return Err(CoreError::invalid("num_beams", format!("must be >= 1, got {}", self.num_beams)));
+            return Err(CoreError::invalid(
+                "num_beams",
+                format!("must be >= 1, got {}", self.num_beams),
+            ));
         }
         if self.num_beam_groups < 1 || self.num_beams % self.num_beam_groups != 0 {
             return Err(CoreError::invalid(
@@ -94,16 +98,25 @@ impl BeamSettings {
         if self.num_return_sequences < 1 || self.num_return_sequences > self.num_beams {
             return Err(CoreError::invalid(
                 "num_return_sequences",
-                format!("must be in [1, num_beams={}], got {}", self.num_beams, self.num_return_sequences),
+                format!(
+                    "must be in [1, num_beams={}], got {}",
+                    self.num_beams, self.num_return_sequences
+                ),
             ));
         }
         if !self.length_penalty.is_finite() {
-            return Err(CoreError::invalid("length_penalty", format!("must be finite, got {}", self.length_penalty)));
+            return Err(CoreError::invalid(
+                "length_penalty",
+                format!("must be finite, got {}", self.length_penalty),
+            ));
         }
         if self.max_length <= prompt_len {
             return Err(CoreError::invalid(
                 "max_length",
-                format!("must exceed the prompt length {prompt_len}, got {}", self.max_length),
+                format!(
+                    "must exceed the prompt length {prompt_len}, got {}",
+                    self.max_length
+                ),
             ));
         }
         if self.sample.is_some() && self.num_beam_groups > 1 {
@@ -164,6 +177,13 @@ mod tests {
             "num_beam_groups",
         );
         assert!(EarlyStopping::parse("sometimes").is_err());
-        assert_eq!(BeamSettings { eos_token_ids: vec![1, 2], ..Default::default() }.candidates_per_item(4), 12);
+        assert_eq!(
+            BeamSettings {
+                eos_token_ids: vec![1, 2],
+                ..Default::default()
+            }
+            .candidates_per_item(4),
+            12
+        );
     }
 }

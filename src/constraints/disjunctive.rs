@@ -43,7 +43,14 @@ impl Alternatives {
         }
         let (fallback, complete) = Self::fallback_links(&children);
         let max_len = phrases.iter().map(Vec::len).max().unwrap_or(0);
-        Ok(Alternatives { children, depth, fallback, complete, max_len, phrases })
+        Ok(Alternatives {
+            children,
+            depth,
+            fallback,
+            complete,
+            max_len,
+            phrases,
+        })
     }
 
     /// Fallback links and completeness, breadth first so a node's fallback is done before it.
@@ -51,7 +58,8 @@ impl Alternatives {
         let mut fallback = vec![0; children.len()];
         let mut complete: Vec<bool> = children.iter().map(Vec::is_empty).collect();
         complete[0] = false;
-        let mut queue: std::collections::VecDeque<usize> = children[0].iter().map(|&(_, n)| n).collect();
+        let mut queue: std::collections::VecDeque<usize> =
+            children[0].iter().map(|&(_, n)| n).collect();
         while let Some(node) = queue.pop_front() {
             for &(t, child) in &children[node] {
                 let mut f = fallback[node];
@@ -116,8 +124,14 @@ mod tests {
 
     #[test]
     fn prefixes_are_rejected() {
-        assert_eq!(Alternatives::new(vec![vec![1, 2], vec![1, 2, 3]]).unwrap_err(), 1);
-        assert_eq!(Alternatives::new(vec![vec![1, 2, 3], vec![1, 2]]).unwrap_err(), 1);
+        assert_eq!(
+            Alternatives::new(vec![vec![1, 2], vec![1, 2, 3]]).unwrap_err(),
+            1
+        );
+        assert_eq!(
+            Alternatives::new(vec![vec![1, 2, 3], vec![1, 2]]).unwrap_err(),
+            1
+        );
         assert_eq!(Alternatives::new(vec![vec![4], vec![4]]).unwrap_err(), 1);
         assert!(Alternatives::new(vec![vec![1, 2], vec![1, 3], vec![7]]).is_ok());
     }

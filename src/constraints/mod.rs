@@ -116,13 +116,27 @@ impl ConstraintSet {
                     )
                 })?),
             };
-            if let Some(t) = c.tokens().find(|&t| t < 0 || vocab.is_some_and(|v| t as usize >= v)) {
-                return Err(CoreError::TokenOutOfVocab { name: NAME, token: t, vocab: vocab.unwrap_or(0) });
+            if let Some(t) = c
+                .tokens()
+                .find(|&t| t < 0 || vocab.is_some_and(|v| t as usize >= v))
+            {
+                return Err(CoreError::TokenOutOfVocab {
+                    name: NAME,
+                    token: t,
+                    vocab: vocab.unwrap_or(0),
+                });
             }
             constraints.push(c);
         }
-        let max_seqlen = constraints.iter().map(Constraint::seqlen).max().unwrap_or(0);
-        Ok(ConstraintSet { constraints, max_seqlen })
+        let max_seqlen = constraints
+            .iter()
+            .map(Constraint::seqlen)
+            .max()
+            .unwrap_or(0);
+        Ok(ConstraintSet {
+            constraints,
+            max_seqlen,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -203,7 +217,10 @@ mod tests {
         ];
         for specs in bad {
             let err = ConstraintSet::new(specs.clone(), Some(50)).unwrap_err();
-            assert!(err.to_string().starts_with("force_words_ids"), "{specs:?}: {err}");
+            assert!(
+                err.to_string().starts_with("force_words_ids"),
+                "{specs:?}: {err}"
+            );
         }
     }
 }

@@ -75,9 +75,17 @@ mod tests {
     #[test]
     fn restart_inside_a_failed_match_is_kept() {
         let p = Phrase::new(vec![33, 34, 35]);
-        assert_eq!(run(&p, &[33, 33, 34, 35]), 3, "the second 33 restarts the match");
+        assert_eq!(
+            run(&p, &[33, 33, 34, 35]),
+            3,
+            "the second 33 restarts the match"
+        );
         let q = Phrase::new(vec![5, 5, 6]);
-        assert_eq!(run(&q, &[5, 5, 5, 6]), 3, "overlapping prefix survives the mismatch");
+        assert_eq!(
+            run(&q, &[5, 5, 5, 6]),
+            3,
+            "overlapping prefix survives the mismatch"
+        );
         assert_eq!(run(&q, &[5, 6, 5]), 1);
     }
 }

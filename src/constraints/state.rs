@@ -13,7 +13,11 @@ pub struct ConstraintState {
 
 impl ConstraintState {
     pub(super) fn new(n: usize) -> Self {
-        ConstraintState { completed: Vec::new(), pending: (0..n as u16).collect(), in_progress: None }
+        ConstraintState {
+            completed: Vec::new(),
+            pending: (0..n as u16).collect(),
+            in_progress: None,
+        }
     }
 
     /// Every constraint is fulfilled.
@@ -27,7 +31,9 @@ impl ConstraintState {
 
     /// Progress measure used to group hypotheses into banks (transformers' `get_bank`).
     pub fn bank(&self, set: &ConstraintSet) -> usize {
-        let partial = self.in_progress.map_or(0, |(c, s)| set.max_seqlen() - set.get(c as usize).remaining(s));
+        let partial = self.in_progress.map_or(0, |(c, s)| {
+            set.max_seqlen() - set.get(c as usize).remaining(s)
+        });
         self.completed.len() * set.max_seqlen() + partial
     }
 
@@ -107,7 +113,10 @@ mod tests {
 
     #[test]
     fn banks_and_advance_follow_transformers() {
-        let s = set(vec![ConstraintSpec::Phrase(vec![5, 6, 7]), ConstraintSpec::OneOf(vec![vec![8], vec![9, 10]])]);
+        let s = set(vec![
+            ConstraintSpec::Phrase(vec![5, 6, 7]),
+            ConstraintSpec::OneOf(vec![vec![8], vec![9, 10]]),
+        ]);
         let mut st = s.initial_state();
         let mut adv = Vec::new();
         st.advance_tokens(&s, &mut adv);
@@ -120,7 +129,11 @@ mod tests {
         st.add(&s, 7);
         assert_eq!(st.bank(&s), 3);
         st.add(&s, 9);
-        assert_eq!(st.bank(&s), 3 + 3 - 1, "one of two tokens of the longest alternative");
+        assert_eq!(
+            st.bank(&s),
+            3 + 3 - 1,
+            "one of two tokens of the longest alternative"
+        );
         st.add(&s, 10);
         assert!(st.is_complete());
         assert_eq!(st.bank(&s), s.max_bank());
@@ -132,7 +145,10 @@ mod tests {
     /// `gpt2-multi-long32` pins it).
     #[test]
     fn a_repeated_first_token_keeps_its_bank() {
-        let s = set(vec![ConstraintSpec::Phrase(vec![1000, 1001]), ConstraintSpec::OneOf(vec![vec![2000], vec![3000, 3001]])]);
+        let s = set(vec![
+            ConstraintSpec::Phrase(vec![1000, 1001]),
+            ConstraintSpec::OneOf(vec![vec![2000], vec![3000, 3001]]),
+        ]);
         let mut adv = Vec::new();
         for (tokens, next) in [(vec![3000, 3000], 3001), (vec![1000, 1000, 1000], 1001)] {
             let st = ConstraintState::from_tokens(&s, &tokens);
@@ -144,9 +160,16 @@ mod tests {
 
     #[test]
     fn a_token_that_breaks_one_attempt_can_start_another() {
-        let s = set(vec![ConstraintSpec::Phrase(vec![1, 2]), ConstraintSpec::Phrase(vec![3])]);
+        let s = set(vec![
+            ConstraintSpec::Phrase(vec![1, 2]),
+            ConstraintSpec::Phrase(vec![3]),
+        ]);
         let st = ConstraintState::from_tokens(&s, &[1, 3]);
-        assert_eq!(st.completed_count(), 1, "3 completes the second phrase although it broke the first");
+        assert_eq!(
+            st.completed_count(),
+            1,
+            "3 completes the second phrase although it broke the first"
+        );
         let s = set(vec![ConstraintSpec::Phrase(vec![33, 34, 35])]);
         assert!(ConstraintState::from_tokens(&s, &[33, 33, 34, 35]).is_complete());
     }

@@ -2,9 +2,9 @@
 
 use super::{
     bad_words_bias, EncoderNoRepeatNGram, EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff,
-    ExponentialDecayLengthPenalty, ForcedBos, ForcedEos, MinLength, MinP, NanToNegInf, NoRepeatNGram, Pipeline,
-    RemoveInvalidValues, Renormalize, RepetitionPenalty, SequenceBias, SuppressTokens, SuppressTokensAtBegin,
-    Temperature, TopH, TopK, TopP, Typical,
+    ExponentialDecayLengthPenalty, ForcedBos, ForcedEos, MinLength, MinP, NanToNegInf,
+    NoRepeatNGram, Pipeline, RemoveInvalidValues, Renormalize, RepetitionPenalty, SequenceBias,
+    SuppressTokens, SuppressTokensAtBegin, Temperature, TopH, TopK, TopP, Typical,
 };
 use crate::error::{CoreError, Result};
 
@@ -102,11 +102,18 @@ fn range(name: &'static str, v: f64, ok: bool, rule: &str) -> Result<()> {
 fn ids_in_vocab(name: &'static str, ids: &[i64], vocab: Option<usize>) -> Result<()> {
     for &t in ids {
         if t < 0 {
-            return Err(CoreError::invalid(name, format!("token ids must be >= 0, got {t}")));
+            return Err(CoreError::invalid(
+                name,
+                format!("token ids must be >= 0, got {t}"),
+            ));
         }
         if let Some(v) = vocab {
             if t as usize >= v {
-                return Err(CoreError::TokenOutOfVocab { name, token: t, vocab: v });
+                return Err(CoreError::TokenOutOfVocab {
+                    name,
+                    token: t,
+                    vocab: v,
+                });
             }
         }
     }
@@ -119,7 +126,12 @@ impl PipelineConfig {
     pub fn validate(&self, vocab: Option<usize>) -> Result<()> {
         if self.do_sample {
             let t = self.temperature;
-            range("temperature", t, t > 0.0 && t.is_finite(), "> 0 (and finite) when do_sample=True")?;
+            range(
+                "temperature",
+                t,
+                t > 0.0 && t.is_finite(),
+                "> 0 (and finite) when do_sample=True",
+            )?;
         }
         let p = self.top_p;
         range("top_p", p, p > 0.0 && p <= 1.0, "in (0, 1]")?;
@@ -136,11 +148,26 @@ impl PipelineConfig {
         let e = self.eta_cutoff;
         range("eta_cutoff", e, (0.0..1.0).contains(&e), "in [0, 1)")?;
         let r = self.repetition_penalty;
-        range("repetition_penalty", r, r > 0.0 && r.is_finite(), "> 0 (and finite)")?;
+        range(
+            "repetition_penalty",
+            r,
+            r > 0.0 && r.is_finite(),
+            "> 0 (and finite)",
+        )?;
         let r = self.encoder_repetition_penalty;
-        range("encoder_repetition_penalty", r, r > 0.0 && r.is_finite(), "> 0 (and finite)")?;
+        range(
+            "encoder_repetition_penalty",
+            r,
+            r > 0.0 && r.is_finite(),
+            "> 0 (and finite)",
+        )?;
         if let Some((_, f)) = self.exponential_decay_length_penalty {
-            range("exponential_decay_length_penalty", f, f.is_finite() && f > 0.0, "a finite factor > 0")?;
+            range(
+                "exponential_decay_length_penalty",
+                f,
+                f.is_finite() && f > 0.0,
+                "a finite factor > 0",
+            )?;
         }
         for word in &self.bad_words_ids {
             if word.is_empty() {
@@ -153,21 +180,38 @@ impl PipelineConfig {
         }
         for (seq, bias) in &self.sequence_bias {
             if seq.is_empty() {
-                return Err(CoreError::invalid("sequence_bias", "every key must be a non-empty sequence of token ids"));
+                return Err(CoreError::invalid(
+                    "sequence_bias",
+                    "every key must be a non-empty sequence of token ids",
+                ));
             }
             ids_in_vocab("sequence_bias", seq, vocab)?;
             if bias.is_nan() {
-                return Err(CoreError::invalid("sequence_bias", "biases must not be NaN"));
+                return Err(CoreError::invalid(
+                    "sequence_bias",
+                    "biases must not be NaN",
+                ));
             }
         }
         ids_in_vocab("eos_token_id", &self.eos_token_ids, vocab)?;
-        ids_in_vocab("forced_bos_token_id", self.forced_bos_token_id.as_slice(), vocab)?;
+        ids_in_vocab(
+            "forced_bos_token_id",
+            self.forced_bos_token_id.as_slice(),
+            vocab,
+        )?;
         ids_in_vocab("forced_eos_token_id", &self.forced_eos_token_ids, vocab)?;
         ids_in_vocab("suppress_tokens", &self.suppress_tokens, vocab)?;
         ids_in_vocab("begin_suppress_tokens", &self.begin_suppress_tokens, vocab)?;
         if let Some(first) = self.encoder_input_ids.first() {
-            if self.encoder_input_ids.iter().any(|r| r.len() != first.len()) {
-                return Err(CoreError::invalid("encoder_input_ids", "rows must all have the same length"));
+            if self
+                .encoder_input_ids
+                .iter()
+                .any(|r| r.len() != first.len())
+            {
+                return Err(CoreError::invalid(
+                    "encoder_input_ids",
+                    "rows must all have the same length",
+                ));
             }
         }
         Ok(())
@@ -206,8 +250,11 @@ impl PipelineConfig {
         let eos = &self.eos_token_ids;
         let has_encoder = !self.encoder_input_ids.is_empty();
         if !self.sequence_bias.is_empty() {
-            let entries: Vec<(Vec<i64>, f32)> =
-                self.sequence_bias.iter().map(|(s, b)| (s.clone(), *b as f32)).collect();
+            let entries: Vec<(Vec<i64>, f32)> = self
+                .sequence_bias
+                .iter()
+                .map(|(s, b)| (s.clone(), *b as f32))
+                .collect();
             p.push_row(Box::new(SequenceBias::new(&entries)));
         }
         if self.encoder_repetition_penalty != 1.0 && has_encoder {
@@ -217,13 +264,19 @@ impl PipelineConfig {
             )));
         }
         if self.repetition_penalty != 1.0 {
-            p.push_row(Box::new(RepetitionPenalty::new(self.repetition_penalty, self.prompt_ignore_lengths.clone())));
+            p.push_row(Box::new(RepetitionPenalty::new(
+                self.repetition_penalty,
+                self.prompt_ignore_lengths.clone(),
+            )));
         }
         if self.no_repeat_ngram_size > 0 {
             p.push_row(Box::new(NoRepeatNGram::new(self.no_repeat_ngram_size)));
         }
         if self.encoder_no_repeat_ngram_size > 0 && has_encoder {
-            p.push_row(Box::new(EncoderNoRepeatNGram::new(self.encoder_no_repeat_ngram_size, &self.encoder_input_ids)));
+            p.push_row(Box::new(EncoderNoRepeatNGram::new(
+                self.encoder_no_repeat_ngram_size,
+                &self.encoder_input_ids,
+            )));
         }
         if !self.bad_words_ids.is_empty() {
             p.push_row(Box::new(bad_words_bias(&self.bad_words_ids, eos)));
@@ -232,26 +285,44 @@ impl PipelineConfig {
             p.push_row(Box::new(MinLength::new(self.min_length, eos)));
         }
         if self.min_new_tokens > 0 && !eos.is_empty() {
-            p.push_row(Box::new(MinLength::new_tokens(prompt_len, self.min_new_tokens, eos)));
+            p.push_row(Box::new(MinLength::new_tokens(
+                prompt_len,
+                self.min_new_tokens,
+                eos,
+            )));
         }
         if let Some(bos) = self.forced_bos_token_id {
             p.push_row(Box::new(ForcedBos::new(bos)));
         }
         if let (false, Some(max_length)) = (self.forced_eos_token_ids.is_empty(), self.max_length) {
-            p.push_row(Box::new(ForcedEos::new(max_length, &self.forced_eos_token_ids)));
+            p.push_row(Box::new(ForcedEos::new(
+                max_length,
+                &self.forced_eos_token_ids,
+            )));
         }
         if self.remove_invalid_values {
             p.push_row(Box::new(RemoveInvalidValues));
         }
-        if let (Some((start, factor)), false) = (self.exponential_decay_length_penalty, eos.is_empty()) {
-            p.push_row(Box::new(ExponentialDecayLengthPenalty::new(start, factor, eos, prompt_len)));
+        if let (Some((start, factor)), false) =
+            (self.exponential_decay_length_penalty, eos.is_empty())
+        {
+            p.push_row(Box::new(ExponentialDecayLengthPenalty::new(
+                start, factor, eos, prompt_len,
+            )));
         }
         if !self.suppress_tokens.is_empty() {
             p.push_row(Box::new(SuppressTokens::new(&self.suppress_tokens)));
         }
         if !self.begin_suppress_tokens.is_empty() {
-            let begin = if prompt_len > 1 || self.forced_bos_token_id.is_none() { prompt_len } else { prompt_len + 1 };
-            p.push_row(Box::new(SuppressTokensAtBegin::new(&self.begin_suppress_tokens, begin)));
+            let begin = if prompt_len > 1 || self.forced_bos_token_id.is_none() {
+                prompt_len
+            } else {
+                prompt_len + 1
+            };
+            p.push_row(Box::new(SuppressTokensAtBegin::new(
+                &self.begin_suppress_tokens,
+                begin,
+            )));
         }
         p
     }
@@ -270,7 +341,12 @@ impl PipelineConfig {
                 p.push_row(Box::new(self.fused_top_k(keep)));
             } else if self.top_p < 1.0 && self.top_h.is_none() {
                 // NaN to -inf and temperature fused into top-p's first pass.
-                p.push_row(Box::new(TopP::with_prelude(self.top_p, keep, true, temperature)));
+                p.push_row(Box::new(TopP::with_prelude(
+                    self.top_p,
+                    keep,
+                    true,
+                    temperature,
+                )));
             } else {
                 p.push_row(Box::new(NanToNegInf));
                 if let Some(t) = temperature {
@@ -308,7 +384,12 @@ impl PipelineConfig {
 
     /// NaN to -inf, temperature and top-k in one pass (the same result as the three).
     fn fused_top_k(&self, keep: usize) -> TopK {
-        TopK::with_prelude(self.top_k, keep, true, (self.temperature != 1.0).then_some(self.temperature))
+        TopK::with_prelude(
+            self.top_k,
+            keep,
+            true,
+            (self.temperature != 1.0).then_some(self.temperature),
+        )
     }
 
     /// The warpers of [`Self::build_warpers`] when they are that one fused top-k stage,
@@ -341,25 +422,92 @@ mod tests {
 
     #[test]
     fn single_top_k_warper_is_exactly_the_built_warpers() {
-        let base = PipelineConfig { do_sample: true, top_k: 50, ..Default::default() };
+        let base = PipelineConfig {
+            do_sample: true,
+            top_k: 50,
+            ..Default::default()
+        };
         let cases = [
             (base.clone(), true),
-            (PipelineConfig { temperature: 0.7, ..base.clone() }, true),
-            (PipelineConfig { top_p: 0.9, ..base.clone() }, false),
-            (PipelineConfig { min_p: Some(0.1), ..base.clone() }, false),
-            (PipelineConfig { typical_p: 0.5, ..base.clone() }, false),
-            (PipelineConfig { epsilon_cutoff: 0.01, ..base.clone() }, false),
-            (PipelineConfig { eta_cutoff: 0.01, ..base.clone() }, false),
-            (PipelineConfig { renormalize_logits: true, ..base.clone() }, false),
-            (PipelineConfig { top_h: Some(0.5), ..base.clone() }, false),
-            (PipelineConfig { top_k: 0, ..base.clone() }, false),
-            (PipelineConfig { do_sample: false, ..base.clone() }, false),
+            (
+                PipelineConfig {
+                    temperature: 0.7,
+                    ..base.clone()
+                },
+                true,
+            ),
+            (
+                PipelineConfig {
+                    top_p: 0.9,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                PipelineConfig {
+                    min_p: Some(0.1),
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                PipelineConfig {
+                    typical_p: 0.5,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                PipelineConfig {
+                    epsilon_cutoff: 0.01,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                PipelineConfig {
+                    eta_cutoff: 0.01,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                PipelineConfig {
+                    renormalize_logits: true,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                PipelineConfig {
+                    top_h: Some(0.5),
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                PipelineConfig {
+                    top_k: 0,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                PipelineConfig {
+                    do_sample: false,
+                    ..base.clone()
+                },
+                false,
+            ),
         ];
         for (cfg, single) in cases {
             let got = cfg.single_top_k_warper(2);
             assert_eq!(got.is_some(), single, "{cfg:?}");
             if let Some(top_k) = got {
-                assert_eq!(cfg.build_warpers(2).names(), crate::logits::RowProcessor::names(&top_k));
+                assert_eq!(
+                    cfg.build_warpers(2).names(),
+                    crate::logits::RowProcessor::names(&top_k)
+                );
             }
         }
     }
@@ -430,43 +578,139 @@ mod tests {
 
     #[test]
     fn fused_stages_keep_their_names() {
-        let top_p = PipelineConfig { do_sample: true, temperature: 0.7, top_p: 0.9, ..Default::default() };
+        let top_p = PipelineConfig {
+            do_sample: true,
+            temperature: 0.7,
+            top_p: 0.9,
+            ..Default::default()
+        };
         assert_eq!(top_p.build_warpers(1).len(), 1, "one fused stage");
-        assert_eq!(top_p.build_warpers(1).names(), ["NanToNegInf", "TemperatureLogitsWarper", "TopPLogitsWarper"]);
+        assert_eq!(
+            top_p.build_warpers(1).names(),
+            ["NanToNegInf", "TemperatureLogitsWarper", "TopPLogitsWarper"]
+        );
         let top_k = PipelineConfig { top_k: 5, ..top_p };
         assert_eq!(
             top_k.build_warpers(1).names(),
-            ["NanToNegInf", "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"]
+            [
+                "NanToNegInf",
+                "TemperatureLogitsWarper",
+                "TopKLogitsWarper",
+                "TopPLogitsWarper"
+            ]
         );
     }
 
     #[test]
     fn neutral_values_build_nothing() {
-        let cfg = PipelineConfig { do_sample: true, ..Default::default() };
+        let cfg = PipelineConfig {
+            do_sample: true,
+            ..Default::default()
+        };
         assert_eq!(cfg.build_all(3, 1).names(), ["NanToNegInf"]);
-        let greedy = PipelineConfig { top_k: 50, temperature: 0.5, ..Default::default() };
+        let greedy = PipelineConfig {
+            top_k: 50,
+            temperature: 0.5,
+            ..Default::default()
+        };
         assert!(greedy.build_all(3, 1).is_empty(), "warpers need do_sample");
     }
 
     #[test]
     fn bad_values_name_the_field() {
         let field = |cfg: PipelineConfig| match cfg.validate(Some(10)) {
-            Err(CoreError::InvalidArgument { name, .. }) | Err(CoreError::TokenOutOfVocab { name, .. }) => name,
+            Err(CoreError::InvalidArgument { name, .. })
+            | Err(CoreError::TokenOutOfVocab { name, .. }) => name,
             other => panic!("expected an error, got {other:?}"),
         };
-        let base = || PipelineConfig { do_sample: true, ..Default::default() };
-        assert_eq!(field(PipelineConfig { temperature: 0.0, ..base() }), "temperature");
-        assert_eq!(field(PipelineConfig { top_p: 1.5, ..base() }), "top_p");
-        assert_eq!(field(PipelineConfig { top_p: 0.0, ..base() }), "top_p");
-        assert_eq!(field(PipelineConfig { typical_p: f64::NAN, ..base() }), "typical_p");
-        assert_eq!(field(PipelineConfig { min_p: Some(-0.1), ..base() }), "min_p");
-        assert_eq!(field(PipelineConfig { repetition_penalty: 0.0, ..base() }), "repetition_penalty");
-        assert_eq!(field(PipelineConfig { bad_words_ids: vec![vec![]], ..base() }), "bad_words_ids");
-        assert_eq!(field(PipelineConfig { bad_words_ids: vec![vec![-1]], ..base() }), "bad_words_ids");
-        assert_eq!(field(PipelineConfig { bad_words_ids: vec![vec![10]], ..base() }), "bad_words_ids");
-        assert_eq!(field(PipelineConfig { suppress_tokens: vec![12], ..base() }), "suppress_tokens");
-        assert_eq!(field(PipelineConfig { forced_bos_token_id: Some(99), ..base() }), "forced_bos_token_id");
-        let greedy_t0 = PipelineConfig { temperature: 0.0, ..Default::default() };
-        assert!(greedy_t0.validate(None).is_ok(), "temperature only matters when sampling");
+        let base = || PipelineConfig {
+            do_sample: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            field(PipelineConfig {
+                temperature: 0.0,
+                ..base()
+            }),
+            "temperature"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                top_p: 1.5,
+                ..base()
+            }),
+            "top_p"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                top_p: 0.0,
+                ..base()
+            }),
+            "top_p"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                typical_p: f64::NAN,
+                ..base()
+            }),
+            "typical_p"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                min_p: Some(-0.1),
+                ..base()
+            }),
+            "min_p"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                repetition_penalty: 0.0,
+                ..base()
+            }),
+            "repetition_penalty"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                bad_words_ids: vec![vec![]],
+                ..base()
+            }),
+            "bad_words_ids"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                bad_words_ids: vec![vec![-1]],
+                ..base()
+            }),
+            "bad_words_ids"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                bad_words_ids: vec![vec![10]],
+                ..base()
+            }),
+            "bad_words_ids"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                suppress_tokens: vec![12],
+                ..base()
+            }),
+            "suppress_tokens"
+        );
+        assert_eq!(
+            field(PipelineConfig {
+                forced_bos_token_id: Some(99),
+                ..base()
+            }),
+            "forced_bos_token_id"
+        );
+        let greedy_t0 = PipelineConfig {
+            temperature: 0.0,
+            ..Default::default()
+        };
+        assert!(
+            greedy_t0.validate(None).is_ok(),
+            "temperature only matters when sampling"
+        );
     }
 }

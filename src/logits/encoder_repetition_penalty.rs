@@ -15,7 +15,10 @@ pub struct EncoderRepetitionPenalty {
 
 impl EncoderRepetitionPenalty {
     pub fn new(penalty: f64, encoder_input_ids: Vec<Vec<i64>>) -> Self {
-        EncoderRepetitionPenalty { inv: (1.0 / penalty) as f32, encoder: encoder_input_ids }
+        EncoderRepetitionPenalty {
+            inv: (1.0 / penalty) as f32,
+            encoder: encoder_input_ids,
+        }
     }
 }
 
@@ -29,7 +32,13 @@ impl RowProcessor for EncoderRepetitionPenalty {
             return;
         };
         let inv = self.inv;
-        penalise_tokens(&self.encoder[e], logits, s, |x| if x < 0.0 { x * inv } else { x / inv });
+        penalise_tokens(&self.encoder[e], logits, s, |x| {
+            if x < 0.0 {
+                x * inv
+            } else {
+                x / inv
+            }
+        });
     }
 }
 
@@ -42,10 +51,15 @@ mod tests {
     #[test]
     fn boosts_encoder_tokens_per_batch_entry() {
         let h = TokenHistory::new(&[0, 0, 0, 0], 4);
-        let mut rows =
-            vec![1.0f32, -1.0, 1.0, /* */ 1.0, -1.0, 1.0, /* */ 1.0, -1.0, 1.0, /* */ 1.0, -1.0, 1.0];
+        let mut rows = vec![
+            1.0f32, -1.0, 1.0, /* */ 1.0, -1.0, 1.0, /* */ 1.0, -1.0, 1.0,
+            /* */ 1.0, -1.0, 1.0,
+        ];
         let p = EncoderRepetitionPenalty::new(2.0, vec![vec![1, 1], vec![2, 9]]);
         run(&p, &h, &mut rows, 3);
-        assert_eq!(rows, vec![1.0, -0.5, 1.0, 1.0, -0.5, 1.0, 1.0, -1.0, 2.0, 1.0, -1.0, 2.0]);
+        assert_eq!(
+            rows,
+            vec![1.0, -0.5, 1.0, 1.0, -0.5, 1.0, 1.0, -1.0, 2.0, 1.0, -1.0, 2.0]
+        );
     }
 }

@@ -12,7 +12,10 @@ pub struct EpsilonCutoff {
 
 impl EpsilonCutoff {
     pub fn new(epsilon: f64, min_tokens_to_keep: usize) -> Self {
-        EpsilonCutoff { epsilon: epsilon as f32, min_keep: min_tokens_to_keep.max(1) }
+        EpsilonCutoff {
+            epsilon: epsilon as f32,
+            min_keep: min_tokens_to_keep.max(1),
+        }
     }
 }
 
@@ -22,7 +25,13 @@ impl RowProcessor for EpsilonCutoff {
     }
 
     fn process_row(&self, _: &StepContext<'_>, _: usize, logits: &mut [f32], s: &mut Scratch) {
-        cutoff(logits, s, self.min_keep, |_| self.epsilon, |_, _, _| self.epsilon);
+        cutoff(
+            logits,
+            s,
+            self.min_keep,
+            |_| self.epsilon,
+            |_, _, _| self.epsilon,
+        );
     }
 }
 
@@ -57,7 +66,12 @@ pub(super) fn cutoff(
     let thr = threshold(s);
     let kth = kth_largest(&s.vals, min_keep, &mut s.floats);
     s.keep.clear();
-    s.keep.extend(s.probs.iter().zip(&s.vals).map(|(&p, &v)| !(p < thr && v < kth)));
+    s.keep.extend(
+        s.probs
+            .iter()
+            .zip(&s.vals)
+            .map(|(&p, &v)| !(p < thr && v < kth)),
+    );
     s.apply_keep(logits);
 }
 

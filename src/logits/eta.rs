@@ -14,7 +14,10 @@ pub struct EtaCutoff {
 
 impl EtaCutoff {
     pub fn new(eta: f64, min_tokens_to_keep: usize) -> Self {
-        EtaCutoff { epsilon: eta as f32, min_keep: min_tokens_to_keep.max(1) }
+        EtaCutoff {
+            epsilon: eta as f32,
+            min_keep: min_tokens_to_keep.max(1),
+        }
     }
 }
 
@@ -42,7 +45,12 @@ fn sparse_threshold(eps: f32) -> impl Fn(&Scratch) -> f32 {
             (s.probs.iter().filter(|&&p| p > 0.0).count() as f32).ln()
         } else {
             let lse = m + (sum_exp(&s.vals, m).ln() as f32);
-            let h: f64 = s.vals.iter().zip(&s.probs).map(|(&v, &p)| ((v - lse).max(f32::MIN) * p) as f64).sum();
+            let h: f64 = s
+                .vals
+                .iter()
+                .zip(&s.probs)
+                .map(|(&v, &p)| ((v - lse).max(f32::MIN) * p) as f64)
+                .sum();
             -(h as f32)
         };
         eps.min(eps.sqrt() * (-entropy).exp())

@@ -13,14 +13,23 @@ pub struct ExponentialDecayLengthPenalty {
 }
 
 impl ExponentialDecayLengthPenalty {
-    pub fn new(start_index: usize, decay_factor: f64, eos_token_ids: &[i64], prompt_len: usize) -> Self {
+    pub fn new(
+        start_index: usize,
+        decay_factor: f64,
+        eos_token_ids: &[i64],
+        prompt_len: usize,
+    ) -> Self {
         let mut eos: Vec<i64> = Vec::new();
         for &t in eos_token_ids {
             if !eos.contains(&t) {
                 eos.push(t);
             }
         }
-        ExponentialDecayLengthPenalty { start: start_index + prompt_len, factor: decay_factor, eos }
+        ExponentialDecayLengthPenalty {
+            start: start_index + prompt_len,
+            factor: decay_factor,
+            eos,
+        }
     }
 }
 

@@ -12,7 +12,10 @@ pub struct ForcedEos {
 
 impl ForcedEos {
     pub fn new(max_length: usize, eos_token_ids: &[i64]) -> Self {
-        ForcedEos { max_length, eos: eos_token_ids.to_vec() }
+        ForcedEos {
+            max_length,
+            eos: eos_token_ids.to_vec(),
+        }
     }
 }
 

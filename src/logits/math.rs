@@ -101,7 +101,8 @@ pub fn exp(x: f32) -> f32 {
     // 2^n as two factors, each a normal float for n in [-126, 128].
     let n1 = ni >> 1;
     let n2 = ni - n1;
-    let e = y * f32::from_bits(((n1 + 127) as u32) << 23) * f32::from_bits(((n2 + 127) as u32) << 23);
+    let e =
+        y * f32::from_bits(((n1 + 127) as u32) << 23) * f32::from_bits(((n2 + 127) as u32) << 23);
     if normal {
         e
     } else {
@@ -291,7 +292,10 @@ pub fn softmax_into(vals: &[f32], out: &mut Vec<f32>) -> bool {
         let count = vals.iter().filter(|&&v| v == f32::INFINITY).count();
         let share = 1.0 / count as f32;
         out.clear();
-        out.extend(vals.iter().map(|&v| if v == f32::INFINITY { share } else { 0.0 }));
+        out.extend(
+            vals.iter()
+                .map(|&v| if v == f32::INFINITY { share } else { 0.0 }),
+        );
         return true;
     }
     let s = exp_into(vals, m, out);
@@ -330,7 +334,12 @@ const BUCKETS: usize = 1024;
 /// index order of ties is kept), only the bucket holding the boundary is refined,
 /// and only a small final bucket is sorted. `items` must be in ascending `idx`
 /// order on entry; keys must not be NaN.
-pub fn first_reaching(items: &mut [Item], base: f64, reached: &dyn Fn(f64) -> bool, tmp: &mut Vec<Item>) -> usize {
+pub fn first_reaching(
+    items: &mut [Item],
+    base: f64,
+    reached: &dyn Fn(f64) -> bool,
+    tmp: &mut Vec<Item>,
+) -> usize {
     let n = items.len();
     if n <= SMALL {
         items.sort_by(cmp_items);
@@ -507,7 +516,11 @@ pub fn dense_boundary(
         items.clear();
         for (i, (&k, &w)) in keys.iter().zip(weights).enumerate() {
             if k.abs() < f32::INFINITY && keep(bucket(k, lo, scale)) {
-                items.push(Item { key: k, idx: i as u32, w });
+                items.push(Item {
+                    key: k,
+                    idx: i as u32,
+                    w,
+                });
             }
         }
     };
@@ -531,7 +544,12 @@ const DENSE_BUCKETS: usize = 2048;
 fn bucket(k: f32, lo: f32, scale: f32) -> usize {
     // SAFETY: clamped to [0, DENSE_BUCKETS - 1]; `max` maps NaN (inf * 0) to 0. The
     // unchecked conversion is exact there and vectorises (a saturating `as` does not).
-    unsafe { ((k - lo) * scale).max(0.0).min((DENSE_BUCKETS - 1) as f32).to_int_unchecked::<u32>() as usize }
+    unsafe {
+        ((k - lo) * scale)
+            .max(0.0)
+            .min((DENSE_BUCKETS - 1) as f32)
+            .to_int_unchecked::<u32>() as usize
+    }
 }
 
 multiversion! {
@@ -584,11 +602,17 @@ mod tests {
         assert_eq!(kth_largest(&v, 3, &mut Vec::new()), 3.0);
         assert_eq!(kth_largest(&v, 6, &mut Vec::new()), f32::NEG_INFINITY);
         // Long input exercises the trimming path.
-        let long: Vec<f32> = (0..100_000u32).map(|i| ((i * 7919) % 100_003) as f32).collect();
+        let long: Vec<f32> = (0..100_000u32)
+            .map(|i| ((i * 7919) % 100_003) as f32)
+            .collect();
         let mut sorted = long.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
         for k in [1, 50, 1000, 99_999] {
-            assert_eq!(kth_largest(&long, k, &mut Vec::new()), sorted[k - 1], "k={k}");
+            assert_eq!(
+                kth_largest(&long, k, &mut Vec::new()),
+                sorted[k - 1],
+                "k={k}"
+            );
         }
     }
 
@@ -619,13 +643,24 @@ mod tests {
                 for frac in [0.0, 0.3, 0.97, 1.5] {
                     let target = total * frac;
                     let pred = |c: f64| c > target;
-                    let mut items: Vec<Item> = (0..n).map(|i| Item { key: keys[i], idx: i as u32, w: w(i) }).collect();
+                    let mut items: Vec<Item> = (0..n)
+                        .map(|i| Item {
+                            key: keys[i],
+                            idx: i as u32,
+                            w: w(i),
+                        })
+                        .collect();
                     items.sort_by(cmp_items);
                     let q = scan(&items, 0.0, &pred);
                     let want = items.get(q).copied();
                     let weights: Vec<f32> = (0..n).map(w).collect();
-                    let got = dense_boundary(&keys, &weights, &pred, &mut Vec::new(), &mut Vec::new());
-                    assert_eq!(got.map(|it| it.idx), want.map(|it| it.idx), "n={n} ties={ties} frac={frac}");
+                    let got =
+                        dense_boundary(&keys, &weights, &pred, &mut Vec::new(), &mut Vec::new());
+                    assert_eq!(
+                        got.map(|it| it.idx),
+                        want.map(|it| it.idx),
+                        "n={n} ties={ties} frac={frac}"
+                    );
                 }
             }
         }
@@ -633,7 +668,10 @@ mod tests {
 
     #[test]
     fn finite_range_skips_infinities() {
-        assert_eq!(finite_range(&[f32::NEG_INFINITY, 3.0, f32::NAN, -1.0, f32::INFINITY]), Some((-1.0, 3.0)));
+        assert_eq!(
+            finite_range(&[f32::NEG_INFINITY, 3.0, f32::NAN, -1.0, f32::INFINITY]),
+            Some((-1.0, 3.0))
+        );
         assert_eq!(finite_range(&[f32::NEG_INFINITY]), None);
     }
 
@@ -651,8 +689,16 @@ mod tests {
                 let items: Vec<Item> = (0..n)
                     .map(|i| {
                         let r = rnd();
-                        let key = if ties { (r % 5) as f32 } else { (r % 1_000_000) as f32 / 1000.0 };
-                        Item { key, idx: i as u32, w: ((r >> 20) % 100) as f32 / 1000.0 }
+                        let key = if ties {
+                            (r % 5) as f32
+                        } else {
+                            (r % 1_000_000) as f32 / 1000.0
+                        };
+                        Item {
+                            key,
+                            idx: i as u32,
+                            w: ((r >> 20) % 100) as f32 / 1000.0,
+                        }
                     })
                     .collect();
                 let total: f64 = items.iter().map(|i| i.w as f64).sum();

@@ -14,13 +14,24 @@ pub struct MinLength {
 
 impl MinLength {
     pub fn new(min_total_len: usize, eos: &[i64]) -> Self {
-        let eos = eos.iter().filter(|&&t| t >= 0).map(|&t| t as usize).collect();
-        MinLength { name: "MinLengthLogitsProcessor", min_total_len, eos }
+        let eos = eos
+            .iter()
+            .filter(|&&t| t >= 0)
+            .map(|&t| t as usize)
+            .collect();
+        MinLength {
+            name: "MinLengthLogitsProcessor",
+            min_total_len,
+            eos,
+        }
     }
 
     /// At least `min_new_tokens` tokens after a prompt of `prompt_len`.
     pub fn new_tokens(prompt_len: usize, min_new_tokens: usize, eos: &[i64]) -> Self {
-        MinLength { name: "MinNewTokensLengthLogitsProcessor", ..Self::new(prompt_len + min_new_tokens, eos) }
+        MinLength {
+            name: "MinNewTokensLengthLogitsProcessor",
+            ..Self::new(prompt_len + min_new_tokens, eos)
+        }
     }
 }
 
@@ -51,12 +62,21 @@ mod tests {
         let mut h = TokenHistory::new(&[5, 6], 1);
         let p = MinLength::new(3, &[1, 9]); // 9 is outside the vocab and ignored
         let mut data = vec![0.5f32, 2.0, 0.1];
-        p.process(&StepContext { history: &h }, &mut LogitsMut::new(&mut data, 3));
+        p.process(
+            &StepContext { history: &h },
+            &mut LogitsMut::new(&mut data, 3),
+        );
         assert_eq!(data, vec![0.5, f32::NEG_INFINITY, 0.1]);
         h.push(&[0]);
         let mut data = vec![0.5f32, 2.0, 0.1];
-        p.process(&StepContext { history: &h }, &mut LogitsMut::new(&mut data, 3));
+        p.process(
+            &StepContext { history: &h },
+            &mut LogitsMut::new(&mut data, 3),
+        );
         assert_eq!(data, vec![0.5, 2.0, 0.1]);
-        assert_eq!(MinLength::new_tokens(2, 1, &[1]).name(), "MinNewTokensLengthLogitsProcessor");
+        assert_eq!(
+            MinLength::new_tokens(2, 1, &[1]).name(),
+            "MinNewTokensLengthLogitsProcessor"
+        );
     }
 }

@@ -13,7 +13,10 @@ pub struct MinP {
 
 impl MinP {
     pub fn new(min_p: f64, min_tokens_to_keep: usize) -> Self {
-        MinP { min_p: min_p as f32, min_keep: min_tokens_to_keep.max(1) }
+        MinP {
+            min_p: min_p as f32,
+            min_keep: min_tokens_to_keep.max(1),
+        }
     }
 }
 
@@ -69,7 +72,11 @@ pub(super) fn protect_most_probable(s: &mut Scratch, k: usize) {
         return;
     }
     let probs = &s.probs;
-    order.select_nth_unstable_by(k - 1, |&a, &b| probs[b as usize].total_cmp(&probs[a as usize]).then(a.cmp(&b)));
+    order.select_nth_unstable_by(k - 1, |&a, &b| {
+        probs[b as usize]
+            .total_cmp(&probs[a as usize])
+            .then(a.cmp(&b))
+    });
     for &j in &order[..k] {
         s.keep[j as usize] = true;
     }

@@ -86,7 +86,10 @@ pub struct LogitsMut<'a> {
 impl<'a> LogitsMut<'a> {
     /// Panics only on a programming error; callers validate shapes first.
     pub fn new(data: &'a mut [f32], vocab: usize) -> Self {
-        assert!(vocab > 0 && data.len() % vocab == 0, "logits length must be rows * vocab");
+        assert!(
+            vocab > 0 && data.len() % vocab == 0,
+            "logits length must be rows * vocab"
+        );
         LogitsMut { data, vocab }
     }
 
@@ -140,7 +143,13 @@ pub trait RowProcessor: Send + Sync {
     }
 
     /// Processes row `row` (`logits` is that row, `vocab` long) in place.
-    fn process_row(&self, ctx: &StepContext<'_>, row: usize, logits: &mut [f32], scratch: &mut Scratch);
+    fn process_row(
+        &self,
+        ctx: &StepContext<'_>,
+        row: usize,
+        logits: &mut [f32],
+        scratch: &mut Scratch,
+    );
 
     /// Rows were replaced by `parents[i]`'s row (beam search); stateful stages follow.
     fn reorder(&self, _parents: &[usize]) {}
@@ -163,7 +172,11 @@ impl<T: RowProcessor> LogitsProcessor for T {
 
 /// Names of a warper that runs the fused prelude (NaN to -inf when `sanitize`, then the
 /// temperature) before its own `name`, in transformers' order.
-pub(crate) fn prelude_names(sanitize: bool, temperature: Option<f32>, name: &'static str) -> Vec<&'static str> {
+pub(crate) fn prelude_names(
+    sanitize: bool,
+    temperature: Option<f32>,
+    name: &'static str,
+) -> Vec<&'static str> {
     let mut names = Vec::new();
     if sanitize {
         names.push("NanToNegInf");
@@ -338,12 +351,21 @@ impl Pipeline {
 
     /// Runs every stage, then `finish(row, logits_row, scratch)` on each processed row
     /// while it is still in cache (with the scratch's sparse form of the row intact).
-    pub fn process_then<T, F>(&self, ctx: &StepContext<'_>, logits: &mut LogitsMut<'_>, finish: F) -> Vec<T>
+    pub fn process_then<T, F>(
+        &self,
+        ctx: &StepContext<'_>,
+        logits: &mut LogitsMut<'_>,
+        finish: F,
+    ) -> Vec<T>
     where
         T: Send,
         F: Fn(usize, &mut [f32], &mut Scratch) -> T + Sync,
     {
-        let tail_start = self.stages.iter().rposition(|s| matches!(s, Stage::Batch(_))).map_or(0, |b| b + 1);
+        let tail_start = self
+            .stages
+            .iter()
+            .rposition(|s| matches!(s, Stage::Batch(_)))
+            .map_or(0, |b| b + 1);
         let mut run: Vec<&Arc<dyn RowProcessor>> = Vec::new();
         for stage in &self.stages[..tail_start] {
             match stage {
@@ -371,7 +393,13 @@ impl Pipeline {
     }
 }
 
-fn run_row(stages: &[&Arc<dyn RowProcessor>], ctx: &StepContext<'_>, r: usize, row: &mut [f32], s: &mut Scratch) {
+fn run_row(
+    stages: &[&Arc<dyn RowProcessor>],
+    ctx: &StepContext<'_>,
+    r: usize,
+    row: &mut [f32],
+    s: &mut Scratch,
+) {
     s.begin_row();
     for p in stages {
         p.process_row(ctx, r, row, s);
@@ -387,9 +415,21 @@ where
     let vocab = logits.vocab;
     let rows = logits.n_rows();
     if crate::parallel::worth_parallel(rows, rows * vocab) {
-        logits.data.par_chunks_exact_mut(vocab).enumerate().map(|(r, row)| with_scratch(|s| f(r, row, s))).collect()
+        logits
+            .data
+            .par_chunks_exact_mut(vocab)
+            .enumerate()
+            .map(|(r, row)| with_scratch(|s| f(r, row, s)))
+            .collect()
     } else {
-        with_scratch(|s| logits.data.chunks_exact_mut(vocab).enumerate().map(|(r, row)| f(r, row, s)).collect())
+        with_scratch(|s| {
+            logits
+                .data
+                .chunks_exact_mut(vocab)
+                .enumerate()
+                .map(|(r, row)| f(r, row, s))
+                .collect()
+        })
     }
 }
 
@@ -429,10 +469,16 @@ mod tests {
         p.push_row(Box::new(Temperature::new(0.5)));
         p.push(Box::new(MinLength::new(5, &[0])));
         p.push_row(Box::new(TopK::new(2, 1)));
-        assert_eq!(p.names(), ["TemperatureLogitsWarper", "batch", "TopKLogitsWarper"]);
+        assert_eq!(
+            p.names(),
+            ["TemperatureLogitsWarper", "batch", "TopKLogitsWarper"]
+        );
         let h = TokenHistory::new(&[1, 2], 2);
         let mut data = vec![1.0, 2.0, 3.0, 0.5, /* row 1 */ 4.0, -1.0, 0.0, 2.0];
-        p.process(&StepContext { history: &h }, &mut LogitsMut::new(&mut data, 4));
+        p.process(
+            &StepContext { history: &h },
+            &mut LogitsMut::new(&mut data, 4),
+        );
         assert_eq!(data, vec![NEG, 4.0, 6.0, NEG, NEG, NEG, 0.0, 4.0]);
     }
 
@@ -441,8 +487,13 @@ mod tests {
         let vocab = 300_000;
         let rows = 4;
         // large enough for the pool (unless the machine has a single thread)
-        assert!(crate::parallel::worth_parallel(rows, rows * vocab) || rayon::current_num_threads() == 1);
-        let mut data: Vec<f32> = (0..rows * vocab).map(|i| ((i * 7919) % 1013) as f32 / 100.0).collect();
+        assert!(
+            crate::parallel::worth_parallel(rows, rows * vocab)
+                || rayon::current_num_threads() == 1
+        );
+        let mut data: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i * 7919) % 1013) as f32 / 100.0)
+            .collect();
         let mut serial = data.clone();
         let mut p = Pipeline::new();
         p.push_row(Box::new(Temperature::new(0.7)));

@@ -46,13 +46,18 @@ impl RowTable {
         if row.len() < n {
             return &[];
         }
-        self.next.get(&row[row.len() + 1 - n..]).map_or(&[], Vec::as_slice)
+        self.next
+            .get(&row[row.len() + 1 - n..])
+            .map_or(&[], Vec::as_slice)
     }
 }
 
 impl NoRepeatNGram {
     pub fn new(ngram_size: usize) -> Self {
-        NoRepeatNGram { n: ngram_size.max(1), rows: RwLock::new(Vec::new()) }
+        NoRepeatNGram {
+            n: ngram_size.max(1),
+            rows: RwLock::new(Vec::new()),
+        }
     }
 
     fn with_row<R>(&self, r: usize, f: impl FnOnce(&mut RowTable) -> R) -> R {
@@ -92,8 +97,14 @@ impl RowProcessor for NoRepeatNGram {
 
     fn reorder(&self, parents: &[usize]) {
         let mut rows = self.rows.write().unwrap_or_else(|e| e.into_inner());
-        let old: Vec<RowTable> = rows.iter().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
-        *rows = parents.iter().map(|&p| Mutex::new(old.get(p).cloned().unwrap_or_default())).collect();
+        let old: Vec<RowTable> = rows
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        *rows = parents
+            .iter()
+            .map(|&p| Mutex::new(old.get(p).cloned().unwrap_or_default()))
+            .collect();
     }
 }
 

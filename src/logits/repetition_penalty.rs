@@ -16,7 +16,10 @@ pub struct RepetitionPenalty {
 
 impl RepetitionPenalty {
     pub fn new(penalty: f64, prompt_ignore: Vec<usize>) -> Self {
-        RepetitionPenalty { penalty: penalty as f32, prompt_ignore }
+        RepetitionPenalty {
+            penalty: penalty as f32,
+            prompt_ignore,
+        }
     }
 }
 
@@ -32,7 +35,12 @@ pub(super) fn source_row(len: usize, r: usize, rows: usize) -> Option<usize> {
 }
 
 /// Applies `f(score)` once to every distinct in-vocabulary token of `tokens`.
-pub(super) fn penalise_tokens(tokens: &[i64], logits: &mut [f32], s: &mut Scratch, f: impl Fn(f32) -> f32) {
+pub(super) fn penalise_tokens(
+    tokens: &[i64],
+    logits: &mut [f32],
+    s: &mut Scratch,
+    f: impl Fn(f32) -> f32,
+) {
     let vocab = logits.len();
     s.clear_marks(vocab);
     for &t in tokens {
@@ -51,9 +59,17 @@ impl RowProcessor for RepetitionPenalty {
     fn process_row(&self, ctx: &StepContext<'_>, r: usize, logits: &mut [f32], s: &mut Scratch) {
         let history = ctx.history.row(r);
         let entry = source_row(self.prompt_ignore.len(), r, ctx.history.n_rows());
-        let skip = entry.map_or(0, |e| self.prompt_ignore[e]).min(history.len());
+        let skip = entry
+            .map_or(0, |e| self.prompt_ignore[e])
+            .min(history.len());
         let p = self.penalty;
-        penalise_tokens(&history[skip..], logits, s, |x| if x < 0.0 { x * p } else { x / p });
+        penalise_tokens(&history[skip..], logits, s, |x| {
+            if x < 0.0 {
+                x * p
+            } else {
+                x / p
+            }
+        });
     }
 }
 
@@ -73,10 +89,18 @@ mod tests {
 
     #[test]
     fn skips_left_padding_per_row_and_repeats_per_copy() {
-        let h = TokenHistory::new(&[0, 2, /* row 1 */ 1, 2, /* row 2 */ 0, 2, /* row 3 */ 1, 2], 4);
+        let h = TokenHistory::new(
+            &[
+                0, 2, /* row 1 */ 1, 2, /* row 2 */ 0, 2, /* row 3 */ 1, 2,
+            ],
+            4,
+        );
         let mut rows = vec![4.0f32; 12];
         // two batch entries, two copies each; entry 0 has one pad position
         run(&RepetitionPenalty::new(2.0, vec![1, 0]), &h, &mut rows, 3);
-        assert_eq!(rows, vec![4.0, 4.0, 2.0, 4.0, 4.0, 2.0, 2.0, 4.0, 2.0, 4.0, 2.0, 2.0]);
+        assert_eq!(
+            rows,
+            vec![4.0, 4.0, 2.0, 4.0, 4.0, 2.0, 2.0, 4.0, 2.0, 4.0, 2.0, 2.0]
+        );
     }
 }

@@ -32,7 +32,11 @@ impl SequenceBias {
                 None => unique.push((seq.clone(), *bias)),
             }
         }
-        let single = unique.iter().filter(|(s, _)| s.len() == 1).map(|(s, b)| (s[0], *b)).collect();
+        let single = unique
+            .iter()
+            .filter(|(s, _)| s.len() == 1)
+            .map(|(s, b)| (s[0], *b))
+            .collect();
         let mut lengths: Vec<usize> = Vec::new();
         for (s, _) in &unique {
             if s.len() > 1 && !lengths.contains(&s.len()) {
@@ -49,7 +53,11 @@ impl SequenceBias {
                     .collect()
             })
             .collect();
-        SequenceBias { name, single, groups }
+        SequenceBias {
+            name,
+            single,
+            groups,
+        }
     }
 }
 
@@ -75,7 +83,8 @@ impl RowProcessor for SequenceBias {
         }
         for group in &self.groups {
             for (prefix, last, b) in group {
-                if prefix.len() > row.len() || !row.ends_with(prefix) || !(0..vocab).contains(last) {
+                if prefix.len() > row.len() || !row.ends_with(prefix) || !(0..vocab).contains(last)
+                {
                     continue;
                 }
                 match ids.iter().position(|&i| i as i64 == *last) {

@@ -9,7 +9,9 @@ pub struct SuppressTokens {
 
 impl SuppressTokens {
     pub fn new(tokens: &[i64]) -> Self {
-        SuppressTokens { tokens: tokens.to_vec() }
+        SuppressTokens {
+            tokens: tokens.to_vec(),
+        }
     }
 }
 

@@ -13,7 +13,10 @@ pub struct SuppressTokensAtBegin {
 
 impl SuppressTokensAtBegin {
     pub fn new(tokens: &[i64], begin_index: usize) -> Self {
-        SuppressTokensAtBegin { tokens: tokens.to_vec(), begin_index }
+        SuppressTokensAtBegin {
+            tokens: tokens.to_vec(),
+            begin_index,
+        }
     }
 }
 

@@ -11,7 +11,9 @@ pub struct Temperature {
 impl Temperature {
     /// `temperature` must be > 0 (checked by [`super::PipelineConfig::validate`]).
     pub fn new(temperature: f64) -> Self {
-        Temperature { t: temperature as f32 }
+        Temperature {
+            t: temperature as f32,
+        }
     }
 }
 

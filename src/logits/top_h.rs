@@ -15,7 +15,9 @@ const TOP_N: usize = 100;
 
 impl TopH {
     pub fn new(top_h: f64) -> Self {
-        TopH { top_h: top_h as f32 }
+        TopH {
+            top_h: top_h as f32,
+        }
     }
 }
 
@@ -32,7 +34,11 @@ impl RowProcessor for TopH {
         s.gather(logits);
         let mut order: Vec<u32> = (0..s.cand.len() as u32).collect();
         let vals = &s.vals;
-        let desc = |a: &u32, b: &u32| vals[*b as usize].total_cmp(&vals[*a as usize]).then(a.cmp(b));
+        let desc = |a: &u32, b: &u32| {
+            vals[*b as usize]
+                .total_cmp(&vals[*a as usize])
+                .then(a.cmp(b))
+        };
         let n = order.len().min(TOP_N);
         if order.len() > n {
             order.select_nth_unstable_by(n - 1, desc);
@@ -42,7 +48,12 @@ impl RowProcessor for TopH {
         s.floats.clear();
         s.floats.extend(order.iter().map(|&j| vals[j as usize]));
         softmax_into(&s.floats, &mut s.probs);
-        let entropy: f32 = -s.probs.iter().filter(|&&p| p > 0.0).map(|&p| p * p.ln()).sum::<f32>();
+        let entropy: f32 = -s
+            .probs
+            .iter()
+            .filter(|&&p| p > 0.0)
+            .map(|&p| p * p.ln())
+            .sum::<f32>();
         let tau = entropy * self.top_h;
         s.keep.clear();
         s.keep.resize(s.cand.len(), false);

@@ -20,17 +20,34 @@ pub struct TopK {
 
 impl TopK {
     pub fn new(top_k: usize, min_tokens_to_keep: usize) -> Self {
-        TopK { k: top_k.max(min_tokens_to_keep).max(1), sanitize: false, temperature: None }
+        TopK {
+            k: top_k.max(min_tokens_to_keep).max(1),
+            sanitize: false,
+            temperature: None,
+        }
     }
 
     /// Top-k that first maps NaN to -inf (`sanitize`) and divides by `temperature`, in
     /// the same pass: the same result as those stages run before it.
-    pub fn with_prelude(top_k: usize, min_tokens_to_keep: usize, sanitize: bool, temperature: Option<f64>) -> Self {
-        TopK { sanitize, temperature: temperature.map(|t| t as f32), ..Self::new(top_k, min_tokens_to_keep) }
+    pub fn with_prelude(
+        top_k: usize,
+        min_tokens_to_keep: usize,
+        sanitize: bool,
+        temperature: Option<f64>,
+    ) -> Self {
+        TopK {
+            sanitize,
+            temperature: temperature.map(|t| t as f32),
+            ..Self::new(top_k, min_tokens_to_keep)
+        }
     }
 
     fn prelude(&self, x: f32) -> f32 {
-        let x = if self.sanitize && x.is_nan() { f32::NEG_INFINITY } else { x };
+        let x = if self.sanitize && x.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            x
+        };
         self.temperature.map_or(x, |t| x / t)
     }
 }
@@ -57,13 +74,19 @@ impl TopK {
         buf.clear();
         for (chunk, &m) in row.chunks(CHUNK).zip(chunk_max.iter()) {
             if m >= floor {
-                buf.extend(chunk.iter().map(|&x| map(x)).filter(|&x| x >= floor && x > f32::NEG_INFINITY));
+                buf.extend(
+                    chunk
+                        .iter()
+                        .map(|&x| map(x))
+                        .filter(|&x| x >= floor && x > f32::NEG_INFINITY),
+                );
             }
         }
         if buf.len() < k {
             f32::NEG_INFINITY
         } else {
-            *buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1 / self.temperature.unwrap_or(1.0)
+            *buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
+                / self.temperature.unwrap_or(1.0)
         }
     }
 
@@ -72,7 +95,13 @@ impl TopK {
     /// into `s.cand` and their processed values into `s.vals`, the bits the written
     /// path leaves there. For a row whose `max` and `log_sum` are finite (so no entry
     /// is NaN or +inf) and `k` below its length; `false` (nothing done) otherwise.
-    pub fn keep_of_log_softmax(&self, row: &[f32], max: f32, log_sum: f32, s: &mut Scratch) -> bool {
+    pub fn keep_of_log_softmax(
+        &self,
+        row: &[f32],
+        max: f32,
+        log_sum: f32,
+        s: &mut Scratch,
+    ) -> bool {
         if !(max.is_finite() && log_sum.is_finite()) || self.k >= row.len() {
             return false;
         }
@@ -184,8 +213,15 @@ mod tests {
 
     #[test]
     fn prelude_equals_the_separate_stages() {
-        let row: Vec<f32> =
-            (0..5000).map(|i| if i % 97 == 0 { f32::NAN } else { ((i * 37) % 1009) as f32 / 7.0 }).collect();
+        let row: Vec<f32> = (0..5000)
+            .map(|i| {
+                if i % 97 == 0 {
+                    f32::NAN
+                } else {
+                    ((i * 37) % 1009) as f32 / 7.0
+                }
+            })
+            .collect();
         let mut fused = row.clone();
         run1(&TopK::with_prelude(40, 1, true, Some(0.7)), &mut fused);
         let mut staged = row.clone();
@@ -198,7 +234,13 @@ mod tests {
 
     #[test]
     fn keep_of_log_softmax_is_the_written_path() {
-        for (k, t) in [(1, None), (5, Some(0.7)), (40, None), (40, Some(1.3)), (999, None)] {
+        for (k, t) in [
+            (1, None),
+            (5, Some(0.7)),
+            (40, None),
+            (40, Some(1.3)),
+            (999, None),
+        ] {
             for seed in 0..4u64 {
                 // many ties, some -inf
                 let mut row = crate::beam::tied_logits(seed, 0, 3000);
@@ -213,16 +255,28 @@ mod tests {
                 let mut written = row.clone();
                 crate::beam::log_softmax_rows(&mut written, row.len());
                 run1(&top, &mut written);
-                let kept: Vec<u32> = (0..written.len() as u32).filter(|&i| written[i as usize] > NEG).collect();
+                let kept: Vec<u32> = (0..written.len() as u32)
+                    .filter(|&i| written[i as usize] > NEG)
+                    .collect();
                 assert_eq!(s.cand, kept, "k {k}, t {t:?}");
-                let bits = |v: &mut dyn Iterator<Item = f32>| v.map(f32::to_bits).collect::<Vec<_>>();
-                assert_eq!(bits(&mut s.vals.iter().copied()), bits(&mut kept.iter().map(|&i| written[i as usize])));
+                let bits =
+                    |v: &mut dyn Iterator<Item = f32>| v.map(f32::to_bits).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&mut s.vals.iter().copied()),
+                    bits(&mut kept.iter().map(|&i| written[i as usize]))
+                );
             }
         }
         let mut s = Scratch::default();
         let top = TopK::new(2, 1);
-        assert!(!top.keep_of_log_softmax(&[1.0, 2.0, 3.0], 3.0, f32::NAN, &mut s), "a NaN row is declined");
-        assert!(!top.keep_of_log_softmax(&[1.0, 2.0], 2.0, 0.3, &mut s), "k >= vocab is declined");
+        assert!(
+            !top.keep_of_log_softmax(&[1.0, 2.0, 3.0], 3.0, f32::NAN, &mut s),
+            "a NaN row is declined"
+        );
+        assert!(
+            !top.keep_of_log_softmax(&[1.0, 2.0], 2.0, 0.3, &mut s),
+            "k >= vocab is declined"
+        );
     }
 
     #[test]

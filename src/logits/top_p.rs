@@ -2,8 +2,8 @@
 //! probability reaches `top_p`.
 
 use super::math::{
-    chunk_maxima, cmp_items, dense_boundary, exp, first_reaching, max, prelude_max, scaled_exp_into, softmax_into,
-    sum_exp, Item, MAX_CHUNK,
+    chunk_maxima, cmp_items, dense_boundary, exp, first_reaching, max, prelude_max,
+    scaled_exp_into, softmax_into, sum_exp, Item, MAX_CHUNK,
 };
 use super::{RowProcessor, Scratch, StepContext};
 
@@ -36,8 +36,17 @@ impl TopP {
 
     /// Top-p that first maps NaN to -inf (`sanitize`) and divides by `temperature` in
     /// the same pass (the warpers before it when there is no top-k / top-h).
-    pub fn with_prelude(top_p: f64, min_tokens_to_keep: usize, sanitize: bool, temperature: Option<f64>) -> Self {
-        TopP { sanitize, temperature: temperature.map(|t| t as f32), ..Self::new(top_p, min_tokens_to_keep) }
+    pub fn with_prelude(
+        top_p: f64,
+        min_tokens_to_keep: usize,
+        sanitize: bool,
+        temperature: Option<f64>,
+    ) -> Self {
+        TopP {
+            sanitize,
+            temperature: temperature.map(|t| t as f32),
+            ..Self::new(top_p, min_tokens_to_keep)
+        }
     }
 }
 
@@ -77,7 +86,17 @@ impl RowProcessor for TopP {
         softmax_into(&s.vals, &mut s.probs);
         s.items.clear();
         // Items carry their slot in `cand` (ascending token id, so the tie order holds).
-        s.items.extend(s.vals.iter().zip(&s.probs).enumerate().map(|(j, (&key, &w))| Item { key, idx: j as u32, w }));
+        s.items.extend(
+            s.vals
+                .iter()
+                .zip(&s.probs)
+                .enumerate()
+                .map(|(j, (&key, &w))| Item {
+                    key,
+                    idx: j as u32,
+                    w,
+                }),
+        );
         let thr = self.threshold;
         let q = first_reaching(&mut s.items, 0.0, &|cum| (cum as f32) > thr, &mut s.tmp);
         let removed = q.min(n - self.min_keep);
@@ -129,7 +148,11 @@ impl TopP {
                 if x >= floor {
                     let e = exp(x - m);
                     above += e as f64;
-                    s.items.push(Item { key: x, idx: (c * MAX_CHUNK + j) as u32, w: e * inv });
+                    s.items.push(Item {
+                        key: x,
+                        idx: (c * MAX_CHUNK + j) as u32,
+                        w: e * inv,
+                    });
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! `TypicalLogitsWarper` (locally typical sampling, Meister et al. 2022).
 
 use super::math::{
-    cmp_items, dense_boundary, exp, first_reaching, max, neg_entropy, scaled_exp_into, softmax_into, sum_exp, Item,
+    cmp_items, dense_boundary, exp, first_reaching, max, neg_entropy, scaled_exp_into,
+    softmax_into, sum_exp, Item,
 };
 use super::top_p::DENSE_MIN;
 use super::{RowProcessor, Scratch, StepContext};
@@ -19,7 +20,10 @@ pub struct Typical {
 
 impl Typical {
     pub fn new(typical_p: f64, min_tokens_to_keep: usize) -> Self {
-        Typical { mass: typical_p as f32, min_keep: min_tokens_to_keep.max(1) }
+        Typical {
+            mass: typical_p as f32,
+            min_keep: min_tokens_to_keep.max(1),
+        }
     }
 }
 
@@ -44,8 +48,16 @@ impl RowProcessor for Typical {
         if m == f32::INFINITY {
             // Limit of the softmax: the +inf tokens share the mass, distance 0.
             for (j, (&v, &w)) in s.vals.iter().zip(&s.probs).enumerate() {
-                let key = if v == f32::INFINITY { 0.0 } else { f32::INFINITY };
-                s.items.push(Item { key, idx: j as u32, w });
+                let key = if v == f32::INFINITY {
+                    0.0
+                } else {
+                    f32::INFINITY
+                };
+                s.items.push(Item {
+                    key,
+                    idx: j as u32,
+                    w,
+                });
             }
         } else {
             let ln_s = (super::math::sum_exp(&s.vals, m)).ln() as f32;
@@ -60,7 +72,11 @@ impl RowProcessor for Typical {
             let ent = ent as f32;
             // Items carry their slot in `cand` (ascending token id, so the tie order holds).
             for (j, (&normalized, &w)) in s.floats.iter().zip(&s.probs).enumerate() {
-                s.items.push(Item { key: ((-normalized) - ent).abs(), idx: j as u32, w });
+                s.items.push(Item {
+                    key: ((-normalized) - ent).abs(),
+                    idx: j as u32,
+                    w,
+                });
             }
         }
         let mass = self.mass;
@@ -108,9 +124,16 @@ impl Typical {
         let ent = -(neg_entropy(logits, m, inv, m + ln_s) as f32);
         scaled_exp_into(logits, m, inv, &mut s.probs);
         s.floats.clear();
-        s.floats.extend(logits.iter().map(|&x| ((-((x - m) - ln_s)) - ent).abs()));
+        s.floats
+            .extend(logits.iter().map(|&x| ((-((x - m) - ln_s)) - ent).abs()));
         let mass = self.mass;
-        let boundary = dense_boundary(&s.floats, &s.probs, &|cum| (cum as f32) >= mass, &mut s.items, &mut s.tmp);
+        let boundary = dense_boundary(
+            &s.floats,
+            &s.probs,
+            &|cum| (cum as f32) >= mass,
+            &mut s.items,
+            &mut s.tmp,
+        );
         if let Some(b) = boundary {
             for (x, &k) in logits.iter_mut().zip(&s.floats) {
                 *x = if k <= b.key { *x } else { f32::NEG_INFINITY };
@@ -130,7 +153,11 @@ mod tests {
         let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
         let s: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
         let norm: Vec<f64> = row.iter().map(|&x| x as f64 - m - s.ln()).collect();
-        let ent: f64 = -norm.iter().map(|&l| l * l.exp()).filter(|v| !v.is_nan()).sum::<f64>();
+        let ent: f64 = -norm
+            .iter()
+            .map(|&l| l * l.exp())
+            .filter(|v| !v.is_nan())
+            .sum::<f64>();
         let shifted: Vec<f64> = norm.iter().map(|&l| (-l - ent).abs()).collect();
         let mut order: Vec<usize> = (0..row.len()).collect();
         order.sort_by(|&a, &b| shifted[a].total_cmp(&shifted[b]));
@@ -167,13 +194,18 @@ mod tests {
 
     #[test]
     fn dense_rows_match_the_definition() {
-        let row: Vec<f32> = (0..6000).map(|i| ((i * 7919) % 6007) as f32 / 601.0).collect();
+        let row: Vec<f32> = (0..6000)
+            .map(|i| ((i * 7919) % 6007) as f32 / 601.0)
+            .collect();
         for mass in [0.2f32, 0.9] {
             let mut got = row.clone();
             run1(&Typical::new(mass as f64, 1), &mut got);
             let want = reference(&row, mass, 1);
             let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
-            assert!(differ <= 2, "mass={mass}: {differ} tokens differ (only boundary rounding may)");
+            assert!(
+                differ <= 2,
+                "mass={mass}: {differ} tokens differ (only boundary rounding may)"
+            );
         }
     }
 

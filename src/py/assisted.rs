@@ -2,8 +2,8 @@
 //! convert back.
 
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyReadwriteArray3,
-    PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
+    PyReadwriteArray3, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -24,12 +24,19 @@ pub struct AssistedDecoder {
 type Ints<'py> = Bound<'py, PyArray1<i64>>;
 type IntGrid<'py> = Bound<'py, PyArray2<i64>>;
 
-fn int_array<'py>(py: Python<'py>, values: Vec<i64>, rows: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
+fn int_array<'py>(
+    py: Python<'py>,
+    values: Vec<i64>,
+    rows: usize,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let width = values.len().checked_div(rows).unwrap_or(0);
     PyArray1::from_vec(py, values).reshape([rows, width])
 }
 
-fn lengths<'py>(py: Python<'py>, values: impl IntoIterator<Item = usize>) -> Bound<'py, PyArray1<i64>> {
+fn lengths<'py>(
+    py: Python<'py>,
+    values: impl IntoIterator<Item = usize>,
+) -> Bound<'py, PyArray1<i64>> {
     PyArray1::from_vec(py, values.into_iter().map(|v| v as i64).collect())
 }
 
@@ -52,14 +59,16 @@ impl AssistedDecoder {
         let starts: Vec<usize> = contiguous1("starts", &starts)?
             .iter()
             .map(|&s| {
-                usize::try_from(s).map_err(|_| InvalidArgumentError::new_err(format!("starts: must be >= 0, got {s}")))
+                usize::try_from(s).map_err(|_| {
+                    InvalidArgumentError::new_err(format!("starts: must be >= 0, got {s}"))
+                })
             })
             .collect::<PyResult<_>>()?;
         let config = pipeline_config(settings)?;
         let keys = match seed(settings)? {
             Some((seed, key_prompts)) if config.do_sample => {
-                let key_prompts =
-                    key_prompts.unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
+                let key_prompts = key_prompts
+                    .unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
                 if key_prompts.is_empty() || rows % key_prompts.len() != 0 {
                     return Err(ShapeError::new_err(format!(
                         "seed_prompts: {} prompts do not divide {rows} rows",
@@ -68,10 +77,23 @@ impl AssistedDecoder {
                 }
                 rng::row_keys(seed, &key_prompts, rows / key_prompts.len())
             }
-            _ if config.do_sample => return Err(InvalidArgumentError::new_err("seed: required when sampling")),
+            _ if config.do_sample => {
+                return Err(InvalidArgumentError::new_err(
+                    "seed: required when sampling",
+                ))
+            }
             _ => Vec::new(),
         };
-        let inner = Core::new(prompts, rows, &starts, &config, pad_token_id, max_length, &keys).map_err(to_py)?;
+        let inner = Core::new(
+            prompts,
+            rows,
+            &starts,
+            &config,
+            pad_token_id,
+            max_length,
+            &keys,
+        )
+        .map_err(to_py)?;
         Ok(AssistedDecoder { inner })
     }
 
@@ -97,7 +119,9 @@ impl AssistedDecoder {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("draft_logits", &mut logits)?;
         let inner = &mut self.inner;
-        let tokens = py.detach(|| inner.draft(data, vocab, confidence)).map_err(to_py)?;
+        let tokens = py
+            .detach(|| inner.draft(data, vocab, confidence))
+            .map_err(to_py)?;
         Ok(PyArray1::from_vec(py, tokens))
     }
 
@@ -116,7 +140,10 @@ impl AssistedDecoder {
     /// `(drafts, counts)`: int64 `[rows, width]` right-padded with pad, int64 `[rows]`.
     fn drafts<'py>(&self, py: Python<'py>) -> PyResult<(IntGrid<'py>, Ints<'py>)> {
         let (drafts, _, counts) = self.inner.drafts();
-        Ok((int_array(py, drafts, self.inner.n_rows())?, lengths(py, counts)))
+        Ok((
+            int_array(py, drafts, self.inner.n_rows())?,
+            lengths(py, counts),
+        ))
     }
 
     /// Verifies the drafts from the main model's logits (float32 `[rows, width + 1, vocab]`,
@@ -135,7 +162,9 @@ impl AssistedDecoder {
             .as_slice_mut()
             .map_err(|_| ShapeError::new_err("logits: array must be C-contiguous"))?;
         let inner = &mut self.inner;
-        let verdicts: Vec<Verdict> = py.detach(|| inner.verify(data, vocab, lockstep)).map_err(to_py)?;
+        let verdicts: Vec<Verdict> = py
+            .detach(|| inner.verify(data, vocab, lockstep))
+            .map_err(to_py)?;
         let rows = verdicts.len();
         let mut emitted = vec![self.inner.pad(); rows * positions];
         for (r, v) in verdicts.iter().enumerate() {

@@ -1,7 +1,10 @@
 //! Bindings of [`crate::beam::BeamSearch`] and [`crate::beam::GroupBeamSearch`]:
 //! convert, run with the GIL released, convert back.
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -26,7 +29,9 @@ fn get<'py, T: FromPyObjectOwned<'py>>(
     match d.get_item(key)? {
         None => Ok(default),
         Some(v) if v.is_none() => Ok(default),
-        Some(v) => v.extract::<T>().map_err(|_| InvalidArgumentError::new_err(format!("{key}: must be {what}"))),
+        Some(v) => v
+            .extract::<T>()
+            .map_err(|_| InvalidArgumentError::new_err(format!("{key}: must be {what}"))),
     }
 }
 
@@ -47,10 +52,9 @@ fn beam_settings(
                 EarlyStopping::Heuristic
             }
         }
-        Some(v) => EarlyStopping::parse(
-            &v.extract::<String>()
-                .map_err(|_| InvalidArgumentError::new_err("early_stopping: must be True, False or \"never\""))?,
-        )
+        Some(v) => EarlyStopping::parse(&v.extract::<String>().map_err(|_| {
+            InvalidArgumentError::new_err("early_stopping: must be True, False or \"never\"")
+        })?)
         .map_err(to_py)?,
     };
     let sample = if get(settings, "do_sample", false, "a bool")? {
@@ -98,9 +102,18 @@ pub(super) fn finalized_dict<'py>(py: Python<'py>, out: Finalized) -> PyResult<B
     d.set_item("sequences", seq)?;
     d.set_item("beam_indices", idx)?;
     d.set_item("scores", PyArray1::from_vec(py, out.scores))?;
-    d.set_item("reasons", out.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>())?;
-    d.set_item("stop_codes", PyArray1::from_vec(py, out.reasons.iter().map(|r| r.stop_code()).collect()))?;
-    d.set_item("nodes", PyArray1::from_vec(py, out.nodes.iter().map(|&n| node_id(n)).collect()))?;
+    d.set_item(
+        "reasons",
+        out.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "stop_codes",
+        PyArray1::from_vec(py, out.reasons.iter().map(|r| r.stop_code()).collect()),
+    )?;
+    d.set_item(
+        "nodes",
+        PyArray1::from_vec(py, out.nodes.iter().map(|&n| node_id(n)).collect()),
+    )?;
     Ok(d)
 }
 
@@ -112,28 +125,49 @@ fn node_id(n: u32) -> i64 {
     }
 }
 
-pub(super) fn tree_dict<'py>(py: Python<'py>, tree: &BeamTree, surviving: &[u32]) -> PyResult<Bound<'py, PyDict>> {
+pub(super) fn tree_dict<'py>(
+    py: Python<'py>,
+    tree: &BeamTree,
+    surviving: &[u32],
+) -> PyResult<Bound<'py, PyDict>> {
     let nodes = tree.nodes();
     let d = PyDict::new(py);
-    let col_i64 = |f: &dyn Fn(&crate::beam::Node) -> i64| PyArray1::from_vec(py, nodes.iter().map(f).collect());
+    let col_i64 = |f: &dyn Fn(&crate::beam::Node) -> i64| {
+        PyArray1::from_vec(py, nodes.iter().map(f).collect())
+    };
     d.set_item("parent", col_i64(&|n| node_id(n.parent)))?;
     d.set_item("token", col_i64(&|n| n.token))?;
     d.set_item("parent_row", col_i64(&|n| i64::from(n.parent_row)))?;
     d.set_item("batch", col_i64(&|n| i64::from(n.batch)))?;
     d.set_item("group", col_i64(&|n| i64::from(n.group)))?;
     d.set_item("step", col_i64(&|n| i64::from(n.step)))?;
-    d.set_item("score", PyArray1::from_vec(py, nodes.iter().map(|n| n.score).collect()))?;
-    d.set_item("final_score", PyArray1::from_vec(py, nodes.iter().map(|n| n.final_score).collect()))?;
-    d.set_item("end", PyList::new(py, nodes.iter().map(|n| n.end.as_str()))?)?;
+    d.set_item(
+        "score",
+        PyArray1::from_vec(py, nodes.iter().map(|n| n.score).collect()),
+    )?;
+    d.set_item(
+        "final_score",
+        PyArray1::from_vec(py, nodes.iter().map(|n| n.final_score).collect()),
+    )?;
+    d.set_item(
+        "end",
+        PyList::new(py, nodes.iter().map(|n| n.end.as_str()))?,
+    )?;
     d.set_item("kept", PyArray1::from_vec(py, tree.on_paths(surviving)))?;
     Ok(d)
 }
 
 pub(super) fn tokens_parents<'py>(py: Python<'py>, tokens: &[i64], parents: &[i64]) -> Pair<'py> {
-    (PyArray1::from_slice(py, tokens), PyArray1::from_slice(py, parents))
+    (
+        PyArray1::from_slice(py, tokens),
+        PyArray1::from_slice(py, parents),
+    )
 }
 
-pub(super) fn settled_list<'py>(py: Python<'py>, settled: Vec<Vec<i64>>) -> PyResult<Bound<'py, PyList>> {
+pub(super) fn settled_list<'py>(
+    py: Python<'py>,
+    settled: Vec<Vec<i64>>,
+) -> PyResult<Bound<'py, PyList>> {
     PyList::new(py, settled.into_iter().map(|v| PyArray1::from_vec(py, v)))
 }
 
@@ -203,10 +237,15 @@ impl BeamSearch {
         let inner = &mut self.inner;
         let (parents, tokens): (Vec<i64>, Vec<i64>) = py
             .detach(|| {
-                inner.propose(data, vocab, noise).map(|c| c.iter().map(|c| (c.parent_row as i64, c.token)).unzip())
+                inner
+                    .propose(data, vocab, noise)
+                    .map(|c| c.iter().map(|c| (c.parent_row as i64, c.token)).unzip())
             })
             .map_err(to_py)?;
-        Ok((PyArray1::from_vec(py, parents), PyArray1::from_vec(py, tokens)))
+        Ok((
+            PyArray1::from_vec(py, parents),
+            PyArray1::from_vec(py, tokens),
+        ))
     }
 
     /// Takes this step's candidates chosen elsewhere (on the device holding the logits):
@@ -230,7 +269,10 @@ impl BeamSearch {
                     .map(|c| c.iter().map(|c| (c.parent_row as i64, c.token)).unzip())
             })
             .map_err(to_py)?;
-        Ok((PyArray1::from_vec(py, parents), PyArray1::from_vec(py, tokens)))
+        Ok((
+            PyArray1::from_vec(py, parents),
+            PyArray1::from_vec(py, tokens),
+        ))
     }
 
     /// Accumulated score of every running beam, float32 `[batch * num_beams]`.
@@ -249,14 +291,19 @@ impl BeamSearch {
     /// stopping criterion ended with its code (>= 1; 0 = not ended). Returns
     /// `(tokens, parent_rows)` of the running beams.
     #[pyo3(signature = (hits=None))]
-    fn commit<'py>(&mut self, py: Python<'py>, hits: Option<PyReadonlyArray1<'py, u8>>) -> PyResult<Pair<'py>> {
-        let hits = hits
-            .as_ref()
-            .map(|h| contiguous1("hits", h))
-            .transpose()?;
+    fn commit<'py>(
+        &mut self,
+        py: Python<'py>,
+        hits: Option<PyReadonlyArray1<'py, u8>>,
+    ) -> PyResult<Pair<'py>> {
+        let hits = hits.as_ref().map(|h| contiguous1("hits", h)).transpose()?;
         let inner = &mut self.inner;
         py.detach(|| inner.commit(hits)).map_err(to_py)?;
-        Ok(tokens_parents(py, self.inner.next_tokens(), self.inner.parents()))
+        Ok(tokens_parents(
+            py,
+            self.inner.next_tokens(),
+            self.inner.parents(),
+        ))
     }
 
     /// `process`, `warp`, `propose` and `commit` in one call; processed scores stay
@@ -275,9 +322,19 @@ impl BeamSearch {
         let data = contiguous_mut("logits", &mut logits)?;
         let noise = noise.as_ref().map(|n| contiguous("noise", n)).transpose()?;
         let inner = &mut self.inner;
-        py.detach(|| if read_scores { inner.step(data, vocab, noise) } else { inner.step_unread(data, vocab, noise) })
-            .map_err(to_py)?;
-        Ok(tokens_parents(py, self.inner.next_tokens(), self.inner.parents()))
+        py.detach(|| {
+            if read_scores {
+                inner.step(data, vocab, noise)
+            } else {
+                inner.step_unread(data, vocab, noise)
+            }
+        })
+        .map_err(to_py)?;
+        Ok(tokens_parents(
+            py,
+            self.inner.next_tokens(),
+            self.inner.parents(),
+        ))
     }
 
     fn is_done(&self) -> bool {
@@ -328,31 +385,59 @@ impl GroupBeamSearch {
     }
 
     /// Log-softmax, Hamming diversity and processors over group `g`'s rows in place.
-    fn process_group(&mut self, py: Python<'_>, g: usize, mut logits: PyReadwriteArray2<'_, f32>) -> PyResult<()> {
+    fn process_group(
+        &mut self,
+        py: Python<'_>,
+        g: usize,
+        mut logits: PyReadwriteArray2<'_, f32>,
+    ) -> PyResult<()> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
-        py.detach(|| inner.process_group(g, data, vocab)).map_err(to_py)
+        py.detach(|| inner.process_group(g, data, vocab))
+            .map_err(to_py)
     }
 
     /// Chooses group `g`'s next beams from its processed rows.
-    fn select_group(&mut self, py: Python<'_>, g: usize, logits: PyReadonlyArray2<'_, f32>) -> PyResult<()> {
+    fn select_group(
+        &mut self,
+        py: Python<'_>,
+        g: usize,
+        logits: PyReadonlyArray2<'_, f32>,
+    ) -> PyResult<()> {
         let vocab = logits.shape()[1];
         let data = contiguous("logits", &logits)?;
         let inner = &mut self.inner;
-        py.detach(|| inner.select_group(g, data, vocab)).map_err(to_py)
+        py.detach(|| inner.select_group(g, data, vocab))
+            .map_err(to_py)
     }
 
     /// Every group of one step in one call; returns `(tokens, parent_rows)`. With
     /// `read_scores=False` the caller promises not to read the processed scores: without
     /// processors `logits` is then left unprocessed (same result, less memory traffic).
     #[pyo3(signature = (logits, read_scores=true))]
-    fn step<'py>(&mut self, py: Python<'py>, mut logits: PyReadwriteArray2<'py, f32>, read_scores: bool) -> PyResult<Pair<'py>> {
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        mut logits: PyReadwriteArray2<'py, f32>,
+        read_scores: bool,
+    ) -> PyResult<Pair<'py>> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
-        py.detach(|| if read_scores { inner.step(data, vocab) } else { inner.step_unread(data, vocab) }).map_err(to_py)?;
-        Ok(tokens_parents(py, self.inner.next_tokens(), self.inner.parents()))
+        py.detach(|| {
+            if read_scores {
+                inner.step(data, vocab)
+            } else {
+                inner.step_unread(data, vocab)
+            }
+        })
+        .map_err(to_py)?;
+        Ok(tokens_parents(
+            py,
+            self.inner.next_tokens(),
+            self.inner.parents(),
+        ))
     }
 
     /// `(tokens, parent_rows)` of the last complete step.

@@ -22,7 +22,11 @@ fn field_name(field: &str) -> &'static str {
 }
 
 /// `specs`: a list whose items are a phrase (`list[int]`) or alternatives (`list[list[int]]`).
-fn constraint_set(specs: &Bound<'_, PyList>, vocab: Option<usize>, field: &str) -> PyResult<ConstraintSet> {
+fn constraint_set(
+    specs: &Bound<'_, PyList>,
+    vocab: Option<usize>,
+    field: &str,
+) -> PyResult<ConstraintSet> {
     let name = field_name(field);
     let mut out = Vec::with_capacity(specs.len());
     for (i, item) in specs.iter().enumerate() {
@@ -39,8 +43,12 @@ fn constraint_set(specs: &Bound<'_, PyList>, vocab: Option<usize>, field: &str) 
     }
     ConstraintSet::new(out, vocab).map_err(|e| {
         to_py(match e {
-            CoreError::InvalidArgument { message, .. } => CoreError::InvalidArgument { name, message },
-            CoreError::TokenOutOfVocab { token, vocab, .. } => CoreError::TokenOutOfVocab { name, token, vocab },
+            CoreError::InvalidArgument { message, .. } => {
+                CoreError::InvalidArgument { name, message }
+            }
+            CoreError::TokenOutOfVocab { token, vocab, .. } => {
+                CoreError::TokenOutOfVocab { name, token, vocab }
+            }
             other => other,
         })
     })
@@ -128,7 +136,10 @@ impl ConstrainedBeamSearch {
         prompt_mask: Option<PyReadonlyArray2<'_, bool>>,
     ) -> PyResult<Self> {
         let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
-        let mask = prompt_mask.as_ref().map(|m| contiguous("prompt_mask", m)).transpose()?;
+        let mask = prompt_mask
+            .as_ref()
+            .map(|m| contiguous("prompt_mask", m))
+            .transpose()?;
         let set = constraint_set(specs, vocab, "force_words_ids")?;
         let inner = CoreSearch::new(&prompts, batch, &config, beam, set, mask).map_err(to_py)?;
         Ok(ConstrainedBeamSearch { inner })
@@ -143,21 +154,37 @@ impl ConstrainedBeamSearch {
     }
 
     /// Chooses the next beams from processed scores; returns `(tokens, parent_rows)`.
-    fn select<'py>(&mut self, py: Python<'py>, logits: PyReadonlyArray2<'py, f32>) -> PyResult<Pair<'py>> {
+    fn select<'py>(
+        &mut self,
+        py: Python<'py>,
+        logits: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Pair<'py>> {
         let vocab = logits.shape()[1];
         let data = contiguous("logits", &logits)?;
         let inner = &mut self.inner;
         py.detach(|| inner.select(data, vocab)).map_err(to_py)?;
-        Ok(tokens_parents(py, self.inner.next_tokens(), self.inner.parents()))
+        Ok(tokens_parents(
+            py,
+            self.inner.next_tokens(),
+            self.inner.parents(),
+        ))
     }
 
     /// `process` then `select`; processed scores stay in `logits`. Returns `(tokens, parent_rows)`.
-    fn step<'py>(&mut self, py: Python<'py>, mut logits: PyReadwriteArray2<'py, f32>) -> PyResult<Pair<'py>> {
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        mut logits: PyReadwriteArray2<'py, f32>,
+    ) -> PyResult<Pair<'py>> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
         py.detach(|| inner.step(data, vocab)).map_err(to_py)?;
-        Ok(tokens_parents(py, self.inner.next_tokens(), self.inner.parents()))
+        Ok(tokens_parents(
+            py,
+            self.inner.next_tokens(),
+            self.inner.parents(),
+        ))
     }
 
     fn is_done(&self) -> bool {
@@ -171,7 +198,11 @@ impl ConstrainedBeamSearch {
 
     /// Bool `[batch * num_beams]`: running beams that satisfy every constraint.
     fn beams_satisfied(&self) -> Vec<bool> {
-        self.inner.states().iter().map(ConstraintState::is_complete).collect()
+        self.inner
+            .states()
+            .iter()
+            .map(ConstraintState::is_complete)
+            .collect()
     }
 
     fn take_settled<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -192,4 +223,3 @@ impl ConstrainedBeamSearch {
         tree_dict(py, self.inner.tree(), &self.inner.surviving_nodes())
     }
 }
-

@@ -2,8 +2,8 @@
 //! released, convert back.
 
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray2,
-    PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3,
+    PyReadwriteArray2, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -22,7 +22,11 @@ pub struct ContrastiveSearch {
 /// An int64 `[rows]` array handed back to Python.
 type Ints<'py> = Bound<'py, PyArray1<i64>>;
 
-fn candidates_array<'py>(py: Python<'py>, ids: Vec<i64>, rows: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
+fn candidates_array<'py>(
+    py: Python<'py>,
+    ids: Vec<i64>,
+    rows: usize,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let k = ids.len() / rows.max(1);
     PyArray1::from_vec(py, ids).reshape([rows, k])
 }
@@ -42,7 +46,8 @@ impl ContrastiveSearch {
         let rows = input_ids.shape()[0];
         let prompts = contiguous("input_ids", &input_ids)?;
         let config = pipeline_config(settings)?;
-        let inner = Core::new(prompts, rows, &config, pad_token_id, top_k, penalty_alpha).map_err(to_py)?;
+        let inner =
+            Core::new(prompts, rows, &config, pad_token_id, top_k, penalty_alpha).map_err(to_py)?;
         Ok(ContrastiveSearch { inner })
     }
 
@@ -113,17 +118,27 @@ impl ContrastiveSearch {
     /// Scores the candidates from their last hidden states (float32 `[rows * top_k, hidden]`),
     /// commits the winners and returns `(tokens, chosen)`: int64 `[rows]` each, the token
     /// appended to every row (pad for finished rows) and the winner's index within `top_k`.
-    fn select<'py>(&mut self, py: Python<'py>, hidden: PyReadonlyArray2<'py, f32>) -> PyResult<(Ints<'py>, Ints<'py>)> {
+    fn select<'py>(
+        &mut self,
+        py: Python<'py>,
+        hidden: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<(Ints<'py>, Ints<'py>)> {
         let data = contiguous("candidate_hidden_states", &hidden)?;
         let inner = &mut self.inner;
         let (tokens, chosen) = py
             .detach(|| {
-                inner
-                    .select(data)
-                    .map(|(t, c)| (t.to_vec(), c.into_iter().map(|c| c as i64).collect::<Vec<_>>()))
+                inner.select(data).map(|(t, c)| {
+                    (
+                        t.to_vec(),
+                        c.into_iter().map(|c| c as i64).collect::<Vec<_>>(),
+                    )
+                })
             })
             .map_err(to_py)?;
-        Ok((PyArray1::from_vec(py, tokens), PyArray1::from_vec(py, chosen)))
+        Ok((
+            PyArray1::from_vec(py, tokens),
+            PyArray1::from_vec(py, chosen),
+        ))
     }
 
     /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.

@@ -1,6 +1,8 @@
 //! Binding of [`crate::decode::Decoder`]: convert, run with the GIL released, convert back.
 
-use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -30,7 +32,9 @@ impl Decoder {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
-        let next = py.detach(|| step(inner, data, vocab).map(<[i64]>::to_vec)).map_err(to_py)?;
+        let next = py
+            .detach(|| step(inner, data, vocab).map(<[i64]>::to_vec))
+            .map_err(to_py)?;
         Ok(PyArray1::from_vec(py, next))
     }
 }
@@ -41,7 +45,11 @@ impl Decoder {
     /// (see `ferrogen.strategies.base.core_settings`), including `seed` / `seed_prompts`
     /// and, optionally, `row_seeds` (one seed per prompt, replacing `seed`).
     #[new]
-    fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &Bound<'_, PyDict>, pad_token_id: i64) -> PyResult<Self> {
+    fn new(
+        input_ids: PyReadonlyArray2<'_, i64>,
+        settings: &Bound<'_, PyDict>,
+        pad_token_id: i64,
+    ) -> PyResult<Self> {
         let rows = input_ids.shape()[0];
         let prompts = contiguous("input_ids", &input_ids)?;
         let config = pipeline_config(settings)?;
@@ -49,8 +57,8 @@ impl Decoder {
         let mut inner = CoreDecoder::new(prompts, rows, &config, pad_token_id).map_err(to_py)?;
         if let Some((seed, key_prompts)) = seed(settings)? {
             let width = input_ids.shape()[1];
-            let key_prompts =
-                key_prompts.unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
+            let key_prompts = key_prompts
+                .unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
             inner = match row_seeds(settings)? {
                 Some(seeds) => inner.seeded_rows(&seeds, &key_prompts),
                 None => inner.seeded(seed, &key_prompts),
@@ -92,7 +100,11 @@ impl Decoder {
         py: Python<'py>,
         logits: PyReadwriteArray2<'py, f32>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        fn warp_then_choose<'a>(d: &'a mut CoreDecoder, data: &mut [f32], vocab: usize) -> crate::Result<&'a [i64]> {
+        fn warp_then_choose<'a>(
+            d: &'a mut CoreDecoder,
+            data: &mut [f32],
+            vocab: usize,
+        ) -> crate::Result<&'a [i64]> {
             d.warp(data, vocab)?;
             d.choose_greedy(data, vocab)
         }

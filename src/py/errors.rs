@@ -7,10 +7,30 @@ use pyo3::PyErr;
 
 use crate::error::CoreError;
 
-create_exception!(ferrogen._core, InvalidArgumentError, PyValueError, "An argument is outside its allowed values; the message starts with its name.");
-create_exception!(ferrogen._core, ShapeError, PyValueError, "An array does not have the expected shape.");
-create_exception!(ferrogen._core, TokenOutOfVocabError, PyValueError, "A token id cannot index the vocabulary.");
-create_exception!(ferrogen._core, NoValidTokenError, PyValueError, "A logits row has no finite value left to choose from.");
+create_exception!(
+    ferrogen._core,
+    InvalidArgumentError,
+    PyValueError,
+    "An argument is outside its allowed values; the message starts with its name."
+);
+create_exception!(
+    ferrogen._core,
+    ShapeError,
+    PyValueError,
+    "An array does not have the expected shape."
+);
+create_exception!(
+    ferrogen._core,
+    TokenOutOfVocabError,
+    PyValueError,
+    "A token id cannot index the vocabulary."
+);
+create_exception!(
+    ferrogen._core,
+    NoValidTokenError,
+    PyValueError,
+    "A logits row has no finite value left to choose from."
+);
 
 pub fn to_py(err: CoreError) -> PyErr {
     let msg = err.to_string();

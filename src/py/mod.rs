@@ -23,7 +23,9 @@ mod _core {
     #[pymodule_export]
     use super::decode::Decoder;
     #[pymodule_export]
-    use super::errors::{InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError};
+    use super::errors::{
+        InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError,
+    };
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
 }

@@ -35,11 +35,17 @@ impl LogitsPipelineCore {
     }
 }
 
-fn shapes(ids: &PyReadonlyArray2<'_, i64>, logits: &PyReadwriteArray2<'_, f32>) -> PyResult<(usize, usize)> {
+fn shapes(
+    ids: &PyReadonlyArray2<'_, i64>,
+    logits: &PyReadwriteArray2<'_, f32>,
+) -> PyResult<(usize, usize)> {
     let rows = logits.shape()[0];
     let vocab = logits.shape()[1];
     if ids.shape()[0] != rows {
-        return Err(ShapeError::new_err(format!("input_ids: has {} rows but logits has {rows}", ids.shape()[0])));
+        return Err(ShapeError::new_err(format!(
+            "input_ids: has {} rows but logits has {rows}",
+            ids.shape()[0]
+        )));
     }
     Ok((rows, vocab))
 }
@@ -51,17 +57,28 @@ impl LogitsPipelineCore {
     /// `min_tokens_to_keep`: for the warpers (beam sampling uses 1 + number of EOS).
     #[new]
     #[pyo3(signature = (settings, prompt_length = 0, min_tokens_to_keep = 1))]
-    fn new(settings: &Bound<'_, PyDict>, prompt_length: usize, min_tokens_to_keep: usize) -> PyResult<Self> {
+    fn new(
+        settings: &Bound<'_, PyDict>,
+        prompt_length: usize,
+        min_tokens_to_keep: usize,
+    ) -> PyResult<Self> {
         let config = pipeline_config(settings)?;
         config.validate(None).map_err(to_py)?;
         if min_tokens_to_keep == 0 {
-            return Err(InvalidArgumentError::new_err("min_tokens_to_keep: must be >= 1, got 0"));
+            return Err(InvalidArgumentError::new_err(
+                "min_tokens_to_keep: must be >= 1, got 0",
+            ));
         }
         let processors = config.build_processors(prompt_length);
         let warpers = config.build_warpers(min_tokens_to_keep);
         let mut full = processors.clone();
         full.extend(&warpers);
-        Ok(LogitsPipelineCore { config, processors, warpers, full })
+        Ok(LogitsPipelineCore {
+            config,
+            processors,
+            warpers,
+            full,
+        })
     }
 
     /// Names of the stages in order of application (transformers' class names).
@@ -95,7 +112,10 @@ impl LogitsPipelineCore {
                 return Ok(());
             }
             let history = TokenHistory::new(ids, rows);
-            pipeline.process(&StepContext { history: &history }, &mut LogitsMut::new(data, vocab));
+            pipeline.process(
+                &StepContext { history: &history },
+                &mut LogitsMut::new(data, vocab),
+            );
             Ok(())
         })
         .map_err(to_py)
@@ -132,17 +152,23 @@ impl LogitsPipelineCore {
                     return Err(crate::CoreError::NoValidToken { row: 0 });
                 }
                 let keep = key_length.unwrap_or(width).min(width);
-                let prompts: Vec<Vec<i64>> = (0..rows).map(|r| ids[r * width..r * width + keep].to_vec()).collect();
+                let prompts: Vec<Vec<i64>> = (0..rows)
+                    .map(|r| ids[r * width..r * width + keep].to_vec())
+                    .collect();
                 let keys = rng::row_keys(seed, &prompts, 1);
                 let history = TokenHistory::new(ids, rows);
                 let step = width as u64;
                 pipeline
-                    .process_then(&StepContext { history: &history }, &mut LogitsMut::new(data, vocab), |r, row, s| {
-                        let cand = s.sparse.then_some(s.cand.as_slice());
-                        draw(row, cand, rng::uniform(keys[r], step))
-                            .map(|t| t as i64)
-                            .ok_or(crate::CoreError::NoValidToken { row: r })
-                    })
+                    .process_then(
+                        &StepContext { history: &history },
+                        &mut LogitsMut::new(data, vocab),
+                        |r, row, s| {
+                            let cand = s.sparse.then_some(s.cand.as_slice());
+                            draw(row, cand, rng::uniform(keys[r], step))
+                                .map(|t| t as i64)
+                                .ok_or(crate::CoreError::NoValidToken { row: r })
+                        },
+                    )
                     .into_iter()
                     .collect()
             })

@@ -47,7 +47,8 @@ fn ids(settings: &Bound<'_, PyDict>, key: &str) -> PyResult<Vec<i64>> {
             if let Ok(t) = v.extract::<i64>() {
                 return Ok(vec![t]);
             }
-            v.extract::<Vec<i64>>().map_err(|_| bad(key, "an int or a list of ints"))
+            v.extract::<Vec<i64>>()
+                .map_err(|_| bad(key, "an int or a list of ints"))
         }
     }
 }
@@ -64,13 +65,21 @@ fn sequence_bias(settings: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<i64>, f64)>>
         return Ok(Vec::new());
     };
     let pairs: Vec<(Bound<'_, PyAny>, f64)> = if let Ok(m) = v.cast::<PyMapping>() {
-        m.items()?.iter().map(|it| it.extract()).collect::<PyResult<_>>().map_err(|_| bad(KEY, EXPECTED))?
+        m.items()?
+            .iter()
+            .map(|it| it.extract())
+            .collect::<PyResult<_>>()
+            .map_err(|_| bad(KEY, EXPECTED))?
     } else {
         v.extract().map_err(|_| bad(KEY, EXPECTED))?
     };
     let out: Vec<(Vec<i64>, f64)> = pairs
         .into_iter()
-        .map(|(k, b)| k.extract::<Vec<i64>>().map(|k| (k, b)).map_err(|_| bad(KEY, EXPECTED)))
+        .map(|(k, b)| {
+            k.extract::<Vec<i64>>()
+                .map(|k| (k, b))
+                .map_err(|_| bad(KEY, EXPECTED))
+        })
         .collect::<PyResult<_>>()?;
     if out.is_empty() {
         return Err(bad(KEY, "non-empty"));
@@ -82,8 +91,9 @@ fn sequence_bias(settings: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<i64>, f64)>>
 /// when known) before the model runs; decoders check the logits' width again at each step.
 pub fn check_vocab(settings: &Bound<'_, PyDict>, config: &PipelineConfig) -> PyResult<()> {
     if let Some(vocab) = settings.get_item("vocab_size")?.filter(|v| !v.is_none()) {
-        let vocab: usize =
-            vocab.extract().map_err(|_| InvalidArgumentError::new_err("vocab_size: must be a non-negative int"))?;
+        let vocab: usize = vocab
+            .extract()
+            .map_err(|_| InvalidArgumentError::new_err("vocab_size: must be a non-negative int"))?;
         config.validate(Some(vocab)).map_err(to_py)?;
     }
     Ok(())
@@ -92,14 +102,19 @@ pub fn check_vocab(settings: &Bound<'_, PyDict>, config: &PipelineConfig) -> PyR
 pub fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig> {
     let bad_words_ids = id_lists(settings, "bad_words_ids")?;
     if bad_words_ids.as_ref().is_some_and(Vec::is_empty) {
-        return Err(bad("bad_words_ids", "a non-empty list of lists of token ids"));
+        return Err(bad(
+            "bad_words_ids",
+            "a non-empty list of lists of token ids",
+        ));
     }
     let decay = match get(settings, "exponential_decay_length_penalty")? {
         None => None,
-        Some(v) => Some(
-            v.extract::<(usize, f64)>()
-                .map_err(|_| bad("exponential_decay_length_penalty", "a (start_index >= 0, decay_factor) pair"))?,
-        ),
+        Some(v) => Some(v.extract::<(usize, f64)>().map_err(|_| {
+            bad(
+                "exponential_decay_length_penalty",
+                "a (start_index >= 0, decay_factor) pair",
+            )
+        })?),
     };
     Ok(PipelineConfig {
         eos_token_ids: ids(settings, "eos_token_ids")?,
@@ -115,8 +130,12 @@ pub fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig>
         epsilon_cutoff: float_or(settings, "epsilon_cutoff", 0.0)?,
         eta_cutoff: float_or(settings, "eta_cutoff", 0.0)?,
         repetition_penalty: float_or(settings, "repetition_penalty", 1.0)?,
-        prompt_ignore_lengths: value::<Vec<usize>>(settings, "prompt_ignore_lengths", "a list of non-negative ints")?
-            .unwrap_or_default(),
+        prompt_ignore_lengths: value::<Vec<usize>>(
+            settings,
+            "prompt_ignore_lengths",
+            "a list of non-negative ints",
+        )?
+        .unwrap_or_default(),
         encoder_repetition_penalty: float_or(settings, "encoder_repetition_penalty", 1.0)?,
         encoder_input_ids: id_lists(settings, "encoder_input_ids")?.unwrap_or_default(),
         no_repeat_ngram_size: usize_or_zero(settings, "no_repeat_ngram_size")?,
