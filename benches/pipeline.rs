@@ -164,7 +164,7 @@ fn processors() -> Vec<(&'static str, PipelineConfig)> {
         (
             "forced_eos",
             PipelineConfig {
-                forced_eos_token_ids: vec![2],
+                forced_eos_token_id: vec![2],
                 max_length: Some(513),
                 ..d()
             },

@@ -13,6 +13,7 @@ pub mod logits;
 pub mod parallel;
 pub mod rng;
 pub mod sampling;
+pub mod settings;
 
 #[cfg(feature = "python")]
 mod py;

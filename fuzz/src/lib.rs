@@ -112,7 +112,7 @@ pub fn pipeline_config(
         bad_words_ids: Vec::new(),
         sequence_bias: Vec::new(),
         forced_bos_token_id: opt(u, |u| token(u, vocab))?,
-        forced_eos_token_ids: tokens(u, vocab, 2)?,
+        forced_eos_token_id: tokens(u, vocab, 2)?,
         max_length: opt(u, |u| small(u, 12))?,
         remove_invalid_values: u.arbitrary()?,
         exponential_decay_length_penalty: opt(u, |u| Ok((small(u, 6)?, f64_setting(u, 1.5)?)))?,

@@ -1,21 +1,44 @@
 """Type stubs for the Rust extension ``ferrogen._core`` (kept in step by tests/test_stub.py)."""
 
-from typing import Any, Mapping, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 class InvalidArgumentError(ValueError): ...
 class ShapeError(ValueError): ...
-class TokenOutOfVocabError(ValueError): ...
+class TokenOutOfVocabError(InvalidArgumentError): ...
 class NoValidTokenError(ValueError): ...
+
+class GenerationSettings:
+    """The settings of one generation, read from a ``GenerationConfig``'s attributes (or any object
+    with its field names) plus the values resolved for this call, checked once by the core."""
+
+    def __init__(
+        self,
+        config: object,
+        *,
+        eos_token_ids: Optional[Sequence[int]] = None,
+        min_length: Optional[int] = None,
+        max_length: Optional[int] = None,
+        pad_token_id: Optional[int] = None,
+        vocab_size: Optional[int] = None,
+        encoder_input_ids: Optional[Sequence[Sequence[int]]] = None,
+        prompt_ignore_lengths: Optional[Sequence[int]] = None,
+        seed: Optional[int] = None,
+        seed_prompts: Optional[Sequence[Sequence[int]]] = None,
+        row_seeds: Optional[Sequence[int]] = None,
+        turned_off: Sequence[str] = ...,
+    ) -> None: ...
+    @property
+    def pad_token_id(self) -> int: ...
+    @property
+    def seed(self) -> Optional[int]: ...
 
 class Decoder:
     """Decoding state of one greedy/sampling generation: history, finished rows, processors."""
 
-    def __init__(
-        self, input_ids: npt.NDArray[np.int64], settings: Mapping[str, Any], pad_token_id: int
-    ) -> None: ...
+    def __init__(self, input_ids: npt.NDArray[np.int64], settings: GenerationSettings) -> None: ...
     def process(self, logits: npt.NDArray[np.float32]) -> None: ...
     def choose_greedy(self, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]: ...
     def choose_sample(self, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]: ...
@@ -28,7 +51,9 @@ class Decoder:
 class LogitsPipeline:
     """The processors and warpers of one config, composed once (``part``: "all", "processors", "warpers")."""
 
-    def __init__(self, settings: Mapping[str, Any], prompt_length: int = 0, min_tokens_to_keep: int = 1) -> None: ...
+    def __init__(
+        self, settings: GenerationSettings, prompt_length: int = 0, min_tokens_to_keep: int = 1
+    ) -> None: ...
     def names(self, part: str = "all") -> list[str]: ...
     def process(
         self, input_ids: npt.NDArray[np.int64], logits: npt.NDArray[np.float32], part: str = "all"
@@ -46,9 +71,7 @@ _Pair = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 class BeamSearch:
     """Beam search / beam sampling state (transformers 5.x semantics): beams, finished slots, hypothesis tree."""
 
-    def __init__(
-        self, input_ids: npt.NDArray[np.int64], settings: Mapping[str, Any], beam: Mapping[str, Any]
-    ) -> None: ...
+    def __init__(self, input_ids: npt.NDArray[np.int64], settings: GenerationSettings) -> None: ...
     @property
     def needs_noise(self) -> bool: ...
     @property
@@ -77,9 +100,7 @@ class BeamSearch:
 class GroupBeamSearch:
     """Diverse (group) beam search state (transformers 4.55 semantics), all groups of a step in one call."""
 
-    def __init__(
-        self, input_ids: npt.NDArray[np.int64], settings: Mapping[str, Any], beam: Mapping[str, Any]
-    ) -> None: ...
+    def __init__(self, input_ids: npt.NDArray[np.int64], settings: GenerationSettings) -> None: ...
     def group_rows(self, g: int) -> npt.NDArray[np.int64]: ...
     def process_group(self, g: int, logits: npt.NDArray[np.float32]) -> None: ...
     def select_group(self, g: int, logits: npt.NDArray[np.float32]) -> None: ...
@@ -97,8 +118,7 @@ class ContrastiveSearch:
     def __init__(
         self,
         input_ids: npt.NDArray[np.int64],
-        settings: Mapping[str, Any],
-        pad_token_id: int,
+        settings: GenerationSettings,
         top_k: int,
         penalty_alpha: float,
     ) -> None: ...
@@ -122,9 +142,7 @@ class AssistedDecoder:
         self,
         input_ids: npt.NDArray[np.int64],
         starts: npt.NDArray[np.int64],
-        settings: Mapping[str, Any],
-        pad_token_id: int,
-        max_length: int,
+        settings: GenerationSettings,
     ) -> None: ...
     def begin_round(self) -> None: ...
     def any_open(self) -> bool: ...
@@ -164,10 +182,8 @@ class ConstrainedBeamSearch:
     def __init__(
         self,
         input_ids: npt.NDArray[np.int64],
-        settings: Mapping[str, Any],
-        beam: Mapping[str, Any],
+        settings: GenerationSettings,
         specs: list[Any],
-        vocab: Optional[int] = None,
         prompt_mask: Optional[npt.NDArray[np.bool_]] = None,
     ) -> None: ...
     def process(self, logits: npt.NDArray[np.float32]) -> None: ...

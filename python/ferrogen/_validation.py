@@ -18,14 +18,20 @@ import sys
 import warnings
 from typing import Any, Callable, Iterable
 
+from ._core import GenerationSettings, InvalidArgumentError
+
 Checker = Callable[[str, Any], Any]
 
 ASSISTANT_SCHEDULES = ("heuristic", "constant", "heuristic_transient")
 SEED_LIMIT = 2**64
 
 
-class GenerationConfigError(ValueError):
-    """An invalid generation setting; ``field`` names the argument and the message starts with it."""
+class GenerationConfigError(InvalidArgumentError):
+    """An invalid generation setting; ``field`` names the argument and the message starts with it.
+
+    The one error family for settings: the Rust core raises this class too (its rules live in the
+    core's ``validate``), and it is an :class:`ferrogen.InvalidArgumentError` and a ``ValueError``.
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -138,6 +144,18 @@ def float_field(low: float = -math.inf, high: float = math.inf, *, low_open: boo
     return check
 
 
+def number(name: str, value: Any) -> float:
+    """A real number (ints accepted, bools and NaN refused) whose range the core checks."""
+    return float_field()(name, value)
+
+
+def integer(name: str, value: Any) -> int:
+    """An int (bools refused) whose range the core checks."""
+    if not _is_int(value):
+        raise _type_error(name, "an int", value)
+    return int(value)
+
+
 def _typed(kind: type, expected: str) -> Checker:
     def check(name: str, value: Any) -> Any:
         if not isinstance(value, kind):
@@ -231,9 +249,7 @@ def exponential_decay(name: str, value: Any) -> tuple[int, float]:
     """``(start_index, decay_factor)``: start >= 0 generated tokens, factor >= 1 (1 leaves EOS unchanged)."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise _type_error(name, "a (start_index, decay_factor) pair", value)
-    start = int_field(0)(name, value[0])
-    factor = float_field(1.0)(name, value[1])
-    return (start, factor)
+    return (int_field(0)(name, value[0]), number(name, value[1]))  # the core checks the factor
 
 
 def _bias_key(name: str, key: Any) -> tuple[int, ...]:
@@ -311,27 +327,14 @@ def _ignored_knobs(c: Any) -> list[tuple[str, str]]:
 
 
 def check_combinations(c: Any) -> None:
-    """Rules that involve several fields of config ``c`` (values already in canonical form)."""
-    beams, groups, sample = c.num_beams, c.num_beam_groups, c.do_sample
-    if groups > 1:
-        if beams % groups != 0:
-            raise GenerationConfigError("num_beam_groups", f"num_beams ({beams}) must be divisible by "
-                                        f"num_beam_groups ({groups})")
-        if sample:
-            raise GenerationConfigError("num_beam_groups", "diverse (group) beam search does not support "
-                                        "do_sample=True")
-        if c.diversity_penalty == 0.0:
-            _warn("diversity_penalty: is 0.0, so group beam search behaves like plain beam search")
-    elif c.diversity_penalty > 0.0:
-        raise GenerationConfigError("diversity_penalty", f"{c.diversity_penalty:g} needs num_beam_groups > 1")
-    if beams > 1 and c.num_return_sequences > beams:
-        raise GenerationConfigError("num_return_sequences", f"must be <= num_beams ({beams}) for beam "
-                                    f"search, got {c.num_return_sequences}")
-    if beams == 1 and not sample and c.num_return_sequences > 1:
-        raise GenerationConfigError("num_return_sequences", f"greedy decoding returns one sequence per input, "
-                                    f"got {c.num_return_sequences}; set do_sample=True or num_beams > 1")
-    if sample and c.temperature <= 0.0:
-        raise GenerationConfigError("temperature", f"must be > 0 when do_sample=True, got {c.temperature:g}")
+    """Rules that involve several fields of config ``c`` (values already in canonical form).
+
+    The ranges of the settings the core reads and how beams, groups and sampling combine are
+    the core's rules: reading ``c`` into its settings checks them (``GenerationSettings``).
+    """
+    GenerationSettings(c)
+    if c.num_beam_groups > 1 and c.diversity_penalty == 0.0:
+        _warn("diversity_penalty: is 0.0, so group beam search behaves like plain beam search")
     _check_constrained(c)
     _check_contrastive(c)
     _check_forced_vs_suppressed(c)

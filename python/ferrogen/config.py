@@ -79,6 +79,9 @@ class GenerationConfig:
         ferrogen._validation.GenerationConfigError: top_p: must be in (0, 1], got 1.5
     """
 
+    # Each field names its default and its checker. Checkers give a value its canonical type;
+    # the ranges of the fields the core reads (_v.number, _v.integer) and the rules that tie
+    # fields together are the core's (`_core.GenerationSettings`), which validate() calls.
     # length of the output
     max_length: int = _field(20, _v.int_field(0))
     max_new_tokens: int | None = _field(None, _v.int_field(0))
@@ -89,8 +92,8 @@ class GenerationConfig:
     stop_strings: str | list[str] | None = _field(None, _v.stop_strings)
     # strategy
     do_sample: bool = _field(False, _v.bool_field)
-    num_beams: int = _field(1, _v.int_field(1))
-    num_beam_groups: int = _field(1, _v.int_field(1))
+    num_beams: int = _field(1, _v.integer)
+    num_beam_groups: int = _field(1, _v.integer)
     penalty_alpha: float | None = _field(None, _v.float_field(0.0, 1.0))
     dola_layers: str | list[int] | None = _field(None, _v.dola_layers)
     use_mtp: bool = _field(False, _v.bool_field)
@@ -103,18 +106,18 @@ class GenerationConfig:
     prefill_chunk_size: int | None = _field(None, _v.int_field(1))
     low_memory: bool | None = _field(None, _v.bool_field)
     # logits processors and warpers
-    temperature: float = _field(1.0, _v.float_field())
+    temperature: float = _field(1.0, _v.number)
     top_k: int = _field(50, _v.int_field(0))
-    top_p: float = _field(1.0, _v.float_field(0.0, 1.0, low_open=True))
-    min_p: float | None = _field(None, _v.float_field(0.0, 1.0))
-    top_h: float | None = _field(None, _v.float_field(0.0, 1.0, low_open=True))
-    typical_p: float = _field(1.0, _v.float_field(0.0, 1.0, low_open=True))
-    epsilon_cutoff: float = _field(0.0, _v.float_field(0.0, 1.0, high_open=True))
-    eta_cutoff: float = _field(0.0, _v.float_field(0.0, 1.0, high_open=True))
-    diversity_penalty: float = _field(0.0, _v.float_field(0.0))
-    repetition_penalty: float = _field(1.0, _v.float_field(0.0, low_open=True))
-    encoder_repetition_penalty: float = _field(1.0, _v.float_field(0.0, low_open=True))
-    length_penalty: float = _field(1.0, _v.float_field())
+    top_p: float = _field(1.0, _v.number)
+    min_p: float | None = _field(None, _v.number)
+    top_h: float | None = _field(None, _v.number)
+    typical_p: float = _field(1.0, _v.number)
+    epsilon_cutoff: float = _field(0.0, _v.number)
+    eta_cutoff: float = _field(0.0, _v.number)
+    diversity_penalty: float = _field(0.0, _v.number)
+    repetition_penalty: float = _field(1.0, _v.number)
+    encoder_repetition_penalty: float = _field(1.0, _v.number)
+    length_penalty: float = _field(1.0, _v.number)
     no_repeat_ngram_size: int = _field(0, _v.int_field(0))
     encoder_no_repeat_ngram_size: int = _field(0, _v.int_field(0))
     bad_words_ids: list[list[int]] | None = _field(None, _v.bad_words_ids)
@@ -133,7 +136,7 @@ class GenerationConfig:
     guidance_scale: float | None = _field(None, _v.float_field())
     watermarking_config: Any = _field(None, _v.any_field)
     # outputs
-    num_return_sequences: int = _field(1, _v.int_field(1))
+    num_return_sequences: int = _field(1, _v.integer)
     output_attentions: bool = _field(False, _v.bool_field)
     output_hidden_states: bool = _field(False, _v.bool_field)
     output_scores: bool = _field(False, _v.bool_field)

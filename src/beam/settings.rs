@@ -1,6 +1,7 @@
 //! The settings of one beam search, checked once.
 
 use crate::error::{CoreError, Result};
+use crate::settings::{Setting, SettingsSource};
 
 /// When a batch item stops looking for better hypotheses (transformers' `early_stopping`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub struct BeamSettings {
 impl Default for BeamSettings {
     fn default() -> Self {
         BeamSettings {
-            num_beams: 2,
+            num_beams: 1,
             num_beam_groups: 1,
             diversity_penalty: 0.0,
             length_penalty: 1.0,
@@ -72,30 +73,84 @@ impl Default for BeamSettings {
 }
 
 impl BeamSettings {
-    /// Checks every value; `prompt_len` is the length of the decoder's starting history.
-    pub fn validate(&self, prompt_len: usize) -> Result<()> {
-        if self.num_beams < 1 {
-            return Err(CoreError::invalid(
-                "num_beams",
-                format!("must be >= 1, got {}", self.num_beams),
-            ));
+    /// The beam fields of `source` (`GenerationConfig` names); `max_length`, the EOS ids and
+    /// `sample` are the generation's, set by [`crate::settings::GenerationSettings::read`].
+    pub fn read(source: &dyn SettingsSource) -> Result<Self> {
+        let mut s = BeamSettings::default();
+        macro_rules! field {
+            ($($f:ident),*) => {$(
+                if let Some(v) = Setting::read(source, stringify!($f))? {
+                    s.$f = v;
+                }
+            )*};
         }
-        if self.num_beam_groups < 1 || self.num_beams % self.num_beam_groups != 0 {
+        field!(
+            num_beams,
+            num_beam_groups,
+            diversity_penalty,
+            length_penalty,
+            early_stopping,
+            num_return_sequences,
+            pad_token_id
+        );
+        Ok(s)
+    }
+
+    /// The rules over the beam counts and how they combine with sampling (`do_sample`),
+    /// for every mode: greedy and sampling have `num_beams = 1`.
+    pub fn validate_counts(&self, do_sample: bool) -> Result<()> {
+        let (beams, groups, returned) = (self.num_beams, self.num_beam_groups, self.num_return_sequences);
+        if beams < 1 {
+            return Err(CoreError::invalid("num_beams", format!("must be >= 1, got {beams}")));
+        }
+        if groups < 1 {
+            return Err(CoreError::invalid("num_beam_groups", format!("must be >= 1, got {groups}")));
+        }
+        if groups > 1 && beams % groups != 0 {
             return Err(CoreError::invalid(
                 "num_beam_groups",
+                format!("num_beams ({beams}) must be divisible by num_beam_groups ({groups})"),
+            ));
+        }
+        if groups > 1 && do_sample {
+            return Err(CoreError::invalid(
+                "num_beam_groups",
+                "diverse (group) beam search does not support do_sample=True",
+            ));
+        }
+        let penalty = self.diversity_penalty;
+        if penalty.is_nan() || penalty < 0.0 {
+            return Err(CoreError::invalid("diversity_penalty", format!("must be >= 0, got {penalty}")));
+        }
+        if penalty > 0.0 && groups == 1 {
+            return Err(CoreError::invalid("diversity_penalty", format!("{penalty} needs num_beam_groups > 1")));
+        }
+        if returned < 1 {
+            return Err(CoreError::invalid("num_return_sequences", format!("must be >= 1, got {returned}")));
+        }
+        if beams > 1 && returned > beams {
+            return Err(CoreError::invalid(
+                "num_return_sequences",
+                format!("must be <= num_beams ({beams}) for beam search, got {returned}"),
+            ));
+        }
+        if beams == 1 && !do_sample && returned > 1 {
+            return Err(CoreError::invalid(
+                "num_return_sequences",
                 format!(
-                    "num_beams ({}) must be divisible by num_beam_groups ({})",
-                    self.num_beams, self.num_beam_groups
+                    "greedy decoding returns one sequence per input, got {returned}; \
+                     set do_sample=True or num_beams > 1"
                 ),
             ));
         }
-        if self.diversity_penalty.is_nan() || self.diversity_penalty < 0.0 {
-            return Err(CoreError::invalid(
-                "diversity_penalty",
-                format!("must be >= 0, got {}", self.diversity_penalty),
-            ));
-        }
-        if self.num_return_sequences < 1 || self.num_return_sequences > self.num_beams {
+        Ok(())
+    }
+
+    /// Checks every value before a search starts; `prompt_len` is the length of the
+    /// decoder's starting history.
+    pub fn validate(&self, prompt_len: usize) -> Result<()> {
+        self.validate_counts(self.sample.is_some())?;
+        if self.num_return_sequences > self.num_beams {
             return Err(CoreError::invalid(
                 "num_return_sequences",
                 format!(
@@ -117,12 +172,6 @@ impl BeamSettings {
                     "must exceed the prompt length {prompt_len}, got {}",
                     self.max_length
                 ),
-            ));
-        }
-        if self.sample.is_some() && self.num_beam_groups > 1 {
-            return Err(CoreError::invalid(
-                "num_beam_groups",
-                "diverse (group) beam search does not support do_sample=True",
             ));
         }
         Ok(())

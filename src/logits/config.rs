@@ -8,84 +8,53 @@ use super::{
 };
 use crate::error::{CoreError, Result};
 
-/// The processor settings of one generation: the part of transformers'
-/// `GenerationConfig` that acts on logits, plus the inputs some processors need
-/// (encoder input, left-padding lengths, `max_length`). Neutral values mean "off".
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    pub eos_token_ids: Vec<i64>,
-    pub min_length: usize,
-    pub min_new_tokens: usize,
+crate::settings_struct! {
+    /// The processor settings of one generation: the part of transformers'
+    /// `GenerationConfig` that acts on logits, plus the inputs some processors need
+    /// (encoder input, left-padding lengths, `max_length`). Neutral values mean "off".
+    /// A field's `stage` is the transformers class a user processor replaces it with.
+    #[derive(Debug, Clone)]
+    pub struct PipelineConfig {
+        eos_token_ids: Vec<i64> = Vec::new();
+        min_length: usize = 0, stage "MinLengthLogitsProcessor";
+        min_new_tokens: usize = 0, stage "MinNewTokensLengthLogitsProcessor";
 
-    /// Builds the warpers (temperature ... eta) when true.
-    pub do_sample: bool,
-    pub temperature: f64,
-    /// 0 = off.
-    pub top_k: usize,
-    pub top_p: f64,
-    pub min_p: Option<f64>,
-    pub top_h: Option<f64>,
-    pub typical_p: f64,
-    pub epsilon_cutoff: f64,
-    pub eta_cutoff: f64,
+        /// Builds the warpers (temperature ... eta) when true.
+        do_sample: bool = false;
+        temperature: f64 = 1.0, stage "TemperatureLogitsWarper";
+        /// 0 = off.
+        top_k: usize = 0, stage "TopKLogitsWarper";
+        top_p: f64 = 1.0, stage "TopPLogitsWarper";
+        min_p: Option<f64> = None, stage "MinPLogitsWarper";
+        top_h: Option<f64> = None, stage "TopHLogitsWarper";
+        typical_p: f64 = 1.0, stage "TypicalLogitsWarper";
+        epsilon_cutoff: f64 = 0.0, stage "EpsilonLogitsWarper";
+        eta_cutoff: f64 = 0.0, stage "EtaLogitsWarper";
 
-    pub repetition_penalty: f64,
-    /// Left-padding length of every row (or of every batch entry, repeated over its
-    /// beams / return sequences): those positions are not history for the penalty.
-    pub prompt_ignore_lengths: Vec<usize>,
-    pub encoder_repetition_penalty: f64,
-    /// The encoder's input ids per batch entry (for decoder-only models, the prompt);
-    /// empty when there is none. Used by the two `encoder_*` processors.
-    pub encoder_input_ids: Vec<Vec<i64>>,
-    pub no_repeat_ngram_size: usize,
-    pub encoder_no_repeat_ngram_size: usize,
-    pub bad_words_ids: Vec<Vec<i64>>,
-    /// `(sequence, bias)` pairs in the dict's order.
-    pub sequence_bias: Vec<(Vec<i64>, f64)>,
-    pub forced_bos_token_id: Option<i64>,
-    pub forced_eos_token_ids: Vec<i64>,
-    /// Total length at which generation stops (needed by `forced_eos_token_id`).
-    pub max_length: Option<usize>,
-    pub remove_invalid_values: bool,
-    /// `(start_index, decay_factor)`.
-    pub exponential_decay_length_penalty: Option<(usize, f64)>,
-    pub suppress_tokens: Vec<i64>,
-    pub begin_suppress_tokens: Vec<i64>,
-    pub renormalize_logits: bool,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            eos_token_ids: Vec::new(),
-            min_length: 0,
-            min_new_tokens: 0,
-            do_sample: false,
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: None,
-            top_h: None,
-            typical_p: 1.0,
-            epsilon_cutoff: 0.0,
-            eta_cutoff: 0.0,
-            repetition_penalty: 1.0,
-            prompt_ignore_lengths: Vec::new(),
-            encoder_repetition_penalty: 1.0,
-            encoder_input_ids: Vec::new(),
-            no_repeat_ngram_size: 0,
-            encoder_no_repeat_ngram_size: 0,
-            bad_words_ids: Vec::new(),
-            sequence_bias: Vec::new(),
-            forced_bos_token_id: None,
-            forced_eos_token_ids: Vec::new(),
-            max_length: None,
-            remove_invalid_values: false,
-            exponential_decay_length_penalty: None,
-            suppress_tokens: Vec::new(),
-            begin_suppress_tokens: Vec::new(),
-            renormalize_logits: false,
-        }
+        repetition_penalty: f64 = 1.0, stage "RepetitionPenaltyLogitsProcessor";
+        /// Left-padding length of every row (or of every batch entry, repeated over its
+        /// beams / return sequences): those positions are not history for the penalty.
+        prompt_ignore_lengths: Vec<usize> = Vec::new();
+        encoder_repetition_penalty: f64 = 1.0, stage "EncoderRepetitionPenaltyLogitsProcessor";
+        /// The encoder's input ids per batch entry (for decoder-only models, the prompt);
+        /// empty when there is none. Used by the two `encoder_*` processors.
+        encoder_input_ids: Vec<Vec<i64>> = Vec::new();
+        no_repeat_ngram_size: usize = 0, stage "NoRepeatNGramLogitsProcessor";
+        encoder_no_repeat_ngram_size: usize = 0, stage "EncoderNoRepeatNGramLogitsProcessor";
+        bad_words_ids: Vec<Vec<i64>> = Vec::new(), stage "NoBadWordsLogitsProcessor";
+        /// `(sequence, bias)` pairs in the dict's order.
+        sequence_bias: Vec<(Vec<i64>, f64)> = Vec::new(), stage "SequenceBiasLogitsProcessor";
+        forced_bos_token_id: Option<i64> = None, stage "ForcedBOSTokenLogitsProcessor";
+        forced_eos_token_id: Vec<i64> = Vec::new(), stage "ForcedEOSTokenLogitsProcessor";
+        /// Total length at which generation stops (needed by `forced_eos_token_id`).
+        max_length: Option<usize> = None;
+        remove_invalid_values: bool = false, stage "InfNanRemoveLogitsProcessor";
+        /// `(start_index, decay_factor)`.
+        exponential_decay_length_penalty: Option<(usize, f64)> = None,
+            stage "ExponentialDecayLengthPenalty";
+        suppress_tokens: Vec<i64> = Vec::new(), stage "SuppressTokensLogitsProcessor";
+        begin_suppress_tokens: Vec<i64> = Vec::new(), stage "SuppressTokensAtBeginLogitsProcessor";
+        renormalize_logits: bool = false, stage "LogitNormalization";
     }
 }
 
@@ -124,15 +93,13 @@ impl PipelineConfig {
     /// Checks every setting; with `vocab`, also that every configured token id can
     /// index the vocabulary. Errors name the setting (transformers' field name).
     pub fn validate(&self, vocab: Option<usize>) -> Result<()> {
-        if self.do_sample {
-            let t = self.temperature;
-            range(
-                "temperature",
-                t,
-                t > 0.0 && t.is_finite(),
-                "> 0 (and finite) when do_sample=True",
-            )?;
-        }
+        let t = self.temperature;
+        range(
+            "temperature",
+            t,
+            !self.do_sample || (t > 0.0 && t.is_finite()),
+            "> 0 (and finite) when do_sample=True",
+        )?;
         let p = self.top_p;
         range("top_p", p, p > 0.0 && p <= 1.0, "in (0, 1]")?;
         let p = self.typical_p;
@@ -165,8 +132,8 @@ impl PipelineConfig {
             range(
                 "exponential_decay_length_penalty",
                 f,
-                f.is_finite() && f > 0.0,
-                "a finite factor > 0",
+                f.is_finite() && f >= 1.0,
+                "a finite factor >= 1 (1 leaves EOS unchanged)",
             )?;
         }
         for word in &self.bad_words_ids {
@@ -199,7 +166,7 @@ impl PipelineConfig {
             self.forced_bos_token_id.as_slice(),
             vocab,
         )?;
-        ids_in_vocab("forced_eos_token_id", &self.forced_eos_token_ids, vocab)?;
+        ids_in_vocab("forced_eos_token_id", &self.forced_eos_token_id, vocab)?;
         ids_in_vocab("suppress_tokens", &self.suppress_tokens, vocab)?;
         ids_in_vocab("begin_suppress_tokens", &self.begin_suppress_tokens, vocab)?;
         if let Some(first) = self.encoder_input_ids.first() {
@@ -294,10 +261,10 @@ impl PipelineConfig {
         if let Some(bos) = self.forced_bos_token_id {
             p.push_row(Box::new(ForcedBos::new(bos)));
         }
-        if let (false, Some(max_length)) = (self.forced_eos_token_ids.is_empty(), self.max_length) {
+        if let (false, Some(max_length)) = (self.forced_eos_token_id.is_empty(), self.max_length) {
             p.push_row(Box::new(ForcedEos::new(
                 max_length,
-                &self.forced_eos_token_ids,
+                &self.forced_eos_token_id,
             )));
         }
         if self.remove_invalid_values {
@@ -535,7 +502,7 @@ mod tests {
             bad_words_ids: vec![vec![5]],
             sequence_bias: vec![(vec![6], 1.0)],
             forced_bos_token_id: Some(0),
-            forced_eos_token_ids: vec![1],
+            forced_eos_token_id: vec![1],
             max_length: Some(10),
             remove_invalid_values: true,
             exponential_decay_length_penalty: Some((2, 1.5)),

@@ -9,10 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
-use super::errors::{to_py, InvalidArgumentError};
-use super::settings::{check_vocab, pipeline_config, seed};
+use super::errors::to_py;
+use super::settings::GenerationSettings;
 use crate::beam::{
-    BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, EarlyStopping, Finalized,
+    BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, Finalized,
     GroupBeamSearch as CoreGroupBeamSearch, SampleSettings, NO_NODE,
 };
 use crate::logits::PipelineConfig;
@@ -20,79 +20,24 @@ use crate::rng::row_keys;
 
 pub(super) type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
-fn get<'py, T: FromPyObjectOwned<'py>>(
-    d: &Bound<'py, PyDict>,
-    key: &'static str,
-    default: T,
-    what: &str,
-) -> PyResult<T> {
-    match d.get_item(key)? {
-        None => Ok(default),
-        Some(v) if v.is_none() => Ok(default),
-        Some(v) => v
-            .extract::<T>()
-            .map_err(|_| InvalidArgumentError::new_err(format!("{key}: must be {what}"))),
-    }
-}
-
-/// The beam fields (`beam`) plus, from `settings`, the EOS ids and the sampling seed:
-/// with a seed every batch item gets its own [`crate::rng`] key (from its unpadded
-/// prompt, `seed_prompts`), else the caller passes torch-drawn noise each step.
-fn beam_settings(
-    settings: &Bound<'_, PyDict>,
-    beam: &Bound<'_, PyDict>,
-    prompts: &[Vec<i64>],
-) -> PyResult<BeamSettings> {
-    let early = match beam.get_item("early_stopping")? {
-        None => EarlyStopping::Heuristic,
-        Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => {
-            if v.extract::<bool>()? {
-                EarlyStopping::AllFinished
-            } else {
-                EarlyStopping::Heuristic
-            }
-        }
-        Some(v) => EarlyStopping::parse(&v.extract::<String>().map_err(|_| {
-            InvalidArgumentError::new_err("early_stopping: must be True, False or \"never\"")
-        })?)
-        .map_err(to_py)?,
-    };
-    let sample = if get(settings, "do_sample", false, "a bool")? {
-        let item_keys = seed(settings)?.map(|(seed, seed_prompts)| {
-            let rows = seed_prompts.unwrap_or_else(|| prompts.to_vec());
-            row_keys(seed, &rows, 1)
-        });
-        Some(SampleSettings { item_keys })
-    } else {
-        None
-    };
-    Ok(BeamSettings {
-        num_beams: get(beam, "num_beams", 1usize, "a positive int")?,
-        num_beam_groups: get(beam, "num_beam_groups", 1usize, "a positive int")?,
-        diversity_penalty: get(beam, "diversity_penalty", 0.0f32, "a float")?,
-        length_penalty: get(beam, "length_penalty", 1.0f64, "a float")?,
-        early_stopping: early,
-        max_length: get(beam, "max_length", 20usize, "a positive int")?,
-        num_return_sequences: get(beam, "num_return_sequences", 1usize, "a positive int")?,
-        eos_token_ids: pipeline_config(settings)?.eos_token_ids,
-        pad_token_id: get(beam, "pad_token_id", 0i64, "an int")?,
-        sample,
-    })
-}
-
-/// Shared constructor input: prompts, processor config, beam settings.
-pub(super) fn parse<'py>(
-    input_ids: &PyReadonlyArray2<'py, i64>,
-    settings: &Bound<'py, PyDict>,
-    beam: &Bound<'py, PyDict>,
+/// Shared constructor input: the prompts (row-major), the batch size, the processor settings
+/// and the beam settings. Beam sampling with a seed keys every batch item's noise by the seed
+/// and its unpadded prompt (`seed_prompts`); without one the caller passes torch-drawn noise.
+pub(super) fn parse(
+    input_ids: &PyReadonlyArray2<'_, i64>,
+    settings: &GenerationSettings,
 ) -> PyResult<(Vec<i64>, usize, PipelineConfig, BeamSettings)> {
     let batch = input_ids.shape()[0];
     let flat = contiguous("input_ids", input_ids)?.to_vec();
-    let width = input_ids.shape()[1];
-    let rows: Vec<Vec<i64>> = flat.chunks(width.max(1)).map(<[i64]>::to_vec).collect();
-    let config = pipeline_config(settings)?;
-    check_vocab(settings, &config)?;
-    Ok((flat, batch, config, beam_settings(settings, beam, &rows)?))
+    let core = &settings.inner;
+    let mut beam = core.beam.clone();
+    if core.pipeline.do_sample {
+        let item_keys = core
+            .seed
+            .map(|seed| row_keys(seed, &settings.key_prompts(&flat, input_ids.shape()[1]), 1));
+        beam.sample = Some(SampleSettings { item_keys });
+    }
+    Ok((flat, batch, core.pipeline.clone(), beam))
 }
 
 pub(super) fn finalized_dict<'py>(py: Python<'py>, out: Finalized) -> PyResult<Bound<'py, PyDict>> {
@@ -179,17 +124,11 @@ pub struct BeamSearch {
 
 #[pymethods]
 impl BeamSearch {
-    /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings`: processor
-    /// fields (as for `Decoder`, plus `seed` / `seed_prompts`); `beam`: num_beams,
-    /// num_beam_groups, diversity_penalty, length_penalty, early_stopping, max_length,
-    /// num_return_sequences, pad_token_id.
+    /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings`: this
+    /// generation's settings (processors, beams, seed).
     #[new]
-    fn new(
-        input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        beam: &Bound<'_, PyDict>,
-    ) -> PyResult<Self> {
-        let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
+    fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &GenerationSettings) -> PyResult<Self> {
+        let (prompts, batch, config, beam) = parse(&input_ids, settings)?;
         let inner = CoreBeamSearch::new(&prompts, batch, &config, beam).map_err(to_py)?;
         Ok(BeamSearch { inner })
     }
@@ -369,12 +308,8 @@ pub struct GroupBeamSearch {
 #[pymethods]
 impl GroupBeamSearch {
     #[new]
-    fn new(
-        input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        beam: &Bound<'_, PyDict>,
-    ) -> PyResult<Self> {
-        let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
+    fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &GenerationSettings) -> PyResult<Self> {
+        let (prompts, batch, config, beam) = parse(&input_ids, settings)?;
         let inner = CoreGroupBeamSearch::new(&prompts, batch, &config, beam).map_err(to_py)?;
         Ok(GroupBeamSearch { inner })
     }

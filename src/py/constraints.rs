@@ -7,6 +7,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::arrays::{contiguous, contiguous_mut};
 use super::beam::{finalized_dict, parse, settled_list, tokens_parents, tree_dict, Pair};
+use super::settings::GenerationSettings;
 use super::errors::{to_py, InvalidArgumentError};
 use crate::beam::ConstrainedBeamSearch as CoreSearch;
 use crate::constraints::{ConstraintSet, ConstraintSpec, ConstraintState};
@@ -123,19 +124,19 @@ pub struct ConstrainedBeamSearch {
 
 #[pymethods]
 impl ConstrainedBeamSearch {
-    /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings`, `beam` as for
-    /// `BeamSearch`; `specs` as for `ConstraintTracker`; `prompt_mask`: bool, `False` at padding.
+    /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings` as for
+    /// `BeamSearch`; `specs` as for `ConstraintTracker` (checked against the settings'
+    /// vocabulary size); `prompt_mask`: bool, `False` at padding.
     #[new]
-    #[pyo3(signature = (input_ids, settings, beam, specs, vocab=None, prompt_mask=None))]
+    #[pyo3(signature = (input_ids, settings, specs, prompt_mask=None))]
     fn new(
         input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        beam: &Bound<'_, PyDict>,
+        settings: &GenerationSettings,
         specs: &Bound<'_, PyList>,
-        vocab: Option<usize>,
         prompt_mask: Option<PyReadonlyArray2<'_, bool>>,
     ) -> PyResult<Self> {
-        let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
+        let vocab = settings.inner.vocab_size;
+        let (prompts, batch, config, beam) = parse(&input_ids, settings)?;
         let mask = prompt_mask
             .as_ref()
             .map(|m| contiguous("prompt_mask", m))

@@ -6,11 +6,10 @@ use numpy::{
     PyReadwriteArray2, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::{to_py, ShapeError};
-use super::settings::pipeline_config;
+use super::settings::GenerationSettings;
 use crate::contrastive::ContrastiveSearch as Core;
 
 /// Per-generation state of contrastive search: history, processors and the scorer.
@@ -34,20 +33,21 @@ fn candidates_array<'py>(
 #[pymethods]
 impl ContrastiveSearch {
     /// `input_ids`: int64 `[rows, prompt_len]` (the decoder's history so far); `settings`:
-    /// processor fields of the config (see `ferrogen.strategies.base.core_settings`).
+    /// this generation's settings; `top_k` candidates per step, `penalty_alpha` weight of
+    /// the degeneration penalty.
     #[new]
     fn new(
         input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        pad_token_id: i64,
+        settings: &GenerationSettings,
         top_k: usize,
         penalty_alpha: f32,
     ) -> PyResult<Self> {
         let rows = input_ids.shape()[0];
         let prompts = contiguous("input_ids", &input_ids)?;
-        let config = pipeline_config(settings)?;
+        let config = &settings.inner.pipeline;
+        let pad_token_id = settings.inner.beam.pad_token_id;
         let inner =
-            Core::new(prompts, rows, &config, pad_token_id, top_k, penalty_alpha).map_err(to_py)?;
+            Core::new(prompts, rows, config, pad_token_id, top_k, penalty_alpha).map_err(to_py)?;
         Ok(ContrastiveSearch { inner })
     }
 

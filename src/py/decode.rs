@@ -4,13 +4,10 @@ use numpy::{
     PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::to_py;
-/// The settings parser lives in `settings.rs`; re-exported for bindings that took it from here.
-pub(crate) use super::settings::pipeline_config;
-use super::settings::{check_vocab, row_seeds, seed};
+use super::settings::GenerationSettings;
 use crate::decode::Decoder as CoreDecoder;
 
 /// Per-generation decoding state for greedy and sampling strategies.
@@ -41,26 +38,19 @@ impl Decoder {
 
 #[pymethods]
 impl Decoder {
-    /// `input_ids`: int64 `[rows, prompt_len]`; `settings`: processor fields of the config
-    /// (see `ferrogen.strategies.base.core_settings`), including `seed` / `seed_prompts`
-    /// and, optionally, `row_seeds` (one seed per prompt, replacing `seed`).
+    /// `input_ids`: int64 `[rows, prompt_len]`; `settings`: this generation's settings
+    /// (its seed, `seed_prompts` and `row_seeds` key the sampled rows).
     #[new]
-    fn new(
-        input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        pad_token_id: i64,
-    ) -> PyResult<Self> {
+    fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &GenerationSettings) -> PyResult<Self> {
         let rows = input_ids.shape()[0];
         let prompts = contiguous("input_ids", &input_ids)?;
-        let config = pipeline_config(settings)?;
-        check_vocab(settings, &config)?;
-        let mut inner = CoreDecoder::new(prompts, rows, &config, pad_token_id).map_err(to_py)?;
-        if let Some((seed, key_prompts)) = seed(settings)? {
-            let width = input_ids.shape()[1];
-            let key_prompts = key_prompts
-                .unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
-            inner = match row_seeds(settings)? {
-                Some(seeds) => inner.seeded_rows(&seeds, &key_prompts),
+        let core = &settings.inner;
+        let mut inner = CoreDecoder::new(prompts, rows, &core.pipeline, core.beam.pad_token_id)
+            .map_err(to_py)?;
+        if let Some(seed) = core.seed {
+            let key_prompts = settings.key_prompts(prompts, input_ids.shape()[1]);
+            inner = match &settings.row_seeds {
+                Some(seeds) => inner.seeded_rows(seeds, &key_prompts),
                 None => inner.seeded(seed, &key_prompts),
             }
             .map_err(to_py)?;

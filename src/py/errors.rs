@@ -1,5 +1,7 @@
 //! Core errors → Python exceptions. Every class subclasses `ValueError`, so
-//! `except ValueError` keeps working while callers can tell the kinds apart.
+//! `except ValueError` keeps working while callers can tell the kinds apart. An invalid
+//! setting raises `GenerationConfigError` (a subclass of `InvalidArgumentError` whose
+//! `field` names the setting), the same class `GenerationConfig` raises.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -22,7 +24,7 @@ create_exception!(
 create_exception!(
     ferrogen._core,
     TokenOutOfVocabError,
-    PyValueError,
+    InvalidArgumentError,
     "A token id cannot index the vocabulary."
 );
 create_exception!(
@@ -32,10 +34,20 @@ create_exception!(
     "A logits row has no finite value left to choose from."
 );
 
+// The settings error family is defined once, in Python (`ferrogen._validation`), as
+// subclasses of `InvalidArgumentError`: the core raises the very classes the config raises.
+pyo3::import_exception!(ferrogen._validation, GenerationConfigError);
+pyo3::import_exception!(ferrogen._validation, GenerationConfigTypeError);
+
 pub fn to_py(err: CoreError) -> PyErr {
     let msg = err.to_string();
     match err {
-        CoreError::InvalidArgument { .. } => InvalidArgumentError::new_err(msg),
+        CoreError::InvalidArgument { name, message } => {
+            GenerationConfigError::new_err((name, message))
+        }
+        CoreError::WrongType { name, expected } => {
+            GenerationConfigTypeError::new_err((name, format!("must be {expected}")))
+        }
         CoreError::Shape { .. } => ShapeError::new_err(msg),
         CoreError::TokenOutOfVocab { .. } => TokenOutOfVocabError::new_err(msg),
         CoreError::NoValidToken { .. } => NoValidTokenError::new_err(msg),

@@ -28,4 +28,6 @@ mod _core {
     };
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
+    #[pymodule_export]
+    use super::settings::GenerationSettings;
 }

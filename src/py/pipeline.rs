@@ -3,11 +3,10 @@
 
 use numpy::{PyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use super::arrays::{contiguous, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError, ShapeError};
-use super::settings::pipeline_config;
+use super::settings::GenerationSettings;
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
 use crate::rng;
@@ -52,18 +51,17 @@ fn shapes(
 
 #[pymethods]
 impl LogitsPipelineCore {
-    /// `settings`: processor fields of a config; `prompt_length`: length of the prompt
-    /// (for min_new_tokens, begin_suppress_tokens, exponential decay);
+    /// `settings`: the processor settings (checked when they were built); `prompt_length`:
+    /// length of the prompt (for min_new_tokens, begin_suppress_tokens, exponential decay);
     /// `min_tokens_to_keep`: for the warpers (beam sampling uses 1 + number of EOS).
     #[new]
     #[pyo3(signature = (settings, prompt_length = 0, min_tokens_to_keep = 1))]
     fn new(
-        settings: &Bound<'_, PyDict>,
+        settings: &GenerationSettings,
         prompt_length: usize,
         min_tokens_to_keep: usize,
     ) -> PyResult<Self> {
-        let config = pipeline_config(settings)?;
-        config.validate(None).map_err(to_py)?;
+        let config = settings.inner.pipeline.clone();
         if min_tokens_to_keep == 0 {
             return Err(InvalidArgumentError::new_err(
                 "min_tokens_to_keep: must be >= 1, got 0",

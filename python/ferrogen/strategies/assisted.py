@@ -67,8 +67,7 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     rows = prompt.shape[0]
     if request.streamer is not None and rows > 1:
         raise ValueError("streamer: assisted decoding streams one row only (rows advance by different amounts)")
-    core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies), _settings(request),
-                                 request.pad_token_id, request.max_length)
+    core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies), _settings(request))
     run = _Run(request, core, rows, int(prompt.shape[1]))
 
     logits = main.prefill(request.input_ids, request.attention_mask, copies)
@@ -96,12 +95,11 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     return run.output()
 
 
-def _settings(request: GenerationRequest) -> dict:
-    settings = core_settings(request)
-    if request.config.do_sample:
-        settings["seed"] = request.config.seed if request.config.seed is not None else draw_seed()
-        settings["seed_prompts"] = unpadded_rows(request.input_ids, request.attention_mask)
-    return settings
+def _settings(request: GenerationRequest) -> _core.GenerationSettings:
+    if not request.config.do_sample:
+        return core_settings(request)
+    return core_settings(request, seed=request.config.seed if request.config.seed is not None else draw_seed(),
+                         seed_prompts=unpadded_rows(request.input_ids, request.attention_mask))
 
 
 def _starts(request: GenerationRequest, copies: int) -> np.ndarray:

@@ -9,7 +9,7 @@ decided before it; nothing inside the loop iterates over batch × beams in Pytho
 
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -17,35 +17,22 @@ import torch
 from ..outputs import GenerateOutput
 from ..processors import unpadded_rows
 from ..stopping import evaluate_criteria
+from .. import _core
 from .base import GenerationRequest, as_int64, core_settings
 
-__all__ = ["BeamStep", "RunningSequences", "beam_settings", "criterion_codes", "new_core", "run_beam_loop",
+BeamCoreT = TypeVar("BeamCoreT", _core.BeamSearch, _core.GroupBeamSearch)
+
+__all__ = ["BeamStep", "RunningSequences", "criterion_codes", "new_core", "run_beam_loop",
            "stop_when_every_row_stops"]
 
 
-def beam_settings(request: GenerationRequest) -> dict[str, Any]:
-    """The beam fields the Rust core reads (names as in ``GenerationConfig``)."""
-    cfg = request.config
-    return {
-        "num_beams": cfg.num_beams,
-        "num_beam_groups": cfg.num_beam_groups,
-        "diversity_penalty": cfg.diversity_penalty,
-        "length_penalty": float(cfg.length_penalty),
-        "early_stopping": cfg.early_stopping if isinstance(cfg.early_stopping, str) else bool(cfg.early_stopping),
-        "max_length": request.max_length,
-        "num_return_sequences": cfg.num_return_sequences,
-        "pad_token_id": request.pad_token_id,
-    }
-
-
-def new_core(cls: Any, request: GenerationRequest) -> Any:
+def new_core(cls: type[BeamCoreT], request: GenerationRequest) -> BeamCoreT:
     """The core search object. Beam sampling with a ``seed`` keys each batch item's noise by
     the seed and its unpadded prompt; without one, the caller draws the noise from torch."""
-    settings = core_settings(request)
+    seed_prompts = None
     if request.config.do_sample and request.config.seed is not None:
-        settings["seed"] = request.config.seed
-        settings["seed_prompts"] = unpadded_rows(request.input_ids, request.attention_mask)
-    return cls(as_int64(request.prompt_ids), settings, beam_settings(request))
+        seed_prompts = unpadded_rows(request.input_ids, request.attention_mask)
+    return cls(as_int64(request.prompt_ids), core_settings(request, seed_prompts=seed_prompts))
 
 
 def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from .. import _core
 from ..constraints import resolve_constraints
 from ..outputs import GenerateOutput
 from .base import GenerationRequest, as_int64, core_settings
-from .beam_loop import RunningSequences, beam_settings, run_beam_loop, stop_when_every_row_stops
+from .beam_loop import RunningSequences, run_beam_loop, stop_when_every_row_stops
 
 __all__ = ["constrained_beam_search"]
 
@@ -33,8 +33,7 @@ class _ConstrainedStep:
         mask = None
         if not request.adapter.is_encoder_decoder and request.attention_mask is not None:
             mask = np.ascontiguousarray(request.attention_mask.detach().cpu().numpy() != 0)
-        self.core = _core.ConstrainedBeamSearch(as_int64(request.prompt_ids), core_settings(request),
-                                                beam_settings(request), specs, request.vocab_size, mask)
+        self.core = _core.ConstrainedBeamSearch(as_int64(request.prompt_ids), core_settings(request), specs, mask)
         self.processors = list(request.logits_processors)
         self.criteria = list(request.criteria)
 

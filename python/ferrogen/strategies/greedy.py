@@ -13,5 +13,5 @@ __all__ = ["greedy_search"]
 def greedy_search(request: GenerationRequest) -> GenerateOutput:
     copies = request.config.num_return_sequences
     prompt = request.prompt_ids.repeat_interleave(copies, dim=0)
-    decoder = _core.Decoder(as_int64(prompt), core_settings(request), request.pad_token_id)
+    decoder = _core.Decoder(as_int64(prompt), core_settings(request))
     return run_token_loop(request, decoder, decoder.step_greedy, decoder.choose_greedy, copies)
