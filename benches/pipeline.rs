@@ -221,7 +221,7 @@ fn bench_one(c: &mut Criterion, group: &str, name: &str, pipeline: &Pipeline, sa
                     for _ in 0..iters {
                         data.copy_from_slice(&base);
                         let start = Instant::now();
-                        let ctx = StepContext { history: &hist };
+                        let ctx = StepContext::new(&hist);
                         let mut view = LogitsMut::new(&mut data, vocab);
                         if sample {
                             let t = pipeline.process_then(&ctx, &mut view, |r, row, s| {

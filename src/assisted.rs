@@ -109,8 +109,10 @@ impl Row {
 
     fn process(&self, history: &TokenHistory, logits: &mut [f32]) {
         let vocab = logits.len();
-        self.pipeline
-            .process(&StepContext { history }, &mut LogitsMut::new(logits, vocab));
+        self.pipeline.process(
+            &StepContext::new(history),
+            &mut LogitsMut::new(logits, vocab),
+        );
     }
 
     /// Greedy verification of this round's drafts into `scratch` (nothing is committed

@@ -122,9 +122,7 @@ impl Decoder {
     /// Runs the processors (not the warpers) over `logits` (`[n_rows, vocab]`) in place.
     pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
-        let ctx = StepContext {
-            history: &self.history,
-        };
+        let ctx = StepContext::with_keys(&self.history, &self.keys);
         self.pipeline
             .process(&ctx, &mut LogitsMut::new(logits, vocab));
         Ok(())
@@ -133,9 +131,7 @@ impl Decoder {
     /// Runs the warpers (and renormalisation) over `logits` in place.
     pub fn warp(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
-        let ctx = StepContext {
-            history: &self.history,
-        };
+        let ctx = StepContext::with_keys(&self.history, &self.keys);
         self.warpers
             .process(&ctx, &mut LogitsMut::new(logits, vocab));
         Ok(())
@@ -164,25 +160,21 @@ impl Decoder {
 
     /// Warpers then a draw for every unfinished row (logits already processed).
     pub fn choose_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
-        let keys = std::mem::take(&mut self.keys);
+        let keys = self.keys.clone();
         let step = self.history.new_tokens() as u64;
-        let out = self.run_and_pick(Which::Warpers, logits, vocab, |r, row, s| {
+        self.run_and_pick(Which::Warpers, logits, vocab, |r, row, s| {
             sample(row, s, keys[r], step)
-        });
-        self.keys = keys;
-        out?;
+        })?;
         Ok(&self.next)
     }
 
     /// One sampling step: processors, warpers and the draw, fused per row.
     pub fn step_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
-        let keys = std::mem::take(&mut self.keys);
+        let keys = self.keys.clone();
         let step = self.history.new_tokens() as u64;
-        let out = self.run_and_pick(Which::Full, logits, vocab, |r, row, s| {
+        self.run_and_pick(Which::Full, logits, vocab, |r, row, s| {
             sample(row, s, keys[r], step)
-        });
-        self.keys = keys;
-        out?;
+        })?;
         Ok(&self.next)
     }
 
@@ -201,9 +193,7 @@ impl Decoder {
             Which::Full => &self.full,
             Which::Warpers => &self.warpers,
         };
-        let ctx = StepContext {
-            history: &self.history,
-        };
+        let ctx = StepContext::with_keys(&self.history, &self.keys);
         let unfinished = &self.unfinished;
         let picked =
             pipeline.process_then(&ctx, &mut LogitsMut::new(logits, vocab), |r, row, s| {

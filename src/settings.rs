@@ -110,6 +110,28 @@ impl Setting for Vec<(Vec<i64>, f64)> {
     }
 }
 
+/// Per-token biases (`logit_bias`): `{id: bias}` or `[[id, bias], ...]`; read as
+/// [`SettingsSource::biases`] whose keys must each be one token id.
+impl Setting for Vec<(i64, f64)> {
+    fn read(source: &dyn SettingsSource, name: &'static str) -> Result<Option<Self>> {
+        source
+            .biases(name)?
+            .map(|pairs| {
+                pairs
+                    .into_iter()
+                    .map(|(ids, bias)| match ids.as_slice() {
+                        [id] => Ok((*id, bias)),
+                        _ => Err(CoreError::WrongType {
+                            name,
+                            expected: "a dict {token id: float}",
+                        }),
+                    })
+                    .collect()
+            })
+            .transpose()
+    }
+}
+
 impl Setting for (usize, f64) {
     fn read(source: &dyn SettingsSource, name: &'static str) -> Result<Option<Self>> {
         source
@@ -331,8 +353,14 @@ mod tests {
             num_return_sequences: 2,
             ..beams(1, 1)
         };
-        assert_eq!(field(with(greedy_many.clone(), false)), "num_return_sequences");
-        assert!(with(greedy_many, true).validate().is_ok(), "sampling may return several");
+        assert_eq!(
+            field(with(greedy_many.clone(), false)),
+            "num_return_sequences"
+        );
+        assert!(
+            with(greedy_many, true).validate().is_ok(),
+            "sampling may return several"
+        );
         let diverse_alone = BeamSettings {
             diversity_penalty: 0.5,
             ..beams(4, 1)

@@ -207,7 +207,7 @@ fn pipeline_inner(u: &mut Unstructured<'_>) -> Result<()> {
         let p = cfg.build_all(prompt_len, keep);
         let mut x = logits(u, rows * vocab)?;
         p.process(
-            &StepContext { history: &history },
+            &StepContext::new(&history),
             &mut LogitsMut::new(&mut x, vocab),
         );
         assert_eq!(x.len(), rows * vocab);
@@ -679,7 +679,7 @@ fn config_inner(u: &mut Unstructured<'_>) -> Result<()> {
             .map(|i| ((i * 7919) % 13) as f32 - 6.0)
             .collect();
         cfg.build_all(prompt_len, keep).process(
-            &StepContext { history: &history },
+            &StepContext::new(&history),
             &mut LogitsMut::new(&mut x, vocab),
         );
     }

@@ -262,6 +262,40 @@ def _bias_key(name: str, key: Any) -> tuple[int, ...]:
     return tuple(_id_list(name, key, allow_empty=False, what="a tuple of token ids"))
 
 
+def logit_bias(name: str, value: Any) -> dict[int, float]:
+    """``{token id: bias}``; JSON's string keys (``{"42": -1.5}``) read back as ints."""
+    if not isinstance(value, dict):
+        raise _type_error(name, "a dict {token id: float}", value)
+    out: dict[int, float] = {}
+    for key, bias in value.items():
+        if isinstance(key, str):
+            try:
+                key = int(key)
+            except ValueError:
+                raise GenerationConfigError(name, f"cannot read a token id from key {key!r}") from None
+        out[_token_id(name, key)] = float_field()(name, bias)
+    return out
+
+
+def allowed_token_ids(name: str, value: Any) -> list[int]:
+    return _id_list(name, value, allow_empty=False)
+
+
+def dry_sequence_breakers(name: str, value: Any) -> list[str | list[int]]:
+    """Strings (turned into token ids with the call's tokenizer) or token-id sequences."""
+    if not isinstance(value, (list, tuple)):
+        raise _type_error(name, "a list of strings or of token-id lists", value)
+    out: list[str | list[int]] = []
+    for item in value:
+        if isinstance(item, str):
+            if not item:
+                raise GenerationConfigError(name, "a breaker must not be the empty string")
+            out.append(item)
+        else:
+            out.append(_id_list(name, item, allow_empty=False, what="a string or a list of token ids"))
+    return out
+
+
 def sequence_bias(name: str, value: Any) -> dict[tuple[int, ...], float]:
     """``{(ids...): bias}``; also reads the JSON form ``[[ids, bias], ...]``."""
     if isinstance(value, dict):

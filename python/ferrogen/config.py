@@ -135,6 +135,20 @@ class GenerationConfig:
     token_healing: bool = _field(False, _v.bool_field)
     guidance_scale: float | None = _field(None, _v.float_field())
     watermarking_config: Any = _field(None, _v.any_field)
+    # samplers from llama.cpp / vLLM / text-generation-webui (docs/samplers.md)
+    presence_penalty: float = _field(0.0, _v.number)
+    frequency_penalty: float = _field(0.0, _v.number)
+    penalty_last_n: int | None = _field(None, _v.int_field(1))
+    logit_bias: dict[int, float] | None = _field(None, _v.logit_bias)
+    allowed_token_ids: list[int] | None = _field(None, _v.allowed_token_ids)
+    dry_multiplier: float = _field(0.0, _v.number)
+    dry_base: float = _field(1.75, _v.number)
+    dry_allowed_length: int = _field(2, _v.int_field(1))
+    dry_sequence_breakers: list[str | list[int]] | None = _field(None, _v.dry_sequence_breakers)
+    dry_penalty_last_n: int | None = _field(None, _v.int_field(1))
+    xtc_probability: float = _field(0.0, _v.number)
+    xtc_threshold: float = _field(0.1, _v.number)
+    top_n_sigma: float | None = _field(None, _v.number)
     # outputs
     num_return_sequences: int = _field(1, _v.integer)
     output_attentions: bool = _field(False, _v.bool_field)
@@ -198,6 +212,14 @@ class GenerationConfig:
         for name, default in _DEFAULTS.items():
             _v.check_field(_CHECKS[name], name, getattr(self, name), default)
         _v.check_combinations(self)
+
+    @property
+    def dry_sequence_breaker_ids(self) -> list[list[int]] | None:
+        """``dry_sequence_breakers`` as token ids (what the core reads); ``None`` while some are
+        strings, which ``generate`` encodes with its ``tokenizer``."""
+        from .samplers import dry_breaker_ids
+
+        return dry_breaker_ids(self)
 
     def unsupported_settings(self) -> list[str]:
         """Fields set to values that ask for a feature ferrogen does not carry out.

@@ -245,9 +245,7 @@ impl ConstrainedBeamSearch {
         self.check(logits.len(), vocab)?;
         log_softmax_rows(logits, vocab);
         self.pipeline.process(
-            &StepContext {
-                history: &self.history,
-            },
+            &StepContext::new(&self.history),
             &mut LogitsMut::new(logits, vocab),
         );
         Ok(())

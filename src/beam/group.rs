@@ -156,9 +156,7 @@ impl GroupBeamSearch {
                 self.s.diversity_penalty,
             );
         }
-        let ctx = StepContext {
-            history: &self.histories[g],
-        };
+        let ctx = StepContext::new(&self.histories[g]);
         self.pipelines[g].process(&ctx, &mut LogitsMut::new(&mut self.block, vocab));
         self.scatter(g, logits, vocab);
         Ok(())

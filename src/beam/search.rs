@@ -234,9 +234,7 @@ impl BeamSearch {
         self.check(logits.len(), vocab)?;
         log_softmax_rows(logits, vocab);
         self.pipeline.process(
-            &StepContext {
-                history: &self.history,
-            },
+            &StepContext::new(&self.history),
             &mut LogitsMut::new(logits, vocab),
         );
         Ok(())
@@ -248,9 +246,7 @@ impl BeamSearch {
         self.check(logits.len(), vocab)?;
         if !self.warpers.is_empty() {
             self.warpers.process(
-                &StepContext {
-                    history: &self.history,
-                },
+                &StepContext::new(&self.history),
                 &mut LogitsMut::new(logits, vocab),
             );
         }
@@ -329,9 +325,7 @@ impl BeamSearch {
                     self.dense.clear();
                     self.dense.extend_from_slice(item_rows);
                     log_softmax_rows(&mut self.dense, vocab);
-                    let ctx = StepContext {
-                        history: &self.history,
-                    };
+                    let ctx = StepContext::new(&self.history);
                     top_k.process(&ctx, &mut LogitsMut::new(&mut self.dense, vocab));
                     item_rows = &self.dense;
                 }
@@ -635,9 +629,7 @@ impl BeamSearch {
         if self.warpers.is_empty() {
             return Ok(None);
         }
-        let ctx = StepContext {
-            history: &self.history,
-        };
+        let ctx = StepContext::new(&self.history);
         let lists =
             self.warpers
                 .process_then(&ctx, &mut LogitsMut::new(logits, vocab), |_, row, s| {

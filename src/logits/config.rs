@@ -1,10 +1,12 @@
 //! Which processors a generation uses, decided once from its settings.
 
 use super::{
-    bad_words_bias, EncoderNoRepeatNGram, EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff,
-    ExponentialDecayLengthPenalty, ForcedBos, ForcedEos, MinLength, MinP, NanToNegInf,
-    NoRepeatNGram, Pipeline, RemoveInvalidValues, Renormalize, RepetitionPenalty, SequenceBias,
-    SuppressTokens, SuppressTokensAtBegin, Temperature, TopH, TopK, TopP, Typical,
+    bad_words_bias, AllowedTokens, Dry, DynamicTemperature, EncoderNoRepeatNGram,
+    EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff, ExponentialDecayLengthPenalty, ForcedBos,
+    ForcedEos, LogitBias, MinLength, MinP, Mirostat, MirostatMode, NanToNegInf, NoRepeatNGram,
+    Pipeline, PresenceFrequencyPenalty, RemoveInvalidValues, Renormalize, RepetitionPenalty,
+    SequenceBias, SuppressTokens, SuppressTokensAtBegin, Temperature, TopH, TopK, TopNSigma, TopP,
+    Typical, Xtc,
 };
 use crate::error::{CoreError, Result};
 
@@ -55,6 +57,34 @@ crate::settings_struct! {
         suppress_tokens: Vec<i64> = Vec::new(), stage "SuppressTokensLogitsProcessor";
         begin_suppress_tokens: Vec<i64> = Vec::new(), stage "SuppressTokensAtBeginLogitsProcessor";
         renormalize_logits: bool = false, stage "LogitNormalization";
+
+        // Samplers from llama.cpp / vLLM / text-generation-webui (docs/samplers.md).
+        /// Additive, over the generated tokens (or the `penalty_last_n` window).
+        presence_penalty: f64 = 0.0;
+        frequency_penalty: f64 = 0.0;
+        /// `None`: count the generated tokens (vLLM); `n`: the last `n` tokens, prompt
+        /// included (llama.cpp's window).
+        penalty_last_n: Option<usize> = None;
+        /// `(token id, bias)` pairs.
+        logit_bias: Vec<(i64, f64)> = Vec::new();
+        allowed_token_ids: Option<Vec<i64>> = None;
+        dry_multiplier: f64 = 0.0;
+        dry_base: f64 = 1.75;
+        dry_allowed_length: usize = 2;
+        /// Token sequences that end a repetition (the binding resolves strings).
+        dry_sequence_breaker_ids: Vec<Vec<i64>> = Vec::new();
+        /// `None`: the whole row (llama.cpp's -1); `n`: the last `n` tokens.
+        dry_penalty_last_n: Option<usize> = None;
+        xtc_probability: f64 = 0.0;
+        xtc_threshold: f64 = 0.1;
+        top_n_sigma: Option<f64> = None;
+        /// > 0: the temperature varies in `temperature ± dynatemp_range` with the entropy.
+        dynatemp_range: f64 = 0.0;
+        dynatemp_exponent: f64 = 1.0;
+        /// 0 off, 1 mirostat, 2 mirostat v2 (then only the temperature runs before it).
+        mirostat_mode: usize = 0;
+        mirostat_tau: f64 = 5.0;
+        mirostat_eta: f64 = 0.1;
     }
 }
 
@@ -160,6 +190,7 @@ impl PipelineConfig {
                 ));
             }
         }
+        self.validate_samplers(vocab)?;
         ids_in_vocab("eos_token_id", &self.eos_token_ids, vocab)?;
         ids_in_vocab(
             "forced_bos_token_id",
@@ -181,6 +212,113 @@ impl PipelineConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The rules of the llama.cpp / vLLM samplers' settings.
+    fn validate_samplers(&self, vocab: Option<usize>) -> Result<()> {
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            range(name, v, v.is_finite(), "finite")?;
+        }
+        for &(t, b) in &self.logit_bias {
+            ids_in_vocab("logit_bias", &[t], vocab)?;
+            range("logit_bias", b, !b.is_nan(), "a number (not NaN)")?;
+        }
+        if let Some(ids) = &self.allowed_token_ids {
+            if ids.is_empty() {
+                return Err(CoreError::invalid(
+                    "allowed_token_ids",
+                    "must list at least one token id (None allows every token)",
+                ));
+            }
+            ids_in_vocab("allowed_token_ids", ids, vocab)?;
+        }
+        let m = self.dry_multiplier;
+        range(
+            "dry_multiplier",
+            m,
+            m >= 0.0 && m.is_finite(),
+            ">= 0 (and finite)",
+        )?;
+        let b = self.dry_base;
+        range(
+            "dry_base",
+            b,
+            b >= 1.0 && b.is_finite(),
+            ">= 1 (and finite)",
+        )?;
+        if self.dry_allowed_length == 0 {
+            return Err(CoreError::invalid(
+                "dry_allowed_length",
+                "must be >= 1, got 0",
+            ));
+        }
+        if self.dry_penalty_last_n == Some(0) || self.penalty_last_n == Some(0) {
+            let name = if self.penalty_last_n == Some(0) {
+                "penalty_last_n"
+            } else {
+                "dry_penalty_last_n"
+            };
+            return Err(CoreError::invalid(name, "must be >= 1 or None, got 0"));
+        }
+        for seq in &self.dry_sequence_breaker_ids {
+            if seq.is_empty() {
+                return Err(CoreError::invalid(
+                    "dry_sequence_breakers",
+                    "every breaker must be a non-empty token sequence",
+                ));
+            }
+            ids_in_vocab("dry_sequence_breakers", seq, vocab)?;
+        }
+        let p = self.xtc_probability;
+        range("xtc_probability", p, (0.0..=1.0).contains(&p), "in [0, 1]")?;
+        let t = self.xtc_threshold;
+        range("xtc_threshold", t, (0.0..=1.0).contains(&t), "in [0, 1]")?;
+        if let Some(n) = self.top_n_sigma {
+            range(
+                "top_n_sigma",
+                n,
+                n > 0.0 && n.is_finite(),
+                "> 0 (and finite)",
+            )?;
+        }
+        let r = self.dynatemp_range;
+        range(
+            "dynatemp_range",
+            r,
+            r >= 0.0 && r.is_finite(),
+            ">= 0 (and finite)",
+        )?;
+        let e = self.dynatemp_exponent;
+        range(
+            "dynatemp_exponent",
+            e,
+            e > 0.0 && e.is_finite(),
+            "> 0 (and finite)",
+        )?;
+        if self.mirostat_mode > 2 {
+            return Err(CoreError::invalid(
+                "mirostat_mode",
+                format!("must be 0 (off), 1 or 2, got {}", self.mirostat_mode),
+            ));
+        }
+        let t = self.mirostat_tau;
+        range(
+            "mirostat_tau",
+            t,
+            t > 0.0 && t.is_finite(),
+            "> 0 (and finite)",
+        )?;
+        let e = self.mirostat_eta;
+        range(
+            "mirostat_eta",
+            e,
+            e >= 0.0 && e.is_finite(),
+            ">= 0 (and finite)",
+        )?;
         Ok(())
     }
 
@@ -224,6 +362,12 @@ impl PipelineConfig {
                 .collect();
             p.push_row(Box::new(SequenceBias::new(&entries)));
         }
+        if !self.logit_bias.is_empty() {
+            p.push_row(Box::new(LogitBias::new(&self.logit_bias)));
+        }
+        if let Some(ids) = &self.allowed_token_ids {
+            p.push_row(Box::new(AllowedTokens::new(ids)));
+        }
         if self.encoder_repetition_penalty != 1.0 && has_encoder {
             p.push_row(Box::new(EncoderRepetitionPenalty::new(
                 self.encoder_repetition_penalty,
@@ -233,6 +377,24 @@ impl PipelineConfig {
         if self.repetition_penalty != 1.0 {
             p.push_row(Box::new(RepetitionPenalty::new(
                 self.repetition_penalty,
+                self.prompt_ignore_lengths.clone(),
+            )));
+        }
+        if self.presence_penalty != 0.0 || self.frequency_penalty != 0.0 {
+            p.push_row(Box::new(PresenceFrequencyPenalty::new(
+                self.presence_penalty,
+                self.frequency_penalty,
+                self.penalty_last_n,
+                self.prompt_ignore_lengths.clone(),
+            )));
+        }
+        if self.dry_multiplier > 0.0 {
+            p.push_row(Box::new(Dry::new(
+                self.dry_multiplier,
+                self.dry_base,
+                self.dry_allowed_length,
+                self.dry_sequence_breaker_ids.clone(),
+                self.dry_penalty_last_n,
                 self.prompt_ignore_lengths.clone(),
             )));
         }
@@ -302,11 +464,29 @@ impl PipelineConfig {
     pub fn build_warpers(&self, min_tokens_to_keep: usize) -> Pipeline {
         let keep = min_tokens_to_keep.max(1);
         let mut p = Pipeline::new();
-        if self.do_sample {
-            let temperature = (self.temperature != 1.0).then_some(self.temperature);
-            if self.top_k != 0 && self.top_h.is_none() {
+        if self.do_sample && self.mirostat_mode > 0 {
+            // llama.cpp's mirostat chains: the temperature, then mirostat (no other warper).
+            p.push_row(Box::new(NanToNegInf));
+            self.push_temperature(&mut p);
+            let mode = if self.mirostat_mode == 1 {
+                MirostatMode::V1
+            } else {
+                MirostatMode::V2
+            };
+            p.push_row(Box::new(Mirostat::new(
+                mode,
+                self.mirostat_tau,
+                self.mirostat_eta,
+            )));
+        } else if self.do_sample {
+            let temperature =
+                (self.temperature != 1.0 && self.dynatemp_range <= 0.0).then_some(self.temperature);
+            // Stages that run between the temperature and top-k/top-p leave them unfused.
+            let unfused =
+                self.top_h.is_some() || self.top_n_sigma.is_some() || self.dynatemp_range > 0.0;
+            if self.top_k != 0 && !unfused {
                 p.push_row(Box::new(self.fused_top_k(keep)));
-            } else if self.top_p < 1.0 && self.top_h.is_none() {
+            } else if self.top_p < 1.0 && !unfused {
                 // NaN to -inf and temperature fused into top-p's first pass.
                 p.push_row(Box::new(TopP::with_prelude(
                     self.top_p,
@@ -316,8 +496,9 @@ impl PipelineConfig {
                 )));
             } else {
                 p.push_row(Box::new(NanToNegInf));
-                if let Some(t) = temperature {
-                    p.push_row(Box::new(Temperature::new(t)));
+                self.push_temperature(&mut p);
+                if let Some(n) = self.top_n_sigma {
+                    p.push_row(Box::new(TopNSigma::new(n)));
                 }
                 if let Some(h) = self.top_h {
                     p.push_row(Box::new(TopH::new(h)));
@@ -326,7 +507,7 @@ impl PipelineConfig {
                     p.push_row(Box::new(TopK::new(self.top_k, keep)));
                 }
             }
-            let top_p_fused = self.top_k == 0 && self.top_h.is_none();
+            let top_p_fused = self.top_k == 0 && !unfused;
             if self.top_p < 1.0 && !top_p_fused {
                 p.push_row(Box::new(TopP::new(self.top_p, keep)));
             }
@@ -342,11 +523,31 @@ impl PipelineConfig {
             if self.eta_cutoff > 0.0 && self.eta_cutoff < 1.0 {
                 p.push_row(Box::new(EtaCutoff::new(self.eta_cutoff, keep)));
             }
+            if self.xtc_probability > 0.0 {
+                p.push_row(Box::new(Xtc::new(
+                    self.xtc_probability,
+                    self.xtc_threshold,
+                    keep,
+                )));
+            }
         }
         if self.renormalize_logits {
             p.push_row(Box::new(Renormalize));
         }
         p
+    }
+
+    /// The temperature stage: dynamic with `dynatemp_range > 0`, none at 1.
+    fn push_temperature(&self, p: &mut Pipeline) {
+        if self.dynatemp_range > 0.0 {
+            p.push_row(Box::new(DynamicTemperature::new(
+                self.temperature,
+                self.dynatemp_range,
+                self.dynatemp_exponent,
+            )));
+        } else if self.temperature != 1.0 {
+            p.push_row(Box::new(Temperature::new(self.temperature)));
+        }
     }
 
     /// NaN to -inf, temperature and top-k in one pass (the same result as the three).
@@ -371,6 +572,10 @@ impl PipelineConfig {
             && self.typical_p >= 1.0
             && !cut(self.epsilon_cutoff)
             && !cut(self.eta_cutoff)
+            && self.top_n_sigma.is_none()
+            && self.xtc_probability <= 0.0
+            && self.dynatemp_range <= 0.0
+            && self.mirostat_mode == 0
             && !self.renormalize_logits;
         only_top_k.then(|| self.fused_top_k(min_tokens_to_keep.max(1)))
     }

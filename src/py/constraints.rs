@@ -7,8 +7,8 @@ use pyo3::types::{PyDict, PyList};
 
 use super::arrays::{contiguous, contiguous_mut};
 use super::beam::{finalized_dict, parse, settled_list, tokens_parents, tree_dict, Pair};
-use super::settings::GenerationSettings;
 use super::errors::{to_py, InvalidArgumentError};
+use super::settings::GenerationSettings;
 use crate::beam::ConstrainedBeamSearch as CoreSearch;
 use crate::constraints::{ConstraintSet, ConstraintSpec, ConstraintState};
 use crate::error::CoreError;

@@ -15,6 +15,8 @@ use crate::sampling::draw;
 /// The processors and warpers of one config, composed once.
 #[pyclass(module = "ferrogen._core", name = "LogitsPipeline")]
 pub struct LogitsPipelineCore {
+    /// Tokens of each row that are prompt (the rest were generated: presence penalties).
+    prompt_length: usize,
     config: PipelineConfig,
     processors: Pipeline,
     warpers: Pipeline,
@@ -72,6 +74,7 @@ impl LogitsPipelineCore {
         let mut full = processors.clone();
         full.extend(&warpers);
         Ok(LogitsPipelineCore {
+            prompt_length,
             config,
             processors,
             warpers,
@@ -109,9 +112,9 @@ impl LogitsPipelineCore {
             if vocab == 0 {
                 return Ok(());
             }
-            let history = TokenHistory::new(ids, rows);
+            let history = TokenHistory::with_prompt_len(ids, rows, self.prompt_length);
             pipeline.process(
-                &StepContext { history: &history },
+                &StepContext::new(&history),
                 &mut LogitsMut::new(data, vocab),
             );
             Ok(())
@@ -154,11 +157,11 @@ impl LogitsPipelineCore {
                     .map(|r| ids[r * width..r * width + keep].to_vec())
                     .collect();
                 let keys = rng::row_keys(seed, &prompts, 1);
-                let history = TokenHistory::new(ids, rows);
+                let history = TokenHistory::with_prompt_len(ids, rows, self.prompt_length);
                 let step = width as u64;
                 pipeline
                     .process_then(
-                        &StepContext { history: &history },
+                        &StepContext::with_keys(&history, &keys),
                         &mut LogitsMut::new(data, vocab),
                         |r, row, s| {
                             let cand = s.sparse.then_some(s.cand.as_slice());

@@ -90,7 +90,10 @@ impl SettingsSource for Attributes<'_, '_> {
             .map(|p| {
                 let (ids, bias): (Bound<'_, PyAny>, f64) =
                     p.extract().map_err(|_| wrong(name, EXPECTED))?;
-                let ids = ids.extract().map_err(|_| wrong(name, EXPECTED))?;
+                let ids = match ids.extract::<i64>() {
+                    Ok(id) => vec![id],
+                    Err(_) => ids.extract().map_err(|_| wrong(name, EXPECTED))?,
+                };
                 Ok((ids, bias))
             })
             .collect::<Result<_>>()
@@ -220,11 +223,8 @@ impl GenerationSettings {
 impl GenerationSettings {
     /// `seed_prompts`, else the rows of `prompts` (row-major, `width` wide).
     pub(super) fn key_prompts(&self, prompts: &[i64], width: usize) -> Vec<Vec<i64>> {
-        self.seed_prompts.clone().unwrap_or_else(|| {
-            prompts
-                .chunks(width.max(1))
-                .map(<[i64]>::to_vec)
-                .collect()
-        })
+        self.seed_prompts
+            .clone()
+            .unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect())
     }
 }

@@ -12,6 +12,7 @@ from .. import _core
 from ..config import GenerationConfig
 from ..models import ModelAdapter
 from ..processors import encoder_ids, prompt_ignore_lengths
+from ..samplers import with_resolved_breakers
 from ..stopping import StoppingCriterion
 
 __all__ = ["GenerationRequest", "core_settings"]
@@ -75,7 +76,7 @@ def core_settings(request: GenerationRequest, *, seed: Optional[int] = None,
     """
     ignore = None if request.adapter.is_encoder_decoder else prompt_ignore_lengths(request.attention_mask)
     return _core.GenerationSettings(
-        request.config, eos_token_ids=request.eos_token_ids, min_length=request.min_length,
+        with_resolved_breakers(request.config, request.tokenizer), eos_token_ids=request.eos_token_ids, min_length=request.min_length,
         max_length=request.max_length, pad_token_id=request.pad_token_id, vocab_size=request.vocab_size,
         encoder_input_ids=encoder_ids(request.input_ids), prompt_ignore_lengths=ignore, seed=seed,
         seed_prompts=seed_prompts, row_seeds=row_seeds,
