@@ -149,6 +149,11 @@ class GenerationConfig:
     xtc_probability: float = _field(0.0, _v.number)
     xtc_threshold: float = _field(0.1, _v.number)
     top_n_sigma: float | None = _field(None, _v.number)
+    dynatemp_range: float = _field(0.0, _v.number)
+    dynatemp_exponent: float = _field(1.0, _v.number)
+    mirostat_mode: int = _field(0, _v.int_field(0))
+    mirostat_tau: float = _field(5.0, _v.number)
+    mirostat_eta: float = _field(0.1, _v.number)
     # outputs
     num_return_sequences: int = _field(1, _v.integer)
     output_attentions: bool = _field(False, _v.bool_field)
