@@ -11,6 +11,7 @@ import torch
 
 from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
+from .families import check_supported
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
@@ -225,7 +226,11 @@ def _build_request(
         if eos and input_ids.shape[0] > 1:
             warnings.warn(f"pad_token_id: not set, using eos_token_id {eos[0]} to pad finished rows", UserWarning)
         pad = eos[0] if eos else 0
-    output_hidden = config.generation_mode(assistant_model) == GenerationMode.CONTRASTIVE_SEARCH
+    mode = config.generation_mode(assistant_model)
+    for checked in (model, assistant_model):
+        if checked is not None:
+            check_supported(checked, mode)
+    output_hidden = mode == GenerationMode.CONTRASTIVE_SEARCH
     adapter = adapter_for(model, config.decoder_start_token_id, output_hidden_states=output_hidden)
     prompt = adapter.decoder_prompt(input_ids)
     prompt_len = int(prompt.shape[1])
