@@ -149,3 +149,62 @@ def test_refused_beam_families_are_inconsistent_in_transformers(model_type):
     theirs = hf_generate(model, ids, mask, **kwargs)
     fresh = uncached_log_probs(model, ids, mask, theirs)
     assert float((theirs.sequences_scores - fresh).abs().max()) > 1e-2
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "mistral", "jamba", "bloom"])
+def test_generic_step_recipe_equals_transformers_generic_method(model_type):
+    """Families on transformers' generic ``prepare_inputs_for_generation`` get their step inputs
+    from ferrogen's recipe (cheaper); it must give exactly what the generic method gives."""
+    from ferrogen.families import prepares_own_steps, step_inputs
+    from ferrogen.models import _new_cache
+
+    model = tiny(model_type)
+    assert not prepares_own_steps(model)
+    ids, mask = padded_batch(False)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    _, cache = _new_cache(model, encoder_decoder=False)
+    for first, tokens in ((True, ids), (False, ids[:, -1:])):
+        state = dict(cache=cache, use_cache=True, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+        ours = step_inputs(model, tokens, state, first, own=False)
+        theirs = step_inputs(model, tokens, state, first, own=True)
+        assert sorted(ours) == sorted(theirs)
+        for key, value in theirs.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(ours[key], value), key
+            else:
+                assert ours[key] is value or ours[key] == value, key
+
+
+@pytest.mark.parametrize("main_type,assistant_type", [("mistral", "llama"), ("gemma2", "llama"), ("llama", "gemma2")])
+def test_assisted_with_sliding_window_cache_matches_transformers(main_type, assistant_type):
+    """Assisted decoding crops rejected drafts; a sliding-window layer that already dropped what
+    fell out of its window (4 here) raised mid-generation until the adapters made the cache
+    record past states for rollback, as transformers' assisted decoding does."""
+    main, assistant = tiny(main_type), tiny(assistant_type)
+    ids, mask = padded_batch(False, (7,))
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=PAD, return_dict_in_generate=True,
+                  output_logits=True)
+    theirs = hf_generate(main, ids, mask, assistant_model=assistant, **kwargs)
+    ours = ferrogen.generate(main, input_ids=ids, attention_mask=mask, assistant_model=assistant, **kwargs)
+    assert torch.equal(ours.sequences, theirs.sequences)
+    for a, b in zip(ours.logits, theirs.logits):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("main_type,assistant_type", [("mamba", "llama"), ("llama", "mamba"), ("jamba", "jamba")])
+def test_assisted_with_recurrent_cache_refused_before_any_forward(main_type, assistant_type):
+    main, assistant = tiny(main_type), tiny(assistant_type)
+    recurrent = main_type if main_type != "llama" else assistant_type
+    ids, mask = padded_batch(False, (7,))
+
+    def no_forward(*_):
+        raise AssertionError("a model ran before the refusal")
+
+    hooks = [m.register_forward_pre_hook(no_forward) for m in (main, assistant)]
+    try:
+        with pytest.raises(ValueError, match=f"model_type '{recurrent}'.*assisted decoding"):
+            ferrogen.generate(main, input_ids=ids, attention_mask=mask, assistant_model=assistant, max_new_tokens=4,
+                              pad_token_id=PAD)
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -231,7 +231,9 @@ def _build_request(
         if checked is not None:
             check_supported(checked, mode)
     output_hidden = mode == GenerationMode.CONTRASTIVE_SEARCH
-    adapter = adapter_for(model, config.decoder_start_token_id, output_hidden_states=output_hidden)
+    adapter = adapter_for(
+        model, config.decoder_start_token_id, output_hidden_states=output_hidden, rollback=mode == GenerationMode.ASSISTED
+    )
     prompt = adapter.decoder_prompt(input_ids)
     prompt_len = int(prompt.shape[1])
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)

@@ -183,6 +183,9 @@ def _gather_positions(cache: Any, index: torch.Tensor) -> None:
 @dataclass
 class _Options:
     output_hidden_states: bool = False
+    #: The caller will crop cached positions (assisted decoding): sliding-window layers must then
+    #: keep what they would drop until the next crop, as transformers' assisted decoding has them.
+    rollback: bool = False
 
 
 class _HiddenStates:
@@ -210,11 +213,11 @@ class DecoderOnlyAdapter(_HiddenStates):
 
     is_encoder_decoder = False
 
-    def __init__(self, model: Any, output_hidden_states: bool = False) -> None:
+    def __init__(self, model: Any, output_hidden_states: bool = False, rollback: bool = False) -> None:
         self.model = model
         self.device = model.device
         self.device_logits = False
-        self._options = _Options(output_hidden_states)
+        self._options = _Options(output_hidden_states, rollback)
         self._keep_one = _accepts(model.forward, "logits_to_keep")
         self._takes_positions = _accepts(model.forward, "position_ids")
         self._own_steps = prepares_own_steps(model)
@@ -243,6 +246,8 @@ class DecoderOnlyAdapter(_HiddenStates):
         # transformers drops an all-ones mask, which lets attention take its causal fast path.
         self._mask = None if bool((attention_mask == 1).all()) else attention_mask
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=False)
+        if self._options.rollback and hasattr(self._cache, "activate_past_recording"):
+            self._cache.activate_past_recording()
         return self._forward(input_ids, first=True)
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -499,9 +504,10 @@ def is_encoder_decoder(model: Any) -> bool:
 
 
 def adapter_for(
-    model: Any, decoder_start_token_id: Optional[int] = None, output_hidden_states: bool = False
+    model: Any, decoder_start_token_id: Optional[int] = None, output_hidden_states: bool = False, rollback: bool = False
 ) -> ModelAdapter:
-    """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch."""
+    """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch.
+    ``rollback``: the caller will crop cached positions (assisted decoding)."""
     if is_encoder_decoder(model):
         if decoder_start_token_id is None:
             raise ValueError(
@@ -510,7 +516,7 @@ def adapter_for(
             )
         return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states)
     if hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
-        return DecoderOnlyAdapter(model, output_hidden_states)
+        return DecoderOnlyAdapter(model, output_hidden_states, rollback)
     if isinstance(model, torch.nn.Module):
         return PlainTorchAdapter(model)
     raise TypeError(
