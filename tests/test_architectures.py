@@ -208,3 +208,12 @@ def test_assisted_with_recurrent_cache_refused_before_any_forward(main_type, ass
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def test_readme_lists_every_family_of_the_matrix():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Model families", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in ARCHITECTURES if f"`{name}`" not in section]
+    assert not missing, f"README 'Model families' does not list {missing}"
