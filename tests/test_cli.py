@@ -71,6 +71,15 @@ def test_bad_lines_each_get_their_record_in_input_order(tmp_path, capsys, monkey
     src.write_bytes(b"\n".join(lines) + b"\n")
     dst = tmp_path / "out.jsonl"
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # draw the progress bar
+    from transformers import PreTrainedTokenizerBase
+
+    tokenize, longest = PreTrainedTokenizerBase.__call__, [0]
+
+    def measured(self, text=None, *args, **kwargs):
+        longest[0] = max([longest[0]] + [len(t) for t in ([text] if isinstance(text, str) else text or [])])
+        return tokenize(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", measured)
     code, _, err = run(capsys, "generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "5",
                        "--batch-size", "16")
     assert code == 0
@@ -85,6 +94,7 @@ def test_bad_lines_each_get_their_record_in_input_order(tmp_path, capsys, monkey
     by_line = {r["line"]: r for r in records}
     assert len(by_line[1]["token_ids"]) == 5 and len(by_line[5]["token_ids"]) == 3
     assert len(by_line[11]["token_ids"]) == 5
+    assert 0 < longest[0] < 10_000  # the 2 MB line was never tokenized
     for segment in err.split("\n"):  # each message starts its own line, after the bar is cleared
         if "ferrogen: line" in segment:
             assert segment.split("\r")[-1].startswith("ferrogen: line")

@@ -251,7 +251,7 @@ def test_cli_ray_matches_the_cli_on_greedy_lines(ray_session, tmp_path, capsys):
         dst = tmp_path / f"{name}.jsonl"
         with deadline(240):
             code = cli_main(["generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "6",
-                             "--batch-size", "4", *extra])
+                             "--batch-size", "4", "--strict", *extra])
         assert code == 1, capsys.readouterr().err
         outputs[name] = [json.loads(line) for line in dst.read_text().splitlines()]
     by_line = {name: sorted(recs, key=lambda r: r["line"]) for name, recs in outputs.items()}

@@ -37,15 +37,16 @@ class Limits:
     @classmethod
     def of(cls, generator: Any) -> Limits:
         """A prompt of ``b`` bytes has at least ``b / longest`` tokens, ``longest`` being the longest
-        vocabulary entry in UTF-8 bytes; the byte bound keeps a 4x margin over that (normalizers
-        and unknown-token pieces can pack more text into a token)."""
+        vocabulary entry in UTF-8 bytes (typical text runs at a few bytes a token, far below it);
+        the byte bound keeps a 2x margin over that for normalizers and unknown-token pieces that
+        pack more text into a token, and a line may be twice its prompt (JSON escapes)."""
         config = getattr(generator.model, "config", None)
         sizes = (getattr(config, name, None) for name in _CONTEXT_ATTRIBUTES)
         context = next((s for s in sizes if isinstance(s, int) and s > 0), None)
         vocab = generator.tokenizer.get_vocab()
         longest = max((len(str(token).encode("utf-8")) for token in vocab), default=16)
-        prompt_bytes = UNBOUNDED_PROMPT_BYTES if context is None else context * longest * 4
-        line_bytes = 6 * prompt_bytes + LINE_OVERHEAD_BYTES  # a JSON escape (\uXXXX) is 6 bytes
+        prompt_bytes = UNBOUNDED_PROMPT_BYTES if context is None else context * longest * 2
+        line_bytes = 2 * prompt_bytes + LINE_OVERHEAD_BYTES
         return cls(None if generator.encoder_decoder else context, prompt_bytes, line_bytes)
 
 

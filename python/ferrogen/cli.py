@@ -21,10 +21,10 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
+from typing import Any, Iterator, Optional, Sequence, TextIO
 
 from ._cli_flags import add_config_flags, overrides, unknown_options_message
-from ._cli_io import CliError, OutputFile, count_lines, prompt_lines, read_lines
+from ._cli_io import CliError, OutputFile, count_lines, error_text, prompt_lines, read_lines
 
 __all__ = ["main", "EXIT_STATUS"]
 
@@ -32,7 +32,8 @@ EXIT_STATUS = """\
 exit status (line errors are recorded, not fatal, as in vLLM's run_batch, which writes a failed
 request's error into its output line):
   0        every line was answered: a result or its error record
-  1        --strict (implied by --prompt): some line got an error record
+  1        --strict (implied by --prompt): some line got an error record; also an unexpected
+           failure, with its traceback
   2        bad arguments, unreadable input, a model that does not load: nothing was generated
            and an existing --output is left as it was
   130/143  stopped by SIGINT/SIGTERM: every finished line is in --output (--resume continues)
@@ -142,14 +143,23 @@ class _Sink:
         self.lines += lines
 
 
-class _Counted:
-    """A text stream for the Ray job's writer that hands each record to :meth:`OutputFile.write`."""
+class _RayRecords:
+    """The stream the Ray job writes its records to: each error gets the ``line N: ...`` form of
+    every other record, and each record goes to :meth:`OutputFile.write` (or stdout)."""
 
-    def __init__(self, output: OutputFile) -> None:
-        self.output = output
+    def __init__(self, output: Optional[OutputFile], stdout: TextIO) -> None:
+        self.output, self.stdout = output, stdout
 
     def write(self, text: str) -> int:
-        self.output.write(text, text.count("\n"))
+        records = [json.loads(line) for line in text.splitlines()]
+        for record in records:
+            if record.get("error"):
+                record["error"] = error_text(record["line"], record["error"])
+        payload = "".join(json.dumps(r) + "\n" for r in records)
+        if self.output is not None:
+            self.output.write(payload, len(records))
+        else:
+            self.stdout.write(payload)
         return len(text)
 
     def flush(self) -> None:
@@ -248,10 +258,9 @@ def _run_on_ray(args: argparse.Namespace, fields: dict[str, Any], output: Option
         from .distributed import run_jsonl_job
     except ImportError as exc:
         raise CliError(f"--ray: {exc}") from None
-    out: Any = _Counted(output) if output is not None else stdout
     if output is not None:
         output.open()
-    code = run_jsonl_job(args.input, out, model=args.model, config=args.config, overrides=fields,
+    code = run_jsonl_job(args.input, _RayRecords(output, stdout), model=args.model, config=args.config, overrides=fields,
                          batch_size=args.batch_size, device=args.device, address=args.ray_address)
     return code if args.strict else 0
 
@@ -284,6 +293,7 @@ def _generate_with_tree(generator: Any, prompts: list[str], config: Any, streame
     out = generate(generator.model, input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
                    generation_config=config.merged(output_beam_tree=True), return_dict_in_generate=True,
                    streamer=streamer, tokenizer=tok)
+    assert out.beam_tree is not None and out.finish_reasons is not None  # asked for above
     out.beam_tree.save(path, tok)
     skip = 1 if generator.encoder_decoder else enc["input_ids"].shape[1]
     per_prompt = out.sequences.shape[0] // len(prompts)
@@ -315,7 +325,7 @@ class _Stopped(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    stopping = []
+    stopping: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         if not stopping:  # the first one stops the run; later ones must not cut the clean-up short
