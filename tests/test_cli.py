@@ -48,6 +48,9 @@ def test_one_prompt_on_a_terminal_prints_the_text(capsys, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     code, out, _ = run(capsys, "generate", "--prompt", "And God said", "--max-new-tokens", "6", "--format", "json")
     assert code == 0 and json.loads(out)["text"] == expected.text
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, "generate", "--prompt", "And God said", "--prompt", "Jesus wept", "--max-new-tokens", "2")
+    assert code == 0 and [json.loads(line)["line"] for line in out.splitlines()] == [1, 2]  # several: records
 
 
 def test_bad_lines_each_get_their_record_in_input_order(tmp_path, capsys, monkeypatch):

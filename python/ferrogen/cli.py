@@ -74,7 +74,7 @@ def build_parser(field_docs: bool = True) -> argparse.ArgumentParser:
                                "it lacks (a line with an error record counts as answered)")
     gen.add_argument("--format", choices=("auto", "json", "text"), default="auto",
                      help="json: one record per line; text: the prompt and its continuation, as llama.cpp's "
-                          "llama-cli prints them. auto (default): text for --prompt on a terminal, else json")
+                          "llama-cli prints them. auto (default): text for one --prompt on a terminal, else json")
     gen.add_argument("--strict", action="store_true",
                      help="exit 1 when any line gets an error record (default for --prompt)")
     gen.add_argument("--config", metavar="FILE", help="a generation_config.json to start from")
@@ -118,7 +118,8 @@ def _text_format(args: argparse.Namespace, stdout: TextIO) -> bool:
     if args.format != "auto":
         return bool(args.format == "text")
     isatty = getattr(stdout, "isatty", None)
-    return args.input is None and args.output is None and bool(isatty and isatty())
+    one_prompt = args.input is None and len(args.prompt or [None]) == 1
+    return one_prompt and args.output is None and bool(isatty and isatty())
 
 
 class _Sink:
