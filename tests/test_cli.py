@@ -49,7 +49,8 @@ def test_one_prompt_on_a_terminal_prints_the_text(capsys, monkeypatch):
     code, out, _ = run(capsys, "generate", "--prompt", "And God said", "--max-new-tokens", "6", "--format", "json")
     assert code == 0 and json.loads(out)["text"] == expected.text
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    code, out, _ = run(capsys, "generate", "--prompt", "And God said", "--prompt", "Jesus wept", "--max-new-tokens", "2")
+    code, out, _ = run(capsys, "generate", "--prompt", "And God said", "--prompt", "Jesus wept",
+                       "--max-new-tokens", "2")
     assert code == 0 and [json.loads(line)["line"] for line in out.splitlines()] == [1, 2]  # several: records
 
 
@@ -242,8 +243,8 @@ def test_stream_prints_to_stderr(capsys):
 
 def test_config_file_and_bool_flags(tmp_path, capsys):
     ferrogen.GenerationConfig(max_new_tokens=4).save_pretrained(tmp_path)
-    code, out, _ = run(capsys, "generate", "--prompt", "Jesus wept", "--config", str(tmp_path / "generation_config.json"),
-                       "--do-sample", "false")
+    code, out, _ = run(capsys, "generate", "--prompt", "Jesus wept",
+                       "--config", str(tmp_path / "generation_config.json"), "--do-sample", "false")
     assert code == 0 and len(json.loads(out)["token_ids"]) <= 4
 
 

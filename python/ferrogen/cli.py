@@ -86,7 +86,8 @@ def build_parser(field_docs: bool = True) -> argparse.ArgumentParser:
                      help="with --prompt and a beam mode: write the tree of kept hypotheses "
                           "(.html, .svg, .dot or .json, by suffix)")
     gen.add_argument("--ray", action="store_true", help="run --input on Ray Data: a local Ray instance on this machine")
-    gen.add_argument("--ray-address", metavar="ADDRESS", help="run --input on the Ray cluster at this address (implies --ray)")
+    gen.add_argument("--ray-address", metavar="ADDRESS",
+                     help="run --input on the Ray cluster at this address (implies --ray)")
     add_config_flags(gen, with_docs=field_docs)
     return parser
 
@@ -123,17 +124,19 @@ def _text_format(args: argparse.Namespace, stdout: TextIO) -> bool:
 
 
 class _Sink:
-    """Where records go: ``--output`` (through :class:`OutputFile`) or stdout, as JSON or text."""
+    """Where records go: ``--output`` (through :class:`OutputFile`) or stdout, as JSON or as text
+    (a decoder-only model's prompt and continuation, as llama-cli prints them; a seq2seq model's output)."""
 
-    def __init__(self, output: Optional[OutputFile], stdout: TextIO, text: bool, streamed: bool) -> None:
-        self.output, self.stdout, self.text, self.streamed = output, stdout, text, streamed
-        self.handle = output.open() if output is not None else None
-        self.lines = 0
+    def __init__(self, output: Optional[OutputFile], stdout: TextIO, text: bool, streamed: bool,
+                 echo_prompt: bool) -> None:
+        self.output, self.stdout, self.text, self.streamed, self.echo = output, stdout, text, streamed, echo_prompt
+        if output is not None:
+            output.open()
 
     def __call__(self, records: list[dict[str, Any]], lines: int) -> None:
         if self.text:
             if not self.streamed:
-                self.stdout.write("".join(r["prompt"] + r["text"] + "\n" for r in records if "text" in r))
+                self.stdout.write("".join(r["prompt"] * self.echo + r["text"] + "\n" for r in records if "text" in r))
         else:
             payload = "".join(json.dumps(r) + "\n" for r in records)
             if self.output is not None:
@@ -141,7 +144,6 @@ class _Sink:
             else:
                 self.stdout.write(payload)
         self.stdout.flush()
-        self.lines += lines
 
 
 class _RayRecords:
@@ -186,12 +188,11 @@ def _loaded_config(args: argparse.Namespace, fields: dict[str, Any], model: Any 
 def _run(args: argparse.Namespace, stdout: TextIO) -> int:
     _check_args(args)
     fields = overrides(args)
-    if args.config is None:
-        _loaded_config(args, fields)  # flags are checked before the model loads
+    config = _loaded_config(args, fields)  # flags and --config are checked before the model loads
     output = OutputFile(args.output, args.overwrite, args.resume) if args.output else None
     complete = False
     try:
-        code = _generate_all(args, fields, output, stdout)
+        code = _generate_all(args, fields, config, output, stdout)
         complete = True
         return code
     finally:
@@ -203,7 +204,7 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
                       ("; --resume adds the rest" if kept else "; the file is left as it was"), file=sys.stderr)
 
 
-def _generate_all(args: argparse.Namespace, fields: dict[str, Any], output: Optional[OutputFile],
+def _generate_all(args: argparse.Namespace, fields: dict[str, Any], config: Any, output: Optional[OutputFile],
                   stdout: TextIO) -> int:
     if args.ray or args.ray_address:
         return _run_on_ray(args, fields, output, stdout)
@@ -214,8 +215,10 @@ def _generate_all(args: argparse.Namespace, fields: dict[str, Any], output: Opti
 
     _quiet_transformers()
     generator = pipeline(args.model, device=args.device)
-    config = _loaded_config(args, fields, generator.model)
+    if args.config is None:  # start from the model's own generation config
+        config = _loaded_config(args, fields, generator.model)
     text = _text_format(args, stdout)
+    echo = not generator.encoder_decoder
     streamer = None
     if args.stream:
         from .streamers import TextStreamer
@@ -225,7 +228,7 @@ def _generate_all(args: argparse.Namespace, fields: dict[str, Any], output: Opti
     if args.beam_tree:
         prompts = args.prompt or ["And God said"]
         results = _generate_with_tree(generator, prompts, config, streamer, args.beam_tree)
-        _Sink(output, stdout, text, streamer is not None)(_records(results, len(prompts)), len(prompts))
+        _Sink(output, stdout, text, streamer is not None, echo)(_records(results, len(prompts)), len(prompts))
         return 0
     limits = Limits.of(generator)
     if args.input is not None:
@@ -233,7 +236,7 @@ def _generate_all(args: argparse.Namespace, fields: dict[str, Any], output: Opti
         total: Optional[int] = count_lines(args.input)
     else:
         lines, total = prompt_lines(args.prompt or ["And God said"]), None
-    sink = _Sink(output, stdout, text, streamer is not None)
+    sink = _Sink(output, stdout, text, streamer is not None, echo)
     with tqdm(total=total, unit="line", file=sys.stderr, disable=None if total else True) as bar:
         def emit(records: list[dict[str, Any]], last: int) -> None:
             sink(records, len({r["line"] for r in records}))
@@ -261,8 +264,8 @@ def _run_on_ray(args: argparse.Namespace, fields: dict[str, Any], output: Option
         raise CliError(f"--ray: {exc}") from None
     if output is not None:
         output.open()
-    code = run_jsonl_job(args.input, _RayRecords(output, stdout), model=args.model, config=args.config, overrides=fields,
-                         batch_size=args.batch_size, device=args.device, address=args.ray_address)
+    code = run_jsonl_job(args.input, _RayRecords(output, stdout), model=args.model, config=args.config,
+                         overrides=fields, batch_size=args.batch_size, device=args.device, address=args.ray_address)
     return code if args.strict else 0
 
 
