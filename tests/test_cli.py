@@ -143,9 +143,10 @@ def test_resume_generates_only_the_missing_lines(tmp_path, capsys):
     assert code == 2 and "not a ferrogen record" in err and dst.read_text().startswith("not a record\n")
 
 
-def test_sigterm_keeps_every_counted_line(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_keeps_every_counted_line(tmp_path, signum):
     """Issue 15: SIGTERM mid-run behaves as SIGINT: the lines reported written are all on disk,
-    whole and in order, and the exit status is 143."""
+    whole and in order, and the exit status is 128 + the signal."""
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"prompt": f"And God said {i}"}) + "\n" for i in range(400)))
     dst = tmp_path / "out.jsonl"
@@ -159,9 +160,9 @@ def test_sigterm_keeps_every_counted_line(tmp_path):
         temps = list(tmp_path.glob(".out.jsonl.*.tmp"))
         seen = len(temps[0].read_text().splitlines()) if temps else 0
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    assert proc.returncode == 128 + signum, err
     counted = int(err.split("stopped: ")[1].split(" lines")[0])
     records = records_of(dst)
     assert seen >= 4 and counted >= seen and [r["line"] for r in records] == list(range(1, counted + 1))

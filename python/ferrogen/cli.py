@@ -237,7 +237,8 @@ def _generate_all(args: argparse.Namespace, fields: dict[str, Any], config: Any,
     else:
         lines, total = prompt_lines(args.prompt or ["And God said"]), None
     sink = _Sink(output, stdout, text, streamer is not None, echo)
-    with tqdm(total=total, unit="line", file=sys.stderr, disable=None if total else True) as bar:
+    with tqdm(total=total, unit="line", file=sys.stderr, disable=None if total else True) as bar, \
+            _warnings_above(bar):
         def emit(records: list[dict[str, Any]], last: int) -> None:
             sink(records, len({r["line"] for r in records}))
             for record in records:
@@ -248,6 +249,22 @@ def _generate_all(args: argparse.Namespace, fields: dict[str, Any], config: Any,
         errors = run(lines, generator, config, limits, batch_size=args.batch_size, emit=emit, streamer=streamer)
         bar.update((total or 0) - bar.n)
     return 1 if errors and (args.strict or args.input is None) else 0
+
+
+@contextlib.contextmanager
+def _warnings_above(bar: Any) -> Iterator[None]:
+    """Warnings raised during the run are printed above the progress bar, not glued to it."""
+    import warnings
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        bar.write(warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n"), file=sys.stderr)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def _records(results: list[Any], prompts: int) -> list[dict[str, Any]]:
