@@ -60,7 +60,7 @@ def test_bad_lines_each_get_their_record_in_input_order(tmp_path, capsys, monkey
     --strict; messages are not glued to the progress bar."""
     src = tmp_path / "in.jsonl"
     lines = [
-        b'{"prompt": "And God said"}',
+        b'\xef\xbb\xbf{"prompt": "And God said"}',  # a byte-order mark opens the file
         b"not json",
         b'{"prompt": "In the \xff beginning"}',
         b'{"prompt": ""}',

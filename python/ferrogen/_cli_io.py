@@ -55,7 +55,7 @@ def count_lines(path: str) -> int:
 
 def _parse(number: int, raw: bytes) -> Optional[Line]:
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark may open the file
     except UnicodeDecodeError as exc:
         return Line(number, error=error_text(number, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte "
                                                      f"{exc.start + 1} of the line)"))

@@ -100,6 +100,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--model: {args.model} is not a directory")
     if args.input is not None and not Path(args.input).is_file():
         raise CliError(f"--input: {args.input} is not a file")
+    if args.input is not None:
+        try:
+            open(args.input, "rb").close()
+        except OSError as exc:
+            raise CliError(f"--input: cannot read {args.input}: {exc.strerror}") from None
     if args.stream and args.prompt and len(args.prompt) > 1:
         raise CliError("--stream: works with one prompt")
     if args.stream and args.input is not None:
