@@ -65,6 +65,8 @@ def _parse(number: int, raw: bytes) -> Optional[Line]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return Line(number, error=error_text(number, f"invalid JSON ({exc.msg})"))
+    except RecursionError:
+        return Line(number, error=error_text(number, "invalid JSON (nested too deeply)"))
     if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
         return Line(number, error=error_text(number, 'expected an object with a string "prompt"'))
     return Line(number, obj.pop("prompt"), obj)
