@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -121,23 +122,28 @@ def generate_dataset(
     ds = ds.repartition(target_num_rows_per_block=batch_size)
     if high * num_cpus >= resources.get("CPU", 0):
         ds = ds.materialize()
-    return ds.map_batches(
-        generator_class,
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
-        num_cpus=num_cpus,
-        num_gpus=num_gpus or None,
-        max_restarts=max_restarts,
-        max_task_retries=task_retries(batch_retries, batch_size) if max_task_retries is None else max_task_retries,
-        fn_constructor_kwargs=dict(
-            model=str(model) if model is not None else None, generation_config=config, overrides=overrides,
-            seed=seed, prompt_column=prompt_column, key_column=key_column, overrides_column=overrides_column,
-            output_scores=output_scores, device=device or ("cuda" if num_gpus else "cpu"), dtype=dtype,
-            threads=max(1, int(num_cpus)), ledger=ledger, batch_retries=batch_retries,
-        ),
-    )
+    retries = task_retries(batch_retries, batch_size) if max_task_retries is None else max_task_retries
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates **ray_remote_args but names no parameter for max_restarts and
+        # max_task_retries yet; the warning would ask the user for a change they cannot make.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            generator_class,
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            zero_copy_batch=True,
+            compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+            num_cpus=num_cpus,
+            num_gpus=num_gpus or None,
+            max_restarts=max_restarts,
+            max_task_retries=retries,
+            fn_constructor_kwargs=dict(
+                model=str(model) if model is not None else None, generation_config=config, overrides=overrides,
+                seed=seed, prompt_column=prompt_column, key_column=key_column, overrides_column=overrides_column,
+                output_scores=output_scores, device=device or ("cuda" if num_gpus else "cpu"), dtype=dtype,
+                threads=max(1, int(num_cpus)), ledger=ledger, batch_retries=batch_retries,
+            ),
+        )
 
 
 # ------------------------------------------------------------------------------------- the CLI
