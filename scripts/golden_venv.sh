@@ -68,7 +68,8 @@ while todo:
         if req.marker is None or req.marker.evaluate({"extra": ""}):
             todo.append(req.name)
 for dist in seen.values():
-    tops = {f.parts[0] for f in dist.files or [] if f.parts[0] not in ("..", "__pycache__") and not f.parts[0].endswith(".pth")}
+    skip = ("..", "__pycache__")  # scripts outside site-packages; byte code of other modules
+    tops = {f.parts[0] for f in dist.files or [] if f.parts[0] not in skip and not f.parts[0].endswith(".pth")}
     for top in sorted(tops):
         source, link = os.path.realpath(dist.locate_file(top)), os.path.join(target, top)
         if os.path.exists(source) and not os.path.lexists(link):

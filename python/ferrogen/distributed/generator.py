@@ -89,8 +89,9 @@ class BatchGenerator:
                 key = json.dumps(line_overrides, sort_keys=True, default=str)
                 if key not in configs:
                     configs[key] = self.config.merged(**line_overrides) if line_overrides else self.config
-                if configs[key].do_sample:  # only sampling needs the row's key, for its seed
-                    seed = configs[key].seed if configs[key].seed is not None else self.seed
+                config = configs[key]
+                if config.do_sample:  # only sampling needs the row's key, for its seed
+                    seed = config.seed if config.seed is not None else self.seed
                     seeds[i] = row_seed(seed, row_key(row, self.key_column, self.prompt_column))
             except (ValueError, TypeError) as exc:
                 results[i] = [_failed(exc)]

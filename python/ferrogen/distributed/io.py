@@ -165,7 +165,7 @@ def from_prompts(prompts: Iterable[Union[str, dict[str, Any]]], *, prompt_column
     """An in-memory Ray Dataset of prompts (strings, or dicts holding ``prompt`` and any other
     columns) with a ``row`` column numbering them."""
     ray = need_ray()
-    rows = [{prompt_column: p} if isinstance(p, str) else dict(p) for p in prompts]
+    rows: list[dict[str, Any]] = [{prompt_column: p} if isinstance(p, str) else dict(p) for p in prompts]
     for number, row in enumerate(rows):
         row["row"] = number
     return ray.data.from_items(rows)
