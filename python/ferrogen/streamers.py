@@ -174,10 +174,10 @@ class _GuardedStream:
             pass
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def ends_stream_on_error(generate: F) -> F:
+def ends_stream_on_error(generate: _F) -> _F:
     """Wraps a ``generate`` function taking ``streamer=``: when it raises, the streamer's
     stream is ended (``on_error(exc)`` if it has one, else ``end()``) unless it already
     ended, then the exception propagates unchanged."""
@@ -193,4 +193,4 @@ def ends_stream_on_error(generate: F) -> F:
             stream.fail(error)
             raise
 
-    return cast(F, guarded)
+    return cast(_F, guarded)
