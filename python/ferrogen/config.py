@@ -65,6 +65,28 @@ class GenerationConfig:
     - ``force_words``: words (str, or a list of str for "one of these") to force; resolved into
       ``force_words_ids`` with a tokenizer before generation.
 
+    Samplers of llama.cpp, vLLM and text-generation-webui (formulas and references in
+    ``docs/samplers.md``):
+
+    - ``presence_penalty``: subtracted once from every token already generated (vLLM).
+    - ``frequency_penalty``: subtracted from a generated token once per occurrence (vLLM).
+    - ``penalty_last_n``: count the last n tokens, prompt included, instead of the generated ones.
+    - ``logit_bias``: ``{token id: bias}`` added to the logits.
+    - ``allowed_token_ids``: only these tokens may be generated.
+    - ``dry_multiplier``: DRY's penalty scale (0 = off).
+    - ``dry_base``: DRY's penalty grows as base^(repeat length - allowed length).
+    - ``dry_allowed_length``: repeats up to this long are not penalised by DRY.
+    - ``dry_sequence_breakers``: strings (encoded with the tokenizer) or token-id lists that end a DRY match.
+    - ``dry_penalty_last_n``: DRY looks at the last n tokens (default: the whole row).
+    - ``xtc_probability``: chance per step that XTC removes the top choices (0 = off).
+    - ``xtc_threshold``: XTC removes tokens at least this probable, except the least probable of them.
+    - ``top_n_sigma``: keep tokens whose logit is within n standard deviations of the maximum.
+    - ``dynatemp_range``: the temperature varies by up to this much with the entropy (0 = off).
+    - ``dynatemp_exponent``: exponent of the normalised entropy in the dynamic temperature.
+    - ``mirostat_mode``: 1 or 2 for mirostat v1 / v2 (0 = off; only the temperature runs before it).
+    - ``mirostat_tau``: mirostat's target surprise, in bits.
+    - ``mirostat_eta``: mirostat's learning rate.
+
     Each field means what transformers' ``GenerationConfig`` documents; for the fields its 5.x
     documentation no longer describes (``ferrogen generate --help`` reads both lists):
 
