@@ -187,3 +187,20 @@ def test_string_breakers_need_a_tokenizer():
     resolved = with_resolved_breakers(cfg, Tok())
     assert resolved.dry_sequence_breaker_ids == [[ord("\n") % 50]]
     assert cfg.dry_sequence_breakers == ["\n"], "the caller's config is left alone"
+
+
+def test_sampler_order_presets_and_lists():
+    cfg = dict(do_sample=True, temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, xtc_probability=0.5)
+    assert LogitsPipeline(**cfg, sampler_order="llama.cpp").names == [
+        "NanToNegInf", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "XTC", "TemperatureLogitsWarper"]
+    assert LogitsPipeline(**cfg, sampler_order=["min_p", "temperature"]).names == [
+        "NanToNegInf", "MinPLogitsWarper", "TemperatureLogitsWarper"]
+    assert GenerationConfig(sampler_order=["top_k", "temperature"]).sampler_order == "top_k,temperature"
+    with pytest.raises(ValueError, match="sampler_order"):
+        GenerationConfig(sampler_order="top_k,warmth")
+    # the order matters: top-p after a temperature of 0.5 keeps fewer tokens than before it
+    logits = np.array([[2.0, 1.5, 1.0, 0.5, 0.0]], dtype=np.float32)
+    before = LogitsPipeline(do_sample=True, top_k=0, temperature=0.5, top_p=0.8,
+                            sampler_order="top_p,temperature").process([[0]], logits)
+    after = LogitsPipeline(do_sample=True, top_k=0, temperature=0.5, top_p=0.8).process([[0]], logits)
+    assert (before > NEG).sum() > (after > NEG).sum()

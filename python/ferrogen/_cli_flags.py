@@ -28,7 +28,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
                                    "allowed_token_ids", "dry_multiplier", "dry_base", "dry_allowed_length",
                                    "dry_sequence_breakers", "dry_penalty_last_n", "xtc_probability",
                                    "xtc_threshold", "top_n_sigma", "dynatemp_range", "dynatemp_exponent",
-                                   "mirostat_mode", "mirostat_tau", "mirostat_eta")),
+                                   "mirostat_mode", "mirostat_tau", "mirostat_eta", "sampler_order")),
     ("penalties and token rules", ("repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size",
                                    "encoder_no_repeat_ngram_size", "bad_words_ids", "sequence_bias",
                                    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",

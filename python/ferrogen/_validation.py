@@ -302,6 +302,16 @@ def dry_sequence_breakers(name: str, value: Any) -> list[str | list[int]]:
     return out
 
 
+def sampler_order(name: str, value: Any) -> str:
+    """``"transformers"``, ``"llama.cpp"``, or stage names (a list, or one comma-separated string);
+    stored as the string the core reads, which checks the names."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise _type_error(name, "'transformers', 'llama.cpp' or a list of stage names", value)
+
+
 def sequence_bias(name: str, value: Any) -> dict[tuple[int, ...], float]:
     """``{(ids...): bias}``; also reads the JSON form ``[[ids, bias], ...]``."""
     if isinstance(value, dict):

@@ -86,6 +86,7 @@ class GenerationConfig:
     - ``mirostat_mode``: 1 or 2 for mirostat v1 / v2 (0 = off; only the temperature runs before it).
     - ``mirostat_tau``: mirostat's target surprise, in bits.
     - ``mirostat_eta``: mirostat's learning rate.
+    - ``sampler_order``: the warpers' order: "transformers" (default), "llama.cpp" (its default chain: top_n_sigma, top_k, typical_p, top_p, min_p, xtc, temperature) or stage names; stages not named do not run.
 
     Each field means what transformers' ``GenerationConfig`` documents; for the fields its 5.x
     documentation no longer describes (``ferrogen generate --help`` reads both lists):
@@ -194,6 +195,7 @@ class GenerationConfig:
     mirostat_mode: int = _field(0, _v.int_field(0))
     mirostat_tau: float = _field(5.0, _v.number)
     mirostat_eta: float = _field(0.1, _v.number)
+    sampler_order: str | None = _field(None, _v.sampler_order)
     # outputs
     num_return_sequences: int = _field(1, _v.integer)
     output_attentions: bool = _field(False, _v.bool_field)

@@ -1,5 +1,6 @@
 //! Which processors a generation uses, decided once from its settings.
 
+use super::sampler_order::SamplerOrder;
 use super::{
     bad_words_bias, AllowedTokens, Dry, DynamicTemperature, EncoderNoRepeatNGram,
     EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff, ExponentialDecayLengthPenalty, ForcedBos,
@@ -85,6 +86,8 @@ crate::settings_struct! {
         mirostat_mode: usize = 0;
         mirostat_tau: f64 = 5.0;
         mirostat_eta: f64 = 0.1;
+        /// The warpers' order (`None`: transformers'); see [`SamplerOrder`].
+        sampler_order: Option<SamplerOrder> = None;
     }
 }
 
@@ -478,6 +481,9 @@ impl PipelineConfig {
                 self.mirostat_tau,
                 self.mirostat_eta,
             )));
+        } else if let (true, Some(order)) = (self.do_sample, &self.sampler_order) {
+            p.push_row(Box::new(NanToNegInf));
+            order.push_warpers(self, keep, &mut p);
         } else if self.do_sample {
             let temperature =
                 (self.temperature != 1.0 && self.dynatemp_range <= 0.0).then_some(self.temperature);
@@ -576,6 +582,7 @@ impl PipelineConfig {
             && self.xtc_probability <= 0.0
             && self.dynatemp_range <= 0.0
             && self.mirostat_mode == 0
+            && self.sampler_order.is_none()
             && !self.renormalize_logits;
         only_top_k.then(|| self.fused_top_k(min_tokens_to_keep.max(1)))
     }
