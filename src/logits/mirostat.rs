@@ -100,25 +100,37 @@ impl RowProcessor for Mirostat {
         }
         s.gather(logits);
         softmax_into(&s.vals, &mut s.probs);
-        // candidate positions by probability, descending (ties: lower id first)
-        let mut order: Vec<u32> = (0..s.cand.len() as u32).collect();
         let probs = &s.probs;
-        order.sort_by(|&a, &b| {
-            probs[b as usize]
-                .total_cmp(&probs[a as usize])
-                .then(a.cmp(&b))
-        });
-        let keep = match self.mode {
+        let order: Vec<u32> = match self.mode {
             MirostatMode::V1 => {
+                // candidate positions by probability, descending (ties: lower id first)
+                let mut order: Vec<u32> = (0..s.cand.len() as u32).collect();
+                order.sort_by(|&a, &b| {
+                    probs[b as usize]
+                        .total_cmp(&probs[a as usize])
+                        .then(a.cmp(&b))
+                });
                 let sorted: Vec<f32> = order.iter().map(|&j| probs[j as usize]).collect();
-                self.v1_k(&sorted, mu, logits.len()).min(order.len())
+                let k = self.v1_k(&sorted, mu, logits.len()).min(order.len());
+                order.truncate(k);
+                order
             }
-            MirostatMode::V2 => order
-                .iter()
-                .position(|&j| -probs[j as usize].log2() > mu)
-                .unwrap_or(order.len())
-                .max(1),
+            // the sorted prefix with surprise <= mu is the set with surprise <= mu (no
+            // sort needed); empty: the most probable token (first maximum)
+            MirostatMode::V2 => {
+                let kept: Vec<u32> = (0..probs.len() as u32)
+                    .filter(|&j| -probs[j as usize].log2() <= mu)
+                    .collect();
+                if kept.is_empty() {
+                    let best =
+                        (0..probs.len()).fold(0, |b, j| if probs[j] > probs[b] { j } else { b });
+                    vec![best as u32]
+                } else {
+                    kept
+                }
+            }
         };
+        let keep = order.len();
         s.keep.clear();
         s.keep.resize(s.cand.len(), false);
         let kept_mass: f32 = order[..keep].iter().map(|&j| probs[j as usize]).sum();
