@@ -126,13 +126,13 @@ impl RowProcessor for Dry {
         s.ids = z;
         longest.sort_unstable();
         let max_exponent = if self.base > 1.000001 {
-            (88.722_839_1f32 / (self.base as f32).ln()) as usize
+            (88.722_84f32 / (self.base as f32).ln()) as usize
         } else {
             0
         };
         let vocab = logits.len();
         for (i, &(t, len)) in longest.iter().enumerate() {
-            let last_of_token = longest.get(i + 1).is_none_or(|&(u, _)| u != t);
+            let last_of_token = longest.get(i + 1).map_or(true, |&(u, _)| u != t);
             if !last_of_token || t < 0 || t as usize >= vocab || self.is_single_breaker(t) {
                 continue;
             }

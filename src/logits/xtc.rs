@@ -53,7 +53,7 @@ impl RowProcessor for Xtc {
         for (j, &p) in s.probs.iter().enumerate() {
             if p >= self.threshold {
                 above += 1;
-                if last.is_none_or(|l| p <= s.probs[l]) {
+                if last.map_or(true, |l| p <= s.probs[l]) {
                     last = Some(j);
                 }
             }
