@@ -12,11 +12,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 # One import check decides whether anything needs installing.
-if ! "$VENV/bin/python" -c "import torch, transformers, numpy, tqdm, safetensors, pytest, hypothesis, scipy, maturin" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import torch, transformers, numpy, tqdm, safetensors, pytest, hypothesis, scipy, maturin, mypy" 2>/dev/null; then
   echo "setup: installing dependencies into $VENV (first run downloads torch, several minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q "torch>=2.2" "transformers>=5.0" "numpy>=1.24" "tqdm>=4.60" safetensors \
-    "pytest>=7" "hypothesis>=6" "scipy>=1.10" "maturin>=1.8,<2"
+    "pytest>=7" "hypothesis>=6" "scipy>=1.10" "maturin>=1.8,<2" "mypy>=1.18"
 fi
 # Ray Data (the optional extra ferrogen[ray]) on its own: where PyPI has no wheel for this
 # platform the install fails, setup goes on and tests/test_distributed.py skips, saying why.

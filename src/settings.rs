@@ -331,8 +331,14 @@ mod tests {
             num_return_sequences: 2,
             ..beams(1, 1)
         };
-        assert_eq!(field(with(greedy_many.clone(), false)), "num_return_sequences");
-        assert!(with(greedy_many, true).validate().is_ok(), "sampling may return several");
+        assert_eq!(
+            field(with(greedy_many.clone(), false)),
+            "num_return_sequences"
+        );
+        assert!(
+            with(greedy_many, true).validate().is_ok(),
+            "sampling may return several"
+        );
         let diverse_alone = BeamSettings {
             diversity_penalty: 0.5,
             ..beams(4, 1)

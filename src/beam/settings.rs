@@ -99,12 +99,22 @@ impl BeamSettings {
     /// The rules over the beam counts and how they combine with sampling (`do_sample`),
     /// for every mode: greedy and sampling have `num_beams = 1`.
     pub fn validate_counts(&self, do_sample: bool) -> Result<()> {
-        let (beams, groups, returned) = (self.num_beams, self.num_beam_groups, self.num_return_sequences);
+        let (beams, groups, returned) = (
+            self.num_beams,
+            self.num_beam_groups,
+            self.num_return_sequences,
+        );
         if beams < 1 {
-            return Err(CoreError::invalid("num_beams", format!("must be >= 1, got {beams}")));
+            return Err(CoreError::invalid(
+                "num_beams",
+                format!("must be >= 1, got {beams}"),
+            ));
         }
         if groups < 1 {
-            return Err(CoreError::invalid("num_beam_groups", format!("must be >= 1, got {groups}")));
+            return Err(CoreError::invalid(
+                "num_beam_groups",
+                format!("must be >= 1, got {groups}"),
+            ));
         }
         if groups > 1 && beams % groups != 0 {
             return Err(CoreError::invalid(
@@ -120,13 +130,22 @@ impl BeamSettings {
         }
         let penalty = self.diversity_penalty;
         if penalty.is_nan() || penalty < 0.0 {
-            return Err(CoreError::invalid("diversity_penalty", format!("must be >= 0, got {penalty}")));
+            return Err(CoreError::invalid(
+                "diversity_penalty",
+                format!("must be >= 0, got {penalty}"),
+            ));
         }
         if penalty > 0.0 && groups == 1 {
-            return Err(CoreError::invalid("diversity_penalty", format!("{penalty} needs num_beam_groups > 1")));
+            return Err(CoreError::invalid(
+                "diversity_penalty",
+                format!("{penalty} needs num_beam_groups > 1"),
+            ));
         }
         if returned < 1 {
-            return Err(CoreError::invalid("num_return_sequences", format!("must be >= 1, got {returned}")));
+            return Err(CoreError::invalid(
+                "num_return_sequences",
+                format!("must be >= 1, got {returned}"),
+            ));
         }
         if beams > 1 && returned > beams {
             return Err(CoreError::invalid(

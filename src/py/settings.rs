@@ -220,11 +220,8 @@ impl GenerationSettings {
 impl GenerationSettings {
     /// `seed_prompts`, else the rows of `prompts` (row-major, `width` wide).
     pub(super) fn key_prompts(&self, prompts: &[i64], width: usize) -> Vec<Vec<i64>> {
-        self.seed_prompts.clone().unwrap_or_else(|| {
-            prompts
-                .chunks(width.max(1))
-                .map(<[i64]>::to_vec)
-                .collect()
-        })
+        self.seed_prompts
+            .clone()
+            .unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect())
     }
 }

@@ -51,7 +51,7 @@ class _CandidateStepper:
     """Stands in for the adapter inside the shared token loop: picking a token runs the
     candidates' forward pass, so ``advance`` only hands over the winners' logits."""
 
-    def __init__(self, adapter: MultiTokenAdapter, core: Any, top_k: int) -> None:
+    def __init__(self, adapter: MultiTokenAdapter, core: _core.ContrastiveSearch, top_k: int) -> None:
         self.adapter = adapter
         self.core = core
         self.top_k = top_k
