@@ -35,7 +35,7 @@ def contrastive_search(request: GenerationRequest) -> GenerateOutput:
     if not hasattr(adapter, "advance_many"):
         raise ValueError("model: contrastive search needs a transformers model with a KV cache and hidden states")
     core = _core.ContrastiveSearch(
-        as_int64(request.prompt_ids), core_settings(request), cfg.top_k, float(cfg.penalty_alpha)
+        as_int64(request.prompt_ids), core_settings(request), cfg.top_k, float(cfg.penalty_alpha or 0.0)
     )
     stepper = _CandidateStepper(adapter, core, cfg.top_k)  # type: ignore[arg-type]
     return run_token_loop(replace(request, adapter=stepper), core, stepper.step, stepper.choose)
