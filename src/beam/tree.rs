@@ -149,7 +149,11 @@ impl BeamTree {
             }
             other.clear();
             self.extend_tokens(id, &mut other);
-            let same = shared.iter().zip(&other).take_while(|(a, b)| a == b).count();
+            let same = shared
+                .iter()
+                .zip(&other)
+                .take_while(|(a, b)| a == b)
+                .count();
             shared.truncate(same);
         }
         shared
@@ -207,7 +211,10 @@ mod tests {
         let mut streamed = 0;
         assert_eq!(t.settled_tokens(&[b0, b1], &mut streamed), vec![5, 6]);
         assert_eq!(streamed, 2);
-        assert_eq!(t.settled_tokens(&[c0, c1], &mut streamed), Vec::<i64>::new());
+        assert_eq!(
+            t.settled_tokens(&[c0, c1], &mut streamed),
+            Vec::<i64>::new()
+        );
         assert_eq!(t.settled_tokens(&[c0], &mut streamed), vec![7]);
         assert_eq!(streamed, 3);
     }

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--startup", action="store_true",
                         help="time start-up instead: fresh processes importing ferrogen, torch, transformers, "
                              "loading the model and `ferrogen generate --max-new-tokens 1` (--repeats rounds)")
+    parser.add_argument("--startup-baseline", metavar="DIR",
+                        help="with --startup: also run the ferrogen cases from DIR (another checkout's python/ "
+                             "directory) in the same rounds, to compare before and after a change")
     return parser
 
 
@@ -128,7 +131,7 @@ def _startup(args: argparse.Namespace) -> None:
     from .report import machine_line
     from .startup import measure, startup_table
 
-    text = machine_line() + "\n\n" + startup_table(measure(args.repeats), args.repeats)
+    text = machine_line() + "\n\n" + startup_table(measure(args.repeats, args.startup_baseline), args.repeats)
     print(text)
     _write(args.out, text)
 

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 from .. import embedded_model_path
 
@@ -52,12 +54,14 @@ class StartupRow:
     min_wall_s: float
 
 
-def _run_once(args: list[str]) -> tuple[float, float]:
+def _run_once(args: list[str], pythonpath: Optional[str] = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one fresh process; raises when it fails."""
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True,
-                          env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -66,12 +70,18 @@ def _run_once(args: list[str]) -> tuple[float, float]:
     return wall, cpu
 
 
-def measure(rounds: int) -> list[StartupRow]:
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in CASES}
+def measure(rounds: int, baseline: Optional[str] = None) -> list[StartupRow]:
+    """Every case ``rounds`` times; with ``baseline`` (another checkout's ``python/`` directory)
+    the ferrogen cases also run from there, in the same rounds: before and after a change."""
+    cases: list[tuple[str, list[str], Optional[str]]] = [(name, args, None) for name, args in CASES]
+    if baseline is not None:
+        cases += [(f"{name} (baseline)", args, str(Path(baseline).resolve()))
+                  for name, args in CASES if "ferrogen" in name]
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases}
     _run_once(["-c", "import torch, transformers"])  # warm the file cache for every case alike
     for _ in range(rounds):
-        for name, args in CASES:
-            runs[name].append(_run_once(args))
+        for name, args, path in cases:
+            runs[name].append(_run_once(args, path))
     return [StartupRow(name, statistics.median(w for w, _ in r), statistics.median(c for _, c in r),
                        min(w for w, _ in r)) for name, r in runs.items()]
 
