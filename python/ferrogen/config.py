@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import _validation as _v
 from ._validation import GenerationConfigError, GenerationConfigTypeError, UnknownFieldError
@@ -500,7 +500,7 @@ _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GenerationConfig)
 _CHECKS: dict[str, _v.Checker] = {f.name: f.metadata["check"] for f in fields(GenerationConfig)}
 
 
-def _naming_source(build: Any, data: Any, source: str) -> GenerationConfig:
+def _naming_source(build: Callable[[Any], GenerationConfig], data: Any, source: str) -> GenerationConfig:
     """``build(data)``; a bad field's error (field name still first) also says which file held it."""
     try:
         return build(data)
