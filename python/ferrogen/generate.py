@@ -15,6 +15,7 @@ from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
 from .strategies import STRATEGIES, GenerationRequest
+from .streamers import ends_stream_on_error
 
 __all__ = ["generate"]
 
@@ -22,6 +23,7 @@ __all__ = ["generate"]
 _INPUT_KWARGS = frozenset({"inputs", "decoder_input_ids", "encoder_outputs", "use_model_defaults"})
 
 
+@ends_stream_on_error
 def generate(
     model: Any,
     input_ids: Optional[torch.Tensor] = None,
