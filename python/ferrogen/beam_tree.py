@@ -293,9 +293,8 @@ def _svg_legend(top: float) -> str:
         x += 19 + 6 * len(label) + 14
         if x > _LEGEND_WIDTH - 200:
             x, y = 10, y + 20
-    out.append(f'<text x="10" y="{top + 54}">Node: the token and the cumulative log-probability of its hypothesis '
-               "(sum of the processed log-probabilities so far); hover a node for its step, status and final score."
-               "</text>")
+    out.append(f'<text x="10" y="{top + 54}">Node: its token and the cumulative log-probability of its hypothesis '
+               "(sum of processed log-probs); hover for step, status, final score.</text>")
     out.append("</g>")
     return "".join(out)
 
