@@ -21,6 +21,7 @@ use crate::history::TokenHistory;
 use crate::logits::math::{exp, sum_exp};
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
 use crate::parallel::worth_parallel;
+use crate::row_status::{HasRowStatus, RowStatus};
 
 const LANES: usize = 8;
 
@@ -243,7 +244,7 @@ impl ContrastiveScorer {
 pub struct ContrastiveSearch {
     scorer: ContrastiveScorer,
     history: TokenHistory,
-    unfinished: Vec<bool>,
+    status: RowStatus,
     eos: Vec<i64>,
     pad: i64,
     /// Processors: run before the user's (Python) logits processors.
@@ -294,7 +295,7 @@ impl ContrastiveSearch {
             config,
             checked_vocab: AtomicUsize::new(0),
             history,
-            unfinished: vec![true; n_rows],
+            status: RowStatus::new(n_rows),
             pad,
             candidates: Vec::new(),
             probs: Vec::new(),
@@ -308,20 +309,6 @@ impl ContrastiveSearch {
 
     pub fn history(&self) -> &TokenHistory {
         &self.history
-    }
-
-    pub fn unfinished(&self) -> &[bool] {
-        &self.unfinished
-    }
-
-    pub fn all_finished(&self) -> bool {
-        !self.unfinished.iter().any(|&u| u)
-    }
-
-    pub fn finish_rows(&mut self, done: &[bool]) {
-        for (u, &d) in self.unfinished.iter_mut().zip(done) {
-            *u &= !d;
-        }
     }
 
     /// See [`ContrastiveScorer::add_context`].
@@ -420,7 +407,7 @@ impl ContrastiveSearch {
         }
         let chosen = self.scorer.select(&self.probs, candidate_hidden)?;
         for (r, &c) in chosen.iter().enumerate() {
-            self.next[r] = if self.unfinished[r] {
+            self.next[r] = if self.status.is_unfinished(r) {
                 self.candidates[r * k + c]
             } else {
                 self.pad
@@ -428,11 +415,7 @@ impl ContrastiveSearch {
         }
         self.candidates.clear();
         self.history.push(&self.next);
-        for (u, t) in self.unfinished.iter_mut().zip(&self.next) {
-            if *u && self.eos.contains(t) {
-                *u = false;
-            }
-        }
+        self.status.finish_at_eos(&self.next, &self.eos);
         Ok((&self.next, chosen))
     }
 
@@ -450,6 +433,16 @@ impl ContrastiveSearch {
             self.checked_vocab.store(vocab, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+impl HasRowStatus for ContrastiveSearch {
+    fn row_status(&self) -> &RowStatus {
+        &self.status
+    }
+
+    fn row_status_mut(&mut self) -> &mut RowStatus {
+        &mut self.status
     }
 }
 
@@ -548,7 +541,7 @@ mod tests {
             .select(&[0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
             .unwrap();
         assert_eq!(tokens, &[1, 1]);
-        assert!(cs.all_finished());
+        assert!(cs.row_status().all_finished());
         cs.candidates(&[0.0, 9.0, 0.0, 0.0, 9.0, 0.0], 3).unwrap();
         assert_eq!(
             cs.select(&[1.0; 8]).unwrap().0,

@@ -8,11 +8,12 @@ use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, Scratch, StepContext};
 use crate::rng;
+use crate::row_status::{HasRowStatus, RowStatus};
 use crate::sampling::{argmax, draw};
 
 pub struct Decoder {
     history: TokenHistory,
-    unfinished: Vec<bool>,
+    status: RowStatus,
     eos: Vec<i64>,
     pad: i64,
     config: PipelineConfig,
@@ -51,7 +52,7 @@ impl Decoder {
         Ok(Decoder {
             keys: rng::row_keys(0, &rows, 1),
             history,
-            unfinished: vec![true; n_rows],
+            status: RowStatus::new(n_rows),
             eos: config.eos_token_ids.clone(),
             pad,
             config: config.clone(),
@@ -104,21 +105,6 @@ impl Decoder {
         &self.history
     }
 
-    pub fn unfinished(&self) -> &[bool] {
-        &self.unfinished
-    }
-
-    pub fn all_finished(&self) -> bool {
-        !self.unfinished.iter().any(|&u| u)
-    }
-
-    /// Marks rows finished by a criterion evaluated outside the core.
-    pub fn finish_rows(&mut self, done: &[bool]) {
-        for (u, &d) in self.unfinished.iter_mut().zip(done) {
-            *u &= !d;
-        }
-    }
-
     /// Runs the processors (not the warpers) over `logits` (`[n_rows, vocab]`) in place.
     pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
@@ -142,7 +128,7 @@ impl Decoder {
     pub fn choose_greedy(&mut self, logits: &[f32], vocab: usize) -> Result<&[i64]> {
         self.check_logits(logits, vocab)?;
         for (r, row) in logits.chunks_exact(vocab).enumerate() {
-            self.next[r] = if self.unfinished[r] {
+            self.next[r] = if self.status.is_unfinished(r) {
                 argmax(row).ok_or(CoreError::NoValidToken { row: r })? as i64
             } else {
                 self.pad
@@ -194,10 +180,10 @@ impl Decoder {
             Which::Warpers => &self.warpers,
         };
         let ctx = StepContext::with_keys(&self.history, &self.keys);
-        let unfinished = &self.unfinished;
+        let status = &self.status;
         let picked =
             pipeline.process_then(&ctx, &mut LogitsMut::new(logits, vocab), |r, row, s| {
-                if unfinished[r] {
+                if status.is_unfinished(r) {
                     pick(r, row, s)
                         .map(|t| t as i64)
                         .ok_or(CoreError::NoValidToken { row: r })
@@ -230,11 +216,7 @@ impl Decoder {
 
     fn commit(&mut self) {
         self.history.push(&self.next);
-        for (u, t) in self.unfinished.iter_mut().zip(&self.next) {
-            if *u && self.eos.contains(t) {
-                *u = false;
-            }
-        }
+        self.status.finish_at_eos(&self.next, &self.eos);
     }
 }
 
@@ -250,6 +232,16 @@ fn sample(row: &[f32], s: &Scratch, key: u64, step: u64) -> Option<usize> {
         s.sparse.then_some(s.cand.as_slice()),
         rng::uniform(key, step),
     )
+}
+
+impl HasRowStatus for Decoder {
+    fn row_status(&self) -> &RowStatus {
+        &self.status
+    }
+
+    fn row_status_mut(&mut self) -> &mut RowStatus {
+        &mut self.status
+    }
 }
 
 #[cfg(test)]
@@ -269,10 +261,10 @@ mod tests {
         let mut d = Decoder::new(&[7, 8], 2, &config(1, 0), 0).unwrap();
         let mut logits = vec![0.0, 5.0, 1.0, /* row 1 */ 0.0, 1.0, 5.0];
         assert_eq!(d.step_greedy(&mut logits, 3).unwrap(), &[1, 2]);
-        assert_eq!(d.unfinished(), &[false, true]);
+        assert_eq!(d.row_status().unfinished(), &[false, true]);
         let mut logits = vec![0.0, 5.0, 9.0, 0.0, 5.0, 1.0];
         assert_eq!(d.step_greedy(&mut logits, 3).unwrap(), &[0, 1]);
-        assert!(d.all_finished());
+        assert!(d.row_status().all_finished());
         assert_eq!(d.history().row(0), &[7, 1, 0]);
     }
 

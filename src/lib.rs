@@ -12,6 +12,7 @@ pub mod history;
 pub mod logits;
 pub mod parallel;
 pub mod rng;
+pub mod row_status;
 pub mod sampling;
 pub mod settings;
 

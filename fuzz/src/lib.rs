@@ -9,11 +9,12 @@
 
 use arbitrary::{Result, Unstructured};
 use ferrogen_core::beam::{
-    BeamSearch, BeamSettings, ConstrainedBeamSearch, EarlyStopping, Finalized, GroupBeamSearch,
+    BeamCore, BeamSearch, BeamSettings, ConstrainedBeamSearch, EarlyStopping, Finalized, GroupBeamSearch,
     SampleSettings,
 };
 use ferrogen_core::constraints::{bank_order, ConstraintSet, ConstraintSpec};
 use ferrogen_core::decode::Decoder;
+use ferrogen_core::row_status::HasRowStatus;
 use ferrogen_core::history::TokenHistory;
 use ferrogen_core::logits::{LogitsMut, PipelineConfig, StepContext};
 use ferrogen_core::CoreError;
@@ -234,7 +235,7 @@ fn pipeline_inner(u: &mut Unstructured<'_>) -> Result<()> {
             vocab
         };
         let mut x = step_logits(u, rows, v)?;
-        let before: Vec<bool> = d.unfinished().to_vec();
+        let before: Vec<bool> = d.row_status().unfinished().to_vec();
         let out = match u.int_in_range(0u8..=3)? {
             0 => d.step_greedy(&mut x, v).map(<[i64]>::to_vec),
             1 => d.step_sample(&mut x, v).map(<[i64]>::to_vec),
@@ -264,7 +265,7 @@ fn pipeline_inner(u: &mut Unstructured<'_>) -> Result<()> {
         }
         if u.ratio(1u8, 8)? {
             let done: Vec<bool> = (0..rows).map(|_| u.arbitrary()).collect::<Result<_>>()?;
-            d.finish_rows(&done);
+            d.row_status_mut().finish_rows(&done);
         }
     }
     Ok(())
@@ -571,15 +572,15 @@ fn constraints_inner(u: &mut Unstructured<'_>) -> Result<()> {
         }
     }
     let out = s.finalize();
-    check_finalized(&out.out, batch, nrs, prompt_len);
-    assert_eq!(out.satisfied.len(), out.out.rows);
+    check_finalized(&out, batch, nrs, prompt_len);
+    assert_eq!(out.constraints_satisfied.len(), out.rows);
     if mask.is_none() {
         // a hypothesis reported as satisfying its constraints contains every one of them
-        for (r, &ok) in out.satisfied.iter().enumerate() {
+        for (r, &ok) in out.constraints_satisfied.iter().enumerate() {
             if !ok {
                 continue;
             }
-            let seq = &out.out.sequences[r * out.out.width..(r + 1) * out.out.width];
+            let seq = &out.sequences[r * out.width..(r + 1) * out.width];
             for sp in &specs {
                 match sp {
                     ConstraintSpec::Phrase(p) => {

@@ -16,7 +16,8 @@ import numbers
 import os
 import sys
 import warnings
-from typing import Any, Callable, Iterable
+from types import FrameType
+from typing import Any, Callable, Iterable, Optional
 
 from ._core import GenerationSettings, InvalidArgumentError
 
@@ -358,7 +359,8 @@ def check_field(check: Checker, name: str, value: Any, default: Any) -> Any:
 def _warn(message: str) -> None:
     """Warn once per call site outside ferrogen's config modules (Python's default filter dedups)."""
     here = {os.path.dirname(os.path.abspath(__file__))}
-    level, frame = 2, sys._getframe(1)  # stacklevel 2 is _warn's caller
+    level = 2  # stacklevel 2 is _warn's caller
+    frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) in here:
         level, frame = level + 1, frame.f_back
     warnings.warn(message, UserWarning, stacklevel=level)

@@ -208,7 +208,7 @@ class LogitsPipeline:
             direct = inplace and t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
             host = t if direct else t.to("cpu", torch.float32).contiguous().clone()
 
-            def back(a: np.ndarray) -> torch.Tensor:
+            def back(a: np.ndarray) -> Any:
                 if direct:
                     return logits
                 if inplace:
@@ -223,7 +223,7 @@ class LogitsPipeline:
                 arr = np.array(arr, dtype=np.float32, order="C", copy=True)
             shape = arr.shape
 
-            def back(a: np.ndarray) -> np.ndarray:
+            def back(a: np.ndarray) -> Any:
                 return a.reshape(shape)
 
         if arr.ndim == 1:

@@ -6,6 +6,7 @@
 //! hit a stopping condition, and merge the top `num_beams` that did into the
 //! finished slots (scored with the length penalty).
 
+use super::core::{BeamCore, StepChoice};
 use super::hypotheses::{FinishedSlots, Source};
 use super::length::{best_hypothetical_len, normalized_score};
 use super::noise::exponential;
@@ -53,8 +54,8 @@ pub struct BeamSearch {
     tree: BeamTree,
     candidates: Vec<Candidate>,
     proposed: bool,
-    next_tokens: Vec<i64>,
-    parents: Vec<i64>,
+    /// Tokens and parent rows chosen at the current step (transformers' `current_tokens`).
+    choice: StepChoice,
     done: bool,
     step: usize,
     streamed: Vec<usize>,
@@ -182,8 +183,7 @@ impl BeamSearch {
             tree: BeamTree::default(),
             candidates: Vec::with_capacity(batch * k),
             proposed: false,
-            next_tokens: vec![0; batch * beams],
-            parents: (0..(batch * beams) as i64).collect(),
+            choice: StepChoice::new(batch * beams),
             done: false,
             step: 0,
             streamed: vec![0; batch],
@@ -214,14 +214,6 @@ impl BeamSearch {
 
     pub fn history(&self) -> &TokenHistory {
         &self.history
-    }
-
-    pub fn tree(&self) -> &BeamTree {
-        &self.tree
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.done
     }
 
     /// Whether [`Self::propose`] needs caller-drawn noise (sampling without a seed).
@@ -563,15 +555,15 @@ impl BeamSearch {
                 let row = b * beams + j;
                 new_nodes[row] = self.node_for(&mut node_of, &cands, r, b);
                 new_scores[row] = penalised[r];
-                self.next_tokens[row] = cands[r].token;
-                self.parents[row] = cands[r].parent_row as i64;
+                self.choice.tokens[row] = cands[r].token;
+                self.choice.parents[row] = cands[r].parent_row as i64;
             }
         }
-        let parents: Vec<usize> = self.parents.iter().map(|&p| p as usize).collect();
+        let parents: Vec<usize> = self.choice.parents.iter().map(|&p| p as usize).collect();
         self.history.reorder(&parents);
         self.pipeline.reorder(&parents);
         self.warpers.reorder(&parents);
-        self.history.push(&self.next_tokens);
+        self.history.push(&self.choice.tokens);
         self.running_scores = new_scores;
         self.running_nodes = new_nodes;
         self.step += 1;
@@ -662,68 +654,6 @@ impl BeamSearch {
         }
     }
 
-    /// Token of every row after the last step (`[batch * num_beams]`).
-    pub fn next_tokens(&self) -> &[i64] {
-        &self.next_tokens
-    }
-
-    /// Row each beam continues after the last step: reorder the KV cache by it.
-    pub fn parents(&self) -> &[i64] {
-        &self.parents
-    }
-
-    /// Tokens that every hypothesis which can still win agrees on, per batch item,
-    /// not yet returned by an earlier call.
-    pub fn take_settled(&mut self) -> Vec<Vec<i64>> {
-        (0..self.batch)
-            .map(|b| {
-                let mut set: Vec<u32> = Vec::with_capacity(self.beams + 1);
-                let best = self.slots[b].slots()[0];
-                if best.finished {
-                    set.push(best.node);
-                }
-                if self.searching(b) {
-                    set.extend_from_slice(
-                        &self.running_nodes[b * self.beams..(b + 1) * self.beams],
-                    );
-                }
-                self.tree.settled_tokens(&set, &mut self.streamed[b])
-            })
-            .collect()
-    }
-
-    /// The best `num_return_sequences` hypotheses of every batch item.
-    pub fn finalize(&self) -> Finalized {
-        let picks: Vec<Pick<'_>> = (0..self.batch)
-            .flat_map(|b| {
-                let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
-                self.slots[b].slots()[..self.s.num_return_sequences]
-                    .iter()
-                    .map(move |slot| Pick {
-                        prompt,
-                        node: slot.node,
-                        score: slot.score,
-                    })
-            })
-            .collect();
-        assemble(&self.tree, &picks, self.s.pad_token_id)
-    }
-
-    /// Nodes still alive at the end: every finished slot and, for items still
-    /// searching, every running beam (the rest of the tree was pruned).
-    pub fn surviving_nodes(&self) -> Vec<u32> {
-        let mut alive: Vec<u32> = self
-            .slots
-            .iter()
-            .flat_map(|s| s.slots().iter().map(|x| x.node))
-            .collect();
-        for b in (0..self.batch).filter(|&b| self.searching(b) && !self.done) {
-            alive.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
-        }
-        alive.retain(|&n| n != NO_NODE);
-        alive
-    }
-
     fn searching(&self, b: usize) -> bool {
         self.open[b]
             && !(self.s.early_stopping == EarlyStopping::AllFinished
@@ -777,6 +707,75 @@ impl BeamSearch {
 
     fn check(&self, len: usize, vocab: usize) -> Result<()> {
         super::check_logits(len, self.rows(), vocab)
+    }
+}
+
+impl BeamCore for BeamSearch {
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn tree(&self) -> &BeamTree {
+        &self.tree
+    }
+
+    fn choice(&self) -> &StepChoice {
+        &self.choice
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Ends the search: the finished slots are what it returns.
+    fn stop(&mut self, _code: u8) {
+        self.done = true;
+    }
+
+    fn settled_candidates(&self, b: usize) -> Vec<u32> {
+        let mut set: Vec<u32> = Vec::with_capacity(self.beams + 1);
+        let best = self.slots[b].slots()[0];
+        if best.finished {
+            set.push(best.node);
+        }
+        if self.searching(b) {
+            set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+        }
+        set
+    }
+
+    fn streamed_mut(&mut self) -> &mut [usize] {
+        &mut self.streamed
+    }
+
+    fn finalize(&mut self) -> Finalized {
+        let picks: Vec<Pick<'_>> = (0..self.batch)
+            .flat_map(|b| {
+                let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
+                self.slots[b].slots()[..self.s.num_return_sequences]
+                    .iter()
+                    .map(move |slot| Pick {
+                        prompt,
+                        node: slot.node,
+                        score: slot.score,
+                    })
+            })
+            .collect();
+        assemble(&self.tree, &picks, self.s.pad_token_id)
+    }
+
+    /// Every finished slot and, for items still searching, every running beam.
+    fn surviving_nodes(&self) -> Vec<u32> {
+        let mut alive: Vec<u32> = self
+            .slots
+            .iter()
+            .flat_map(|s| s.slots().iter().map(|x| x.node))
+            .collect();
+        for b in (0..self.batch).filter(|&b| self.searching(b) && !self.done) {
+            alive.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+        }
+        alive.retain(|&n| n != NO_NODE);
+        alive
     }
 }
 

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError, ShapeError};
+use super::row_status::row_status_binding;
 use super::settings::GenerationSettings;
 use crate::assisted::{AssistedDecoder as Core, Verdict};
 use crate::rng;
@@ -39,8 +40,7 @@ fn lengths<'py>(
     PyArray1::from_vec(py, values.into_iter().map(|v| v as i64).collect())
 }
 
-#[pymethods]
-impl AssistedDecoder {
+row_status_binding!(AssistedDecoder, {
     /// `input_ids`: int64 `[rows, prompt_len]` (the decoder's history so far, padding
     /// included); `starts`: int64 `[rows]`, each row's first non-padding position;
     /// `settings`: this generation's settings (a seed is required when sampling); rows stop
@@ -190,11 +190,6 @@ impl AssistedDecoder {
         int_array(py, values, self.inner.n_rows())
     }
 
-    /// Bool `[rows]`: false for rows ended by EOS or a criterion.
-    fn unfinished<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
-        PyArray1::from_vec(py, self.inner.unfinished())
-    }
-
     /// Bool `[rows]`: rows that can still grow (unfinished, below max_length).
     fn active<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
         PyArray1::from_vec(py, self.inner.active())
@@ -220,11 +215,4 @@ impl AssistedDecoder {
         self.inner.truncate(&lengths);
         Ok(())
     }
-
-    /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
-    fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = contiguous1("done", &done)?;
-        self.inner.finish_rows(done);
-        Ok(())
-    }
-}
+});

@@ -2,7 +2,7 @@
 //! convert, run with the GIL released, convert back.
 
 use numpy::{
-    PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
     PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
@@ -12,7 +12,7 @@ use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::to_py;
 use super::settings::GenerationSettings;
 use crate::beam::{
-    BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, Finalized,
+    BeamCore, BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, Finalized,
     GroupBeamSearch as CoreGroupBeamSearch, SampleSettings, NO_NODE,
 };
 use crate::logits::PipelineConfig;
@@ -40,26 +40,43 @@ pub(super) fn parse(
     Ok((flat, batch, core.pipeline.clone(), beam))
 }
 
-pub(super) fn finalized_dict<'py>(py: Python<'py>, out: Finalized) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let seq = PyArray1::from_vec(py, out.sequences).reshape([out.rows, out.width])?;
-    let idx = PyArray1::from_vec(py, out.beam_indices).reshape([out.rows, out.generated_width])?;
-    d.set_item("sequences", seq)?;
-    d.set_item("beam_indices", idx)?;
-    d.set_item("scores", PyArray1::from_vec(py, out.scores))?;
-    d.set_item(
-        "reasons",
-        out.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-    )?;
-    d.set_item(
-        "stop_codes",
-        PyArray1::from_vec(py, out.reasons.iter().map(|r| r.stop_code()).collect()),
-    )?;
-    d.set_item(
-        "nodes",
-        PyArray1::from_vec(py, out.nodes.iter().map(|&n| node_id(n)).collect()),
-    )?;
-    Ok(d)
+/// The hypotheses a beam search returns (`finalize`), as arrays shaped as transformers'.
+#[pyclass(module = "ferrogen._core", frozen, get_all)]
+pub struct BeamResult {
+    /// int64 `[rows, width]`: prompt and hypothesis, padded after it ends.
+    sequences: Py<PyArray2<i64>>,
+    /// Length-normalised score of each returned hypothesis, float32 `[rows]`.
+    scores: Py<PyArray1<f32>>,
+    /// int64 `[rows, generated]`: the row each token extended, `-1` after the end.
+    beam_indices: Py<PyArray2<i64>>,
+    /// Why each hypothesis ended ("eos", "length", "stop", ...).
+    reasons: Vec<&'static str>,
+    /// uint8 `[rows]`: code of the stopping criterion that ended each hypothesis (0: none).
+    stop_codes: Py<PyArray1<u8>>,
+    /// int64 `[rows]`: last tree node of each hypothesis (`-1` for an empty one).
+    nodes: Py<PyArray1<i64>>,
+    /// Constrained search: whether each row satisfies every constraint; else `None`.
+    constraints_satisfied: Option<Vec<bool>>,
+}
+
+pub(super) fn beam_result(
+    py: Python<'_>,
+    out: Finalized,
+    constrained: bool,
+) -> PyResult<BeamResult> {
+    let sequences = PyArray1::from_vec(py, out.sequences).reshape([out.rows, out.width])?;
+    let beam_indices =
+        PyArray1::from_vec(py, out.beam_indices).reshape([out.rows, out.generated_width])?;
+    Ok(BeamResult {
+        sequences: sequences.unbind(),
+        scores: PyArray1::from_vec(py, out.scores).unbind(),
+        beam_indices: beam_indices.unbind(),
+        reasons: out.reasons.iter().map(|r| r.as_str()).collect(),
+        stop_codes: PyArray1::from_vec(py, out.reasons.iter().map(|r| r.stop_code()).collect())
+            .unbind(),
+        nodes: PyArray1::from_vec(py, out.nodes.iter().map(|&n| node_id(n)).collect()).unbind(),
+        constraints_satisfied: constrained.then_some(out.constraints_satisfied),
+    })
 }
 
 fn node_id(n: u32) -> i64 {
@@ -102,19 +119,71 @@ pub(super) fn tree_dict<'py>(
     Ok(d)
 }
 
-pub(super) fn tokens_parents<'py>(py: Python<'py>, tokens: &[i64], parents: &[i64]) -> Pair<'py> {
+pub(super) fn tokens_parents<'py>(py: Python<'py>, core: &impl BeamCore) -> Pair<'py> {
     (
-        PyArray1::from_slice(py, tokens),
-        PyArray1::from_slice(py, parents),
+        PyArray1::from_slice(py, core.next_tokens()),
+        PyArray1::from_slice(py, core.parents()),
     )
 }
 
-pub(super) fn settled_list<'py>(
-    py: Python<'py>,
-    settled: Vec<Vec<i64>>,
-) -> PyResult<Bound<'py, PyList>> {
-    PyList::new(py, settled.into_iter().map(|v| PyArray1::from_vec(py, v)))
+/// The `#[pymethods]` of a beam-family binding: the methods every search shares through
+/// [`BeamCore`] (written once here) followed by the search's own methods.
+macro_rules! beam_binding {
+    ($name:ident, constrained: $constrained:expr, { $($own:tt)* }) => {
+        #[pymethods]
+        impl $name {
+            /// `(tokens, parent_rows)` of the last complete step.
+            fn last_step<'py>(&self, py: Python<'py>) -> $crate::py::beam::Pair<'py> {
+                $crate::py::beam::tokens_parents(py, &self.inner)
+            }
+
+            fn is_done(&self) -> bool {
+                $crate::beam::BeamCore::is_done(&self.inner)
+            }
+
+            /// Ends the search: the stopping criterion with `code` (>= 1) fired for every row.
+            #[pyo3(signature = (code=1))]
+            fn stop(&mut self, code: u8) {
+                $crate::beam::BeamCore::stop(&mut self.inner, code)
+            }
+
+            /// Per batch item, the tokens newly agreed on by every hypothesis that can still win.
+            fn take_settled<'py>(
+                &mut self,
+                py: Python<'py>,
+            ) -> PyResult<Bound<'py, ::pyo3::types::PyList>> {
+                let settled = $crate::beam::BeamCore::take_settled(&mut self.inner);
+                ::pyo3::types::PyList::new(
+                    py,
+                    settled.into_iter().map(|v| ::numpy::PyArray1::from_vec(py, v)),
+                )
+            }
+
+            /// The returned hypotheses (the first call closes the search).
+            fn finalize(&mut self, py: Python<'_>) -> PyResult<$crate::py::beam::BeamResult> {
+                let inner = &mut self.inner;
+                let out = py.detach(|| $crate::beam::BeamCore::finalize(inner));
+                $crate::py::beam::beam_result(py, out, $constrained)
+            }
+
+            /// Every kept hypothesis node as columns (parent, token, step, score, end, kept, ...).
+            fn tree<'py>(
+                &self,
+                py: Python<'py>,
+            ) -> PyResult<Bound<'py, ::pyo3::types::PyDict>> {
+                let core = &self.inner;
+                $crate::py::beam::tree_dict(
+                    py,
+                    $crate::beam::BeamCore::tree(core),
+                    &$crate::beam::BeamCore::surviving_nodes(core),
+                )
+            }
+
+            $($own)*
+        }
+    };
 }
+pub(super) use beam_binding;
 
 /// Beam search and beam-search sampling state (transformers 5.x semantics).
 #[pyclass(module = "ferrogen._core")]
@@ -122,8 +191,7 @@ pub struct BeamSearch {
     inner: CoreBeamSearch,
 }
 
-#[pymethods]
-impl BeamSearch {
+beam_binding!(BeamSearch, constrained: false, {
     /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings`: this
     /// generation's settings (processors, beams, seed).
     #[new]
@@ -238,11 +306,7 @@ impl BeamSearch {
         let hits = hits.as_ref().map(|h| contiguous1("hits", h)).transpose()?;
         let inner = &mut self.inner;
         py.detach(|| inner.commit(hits)).map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
+        Ok(tokens_parents(py, &self.inner))
     }
 
     /// `process`, `warp`, `propose` and `commit` in one call; processed scores stay
@@ -269,35 +333,9 @@ impl BeamSearch {
             }
         })
         .map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
+        Ok(tokens_parents(py, &self.inner))
     }
-
-    fn is_done(&self) -> bool {
-        self.inner.is_done()
-    }
-
-    /// Per batch item, the tokens newly agreed on by every hypothesis that can still win.
-    fn take_settled<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let settled = self.inner.take_settled();
-        settled_list(py, settled)
-    }
-
-    /// `sequences`, `scores`, `beam_indices`, `reasons` and `nodes` of the returned hypotheses.
-    fn finalize<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let inner = &self.inner;
-        let out = py.detach(|| inner.finalize());
-        finalized_dict(py, out)
-    }
-
-    /// Every kept hypothesis node as columns (parent, token, step, score, end, kept, ...).
-    fn tree<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        tree_dict(py, self.inner.tree(), &self.inner.surviving_nodes())
-    }
-}
+});
 
 /// Diverse (group) beam search state (transformers 4.55 semantics).
 #[pyclass(module = "ferrogen._core")]
@@ -305,8 +343,7 @@ pub struct GroupBeamSearch {
     inner: CoreGroupBeamSearch,
 }
 
-#[pymethods]
-impl GroupBeamSearch {
+beam_binding!(GroupBeamSearch, constrained: false, {
     #[new]
     fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &GenerationSettings) -> PyResult<Self> {
         let (prompts, batch, config, beam) = parse(&input_ids, settings)?;
@@ -368,40 +405,6 @@ impl GroupBeamSearch {
             }
         })
         .map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
+        Ok(tokens_parents(py, &self.inner))
     }
-
-    /// `(tokens, parent_rows)` of the last complete step.
-    fn last_step<'py>(&self, py: Python<'py>) -> Pair<'py> {
-        tokens_parents(py, self.inner.next_tokens(), self.inner.parents())
-    }
-
-    fn is_done(&self) -> bool {
-        self.inner.is_done()
-    }
-
-    /// Ends the search: the stopping criterion with `code` (>= 1) fired for every row.
-    #[pyo3(signature = (code=1))]
-    fn stop(&mut self, code: u8) {
-        self.inner.stop(code)
-    }
-
-    fn take_settled<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let settled = self.inner.take_settled();
-        settled_list(py, settled)
-    }
-
-    fn finalize<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let inner = &mut self.inner;
-        let out = py.detach(|| inner.finalize());
-        finalized_dict(py, out)
-    }
-
-    fn tree<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        tree_dict(py, self.inner.tree(), &self.inner.surviving_nodes())
-    }
-}
+});

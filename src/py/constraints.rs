@@ -3,10 +3,10 @@
 
 use numpy::{PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 
 use super::arrays::{contiguous, contiguous_mut};
-use super::beam::{finalized_dict, parse, settled_list, tokens_parents, tree_dict, Pair};
+use super::beam::{beam_binding, parse, tokens_parents, Pair};
 use super::errors::{to_py, InvalidArgumentError};
 use super::settings::GenerationSettings;
 use crate::beam::ConstrainedBeamSearch as CoreSearch;
@@ -122,8 +122,7 @@ pub struct ConstrainedBeamSearch {
     inner: CoreSearch,
 }
 
-#[pymethods]
-impl ConstrainedBeamSearch {
+beam_binding!(ConstrainedBeamSearch, constrained: true, {
     /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings` as for
     /// `BeamSearch`; `specs` as for `ConstraintTracker` (checked against the settings'
     /// vocabulary size); `prompt_mask`: bool, `False` at padding.
@@ -164,11 +163,7 @@ impl ConstrainedBeamSearch {
         let data = contiguous("logits", &logits)?;
         let inner = &mut self.inner;
         py.detach(|| inner.select(data, vocab)).map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
+        Ok(tokens_parents(py, &self.inner))
     }
 
     /// `process` then `select`; processed scores stay in `logits`. Returns `(tokens, parent_rows)`.
@@ -181,20 +176,7 @@ impl ConstrainedBeamSearch {
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
         py.detach(|| inner.step(data, vocab)).map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
-    }
-
-    fn is_done(&self) -> bool {
-        self.inner.is_done()
-    }
-
-    /// Ends the search: the stopping criterion with `code` (>= 1) fired for every row.
-    fn stop(&mut self, code: u8) {
-        self.inner.stop(code)
+        Ok(tokens_parents(py, &self.inner))
     }
 
     /// Bool `[batch * num_beams]`: running beams that satisfy every constraint.
@@ -205,22 +187,4 @@ impl ConstrainedBeamSearch {
             .map(ConstraintState::is_complete)
             .collect()
     }
-
-    fn take_settled<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let settled = self.inner.take_settled();
-        settled_list(py, settled)
-    }
-
-    /// As `BeamSearch.finalize`, plus `constraints_satisfied` (list of bool per returned row).
-    fn finalize<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let inner = &mut self.inner;
-        let out = py.detach(|| inner.finalize());
-        let d = finalized_dict(py, out.out)?;
-        d.set_item("constraints_satisfied", out.satisfied)?;
-        Ok(d)
-    }
-
-    fn tree<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        tree_dict(py, self.inner.tree(), &self.inner.surviving_nodes())
-    }
-}
+});

@@ -2,13 +2,14 @@
 //! released, convert back.
 
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3,
-    PyReadwriteArray2, PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
-use super::arrays::{contiguous, contiguous1, contiguous_mut};
+use super::arrays::{contiguous, contiguous_mut};
 use super::errors::{to_py, ShapeError};
+use super::row_status::row_status_binding;
 use super::settings::GenerationSettings;
 use crate::contrastive::ContrastiveSearch as Core;
 
@@ -30,8 +31,7 @@ fn candidates_array<'py>(
     PyArray1::from_vec(py, ids).reshape([rows, k])
 }
 
-#[pymethods]
-impl ContrastiveSearch {
+row_status_binding!(ContrastiveSearch, {
     /// `input_ids`: int64 `[rows, prompt_len]` (the decoder's history so far); `settings`:
     /// this generation's settings; `top_k` candidates per step, `penalty_alpha` weight of
     /// the degeneration penalty.
@@ -140,20 +140,4 @@ impl ContrastiveSearch {
             PyArray1::from_vec(py, chosen),
         ))
     }
-
-    /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
-    fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = contiguous1("done", &done)?;
-        self.inner.finish_rows(done);
-        Ok(())
-    }
-
-    /// Bool `[rows]`: rows still generating.
-    fn unfinished<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
-        PyArray1::from_slice(py, self.inner.unfinished())
-    }
-
-    fn all_finished(&self) -> bool {
-        self.inner.all_finished()
-    }
-}
+});

@@ -1,12 +1,11 @@
 //! Binding of [`crate::decode::Decoder`]: convert, run with the GIL released, convert back.
 
-use numpy::{
-    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods,
-};
+use numpy::{PyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
-use super::arrays::{contiguous, contiguous1, contiguous_mut};
+use super::arrays::{contiguous, contiguous_mut};
 use super::errors::to_py;
+use super::row_status::row_status_binding;
 use super::settings::GenerationSettings;
 use crate::decode::Decoder as CoreDecoder;
 
@@ -36,8 +35,7 @@ impl Decoder {
     }
 }
 
-#[pymethods]
-impl Decoder {
+row_status_binding!(Decoder, {
     /// `input_ids`: int64 `[rows, prompt_len]`; `settings`: this generation's settings
     /// (its seed, `seed_prompts` and `row_seeds` key the sampled rows).
     #[new]
@@ -109,20 +107,4 @@ impl Decoder {
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         self.run(py, logits, CoreDecoder::choose_sample)
     }
-
-    /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
-    fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = contiguous1("done", &done)?;
-        self.inner.finish_rows(done);
-        Ok(())
-    }
-
-    /// Bool `[rows]`: rows still generating.
-    fn unfinished<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
-        PyArray1::from_slice(py, self.inner.unfinished())
-    }
-
-    fn all_finished(&self) -> bool {
-        self.inner.all_finished()
-    }
-}
+});

@@ -8,6 +8,7 @@ mod contrastive;
 mod decode;
 mod errors;
 mod pipeline;
+mod row_status;
 mod settings;
 
 #[pyo3::pymodule]
@@ -15,7 +16,7 @@ mod _core {
     #[pymodule_export]
     use super::assisted::AssistedDecoder;
     #[pymodule_export]
-    use super::beam::{BeamSearch, GroupBeamSearch};
+    use super::beam::{BeamResult, BeamSearch, GroupBeamSearch};
     #[pymodule_export]
     use super::constraints::{ConstrainedBeamSearch, ConstraintTracker};
     #[pymodule_export]

@@ -115,7 +115,7 @@ def _starts(request: GenerationRequest, copies: int) -> np.ndarray:
 class _Run:
     """Everything a round leaves behind: finish reasons, scores, stream, statistics."""
 
-    def __init__(self, request: GenerationRequest, core: object, rows: int, prompt_len: int) -> None:
+    def __init__(self, request: GenerationRequest, core: _core.AssistedDecoder, rows: int, prompt_len: int) -> None:
         self.request = request
         self.core = core
         self.rows = rows
@@ -132,11 +132,11 @@ class _Run:
         """Verifies one round from the main model's logits ``[rows, width + 1, vocab]``;
         returns the tokens emitted and the drafts accepted per row."""
         core = self.core
-        before = core.lengths()  # type: ignore[attr-defined]
-        was_unfinished = core.unfinished()  # type: ignore[attr-defined]
+        before = core.lengths()
+        was_unfinished = core.unfinished()
         raw = logits.clone() if self.raw is not None else None
-        emitted_ids, emitted, accepted = core.verify(logits.numpy(), lockstep)  # type: ignore[attr-defined]
-        ended = was_unfinished & ~core.unfinished()  # type: ignore[attr-defined]
+        emitted_ids, emitted, accepted = core.verify(logits.numpy(), lockstep)
+        ended = was_unfinished & ~core.unfinished()
         kept, why = self._check_criteria(before, emitted) if self.request.criteria else (emitted, {})
         self._mark(ended & (kept == emitted), "eos")
         for row, reason in why.items():
@@ -158,7 +158,7 @@ class _Run:
         the last column). A row that stops is cut right after the token that stopped it.
         Returns the tokens kept per row and the reason of every stopped row."""
         core = self.core
-        sequences = torch.from_numpy(core.sequences())  # type: ignore[attr-defined]
+        sequences = torch.from_numpy(core.sequences())
         width = sequences.shape[1]
         columns = torch.arange(width)[None, :]
         kept = emitted.copy()
@@ -175,8 +175,8 @@ class _Run:
                     kept[row] = j + 1
                     live[row] = False
         if why:
-            core.truncate(before + kept)  # type: ignore[attr-defined]
-            core.finish_rows(np.isin(np.arange(self.rows), list(why)))  # type: ignore[attr-defined]
+            core.truncate(before + kept)
+            core.finish_rows(np.isin(np.arange(self.rows), list(why)))
         return kept, why
 
     def _keep(self, store: Optional[list], logits: Optional[torch.Tensor], before: np.ndarray, emitted: np.ndarray) -> None:
@@ -199,7 +199,7 @@ class _Run:
     def output(self) -> GenerateOutput:
         if self.request.streamer is not None:
             self.request.streamer.end()
-        sequences = torch.from_numpy(self.core.sequences())  # type: ignore[attr-defined]
+        sequences = torch.from_numpy(self.core.sequences())
         steps = sequences.shape[1] - self.prompt_len
         reasons = [r or "length" for r in self.reasons]
 

@@ -9,7 +9,7 @@ decided before it; nothing inside the loop iterates over batch × beams in Pytho
 
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol, TypeVar
+from typing import Any, Optional, Protocol, TypeVar, Union
 
 import numpy as np
 import torch
@@ -21,8 +21,10 @@ from .. import _core
 from .base import GenerationRequest, as_int64, core_settings
 
 BeamCoreT = TypeVar("BeamCoreT", _core.BeamSearch, _core.GroupBeamSearch)
+# The beam family's core objects; they share is_done, stop, take_settled, finalize, tree and last_step.
+BeamCore = Union[_core.BeamSearch, _core.GroupBeamSearch, _core.ConstrainedBeamSearch]
 
-__all__ = ["BeamStep", "RunningSequences", "criterion_codes", "new_core", "run_beam_loop",
+__all__ = ["BeamCore", "BeamStep", "RunningSequences", "criterion_codes", "new_core", "run_beam_loop",
            "stop_when_every_row_stops"]
 
 
@@ -43,7 +45,7 @@ def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.n
     return codes
 
 
-def stop_when_every_row_stops(core: Any, criteria: list, running: Optional["RunningSequences"],
+def stop_when_every_row_stops(core: BeamCore, criteria: list, running: Optional["RunningSequences"],
                               scores: torch.Tensor) -> None:
     """As transformers' group and constrained beam search: the search ends once a stopping
     criterion holds for every running row (the first such criterion names the reason)."""
@@ -71,7 +73,8 @@ class BeamStep(Protocol):
     """One search's step: processes ``logits`` in place (or returns the processed
     tensor) and returns ``(tokens, parent_rows, processed)``."""
 
-    core: Any
+    @property
+    def core(self) -> BeamCore: ...
 
     def __call__(
         self, logits: torch.Tensor, running: Optional[RunningSequences]
@@ -155,34 +158,34 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         logits = request.adapter.advance(tokens_t)
 
     final = core.finalize()
-    sequences = torch.from_numpy(final["sequences"])
+    sequences = torch.from_numpy(final.sequences)
     _flush_stream(stream, final, cfg.num_return_sequences, prompt_len)
     names = [getattr(c, "finish_reason", "stop") for c in request.criteria]
     reasons = [names[c - 1] if r == "stop" and 0 < c <= len(names) else ("length" if r == "running" else r)
-               for r, c in zip(final["reasons"], final["stop_codes"].tolist())]
+               for r, c in zip(final.reasons, final.stop_codes.tolist())]
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
     tree = None
     if cfg.output_beam_tree:
         from ..beam_tree import BeamTree
 
-        tree = BeamTree.from_core(core.tree(), prompt, final["nodes"], cfg.num_return_sequences, beams)
+        tree = BeamTree.from_core(core.tree(), prompt, final.nodes, cfg.num_return_sequences, beams)
     return GenerateOutput(
         sequences=sequences,
         scores=tuple(scores) if keep_scores else None,
         logits=tuple(raw) if keep_logits else None,
-        sequences_scores=torch.from_numpy(final["scores"]) if keep_scores else None,
-        beam_indices=torch.from_numpy(final["beam_indices"]).to(torch.int32),
+        sequences_scores=torch.from_numpy(final.scores) if keep_scores else None,
+        beam_indices=torch.from_numpy(final.beam_indices).to(torch.int32),
         finish_reasons=reasons,
         beam_tree=tree,
     )
 
 
-def _flush_stream(stream: SettledStream, final: dict[str, Any], per_item: int, prompt_len: int) -> None:
+def _flush_stream(stream: SettledStream, final: _core.BeamResult, per_item: int, prompt_len: int) -> None:
     if stream.streamer is None:
         return
     winners = []
     for b in range(len(stream.pending)):
-        generated = int((final["beam_indices"][b * per_item] >= 0).sum())
-        winners.append(final["sequences"][b * per_item, prompt_len : prompt_len + generated].tolist())
+        generated = int((final.beam_indices[b * per_item] >= 0).sum())
+        winners.append(final.sequences[b * per_item, prompt_len : prompt_len + generated].tolist())
     stream.finish(winners)

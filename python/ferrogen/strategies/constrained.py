@@ -58,7 +58,7 @@ class _ConstrainedStep:
 def constrained_beam_search(request: GenerationRequest) -> GenerateOutput:
     step = _ConstrainedStep(request)
     out = run_beam_loop(request, step, track_sequences=bool(step.processors or step.criteria))
-    satisfied = [bool(s) for s in step.core.finalize()["constraints_satisfied"]]
+    satisfied = list(step.core.finalize().constraints_satisfied or [])
     out.constraints_satisfied = satisfied
     if out.finish_reasons is not None:
         out.finish_reasons = [r if ok else "constraints_unmet" for r, ok in zip(out.finish_reasons, satisfied)]
