@@ -232,7 +232,17 @@ impl GenerationSettings {
     /// with sampling. Rules that need the prompt are checked when a search starts.
     pub fn validate(&self) -> Result<()> {
         self.pipeline.validate(self.vocab_size)?;
-        self.beam.validate_counts(self.pipeline.do_sample)
+        self.beam.validate_counts(self.pipeline.do_sample)?;
+        // A config rule, not a search rule: group search with one group runs the penalty-free
+        // plain search, so the core's searches accept it.
+        let penalty = self.beam.diversity_penalty;
+        if penalty > 0.0 && self.beam.num_beam_groups == 1 {
+            return Err(CoreError::invalid(
+                "diversity_penalty",
+                format!("{penalty} needs num_beam_groups > 1"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1120,7 +1120,7 @@ mod tests {
         fn scores_follow_beam_indices(batch in 1usize..3, beams in 1usize..5, lp in -1.0f64..2.0,
                                       early in 0usize..3, seed in 0u64..1000, sample in any::<bool>()) {
             let early = [EarlyStopping::Heuristic, EarlyStopping::AllFinished, EarlyStopping::Never][early];
-            let (s, scores) = run(batch, beams, &[1], lp, early, seed, sample);
+            let (mut s, scores) = run(batch, beams, &[1], lp, early, seed, sample);
             let out = s.finalize();
             let vocab = 6;
             for r in 0..out.rows {

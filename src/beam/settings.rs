@@ -135,12 +135,6 @@ impl BeamSettings {
                 format!("must be >= 0, got {penalty}"),
             ));
         }
-        if penalty > 0.0 && groups == 1 {
-            return Err(CoreError::invalid(
-                "diversity_penalty",
-                format!("{penalty} needs num_beam_groups > 1"),
-            ));
-        }
         if returned < 1 {
             return Err(CoreError::invalid(
                 "num_return_sequences",
