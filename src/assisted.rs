@@ -300,6 +300,9 @@ impl AssistedDecoder {
                 let own = PipelineConfig {
                     prompt_ignore_lengths: entry_of(&config.prompt_ignore_lengths, r, n_rows),
                     encoder_input_ids: entry_of(&config.encoder_input_ids, r, n_rows),
+                    // the row's matcher follows its own history (drafts in, rejected ones out)
+                    #[cfg(feature = "grammar")]
+                    grammar: config.grammar.as_ref().map(|g| g.for_rows(vec![r])),
                     ..shared.clone()
                 };
                 let history = TokenHistory::new(&prompts[r * width..(r + 1) * width], 1);

@@ -420,6 +420,15 @@ impl ContrastiveSearch {
                 "select called before candidates for this step",
             ));
         }
+        #[cfg(feature = "grammar")]
+        if self.config.grammar.is_some() {
+            // A grammar leaves fewer than top_k tokens possible at times; a candidate of
+            // probability 0 is one it forbids and must not win on its degeneration penalty.
+            self.probs
+                .iter_mut()
+                .filter(|p| **p <= 0.0)
+                .for_each(|p| *p = f32::NEG_INFINITY);
+        }
         let chosen = self.scorer.select(&self.probs, candidate_hidden)?;
         for (r, &c) in chosen.iter().enumerate() {
             self.next[r] = if self.unfinished[r] {

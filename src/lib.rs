@@ -8,6 +8,8 @@ pub mod contrastive;
 pub mod decode;
 pub mod diversity;
 pub mod error;
+#[cfg(feature = "grammar")]
+pub mod grammar;
 pub mod history;
 pub mod logits;
 pub mod parallel;

@@ -3,7 +3,8 @@
 Defaults are transformers' classic effective defaults (``max_length=20``, ``top_k=50``, ...);
 ``None`` passed for a field that has a non-``None`` default means "use the default", as in
 transformers 5.x. Field meanings follow transformers' ``GenerationConfig`` documentation;
-ferrogen adds ``seed``, ``output_beam_tree`` and ``force_words``.
+ferrogen adds ``seed``, ``output_beam_tree``, ``force_words`` and the output constraints
+``json_schema``, ``regex``, ``grammar`` and ``choices``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class GenerationConfig:
       ``return_dict_in_generate``).
     - ``force_words``: words (str, or a list of str for "one of these") to force; resolved into
       ``force_words_ids`` with a tokenizer before generation.
+    - ``json_schema`` / ``regex`` / ``grammar`` / ``choices``: the output must match this JSON
+      Schema (dict or JSON text), regular expression, Lark grammar (llguidance's dialect) or
+      one of these strings; a list gives one per prompt. Needs ``tokenizer=`` (see
+      ``docs/strategies.md``, "Structured output"). At most one of the four.
 
     An unknown keyword raises ``TypeError`` naming it; an invalid value raises
     :class:`GenerationConfigError` (a ``ValueError``; :class:`GenerationConfigTypeError` for a wrong
@@ -166,6 +171,10 @@ class GenerationConfig:
     seed: int | None = _field(None, _v.int_field(0, _v.SEED_LIMIT))
     output_beam_tree: bool = _field(False, _v.bool_field)
     force_words: list | None = _field(None, _v.force_words)
+    json_schema: Any = _field(None, _v.json_schema)
+    regex: str | list | None = _field(None, _v.regex)
+    grammar: str | list | None = _field(None, _v.grammar)
+    choices: list | None = _field(None, _v.choices)
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = set(kwargs) - _DEFAULTS.keys()

@@ -11,6 +11,7 @@ import torch
 
 from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
+from .grammar import compile_grammars
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
@@ -72,6 +73,7 @@ def generate(
     request = _build_request(
         model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer, assistant_model
     )
+    request.extras["grammars"] = compile_grammars(config, tokenizer, request.batch_size, request.vocab_size)
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     prompt_len = int(request.prompt_ids.shape[1])

@@ -99,6 +99,8 @@ pub struct ConstrainedBeamSearch {
     streamed: Vec<usize>,
     top: TopK,
     advance: Vec<i64>,
+    /// A grammar constrains the rows (see `select` and `advance_candidates`).
+    grammar: bool,
 }
 
 impl ConstrainedBeamSearch {
@@ -184,6 +186,7 @@ impl ConstrainedBeamSearch {
             seq_ids: vec![0; batch * beams],
             hyps: (0..batch).map(|_| NBest::new(beams)).collect(),
             item_done: vec![false; batch],
+            grammar: super::has_grammar(config),
             tree: BeamTree::default(),
             next_tokens: vec![0; batch * beams],
             parents: (0..(batch * beams) as i64).collect(),
@@ -287,7 +290,19 @@ impl ConstrainedBeamSearch {
                 continue;
             }
             let rows = &logits[first * vocab..(first + beams) * vocab];
-            let (mut cands, best) = self.top_candidates(b, rows, vocab)?;
+            let (mut cands, best) = match self.top_candidates(b, rows, vocab) {
+                // Every continuation is one the grammar forbids (the beams ended): the
+                // item has nothing left to add, as transformers' scorer concludes.
+                Err(CoreError::NoValidToken { .. }) if self.grammar => {
+                    self.item_done[b] = true;
+                    for row in first..first + beams {
+                        self.next_tokens[row] = self.s.pad_token_id;
+                        self.parents[row] = first as i64;
+                    }
+                    continue;
+                }
+                other => other?,
+            };
             let order = self.advance_candidates(b, rows, vocab, &mut cands);
             for (j, &c) in order.iter().enumerate() {
                 self.take_candidate(b, first + j, &cands[c], &mut next);
@@ -523,9 +538,12 @@ impl ConstrainedBeamSearch {
                 if !seen.insert((self.seq_ids[row], token)) {
                     continue;
                 }
+                let score = rows[i * vocab + token as usize] + self.beam_scores[row];
+                if self.grammar && score == f32::NEG_INFINITY {
+                    continue; // a forced token the grammar forbids here: not a candidate
+                }
                 let mut state = self.states[row].clone();
                 state.add(&self.set, token);
-                let score = rows[i * vocab + token as usize] + self.beam_scores[row];
                 cands.push(Cand {
                     score,
                     parent_row: row,
@@ -539,7 +557,15 @@ impl ConstrainedBeamSearch {
         }
         let banks: Vec<usize> = cands.iter().map(|c| c.state.bank(&self.set)).collect();
         let scores: Vec<f32> = cands.iter().map(|c| c.score).collect();
-        bank_order(&banks, &scores, self.beams)
+        if !self.grammar {
+            return bank_order(&banks, &scores, self.beams);
+        }
+        // With a grammar, -inf candidates (tokens it forbids, taken only to fill the
+        // beams) never displace a candidate it allows, whatever their banks.
+        let mut order = bank_order(&banks, &scores, cands.len());
+        order.sort_by_key(|&c| cands[c].score == f32::NEG_INFINITY);
+        order.truncate(self.beams);
+        order
     }
 
     /// Records `parent_row + token` (an EOS) as a finished hypothesis of item `b`.

@@ -49,6 +49,8 @@ pub struct GroupBeamSearch {
     streamed: Vec<usize>,
     block: Vec<f32>,
     top: TopK,
+    /// A grammar constrains the rows: a group whose continuations are all -inf is done.
+    grammar: bool,
 }
 
 impl GroupBeamSearch {
@@ -91,7 +93,7 @@ impl GroupBeamSearch {
                 .map(|_| TokenHistory::new(&expanded, batch * group_size))
                 .collect(),
             pipelines: (0..groups)
-                .map(|_| config.build_all(prompt_len, 1))
+                .map(|g| group_config(config, g, batch, beams, group_size).build_all(prompt_len, 1))
                 .collect(),
             beam_scores,
             running_nodes: vec![NO_NODE; batch * beams],
@@ -110,6 +112,7 @@ impl GroupBeamSearch {
             block: Vec::new(),
             top: TopK::new(settings.candidates_per_item(group_size)),
             s: settings,
+            grammar: super::has_grammar(config),
         })
     }
 
@@ -253,6 +256,19 @@ impl GroupBeamSearch {
         for b in 0..self.batch {
             let first = b * beams + g * gs;
             let item = b * self.groups + g;
+            let cands = if self.group_done[item] {
+                Vec::new()
+            } else {
+                pick(self, b, first)
+            };
+            if self.grammar
+                && !self.group_done[item]
+                && cands.iter().all(|c| c.0 == f32::NEG_INFINITY)
+            {
+                // Every continuation of the group is one its grammar forbids (its beams
+                // ended): nothing can be added, as transformers' scorer concludes.
+                self.group_done[item] = true;
+            }
             if self.group_done[item] {
                 for i in 0..gs {
                     self.beam_scores[first + i] = 0.0;
@@ -263,7 +279,6 @@ impl GroupBeamSearch {
                 }
                 continue;
             }
-            let cands = pick(self, b, first);
             check_picked(&cands, first)?;
             let mut filled = 0;
             let (mut new_scores, mut new_nodes) = (vec![0.0f32; gs], vec![NO_NODE; gs]);
@@ -510,6 +525,28 @@ impl GroupBeamSearch {
     fn check(&self, len: usize, vocab: usize) -> Result<()> {
         super::check_logits(len, self.rows(), vocab)
     }
+}
+
+/// Group `g`'s pipeline settings: the grammar's matchers are the global rows, so the
+/// group's pipeline sees them through its rows (`b * beams + g * group_size + i`).
+fn group_config(
+    config: &PipelineConfig,
+    g: usize,
+    batch: usize,
+    beams: usize,
+    group_size: usize,
+) -> std::borrow::Cow<'_, PipelineConfig> {
+    #[cfg(feature = "grammar")]
+    if let Some(handle) = &config.grammar {
+        let rows = (0..batch)
+            .flat_map(|b| (0..group_size).map(move |i| b * beams + g * group_size + i))
+            .collect();
+        let mut own = config.clone();
+        own.grammar = Some(handle.for_rows(rows));
+        return std::borrow::Cow::Owned(own);
+    }
+    let _ = (g, batch, beams, group_size);
+    std::borrow::Cow::Borrowed(config)
 }
 
 #[cfg(test)]

@@ -70,3 +70,15 @@ pub(crate) fn tied_logits(seed: u64, step: usize, len: usize) -> Vec<f32> {
         .map(|i| (exponential(seed, step, i) * 3.0).floor())
         .collect()
 }
+
+/// Whether a grammar constrains the rows: then an item whose continuations are all -inf
+/// has ended (its grammar allows nothing more) instead of being a model error.
+pub(crate) fn has_grammar(config: &crate::logits::PipelineConfig) -> bool {
+    #[cfg(feature = "grammar")]
+    return config.grammar.is_some();
+    #[cfg(not(feature = "grammar"))]
+    {
+        let _ = config;
+        false
+    }
+}

@@ -52,6 +52,10 @@ pub struct PipelineConfig {
     pub suppress_tokens: Vec<i64>,
     pub begin_suppress_tokens: Vec<i64>,
     pub renormalize_logits: bool,
+    /// Grammar constraint (JSON Schema, regex, Lark, choices): the rows' matchers, applied
+    /// at transformers' `PrefixConstrainedLogitsProcessor` position.
+    #[cfg(feature = "grammar")]
+    pub grammar: Option<crate::grammar::GrammarHandle>,
 }
 
 impl Default for PipelineConfig {
@@ -85,6 +89,8 @@ impl Default for PipelineConfig {
             suppress_tokens: Vec::new(),
             begin_suppress_tokens: Vec::new(),
             renormalize_logits: false,
+            #[cfg(feature = "grammar")]
+            grammar: None,
         }
     }
 }
@@ -290,6 +296,10 @@ impl PipelineConfig {
                 self.min_new_tokens,
                 eos,
             )));
+        }
+        #[cfg(feature = "grammar")]
+        if let Some(grammar) = &self.grammar {
+            p.push(Box::new(grammar.stage()));
         }
         if let Some(bos) = self.forced_bos_token_id {
             p.push_row(Box::new(ForcedBos::new(bos)));

@@ -116,6 +116,10 @@ impl<'a> LogitsMut<'a> {
     pub fn as_slice(&self) -> &[f32] {
         self.data
     }
+
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        self.data
+    }
 }
 
 /// What a processor may read besides the logits: the history of every row.

@@ -7,6 +7,8 @@ mod constraints;
 mod contrastive;
 mod decode;
 mod errors;
+#[cfg(feature = "grammar")]
+mod grammar;
 mod pipeline;
 mod settings;
 
@@ -26,6 +28,9 @@ mod _core {
     use super::errors::{
         InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError,
     };
+    #[cfg(feature = "grammar")]
+    #[pymodule_export]
+    use super::grammar::{Grammar, GrammarMatchers, GrammarVocab};
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
 }

@@ -150,6 +150,8 @@ pub fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig>
         suppress_tokens: ids(settings, "suppress_tokens")?,
         begin_suppress_tokens: ids(settings, "begin_suppress_tokens")?,
         renormalize_logits: flag(settings, "renormalize_logits")?,
+        #[cfg(feature = "grammar")]
+        grammar: super::grammar::handle_of(get(settings, "grammar")?)?,
     })
 }
 

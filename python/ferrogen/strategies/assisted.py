@@ -31,6 +31,7 @@ from .. import _core
 from ..outputs import GenerateOutput
 from ..processors import draw_seed, unpadded_rows
 from ..stopping import evaluate_criteria
+from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 from .drafts import draft_source
 
@@ -67,7 +68,9 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     rows = prompt.shape[0]
     if request.streamer is not None and rows > 1:
         raise ValueError("streamer: assisted decoding streams one row only (rows advance by different amounts)")
-    core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies), _settings(request),
+    settings = _settings(request)
+    settings["grammar"] = matchers_for(request, copies)  # each row's matcher follows its drafts
+    core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies), settings,
                                  request.pad_token_id, request.max_length)
     run = _Run(request, core, rows, int(prompt.shape[1]))
 

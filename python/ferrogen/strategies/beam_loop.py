@@ -17,6 +17,7 @@ import torch
 from ..outputs import GenerateOutput
 from ..processors import unpadded_rows
 from ..stopping import evaluate_criteria
+from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 
 __all__ = ["BeamStep", "RunningSequences", "beam_settings", "criterion_codes", "new_core", "run_beam_loop",
@@ -45,6 +46,7 @@ def new_core(cls: Any, request: GenerationRequest) -> Any:
     if request.config.do_sample and request.config.seed is not None:
         settings["seed"] = request.config.seed
         settings["seed_prompts"] = unpadded_rows(request.input_ids, request.attention_mask)
+    settings["grammar"] = matchers_for(request, request.config.num_beams)
     return cls(as_int64(request.prompt_ids), settings, beam_settings(request))
 
 

@@ -21,6 +21,7 @@ import torch
 from .. import _core
 from ..constraints import resolve_constraints
 from ..outputs import GenerateOutput
+from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 from .beam_loop import RunningSequences, beam_settings, run_beam_loop, stop_when_every_row_stops
 
@@ -33,7 +34,9 @@ class _ConstrainedStep:
         mask = None
         if not request.adapter.is_encoder_decoder and request.attention_mask is not None:
             mask = np.ascontiguousarray(request.attention_mask.detach().cpu().numpy() != 0)
-        self.core = _core.ConstrainedBeamSearch(as_int64(request.prompt_ids), core_settings(request),
+        settings = core_settings(request)
+        settings["grammar"] = matchers_for(request, request.config.num_beams)
+        self.core = _core.ConstrainedBeamSearch(as_int64(request.prompt_ids), settings,
                                                 beam_settings(request), specs, request.vocab_size, mask)
         self.processors = list(request.logits_processors)
         self.criteria = list(request.criteria)

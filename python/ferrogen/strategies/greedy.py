@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import _core
 from ..outputs import GenerateOutput
+from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 from .token_loop import run_token_loop
 
@@ -13,5 +14,7 @@ __all__ = ["greedy_search"]
 def greedy_search(request: GenerationRequest) -> GenerateOutput:
     copies = request.config.num_return_sequences
     prompt = request.prompt_ids.repeat_interleave(copies, dim=0)
-    decoder = _core.Decoder(as_int64(prompt), core_settings(request), request.pad_token_id)
+    settings = core_settings(request)
+    settings["grammar"] = matchers_for(request, copies)
+    decoder = _core.Decoder(as_int64(prompt), settings, request.pad_token_id)
     return run_token_loop(request, decoder, decoder.step_greedy, decoder.choose_greedy, copies)

@@ -43,6 +43,7 @@ def run_token_loop(
     streamer = request.streamer
     if streamer is not None:
         streamer.put(prompt.cpu())
+    grammar = request.extras.get("grammar_matchers")
 
     cur = prompt_len
     if cur < total:
@@ -64,7 +65,10 @@ def run_token_loop(
             scores.append(logits)
         if streamer is not None:
             streamer.put(next_tokens)
-        _mark(reasons, before & ~core.unfinished(), "eos")  # type: ignore[attr-defined]
+        ended = before & ~core.unfinished()  # type: ignore[attr-defined]
+        if grammar is not None:  # a dead grammar ends its row with EOS: say why
+            _mark(reasons, ended & grammar.dead(), "grammar")
+        _mark(reasons, ended, "eos")
         for done, why in evaluate_criteria(request.criteria, sequences[:, :cur], logits):
             before = core.unfinished()  # type: ignore[attr-defined]
             core.finish_rows(done.numpy())  # type: ignore[attr-defined]
