@@ -19,7 +19,8 @@ import torch
 import ferrogen
 from ferrogen import _core
 
-pytestmark = pytest.mark.skipif(not hasattr(_core, "GrammarVocab"), reason="built without the grammar feature")
+pytestmark = [pytest.mark.skipif(not hasattr(_core, "GrammarVocab"), reason="built without the grammar feature"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 SCHEMA = {
     "type": "object",
@@ -249,3 +250,18 @@ def test_config_round_trip(tmp_path):
     back = ferrogen.GenerationConfig.from_pretrained(tmp_path)
     assert back.json_schema == SCHEMA and back == cfg
     assert ferrogen.GenerationConfig(regex="a+").regex == "a+"
+
+
+def test_cli_flags_and_jsonl_overrides(tmp_path, capsys):
+    from ferrogen.cli import main
+
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA))
+    assert main(["generate", "--prompt", "And God said", "--json-schema", str(schema), "--max-new-tokens", "80"]) == 0
+    _valid_json(json.loads(capsys.readouterr().out)["text"])
+    assert main(["generate", "--prompt", "And God said", "--regex", "[0-9]{3}", "--max-new-tokens", "10"]) == 0
+    assert re.fullmatch("[0-9]{3}", json.loads(capsys.readouterr().out)["text"])
+    lines = tmp_path / "in.jsonl"
+    lines.write_text(json.dumps({"prompt": "Behold", "choices": ["Selah", "Amen"]}) + "\n")
+    assert main(["generate", "--input", str(lines), "--max-new-tokens", "10"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["text"] in ("Selah", "Amen")

@@ -69,8 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Fields whose flag may name a file holding the value (--json-schema FILE, --grammar FILE).
+_FILE_FIELDS = {"json_schema", "grammar"}
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {k[4:]: _parse_value(v) for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    out = {}
+    for key, text in vars(args).items():
+        if key.startswith("cfg_") and text is not None:
+            name = key[4:]
+            if name in _FILE_FIELDS and Path(text).is_file():
+                text = Path(text).read_text(encoding="utf-8")
+            out[name] = text if name in ("grammar", "regex") else _parse_value(text)
+    return out
 
 
 def _read_jsonl(path: str) -> Iterator[tuple[int, Any]]:

@@ -350,3 +350,92 @@ pub fn allowed_after(
         .filter(|&i| row[i as usize] > f32::NEG_INFINITY)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::{GrammarSpec, GrammarVocab};
+
+    const EOS: i64 = 1;
+
+    fn vocab() -> Arc<GrammarVocab> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/ferrogen/_embedded/kjv-gpt2/tokenizer.json"
+        );
+        let json = std::fs::read_to_string(path).unwrap();
+        Arc::new(GrammarVocab::from_tokenizer_json(&json, None).unwrap())
+    }
+
+    fn compiled(spec: GrammarSpec) -> Arc<CompiledGrammar> {
+        Arc::new(CompiledGrammar::new(vocab(), &spec).unwrap())
+    }
+
+    fn allowed(rows: &mut RowGrammars, history: &TokenHistory, r: usize) -> Vec<u32> {
+        let v = 4096;
+        let mut logits = vec![0.0f32; history.n_rows() * v];
+        rows.apply(history, &mut logits, v, None);
+        let row = &logits[r * v..(r + 1) * v];
+        (0..v as u32).filter(|&i| row[i as usize] == 0.0).collect()
+    }
+
+    #[test]
+    fn eos_only_when_accepting_and_masks_follow_the_history() {
+        let g = compiled(GrammarSpec::Choices(vec!["ab".into(), "abab".into()]));
+        let mut rows = RowGrammars::new(&[g.clone()], 1, &[EOS]).unwrap();
+        let mut h = TokenHistory::new(&[7], 1);
+        let first = allowed(&mut rows, &h, 0);
+        assert!(!first.is_empty() && !first.contains(&(EOS as u32)));
+        // walk the grammar with its own allowed tokens until EOS is allowed
+        for _ in 0..8 {
+            let now = allowed(&mut rows, &h, 0);
+            assert_eq!(now, allowed_after(&g, &h.row(0)[1..], &[EOS], 4096).unwrap());
+            if now.contains(&(EOS as u32)) {
+                assert!(rows.accepting(0));
+                return;
+            }
+            h.push(&[now[0] as i64]);
+        }
+        panic!("the grammar never accepted");
+    }
+
+    #[test]
+    fn reorder_clones_parents_and_rollback_restores() {
+        let g = compiled(GrammarSpec::Regex("(yea|nay)+".into()));
+        let mut rows = RowGrammars::new(&[g.clone()], 2, &[EOS]).unwrap();
+        let mut h = TokenHistory::new(&[7, 7], 2);
+        let start = allowed(&mut rows, &h, 0);
+        let t = start[0] as i64;
+        h.push(&[t, t]);
+        let after_one = allowed(&mut rows, &h, 1);
+        h.reorder(&[1, 1]);
+        rows.reorder(&[1, 1], None);
+        assert_eq!(allowed(&mut rows, &h, 0), after_one);
+        // a history that lost its last token (rejected draft) is rolled back
+        let h0 = TokenHistory::new(&[7, 7], 2);
+        assert_eq!(allowed(&mut rows, &h0, 0), start);
+        // a token the grammar rejects kills the row: only EOS is left
+        let mut bad = TokenHistory::new(&[7, 7], 2);
+        let forbidden = (0..4096).find(|i| !start.contains(i) && *i != EOS as u32).unwrap();
+        bad.push(&[forbidden as i64, t]);
+        assert_eq!(allowed(&mut rows, &bad, 0), vec![EOS as u32]);
+        assert_eq!(rows.dead(), vec![true, false]);
+    }
+
+    #[test]
+    fn invalid_specs_name_their_argument() {
+        let v = vocab();
+        for (spec, name) in [
+            (GrammarSpec::Regex("(ab".into()), "regex"),
+            (GrammarSpec::JsonSchema("{\"type\": ".into()), "json_schema"),
+            (GrammarSpec::Lark("start: nope".into()), "grammar"),
+            (GrammarSpec::Choices(vec![]), "choices"),
+        ] {
+            match CompiledGrammar::new(v.clone(), &spec) {
+                Err(CoreError::InvalidArgument { name: n, .. }) => assert_eq!(n, name),
+                other => panic!("{spec:?}: {other:?}"),
+            }
+        }
+        assert!(GrammarVocab::from_tokenizer_json("{}", None).is_err());
+    }
+}
