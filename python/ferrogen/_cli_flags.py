@@ -33,6 +33,8 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("beams", ("early_stopping", "length_penalty", "num_beam_groups", "diversity_penalty", "force_words",
                "force_words_ids", "constraints", "low_memory", "output_beam_tree")),
     ("output", ("output_scores", "output_logits", "return_dict_in_generate")),
+    ("structured output (--json-schema and --grammar take a file or the text)",
+     ("json_schema", "regex", "grammar", "choices")),
     ("special tokens", ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")),
     ("assisted decoding", ("prompt_lookup_num_tokens", "max_matching_ngram_size", "num_assistant_tokens",
                            "num_assistant_tokens_schedule", "assistant_confidence_threshold",

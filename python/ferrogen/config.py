@@ -65,10 +65,12 @@ class GenerationConfig:
       ``return_dict_in_generate``).
     - ``force_words``: words (str, or a list of str for "one of these") to force; resolved into
       ``force_words_ids`` with a tokenizer before generation.
-    - ``json_schema`` / ``regex`` / ``grammar`` / ``choices``: the output must match this JSON
-      Schema (dict or JSON text), regular expression, Lark grammar (llguidance's dialect) or
-      one of these strings; a list gives one per prompt. Needs ``tokenizer=`` (see
-      ``docs/strategies.md``, "Structured output"). At most one of the four.
+    - ``json_schema``: the output is JSON valid under this JSON Schema (a dict or its JSON text; a
+      list gives one per prompt). Needs ``tokenizer=`` (see ``docs/strategies.md``, "Structured
+      output"). At most one of ``json_schema``, ``regex``, ``grammar``, ``choices``.
+    - ``regex``: the whole output matches this regular expression (a list: one per prompt).
+    - ``grammar``: the output matches this grammar, in llguidance's Lark syntax (a list: one per prompt).
+    - ``choices``: the output is one of these strings (a list of lists: one list per prompt).
 
     Each field means what transformers' ``GenerationConfig`` documents; for the fields its 5.x
     documentation no longer describes (``ferrogen generate --help`` reads both lists):
