@@ -265,3 +265,20 @@ def test_cli_flags_and_jsonl_overrides(tmp_path, capsys):
     lines.write_text(json.dumps({"prompt": "Behold", "choices": ["Selah", "Amen"]}) + "\n")
     assert main(["generate", "--input", str(lines), "--max-new-tokens", "10"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["text"] in ("Selah", "Amen")
+
+
+def test_row_seeds_and_beam_tree_keep_working(embedded):
+    model, tok = embedded
+    ids, mask = _prompts(tok, ["And God said", "The king of Babylon"])
+    kw = dict(tokenizer=tok, regex=REGEX, max_new_tokens=30, do_sample=True, pad_token_id=0)
+    both = ferrogen.generate(model, ids, mask, row_seeds=[5, 7], **kw)
+    for row, seed in enumerate((5, 7)):
+        alone_ids, alone_mask = _prompts(tok, [["And God said", "The king of Babylon"][row]])
+        alone = ferrogen.generate(model, alone_ids, alone_mask, seed=seed, **kw)
+        got = both[row, ids.shape[1]:]
+        assert got[: alone.shape[1] - alone_ids.shape[1]].tolist() == alone[0, alone_ids.shape[1]:].tolist()
+    out = ferrogen.generate(model, ids, mask, tokenizer=tok, regex=REGEX, max_new_tokens=30, num_beams=3,
+                            output_beam_tree=True)
+    assert out.beam_tree is not None
+    for text in _texts(tok, out.sequences, ids.shape[1]):
+        assert re.fullmatch(REGEX, text), text

@@ -275,7 +275,7 @@ def grammar(name: str, value: Any) -> Any:
     return _per_prompt(name, value, _text, "a Lark grammar str")
 
 
-def choices(name: str, value: Any) -> list:
+def choices(name: str, value: Any) -> list[Any]:
     """The output is one of these strings; a list of lists gives one list per prompt."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
         return [_choice_list(f"{name}[{i}]", v) for i, v in enumerate(value)]

@@ -192,9 +192,9 @@ class GenerationConfig:
     output_beam_tree: bool = _field(False, _v.bool_field)
     force_words: list | None = _field(None, _v.force_words)
     json_schema: Any = _field(None, _v.json_schema)
-    regex: str | list | None = _field(None, _v.regex)
-    grammar: str | list | None = _field(None, _v.grammar)
-    choices: list | None = _field(None, _v.choices)
+    regex: str | list[str] | None = _field(None, _v.regex)
+    grammar: str | list[str] | None = _field(None, _v.grammar)
+    choices: list[Any] | None = _field(None, _v.choices)
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = set(kwargs) - _DEFAULTS.keys()

@@ -65,7 +65,7 @@ def grammar_vocab(tokenizer: Any, vocab_size: Optional[int] = None) -> Any:
     return cache[vocab_size]
 
 
-def compile_grammars(config: GenerationConfig, tokenizer: Any, batch: int, vocab_size: Optional[int]) -> Optional[list]:
+def compile_grammars(config: GenerationConfig, tokenizer: Any, batch: int, vocab_size: Optional[int]) -> Optional[list[Any]]:
     """One compiled constraint per prompt, or None when the config asks for none.
 
     Raises ``ValueError`` naming the field (and llguidance's position of the problem) for an
