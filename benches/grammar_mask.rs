@@ -82,7 +82,8 @@ fn synthetic_tokenizer(n: usize) -> String {
 /// picked pseudo-randomly among the allowed ones (EOS ends a walk).
 fn measure(vocab: Arc<GrammarVocab>, eos: i64, walks: usize, steps: usize) -> Vec<f64> {
     let v = vocab.vocab_size();
-    let grammar = Arc::new(CompiledGrammar::new(vocab, &GrammarSpec::JsonSchema(SCHEMA.into())).unwrap());
+    let grammar =
+        Arc::new(CompiledGrammar::new(vocab, &GrammarSpec::JsonSchema(SCHEMA.into())).unwrap());
     let mut times = Vec::new();
     let mut logits = vec![0.0f32; v];
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -121,13 +122,20 @@ fn report(name: &str, mut times: Vec<f64>) {
 }
 
 fn main() {
-    let embedded = concat!(env!("CARGO_MANIFEST_DIR"), "/python/ferrogen/_embedded/kjv-gpt2/tokenizer.json");
+    let embedded = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/python/ferrogen/_embedded/kjv-gpt2/tokenizer.json"
+    );
     let json = std::fs::read_to_string(embedded).unwrap();
     let small = Arc::new(GrammarVocab::from_tokenizer_json(&json, None).unwrap());
     report("V=4096 (embedded tokenizer)", measure(small, 1, 20, 80));
     for n in [50_257usize, 128_256] {
-        let big = Arc::new(GrammarVocab::from_tokenizer_json(&synthetic_tokenizer(n), None).unwrap());
+        let big =
+            Arc::new(GrammarVocab::from_tokenizer_json(&synthetic_tokenizer(n), None).unwrap());
         let eos = (big.vocab_size() - 1) as i64;
-        report(&format!("V={} (synthetic byte-level BPE)", big.vocab_size()), measure(big, eos, 10, 80));
+        report(
+            &format!("V={} (synthetic byte-level BPE)", big.vocab_size()),
+            measure(big, eos, 10, 80),
+        );
     }
 }

@@ -389,7 +389,10 @@ mod tests {
         // walk the grammar with its own allowed tokens until EOS is allowed
         for _ in 0..8 {
             let now = allowed(&mut rows, &h, 0);
-            assert_eq!(now, allowed_after(&g, &h.row(0)[1..], &[EOS], 4096).unwrap());
+            assert_eq!(
+                now,
+                allowed_after(&g, &h.row(0)[1..], &[EOS], 4096).unwrap()
+            );
             if now.contains(&(EOS as u32)) {
                 assert!(rows.accepting(0));
                 return;
@@ -416,7 +419,9 @@ mod tests {
         assert_eq!(allowed(&mut rows, &h0, 0), start);
         // a token the grammar rejects kills the row: only EOS is left
         let mut bad = TokenHistory::new(&[7, 7], 2);
-        let forbidden = (0..4096).find(|i| !start.contains(i) && *i != EOS as u32).unwrap();
+        let forbidden = (0..4096)
+            .find(|i| !start.contains(i) && *i != EOS as u32)
+            .unwrap();
         bad.push(&[forbidden as i64, t]);
         assert_eq!(allowed(&mut rows, &bad, 0), vec![EOS as u32]);
         assert_eq!(rows.dead(), vec![true, false]);
