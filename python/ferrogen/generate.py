@@ -15,6 +15,7 @@ from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
 from .strategies import STRATEGIES, GenerationRequest
+from .strategies.beam_loop import check_beam_memory
 
 __all__ = ["generate"]
 
@@ -79,6 +80,8 @@ def generate(
         raise GenerationConfigError(
             "max_new_tokens", f"{mode.value} needs at least one new token (max_length {request.max_length} does "
             f"not exceed the prompt length {prompt_len}); greedy and sampling return the prompt instead")
+    if mode in _BEAM_MODES:
+        check_beam_memory(request)
     try:
         output = strategy(request)
     except (IndexError, RuntimeError) as err:

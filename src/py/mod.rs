@@ -24,7 +24,8 @@ mod _core {
     use super::decode::Decoder;
     #[pymodule_export]
     use super::errors::{
-        InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError,
+        CoreMemoryError, InvalidArgumentError, NoValidTokenError, ShapeError,
+        TokenOutOfVocabError,
     };
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
