@@ -391,7 +391,9 @@ impl AssistedDecoder {
     /// The last `n` tokens of every row, `[rows * n]` (left-filled with pad for shorter
     /// rows). `n` is at most the longest a row can be (`max_length` or the prompt).
     pub fn tails(&self, n: usize) -> Result<Vec<i64>> {
-        let longest = self.max_len.max(self.rows.iter().map(Row::len).max().unwrap_or(0));
+        let longest = self
+            .max_len
+            .max(self.rows.iter().map(Row::len).max().unwrap_or(0));
         if n > longest {
             return Err(CoreError::invalid(
                 "n",
@@ -932,11 +934,14 @@ mod tests {
     #[test]
     fn out_of_range_arguments_are_errors() {
         let config = PipelineConfig::default();
-        let mut d = AssistedDecoder::new(&[0, 0, 5, 6, 7, 8], 2, &[2, 0], &config, 0, 20, &[])
-            .unwrap();
+        let mut d =
+            AssistedDecoder::new(&[0, 0, 5, 6, 7, 8], 2, &[2, 0], &config, 0, 20, &[]).unwrap();
         for n in [21, 1 << 40, usize::MAX] {
             assert!(
-                matches!(d.tails(n), Err(CoreError::InvalidArgument { name: "n", .. })),
+                matches!(
+                    d.tails(n),
+                    Err(CoreError::InvalidArgument { name: "n", .. })
+                ),
                 "{n}"
             );
         }
@@ -945,11 +950,17 @@ mod tests {
         // row shorter than its start.
         assert!(matches!(
             d.truncate(&[1, 3]),
-            Err(CoreError::InvalidArgument { name: "lengths", .. })
+            Err(CoreError::InvalidArgument {
+                name: "lengths",
+                ..
+            })
         ));
         assert!(matches!(
             d.truncate(&[3]),
-            Err(CoreError::Shape { name: "lengths", .. })
+            Err(CoreError::Shape {
+                name: "lengths",
+                ..
+            })
         ));
         assert!(matches!(
             d.finish_rows(&[true]),
@@ -959,7 +970,11 @@ mod tests {
             d.finish_rows(&[true, false, true]),
             Err(CoreError::Shape { name: "done", .. })
         ));
-        assert_eq!(d.unfinished(), vec![true, true], "a refused call changes nothing");
+        assert_eq!(
+            d.unfinished(),
+            vec![true, true],
+            "a refused call changes nothing"
+        );
         d.lookup_drafts(2, 3).unwrap();
         assert_eq!(d.lengths(), vec![3, 3]);
     }

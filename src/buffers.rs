@@ -14,21 +14,30 @@ pub fn product(name: &'static str, factors: &[usize]) -> Result<usize> {
         .try_fold(1usize, |acc, &f| acc.checked_mul(f))
         .ok_or_else(|| {
             let shown: Vec<String> = factors.iter().map(usize::to_string).collect();
-            CoreError::invalid(
-                name,
-                format!("the size {} overflows", shown.join(" x ")),
-            )
+            CoreError::invalid(name, format!("the size {} overflows", shown.join(" x ")))
         })
 }
 
 /// An empty vector with room for `len` values; an allocation that cannot be made is an
 /// error naming `name`.
 pub fn with_capacity<T>(name: &'static str, len: usize) -> Result<Vec<T>> {
+    // Beyond the address space the allocator is not asked: a size error, not a memory one.
+    let bytes = len.checked_mul(std::mem::size_of::<T>());
+    if bytes.map_or(true, |b| b > isize::MAX as usize) {
+        return Err(CoreError::invalid(
+            name,
+            format!(
+                "{len} values of {} bytes do not fit the address space",
+                std::mem::size_of::<T>()
+            ),
+        ));
+    }
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| CoreError::OutOfMemory {
-        name,
-        bytes: len.saturating_mul(std::mem::size_of::<T>()),
-    })?;
+    v.try_reserve_exact(len)
+        .map_err(|_| CoreError::OutOfMemory {
+            name,
+            bytes: len.saturating_mul(std::mem::size_of::<T>()),
+        })?;
     Ok(v)
 }
 
@@ -73,7 +82,7 @@ mod tests {
         // More bytes than the address space: refused before the allocator is asked.
         assert!(matches!(
             filled::<u64>("n", usize::MAX / 4, 0),
-            Err(CoreError::OutOfMemory { name: "n", .. })
+            Err(CoreError::InvalidArgument { name: "n", .. })
         ));
         // 2^60 bytes: the allocator itself refuses.
         assert!(matches!(

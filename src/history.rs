@@ -126,14 +126,22 @@ mod tests {
     #[test]
     fn repeated_rows_and_impossible_sizes() {
         let h = TokenHistory::try_repeated("num_beams", &[1, 2, 3, 4], 2, 2).unwrap();
-        assert_eq!((h.n_rows(), h.row(1), h.row(2)), (4, &[1, 2][..], &[3, 4][..]));
+        assert_eq!(
+            (h.n_rows(), h.row(1), h.row(2)),
+            (4, &[1, 2][..], &[3, 4][..])
+        );
         let empty = TokenHistory::try_repeated("num_beams", &[], 2, 3).unwrap();
         assert_eq!((empty.n_rows(), empty.prompt_len()), (6, 0));
         for copies in [usize::MAX, 1 << 60] {
             assert!(matches!(
                 TokenHistory::try_repeated("num_beams", &[1, 2], 1, copies),
-                Err(crate::CoreError::InvalidArgument { name: "num_beams", .. })
-                    | Err(crate::CoreError::OutOfMemory { name: "num_beams", .. })
+                Err(crate::CoreError::InvalidArgument {
+                    name: "num_beams",
+                    ..
+                }) | Err(crate::CoreError::OutOfMemory {
+                    name: "num_beams",
+                    ..
+                })
             ));
         }
     }

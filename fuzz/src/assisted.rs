@@ -19,7 +19,11 @@ fn assisted_inner(u: &mut Unstructured<'_>) -> Result<()> {
     let prompts: Vec<i64> = (0..rows * width)
         .map(|_| token(u, vocab))
         .collect::<Result<_>>()?;
-    let n_starts = if u.ratio(1u8, 12)? { u.int_in_range(0..=4)? } else { rows };
+    let n_starts = if u.ratio(1u8, 12)? {
+        u.int_in_range(0..=4)?
+    } else {
+        rows
+    };
     let starts: Vec<usize> = (0..n_starts)
         .map(|_| u.int_in_range(0..=width + 1))
         .collect::<Result<_>>()?;
@@ -30,7 +34,11 @@ fn assisted_inner(u: &mut Unstructured<'_>) -> Result<()> {
     } else {
         Vec::new()
     };
-    let max_len = if u.ratio(1u8, 10)? { size(u)? } else { width + small(u, 10)?.min(40) };
+    let max_len = if u.ratio(1u8, 10)? {
+        size(u)?
+    } else {
+        width + small(u, 10)?.min(40)
+    };
     let pad = token(u, vocab)?;
     let mut d = match AssistedDecoder::new(&prompts, rows, &starts, &config, pad, max_len, &keys) {
         Ok(d) => d,
@@ -46,7 +54,11 @@ fn assisted_inner(u: &mut Unstructured<'_>) -> Result<()> {
         match u.int_in_range(0u8..=9)? {
             0 => d.begin_round(),
             1 => {
-                let n = if u.ratio(1u8, 12)? { small(u, 20)? } else { rows * vocab };
+                let n = if u.ratio(1u8, 12)? {
+                    small(u, 20)?
+                } else {
+                    rows * vocab
+                };
                 let mut l = logits(u, n)?;
                 match d.draft(&mut l, vocab, f32_any(u)?) {
                     Ok(picked) => {
@@ -68,7 +80,11 @@ fn assisted_inner(u: &mut Unstructured<'_>) -> Result<()> {
             }
             4 => {
                 let (_, w, _) = d.drafts();
-                let n = if u.ratio(1u8, 12)? { small(u, 40)? } else { rows * (w + 1) * vocab };
+                let n = if u.ratio(1u8, 12)? {
+                    small(u, 40)?
+                } else {
+                    rows * (w + 1) * vocab
+                };
                 let mut l = logits(u, n)?;
                 match d.verify(&mut l, vocab, u.arbitrary()?) {
                     Ok(verdicts) => {
@@ -90,7 +106,11 @@ fn assisted_inner(u: &mut Unstructured<'_>) -> Result<()> {
                 }
             }
             6 => {
-                let n = if u.ratio(1u8, 6)? { u.int_in_range(0..=4)? } else { rows };
+                let n = if u.ratio(1u8, 6)? {
+                    u.int_in_range(0..=4)?
+                } else {
+                    rows
+                };
                 let lengths: Vec<usize> = (0..n).map(|_| size(u)).collect::<Result<_>>()?;
                 match d.truncate(&lengths) {
                     Ok(()) => {
@@ -105,7 +125,11 @@ fn assisted_inner(u: &mut Unstructured<'_>) -> Result<()> {
                 }
             }
             7 => {
-                let n = if u.ratio(1u8, 6)? { u.int_in_range(0..=4)? } else { rows };
+                let n = if u.ratio(1u8, 6)? {
+                    u.int_in_range(0..=4)?
+                } else {
+                    rows
+                };
                 let done: Vec<bool> = (0..n).map(|_| u.arbitrary()).collect::<Result<_>>()?;
                 let was = d.unfinished();
                 match d.finish_rows(&done) {

@@ -12,8 +12,7 @@
 use arbitrary::{Result, Unstructured};
 use ferrogen_core::assisted::AssistedDecoder;
 use ferrogen_core::beam::{
-    BeamSearch, BeamSettings, ConstrainedBeamSearch, EarlyStopping, GroupBeamSearch,
-    SampleSettings,
+    BeamSearch, BeamSettings, ConstrainedBeamSearch, EarlyStopping, GroupBeamSearch, SampleSettings,
 };
 use ferrogen_core::constraints::{ConstraintSet, ConstraintSpec};
 use ferrogen_core::contrastive::ContrastiveSearch;
@@ -134,7 +133,9 @@ fn constructors_inner(u: &mut Unstructured<'_>) -> Result<()> {
                 if let Ok(t) = d.tails(n) {
                     assert_eq!(t.len(), batch * n);
                 }
-                let _ = d.lookup_drafts(size(u)?, size(u)?).map_err(|e| is_error(&e));
+                let _ = d
+                    .lookup_drafts(size(u)?, size(u)?)
+                    .map_err(|e| is_error(&e));
             }
         }
     }

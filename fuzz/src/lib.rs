@@ -375,7 +375,11 @@ fn beam_inner(u: &mut Unstructured<'_>) -> Result<()> {
                 break;
             }
             let mut x = step_logits(u, rows, vocab)?;
-            let r = if u.arbitrary()? { s.step(&mut x, vocab) } else { s.step_unread(&mut x, vocab) };
+            let r = if u.arbitrary()? {
+                s.step(&mut x, vocab)
+            } else {
+                s.step_unread(&mut x, vocab)
+            };
             if let Err(e) = r {
                 assert!(is_error(&e));
                 break;

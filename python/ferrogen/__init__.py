@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._core import InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError
+from ._core import CoreMemoryError, InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError
 from ._validation import GenerationConfigError, GenerationConfigTypeError, UnknownFieldError
 from .compat import FallbackWarning, custom_generate_path, disable, enable, is_enabled, patched
 from .config import GenerationConfig, GenerationMode
@@ -42,6 +42,7 @@ def embedded_model_path(kind: str = "causal") -> str:
 
 __all__ = [
     "Constraint",
+    "CoreMemoryError",
     "DisjunctiveConstraint",
     "FallbackWarning",
     "GenerateOutput",

@@ -65,6 +65,24 @@ class GenerationConfig:
     - ``force_words``: words (str, or a list of str for "one of these") to force; resolved into
       ``force_words_ids`` with a tokenizer before generation.
 
+    Each field means what transformers' ``GenerationConfig`` documents; for the fields its 5.x
+    documentation no longer describes (``ferrogen generate --help`` reads both lists):
+
+    - ``num_beam_groups``: number of groups to divide ``num_beams`` into for diverse beam search.
+    - ``diversity_penalty``: subtracted from a beam's score for each token another group chose at
+      the same step (group beam search only).
+    - ``penalty_alpha``: weight of the degeneration penalty in contrastive search (with ``top_k > 1``).
+    - ``force_words_ids``: token ids that must appear (a list of lists; a third level of nesting
+      means "one of these").
+    - ``constraints``: ``Constraint`` objects the output must satisfy (constrained beam search).
+    - ``low_memory``: run beam search and contrastive search one row at a time to lower peak memory.
+    - ``dola_layers``: layers to contrast for DoLa decoding ("low", "high" or a list of indices).
+    - ``return_legacy_cache``: return the key/value cache in the legacy tuple format.
+    - ``prefill_chunk_size``: feed the prompt to the model in chunks of this many tokens.
+    - ``forced_decoder_ids``: pairs ``[position, token id]`` forced at those decoder positions.
+    - ``continuous_batching_config``: settings of transformers' continuous-batching generation.
+    - ``generation_kwargs``: extra keyword arguments passed on to ``generate``.
+
     An unknown keyword raises ``TypeError`` naming it; an invalid value raises
     :class:`GenerationConfigError` (a ``ValueError``; :class:`GenerationConfigTypeError` for a wrong
     type, also a ``TypeError``) whose message starts with the field name.

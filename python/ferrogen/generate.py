@@ -11,11 +11,13 @@ import torch
 
 from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
+from .families import check_supported
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
 from .strategies import STRATEGIES, GenerationRequest
 from .strategies.beam_loop import check_beam_memory
+from .streamers import ends_stream_on_error
 
 __all__ = ["generate"]
 
@@ -23,6 +25,7 @@ __all__ = ["generate"]
 _INPUT_KWARGS = frozenset({"inputs", "decoder_input_ids", "encoder_outputs", "use_model_defaults"})
 
 
+@ends_stream_on_error
 def generate(
     model: Any,
     input_ids: Optional[torch.Tensor] = None,
@@ -228,8 +231,14 @@ def _build_request(
         if eos and input_ids.shape[0] > 1:
             warnings.warn(f"pad_token_id: not set, using eos_token_id {eos[0]} to pad finished rows", UserWarning)
         pad = eos[0] if eos else 0
-    output_hidden = config.generation_mode(assistant_model) == GenerationMode.CONTRASTIVE_SEARCH
-    adapter = adapter_for(model, config.decoder_start_token_id, output_hidden_states=output_hidden)
+    mode = config.generation_mode(assistant_model)
+    for checked in (model, assistant_model):
+        if checked is not None:
+            check_supported(checked, mode)
+    output_hidden = mode == GenerationMode.CONTRASTIVE_SEARCH
+    adapter = adapter_for(
+        model, config.decoder_start_token_id, output_hidden_states=output_hidden, rollback=mode == GenerationMode.ASSISTED
+    )
     prompt = adapter.decoder_prompt(input_ids)
     prompt_len = int(prompt.shape[1])
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)

@@ -24,8 +24,8 @@ use super::select::{check_picked, log_softmax_rows, top_k_into, TopK};
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
-use crate::constraints::{bank_order, Constraint, ConstraintSet, ConstraintState};
 use crate::buffers;
+use crate::constraints::{bank_order, Constraint, ConstraintSet, ConstraintState};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
@@ -149,17 +149,16 @@ impl ConstrainedBeamSearch {
         let (rows, k) = settings.checked_sizes(batch, beams)?;
         let history = TokenHistory::try_repeated("num_beams", prompts, batch, beams)?;
         let mut states: Vec<ConstraintState> = buffers::with_capacity("num_beams", rows)?;
-        states.extend((0..batch)
-            .flat_map(|b| {
-                let prompt = &prompts[b * prompt_len..(b + 1) * prompt_len];
-                let mut st = set.initial_state();
-                for (i, &t) in prompt.iter().enumerate() {
-                    if prompt_mask.map_or(true, |m| m[b * prompt_len + i]) {
-                        st.add(&set, t);
-                    }
+        states.extend((0..batch).flat_map(|b| {
+            let prompt = &prompts[b * prompt_len..(b + 1) * prompt_len];
+            let mut st = set.initial_state();
+            for (i, &t) in prompt.iter().enumerate() {
+                if prompt_mask.map_or(true, |m| m[b * prompt_len + i]) {
+                    st.add(&set, t);
                 }
-                std::iter::repeat(st).take(beams)
-            }));
+            }
+            std::iter::repeat(st).take(beams)
+        }));
         let max_token = (0..set.len())
             .flat_map(|i| match set.get(i) {
                 Constraint::Phrase(p) => p.tokens().to_vec(),

@@ -15,8 +15,8 @@ use super::select::{
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
-use crate::diversity::{penalize_group, token_counts};
 use crate::buffers;
+use crate::diversity::{penalize_group, token_counts};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};

@@ -24,8 +24,7 @@ mod _core {
     use super::decode::Decoder;
     #[pymodule_export]
     use super::errors::{
-        CoreMemoryError, InvalidArgumentError, NoValidTokenError, ShapeError,
-        TokenOutOfVocabError,
+        CoreMemoryError, InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError,
     };
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
