@@ -184,20 +184,32 @@ def test_generate_with_a_huge_beam_width_raises_naming_num_beams() -> None:
     assert is_named == "True" and message.startswith("num_beams:"), out
 
 
-def test_beam_memory_check_runs_before_the_model() -> None:
-    from ferrogen.strategies.base import GenerationRequest
-    from ferrogen.strategies.beam_loop import check_beam_memory
+def test_beam_memory_check_runs_before_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine too small for the beams' per-step state, ``generate`` names ``num_beams``
+    before the model's forward runs (a hook that raises would fire first otherwise)."""
+    import ferrogen
+    import torch
+    from ferrogen.strategies import beam_loop
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    class Request:  # the fields check_beam_memory reads
-        class config:
-            num_beams = 10**8
-        batch_size, vocab_size, max_length = 1, 64, 8
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(cfg).eval()
 
-    request: GenerationRequest = Request()  # type: ignore[assignment]
-    err = refused(lambda: check_beam_memory(request, memory=16 * 2**30), "num_beams")
-    assert "use fewer beams" in str(err)
-    Request.config.num_beams = 4
-    check_beam_memory(request, memory=16 * 2**30)
+    def forward_ran(*_: Any) -> None:
+        raise AssertionError("the model ran")
+
+    model.register_forward_pre_hook(forward_ran)
+    ids = torch.tensor([[1, 2, 3]])
+    # 2 x 4 beams x (64 x 4 + 8 x 8) bytes = 2,560 bytes of state per step.
+    monkeypatch.setattr(beam_loop, "_host_memory", lambda: 2_000)
+    for kwargs in [{}, {"num_beam_groups": 2, "diversity_penalty": 0.5}, {"force_words_ids": [[5]]}]:
+        err = refused(lambda: ferrogen.generate(model, torch.cat([ids, ids]), max_new_tokens=5, num_beams=4,
+                                                pad_token_id=0, **kwargs), "num_beams")
+        assert "use fewer beams" in str(err)
+    monkeypatch.setattr(beam_loop, "_host_memory", lambda: 3_000)
+    with pytest.raises(AssertionError, match="the model ran"):
+        ferrogen.generate(model, torch.cat([ids, ids]), max_new_tokens=5, num_beams=4, pad_token_id=0)
 
 
 # ---------------------------------------------------------------- every entry point
