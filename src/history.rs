@@ -48,7 +48,7 @@ impl TokenHistory {
     /// As [`Self::try_new`] for inputs known to be small (tests, benches, per-step copies
     /// of arrays the caller already holds).
     pub fn new(flat: &[i64], n_rows: usize) -> Self {
-        let prompt_len = if n_rows == 0 { 0 } else { flat.len() / n_rows };
+        let prompt_len = flat.len().checked_div(n_rows).unwrap_or(0);
         let rows = (0..n_rows)
             .map(|r| {
                 let mut row = Vec::with_capacity(prompt_len + SPARE);
