@@ -28,6 +28,11 @@ fi
 if ! "$VENV/bin/python" -c "import jsonschema, xgrammar" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "jsonschema>=4" "xgrammar>=0.2" || echo "setup: jsonschema/xgrammar not installed; grammar benches skip xgrammar" >&2
 fi
+# matplotlib (the optional extra ferrogen[plot], for `ferrogen bench --plot`), on its own as Ray:
+# only new packages, nothing already installed changes (checked with pip install --dry-run)
+if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q "matplotlib>=3.5" || echo "setup: matplotlib cannot be installed here; the --plot test will skip" >&2
+fi
 cd "$ROOT"
 echo "setup: building the Rust core (release)" >&2
 VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release -q >&2

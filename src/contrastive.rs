@@ -279,7 +279,7 @@ impl ContrastiveSearch {
         }
         config.validate(None)?;
         config.validate_rows(n_rows)?;
-        let history = TokenHistory::new(prompts, n_rows);
+        let history = TokenHistory::try_new("input_ids", prompts, n_rows)?;
         // Contrastive search never samples: the "warpers" are at most the renormalisation.
         let config = PipelineConfig {
             do_sample: false,
@@ -318,10 +318,13 @@ impl ContrastiveSearch {
         !self.unfinished.iter().any(|&u| u)
     }
 
-    pub fn finish_rows(&mut self, done: &[bool]) {
+    /// Marks the rows where `done` (one value per row) is true as finished.
+    pub fn finish_rows(&mut self, done: &[bool]) -> Result<()> {
+        crate::error::expect_rows("done", self.unfinished.len(), done.len())?;
         for (u, &d) in self.unfinished.iter_mut().zip(done) {
             *u &= !d;
         }
+        Ok(())
     }
 
     /// See [`ContrastiveScorer::add_context`].

@@ -42,7 +42,7 @@ impl Decoder {
         }
         config.validate(None)?;
         config.validate_rows(n_rows)?;
-        let history = TokenHistory::new(prompts, n_rows);
+        let history = TokenHistory::try_new("input_ids", prompts, n_rows)?;
         let pipeline = config.build_processors(history.prompt_len());
         let warpers = config.build_warpers(1);
         let mut full = pipeline.clone();
@@ -113,10 +113,13 @@ impl Decoder {
     }
 
     /// Marks rows finished by a criterion evaluated outside the core.
-    pub fn finish_rows(&mut self, done: &[bool]) {
+    /// Marks the rows where `done` (one value per row) is true as finished.
+    pub fn finish_rows(&mut self, done: &[bool]) -> Result<()> {
+        crate::error::expect_rows("done", self.unfinished.len(), done.len())?;
         for (u, &d) in self.unfinished.iter_mut().zip(done) {
             *u &= !d;
         }
+        Ok(())
     }
 
     /// Runs the processors (not the warpers) over `logits` (`[n_rows, vocab]`) in place.

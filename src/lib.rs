@@ -3,6 +3,7 @@
 
 pub mod assisted;
 pub mod beam;
+pub mod buffers;
 pub mod constraints;
 pub mod contrastive;
 pub mod decode;

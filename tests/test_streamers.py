@@ -94,6 +94,32 @@ def test_text_streamer_refuses_batches(embedded):
         ferrogen.TextStreamer(tok).put(torch.zeros((2, 3), dtype=torch.long))
 
 
+def test_group_beam_search_streams_the_prefix_its_groups_agree_on(embedded):
+    """Diverse groups grow their own nodes for the same tokens; what every live beam of every
+    group (and the best finished one) starts with is released as it settles, not at the end."""
+    model, tok = embedded
+    calls = [0]
+    hook = model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    seen: list[int] = []
+
+    class AtForward(Recorder):
+        def put(self, value):
+            super().put(value)
+            seen.append(calls[0])
+
+    rec = AtForward()
+    try:
+        out = ferrogen.generate(model, **tok("And God said", return_tensors="pt"), num_beams=4, num_beam_groups=2,
+                                diversity_penalty=0.5, max_new_tokens=12, streamer=rec, return_dict_in_generate=True)
+    finally:
+        hook.remove()
+    start = rec.puts[0].shape[1]
+    generated = int((out.beam_indices[0] >= 0).sum())
+    assert [int(v) for v in rec.puts[1:]] == out.sequences[0, start : start + generated].tolist()
+    assert rec.ended == 1
+    assert seen[1] < calls[0], "the first settled token waited for the end of the search"
+
+
 class Boom(RuntimeError):
     pass
 

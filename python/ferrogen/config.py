@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import _validation as _v
 from ._validation import GenerationConfigError, GenerationConfigTypeError, UnknownFieldError
@@ -352,7 +352,7 @@ class GenerationConfig:
                 path = path / config_file_name
             if not path.is_file():
                 raise FileNotFoundError(f"generation config not found: {path}")
-            return cls.from_dict(_v.read_json_object(path))
+            return _naming_source(cls.from_dict, _v.read_json_object(path), str(path))
         if hasattr(path_or_model, "get_generation_mode"):  # a transformers GenerationConfig
             return cls.from_transformers(path_or_model)
         hf_config = getattr(path_or_model, "generation_config", None)
@@ -363,7 +363,10 @@ class GenerationConfig:
         if hf_config is None:
             raise TypeError(f"path_or_model: expected a path, a model or a GenerationConfig, got "
                             f"{type(path_or_model).__name__}")
-        return cls.from_transformers(hf_config)
+        source = getattr(path_or_model, "name_or_path", None)
+        where = f"the model's generation config ({Path(source) / config_file_name})" if source else \
+            "the model's generation config"
+        return _naming_source(cls.from_transformers, hf_config, where)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GenerationConfig:
@@ -524,3 +527,12 @@ _NOT_CARRIED_OUT: dict[str, Any] = {
 }
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GenerationConfig)}
 _CHECKS: dict[str, _v.Checker] = {f.name: f.metadata["check"] for f in fields(GenerationConfig)}
+
+
+def _naming_source(build: Callable[[Any], GenerationConfig], data: Any, source: str) -> GenerationConfig:
+    """``build(data)``; a bad field's error (field name still first) also says which file held it."""
+    try:
+        return build(data)
+    except GenerationConfigError as err:
+        message = str(err)[len(err.field) + 2:]
+        raise type(err)(err.field, f"{message} (in {source})") from None

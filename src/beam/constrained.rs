@@ -24,6 +24,7 @@ use super::select::{check_picked, log_softmax_rows, top_k_into, TopK};
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
+use crate::buffers;
 use crate::constraints::{bank_order, Constraint, ConstraintSet, ConstraintState};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
@@ -127,7 +128,7 @@ impl ConstrainedBeamSearch {
         }
         settings.validate(prompt_len)?;
         config.validate(None)?;
-        config.validate_rows(batch * settings.num_beams)?;
+        config.validate_rows(buffers::product("num_beams", &[batch, settings.num_beams])?)?;
         if settings.num_beams < 2 {
             return Err(CoreError::invalid(
                 "num_beams",
@@ -147,22 +148,19 @@ impl ConstrainedBeamSearch {
             ));
         }
         let beams = settings.num_beams;
-        let expanded: Vec<i64> = prompts
-            .chunks_exact(prompt_len.max(1))
-            .flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied()))
-            .collect();
-        let states: Vec<ConstraintState> = (0..batch)
-            .flat_map(|b| {
-                let prompt = &prompts[b * prompt_len..(b + 1) * prompt_len];
-                let mut st = set.initial_state();
-                for (i, &t) in prompt.iter().enumerate() {
-                    if prompt_mask.map_or(true, |m| m[b * prompt_len + i]) {
-                        st.add(&set, t);
-                    }
+        let (rows, k) = settings.checked_sizes(batch, beams)?;
+        let history = TokenHistory::try_repeated("num_beams", prompts, batch, beams)?;
+        let mut states: Vec<ConstraintState> = buffers::with_capacity("num_beams", rows)?;
+        states.extend((0..batch).flat_map(|b| {
+            let prompt = &prompts[b * prompt_len..(b + 1) * prompt_len];
+            let mut st = set.initial_state();
+            for (i, &t) in prompt.iter().enumerate() {
+                if prompt_mask.map_or(true, |m| m[b * prompt_len + i]) {
+                    st.add(&set, t);
                 }
-                std::iter::repeat(st).take(beams)
-            })
-            .collect();
+            }
+            std::iter::repeat(st).take(beams)
+        }));
         let max_token = (0..set.len())
             .flat_map(|i| match set.get(i) {
                 Constraint::Phrase(p) => p.tokens().to_vec(),
@@ -170,26 +168,25 @@ impl ConstrainedBeamSearch {
             })
             .max()
             .unwrap_or(0);
-        let mut beam_scores = vec![NEG_LARGE; batch * beams];
+        let mut beam_scores = buffers::filled("num_beams", rows, NEG_LARGE)?;
         beam_scores.iter_mut().step_by(beams).for_each(|s| *s = 0.0);
-        let k = settings.candidates_per_item(beams);
         Ok(ConstrainedBeamSearch {
             batch,
             beams,
             k,
             prompt_len,
-            history: TokenHistory::new(&expanded, batch * beams),
+            history,
             pipeline: config.build(prompt_len),
             beam_scores,
-            running_nodes: vec![NO_NODE; batch * beams],
+            running_nodes: buffers::filled("num_beams", rows, NO_NODE)?,
             states,
-            seq_ids: vec![0; batch * beams],
+            seq_ids: buffers::filled("num_beams", rows, 0)?,
             hyps: (0..batch).map(|_| NBest::new(beams)).collect(),
             item_done: vec![false; batch],
             grammar: super::has_grammar(config),
             tree: BeamTree::default(),
-            next_tokens: vec![0; batch * beams],
-            parents: (0..(batch * beams) as i64).collect(),
+            next_tokens: buffers::filled("num_beams", rows, 0)?,
+            parents: buffers::collect("num_beams", rows, 0..rows as i64)?,
             finished: false,
             stop_code: 1,
             unmet: None,

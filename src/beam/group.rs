@@ -15,6 +15,7 @@ use super::select::{
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
+use crate::buffers;
 use crate::diversity::{penalize_group, token_counts};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
@@ -64,7 +65,8 @@ impl GroupBeamSearch {
         let prompt_len = super::prompt_len(prompts, batch)?;
         settings.validate(prompt_len)?;
         config.validate(None)?;
-        config.validate_rows(batch * settings.num_beams / settings.num_beam_groups)?;
+        let group_size = settings.num_beams / settings.num_beam_groups;
+        config.validate_rows(buffers::product("num_beams", &[batch, group_size])?)?;
         if settings.sample.is_some() || config.do_sample {
             return Err(CoreError::invalid(
                 "num_beam_groups",
@@ -72,12 +74,9 @@ impl GroupBeamSearch {
             ));
         }
         let (beams, groups) = (settings.num_beams, settings.num_beam_groups);
-        let group_size = beams / groups;
-        let expanded: Vec<i64> = prompts
-            .chunks_exact(prompt_len.max(1))
-            .flat_map(|p| (0..group_size).flat_map(move |_| p.iter().copied()))
-            .collect();
-        let mut beam_scores = vec![NEG_LARGE; batch * beams];
+        let (rows, k) = settings.checked_sizes(batch, group_size)?;
+        let history = TokenHistory::try_repeated("num_beams", prompts, batch, group_size)?;
+        let mut beam_scores = buffers::filled("num_beams", rows, NEG_LARGE)?;
         beam_scores
             .iter_mut()
             .step_by(group_size)
@@ -87,30 +86,30 @@ impl GroupBeamSearch {
             beams,
             groups,
             group_size,
-            k: settings.candidates_per_item(group_size),
+            k,
             prompt_len,
-            histories: (0..groups)
-                .map(|_| TokenHistory::new(&expanded, batch * group_size))
-                .collect(),
-            pipelines: (0..groups)
-                .map(|g| group_config(config, g, batch, beams, group_size).build_all(prompt_len, 1))
-                .collect(),
+            histories: buffers::filled("num_beam_groups", groups, history)?,
+            pipelines: buffers::collect(
+                "num_beam_groups",
+                groups,
+                (0..groups).map(|g| {
+                    group_config(config, g, batch, beams, group_size).build_all(prompt_len, 1)
+                }),
+            )?,
             beam_scores,
-            running_nodes: vec![NO_NODE; batch * beams],
-            hyps: (0..batch * groups)
-                .map(|_| NBest::new(group_size))
-                .collect(),
-            group_done: vec![false; batch * groups],
+            running_nodes: buffers::filled("num_beams", rows, NO_NODE)?,
+            hyps: buffers::filled("num_beam_groups", batch * groups, NBest::new(group_size))?,
+            group_done: buffers::filled("num_beam_groups", batch * groups, false)?,
             tree: BeamTree::default(),
-            next_tokens: vec![0; batch * beams],
-            parents: (0..(batch * beams) as i64).collect(),
+            next_tokens: buffers::filled("num_beams", rows, 0)?,
+            parents: buffers::collect("num_beams", rows, 0..rows as i64)?,
             cursor: 0,
             finished: false,
             closed: false,
             stop_code: 1,
             streamed: vec![0; batch],
             block: Vec::new(),
-            top: TopK::new(settings.candidates_per_item(group_size)),
+            top: TopK::new(k),
             s: settings,
             grammar: super::has_grammar(config),
         })
@@ -134,10 +133,16 @@ impl GroupBeamSearch {
     }
 
     /// Global rows of group `g`, batch-major: `b * num_beams + g * group_size + i`.
-    pub fn group_rows(&self, g: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.batch).flat_map(move |b| {
+    pub fn group_rows(&self, g: usize) -> Result<impl Iterator<Item = usize> + '_> {
+        if g >= self.groups {
+            return Err(CoreError::invalid(
+                "g",
+                format!("must be a group in [0, {}), got {g}", self.groups),
+            ));
+        }
+        Ok((0..self.batch).flat_map(move |b| {
             (0..self.group_size).map(move |i| b * self.beams + g * self.group_size + i)
-        })
+        }))
     }
 
     /// Log-softmax, Hamming diversity against the groups before `g` at this step,

@@ -6,6 +6,11 @@
 
 use super::tree::NO_NODE;
 use super::NEG_LARGE;
+use crate::buffers;
+use crate::error::Result;
+
+/// Most entries allocated up front for a list whose bound comes from the caller.
+const PREALLOCATED: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slot {
@@ -28,17 +33,16 @@ pub struct FinishedSlots {
 }
 
 impl FinishedSlots {
-    pub fn new(num_beams: usize) -> Self {
-        FinishedSlots {
-            slots: vec![
-                Slot {
-                    score: NEG_LARGE,
-                    node: NO_NODE,
-                    finished: false
-                };
-                num_beams
-            ],
-        }
+    /// `num_beams` empty slots; an error naming `num_beams` when they cannot be allocated.
+    pub fn new(num_beams: usize) -> Result<Self> {
+        let empty = Slot {
+            score: NEG_LARGE,
+            node: NO_NODE,
+            finished: false,
+        };
+        Ok(FinishedSlots {
+            slots: buffers::filled("num_beams", num_beams, empty)?,
+        })
     }
 
     /// Best first.
@@ -115,7 +119,8 @@ impl NBest {
     pub fn new(capacity: usize) -> Self {
         NBest {
             capacity,
-            beams: Vec::with_capacity(capacity + 1),
+            // Grows past this only with hypotheses actually added.
+            beams: Vec::with_capacity(capacity.saturating_add(1).min(PREALLOCATED)),
             worst: 1e9,
         }
     }
@@ -163,7 +168,7 @@ mod tests {
 
     #[test]
     fn slots_merge_keeps_best_and_marks_finished() {
-        let mut s = FinishedSlots::new(2);
+        let mut s = FinishedSlots::new(2).unwrap();
         let src = s.merge(&[(-1.0, true), (-3.0, true), (-0.5 + NEG_LARGE, false)]);
         assert_eq!(src, vec![Source::Candidate(0), Source::Candidate(1)]);
         assert!(s.all_finished());
@@ -175,7 +180,7 @@ mod tests {
 
     #[test]
     fn unfinished_slots_can_always_improve() {
-        let mut s = FinishedSlots::new(2);
+        let mut s = FinishedSlots::new(2).unwrap();
         s.merge(&[(-1.0, true)]);
         assert!(!s.all_finished());
         assert!(s.can_improve(-100.0));

@@ -40,7 +40,7 @@ pub(crate) const NEG_LARGE: f32 = -1.0e9;
 
 /// `logits` must hold `rows` rows of a non-empty vocabulary.
 pub(crate) fn check_logits(len: usize, rows: usize, vocab: usize) -> crate::error::Result<()> {
-    if vocab == 0 || len != rows * vocab {
+    if vocab == 0 || rows.checked_mul(vocab) != Some(len) {
         return Err(crate::error::CoreError::Shape {
             name: "logits",
             expected: format!("[{rows}, vocab >= 1]"),

@@ -17,6 +17,7 @@ use super::select::{
 use super::settings::{BeamSettings, EarlyStopping};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
+use crate::buffers;
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{
@@ -131,7 +132,7 @@ impl BeamSearch {
         let prompt_len = super::prompt_len(prompts, batch)?;
         settings.validate(prompt_len)?;
         config.validate(None)?;
-        config.validate_rows(batch * settings.num_beams)?;
+        config.validate_rows(buffers::product("num_beams", &[batch, settings.num_beams])?)?;
         if settings.num_beam_groups != 1 {
             return Err(CoreError::invalid(
                 "num_beam_groups",
@@ -139,11 +140,8 @@ impl BeamSearch {
             ));
         }
         let beams = settings.num_beams;
-        let expanded: Vec<i64> = prompts
-            .chunks_exact(prompt_len.max(1))
-            .flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied()))
-            .collect();
-        let history = TokenHistory::new(&expanded, batch * beams);
+        let (rows, k) = settings.checked_sizes(batch, beams)?;
+        let history = TokenHistory::try_repeated("num_beams", prompts, batch, beams)?;
         let pipeline = config.build_processors(prompt_len);
         let warpers = config.build_warpers(settings.min_tokens_to_keep());
         let item_keys = settings.sample.as_ref().and_then(|s| s.item_keys.clone());
@@ -160,8 +158,7 @@ impl BeamSearch {
             }
             _ => None,
         };
-        let k = settings.candidates_per_item(beams);
-        let mut running_scores = vec![NEG_LARGE; batch * beams];
+        let mut running_scores = buffers::filled("num_beams", rows, NEG_LARGE)?;
         running_scores
             .iter_mut()
             .step_by(beams)
@@ -176,14 +173,16 @@ impl BeamSearch {
             warpers,
             item_keys,
             running_scores,
-            running_nodes: vec![NO_NODE; batch * beams],
-            slots: (0..batch).map(|_| FinishedSlots::new(beams)).collect(),
+            running_nodes: buffers::filled("num_beams", rows, NO_NODE)?,
+            slots: (0..batch)
+                .map(|_| FinishedSlots::new(beams))
+                .collect::<Result<_>>()?,
             open: vec![true; batch],
             tree: BeamTree::default(),
-            candidates: Vec::with_capacity(batch * k),
+            candidates: buffers::with_capacity("num_beams", batch * k)?,
             proposed: false,
-            next_tokens: vec![0; batch * beams],
-            parents: (0..(batch * beams) as i64).collect(),
+            next_tokens: buffers::filled("num_beams", rows, 0)?,
+            parents: buffers::collect("num_beams", rows, 0..rows as i64)?,
             done: false,
             step: 0,
             streamed: vec![0; batch],
@@ -416,7 +415,7 @@ impl BeamSearch {
                 "the search is finished; call finalize",
             ));
         }
-        let (k, width) = (self.k, self.beams * vocab);
+        let (k, width) = (self.k, buffers::product("vocab", &[self.beams, vocab])?);
         let want = self.batch * k;
         for (name, len) in [
             ("candidate scores", scores.len()),

@@ -112,7 +112,8 @@ impl TopK {
     pub fn new(k: usize) -> Self {
         TopK {
             k,
-            items: Vec::with_capacity(k + 1),
+            // Grows past this only with entries actually seen (k comes from the caller).
+            items: Vec::with_capacity(k.saturating_add(1).min(1024)),
         }
     }
 

@@ -144,8 +144,7 @@ impl ContrastiveSearch {
     /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
     fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
         let done = contiguous1("done", &done)?;
-        self.inner.finish_rows(done);
-        Ok(())
+        self.inner.finish_rows(done).map_err(to_py)
     }
 
     /// Bool `[rows]`: rows still generating.

@@ -1,8 +1,9 @@
 //! Core errors → Python exceptions. Every class subclasses `ValueError`, so
-//! `except ValueError` keeps working while callers can tell the kinds apart.
+//! `except ValueError` keeps working while callers can tell the kinds apart, except
+//! `CoreMemoryError`, a `MemoryError` (an allocation the machine refused).
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::PyErr;
 
 use crate::error::CoreError;
@@ -32,6 +33,13 @@ create_exception!(
     "A logits row has no finite value left to choose from."
 );
 
+create_exception!(
+    ferrogen._core,
+    CoreMemoryError,
+    PyMemoryError,
+    "A buffer sized from an argument cannot be allocated; the message starts with its name."
+);
+
 pub fn to_py(err: CoreError) -> PyErr {
     let msg = err.to_string();
     match err {
@@ -39,5 +47,6 @@ pub fn to_py(err: CoreError) -> PyErr {
         CoreError::Shape { .. } => ShapeError::new_err(msg),
         CoreError::TokenOutOfVocab { .. } => TokenOutOfVocabError::new_err(msg),
         CoreError::NoValidToken { .. } => NoValidTokenError::new_err(msg),
+        CoreError::OutOfMemory { .. } => CoreMemoryError::new_err(msg),
     }
 }

@@ -26,7 +26,7 @@ mod _core {
     use super::decode::Decoder;
     #[pymodule_export]
     use super::errors::{
-        InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError,
+        CoreMemoryError, InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError,
     };
     #[cfg(feature = "grammar")]
     #[pymodule_export]
