@@ -52,14 +52,15 @@ impl FinishedSlots {
 
     /// transformers' early-stop test: can a running beam whose best possible score is
     /// `best_possible` still take a slot? An empty slot takes any possible hypothesis
-    /// (score above -inf); full slots only one that beats the lowest of them.
+    /// (`possible`: its sum of log-probabilities is above -inf); full slots only one that
+    /// beats the lowest of them.
     ///
     /// transformers compares with its `-1e9` placeholder instead, so a running score
     /// below -1e9 (`length_penalty <= -10` makes those common) ends the search with empty
     /// slots; see docs/transformers-differences.md.
-    pub fn can_improve(&self, best_possible: f32) -> bool {
+    pub fn can_improve(&self, best_possible: f32, possible: bool) -> bool {
         if !self.all_finished() {
-            return best_possible > f32::NEG_INFINITY;
+            return possible;
         }
         let min = self
             .slots
@@ -71,9 +72,9 @@ impl FinishedSlots {
 
     /// Keeps the best `num_beams` of the finished slots and the candidates
     /// `(score, may enter)`. Only finished hypotheses fill slots: a candidate that may
-    /// not enter (still running, or the item is closed) is never kept, and one that may
-    /// takes an empty slot whatever its score, unless that score is -inf or NaN (an
-    /// impossible hypothesis). Equal scores keep their position order (old slots first).
+    /// not enter (still running, the item closed, or impossible: a sum of log-probabilities
+    /// of -inf) is never kept, and one that may takes an empty slot whatever its score
+    /// (which can overflow to -inf). Equal scores keep their position order (old slots first).
     /// Returns where each new slot came from; the caller fills in the nodes of new
     /// candidates with [`Self::set_node`].
     ///
@@ -83,7 +84,6 @@ impl FinishedSlots {
     /// slot can keep its placeholder or a running beam's prefix.
     pub fn merge(&mut self, candidates: &[(f32, bool)]) -> Vec<Source> {
         let n = self.slots.len();
-        let possible = |score: f32| score > f32::NEG_INFINITY;
         let mut order: Vec<(f32, usize)> = self
             .slots
             .iter()
@@ -94,7 +94,7 @@ impl FinishedSlots {
                 candidates
                     .iter()
                     .enumerate()
-                    .filter(|(_, &(score, may_enter))| may_enter && possible(score))
+                    .filter(|(_, &(_, may_enter))| may_enter)
                     .map(|(j, &(score, _))| (score, n + j)),
             )
             .collect();
@@ -118,7 +118,9 @@ impl FinishedSlots {
                 }
                 None => {
                     // fewer hypotheses than slots: as many old slots were empty
-                    let e = empty.next().expect("an empty old slot per missing hypothesis");
+                    let e = empty
+                        .next()
+                        .expect("an empty old slot per missing hypothesis");
                     *slot = old[e];
                     sources.push(Source::Kept(e));
                 }
@@ -197,7 +199,7 @@ mod tests {
         let src = s.merge(&[(-1.0, true), (-3.0, true), (-0.5, false)]);
         assert_eq!(src, vec![Source::Candidate(0), Source::Candidate(1)]);
         assert!(s.all_finished());
-        assert!(s.can_improve(-2.0) && !s.can_improve(-3.5));
+        assert!(s.can_improve(-2.0, true) && !s.can_improve(-3.5, true));
         let src = s.merge(&[(-2.0, true)]);
         assert_eq!(src, vec![Source::Kept(0), Source::Candidate(0)]);
         assert_eq!(s.slots()[1].score, -2.0);
@@ -208,9 +210,16 @@ mod tests {
         let mut s = FinishedSlots::new(2);
         s.merge(&[(-1.0, true)]);
         assert!(!s.all_finished());
-        assert!(s.can_improve(-100.0));
-        assert!(s.can_improve(-1.0e12), "below transformers' -1e9 placeholder");
-        assert!(!s.can_improve(f32::NEG_INFINITY), "no possible hypothesis");
+        assert!(s.can_improve(-100.0, true));
+        assert!(
+            s.can_improve(-1.0e12, true),
+            "below transformers' -1e9 placeholder"
+        );
+        assert!(
+            s.can_improve(f32::NEG_INFINITY, true),
+            "normalised to -inf, still possible"
+        );
+        assert!(!s.can_improve(-1.0, false), "no possible hypothesis");
     }
 
     /// Scores below -1e9 (`length_penalty <= -10`) and +inf are hypotheses like any other:
@@ -223,9 +232,9 @@ mod tests {
         assert!(matches!(src[1], Source::Kept(_)) && matches!(src[2], Source::Kept(_)));
         assert_eq!(s.slots()[0].score, -5.0e9);
         assert!(s.slots()[0].finished && !s.slots()[1].finished && !s.slots()[2].finished);
-        s.merge(&[(f32::INFINITY, true), (f32::NEG_INFINITY, true), (f32::NAN, false)]);
+        s.merge(&[(f32::INFINITY, true), (-7.0, false), (f32::NAN, false)]);
         let scores: Vec<f32> = s.slots().iter().map(|x| x.score).collect();
-        assert_eq!(scores, vec![f32::INFINITY, -5.0e9, NEG_LARGE], "-inf is not a hypothesis");
+        assert_eq!(scores, vec![f32::INFINITY, -5.0e9, NEG_LARGE]);
         assert!(!s.slots()[2].finished);
     }
 

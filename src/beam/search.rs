@@ -554,7 +554,8 @@ impl BeamSearch {
                 .map(|(r, (c, e))| {
                     let finished = *e != EndReason::Running && r < beams;
                     let score = normalized_score(c.score, generated, self.s.length_penalty);
-                    (score, finished && open && !full)
+                    let possible = c.score > f32::NEG_INFINITY;
+                    (score, finished && open && !full && possible)
                 })
                 .collect();
             let sources = self.slots[b].merge(&merge);
@@ -773,12 +774,9 @@ impl BeamSearch {
         );
         for b in 0..self.batch {
             if self.open[b] {
-                let best = normalized_score(
-                    self.running_scores[b * self.beams],
-                    len,
-                    self.s.length_penalty,
-                );
-                self.open[b] = self.slots[b].can_improve(best);
+                let raw = self.running_scores[b * self.beams];
+                let best = normalized_score(raw, len, self.s.length_penalty);
+                self.open[b] = self.slots[b].can_improve(best, raw > f32::NEG_INFINITY);
             }
         }
         let improvable = self.open.iter().any(|&o| o);

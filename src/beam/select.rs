@@ -510,7 +510,19 @@ mod tests {
         let mut rows = vec![1.0, inf, 0.5, inf, inf, inf, inf, inf];
         log_softmax_rows(&mut rows, 4);
         let half = 0.5f32.ln();
-        assert_eq!(rows, vec![neg, half, neg, half, -(4.0f32.ln()), -(4.0f32.ln()), -(4.0f32.ln()), -(4.0f32.ln())]);
+        assert_eq!(
+            rows,
+            vec![
+                neg,
+                half,
+                neg,
+                half,
+                -(4.0f32.ln()),
+                -(4.0f32.ln()),
+                -(4.0f32.ln()),
+                -(4.0f32.ln())
+            ]
+        );
         let mut one = vec![-3.0, f32::NAN, inf];
         log_softmax_rows(&mut one, 3);
         assert_eq!(one, vec![neg, neg, 0.0]);

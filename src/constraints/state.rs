@@ -44,9 +44,9 @@ impl ConstraintState {
     /// a beam with `tokens_to_complete() <= steps left` can always still be completed.
     /// Overlapping constraints may fit in fewer tokens; this is an upper bound.
     pub fn tokens_to_complete(&self, set: &ConstraintSet) -> usize {
-        let current = self.in_progress.map_or(0, |(c, s)| {
-            set.get(c as usize).shortest_remaining(s)
-        });
+        let current = self
+            .in_progress
+            .map_or(0, |(c, s)| set.get(c as usize).shortest_remaining(s));
         self.pending
             .iter()
             .map(|&c| set.get(c as usize).shortest_remaining(0))

@@ -5,17 +5,18 @@
 //! beams that can no longer fit the rest of their constraints keep their slots, and with
 //! `num_return_sequences > 1` the later returned rows miss a constraint although there was
 //! ample room. Here a candidate is *completable* when
-//! [`ConstraintState::tokens_to_complete`] fits in the steps left after it. While every
-//! chosen candidate is completable the step is transformers' own (so every golden where
-//! transformers meets the constraints is unchanged up to that point). Otherwise each chosen
-//! candidate that is not is replaced, in its slot, by the next completable one: first the
-//! rest of the bank order, then the best continuations of every beam that can still
-//! complete.
+//! [`ConstraintState::tokens_to_complete`] fits in the steps left after it. While at least
+//! `num_return_sequences` chosen candidates are completable the step is transformers' own
+//! (so the goldens where transformers meets the constraints are unchanged). Otherwise the
+//! lowest-ranked chosen candidates that are not are replaced, in their slots, by the next
+//! completable ones (first the rest of the bank order, then the best continuations of every
+//! beam that can still complete) until `num_return_sequences` are.
 //!
-//! Why this keeps every beam completable: a beam that can complete has a continuation that
+//! Why this keeps enough beams completable: a beam that can complete has a continuation that
 //! can (the first token of its plan, see `tokens_to_complete`), and the continuations added
-//! here include it; so the number of completable beams never falls, and when every beam was
-//! completable after the first step, every beam at `max_length` satisfies the constraints.
+//! here include it; so the number of completable beams never falls below
+//! `num_return_sequences` once reached, and at `max_length` that many beams satisfy the
+//! constraints (only satisfying hypotheses are ever kept as finished).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -39,7 +40,12 @@ impl ConstrainedBeamSearch {
         let left = self.steps_left_after_this();
         let beams = self.beams;
         let (chosen, rest) = order.split_at(beams.min(order.len()));
-        if chosen.iter().all(|&i| self.fits(&cands[i].state, left)) {
+        let fitting = chosen
+            .iter()
+            .filter(|&&i| self.fits(&cands[i].state, left))
+            .count();
+        let wanted = self.s.num_return_sequences.min(chosen.len());
+        if fitting >= wanted {
             return chosen.to_vec();
         }
         let mut spare: VecDeque<usize> = rest
@@ -51,13 +57,19 @@ impl ConstrainedBeamSearch {
         self.completable_continuations(b, rows, vocab, left, cands);
         let added = self.bank_ranked(&cands[first_new..]);
         spare.extend(added.into_iter().map(|i| first_new + i));
+        // the lowest-ranked slots that cannot complete go first, and only as many as needed
         let mut chosen = chosen.to_vec();
-        for slot in chosen.iter_mut() {
+        let mut missing = wanted - fitting;
+        for slot in chosen.iter_mut().rev() {
+            if missing == 0 {
+                break;
+            }
             if !self.fits(&cands[*slot].state, left) {
                 match spare.pop_front() {
                     Some(i) => *slot = i,
                     None => break,
                 }
+                missing -= 1;
             }
         }
         chosen
