@@ -23,6 +23,11 @@ fi
 if ! "$VENV/bin/python" -c "import ray.data, pyarrow" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "ray[data]>=2.50" || echo "setup: Ray Data cannot be installed here; the Ray tests will skip" >&2
 fi
+# matplotlib (the optional extra ferrogen[plot], for `ferrogen bench --plot`), on its own as Ray:
+# only new packages, nothing already installed changes (checked with pip install --dry-run)
+if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q "matplotlib>=3.5" || echo "setup: matplotlib cannot be installed here; the --plot test will skip" >&2
+fi
 cd "$ROOT"
 echo "setup: building the Rust core (release)" >&2
 VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release -q >&2

@@ -88,7 +88,8 @@ def test_exports(result, tmp_path):
     assert dot.startswith("digraph") and dot.count(" -> ") == len(tree.nodes)
     assert tree.to_dot(include_pruned=False).count(" -> ") == sum(n.status != "pruned" for n in tree.nodes)
     svg = ET.fromstring(tree.to_svg())
-    assert len(svg.findall("{http://www.w3.org/2000/svg}g")) == len(tree.nodes) + 1
+    groups = svg.findall("{http://www.w3.org/2000/svg}g")
+    assert len([g for g in groups if g.get("id") != "legend"]) == len(tree.nodes) + 1
     assert "<svg" in tree.to_html() and "Winner" in tree.to_html()
     for suffix in ("json", "dot", "svg", "html"):
         assert tree.save(tmp_path / f"t.{suffix}").stat().st_size > 0
@@ -98,6 +99,30 @@ def test_exports(result, tmp_path):
     nx = pytest.importorskip("networkx")
     graph = tree.to_networkx()
     assert graph.number_of_nodes() == len(tree.nodes) + 1 and nx.is_arborescence(graph)
+
+
+def test_svg_has_a_legend_for_every_colour_the_border_and_the_scores(result):
+    """The drawing explains itself: each status colour, the red border of a finished
+    hypothesis and that a node's number is a cumulative log-probability."""
+    from ferrogen.beam_tree import _COLORS, _FINISHED_BORDER
+
+    _, out = result
+    svg = ET.fromstring(out.beam_tree[0].to_svg())
+    ns = "{http://www.w3.org/2000/svg}"
+    legend = [g for g in svg.findall(f"{ns}g") if g.get("id") == "legend"]
+    assert len(legend) == 1
+    swatches = legend[0].findall(f"{ns}rect")
+    labels = [t.text for t in legend[0].findall(f"{ns}text")]
+    assert {r.get("fill") for r in swatches} >= set(_COLORS.values())
+    assert any(r.get("stroke") == _FINISHED_BORDER for r in swatches)
+    text = " ".join(labels)
+    for words in ("best returned sequence", "another returned", "not returned", "pruned", "finished hypothesis",
+                  "cumulative log-probability"):
+        assert words in text
+    # the legend lies below the tree, inside the drawing
+    tree_bottom = max(float(r.get("y")) + float(r.get("height")) for g in svg.findall(f"{ns}g")
+                      if g.get("id") != "legend" for r in g.findall(f"{ns}rect"))
+    assert tree_bottom <= min(float(r.get("y")) for r in swatches) <= float(svg.get("height"))
 
 
 def test_group_beam_tree_marks_groups(gpt2):

@@ -1,13 +1,25 @@
-"""`ferrogen generate`: prompts and JSONL in, JSONL out, one-line errors."""
+"""`ferrogen generate`: prompts and JSONL in, JSONL out, one record per line, nothing lost.
+
+Most tests call ``main`` in-process; the SIGTERM test runs the real command (``python -m ferrogen``)
+with this checkout first on PYTHONPATH.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 import ferrogen
-from ferrogen.cli import main
+from ferrogen.cli import build_parser, main
+
+CHECKOUT_PYTHON = str(Path(ferrogen.__file__).resolve().parent.parent)
 
 
 def run(capsys, *argv):
@@ -16,45 +28,186 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
+def records_of(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
 def test_prompt_to_jsonl_matches_library(capsys):
     code, out, _ = run(capsys, "generate", "--prompt", "And God said", "--max-new-tokens", "8")
     assert code == 0
     record = json.loads(out)
     expected = ferrogen.pipeline()("And God said", max_new_tokens=8)[0]
-    assert record["text"] == expected.text and record["token_ids"] == expected.token_ids
+    assert record["text"] == expected.text and record["token_ids"] == expected.token_ids and record["line"] == 1
 
 
-def test_jsonl_file_with_overrides_and_a_bad_line(tmp_path, capsys):
+def test_one_prompt_on_a_terminal_prints_the_text(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, "generate", "--prompt", "And God said", "--max-new-tokens", "6")
+    expected = ferrogen.pipeline()("And God said", max_new_tokens=6)[0]
+    assert code == 0 and out == "And God said" + expected.text + "\n"
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, "generate", "--prompt", "And God said", "--max-new-tokens", "6", "--format", "json")
+    assert code == 0 and json.loads(out)["text"] == expected.text
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, "generate", "--prompt", "And God said", "--prompt", "Jesus wept",
+                       "--max-new-tokens", "2")
+    assert code == 0 and [json.loads(line)["line"] for line in out.splitlines()] == [1, 2]  # several: records
+
+
+def test_bad_lines_each_get_their_record_in_input_order(tmp_path, capsys, monkeypatch):
+    """Issue 15: one non-UTF-8 byte, an over-long line, an over-long or empty prompt inside a batch
+    each fail only their own line; records keep input order with one error format; exit 0 unless
+    --strict; messages are not glued to the progress bar."""
     src = tmp_path / "in.jsonl"
-    src.write_text(
-        '{"prompt": "And God said"}\n'
-        "not json\n"
-        '{"prompt": "In the beginning", "max_new_tokens": 3}\n'
-        '{"text": "no prompt key"}\n'
-        '{"prompt": "The LORD", "top_p": 7}\n'
-    )
+    lines = [
+        b'\xef\xbb\xbf{"prompt": "And God said"}',  # a byte-order mark opens the file
+        b"not json",
+        b'{"prompt": "In the \xff beginning"}',
+        b'{"prompt": ""}',
+        b'{"prompt": "In the beginning", "max_new_tokens": 3}',
+        b"",
+        b'{"prompt": "The LORD", "top_p": 7}',
+        b'{"prompt": "' + b"x " * 1_000_000 + b'"}',  # 2 MB: refused without tokenizing
+        b'{"prompt": "' + b"x " * 300 + b'"}',  # 300 tokens: over the embedded model's 256 positions
+        b'{"text": "no prompt key"}',
+        b'{"prompt": "Jesus wept"}',
+    ]
+    src.write_bytes(b"\n".join(lines) + b"\n")
     dst = tmp_path / "out.jsonl"
-    code, _, err = run(capsys, "generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "5")
-    assert code == 1
-    records = {r["line"]: r for r in map(json.loads, dst.read_text().splitlines())}
-    assert set(records) == {1, 2, 3, 4, 5}
-    assert "invalid JSON" in records[2]["error"] and "line 2" in err
-    assert "prompt" in records[4]["error"]
-    assert records[5]["error"].startswith("top_p")
-    assert len(records[1]["token_ids"]) == 5 and len(records[3]["token_ids"]) == 3
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # draw the progress bar
+    from transformers import PreTrainedTokenizerBase
 
+    tokenize, longest = PreTrainedTokenizerBase.__call__, [0]
 
-def test_stream_prints_to_stderr(capsys):
-    code, out, err = run(capsys, "generate", "--prompt", "And God said", "--max-new-tokens", "6", "--stream")
+    def measured(self, text=None, *args, **kwargs):
+        longest[0] = max([longest[0]] + [len(t) for t in ([text] if isinstance(text, str) else text or [])])
+        return tokenize(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", measured)
+    code, _, err = run(capsys, "generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "5",
+                       "--batch-size", "16")
     assert code == 0
-    assert json.loads(out)["text"].strip() in err
+    records = records_of(dst)
+    assert [r["line"] for r in records] == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
+    errors = {r["line"]: r["error"] for r in records if "error" in r}
+    assert set(errors) == {2, 3, 4, 7, 8, 9, 10}
+    assert all(message.startswith(f"line {n}: ") for n, message in errors.items())
+    assert "invalid JSON" in errors[2] and "not UTF-8" in errors[3] and "empty" in errors[4]
+    assert errors[7].startswith("line 7: top_p") and "bytes" in errors[8] and "context" in errors[9]
+    assert "prompt" in errors[10]
+    by_line = {r["line"]: r for r in records}
+    assert len(by_line[1]["token_ids"]) == 5 and len(by_line[5]["token_ids"]) == 3
+    assert len(by_line[11]["token_ids"]) == 5
+    assert 0 < longest[0] < 10_000  # the 2 MB line was never tokenized
+    for segment in err.split("\n"):  # each message starts its own line, after the bar is cleared
+        if "ferrogen: line" in segment:
+            assert segment.split("\r")[-1].startswith("ferrogen: line")
+    code, _, _ = run(capsys, "generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "2",
+                     "--overwrite", "--strict")
+    assert code == 1 and len(records_of(dst)) == 10
 
 
-def test_config_file_and_bool_flags(tmp_path, capsys):
-    ferrogen.GenerationConfig(max_new_tokens=4).save_pretrained(tmp_path)
-    code, out, _ = run(capsys, "generate", "--prompt", "Jesus wept", "--config", str(tmp_path / "generation_config.json"),
-                       "--do-sample", "false")
-    assert code == 0 and len(json.loads(out)["token_ids"]) <= 4
+def test_existing_output_survives_a_failed_run(tmp_path, capsys):
+    """Issue 15: a typo in --input (or any failure before generating) leaves --output as it was."""
+    dst = tmp_path / "out.jsonl"
+    dst.write_text("earlier results\n")
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "And God said"}\n')
+    for argv in (["--input", str(tmp_path / "typo.jsonl"), "--overwrite"],
+                 ["--input", str(src)],  # exists: refused without --overwrite or --resume
+                 ["--input", str(src), "--overwrite", "--model", str(tmp_path / "no-model")],
+                 ["--input", str(src), "--overwrite", "--num-beams", "0"]):
+        code, _, err = run(capsys, "generate", *argv, "--output", str(dst))
+        assert code == 2 and err.startswith("ferrogen: ")
+        assert dst.read_text() == "earlier results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]  # no temporary left
+
+
+def test_resume_generates_only_the_missing_lines(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in
+                           ["And God said", "In the beginning", "The LORD", "Jesus wept"]))
+    full = tmp_path / "full.jsonl"
+    assert run(capsys, "generate", "--input", str(src), "--output", str(full), "--max-new-tokens", "4")[0] == 0
+    kept = records_of(full)[:2]
+    kept[0]["text"] = "kept as it was"  # a regenerated line 1 would not say this
+    dst = tmp_path / "out.jsonl"
+    cut = json.dumps(records_of(full)[2])[:25]  # the last line of a run killed mid-write
+    dst.write_text("".join(json.dumps(r) + "\n" for r in kept) + cut)
+    code, _, err = run(capsys, "generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "4",
+                       "--resume")
+    assert code == 0 and "cut-off last line" in err
+    assert records_of(dst) == kept + records_of(full)[2:]
+    dst.write_text("not a record\n" + json.dumps(kept[0]) + "\n")
+    code, _, err = run(capsys, "generate", "--input", str(src), "--output", str(dst), "--resume")
+    assert code == 2 and "not a ferrogen record" in err and dst.read_text().startswith("not a record\n")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_keeps_every_counted_line(tmp_path, signum):
+    """Issue 15: SIGTERM mid-run behaves as SIGINT: the lines reported written are all on disk,
+    whole and in order, and the exit status is 128 + the signal."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"prompt": f"And God said {i}"}) + "\n" for i in range(400)))
+    dst = tmp_path / "out.jsonl"
+    env = dict(os.environ, PYTHONPATH=CHECKOUT_PYTHON + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "ferrogen", "generate", "--input", str(src), "--output", str(dst),
+                             "--max-new-tokens", "6", "--batch-size", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = 0
+    deadline = time.monotonic() + 300
+    while seen < 4 and proc.poll() is None and time.monotonic() < deadline:
+        temps = list(tmp_path.glob(".out.jsonl.*.tmp"))
+        seen = len(temps[0].read_text().splitlines()) if temps else 0
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    counted = int(err.split("stopped: ")[1].split(" lines")[0])
+    records = records_of(dst)
+    assert seen >= 4 and counted >= seen and [r["line"] for r in records] == list(range(1, counted + 1))
+    assert all(r["prompt"] == f"And God said {r['line'] - 1}" for r in records)
+
+
+def test_python_dash_m_runs_the_command(tmp_path):
+    env = dict(os.environ, PYTHONPATH=CHECKOUT_PYTHON + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-m", "ferrogen", "generate", "--top-pp", "0.5"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "usage: ferrogen generate" in out.stderr and "(did you mean '--top-p'?)" in out.stderr
+
+
+def test_unknown_flag_suggests_the_closest(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--top-pp", "0.5"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.startswith("usage: ferrogen generate") and "--top-pp 0.5 (did you mean '--top-p'?)" in err
+    with pytest.raises(SystemExit):
+        main(["generate", "--ouptut", "x.jsonl"])
+    assert "(did you mean '--output'?)" in capsys.readouterr().err
+
+
+def test_help_groups_and_documents_every_field(capsys):
+    from ferrogen import _cli_flags
+
+    generate = next(a for a in build_parser()._actions if a.dest == "command").choices["generate"]
+    groups = {g.title: [a.dest[len(_cli_flags.PREFIX):] for a in g._group_actions] for g in generate._action_groups}
+    fields = [f for names in groups.values() for f in names if f in ferrogen.GenerationConfig().to_dict()]
+    assert sorted(fields) == sorted(ferrogen.GenerationConfig().to_dict())  # every field, once
+    for title in ("length", "strategy", "sampling", "penalties and token rules", "beams", "output"):
+        assert f"generation config: {title}" in groups
+    refused = groups["generation config: " + _cli_flags.REFUSED_TITLE]
+    assert {"dola_layers", "use_mtp", "watermarking_config"} <= set(refused)
+    assert set(refused) == set(_cli_flags.refused_fields())
+    helps = {a.dest: a.help for a in generate._actions if a.dest.startswith(_cli_flags.PREFIX)}
+    assert all(helps.values()), [d for d, h in helps.items() if not h]
+    assert helps["cfg_top_k"].startswith("The number of highest probability vocabulary tokens")  # transformers'
+    assert helps["cfg_seed"].startswith("Seed of the per-row sampling generator")  # ferrogen's docstring
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    assert "exit status" in out and "--strict" in out and "--resume" in out
 
 
 @pytest.mark.parametrize(
@@ -65,12 +218,35 @@ def test_config_file_and_bool_flags(tmp_path, capsys):
         (["--num-beams", "0"], "num_beams"),
         (["--batch-size", "0", "--input", "x"], "--batch-size"),
         (["--stream", "--prompt", "a", "--prompt", "b"], "--stream"),
+        (["--dola-layers", "low"], "--dola-layers"),
+        (["--prompt", "a", "--resume"], "--resume"),
+        (["--format", "text", "--output", "x.jsonl"], "--format"),
     ],
 )
 def test_bad_flags_give_one_line_errors(capsys, argv, needle):
     code, _, err = run(capsys, "generate", *argv)
     assert code == 2
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failing_prompt_exits_1(capsys):
+    code, out, err = run(capsys, "generate", "--prompt", "", "--prompt", "And God said", "--max-new-tokens", "3")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and "line 1: the prompt is empty" in err
+    assert [r["line"] for r in records] == [1, 2] and "error" in records[0] and len(records[1]["token_ids"]) == 3
+
+
+def test_stream_prints_to_stderr(capsys):
+    code, out, err = run(capsys, "generate", "--prompt", "And God said", "--max-new-tokens", "6", "--stream")
+    assert code == 0
+    assert json.loads(out)["text"].strip() in err
+
+
+def test_config_file_and_bool_flags(tmp_path, capsys):
+    ferrogen.GenerationConfig(max_new_tokens=4).save_pretrained(tmp_path)
+    code, out, _ = run(capsys, "generate", "--prompt", "Jesus wept",
+                       "--config", str(tmp_path / "generation_config.json"), "--do-sample", "false")
+    assert code == 0 and len(json.loads(out)["token_ids"]) <= 4
 
 
 def test_bench_writes_a_table_row_per_strategy(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import pytest
@@ -323,3 +324,27 @@ def test_resolved_max_length_refuses_a_prompt_that_fills_it():
                                              ({"min_new_tokens": 3, "min_length": 50}, 10)])
 def test_resolved_min_length(kwargs, expected):
     assert GenerationConfig(**kwargs).resolved_min_length(7) == expected
+
+
+@pytest.mark.parametrize("content, exc, needle", [
+    ('{"max_new_tokens": "x"}', TypeError, r"^max_new_tokens: must be an int, got str 'x' \(in .*generation_config.json\)"),
+    ('{"top_p": 7}', ValueError, r"^top_p: must be in \(0, 1\], got 7 \(in .*generation_config.json\)"),
+    ('{"top_p": 0.5,,}', ValueError, r"generation_config.json: not valid JSON"),
+])
+def test_a_bad_generation_config_file_is_named(tmp_path, content, exc, needle):
+    (tmp_path / "generation_config.json").write_text(content)
+    with pytest.raises(exc, match=needle):
+        GenerationConfig.from_pretrained(tmp_path)
+
+
+def test_a_bad_generation_config_of_a_model_names_its_file(tmp_path):
+    """A model whose directory held a bad value: transformers loads it, ferrogen names the file."""
+    import transformers
+
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=8, n_head=1, vocab_size=16,
+                                                                       bos_token_id=0, eos_token_id=0))
+    model.name_or_path = str(tmp_path)
+    model.generation_config.top_p = 7.0
+    with pytest.raises(ValueError, match=rf"^top_p: must be in \(0, 1\], got 7(\.0)? \(in the model's generation config "
+                                         rf"\({re.escape(str(tmp_path))}/generation_config.json\)\)"):
+        GenerationConfig.from_pretrained(model)

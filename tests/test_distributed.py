@@ -9,6 +9,7 @@ imported (``scripts/setup.sh`` installs it wherever PyPI has a wheel for the pla
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -251,7 +252,7 @@ def test_cli_ray_matches_the_cli_on_greedy_lines(ray_session, tmp_path, capsys):
         dst = tmp_path / f"{name}.jsonl"
         with deadline(240):
             code = cli_main(["generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "6",
-                             "--batch-size", "4", *extra])
+                             "--batch-size", "4", "--strict", *extra])
         assert code == 1, capsys.readouterr().err
         outputs[name] = [json.loads(line) for line in dst.read_text().splitlines()]
     by_line = {name: sorted(recs, key=lambda r: r["line"]) for name, recs in outputs.items()}
@@ -303,3 +304,68 @@ def test_batch_generator_outputs_errors_and_key_column_seeds(embedded):
     assert gen(batch.slice(0, 1)).to_pylist()[0]["token_ids"] == out[0]["token_ids"], "independent of the batch"
     schema = gen(batch).schema
     assert str(schema.field("token_ids").type) == "list<item: int64>" and str(schema.field("error").type) == "string"
+
+
+def test_only_sampling_needs_a_row_key(embedded):
+    pa = pytest.importorskip("pyarrow", reason=RAY_MISSING or "pyarrow is installed with ray[data]")
+    greedy = fd.BatchGenerator(generation_config=ferrogen.GenerationConfig(max_new_tokens=6))
+    batch = pa.table({"prompt": ["Jesus wept", "The LORD"], "overrides": [None, '{"do_sample": true}']})
+    out = greedy(batch).to_pylist()  # no key column, no line or row numbers
+    model, tok = embedded
+    alone = ferrogen.generate(model, **tok(["Jesus wept"], return_tensors="pt"), max_new_tokens=6)
+    assert out[0]["error"] is None and out[0]["token_ids"] == alone[0, -6:].tolist()
+    assert out[1]["error"].startswith("key_column") and "do_sample" in out[1]["error"], out[1]
+    sampling = fd.BatchGenerator(generation_config=ferrogen.GenerationConfig(max_new_tokens=6, do_sample=True))
+    with pytest.raises(ValueError, match="key_column: .*sampling .*greedy and beam search need no key"):
+        sampling(batch)
+
+
+def poisoned_class(marker: str, deaths: Path):
+    """A BatchGenerator whose model kills its process (``os._exit``) whenever its input holds
+    the prompt ``marker``, writing the dead process's id to ``deaths``; defined in a function
+    so that Ray pickles it by value."""
+
+    class Poisoned(fd.BatchGenerator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            model, poison = self.text.model, self.text.tokenizer(marker)["input_ids"]
+            forward = model.forward
+
+            @functools.wraps(forward)  # the adapter reads the forward's signature (position_ids, cache)
+            def forward_or_die(*a, **kw):
+                ids = kw.get("input_ids", a[0] if a else None)
+                if ids is not None and any(row[-len(poison):] == poison for row in ids.tolist()):
+                    with open(deaths, "a") as out:
+                        out.write(f"{os.getpid()}\n")
+                    os._exit(1)
+                return forward(*a, **kw)
+
+            model.forward = forward_or_die
+
+    return Poisoned
+
+
+@needs_ray
+def test_a_row_that_kills_its_worker_every_time_comes_back_with_an_error(ray_session, embedded, tmp_path):
+    """Ray's defaults retry such a batch forever (and bounded retries fail the whole job): the
+    batch is retried batch_retries times, then bisected down to the row, which gets ``error``.
+    The dataset is a plain Ray dataset without keys or row numbers (greedy needs no key)."""
+    prompts = [f"{HEADS[i]} {TAILS[i]}" for i in range(8)]
+    marker = prompts[5]
+    deaths = tmp_path / "deaths"
+    with deadline(300):
+        out = fd.generate_dataset(ray.data.from_items([{"prompt": p} for p in prompts]), generation_config=BASE,
+                                  batch_size=4, concurrency=1, batch_retries=1,
+                                  generator_class=poisoned_class(marker, deaths))
+        records = list(fd.iter_records(out))
+    assert sorted(r["prompt"] for r in records) == sorted(prompts), "every row exactly once"
+    model, tok = embedded
+    for record in records:
+        if record["prompt"] == marker:
+            assert "worker process died" in record["error"] and record["token_ids"] is None, record
+            continue
+        ids = tok([record["prompt"]], return_tensors="pt")
+        alone = ferrogen.generate(model, **ids, max_new_tokens=8)[0, ids["input_ids"].shape[1]:]
+        assert record["error"] is None and record["text"] == tok.decode(alone, skip_special_tokens=True), record
+    # the batch of 4 died twice (first try, one retry), then its poisoned half, then the row alone
+    assert len(deaths.read_text().split()) == 2 + 1 + 1

@@ -124,3 +124,63 @@ def test_all_filtered_logits_raise_a_named_error():
 
     with pytest.raises(ferrogen.NoValidTokenError, match="row 0"):
         ferrogen.generate(NanModel(), input_ids=torch.zeros(1, 2, dtype=torch.long), eos_token_id=1, pad_token_id=0)
+
+
+# What transformers 5.x generate does with each input is the reference: what it takes ferrogen
+# takes (same tokens); what it fails on (with a bare AttributeError or IndexError) ferrogen
+# refuses before the model runs, naming the argument and the fix.
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return ferrogen.text.load_model(ferrogen.embedded_model_path())
+
+
+def _hf_fails(model, *args, **kwargs):
+    with pytest.raises(Exception):
+        model.generate(*args, max_new_tokens=2, **kwargs)
+
+
+@pytest.mark.parametrize("tensors", ["pt", None])
+def test_tokenizer_output_passed_positionally_names_input_ids(embedded, tensors):
+    model, tok = embedded
+    enc = tok("And God said", return_tensors=tensors)
+    _hf_fails(model, enc)
+    with pytest.raises(TypeError, match=r"^input_ids: got a BatchEncoding .*\*\*tok\("):
+        ferrogen.generate(model, enc, max_new_tokens=2)
+
+
+def test_one_dimensional_input_ids_are_refused_as_transformers_does(embedded):
+    model, tok = embedded
+    ids = tok("And God said", return_tensors="pt")["input_ids"][0]
+    _hf_fails(model, input_ids=ids)
+    with pytest.raises(ValueError, match=r"^input_ids: expected shape \[batch, length\], got the 1-D shape"):
+        ferrogen.generate(model, input_ids=ids, max_new_tokens=2)
+
+
+def test_a_dict_generation_config_is_refused_as_transformers_does(embedded):
+    model, tok = embedded
+    enc = tok("And God said", return_tensors="pt")
+    _hf_fails(model, **enc, generation_config={"max_new_tokens": 2})
+    with pytest.raises(TypeError, match="^generation_config: expected a GenerationConfig, got a dict"):
+        ferrogen.generate(model, **enc, generation_config={"max_new_tokens": 2})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_a_float_or_bool_mask_of_zeros_and_ones_is_taken_as_transformers_takes_it(embedded, dtype):
+    model, tok = embedded
+    tok.padding_side = "left"
+    tok.pad_token = tok.pad_token or tok.eos_token
+    enc = tok(["And God said", "In the beginning God created"], return_tensors="pt", padding=True)
+    mask = enc["attention_mask"].to(dtype)
+    theirs = model.generate(input_ids=enc["input_ids"], attention_mask=mask, max_new_tokens=6, do_sample=False)
+    ours = ferrogen.generate(model, input_ids=enc["input_ids"], attention_mask=mask, max_new_tokens=6, do_sample=False)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(ours, ferrogen.generate(model, **enc, max_new_tokens=6, do_sample=False))
+
+
+def test_a_mask_with_other_values_names_attention_mask(embedded):
+    model, tok = embedded
+    enc = tok("And God said", return_tensors="pt")
+    with pytest.raises(ValueError, match=r"^attention_mask: values must be 0 \(padding\) or 1"):
+        ferrogen.generate(model, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"] * 0.5)

@@ -47,16 +47,22 @@ class UnknownFieldError(TypeError):
         self.fields = fields
 
 
-def unknown_fields_error(unknown: Iterable[str], known: Iterable[str]) -> UnknownFieldError:
-    """Build the ``TypeError`` raised for keyword(s) that name no field, with a suggestion."""
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``known`` to ``name``, or ``""`` when none is close.
+
+    The one suggestion rule for unknown names, in the Python API and on the command line.
+    """
     import difflib
 
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_fields_error(unknown: Iterable[str], known: Iterable[str]) -> UnknownFieldError:
+    """Build the ``TypeError`` raised for keyword(s) that name no field, with a suggestion."""
     names = sorted(unknown)
     known = list(known)
-    parts = []
-    for name in names:
-        close = difflib.get_close_matches(name, known, n=1)
-        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    parts = [f"{name!r}" + did_you_mean(name, known) for name in names]
     return UnknownFieldError(names, "unknown generation config field(s): " + ", ".join(parts))
 
 

@@ -31,6 +31,11 @@ import torch
 __all__ = ["BeamForest", "BeamNode", "BeamTree"]
 
 _COLORS = {"winner": "#1a7f37", "returned": "#0969da", "kept": "#6e7781", "pruned": "#d0d7de"}
+_FINISHED_BORDER = "#cf222e"
+# what each colour means, in the drawing's legend (and the README's)
+_MEANINGS = {"winner": "the best returned sequence", "returned": "another returned sequence",
+             "kept": "kept to the end, not returned", "pruned": "pruned (no descendant survived)"}
+_LEGEND_WIDTH, _LEGEND_HEIGHT = 860, 62
 
 
 @dataclass
@@ -181,7 +186,8 @@ class BeamTree:
         place(None)
         dx, dy, w, h = 120, 34, 100, 26
         depth = max((n.step for n in nodes), default=0) + 2
-        width, height = depth * dx + 20, max(1, next_row[0]) * dy + 20
+        tree_height = max(1, next_row[0]) * dy + 10
+        width, height = max(depth * dx + 20, _LEGEND_WIDTH), tree_height + _LEGEND_HEIGHT
 
         def pos(nid: Optional[int]) -> tuple[float, float]:
             step = -1 if nid is None else self.nodes[nid].step
@@ -201,7 +207,7 @@ class BeamTree:
             x, yy = pos(n.id)
             fill = _COLORS[n.status]
             ink = "white" if n.status in ("winner", "returned") else "black"
-            stroke = ' stroke="#cf222e" stroke-width="2.5"' if n.finished else ' stroke="#57606a"'
+            stroke = f' stroke="{_FINISHED_BORDER}" stroke-width="2.5"' if n.finished else ' stroke="#57606a"'
             tip = f"token {n.token} step {n.step}\nscore {n.score:.4f}\nstatus {n.status}"
             if n.final_score is not None:
                 tip += f"\nfinished ({n.end}) final score {n.final_score:.4f}"
@@ -210,23 +216,20 @@ class BeamTree:
             text = f"{_clip(_text(tokenizer, [n.token]))} {n.score:.2f}"
             out.append(f'<g><title>{html.escape(tip)}</title><rect x="{x}" y="{yy}" width="{w}" height="{h}" rx="5" '
                        f'fill="{fill}"{stroke}/><text x="{x + 5}" y="{yy + 17}" fill="{ink}">{html.escape(text)}</text></g>')
+        out.append(_svg_legend(tree_height))
         out.append("</svg>")
         return "\n".join(out) + "\n"
 
     def to_html(self, tokenizer: Any = None, include_pruned: bool = True, title: str = "Beam search tree") -> str:
-        """A self-contained page: legend, the winner's text and the SVG drawing."""
+        """A self-contained page: the winner's text and the SVG drawing (with its legend)."""
         win = self.winner()
         best = ""
         if win is not None:
             tokens = [n.token for n in self.path(win.id)]
             best = (f"<p><b>Winner</b> (score {win.final_score if win.final_score is not None else win.score:.4f}): "
                     f"<code>{html.escape(_text(tokenizer, tokens))}</code></p>")
-        legend = " ".join(f'<span style="background:{c};padding:2px 6px;border-radius:4px;'
-                          f'color:{"white" if s in ("winner", "returned") else "black"}">{s}</span>'
-                          for s, c in _COLORS.items())
         return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>"
-                f"<body style=\"font-family:Helvetica,Arial,sans-serif\"><h3>{html.escape(title)}</h3>"
-                f"<p>{legend} &nbsp; red border: finished hypothesis; hover a node for its scores.</p>{best}\n"
+                f"<body style=\"font-family:Helvetica,Arial,sans-serif\"><h3>{html.escape(title)}</h3>{best}\n"
                 f"{self.to_svg(tokenizer, include_pruned)}</body></html>\n")
 
     def save(self, path: Union[str, Path], tokenizer: Any = None) -> Path:
@@ -276,6 +279,24 @@ def _save(obj: Union[BeamTree, BeamForest], path: Union[str, Path], tokenizer: A
         raise ValueError(f"beam_tree: unknown file type {suffix!r}; use .json, .dot, .svg or .html")
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _svg_legend(top: float) -> str:
+    """The key under the tree: each fill colour, the finished border and what a node's number is."""
+    items = [(_COLORS[s], "#57606a", "1", meaning) for s, meaning in _MEANINGS.items()]
+    items.append(("#ffffff", _FINISHED_BORDER, "2.5", "red border: a finished hypothesis (EOS, length or stop)"))
+    out = ['<g id="legend">']
+    x, y = 10, top + 8
+    for fill, border, width, label in items:
+        out.append(f'<rect x="{x}" y="{y}" width="14" height="14" rx="3" fill="{fill}" stroke="{border}" '
+                   f'stroke-width="{width}"/><text x="{x + 19}" y="{y + 11}">{html.escape(label)}</text>')
+        x += 19 + 6 * len(label) + 14
+        if x > _LEGEND_WIDTH - 200:
+            x, y = 10, y + 20
+    out.append(f'<text x="10" y="{top + 54}">Node: its token and the cumulative log-probability of its hypothesis '
+               "(sum of processed log-probs); hover for step, status, final score.</text>")
+    out.append("</g>")
+    return "".join(out)
 
 
 def _text(tokenizer: Any, ids: Sequence[int], prompt: bool = False) -> str:

@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import _validation as _v
 from ._validation import GenerationConfigError, GenerationConfigTypeError, UnknownFieldError
@@ -64,6 +64,24 @@ class GenerationConfig:
       ``return_dict_in_generate``).
     - ``force_words``: words (str, or a list of str for "one of these") to force; resolved into
       ``force_words_ids`` with a tokenizer before generation.
+
+    Each field means what transformers' ``GenerationConfig`` documents; for the fields its 5.x
+    documentation no longer describes (``ferrogen generate --help`` reads both lists):
+
+    - ``num_beam_groups``: number of groups to divide ``num_beams`` into for diverse beam search.
+    - ``diversity_penalty``: subtracted from a beam's score for each token another group chose at
+      the same step (group beam search only).
+    - ``penalty_alpha``: weight of the degeneration penalty in contrastive search (with ``top_k > 1``).
+    - ``force_words_ids``: token ids that must appear (a list of lists; a third level of nesting
+      means "one of these").
+    - ``constraints``: ``Constraint`` objects the output must satisfy (constrained beam search).
+    - ``low_memory``: run beam search and contrastive search one row at a time to lower peak memory.
+    - ``dola_layers``: layers to contrast for DoLa decoding ("low", "high" or a list of indices).
+    - ``return_legacy_cache``: return the key/value cache in the legacy tuple format.
+    - ``prefill_chunk_size``: feed the prompt to the model in chunks of this many tokens.
+    - ``forced_decoder_ids``: pairs ``[position, token id]`` forced at those decoder positions.
+    - ``continuous_batching_config``: settings of transformers' continuous-batching generation.
+    - ``generation_kwargs``: extra keyword arguments passed on to ``generate``.
 
     An unknown keyword raises ``TypeError`` naming it; an invalid value raises
     :class:`GenerationConfigError` (a ``ValueError``; :class:`GenerationConfigTypeError` for a wrong
@@ -323,7 +341,7 @@ class GenerationConfig:
                 path = path / config_file_name
             if not path.is_file():
                 raise FileNotFoundError(f"generation config not found: {path}")
-            return cls.from_dict(_v.read_json_object(path))
+            return _naming_source(cls.from_dict, _v.read_json_object(path), str(path))
         if hasattr(path_or_model, "get_generation_mode"):  # a transformers GenerationConfig
             return cls.from_transformers(path_or_model)
         hf_config = getattr(path_or_model, "generation_config", None)
@@ -334,7 +352,10 @@ class GenerationConfig:
         if hf_config is None:
             raise TypeError(f"path_or_model: expected a path, a model or a GenerationConfig, got "
                             f"{type(path_or_model).__name__}")
-        return cls.from_transformers(hf_config)
+        source = getattr(path_or_model, "name_or_path", None)
+        where = f"the model's generation config ({Path(source) / config_file_name})" if source else \
+            "the model's generation config"
+        return _naming_source(cls.from_transformers, hf_config, where)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GenerationConfig:
@@ -498,3 +519,12 @@ _NOT_CARRIED_OUT: dict[str, Any] = {
 }
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GenerationConfig)}
 _CHECKS: dict[str, _v.Checker] = {f.name: f.metadata["check"] for f in fields(GenerationConfig)}
+
+
+def _naming_source(build: Callable[[Any], GenerationConfig], data: Any, source: str) -> GenerationConfig:
+    """``build(data)``; a bad field's error (field name still first) also says which file held it."""
+    try:
+        return build(data)
+    except GenerationConfigError as err:
+        message = str(err)[len(err.field) + 2:]
+        raise type(err)(err.field, f"{message} (in {source})") from None

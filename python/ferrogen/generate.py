@@ -5,16 +5,18 @@ from __future__ import annotations
 import operator
 import warnings
 from dataclasses import fields
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
 from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
+from .families import check_supported
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
 from .strategies import STRATEGIES, GenerationRequest
+from .streamers import ends_stream_on_error
 
 __all__ = ["generate"]
 
@@ -22,6 +24,7 @@ __all__ = ["generate"]
 _INPUT_KWARGS = frozenset({"inputs", "decoder_input_ids", "encoder_outputs", "use_model_defaults"})
 
 
+@ends_stream_on_error
 def generate(
     model: Any,
     input_ids: Optional[torch.Tensor] = None,
@@ -141,13 +144,16 @@ def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any
         base = GenerationConfig.from_pretrained(model) if hasattr(model, "generation_config") else GenerationConfig()
     elif isinstance(generation_config, GenerationConfig):
         base = generation_config
-    elif isinstance(generation_config, dict):
-        base = GenerationConfig.from_dict(generation_config)
+    elif isinstance(generation_config, Mapping):  # transformers' generate fails on one (AttributeError)
+        raise TypeError(
+            "generation_config: expected a GenerationConfig, got a dict; pass its fields as keyword arguments "
+            "(ferrogen.generate(model, **ids, **fields)) or ferrogen.GenerationConfig(**fields)"
+        )
     elif type(generation_config).__name__ == "GenerationConfig":
         base = _from_transformers_config(model, generation_config)
     else:
         raise TypeError(
-            "generation_config: expected a ferrogen or transformers GenerationConfig or a dict, "
+            "generation_config: expected a ferrogen or transformers GenerationConfig, "
             f"got {type(generation_config).__name__}"
         )
     config = base.merged(**overrides) if overrides else base.copy()
@@ -178,14 +184,18 @@ def _fill_special_tokens(model: Any, config: GenerationConfig) -> None:
 
 
 def _check_inputs(
-    input_ids: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor]
+    input_ids: Any, attention_mask: Any
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The inputs transformers 5.x ``generate`` takes, as ``[batch, length]`` int64 tensors: a
+    tokenizer's whole output, a 1-D tensor or a dict config make it fail, so they are refused
+    here with the fix; a float or bool 0/1 mask (which it takes) becomes int64."""
     if input_ids is None:
         raise ValueError("input_ids: required (a [batch, length] int64 tensor)")
-    if not isinstance(input_ids, torch.Tensor):
-        input_ids = torch.as_tensor(input_ids)
+    input_ids = _as_tensor("input_ids", input_ids)
     if input_ids.dim() == 1:
-        input_ids = input_ids[None]
+        raise ValueError(
+            f"input_ids: expected shape [batch, length], got the 1-D shape {list(input_ids.shape)}; add the batch "
+            "dimension (input_ids[None]) or tokenize with return_tensors='pt', as model.generate needs")
     if input_ids.dim() != 2 or input_ids.shape[0] == 0:
         raise ValueError(f"input_ids: expected shape [batch >= 1, length], got {list(input_ids.shape)}")
     if input_ids.shape[1] == 0:
@@ -195,14 +205,32 @@ def _check_inputs(
     if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
         raise ValueError(f"input_ids: expected an integer tensor, got {input_ids.dtype}")
     if attention_mask is not None:
-        attention_mask = torch.as_tensor(attention_mask)
-        if attention_mask.dim() == 1:
-            attention_mask = attention_mask[None]
+        attention_mask = _as_tensor("attention_mask", attention_mask)
         if attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask: shape {list(attention_mask.shape)} does not match input_ids {list(input_ids.shape)}"
             )
+        if attention_mask.dtype != torch.long:
+            if attention_mask.device.type != "meta" and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+                raise ValueError("attention_mask: values must be 0 (padding) or 1 (a token), got "
+                                 f"{sorted(set(attention_mask.flatten().tolist()))[:6]}")
+            attention_mask = attention_mask.long()
     return input_ids.long(), attention_mask
+
+
+def _as_tensor(name: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):  # a tokenizer's BatchEncoding passed positionally
+        keys = ", ".join(map(str, value))
+        raise TypeError(
+            f"{name}: got a {type(value).__name__} (keys {keys}), a tokenizer's whole output; unpack it as "
+            "model.generate takes it: ferrogen.generate(model, **tok(text, return_tensors='pt'))")
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name}: expected a [batch, length] tensor of token ids, got {type(value).__name__} "
+                        f"({err})") from None
 
 
 def _build_request(
@@ -225,8 +253,14 @@ def _build_request(
         if eos and input_ids.shape[0] > 1:
             warnings.warn(f"pad_token_id: not set, using eos_token_id {eos[0]} to pad finished rows", UserWarning)
         pad = eos[0] if eos else 0
-    output_hidden = config.generation_mode(assistant_model) == GenerationMode.CONTRASTIVE_SEARCH
-    adapter = adapter_for(model, config.decoder_start_token_id, output_hidden_states=output_hidden)
+    mode = config.generation_mode(assistant_model)
+    for checked in (model, assistant_model):
+        if checked is not None:
+            check_supported(checked, mode)
+    output_hidden = mode == GenerationMode.CONTRASTIVE_SEARCH
+    adapter = adapter_for(
+        model, config.decoder_start_token_id, output_hidden_states=output_hidden, rollback=mode == GenerationMode.ASSISTED
+    )
     prompt = adapter.decoder_prompt(input_ids)
     prompt_len = int(prompt.shape[1])
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)

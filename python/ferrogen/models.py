@@ -14,11 +14,13 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 import torch
+
+from .families import accepts as _accepts
+from .families import prepares_own_steps, reorder_cache, step_inputs
 
 __all__ = ["ModelAdapter", "MultiTokenAdapter", "adapter_for", "logits_to_host"]
 
@@ -108,18 +110,15 @@ class MultiTokenAdapter(ModelAdapter, Protocol):
         left shorter than others are shifted right and padded on the left (masked)."""
 
 
-def _accepts(fn: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _new_cache(model: Any, encoder_decoder: bool) -> tuple[str, Any]:
-    """The cache object and the forward keyword it goes under (``cache`` in 5.x)."""
+    """The cache object and the forward keyword it goes under (``cache`` in 5.x); no object
+    (the model makes its own on the first call) for the models transformers gives none."""
     from transformers import DynamicCache
 
     key = "cache" if _accepts(model.forward, "cache") else "past_key_values"
+    supports_default = getattr(model, "_supports_default_dynamic_cache", None)
+    if callable(supports_default) and not supports_default():
+        return key, None
     config = model.config.get_text_config(decoder=True)
     try:
         self_cache = DynamicCache(config=config)
@@ -136,11 +135,13 @@ def _new_cache(model: Any, encoder_decoder: bool) -> tuple[str, Any]:
     return key, EncoderDecoderCache(self_cache, cross)
 
 
-def _cache_from(outputs: Any, key: str) -> Any:
+def _cache_from(outputs: Any, key: str, previous: Any) -> Any:
+    """The cache a forward call returned; ``previous`` when it returns none (RecurrentGemma
+    updates the cache object it was given and returns no cache field, as transformers keeps it)."""
     cache = getattr(outputs, key, None)
     if cache is None and key == "cache":
         cache = getattr(outputs, "past_key_values", None)
-    return cache
+    return previous if cache is None else cache
 
 
 def _realign(drop: torch.Tensor, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,6 +183,9 @@ def _gather_positions(cache: Any, index: torch.Tensor) -> None:
 @dataclass
 class _Options:
     output_hidden_states: bool = False
+    #: The caller will crop cached positions (assisted decoding): sliding-window layers must then
+    #: keep what they would drop until the next crop, as transformers' assisted decoding has them.
+    rollback: bool = False
 
 
 class _HiddenStates:
@@ -200,20 +204,23 @@ class _HiddenStates:
 class DecoderOnlyAdapter(_HiddenStates):
     """A transformers causal LM (GPT-2, GPT-NeoX, Llama, ...) with a dynamic KV cache.
 
-    Mirrors what ``model.generate`` feeds the model so results are token-identical:
-    position ids from the attention mask, the mask dropped when it is all ones,
-    and ``logits_to_keep=1`` where the model supports it.
+    Mirrors what ``model.generate`` feeds the model so results are token-identical: it keeps
+    the state ``generate`` keeps between steps (position ids from the attention mask, the mask
+    dropped when it is all ones, ``logits_to_keep=1`` where the model supports it) and turns it
+    into each step's inputs with the model's own ``prepare_inputs_for_generation``
+    (:func:`ferrogen.families.step_inputs`), so that families with their own step rules (Mamba, ...) get them.
     """
 
     is_encoder_decoder = False
 
-    def __init__(self, model: Any, output_hidden_states: bool = False) -> None:
+    def __init__(self, model: Any, output_hidden_states: bool = False, rollback: bool = False) -> None:
         self.model = model
         self.device = model.device
         self.device_logits = False
-        self._options = _Options(output_hidden_states)
+        self._options = _Options(output_hidden_states, rollback)
         self._keep_one = _accepts(model.forward, "logits_to_keep")
         self._takes_positions = _accepts(model.forward, "position_ids")
+        self._own_steps = prepares_own_steps(model)
         self._cache_key = "cache"
         self._cache: Any = None
         self._mask: Optional[torch.Tensor] = None
@@ -239,7 +246,9 @@ class DecoderOnlyAdapter(_HiddenStates):
         # transformers drops an all-ones mask, which lets attention take its causal fast path.
         self._mask = None if bool((attention_mask == 1).all()) else attention_mask
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=False)
-        return self._forward(input_ids)
+        if self._options.rollback and hasattr(self._cache, "activate_past_recording"):
+            self._cache.activate_past_recording()
+        return self._forward(input_ids, first=True)
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = tokens.to(self.device)
@@ -261,7 +270,7 @@ class DecoderOnlyAdapter(_HiddenStates):
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
         rows = parent_rows.to(self.device)
-        self._cache.reorder_cache(rows)
+        self._cache = reorder_cache(self.model, self._cache, rows)
         if self._mask is not None:
             self._mask = self._mask.index_select(0, rows)
         if self._positions is not None:
@@ -295,20 +304,26 @@ class DecoderOnlyAdapter(_HiddenStates):
         if self._positions is not None:
             self._positions = self._positions.gather(1, index).masked_fill(~real, 0)
 
-    def _forward(self, input_ids: torch.Tensor, keep: Optional[int] = None, on_host: bool = True) -> torch.Tensor:
-        """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
-        kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
+    def _forward(
+        self, input_ids: torch.Tensor, keep: Optional[int] = None, on_host: bool = True, first: bool = False
+    ) -> torch.Tensor:
+        """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones; ``first``
+        for the prompt (the call that fills an empty cache)."""
+        state: dict[str, Any] = {"use_cache": True}
+        if self._cache is not None:
+            state[self._cache_key] = self._cache
         if self._mask is not None:
-            kwargs["attention_mask"] = self._mask
+            state["attention_mask"] = self._mask
         if self._positions is not None:
-            kwargs["position_ids"] = self._positions[:, -input_ids.shape[1] :]
+            state["position_ids"] = self._positions
         if self._keep_one:
-            kwargs["logits_to_keep"] = keep or 1
+            state["logits_to_keep"] = keep or 1
         if self._options.output_hidden_states:
-            kwargs["output_hidden_states"] = True
+            state["output_hidden_states"] = True
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids, **kwargs)
-        self._cache = _cache_from(out, self._cache_key)
+            inputs = step_inputs(self.model, input_ids, state, first, self._own_steps)
+            out = self.model(**inputs, return_dict=True)
+        self._cache = _cache_from(out, self._cache_key, self._cache)
         if self._options.output_hidden_states:
             self._hidden = out.hidden_states[-1]
         logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
@@ -371,7 +386,7 @@ class EncoderDecoderAdapter(_HiddenStates):
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
         rows = parent_rows.to(self.device)
-        self._cache.reorder_cache(rows)
+        self._cache = reorder_cache(self.model, self._cache, rows)
 
     @property
     def supports_ragged(self) -> bool:
@@ -381,7 +396,7 @@ class EncoderDecoderAdapter(_HiddenStates):
 
     def select_rows(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.device)
-        self._cache.reorder_cache(rows)
+        self._cache = reorder_cache(self.model, self._cache, rows)
         encoded = self._encoder_outputs
         encoded["last_hidden_state"] = encoded.last_hidden_state.index_select(0, rows)
         if self._encoder_mask is not None:
@@ -426,7 +441,7 @@ class EncoderDecoderAdapter(_HiddenStates):
                 decoder_input_ids=decoder_input_ids,
                 **kwargs,
             )
-        self._cache = _cache_from(out, self._cache_key)
+        self._cache = _cache_from(out, self._cache_key, self._cache)
         if self._options.output_hidden_states:
             self._hidden = out.decoder_hidden_states[-1]
         logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
@@ -489,9 +504,10 @@ def is_encoder_decoder(model: Any) -> bool:
 
 
 def adapter_for(
-    model: Any, decoder_start_token_id: Optional[int] = None, output_hidden_states: bool = False
+    model: Any, decoder_start_token_id: Optional[int] = None, output_hidden_states: bool = False, rollback: bool = False
 ) -> ModelAdapter:
-    """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch."""
+    """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch.
+    ``rollback``: the caller will crop cached positions (assisted decoding)."""
     if is_encoder_decoder(model):
         if decoder_start_token_id is None:
             raise ValueError(
@@ -500,7 +516,7 @@ def adapter_for(
             )
         return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states)
     if hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
-        return DecoderOnlyAdapter(model, output_hidden_states)
+        return DecoderOnlyAdapter(model, output_hidden_states, rollback)
     if isinstance(model, torch.nn.Module):
         return PlainTorchAdapter(model)
     raise TypeError(

@@ -1,7 +1,10 @@
 """Strings in, strings out: a model directory (or objects) plus a tokenizer.
 
     gen = ferrogen.pipeline()                       # the embedded model
-    gen("And God said", max_new_tokens=12)          # -> [TextResult(text=..., ...)]
+    gen("And God said", max_new_tokens=12)          # -> [TextResult(prompt=..., text=..., ...)]
+
+``text`` is the continuation alone; ``full_text`` adds the prompt in front (transformers'
+``generated_text``, which includes the prompt unless ``return_full_text=False``).
 """
 
 from __future__ import annotations
@@ -20,12 +23,24 @@ __all__ = ["TextGenerator", "TextResult", "pipeline", "load_model"]
 
 @dataclass
 class TextResult:
-    """One generated continuation: the new text, its token ids and why it stopped."""
+    """One generated continuation: the new text, its token ids and why it stopped.
+
+    ``text`` holds only what was generated, without the prompt, as vLLM's
+    ``CompletionOutput.text`` and OpenAI's completion ``text``; ``full_text`` is the prompt
+    followed by it: what transformers' ``pipeline("text-generation")`` returns as
+    ``generated_text`` by default (``return_full_text=True``). Its ``return_full_text=False``
+    gives ``text``.
+    """
 
     prompt: str
     text: str
     token_ids: list[int]
     finish_reason: str
+
+    @property
+    def full_text(self) -> str:
+        """The prompt followed by the generated text (transformers' default ``generated_text``)."""
+        return self.prompt + self.text
 
 
 def load_model(path: Union[str, Path], device: str = "cpu", dtype: Optional[str] = None) -> tuple[Any, Any]:
@@ -38,7 +53,7 @@ def load_model(path: Union[str, Path], device: str = "cpu", dtype: Optional[str]
         raise FileNotFoundError(f"model: {path} is not a model directory (no config.json)")
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    kwargs: dict[str, Any] = {"local_files_only": True}
+    kwargs: dict[str, Any] = {"local_files_only": True, "config": config}  # config.json is read once
     if dtype is not None:
         kwargs["dtype"] = getattr(torch, dtype)
     model = cls.from_pretrained(path, **kwargs).to(device).eval()
@@ -74,6 +89,9 @@ class TextGenerator:
             tokenizer.pad_token = tokenizer.eos_token
 
     def __call__(self, prompts: Union[str, Sequence[str]], streamer: Any = None, **kwargs: Any) -> list[TextResult]:
+        if "return_full_text" in kwargs:  # transformers' pipeline argument: both forms are here
+            raise TypeError("return_full_text: not an argument here; every TextResult has .text (the generated "
+                            "text alone) and .full_text (the prompt followed by it)")
         batch = [prompts] if isinstance(prompts, str) else list(prompts)
         enc = self.tokenizer(batch, return_tensors="pt", padding=True)
         device = getattr(self.model, "device", torch.device("cpu"))

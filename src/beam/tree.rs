@@ -119,45 +119,44 @@ impl BeamTree {
         keep
     }
 
-    /// Tokens of the prefix every node of `ids` shares, beyond the first `*streamed` ones
-    /// already handed out (then `*streamed` is moved to the end of that prefix): what a
-    /// beam streamer may print once every hypothesis that can still win agrees on it.
+    /// Tokens of the prefix every hypothesis ending at a node of `ids` shares, beyond the
+    /// first `*streamed` ones already handed out (then `*streamed` is moved to the end of
+    /// that prefix): what a beam streamer may print once every hypothesis that can still
+    /// win agrees on it.
     pub fn settled_tokens(&self, ids: &[u32], streamed: &mut usize) -> Vec<i64> {
-        let lca = self.common_ancestor(ids);
-        let depth = self.depth(lca);
-        if depth <= *streamed {
+        let mut shared = self.shared_tokens(ids);
+        if shared.len() <= *streamed {
             return Vec::new();
         }
-        let mut tokens = Vec::new();
-        self.extend_tokens(lca, &mut tokens);
-        let new = tokens.split_off(*streamed);
-        *streamed = depth;
+        let new = shared.split_off(*streamed);
+        *streamed += new.len();
         new
     }
 
-    /// The deepest node that every node of `ids` descends from (or is): the prefix
-    /// all those hypotheses share. `NO_NODE` when they share no generated token.
-    pub fn common_ancestor(&self, ids: &[u32]) -> u32 {
-        let mut set: Vec<u32> = ids.to_vec();
-        set.sort_unstable();
-        set.dedup();
-        if set.is_empty() {
-            return NO_NODE;
-        }
-        loop {
-            if set.len() == 1 || set.contains(&NO_NODE) {
-                return if set.len() == 1 { set[0] } else { NO_NODE };
+    /// The longest run of generated tokens that every hypothesis ending at a node of
+    /// `ids` starts with. Compared by token, not by node: the groups of a diverse beam
+    /// search grow separate nodes for the same continuation, which agree all the same.
+    pub fn shared_tokens(&self, ids: &[u32]) -> Vec<i64> {
+        let Some((&first, rest)) = ids.split_first() else {
+            return Vec::new();
+        };
+        let mut shared = Vec::new();
+        self.extend_tokens(first, &mut shared);
+        let mut other = Vec::new();
+        for &id in rest {
+            if shared.is_empty() {
+                break;
             }
-            // lift the deepest nodes one level, so every node meets the others on the way up
-            let deepest = set.iter().map(|&n| self.depth(n)).max().unwrap_or(0);
-            for n in set.iter_mut() {
-                if self.depth(*n) == deepest {
-                    *n = self.get(*n).parent;
-                }
-            }
-            set.sort_unstable();
-            set.dedup();
+            other.clear();
+            self.extend_tokens(id, &mut other);
+            let same = shared
+                .iter()
+                .zip(&other)
+                .take_while(|(a, b)| a == b)
+                .count();
+            shared.truncate(same);
         }
+        shared
     }
 }
 
@@ -180,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_and_common_ancestor() {
+    fn paths_and_shared_tokens() {
         let mut t = BeamTree::default();
         let a = t.push(node(NO_NODE, 5, 0));
         let b = t.push(node(a, 6, 1));
@@ -190,12 +189,33 @@ mod tests {
         let mut toks = Vec::new();
         t.extend_tokens(d, &mut toks);
         assert_eq!(toks, vec![5, 6, 8]);
-        assert_eq!(t.common_ancestor(&[d, c]), a);
-        assert_eq!(t.common_ancestor(&[d, b]), b);
-        assert_eq!(t.common_ancestor(&[d]), d);
-        assert_eq!(t.common_ancestor(&[d, e]), NO_NODE);
-        assert_eq!(t.common_ancestor(&[]), NO_NODE);
+        assert_eq!(t.shared_tokens(&[d, c]), vec![5]);
+        assert_eq!(t.shared_tokens(&[d, b]), vec![5, 6]);
+        assert_eq!(t.shared_tokens(&[d]), vec![5, 6, 8]);
+        assert_eq!(t.shared_tokens(&[d, e]), Vec::<i64>::new());
+        assert_eq!(t.shared_tokens(&[]), Vec::<i64>::new());
         assert_eq!(t.depth(d), 3);
         assert_eq!(t.on_paths(&[d]), vec![true, true, false, true, false]);
+    }
+
+    #[test]
+    fn separate_nodes_with_the_same_tokens_settle() {
+        // two groups of a diverse beam search, each with its own nodes for tokens 5, 6
+        let mut t = BeamTree::default();
+        let a0 = t.push(node(NO_NODE, 5, 0));
+        let a1 = t.push(node(NO_NODE, 5, 0));
+        let b0 = t.push(node(a0, 6, 1));
+        let b1 = t.push(node(a1, 6, 1));
+        let c0 = t.push(node(b0, 7, 2));
+        let c1 = t.push(node(b1, 8, 2));
+        let mut streamed = 0;
+        assert_eq!(t.settled_tokens(&[b0, b1], &mut streamed), vec![5, 6]);
+        assert_eq!(streamed, 2);
+        assert_eq!(
+            t.settled_tokens(&[c0, c1], &mut streamed),
+            Vec::<i64>::new()
+        );
+        assert_eq!(t.settled_tokens(&[c0], &mut streamed), vec![7]);
+        assert_eq!(streamed, 3);
     }
 }

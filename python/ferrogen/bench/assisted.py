@@ -12,6 +12,7 @@ import ferrogen
 
 from .models import layered_gpt2, truncated
 from .report import fmt
+from .settings import ASSISTED_PAIRS
 from .timing import median_ms
 
 
@@ -35,7 +36,7 @@ def load_assisted(name: str) -> tuple[Any, Any, Optional[Any]]:
     if name == "gpt2-8x512":
         model = layered_gpt2(8, 512)
         return model, truncated(model, 2), None
-    raise SystemExit(f"--assisted: unknown pair {name!r} (embedded, gpt2-8x512)")
+    raise SystemExit(f"--assisted: unknown pair {name!r} (one of {', '.join(ASSISTED_PAIRS)})")
 
 
 _KJV = ["In the beginning God created the heaven and the earth.",

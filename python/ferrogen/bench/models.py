@@ -8,6 +8,8 @@ import torch
 
 import ferrogen
 
+from .settings import MODELS
+
 
 def random_gpt2(layers: int, width: int, vocab: int = 50257) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -57,6 +59,6 @@ def load_models(names: list[str], device: torch.device = torch.device("cpu")) ->
         elif name == "gpt2-8x512":
             model = layered_gpt2(8, 512)
         else:
-            raise SystemExit(f"--models: unknown model {name!r}")
+            raise SystemExit(f"--models: unknown model {name!r} (one of {', '.join(MODELS)})")
         models[name] = (model.to(device), model.config.vocab_size)
     return models

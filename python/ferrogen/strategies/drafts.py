@@ -118,7 +118,7 @@ class AssistantDrafts:
         self.schedule = str(_assistant_setting("num_assistant_tokens_schedule", cfg, assistant))
         self.confidence = float(_assistant_setting("assistant_confidence_threshold", cfg, assistant) or 0.0)
         # The decoder start token is the main model's: both decoders must see the same ids.
-        self.adapter = adapter_for(assistant, cfg.decoder_start_token_id)
+        self.adapter = adapter_for(assistant, cfg.decoder_start_token_id, rollback=True)
         if not hasattr(self.adapter, "advance_many"):
             raise ValueError("assistant_model: needs a transformers model with a KV cache")
         self._unfed = 1

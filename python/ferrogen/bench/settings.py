@@ -1,0 +1,35 @@
+"""The benchmark's row names and settings: plain data, no torch, so ``ferrogen bench --help``
+can list them without importing it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Settings of each strategy row; rows whose mode this build lacks are reported as skipped.
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "greedy": dict(do_sample=False),
+    "sample": dict(do_sample=True, top_k=50, top_p=0.9, temperature=0.8),
+    "beam4": dict(num_beams=4, do_sample=False),
+    "beam8": dict(num_beams=8, do_sample=False),
+    "beam_sample4": dict(num_beams=4, do_sample=True, top_k=50),
+    "group8x4": dict(num_beams=8, num_beam_groups=4, diversity_penalty=0.5, do_sample=False),
+    "contrastive": dict(penalty_alpha=0.6, top_k=4, do_sample=False),
+    # two constraints: a two-token phrase and one of two alternatives (ids valid in every model here)
+    "constrained4": dict(num_beams=4, do_sample=False, force_words_ids=[[1000, 1001], [[2000], [3000, 3001]]]),
+}
+# Strategies whose transformers side runs in the golden venv (transformers 4.55.4): 5.x moved
+# them to Hub repositories (custom_generate), which a machine without network cannot load.
+GOLDEN_SIDE = {"contrastive", "constrained4", "group8x4"}
+
+# --models: what each name builds (bench/models.py builds them)
+MODELS: dict[str, str] = {
+    "embedded": "the embedded KJV GPT-2 (ferrogen.embedded_model_path())",
+    "gpt2-2x128": "random GPT-2, 2 layers, d=128, V=50257",
+    "gpt2-6x512": "random GPT-2, 6 layers, d=512, V=50257",
+    "gpt2-8x512": "random GPT-2, 8 layers, d=512, strong first 2 layers (the assisted pair's main model)",
+}
+# --assisted: main model and its assistant
+ASSISTED_PAIRS: dict[str, str] = {
+    "embedded": "the embedded model, assistant: its first layer",
+    "gpt2-8x512": "gpt2-8x512, assistant: its first 2 layers",
+}

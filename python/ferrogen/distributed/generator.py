@@ -1,0 +1,241 @@
+"""The Ray Data callable that generates a batch of rows (one model per actor)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from ..config import GenerationConfig
+from .attempts import Results, batch_id, isolate
+from .keys import NO_KEY, POSITIONS, row_key, row_seed
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# Columns generate_dataset adds (replacing input columns of the same names).
+OUTPUT_COLUMNS = ("text", "token_ids", "scores", "sequence_score", "finish_reason", "sequence_index", "error")
+
+
+class BatchGenerator:
+    """Ray Data callable class: loads the model and tokenizer once per actor, then turns each
+    batch (a ``pyarrow.Table``) into the same rows with :data:`OUTPUT_COLUMNS` added, one
+    output row per returned sequence. Usable directly with ``ds.map_batches(BatchGenerator,
+    fn_constructor_kwargs=..., batch_format="pyarrow")``; :func:`generate_dataset` wires it up.
+
+    With an :class:`~ferrogen.distributed.attempts.AttemptLedger` actor as ``ledger``, a batch
+    whose worker died more than ``batch_retries`` times is split to isolate the row that kills
+    it (see :mod:`ferrogen.distributed.attempts`).
+    """
+
+    def __init__(
+        self,
+        model: Optional[str] = None,
+        generation_config: Optional[GenerationConfig] = None,
+        *,
+        overrides: Optional[dict[str, Any]] = None,
+        seed: int = 0,
+        prompt_column: str = "prompt",
+        key_column: Optional[str] = None,
+        overrides_column: Optional[str] = "overrides",
+        output_scores: bool = True,
+        device: str = "cpu",
+        dtype: Optional[str] = None,
+        threads: Optional[int] = None,
+        ledger: Any = None,
+        batch_retries: int = 2,
+    ) -> None:
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        from .. import embedded_model_path
+        from ..text import TextGenerator, load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        loaded, tokenizer = load_model(model or embedded_model_path(), device=device, dtype=dtype)
+        self.text = TextGenerator(loaded, tokenizer)
+        base = GenerationConfig.from_pretrained(loaded) if generation_config is None else generation_config
+        self.config = base.merged(**(overrides or {}))
+        self.seed = self.config.seed if self.config.seed is not None else int(seed)
+        self.prompt_column = prompt_column
+        self.key_column = key_column
+        self.overrides_column = overrides_column
+        self.output_scores = output_scores
+        self.ledger = ledger
+        self.batch_retries = batch_retries
+
+    def __call__(self, batch: "pa.Table") -> "pa.Table":
+        self._check_columns(batch.column_names)
+        rows = batch.to_pylist()
+        if self.ledger is None:
+            results = self._generate_rows(rows)
+        else:
+            results = isolate(self.ledger, batch_id(batch), len(rows), self.batch_retries,
+                              lambda start, stop: self._generate_rows(rows[start:stop]),
+                              lambda message: [error_record(message)])
+        return self._table(batch, results)
+
+    def _generate_rows(self, rows: list[dict[str, Any]]) -> Results:
+        """One list of output records per row: rows sharing a config are generated together."""
+        results: Results = [[] for _ in rows]
+        groups: dict[str, list[int]] = {}
+        configs: dict[str, GenerationConfig] = {}
+        seeds: list[Optional[int]] = [None] * len(rows)
+        for i, row in enumerate(rows):
+            try:
+                line_overrides = self._row_overrides(row)
+                key = json.dumps(line_overrides, sort_keys=True, default=str)
+                if key not in configs:
+                    configs[key] = self.config.merged(**line_overrides) if line_overrides else self.config
+                config = configs[key]
+                if config.do_sample:  # only sampling needs the row's key, for its seed
+                    seed = config.seed if config.seed is not None else self.seed
+                    seeds[i] = row_seed(seed, row_key(row, self.key_column, self.prompt_column))
+            except (ValueError, TypeError) as exc:
+                results[i] = [_failed(exc)]
+                continue
+            groups.setdefault(key, []).append(i)
+        for key, members in groups.items():
+            self._generate(configs[key], [rows[i][self.prompt_column] for i in members],
+                           [seeds[i] for i in members], [results[i] for i in members])
+        return results
+
+    def _check_columns(self, names: Sequence[str]) -> None:
+        """A missing prompt or key column fails the job (it is not a property of one row)."""
+        for name in (self.prompt_column, self.key_column):
+            if name is not None and name not in names:
+                raise KeyError(f"{name}: no such column (columns: {', '.join(names)})")
+        if self.config.do_sample and self.key_column is None and not any(p in names for p in POSITIONS):
+            raise ValueError(NO_KEY)
+
+    def _row_overrides(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Checks the row and returns its config overrides; raises ValueError for a bad row."""
+        if row.get("error"):
+            raise _RowError(row["error"])
+        prompt = row.get(self.prompt_column)
+        if not isinstance(prompt, str) or not prompt:
+            raise _RowError(f"{self.prompt_column}: expected a non-empty string, got {prompt!r}")
+        raw = row.get(self.overrides_column) if self.overrides_column else None
+        if raw is None or raw == "":
+            return {}
+        overrides = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(overrides, dict):
+            raise _RowError(f"{self.overrides_column}: expected a JSON object, got {raw!r}")
+        return overrides
+
+    def _generate(self, config: GenerationConfig, prompts: list[str], seeds: list[Optional[int]],
+                  out: Results) -> None:
+        """Generates a group sharing one config; when the group fails, row by row to find the bad rows."""
+        try:
+            for slot, produced in zip(out, self._run(config, prompts, seeds)):
+                slot.extend(produced)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bad row must not fail the job
+            if len(prompts) == 1:
+                out[0].append(_failed(exc))
+                return
+        for i in range(len(prompts)):
+            self._generate(config, prompts[i : i + 1], seeds[i : i + 1], out[i : i + 1])
+
+    def _run(self, config: GenerationConfig, prompts: list[str], seeds: list[Optional[int]]) -> Results:
+        import torch
+
+        from ..generate import _NO_ROW_SEEDS, generate
+
+        tok = self.text.tokenizer
+        if min(len(ids) for ids in tok(prompts)["input_ids"]) == 0:
+            raise _RowError("prompt: encodes to no tokens")
+        if config.generation_mode() in _NO_ROW_SEEDS:  # one prompt at a time, seeded as if alone
+            if len(prompts) > 1:
+                return [self._run(config, [p], [s])[0] for p, s in zip(prompts, seeds)]
+            seeding: dict[str, Any] = {"seed": seeds[0]} if config.do_sample else {}
+        else:
+            seeding = {"row_seeds": seeds} if config.do_sample else {}
+        enc = tok(prompts, return_tensors="pt", padding=True)
+        model = self.text.model
+        device = getattr(model, "device", torch.device("cpu"))
+        with torch.no_grad():
+            output = generate(
+                model, input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                generation_config=config, tokenizer=tok, return_dict_in_generate=True,
+                output_scores=self.output_scores, **seeding,
+            )
+        skip = 1 if self.text.encoder_decoder else enc["input_ids"].shape[1]
+        token_scores = _token_logprobs(output, skip) if self.output_scores else None
+        per_prompt = output.sequences.shape[0] // len(prompts)
+        produced: Results = [[] for _ in prompts]
+        pad = tok.pad_token_id
+        for r, seq in enumerate(output.sequences.tolist()):
+            reason = output.finish_reasons[r]
+            new = seq[skip:]
+            while new and pad is not None and new[-1] == pad and reason != "length":
+                new.pop()
+            scores = token_scores[r][: len(new)] if token_scores is not None else None
+            if scores is None:
+                total = None
+            elif output.sequences_scores is not None:
+                total = float(output.sequences_scores[r])
+            else:
+                total = float(sum(scores))
+            produced[r // per_prompt].append({
+                "text": tok.decode(new, skip_special_tokens=True), "token_ids": new, "scores": scores,
+                "sequence_score": total, "finish_reason": reason, "sequence_index": r % per_prompt, "error": None,
+            })
+        return produced
+
+    def _table(self, batch: "pa.Table", results: Results) -> "pa.Table":
+        import pyarrow as pa
+
+        take = [i for i, produced in enumerate(results) for _ in produced]
+        records = [record for produced in results for record in produced]
+        inputs = batch.drop_columns([c for c in OUTPUT_COLUMNS if c in batch.column_names]).take(take)
+        for name, kind in _output_types().items():
+            inputs = inputs.append_column(name, pa.array([r[name] for r in records], type=kind))
+        return inputs
+
+
+class _RowError(ValueError):
+    """A row that cannot be generated; its message goes to the ``error`` column as is."""
+
+
+def _failed(exc: Exception) -> dict[str, Any]:
+    """The output row of a row that failed: the message of an argument error (it names the
+    argument, as the CLI prints it), else the exception type and message."""
+    return error_record(str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}")
+
+
+def error_record(message: str) -> dict[str, Any]:
+    """The output record of a row that produced nothing: ``error`` set, the outputs empty."""
+    return {"text": None, "token_ids": None, "scores": None, "sequence_score": None, "finish_reason": None,
+            "sequence_index": 0, "error": message}
+
+
+def _token_logprobs(output: Any, skip: int) -> list[list[float]]:
+    """Log-probability of every generated token under the processed scores of its step (as
+    transformers' ``compute_transition_scores(..., normalize_logits=True)``)."""
+    import torch
+
+    rows = output.sequences.shape[0]
+    steps = len(output.scores)
+    chosen = output.sequences[:, skip : skip + steps].cpu()
+    columns = []
+    for t, scores in enumerate(output.scores):
+        source = output.beam_indices[:, t].clamp(min=0).cpu() if output.beam_indices is not None else torch.arange(rows)
+        logp = torch.log_softmax(scores.float().cpu(), dim=-1)
+        columns.append(logp[source, chosen[:, t]])
+    if not columns:
+        return [[] for _ in range(rows)]
+    return torch.stack(columns, dim=1).tolist()
+
+
+def _output_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {
+        "text": pa.string(), "token_ids": pa.list_(pa.int64()), "scores": pa.list_(pa.float64()),
+        "sequence_score": pa.float64(), "finish_reason": pa.string(), "sequence_index": pa.int64(),
+        "error": pa.string(),
+    }
+

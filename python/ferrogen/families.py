@@ -1,0 +1,151 @@
+"""What differs between transformers model families, in one place: each step's forward inputs,
+the beam reorder of their caches, and the families (or modes) ferrogen refuses because it
+cannot run them exactly.
+
+The adapters in :mod:`ferrogen.models` keep the state ``generate`` keeps between steps (cache,
+2D attention mask, position ids) and turn it into forward inputs here, with the model's own
+``prepare_inputs_for_generation``, so that no family gets a recipe written for another.
+tests/test_architectures.py runs every family listed there against transformers' ``generate``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Optional
+
+import torch
+
+__all__ = ["accepts", "check_supported", "prepares_own_steps", "reorder_cache", "step_inputs"]
+
+#: Modes that move, copy or crop rows of the model's state between forward calls.
+ROW_MOVING_MODES = frozenset(
+    {"beam_search", "beam_sample", "group_beam_search", "constrained_beam_search", "contrastive_search", "assisted"}
+)
+
+#: model_type -> why part of its state cannot follow rows when beam search reorders the cache
+#: (transformers' own beam search leaves that part in place: its ``sequences_scores`` disagree
+#: with one uncached forward over the returned tokens). Greedy and sampling (rows never move)
+#: run exactly.
+ROWS_CANNOT_MOVE = {
+    "recurrent_gemma": (
+        "its recurrent (RG-LRU and convolution) state lives in the model's modules, outside the cache"
+    ),
+    "minimax": "MiniMaxCache.reorder_cache leaves its linear-attention state in place",
+}
+
+
+def accepts(fn: Any, name: str) -> bool:
+    """Whether callable ``fn`` takes a parameter called ``name``."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _model_type(model: Any) -> Optional[str]:
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None)
+
+
+def check_supported(model: Any, mode: str) -> None:
+    """Raises ``ValueError`` naming the model type when ferrogen cannot run ``model`` exactly in
+    ``mode`` (a :class:`~ferrogen.config.GenerationMode` value); called before any forward pass."""
+    model_type = _model_type(model)
+    if model_type is None:  # a plain torch module: no family rules
+        return
+    name = type(model).__name__
+    try:
+        from transformers import GenerationMixin
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return
+    own_update = getattr(type(model), "_update_model_kwargs_for_generation", None)
+    if own_update is not None and own_update is not GenerationMixin._update_model_kwargs_for_generation:
+        raise ValueError(
+            f"model: ferrogen cannot run model_type '{model_type}' ({name}) exactly: transformers carries "
+            f"generation state for it in {name}._update_model_kwargs_for_generation (beyond the cache, "
+            "attention mask and position ids ferrogen keeps); use the model's own generate"
+        )
+    mode_name = str(getattr(mode, "value", mode))
+    if mode_name == "assisted" and _has_recurrent_layers(model):
+        raise ValueError(
+            f"model: ferrogen cannot run model_type '{model_type}' ({name}) with assisted decoding: its cache has "
+            "recurrent (SSM / linear-attention) layers, which cannot roll back rejected draft tokens row by row; "
+            "greedy decoding, sampling and beam search work"
+        )
+    if model_type in ROWS_CANNOT_MOVE and mode_name in ROW_MOVING_MODES:
+        raise ValueError(
+            f"model: ferrogen cannot run model_type '{model_type}' ({name}) exactly with {mode_name}: "
+            f"{ROWS_CANNOT_MOVE[model_type]}, so it cannot follow beams or candidate rows (transformers' "
+            "own beam search returns scores a fresh forward disagrees with); greedy decoding and sampling work"
+        )
+
+
+def _has_recurrent_layers(model: Any) -> bool:
+    """Whether the cache transformers makes for ``model`` has a recurrent (SSM, linear-attention,
+    convolution) layer: ``DynamicCache`` picks layer types from the config, before any forward."""
+    try:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    except Exception:  # older transformers, or a config it cannot read: no recurrent layers known
+        return False
+    return any(getattr(cache, "is_linear", ()))
+
+
+def prepares_own_steps(model: Any) -> bool:
+    """Whether :func:`step_inputs` must ask ``model``'s ``prepare_inputs_for_generation`` for
+    every step: with transformers 5.x (whose generic method takes ``next_sequence_length``;
+    overrides such as Mamba's pass it on in ``**kwargs``) when the model's class overrides that
+    method or is remote code. A model on the generic method gets the same inputs from the
+    recipe in :func:`step_inputs`, without the generic method's cost (about 0.2 ms a step on
+    this project's 2-core box, mostly looking up ``model.device``: as much as a tiny model's
+    forward pass)."""
+    try:
+        from transformers import GenerationMixin
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    generic = GenerationMixin.prepare_inputs_for_generation
+    if not (isinstance(model, GenerationMixin) and accepts(generic, "next_sequence_length")):
+        return False
+    remote = getattr(model, "is_remote_code", None)
+    overridden = getattr(type(model), "prepare_inputs_for_generation", generic) is not generic
+    return overridden or (callable(remote) and bool(remote()))
+
+
+def step_inputs(
+    model: Any, input_ids: torch.Tensor, state: dict[str, Any], first: bool, own: bool
+) -> dict[str, Any]:
+    """The forward keywords for feeding ``input_ids`` (the new tokens) with generation ``state``
+    (cache, 2D attention mask or none, position ids of every position so far, use_cache, ...).
+
+    transformers 5.x asks each model's own ``prepare_inputs_for_generation`` for its step inputs,
+    and families differ there: Mamba and FalconMamba take the attention mask only on the first
+    call (their mixers multiply hidden states by it, so a longer mask broadcasts into wrong
+    states), others build 4D masks or slice extra inputs. Asking the same method, with
+    ``next_sequence_length`` for the new tokens, gives every family exactly what ``generate``
+    gives it. Models on transformers' generic method, and older transformers (no
+    ``next_sequence_length``), get the generic decoder-only recipe here: the whole 2D mask (none
+    when it is all ones), the new tokens' position ids. ``own`` is :func:`prepares_own_steps` of
+    the model (looked up once per adapter); ``first`` marks the prompt's call.
+    """
+    if own:
+        length = None if first else input_ids.shape[1]
+        inputs: dict[str, Any] = model.prepare_inputs_for_generation(
+            input_ids, next_sequence_length=length, is_first_iteration=first, **state
+        )
+        return inputs
+    inputs = dict(state, input_ids=input_ids)
+    if inputs.get("position_ids") is not None:
+        inputs["position_ids"] = inputs["position_ids"][:, -input_ids.shape[1] :]
+    return inputs
+
+
+def reorder_cache(model: Any, cache: Any, rows: torch.Tensor) -> Any:
+    """``cache`` keeping, for row ``i``, the state of row ``rows[i]``, as transformers' beam search
+    does it: the model's own ``_reorder_cache`` where it has one, else the cache's
+    ``reorder_cache`` (which covers attention, sliding-window and SSM / linear-attention layers)."""
+    own = getattr(model, "_reorder_cache", None)
+    if callable(own):
+        return own(cache, rows)
+    cache.reorder_cache(rows)
+    return cache
