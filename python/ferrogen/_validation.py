@@ -23,6 +23,9 @@ Checker = Callable[[str, Any], Any]
 
 ASSISTANT_SCHEDULES = ("heuristic", "constant", "heuristic_transient")
 SEED_LIMIT = 2**64
+#: Lengths (``max_length``, ``max_new_tokens``, ``min_length``, ``min_new_tokens``) are below this:
+#: torch sizes and positions are int64.
+LENGTH_LIMIT = 2**63
 
 
 class GenerationConfigError(ValueError):

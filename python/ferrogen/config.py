@@ -105,10 +105,10 @@ class GenerationConfig:
     """
 
     # length of the output
-    max_length: int = _field(20, _v.int_field(0))
-    max_new_tokens: int | None = _field(None, _v.int_field(0))
-    min_length: int = _field(0, _v.int_field(0))
-    min_new_tokens: int | None = _field(None, _v.int_field(0))
+    max_length: int = _field(20, _v.int_field(0, _v.LENGTH_LIMIT))
+    max_new_tokens: int | None = _field(None, _v.int_field(1, _v.LENGTH_LIMIT))
+    min_length: int = _field(0, _v.int_field(0, _v.LENGTH_LIMIT))
+    min_new_tokens: int | None = _field(None, _v.int_field(0, _v.LENGTH_LIMIT))
     early_stopping: bool | str = _field(False, _v.early_stopping)
     max_time: float | None = _field(None, _v.float_field(0.0, low_open=True))
     stop_strings: str | list[str] | None = _field(None, _v.stop_strings)
@@ -404,7 +404,7 @@ class GenerationConfig:
         """A ``transformers.GenerationConfig`` holding this config's non-default values.
 
         ferrogen's extras become plain attributes (transformers keeps and saves them). Values
-        transformers refuses (e.g. ``max_new_tokens=0``) raise its own error.
+        transformers refuses raise its own error.
 
         Example:
             >>> GenerationConfig(num_beams=2).to_transformers().num_beams
@@ -477,6 +477,9 @@ class GenerationConfig:
         """
         _v.int_field(0)("input_len", input_len)
         if self.max_new_tokens is not None:
+            if input_len + self.max_new_tokens >= _v.LENGTH_LIMIT:
+                raise GenerationConfigError("max_new_tokens", f"the input ({input_len} tokens) plus "
+                                            f"{self.max_new_tokens} new tokens exceed 2**63 - 1 positions")
             return input_len + self.max_new_tokens
         total = self.max_length
         if total == _DEFAULTS["max_length"]:

@@ -10,7 +10,8 @@ use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
 use super::select::{
-    check_picked, log_softmax_rows, log_softmax_shifts, top_k_into, top_k_log_softmax_into, TopK,
+    check_picked, log_softmax_rows, log_softmax_shifts, shift_is_certain, top_k_into,
+    top_k_log_softmax_into, TopK,
 };
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
@@ -206,6 +207,9 @@ impl GroupBeamSearch {
         self.check(logits.len(), vocab)?;
         let mut shifts = Vec::new();
         log_softmax_shifts(logits, vocab, &mut shifts);
+        if shifts.iter().copied().any(shift_is_certain) {
+            return self.step(logits, vocab);
+        }
         let (beams, gs, penalty) = (self.beams, self.group_size, self.s.diversity_penalty);
         for g in 0..self.groups {
             self.expect_group(g)?;

@@ -12,7 +12,7 @@ use super::noise::exponential;
 use super::output::{assemble, Finalized, Pick};
 use super::select::{
     check_picked, log_softmax_rows, log_softmax_shift, log_softmax_shifts, sample_k_into,
-    sample_k_sparse, top_k_into, top_k_log_softmax_into, RowCandidates, TopK,
+    sample_k_sparse, shift_is_certain, top_k_into, top_k_log_softmax_into, RowCandidates, TopK,
 };
 use super::settings::{BeamSettings, EarlyStopping};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
@@ -533,8 +533,15 @@ impl BeamSearch {
                         }
                 })
                 .collect();
+            // ranked by stopping first: with scores near or beyond -1e9 (a +inf score, a
+            // -1e9 penalty of no use) the penalty alone would let a finished one continue
+            let stopped = |r: usize| ends[r] != EndReason::Running;
             let mut order: Vec<usize> = (0..k).collect();
-            order.sort_by(|&x, &y| penalised[y].total_cmp(&penalised[x]).then(x.cmp(&y)));
+            order.sort_by(|&x, &y| {
+                (stopped(x).cmp(&stopped(y)))
+                    .then(penalised[y].total_cmp(&penalised[x]))
+                    .then(x.cmp(&y))
+            });
             // finished slots: only the top `num_beams` candidates may enter, and only while useful
             let full =
                 self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
@@ -545,22 +552,18 @@ impl BeamSearch {
                 .enumerate()
                 .map(|(r, (c, e))| {
                     let finished = *e != EndReason::Running && r < beams;
-                    let mut score = normalized_score(c.score, generated, self.s.length_penalty);
-                    score += if full { NEG_LARGE } else { -0.0 };
-                    score += if open { -0.0 } else { NEG_LARGE };
-                    score += if finished { -0.0 } else { NEG_LARGE };
-                    (score, finished)
+                    let score = normalized_score(c.score, generated, self.s.length_penalty);
+                    let possible = c.score > f32::NEG_INFINITY;
+                    (score, finished && open && !full && possible)
                 })
                 .collect();
             let sources = self.slots[b].merge(&merge);
             for (slot, src) in sources.into_iter().enumerate() {
                 if let Source::Candidate(r) = src {
                     let id = self.node_for(&mut node_of, &cands, r, b);
-                    if merge[r].1 {
-                        let n = self.tree.get_mut(id);
-                        n.end = ends[r];
-                        n.final_score = merge[r].0;
-                    }
+                    let n = self.tree.get_mut(id);
+                    n.end = ends[r];
+                    n.final_score = merge[r].0;
                     self.slots[b].set_node(slot, id);
                 }
             }
@@ -623,6 +626,9 @@ impl BeamSearch {
         self.check(logits.len(), vocab)?;
         let mut shifts = Vec::new();
         log_softmax_shifts(logits, vocab, &mut shifts);
+        if shifts.iter().copied().any(shift_is_certain) {
+            return self.step(logits, vocab, noise);
+        }
         self.propose_from(Rows::Unnormalised(logits, &shifts), vocab, noise)?;
         self.commit(None)
     }
@@ -767,12 +773,9 @@ impl BeamSearch {
         );
         for b in 0..self.batch {
             if self.open[b] {
-                let best = normalized_score(
-                    self.running_scores[b * self.beams],
-                    len,
-                    self.s.length_penalty,
-                );
-                self.open[b] = self.slots[b].can_improve(best);
+                let raw = self.running_scores[b * self.beams];
+                let best = normalized_score(raw, len, self.s.length_penalty);
+                self.open[b] = self.slots[b].can_improve(best, raw > f32::NEG_INFINITY);
             }
         }
         let improvable = self.open.iter().any(|&o| o);

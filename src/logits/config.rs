@@ -126,6 +126,12 @@ fn ids_in_vocab(name: &'static str, ids: &[i64], vocab: Option<usize>) -> Result
     Ok(())
 }
 
+/// The smallest temperature the warpers divide by (see [`PipelineConfig::sampling_temperature`]):
+/// divided by it, logits that differ by more than 1e-28 differ by more than 100 (a factor
+/// e^-100 in probability), so the softmax is the limit, and `|logit| / 1e-30` stays finite
+/// up to `|logit|` = 3.4e8.
+pub const TEMPERATURE_FLOOR: f64 = 1e-30;
+
 impl PipelineConfig {
     /// Checks every setting; with `vocab`, also that every configured token id can
     /// index the vocabulary. Errors name the setting (transformers' field name).
@@ -346,7 +352,7 @@ impl PipelineConfig {
         let keep = min_tokens_to_keep.max(1);
         let mut p = Pipeline::new();
         if self.do_sample {
-            let temperature = (self.temperature != 1.0).then_some(self.temperature);
+            let temperature = self.sampling_temperature();
             if self.top_k != 0 && self.top_h.is_none() {
                 p.push_row(Box::new(self.fused_top_k(keep)));
             } else if self.top_p < 1.0 && self.top_h.is_none() {
@@ -394,12 +400,16 @@ impl PipelineConfig {
 
     /// NaN to -inf, temperature and top-k in one pass (the same result as the three).
     fn fused_top_k(&self, keep: usize) -> TopK {
-        TopK::with_prelude(
-            self.top_k,
-            keep,
-            true,
-            (self.temperature != 1.0).then_some(self.temperature),
-        )
+        TopK::with_prelude(self.top_k, keep, true, self.sampling_temperature())
+    }
+
+    /// The temperature the warpers divide by (`None` at 1.0, which transformers skips).
+    /// Below [`TEMPERATURE_FLOOR`] it is the floor: every such temperature means the limit
+    /// `T -> 0`, sampling the most likely token (ties share), which the floor already gives
+    /// for any float32 logits, while a smaller divisor overflows them to +-inf (transformers
+    /// then fails in `torch.multinomial`).
+    pub fn sampling_temperature(&self) -> Option<f64> {
+        (self.temperature != 1.0).then_some(self.temperature.max(TEMPERATURE_FLOOR))
     }
 
     /// The warpers of [`Self::build_warpers`] when they are that one fused top-k stage,

@@ -33,4 +33,8 @@ mod _core {
     use super::grammar::{Grammar, GrammarMatchers, GrammarVocab};
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
+
+    /// Sampling temperatures below this act as it (the limit `T -> 0`).
+    #[pymodule_export]
+    const TEMPERATURE_FLOOR: f64 = crate::logits::TEMPERATURE_FLOOR;
 }

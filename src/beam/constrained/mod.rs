@@ -15,6 +15,8 @@
 //! `num_return_sequences` hypotheses satisfy them, the best running beams that do not
 //! fill the rest, ranked after every satisfying one and flagged.
 
+mod endgame;
+
 use std::collections::{HashMap, HashSet};
 
 use super::hypotheses::NBest;
@@ -25,7 +27,7 @@ use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
 use crate::buffers;
-use crate::constraints::{bank_order, Constraint, ConstraintSet, ConstraintState};
+use crate::constraints::{bank_order, ConstraintSet, ConstraintState};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
@@ -161,13 +163,7 @@ impl ConstrainedBeamSearch {
             }
             std::iter::repeat(st).take(beams)
         }));
-        let max_token = (0..set.len())
-            .flat_map(|i| match set.get(i) {
-                Constraint::Phrase(p) => p.tokens().to_vec(),
-                Constraint::OneOf(a) => a.phrases().iter().flatten().copied().collect(),
-            })
-            .max()
-            .unwrap_or(0);
+        let max_token = set.max_token().unwrap_or(0);
         let mut beam_scores = buffers::filled("num_beams", rows, NEG_LARGE)?;
         beam_scores.iter_mut().step_by(beams).for_each(|s| *s = 0.0);
         Ok(ConstrainedBeamSearch {
@@ -511,7 +507,8 @@ impl ConstrainedBeamSearch {
     }
 
     /// Adds the tokens that advance each unsatisfied beam of item `b` to `cands`
-    /// (unless that sequence is already a candidate); returns the surviving order.
+    /// (unless that sequence is already a candidate); returns the `num_beams` survivors
+    /// in the order they become beams.
     fn advance_candidates(
         &mut self,
         b: usize,
@@ -549,19 +546,24 @@ impl ConstrainedBeamSearch {
                 });
             }
         }
-        if cands.len() == topk {
-            return (0..topk).collect();
-        }
+        let order = if cands.len() == topk {
+            (0..topk).collect()
+        } else {
+            self.bank_ranked(cands)
+        };
+        self.keep_completable(b, rows, vocab, cands, order)
+    }
+
+    /// Every index of `cands` in transformers' bank order.
+    fn bank_ranked(&self, cands: &[Cand]) -> Vec<usize> {
         let banks: Vec<usize> = cands.iter().map(|c| c.state.bank(&self.set)).collect();
         let scores: Vec<f32> = cands.iter().map(|c| c.score).collect();
-        if !self.grammar {
-            return bank_order(&banks, &scores, self.beams);
-        }
-        // With a grammar, -inf candidates (tokens it forbids, taken only to fill the
-        // beams) never displace a candidate it allows, whatever their banks.
         let mut order = bank_order(&banks, &scores, cands.len());
-        order.sort_by_key(|&c| cands[c].score == f32::NEG_INFINITY);
-        order.truncate(self.beams);
+        if self.grammar {
+            // With a grammar, -inf candidates (tokens it forbids, taken only to fill the
+            // beams) never displace a candidate it allows, whatever their banks.
+            order.sort_by_key(|&c| cands[c].score == f32::NEG_INFINITY);
+        }
         order
     }
 
@@ -599,12 +601,12 @@ impl ConstrainedBeamSearch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::constraints::ConstraintSpec;
     use proptest::prelude::*;
 
-    fn settings(beams: usize, eos: &[i64], max_length: usize, n: usize) -> BeamSettings {
+    pub(super) fn settings(beams: usize, eos: &[i64], max_length: usize, n: usize) -> BeamSettings {
         BeamSettings {
             num_beams: beams,
             eos_token_ids: eos.to_vec(),
@@ -614,15 +616,15 @@ mod tests {
         }
     }
 
-    fn set(specs: Vec<ConstraintSpec>) -> ConstraintSet {
+    pub(super) fn set(specs: Vec<ConstraintSpec>) -> ConstraintSet {
         ConstraintSet::new(specs, None).unwrap()
     }
 
-    fn contains(text: &[i64], phrase: &[i64]) -> bool {
+    pub(super) fn contains(text: &[i64], phrase: &[i64]) -> bool {
         text.windows(phrase.len()).any(|w| w == phrase)
     }
 
-    fn search(
+    pub(super) fn search(
         prompts: &[i64],
         batch: usize,
         st: BeamSettings,
@@ -655,7 +657,7 @@ mod tests {
     }
 
     /// Runs to the end with logits `logits(step, row, token)`; returns the output and the step count.
-    fn run(
+    pub(super) fn run(
         s: &mut ConstrainedBeamSearch,
         vocab: usize,
         logits: impl Fn(usize, usize, usize) -> f32,
@@ -676,11 +678,12 @@ mod tests {
     #[test]
     fn forced_phrase_appears_although_the_model_never_picks_it() {
         // vocab 6: the model prefers 3, then 1; phrase [4, 5] has low probability; eos = 2
+        // two new tokens: [4, 5] is the only sequence that holds the phrase
         let prefs = [0.0f32, 1.0, 0.5, 3.0, -4.0, -4.0];
         let mut s = search(
             &[0],
             1,
-            settings(3, &[2], 8, 3),
+            settings(3, &[2], 3, 3),
             vec![ConstraintSpec::Phrase(vec![4, 5])],
         );
         let (out, ok, _) = run(&mut s, 6, |_, _, t| prefs[t]);
@@ -813,7 +816,7 @@ mod tests {
     }
 
     /// Pseudo-random log-probability-like values (splitmix64 of the position).
-    fn noise(seed: u64, step: usize, row: usize, token: usize) -> f32 {
+    pub(super) fn noise(seed: u64, step: usize, row: usize, token: usize) -> f32 {
         let mut z = seed ^ ((step as u64) << 40) ^ ((row as u64) << 20) ^ token as u64;
         z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -823,7 +826,7 @@ mod tests {
         (2.0 * u.ln().max(-30.0)) as f32
     }
 
-    fn specs_strategy() -> impl Strategy<Value = Vec<ConstraintSpec>> {
+    pub(super) fn specs_strategy() -> impl Strategy<Value = Vec<ConstraintSpec>> {
         let phrase = proptest::collection::vec(3i64..8, 1..4);
         let spec = prop_oneof![
             phrase.clone().prop_map(ConstraintSpec::Phrase),
@@ -832,7 +835,7 @@ mod tests {
         proptest::collection::vec(spec, 1..4)
     }
 
-    fn satisfies(text: &[i64], specs: &[ConstraintSpec]) -> bool {
+    pub(super) fn satisfies(text: &[i64], specs: &[ConstraintSpec]) -> bool {
         specs.iter().all(|s| match s {
             ConstraintSpec::Phrase(p) => contains(text, p),
             ConstraintSpec::OneOf(alts) => alts.iter().any(|a| contains(text, a)),
