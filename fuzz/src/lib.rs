@@ -140,6 +140,7 @@ pub fn pipeline_config(
         suppress_tokens: tokens(u, vocab, 3)?,
         begin_suppress_tokens: tokens(u, vocab, 3)?,
         renormalize_logits: u.arbitrary()?,
+        grammar: None, // grammar masks have their own tests (the fuzz crate builds the default features)
     };
     if u.ratio(1u8, 3)? {
         let n = u.int_in_range(0..=rows + 1)?;
