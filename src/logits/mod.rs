@@ -43,7 +43,7 @@ mod top_k;
 mod top_p;
 mod typical;
 
-pub use config::PipelineConfig;
+pub use config::{PipelineConfig, TEMPERATURE_FLOOR};
 
 pub use bad_words::bad_words_bias;
 pub use encoder_no_repeat_ngram::EncoderNoRepeatNGram;
@@ -114,6 +114,10 @@ impl<'a> LogitsMut<'a> {
     }
 
     pub fn as_slice(&self) -> &[f32] {
+        self.data
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
         self.data
     }
 }
