@@ -23,6 +23,11 @@ fi
 if ! "$VENV/bin/python" -c "import ray.data, pyarrow" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "ray[data]>=2.50" || echo "setup: Ray Data cannot be installed here; the Ray tests will skip" >&2
 fi
+# jsonschema (grammar tests validate outputs) and xgrammar (the transformers-side grammar
+# processor benches/bench_grammar.py compares against); optional: tests and bench skip without.
+if ! "$VENV/bin/python" -c "import jsonschema, xgrammar" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install -q "jsonschema>=4" "xgrammar>=0.2" || echo "setup: jsonschema/xgrammar not installed; grammar benches skip xgrammar" >&2
+fi
 # matplotlib (the optional extra ferrogen[plot], for `ferrogen bench --plot`), on its own as Ray:
 # only new packages, nothing already installed changes (checked with pip install --dry-run)
 if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then

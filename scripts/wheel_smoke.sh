@@ -55,6 +55,7 @@ for name in ("_core.pyi", "py.typed", "_embedded/kjv-gpt2/model.safetensors",
 import ast
 stub = ast.parse((package / "_core.pyi").read_text())
 stubbed = {n.name for n in stub.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+stubbed |= {n.target.id for n in stub.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
 assert stubbed == {n for n in dir(_core) if not n.startswith("_")}, "the wheel's _core.pyi does not match its _core"
 
 from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -22,6 +22,7 @@
 
 use rayon::prelude::*;
 
+use crate::buffers;
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::math::softmax_into;
@@ -301,6 +302,9 @@ impl AssistedDecoder {
                 let own = PipelineConfig {
                     prompt_ignore_lengths: entry_of(&config.prompt_ignore_lengths, r, n_rows),
                     encoder_input_ids: entry_of(&config.encoder_input_ids, r, n_rows),
+                    // the row's matcher follows its own history (drafts in, rejected ones out)
+                    #[cfg(feature = "grammar")]
+                    grammar: config.grammar.as_ref().map(|g| g.for_rows(vec![r])),
                     ..shared.clone()
                 };
                 let history = TokenHistory::new(&prompts[r * width..(r + 1) * width], 1);
@@ -355,24 +359,45 @@ impl AssistedDecoder {
     }
 
     /// Cuts every row longer than `lengths[r]` back to that length (a stopping criterion
-    /// fired in the middle of a round; the caller also finishes the row).
-    pub fn truncate(&mut self, lengths: &[usize]) {
-        for (row, &len) in self.rows.iter_mut().zip(lengths) {
-            if len < row.len() {
-                row.history = TokenHistory::new(&row.history.row(0)[..len], 1);
+    /// fired in the middle of a round; the caller also finishes the row). A row is never
+    /// cut into its prompt.
+    pub fn truncate(&mut self, lengths: &[usize]) -> Result<()> {
+        crate::error::expect_rows("lengths", self.rows.len(), lengths.len())?;
+        for (r, (row, &len)) in self.rows.iter().zip(lengths).enumerate() {
+            let prompt = row.history.prompt_len();
+            if len < prompt {
+                return Err(CoreError::invalid(
+                    "lengths",
+                    format!("row {r}: {len} is shorter than its prompt ({prompt} tokens)"),
+                ));
             }
         }
+        for (row, &len) in self.rows.iter_mut().zip(lengths) {
+            row.history.truncate(len);
+        }
+        Ok(())
     }
 
-    /// The last `n` tokens of every row, `[rows * n]` (left-filled with pad for shorter rows).
-    pub fn tails(&self, n: usize) -> Vec<i64> {
-        let mut out = vec![self.pad; self.rows.len() * n];
+    /// The last `n` tokens of every row, `[rows * n]` (left-filled with pad for shorter
+    /// rows). `n` is at most the longest a row can be (`max_length` or the prompt).
+    pub fn tails(&self, n: usize) -> Result<Vec<i64>> {
+        let longest = self
+            .max_len
+            .max(self.rows.iter().map(Row::len).max().unwrap_or(0));
+        if n > longest {
+            return Err(CoreError::invalid(
+                "n",
+                format!("must be <= {longest} (the longest a row can be), got {n}"),
+            ));
+        }
+        let size = buffers::product("n", &[self.rows.len(), n])?;
+        let mut out = buffers::filled("n", size, self.pad)?;
         for (r, row) in self.rows.iter().enumerate() {
             let tokens = row.history.row(0);
             let take = n.min(tokens.len());
             out[(r + 1) * n - take..(r + 1) * n].copy_from_slice(&tokens[tokens.len() - take..]);
         }
-        out
+        Ok(out)
     }
 
     /// Every row right-padded with `pad` to the longest: `([rows * width], width)`.
@@ -704,8 +729,8 @@ mod tests {
         );
         assert_eq!(d.lengths(), vec![5, 3]);
         assert_eq!(d.sequences(), (vec![5, 6, 3, 2, 7, 5, 6, 6, 0, 0], 5));
-        assert_eq!(d.tails(1), vec![7, 6]);
-        assert_eq!(d.tails(4), vec![6, 3, 2, 7, 0, 5, 6, 6]);
+        assert_eq!(d.tails(1).unwrap(), vec![7, 6]);
+        assert_eq!(d.tails(4).unwrap(), vec![6, 3, 2, 7, 0, 5, 6, 6]);
     }
 
     #[test]
@@ -903,8 +928,58 @@ mod tests {
             false,
         )
         .unwrap();
-        d.truncate(&[3, 9]);
+        d.truncate(&[3, 9]).unwrap();
         assert_eq!((d.row(0), d.row(1)), (&[5, 6, 3][..], &[5, 6, 3, 4][..]));
+    }
+
+    /// Arguments that used to panic (slice ranges) or abort (allocations) are errors
+    /// naming the argument, and leave the decoder usable.
+    #[test]
+    fn out_of_range_arguments_are_errors() {
+        let config = PipelineConfig::default();
+        let mut d =
+            AssistedDecoder::new(&[0, 0, 5, 6, 7, 8], 2, &[2, 0], &config, 0, 20, &[]).unwrap();
+        for n in [21, 1 << 40, usize::MAX] {
+            assert!(
+                matches!(
+                    d.tails(n),
+                    Err(CoreError::InvalidArgument { name: "n", .. })
+                ),
+                "{n}"
+            );
+        }
+        assert_eq!(d.tails(20).unwrap().len(), 40);
+        // Cutting into the prompt (below the padding start, too) would leave lookup a
+        // row shorter than its start.
+        assert!(matches!(
+            d.truncate(&[1, 3]),
+            Err(CoreError::InvalidArgument {
+                name: "lengths",
+                ..
+            })
+        ));
+        assert!(matches!(
+            d.truncate(&[3]),
+            Err(CoreError::Shape {
+                name: "lengths",
+                ..
+            })
+        ));
+        assert!(matches!(
+            d.row_status_mut().finish_rows(&[true]),
+            Err(CoreError::Shape { name: "done", .. })
+        ));
+        assert!(matches!(
+            d.row_status_mut().finish_rows(&[true, false, true]),
+            Err(CoreError::Shape { name: "done", .. })
+        ));
+        assert_eq!(
+            d.row_status().unfinished(),
+            vec![true, true],
+            "a refused call changes nothing"
+        );
+        d.lookup_drafts(2, 3).unwrap();
+        assert_eq!(d.lengths(), vec![3, 3]);
     }
 
     #[test]

@@ -56,7 +56,8 @@ fn push_unit(v: &[f32], out: &mut Vec<f32>) {
 
 /// The `k` largest entries of `row` (NaN counts as -inf), best first, ties to the lower
 /// index, with their softmax probabilities over the whole row (computed as torch does,
-/// `exp(x - max) / sum`). `None` when the row's maximum is not finite.
+/// `exp(x - max) / sum`; when the row holds `+inf`, its softmax's limit: the entries at
+/// `+inf` share the probability, as in sampling). `None` when no entry is above -inf.
 pub fn top_k_probs(row: &[f32], k: usize, ids: &mut [i64], probs: &mut [f32]) -> Option<()> {
     debug_assert!(k >= 1 && ids.len() == k && probs.len() == k && k <= row.len());
     let clean = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
@@ -72,8 +73,16 @@ pub fn top_k_probs(row: &[f32], k: usize, ids: &mut [i64], probs: &mut [f32]) ->
         best.truncate(k);
     }
     let max = best[0].0;
-    if !max.is_finite() {
+    if max == f32::NEG_INFINITY {
         return None;
+    }
+    if max == f32::INFINITY {
+        let share = 1.0 / row.iter().filter(|&&x| x == f32::INFINITY).count() as f32;
+        for (j, &(v, i)) in best.iter().enumerate() {
+            ids[j] = i as i64;
+            probs[j] = if v == f32::INFINITY { share } else { 0.0 };
+        }
+        return Some(());
     }
     let inv = (1.0 / sum_exp(row, max)) as f32;
     for (j, &(v, i)) in best.iter().enumerate() {
@@ -280,7 +289,7 @@ impl ContrastiveSearch {
         }
         config.validate(None)?;
         config.validate_rows(n_rows)?;
-        let history = TokenHistory::new(prompts, n_rows);
+        let history = TokenHistory::try_new("input_ids", prompts, n_rows)?;
         // Contrastive search never samples: the "warpers" are at most the renormalisation.
         let config = PipelineConfig {
             do_sample: false,
@@ -405,6 +414,15 @@ impl ContrastiveSearch {
                 "select called before candidates for this step",
             ));
         }
+        #[cfg(feature = "grammar")]
+        if self.config.grammar.is_some() {
+            // A grammar leaves fewer than top_k tokens possible at times; a candidate of
+            // probability 0 is one it forbids and must not win on its degeneration penalty.
+            self.probs
+                .iter_mut()
+                .filter(|p| **p <= 0.0)
+                .for_each(|p| *p = f32::NEG_INFINITY);
+        }
         let chosen = self.scorer.select(&self.probs, candidate_hidden)?;
         for (r, &c) in chosen.iter().enumerate() {
             self.next[r] = if self.status.is_unfinished(r) {
@@ -463,6 +481,18 @@ mod tests {
             .sum();
         assert!((probs[0] as f64 - 1.0 / z).abs() < 1e-6 && probs[0] == probs[1]);
         assert!(top_k_probs(&[f32::NAN, f32::NEG_INFINITY], 1, &mut [0], &mut [0.0]).is_none());
+    }
+
+    /// `+inf` logits are certain: the tokens at `+inf` share the probability (before, the
+    /// row was refused as having no finite value).
+    #[test]
+    fn inf_logits_share_the_probability() {
+        let inf = f32::INFINITY;
+        let (mut ids, mut probs) = ([0i64; 3], [0f32; 3]);
+        top_k_probs(&[1.0, inf, 2.0, inf], 3, &mut ids, &mut probs).unwrap();
+        assert_eq!((ids, probs), ([1, 3, 2], [0.5, 0.5, 0.0]));
+        top_k_probs(&[inf; 4], 3, &mut ids, &mut probs).unwrap();
+        assert_eq!((ids, probs), ([0, 1, 2], [0.25; 3]));
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl Decoder {
         }
         config.validate(None)?;
         config.validate_rows(n_rows)?;
-        let history = TokenHistory::new(prompts, n_rows);
+        let history = TokenHistory::try_new("input_ids", prompts, n_rows)?;
         let pipeline = config.build_processors(history.prompt_len());
         let warpers = config.build_warpers(1);
         let mut full = pipeline.clone();

@@ -35,6 +35,10 @@ pub enum CoreError {
     /// Every entry of a logits row is NaN or -inf after processing, so no token can be chosen.
     #[error("logits row {row} has no finite value to choose from (all NaN or -inf)")]
     NoValidToken { row: usize },
+
+    /// A buffer sized from `name` cannot be allocated (the memory is not there).
+    #[error("{name}: cannot allocate {bytes} bytes for it; use a smaller value")]
+    OutOfMemory { name: &'static str, bytes: usize },
 }
 
 impl CoreError {
@@ -43,6 +47,19 @@ impl CoreError {
             name,
             message: message.into(),
         }
+    }
+}
+
+/// A per-row argument (`got` values) must have one value for each of `rows` rows.
+pub fn expect_rows(name: &'static str, rows: usize, got: usize) -> Result<()> {
+    if got == rows {
+        Ok(())
+    } else {
+        Err(CoreError::Shape {
+            name,
+            expected: format!("[{rows}] (one value per row)"),
+            got: format!("{got} values"),
+        })
     }
 }
 

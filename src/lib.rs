@@ -3,11 +3,14 @@
 
 pub mod assisted;
 pub mod beam;
+pub mod buffers;
 pub mod constraints;
 pub mod contrastive;
 pub mod decode;
 pub mod diversity;
 pub mod error;
+#[cfg(feature = "grammar")]
+pub mod grammar;
 pub mod history;
 pub mod logits;
 pub mod parallel;

@@ -29,11 +29,14 @@ impl RowStatus {
         !self.unfinished.iter().any(|&u| u)
     }
 
-    /// Marks rows finished by a criterion evaluated outside the core (`done[r]`).
-    pub fn finish_rows(&mut self, done: &[bool]) {
+    /// Marks rows finished by a criterion evaluated outside the core (`done[r]`, one value
+    /// per row).
+    pub fn finish_rows(&mut self, done: &[bool]) -> crate::Result<()> {
+        crate::error::expect_rows("done", self.unfinished.len(), done.len())?;
         for (u, &d) in self.unfinished.iter_mut().zip(done) {
             *u &= !d;
         }
+        Ok(())
     }
 
     pub fn finish(&mut self, row: usize) {
@@ -65,7 +68,8 @@ mod tests {
         let mut s = RowStatus::new(3);
         s.finish_at_eos(&[5, 2, 7], &[2]);
         assert_eq!(s.unfinished(), [true, false, true]);
-        s.finish_rows(&[true, false, false]);
+        s.finish_rows(&[true, false, false]).unwrap();
+        assert!(s.finish_rows(&[true]).is_err(), "one value per row");
         assert_eq!(s.unfinished(), [false, false, true]);
         s.finish_at_eos(&[2, 2, 2], &[9]);
         assert!(!s.all_finished());

@@ -164,7 +164,10 @@ impl<T: Setting> Setting for Option<T> {
 /// Declares a settings struct once: its fields, their defaults (the neutral value, "off"),
 /// and for a processor's field the transformers class that a user processor of the same
 /// class replaces. Generates the struct, `Default`, `FIELDS`, `read` (from a
-/// [`SettingsSource`]) and `turn_off` (resets the fields of one stage).
+/// [`SettingsSource`]) and `turn_off` (resets the fields of one stage). An optional
+/// `runtime { ... }` block declares fields that are not settings (objects the caller hands
+/// one generation, such as grammar matchers): default `Default::default()`, never read;
+/// only `#[cfg]` attributes there (they are repeated on the field's default).
 #[macro_export]
 macro_rules! settings_struct {
     (
@@ -175,15 +178,24 @@ macro_rules! settings_struct {
                 $field:ident : $ty:ty = $default:expr $(, stage $stage:literal)?
             );* $(;)?
         }
+        $(
+            runtime {
+                $( $(#[$rmeta:meta])* $rfield:ident : $rty:ty ),* $(,)?
+            }
+        )?
     ) => {
         $(#[$meta])*
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
+            $( $( $(#[$rmeta])* pub $rfield: $rty, )* )?
         }
 
         impl Default for $name {
             fn default() -> Self {
-                $name { $( $field: $default, )* }
+                $name {
+                    $( $field: $default, )*
+                    $( $( $(#[$rmeta])* $rfield: Default::default(), )* )?
+                }
             }
         }
 
@@ -254,7 +266,17 @@ impl GenerationSettings {
     /// with sampling. Rules that need the prompt are checked when a search starts.
     pub fn validate(&self) -> Result<()> {
         self.pipeline.validate(self.vocab_size)?;
-        self.beam.validate_counts(self.pipeline.do_sample)
+        self.beam.validate_counts(self.pipeline.do_sample)?;
+        // A config rule, not a search rule: group search with one group runs the penalty-free
+        // plain search, so the core's searches accept it.
+        let penalty = self.beam.diversity_penalty;
+        if penalty > 0.0 && self.beam.num_beam_groups == 1 {
+            return Err(CoreError::invalid(
+                "diversity_penalty",
+                format!("{penalty} needs num_beam_groups > 1"),
+            ));
+        }
+        Ok(())
     }
 }
 

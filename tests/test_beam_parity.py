@@ -266,3 +266,58 @@ def test_invalid_beam_settings_name_the_field(stored, kwargs, field):
     ids, mask = left_padded_batch((4,))
     with pytest.raises(ValueError, match=rf"^{field}\b"):
         ferrogen.generate(stored["gpt2"], input_ids=ids, attention_mask=mask, max_new_tokens=3, **kwargs)
+
+
+# --------------------------------------------------------------------------- degenerate scores (issue 15)
+
+class _InjectAt:
+    """A logits processor that sets ``token`` to ``value`` on the first row at one step."""
+
+    def __init__(self, prompt_len, step, token, value=float("inf")):
+        self.at, self.token, self.value = prompt_len + step, token, value
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] == self.at:
+            scores = scores.clone()
+            scores[0, self.token] = self.value
+        return scores
+
+
+@pytest.mark.parametrize("length_penalty", [-10.0, -20.0, -50.0])
+def test_length_penalty_far_below_zero_returns_finished_hypotheses(gpt2, length_penalty):
+    """Finished scores below -1e9 used to lose to transformers' -1e9 empty-slot placeholder: the
+    search returned the bare prompt (transformers: a running beam's one-token prefix, whichever
+    torch.topk's tie order picks). Now the slots hold the finished hypotheses, scored as such."""
+    import warnings
+
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = ferrogen.generate(gpt2, input_ids=ids, num_beams=3, num_return_sequences=3, max_new_tokens=6,
+                                length_penalty=length_penalty, eos_token_id=None, pad_token_id=0,
+                                return_dict_in_generate=True, output_scores=True)
+    assert out.sequences.shape == (3, 10)
+    assert out.finish_reasons == ["length"] * 3
+    assert (out.sequences_scores < -1e9).all()
+    assert bool((out.sequences_scores[:-1] >= out.sequences_scores[1:]).all())
+
+
+def test_an_inf_score_on_eos_finishes_that_hypothesis(gpt2):
+    """A processor puts +inf on EOS at the first step: that hypothesis ends there with score +inf,
+    as in transformers, and no beam continues past its EOS (transformers 5.x keeps extending it:
+    its -1e9 "finished" penalty does not move +inf)."""
+    import warnings
+
+    ids = torch.tensor([[5, 6, 7, 8]])
+    kwargs = dict(num_beams=3, num_return_sequences=3, max_new_tokens=6, eos_token_id=2, pad_token_id=0,
+                  return_dict_in_generate=True, output_scores=True)
+    hf = gpt2.generate(ids, attention_mask=torch.ones_like(ids), logits_processor=[_InjectAt(4, 0, 2)], **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = ferrogen.generate(gpt2, input_ids=ids, logits_processor=[_InjectAt(4, 0, 2)], **kwargs)
+    assert hf.sequences[0, 4] == 2 and hf.sequences[0, 5:].ne(0).any(), "transformers extends it past EOS"
+    assert out.sequences[0, 4:].tolist() == [2] + [0] * 5
+    assert out.sequences_scores[0] == hf.sequences_scores[0] == float("inf")
+    assert out.finish_reasons[0] == "eos"
+    for row in out.sequences[1:, 4:].tolist():  # the other hypotheses: nothing after an EOS
+        assert 2 not in row or set(row[row.index(2) + 1:]) <= {0}

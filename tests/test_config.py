@@ -306,7 +306,7 @@ def test_eos_token_ids(eos, expected):
 @pytest.mark.parametrize("kwargs,input_len,max_pos,expected", [
     ({"max_new_tokens": 5}, 7, None, 12),
     ({"max_new_tokens": 5, "max_length": 9}, 7, None, 12),  # max_new_tokens wins
-    ({"max_new_tokens": 0}, 7, None, 7),
+    ({"max_new_tokens": 1}, 7, None, 8),
     ({}, 7, None, 27),  # default max_length: 20 new tokens
     ({}, 7, 16, 16),  # ... capped by the model's positions
     ({"max_length": 30}, 7, 16, 30),  # an explicit max_length is used as given

@@ -127,13 +127,32 @@ def test_three_ways_to_give_constraints_agree(gpt2):
 
 def test_unsatisfiable_constraints_return_flagged_best_beams(gpt2, t5):
     for model in (gpt2, t5):
-        with pytest.warns(UserWarning, match="constraints: 4 of 4 returned sequences do not contain"):
+        with pytest.warns(UserWarning, match=r"constraints: 4 of 4 returned sequences do not contain every constraint "
+                          r"\(too few new tokens \(3\) to fit them"):
             out = ferrogen.generate(model, input_ids=torch.tensor([[5, 6, 7], [8, 9, 10]]), num_beams=3,
                                     num_return_sequences=2, max_new_tokens=3, force_words_ids=[[20, 21, 22, 23]],
                                     return_dict_in_generate=True, pad_token_id=0)
         assert out.constraints_satisfied == [False] * 4
         assert out.finish_reasons == ["constraints_unmet"] * 4
         assert out.sequences.shape[0] == 4
+
+
+def test_every_returned_sequence_meets_the_constraints_when_they_fit(gpt2):
+    """Issue 15: 4 beams, 20 new tokens, a 3-token phrase and a disjunctive set. Before, rows 2-4
+    usually missed them (the last steps kept beams that could no longer complete them) with a
+    warning blaming too few new tokens; now every row holds both and nothing warns."""
+    import random
+
+    rng = random.Random(0)
+    for _ in range(12):
+        specs = [[rng.randrange(3, 96) for _ in range(3)], [[rng.randrange(3, 96)], [rng.randrange(3, 96), rng.randrange(3, 96)]]]
+        ids = torch.tensor([[rng.randrange(3, 96) for _ in range(4)]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = ferrogen.generate(gpt2, input_ids=ids, num_beams=4, num_return_sequences=4, max_new_tokens=20,
+                                    force_words_ids=specs, return_dict_in_generate=True, pad_token_id=0)
+        assert out.constraints_satisfied == [True] * 4, specs
+        assert all(satisfies(row, specs) for row in out.sequences.tolist())
 
 
 def test_a_phrase_in_the_prompt_already_counts(gpt2):

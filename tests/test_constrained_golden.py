@@ -14,7 +14,10 @@ Which cases are compared, and how (DESIGN.md: match transformers where it is rig
 - cases where 4.55.4 returns rows that miss a constraint although its tracking never departed:
   4.55.4's ``finalize`` ranks its fallback beams (which miss a constraint) by score, above the
   hypotheses that satisfy every constraint. The script also stores the same 4.55.4 search with
-  the satisfying hypotheses ranked first (``sequences_satisfying_first``); ferrogen must equal it.
+  the satisfying hypotheses ranked first (``sequences_satisfying_first``); ferrogen must equal it
+  where every row of it satisfies the constraints. Where rows still miss them, 4.55's last steps
+  kept beams that could no longer complete them, which ferrogen does not (issue 15): there every
+  row ferrogen returns must satisfy them (the same holds for ``sequences_ferrogen_tracking``).
 - :data:`EXCLUDED`: cases whose result 4.55.4's tracking defects changed. Each reason is checked
   against the recorded data, and ferrogen's outputs there are checked for the constraints. The
   script also stores, for each of them, the same 4.55.4 search with its ``ConstraintListState``
@@ -126,7 +129,13 @@ def test_matches_4_55_search_with_satisfying_hypotheses_ranked_first(stored, nam
     case = CASES[name]
     assert not all(case["satisfied"]) and not case["defects"]
     out = run(stored, case)
-    assert out.sequences.tolist() == case["sequences_satisfying_first"]
+    reference = case["sequences_satisfying_first"]
+    if all(_rows_satisfy(case, reference)):
+        assert out.sequences.tolist() == reference
+    else:
+        # 4.55's last steps keep beams that can no longer complete the constraints; ferrogen's do
+        # not (issue 15), so here every returned row satisfies them instead
+        assert all(out.constraints_satisfied) and all(_rows_satisfy(case, out.sequences.tolist()))
     assert out.sequences.tolist() != case["sequences"]
     per_item = case["kwargs"].get("num_return_sequences", 1)
     flags = out.constraints_satisfied
@@ -156,7 +165,11 @@ def test_excluded_cases_match_4_55_with_ferrogen_tracking(stored, name):
     case = CASES[name]
     assert "sequences_ferrogen_tracking" in case, f"{name}: regenerate the goldens"
     out = run(stored, case)
-    assert out.sequences.tolist() == case["sequences_ferrogen_tracking"]
+    reference = case["sequences_ferrogen_tracking"]
+    if all(_rows_satisfy(case, reference)):
+        assert out.sequences.tolist() == reference
+    else:  # as in the ranked cases: ferrogen's last steps keep every returned row satisfiable
+        assert all(out.constraints_satisfied) and all(_rows_satisfy(case, out.sequences.tolist()))
 
 
 def test_long_run_parts_only_through_the_tracking(stored):
@@ -208,6 +221,16 @@ def test_ferrogen_satisfies_the_phrase_where_4_55_misses_it(stored):
     for row in out.sequences[::per_item].tolist():
         assert contains(row[width:], [33, 34, 35]), row
     assert all(out.constraints_satisfied[::per_item])
+
+
+def _rows_satisfy(case: dict, rows: list) -> list:
+    """Per row: whether it contains every constraint (prompt included, padding not)."""
+    specs = all_specs(case)
+    per_item = case["kwargs"].get("num_return_sequences", 1)
+    if case["model"].endswith("t5"):
+        return [satisfies(row[1:], specs) for row in rows]
+    masks = [case["attention_mask"][r // per_item] for r in range(len(rows))]
+    return [satisfies([t for i, t in enumerate(row) if i >= len(m) or m[i]], specs) for row, m in zip(rows, masks)]
 
 
 def _check_flags(case: dict, out) -> None:

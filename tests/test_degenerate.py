@@ -170,18 +170,12 @@ def test_new_tokens_past_the_context_name_max_new_tokens(gpt2):
 
 # --------------------------------------------------------------------------- max_new_tokens=0
 
-@pytest.mark.parametrize("mode", ["sample", "contrastive"])
-def test_zero_new_tokens_returns_the_prompt(gpt2, mode):
-    ids, mask = left_padded_batch((3, 2))
-    out = gen(gpt2, ids, mask, max_new_tokens=0, **MODES[mode])
-    assert torch.equal(out.sequences, ids) and out.finish_reasons == ["length", "length"]
-
-
-@pytest.mark.parametrize("mode", BEAM_MODES)
-def test_zero_new_tokens_with_beams_names_max_new_tokens(gpt2, mode):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_zero_new_tokens_names_max_new_tokens(gpt2, mode):
+    """As transformers (``max_new_tokens`` must be greater than 0), in every mode, before the model runs."""
     ids, mask = left_padded_batch((3, 2))
     with Hooked(gpt2) as h:
-        with pytest.raises(ValueError, match="^max_new_tokens: .* needs at least one new token"):
+        with pytest.raises(ValueError, match=r"^max_new_tokens: must be in \[1, "):
             gen(gpt2, ids, mask, max_new_tokens=0, **MODES[mode])
     assert h.calls == 0
 
@@ -256,3 +250,67 @@ def test_unknown_device_names_device():
 def test_meta_input_ids_are_refused(gpt2):
     with pytest.raises(ValueError, match="^input_ids: a meta tensor"):
         gen(gpt2, torch.zeros(1, 3, dtype=torch.long, device="meta"))
+
+
+# --------------------------------------------------------------------------- +inf logits (issue 15)
+
+def one_inf(x):
+    x = x.clone()
+    x[..., -1, 40] = float("inf")
+    return x
+
+
+def two_inf(x):
+    x = x.clone()
+    x[..., -1, 40] = float("inf")
+    x[..., -1, 50] = float("inf")
+    return x
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_inf_logits_are_certain_in_every_mode(gpt2, mode):
+    """A logit of +inf is certain: the +inf tokens of a row share its probability, in every mode
+    (before, beam modes and contrastive search raised NoValidTokenError; transformers gives NaN
+    scores in beam search and fails in torch.multinomial when sampling)."""
+    ids, mask = left_padded_batch((3, 2))
+    kwargs = dict(MODES[mode])
+    if mode == "constrained":
+        kwargs["force_words_ids"] = [[40]]
+    with Hooked(gpt2, rewrite=one_inf):
+        out = gen(gpt2, ids, mask, **kwargs)
+    assert out.sequences[:, ids.shape[1]:].eq(40).all()
+    with Hooked(gpt2, rewrite=two_inf):
+        out = gen(gpt2, ids, mask, **{**kwargs, "force_words_ids": [[50]]} if mode == "constrained" else kwargs)
+    new = out.sequences[:, ids.shape[1]:]
+    assert ((new == 40) | (new == 50)).all()
+
+
+@pytest.mark.parametrize("mode", ["beam", "beam_sample", "group_beam"])
+def test_inf_logits_give_beams_the_limit_log_probability(gpt2, mode):
+    """With two tokens at +inf each step, each has log-probability ln(1/2): the scores stay finite."""
+    ids, mask = left_padded_batch((3, 2))
+    with Hooked(gpt2, rewrite=two_inf):
+        out = gen(gpt2, ids, mask, output_scores=True, length_penalty=0.0, **MODES[mode])
+    assert torch.allclose(out.sequences_scores, torch.full_like(out.sequences_scores, 3 * -0.6931472))
+
+
+def test_inf_logits_on_the_device_candidates_path(gpt2, monkeypatch):
+    monkeypatch.setenv("FERROGEN_DEVICE_CANDIDATES", "1")
+    ids, mask = left_padded_batch((3, 2))
+    with Hooked(gpt2, rewrite=two_inf):
+        out = gen(gpt2, ids, mask, output_scores=True, length_penalty=0.0, num_beams=2)
+    assert torch.allclose(out.sequences_scores, torch.full_like(out.sequences_scores, 3 * -0.6931472))
+
+
+# --------------------------------------------------------------------------- tiny temperatures (issue 15)
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-40, 1e-45, 5e-324])
+def test_a_vanishing_temperature_samples_the_most_likely_token(gpt2, temperature):
+    """T -> 0 is argmax (what transformers gives down to about 1e-37; below, its float32 division
+    overflows and torch.multinomial fails). Before, 1e-40 sampled random tokens."""
+    ids, mask = left_padded_batch((3, 2))
+    greedy = gen(gpt2, ids, mask, max_new_tokens=6)
+    for seed in (1, 2):
+        for extra in ({}, {"top_k": 0}, {"top_k": 0, "top_p": 0.9}):
+            out = gen(gpt2, ids, mask, max_new_tokens=6, do_sample=True, seed=seed, temperature=temperature, **extra)
+            assert torch.equal(out.sequences, greedy.sequences), extra

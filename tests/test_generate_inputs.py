@@ -101,10 +101,10 @@ def test_encoder_decoder_needs_a_start_token(t5):
             t5.config.decoder_start_token_id = t5_config_start
 
 
-def test_max_new_tokens_zero_returns_the_prompt(gpt2):
+def test_max_new_tokens_zero_is_refused_as_in_transformers(gpt2):
     ids, mask = left_padded_batch((3, 2))
-    out = ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, max_new_tokens=0, return_dict_in_generate=True)
-    assert torch.equal(out.sequences, ids) and out.finish_reasons == ["length", "length"]
+    with pytest.raises(ValueError, match=r"^max_new_tokens: must be in \[1, "):
+        ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, max_new_tokens=0, return_dict_in_generate=True)
 
 
 def test_unimplemented_strategy_says_so(gpt2, monkeypatch):

@@ -184,7 +184,8 @@ def test_every_checked_field_rejects_an_arbitrary_object():
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"max_new_tokens": 0},
+    {"max_new_tokens": 1},
+    {"max_new_tokens": 2**63 - 1, "max_length": 2**63 - 1, "min_length": 2**63 - 1, "min_new_tokens": 2**63 - 1},
     {"top_k": 0, "do_sample": True},
     {"top_p": 1.0, "do_sample": True},
     {"min_p": 0.0, "do_sample": True},
@@ -236,3 +237,30 @@ def test_none_assigned_to_a_field_with_a_default_is_caught_by_validate():
     cfg.top_k = None
     with pytest.raises(TypeError, match="^top_k: must not be None"):
         cfg.validate()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("max_new_tokens", 0), ("max_new_tokens", -1), ("max_new_tokens", 2**63), ("max_length", 2**63),
+    ("min_new_tokens", 2**63), ("min_length", 2**64),
+])
+def test_length_fields_outside_their_range_name_the_field(gpt2, field, value):
+    """Issue 15: max_new_tokens=0 returned the prompt (transformers raises) and 2**63 failed inside
+    torch without naming the field. Every mode, before the model runs."""
+    import torch
+
+    import ferrogen
+
+    calls = []
+    handle = gpt2.register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        for mode in ({}, {"num_beams": 2}, {"do_sample": True}):
+            with pytest.raises(ValueError, match=rf"^{field}: must be in \[[01], 9223372036854775808\), got {value}"):
+                ferrogen.generate(gpt2, input_ids=torch.tensor([[5, 6]]), **{field: value}, **mode)
+    finally:
+        handle.remove()
+    assert not calls
+
+
+def test_a_prompt_plus_max_new_tokens_past_int64_names_max_new_tokens():
+    with pytest.raises(ValueError, match=r"^max_new_tokens: the input \(5 tokens\) plus"):
+        GenerationConfig(max_new_tokens=2**63 - 3).resolved_max_length(5)

@@ -7,6 +7,12 @@
 //! returns `Err` for bad input and never panics, and its successful outputs have
 //! the documented shapes and ranges. A panic (or a failed assertion) is a crash.
 
+mod assisted;
+mod constructors;
+
+pub use assisted::assisted;
+pub use constructors::constructors;
+
 use arbitrary::{Result, Unstructured};
 use ferrogen_core::beam::{
     BeamCore, BeamSearch, BeamSettings, ConstrainedBeamSearch, EarlyStopping, Finalized, GroupBeamSearch,
@@ -65,12 +71,27 @@ pub fn token(u: &mut Unstructured<'_>, vocab: usize) -> Result<i64> {
     })
 }
 
+/// A size as callers may pass one: mostly small (0..8), else huge (>= 2^61, so that its
+/// product with any row count or element size overflows).
+pub fn size(u: &mut Unstructured<'_>) -> Result<usize> {
+    Ok(if u.ratio(1u8, 6)? {
+        match u.int_in_range(0u8..=3)? {
+            0 => usize::MAX,
+            1 => usize::MAX / 2 + 1,
+            2 => 1 << 61,
+            _ => u.int_in_range(1usize << 61..=usize::MAX)?,
+        }
+    } else {
+        u.int_in_range(0..=8)?
+    })
+}
+
 pub fn tokens(u: &mut Unstructured<'_>, vocab: usize, max_len: usize) -> Result<Vec<i64>> {
     let n = u.int_in_range(0..=max_len)?;
     (0..n).map(|_| token(u, vocab)).collect()
 }
 
-fn small(u: &mut Unstructured<'_>, max: usize) -> Result<usize> {
+pub(crate) fn small(u: &mut Unstructured<'_>, max: usize) -> Result<usize> {
     Ok(if u.ratio(1u8, 16)? {
         u.arbitrary::<usize>()? % (1 << 20)
     } else {
@@ -120,6 +141,7 @@ pub fn pipeline_config(
         suppress_tokens: tokens(u, vocab, 3)?,
         begin_suppress_tokens: tokens(u, vocab, 3)?,
         renormalize_logits: u.arbitrary()?,
+        grammar: None, // grammar masks have their own tests (the fuzz crate builds the default features)
     };
     if u.ratio(1u8, 3)? {
         let n = u.int_in_range(0..=rows + 1)?;
@@ -177,7 +199,7 @@ fn step_logits(u: &mut Unstructured<'_>, rows: usize, vocab: usize) -> Result<Ve
     logits(u, n)
 }
 
-fn is_error(e: &CoreError) -> bool {
+pub(crate) fn is_error(e: &CoreError) -> bool {
     // every error must name something
     let text = e.to_string();
     assert!(!text.is_empty());
@@ -265,7 +287,7 @@ fn pipeline_inner(u: &mut Unstructured<'_>) -> Result<()> {
         }
         if u.ratio(1u8, 8)? {
             let done: Vec<bool> = (0..rows).map(|_| u.arbitrary()).collect::<Result<_>>()?;
-            d.row_status_mut().finish_rows(&done);
+            let _ = d.row_status_mut().finish_rows(&done);
         }
     }
     Ok(())
@@ -355,7 +377,11 @@ fn beam_inner(u: &mut Unstructured<'_>) -> Result<()> {
                 break;
             }
             let mut x = step_logits(u, rows, vocab)?;
-            let r = if u.arbitrary()? { s.step(&mut x, vocab) } else { s.step_unread(&mut x, vocab) };
+            let r = if u.arbitrary()? {
+                s.step(&mut x, vocab)
+            } else {
+                s.step_unread(&mut x, vocab)
+            };
             if let Err(e) = r {
                 assert!(is_error(&e));
                 break;
@@ -638,7 +664,8 @@ fn named(e: &CoreError) {
     let name = match e {
         CoreError::InvalidArgument { name, .. }
         | CoreError::Shape { name, .. }
-        | CoreError::TokenOutOfVocab { name, .. } => *name,
+        | CoreError::TokenOutOfVocab { name, .. }
+        | CoreError::OutOfMemory { name, .. } => *name,
         CoreError::NoValidToken { .. } => panic!("a validator reported a model-output error: {e}"),
     };
     assert!(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 # The public names load on first use (PEP 562, as scipy and transformers do): `import ferrogen`,
 # `ferrogen --help` and the command line's argument errors do not pay for importing torch.
 _LAZY = {
-    "_core": ("InvalidArgumentError", "NoValidTokenError", "ShapeError", "TokenOutOfVocabError"),
+    "_core": ("CoreMemoryError", "InvalidArgumentError", "NoValidTokenError", "ShapeError", "TokenOutOfVocabError"),
     "_validation": ("GenerationConfigError", "GenerationConfigTypeError", "UnknownFieldError"),
     "compat": ("FallbackWarning", "custom_generate_path", "disable", "enable", "is_enabled", "patched"),
     "config": ("GenerationConfig", "GenerationMode"),
@@ -33,7 +33,8 @@ _LAZY = {
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
 
 if TYPE_CHECKING:
-    from ._core import InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError
+    from ._core import (CoreMemoryError, InvalidArgumentError, NoValidTokenError, ShapeError,
+                        TokenOutOfVocabError)
     from ._validation import GenerationConfigError, GenerationConfigTypeError, UnknownFieldError
     from .compat import FallbackWarning, custom_generate_path, disable, enable, is_enabled, patched
     from .config import GenerationConfig, GenerationMode
@@ -96,6 +97,7 @@ def embedded_model_path(kind: str = "causal") -> str:
 
 __all__ = [
     "Constraint",
+    "CoreMemoryError",
     "DisjunctiveConstraint",
     "FallbackWarning",
     "GenerateOutput",

@@ -12,6 +12,7 @@ import argparse
 import ast
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -37,6 +38,8 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("beams", ("early_stopping", "length_penalty", "num_beam_groups", "diversity_penalty", "force_words",
                "force_words_ids", "constraints", "low_memory", "output_beam_tree")),
     ("output", ("output_scores", "output_logits", "return_dict_in_generate")),
+    ("structured output (--json-schema and --grammar take a file or the text)",
+     ("json_schema", "regex", "grammar", "choices")),
     ("special tokens", ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")),
     ("assisted decoding", ("prompt_lookup_num_tokens", "max_matching_ngram_size", "num_assistant_tokens",
                            "num_assistant_tokens_schedule", "assistant_confidence_threshold",
@@ -156,9 +159,23 @@ def parse_value(text: str) -> Any:
         return text
 
 
+# Output constraints: --json-schema and --grammar may name a file holding the value; a grammar
+# or a regex is text as given (never parsed as JSON: "[0-9]" is a regex, not a list).
+_FILE_FIELDS = frozenset({"json_schema", "grammar"})
+_RAW_FIELDS = frozenset({"grammar", "regex"})
+
+
+def _field_value(name: str, text: str) -> Any:
+    if name in _FILE_FIELDS and os.path.isfile(text):
+        with open(text, encoding="utf-8") as fh:
+            text = fh.read()
+    return text if name in _RAW_FIELDS else parse_value(text)
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields given on the command line."""
-    return {k[len(PREFIX):]: parse_value(v) for k, v in vars(args).items() if k.startswith(PREFIX) and v is not None}
+    return {k[len(PREFIX):]: _field_value(k[len(PREFIX):], v) for k, v in vars(args).items()
+            if k.startswith(PREFIX) and v is not None}
 
 
 def unknown_options_message(extras: Iterable[str], parser: argparse.ArgumentParser) -> str:

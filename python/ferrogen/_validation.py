@@ -11,6 +11,7 @@ with the field name: ``float_field(0, 1, low_open=True)("top_p", 1.5)`` raises
 from __future__ import annotations
 
 import ast
+import json
 import math
 import numbers
 import os
@@ -25,6 +26,9 @@ Checker = Callable[[str, Any], Any]
 
 ASSISTANT_SCHEDULES = ("heuristic", "constant", "heuristic_transient")
 SEED_LIMIT = 2**64
+#: Lengths (``max_length``, ``max_new_tokens``, ``min_length``, ``min_new_tokens``) are below this:
+#: torch sizes and positions are int64.
+LENGTH_LIMIT = 2**63
 
 
 class GenerationConfigError(InvalidArgumentError):
@@ -245,6 +249,70 @@ def force_words(name: str, value: Any) -> list:
     return out
 
 
+def _per_prompt(name: str, value: Any, one: Checker, expected: str) -> Any:
+    """One value, or a list of them with one per prompt (a different constraint per row)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise GenerationConfigError(name, f"must not be empty ({expected}, or a list of them, one per prompt)")
+        return [one(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    return one(name, value)
+
+
+def _schema(name: str, value: Any) -> Any:
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip()):
+        return value
+    if isinstance(value, dict):
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as err:
+            raise GenerationConfigError(name, f"a JSON Schema must be JSON-serialisable: {err}") from None
+        return value
+    raise _type_error(name, "a JSON Schema (dict, or its JSON text)", value)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _type_error(name, "a non-empty str", value)
+    return value
+
+
+def _choice_list(name: str, value: Any) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        raise _type_error(name, "a non-empty list of str", value)
+    return list(value)
+
+
+def json_schema(name: str, value: Any) -> Any:
+    """A JSON Schema (dict or JSON text), or a list with one per prompt."""
+    return _per_prompt(name, value, _schema, "a JSON Schema")
+
+
+def regex(name: str, value: Any) -> Any:
+    """A regular expression the whole output must match, or a list with one per prompt."""
+    return _per_prompt(name, value, _text, "a regex str")
+
+
+def grammar(name: str, value: Any) -> Any:
+    """A grammar in llguidance's Lark syntax, or a list with one per prompt."""
+    return _per_prompt(name, value, _text, "a Lark grammar str")
+
+
+def choices(name: str, value: Any) -> list[Any]:
+    """The output is one of these strings; a list of lists gives one list per prompt."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
+        return [_choice_list(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    return _choice_list(name, value)
+
+
+GRAMMAR_FIELDS = ("json_schema", "regex", "grammar", "choices")
+
+
+def _check_grammar(c: Any) -> None:
+    given = [n for n in GRAMMAR_FIELDS if getattr(c, n) is not None]
+    if len(given) > 1:
+        raise GenerationConfigError(given[1], f"give one output constraint; {given[0]} is set already")
+
+
 def constraints(name: str, value: Any) -> list:
     value = _nonempty_list(name, value, "a list of constraint objects")
     if any(item is None for item in value):
@@ -388,6 +456,7 @@ def check_combinations(c: Any) -> None:
     if c.num_beam_groups > 1 and c.diversity_penalty == 0.0:
         _warn("diversity_penalty: is 0.0, so group beam search behaves like plain beam search")
     _check_constrained(c)
+    _check_grammar(c)
     _check_contrastive(c)
     _check_forced_vs_suppressed(c)
     for knob, reason in _ignored_knobs(c):

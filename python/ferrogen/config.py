@@ -3,7 +3,8 @@
 Defaults are transformers' classic effective defaults (``max_length=20``, ``top_k=50``, ...);
 ``None`` passed for a field that has a non-``None`` default means "use the default", as in
 transformers 5.x. Field meanings follow transformers' ``GenerationConfig`` documentation;
-ferrogen adds ``seed``, ``output_beam_tree`` and ``force_words``.
+ferrogen adds ``seed``, ``output_beam_tree``, ``force_words`` and the output constraints
+``json_schema``, ``regex``, ``grammar`` and ``choices``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ class GenerationConfig:
       ``return_dict_in_generate``).
     - ``force_words``: words (str, or a list of str for "one of these") to force; resolved into
       ``force_words_ids`` with a tokenizer before generation.
+    - ``json_schema``: the output is JSON valid under this JSON Schema (a dict or its JSON text; a
+      list gives one per prompt). Needs ``tokenizer=`` (see ``docs/strategies.md``, "Structured
+      output"). At most one of ``json_schema``, ``regex``, ``grammar``, ``choices``.
+    - ``regex``: the whole output matches this regular expression (a list: one per prompt).
+    - ``grammar``: the output matches this grammar, in llguidance's Lark syntax (a list: one per prompt).
+    - ``choices``: the output is one of these strings (a list of lists: one list per prompt).
 
     Samplers of llama.cpp, vLLM and text-generation-webui (formulas and references in
     ``docs/samplers.md``):
@@ -124,10 +131,10 @@ class GenerationConfig:
     # the ranges of the fields the core reads (_v.number, _v.integer) and the rules that tie
     # fields together are the core's (`_core.GenerationSettings`), which validate() calls.
     # length of the output
-    max_length: int = _field(20, _v.int_field(0))
-    max_new_tokens: int | None = _field(None, _v.int_field(0))
-    min_length: int = _field(0, _v.int_field(0))
-    min_new_tokens: int | None = _field(None, _v.int_field(0))
+    max_length: int = _field(20, _v.int_field(0, _v.LENGTH_LIMIT))
+    max_new_tokens: int | None = _field(None, _v.int_field(1, _v.LENGTH_LIMIT))
+    min_length: int = _field(0, _v.int_field(0, _v.LENGTH_LIMIT))
+    min_new_tokens: int | None = _field(None, _v.int_field(0, _v.LENGTH_LIMIT))
     early_stopping: bool | str = _field(False, _v.early_stopping)
     max_time: float | None = _field(None, _v.float_field(0.0, low_open=True))
     stop_strings: str | list[str] | None = _field(None, _v.stop_strings)
@@ -230,6 +237,10 @@ class GenerationConfig:
     seed: int | None = _field(None, _v.int_field(0, _v.SEED_LIMIT))
     output_beam_tree: bool = _field(False, _v.bool_field)
     force_words: list | None = _field(None, _v.force_words)
+    json_schema: Any = _field(None, _v.json_schema)
+    regex: str | list[str] | None = _field(None, _v.regex)
+    grammar: str | list[str] | None = _field(None, _v.grammar)
+    choices: list[Any] | None = _field(None, _v.choices)
 
     def __init__(self, **kwargs: Any) -> None:
         unknown = set(kwargs) - _DEFAULTS.keys()
@@ -447,7 +458,7 @@ class GenerationConfig:
         """A ``transformers.GenerationConfig`` holding this config's non-default values.
 
         ferrogen's extras become plain attributes (transformers keeps and saves them). Values
-        transformers refuses (e.g. ``max_new_tokens=0``) raise its own error.
+        transformers refuses raise its own error.
 
         Example:
             >>> GenerationConfig(num_beams=2).to_transformers().num_beams
@@ -520,6 +531,9 @@ class GenerationConfig:
         """
         _v.int_field(0)("input_len", input_len)
         if self.max_new_tokens is not None:
+            if input_len + self.max_new_tokens >= _v.LENGTH_LIMIT:
+                raise GenerationConfigError("max_new_tokens", f"the input ({input_len} tokens) plus "
+                                            f"{self.max_new_tokens} new tokens exceed 2**63 - 1 positions")
             return input_len + self.max_new_tokens
         total = self.max_length
         if total == _DEFAULTS["max_length"]:

@@ -12,10 +12,12 @@ import torch
 from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
 from .families import check_supported
+from .grammar import compile_grammars
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
 from .strategies import STRATEGIES, GenerationRequest
+from .strategies.beam_loop import check_beam_memory
 from .streamers import ends_stream_on_error
 
 __all__ = ["generate"]
@@ -75,6 +77,7 @@ def generate(
     request = _build_request(
         model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer, assistant_model
     )
+    request.extras["grammars"] = compile_grammars(config, tokenizer, request.batch_size, request.vocab_size)
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     prompt_len = int(request.prompt_ids.shape[1])
@@ -82,6 +85,8 @@ def generate(
         raise GenerationConfigError(
             "max_new_tokens", f"{mode.value} needs at least one new token (max_length {request.max_length} does "
             f"not exceed the prompt length {prompt_len}); greedy and sampling return the prompt instead")
+    if mode in _BEAM_MODES:
+        check_beam_memory(request)
     try:
         output = strategy(request)
     except (IndexError, RuntimeError) as err:

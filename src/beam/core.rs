@@ -14,11 +14,13 @@ pub struct StepChoice {
 }
 
 impl StepChoice {
-    pub fn new(rows: usize) -> Self {
-        StepChoice {
-            tokens: vec![0; rows],
-            parents: (0..rows as i64).collect(),
-        }
+    /// The choice before any step: every row its own parent. Sized from `num_beams`
+    /// (checked: an impossible size is an error, not an abort).
+    pub fn new(rows: usize) -> crate::Result<Self> {
+        Ok(StepChoice {
+            tokens: crate::buffers::filled("num_beams", rows, 0)?,
+            parents: crate::buffers::collect("num_beams", rows, 0..rows as i64)?,
+        })
     }
 }
 

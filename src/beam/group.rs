@@ -11,11 +11,13 @@ use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
 use super::select::{
-    check_picked, log_softmax_rows, log_softmax_shifts, top_k_into, top_k_log_softmax_into, TopK,
+    check_picked, log_softmax_rows, log_softmax_shifts, shift_is_certain, top_k_into,
+    top_k_log_softmax_into, TopK,
 };
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
+use crate::buffers;
 use crate::diversity::{penalize_group, token_counts};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
@@ -49,6 +51,8 @@ pub struct GroupBeamSearch {
     streamed: Vec<usize>,
     block: Vec<f32>,
     top: TopK,
+    /// A grammar constrains the rows: a group whose continuations are all -inf is done.
+    grammar: bool,
 }
 
 impl GroupBeamSearch {
@@ -62,7 +66,8 @@ impl GroupBeamSearch {
         let prompt_len = super::prompt_len(prompts, batch)?;
         settings.validate(prompt_len)?;
         config.validate(None)?;
-        config.validate_rows(batch * settings.num_beams / settings.num_beam_groups)?;
+        let group_size = settings.num_beams / settings.num_beam_groups;
+        config.validate_rows(buffers::product("num_beams", &[batch, group_size])?)?;
         if settings.sample.is_some() || config.do_sample {
             return Err(CoreError::invalid(
                 "num_beam_groups",
@@ -70,12 +75,9 @@ impl GroupBeamSearch {
             ));
         }
         let (beams, groups) = (settings.num_beams, settings.num_beam_groups);
-        let group_size = beams / groups;
-        let expanded: Vec<i64> = prompts
-            .chunks_exact(prompt_len.max(1))
-            .flat_map(|p| (0..group_size).flat_map(move |_| p.iter().copied()))
-            .collect();
-        let mut beam_scores = vec![NEG_LARGE; batch * beams];
+        let (rows, k) = settings.checked_sizes(batch, group_size)?;
+        let history = TokenHistory::try_repeated("num_beams", prompts, batch, group_size)?;
+        let mut beam_scores = buffers::filled("num_beams", rows, NEG_LARGE)?;
         beam_scores
             .iter_mut()
             .step_by(group_size)
@@ -85,30 +87,31 @@ impl GroupBeamSearch {
             beams,
             groups,
             group_size,
-            k: settings.candidates_per_item(group_size),
+            k,
             prompt_len,
-            histories: (0..groups)
-                .map(|_| TokenHistory::new(&expanded, batch * group_size))
-                .collect(),
-            pipelines: (0..groups)
-                .map(|_| config.build_all(prompt_len, 1))
-                .collect(),
+            histories: buffers::filled("num_beam_groups", groups, history)?,
+            pipelines: buffers::collect(
+                "num_beam_groups",
+                groups,
+                (0..groups).map(|g| {
+                    group_config(config, g, batch, beams, group_size).build_all(prompt_len, 1)
+                }),
+            )?,
             beam_scores,
-            running_nodes: vec![NO_NODE; batch * beams],
-            hyps: (0..batch * groups)
-                .map(|_| NBest::new(group_size))
-                .collect(),
-            group_done: vec![false; batch * groups],
+            running_nodes: buffers::filled("num_beams", rows, NO_NODE)?,
+            hyps: buffers::filled("num_beam_groups", batch * groups, NBest::new(group_size))?,
+            group_done: buffers::filled("num_beam_groups", batch * groups, false)?,
             tree: BeamTree::default(),
-            choice: StepChoice::new(batch * beams),
+            choice: StepChoice::new(rows)?,
             cursor: 0,
             finished: false,
             closed: false,
             stop_code: 1,
             streamed: vec![0; batch],
             block: Vec::new(),
-            top: TopK::new(settings.candidates_per_item(group_size)),
+            top: TopK::new(k),
             s: settings,
+            grammar: super::has_grammar(config),
         })
     }
 
@@ -121,10 +124,16 @@ impl GroupBeamSearch {
     }
 
     /// Global rows of group `g`, batch-major: `b * num_beams + g * group_size + i`.
-    pub fn group_rows(&self, g: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.batch).flat_map(move |b| {
+    pub fn group_rows(&self, g: usize) -> Result<impl Iterator<Item = usize> + '_> {
+        if g >= self.groups {
+            return Err(CoreError::invalid(
+                "g",
+                format!("must be a group in [0, {}), got {g}", self.groups),
+            ));
+        }
+        Ok((0..self.batch).flat_map(move |b| {
             (0..self.group_size).map(move |i| b * self.beams + g * self.group_size + i)
-        })
+        }))
     }
 
     /// Log-softmax, Hamming diversity against the groups before `g` at this step,
@@ -186,6 +195,9 @@ impl GroupBeamSearch {
         self.check(logits.len(), vocab)?;
         let mut shifts = Vec::new();
         log_softmax_shifts(logits, vocab, &mut shifts);
+        if shifts.iter().copied().any(shift_is_certain) {
+            return self.step(logits, vocab);
+        }
         let (beams, gs, penalty) = (self.beams, self.group_size, self.s.diversity_penalty);
         for g in 0..self.groups {
             self.expect_group(g)?;
@@ -241,6 +253,19 @@ impl GroupBeamSearch {
         for b in 0..self.batch {
             let first = b * beams + g * gs;
             let item = b * self.groups + g;
+            let cands = if self.group_done[item] {
+                Vec::new()
+            } else {
+                pick(self, b, first)
+            };
+            if self.grammar
+                && !self.group_done[item]
+                && cands.iter().all(|c| c.0 == f32::NEG_INFINITY)
+            {
+                // Every continuation of the group is one its grammar forbids (its beams
+                // ended): nothing can be added, as transformers' scorer concludes.
+                self.group_done[item] = true;
+            }
             if self.group_done[item] {
                 for i in 0..gs {
                     self.beam_scores[first + i] = 0.0;
@@ -251,7 +276,6 @@ impl GroupBeamSearch {
                 }
                 continue;
             }
-            let cands = pick(self, b, first);
             check_picked(&cands, first)?;
             let mut filled = 0;
             let (mut new_scores, mut new_nodes) = (vec![0.0f32; gs], vec![NO_NODE; gs]);
@@ -504,6 +528,28 @@ impl BeamCore for GroupBeamSearch {
             .flat_map(|h| h.beams().iter().map(|&(_, n)| n))
             .collect()
     }
+}
+
+/// Group `g`'s pipeline settings: the grammar's matchers are the global rows, so the
+/// group's pipeline sees them through its rows (`b * beams + g * group_size + i`).
+fn group_config(
+    config: &PipelineConfig,
+    g: usize,
+    batch: usize,
+    beams: usize,
+    group_size: usize,
+) -> std::borrow::Cow<'_, PipelineConfig> {
+    #[cfg(feature = "grammar")]
+    if let Some(handle) = &config.grammar {
+        let rows = (0..batch)
+            .flat_map(|b| (0..group_size).map(move |i| b * beams + g * group_size + i))
+            .collect();
+        let mut own = config.clone();
+        own.grammar = Some(handle.for_rows(rows));
+        return std::borrow::Cow::Owned(own);
+    }
+    let _ = (g, batch, beams, group_size);
+    std::borrow::Cow::Borrowed(config)
 }
 
 #[cfg(test)]

@@ -6,6 +6,11 @@
 
 use super::tree::NO_NODE;
 use super::NEG_LARGE;
+use crate::buffers;
+use crate::error::Result;
+
+/// Most entries allocated up front for a list whose bound comes from the caller.
+const PREALLOCATED: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slot {
@@ -28,17 +33,16 @@ pub struct FinishedSlots {
 }
 
 impl FinishedSlots {
-    pub fn new(num_beams: usize) -> Self {
-        FinishedSlots {
-            slots: vec![
-                Slot {
-                    score: NEG_LARGE,
-                    node: NO_NODE,
-                    finished: false
-                };
-                num_beams
-            ],
-        }
+    /// `num_beams` empty slots; an error naming `num_beams` when they cannot be allocated.
+    pub fn new(num_beams: usize) -> Result<Self> {
+        let empty = Slot {
+            score: NEG_LARGE,
+            node: NO_NODE,
+            finished: false,
+        };
+        Ok(FinishedSlots {
+            slots: buffers::filled("num_beams", num_beams, empty)?,
+        })
     }
 
     /// Best first.
@@ -50,48 +54,80 @@ impl FinishedSlots {
         self.slots.iter().all(|s| s.finished)
     }
 
-    /// transformers' early-stop test: can `best_possible` beat a finished slot's floor?
-    /// (A finished slot's floor is the lowest slot score, an unfinished one's `-1e9`.)
-    pub fn can_improve(&self, best_possible: f32) -> bool {
+    /// transformers' early-stop test: can a running beam whose best possible score is
+    /// `best_possible` still take a slot? An empty slot takes any possible hypothesis
+    /// (`possible`: its sum of log-probabilities is above -inf); full slots only one that
+    /// beats the lowest of them.
+    ///
+    /// transformers compares with its `-1e9` placeholder instead, so a running score
+    /// below -1e9 (`length_penalty <= -10` makes those common) ends the search with empty
+    /// slots; see docs/transformers-differences.md.
+    pub fn can_improve(&self, best_possible: f32, possible: bool) -> bool {
+        if !self.all_finished() {
+            return possible;
+        }
         let min = self
             .slots
             .iter()
             .map(|s| s.score)
             .fold(f32::INFINITY, f32::min);
-        self.slots
-            .iter()
-            .any(|s| best_possible > if s.finished { min } else { NEG_LARGE })
+        best_possible > min
     }
 
-    /// Keeps the best `num_beams` of the current slots and the candidates
-    /// (`(score, just finished)`; a candidate that may not enter carries a `-1e9`
-    /// penalty in its score). Returns where each new slot came from; the caller
-    /// fills in the nodes of new candidates with [`Self::set_node`].
+    /// Keeps the best `num_beams` of the finished slots and the candidates
+    /// `(score, may enter)`. Only finished hypotheses fill slots: a candidate that may
+    /// not enter (still running, the item closed, or impossible: a sum of log-probabilities
+    /// of -inf) is never kept, and one that may takes an empty slot whatever its score
+    /// (which can overflow to -inf). Equal scores keep their position order (old slots first).
+    /// Returns where each new slot came from; the caller fills in the nodes of new
+    /// candidates with [`Self::set_node`].
+    ///
+    /// transformers merges placeholder arithmetic instead (running candidates at
+    /// `score - 1e9` against empty slots at `-1e9`): the same slots whenever finished
+    /// scores are above -1e9, but below it (`length_penalty <= -10`, a `+inf` score) a
+    /// slot can keep its placeholder or a running beam's prefix.
     pub fn merge(&mut self, candidates: &[(f32, bool)]) -> Vec<Source> {
         let n = self.slots.len();
         let mut order: Vec<(f32, usize)> = self
             .slots
             .iter()
-            .map(|s| s.score)
-            .chain(candidates.iter().map(|c| c.0))
-            .zip(0..)
+            .enumerate()
+            .filter(|(_, s)| s.finished)
+            .map(|(i, s)| (s.score, i))
+            .chain(
+                candidates
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &(_, may_enter))| may_enter)
+                    .map(|(j, &(score, _))| (score, n + j)),
+            )
             .collect();
-        // stable: equal scores keep their position order (old slots first)
         order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let old = self.slots.clone();
+        let mut empty = (0..n).filter(|&i| !old[i].finished);
         let mut sources = Vec::with_capacity(n);
-        for (slot, &(score, pos)) in self.slots.iter_mut().zip(&order) {
-            if pos < n {
-                *slot = old[pos];
-                sources.push(Source::Kept(pos));
-            } else {
-                let (_, finished) = candidates[pos - n];
-                *slot = Slot {
-                    score,
-                    node: NO_NODE,
-                    finished,
-                };
-                sources.push(Source::Candidate(pos - n));
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            match order.get(i) {
+                Some(&(_, pos)) if pos < n => {
+                    *slot = old[pos];
+                    sources.push(Source::Kept(pos));
+                }
+                Some(&(score, pos)) => {
+                    *slot = Slot {
+                        score,
+                        node: NO_NODE,
+                        finished: true,
+                    };
+                    sources.push(Source::Candidate(pos - n));
+                }
+                None => {
+                    // fewer hypotheses than slots: as many old slots were empty
+                    let e = empty
+                        .next()
+                        .expect("an empty old slot per missing hypothesis");
+                    *slot = old[e];
+                    sources.push(Source::Kept(e));
+                }
             }
         }
         sources
@@ -115,7 +151,8 @@ impl NBest {
     pub fn new(capacity: usize) -> Self {
         NBest {
             capacity,
-            beams: Vec::with_capacity(capacity + 1),
+            // Grows past this only with hypotheses actually added.
+            beams: Vec::with_capacity(capacity.saturating_add(1).min(PREALLOCATED)),
             worst: 1e9,
         }
     }
@@ -163,11 +200,11 @@ mod tests {
 
     #[test]
     fn slots_merge_keeps_best_and_marks_finished() {
-        let mut s = FinishedSlots::new(2);
-        let src = s.merge(&[(-1.0, true), (-3.0, true), (-0.5 + NEG_LARGE, false)]);
+        let mut s = FinishedSlots::new(2).unwrap();
+        let src = s.merge(&[(-1.0, true), (-3.0, true), (-0.5, false)]);
         assert_eq!(src, vec![Source::Candidate(0), Source::Candidate(1)]);
         assert!(s.all_finished());
-        assert!(s.can_improve(-2.0) && !s.can_improve(-3.5));
+        assert!(s.can_improve(-2.0, true) && !s.can_improve(-3.5, true));
         let src = s.merge(&[(-2.0, true)]);
         assert_eq!(src, vec![Source::Kept(0), Source::Candidate(0)]);
         assert_eq!(s.slots()[1].score, -2.0);
@@ -175,10 +212,35 @@ mod tests {
 
     #[test]
     fn unfinished_slots_can_always_improve() {
-        let mut s = FinishedSlots::new(2);
+        let mut s = FinishedSlots::new(2).unwrap();
         s.merge(&[(-1.0, true)]);
         assert!(!s.all_finished());
-        assert!(s.can_improve(-100.0));
+        assert!(s.can_improve(-100.0, true));
+        assert!(
+            s.can_improve(-1.0e12, true),
+            "below transformers' -1e9 placeholder"
+        );
+        assert!(
+            s.can_improve(f32::NEG_INFINITY, true),
+            "normalised to -inf, still possible"
+        );
+        assert!(!s.can_improve(-1.0, false), "no possible hypothesis");
+    }
+
+    /// Scores below -1e9 (`length_penalty <= -10`) and +inf are hypotheses like any other:
+    /// they fill empty slots; running candidates never do, at any score.
+    #[test]
+    fn only_finished_hypotheses_fill_slots_whatever_their_score() {
+        let mut s = FinishedSlots::new(3).unwrap();
+        let src = s.merge(&[(-0.5, false), (-5.0e9, true), (f32::INFINITY, false)]);
+        assert_eq!(src[0], Source::Candidate(1));
+        assert!(matches!(src[1], Source::Kept(_)) && matches!(src[2], Source::Kept(_)));
+        assert_eq!(s.slots()[0].score, -5.0e9);
+        assert!(s.slots()[0].finished && !s.slots()[1].finished && !s.slots()[2].finished);
+        s.merge(&[(f32::INFINITY, true), (-7.0, false), (f32::NAN, false)]);
+        let scores: Vec<f32> = s.slots().iter().map(|x| x.score).collect();
+        assert_eq!(scores, vec![f32::INFINITY, -5.0e9, NEG_LARGE]);
+        assert!(!s.slots()[2].finished);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub(crate) const NEG_LARGE: f32 = -1.0e9;
 
 /// `logits` must hold `rows` rows of a non-empty vocabulary.
 pub(crate) fn check_logits(len: usize, rows: usize, vocab: usize) -> crate::error::Result<()> {
-    if vocab == 0 || len != rows * vocab {
+    if vocab == 0 || rows.checked_mul(vocab) != Some(len) {
         return Err(crate::error::CoreError::Shape {
             name: "logits",
             expected: format!("[{rows}, vocab >= 1]"),
@@ -71,4 +71,16 @@ pub(crate) fn tied_logits(seed: u64, step: usize, len: usize) -> Vec<f32> {
     (0..len)
         .map(|i| (exponential(seed, step, i) * 3.0).floor())
         .collect()
+}
+
+/// Whether a grammar constrains the rows: then an item whose continuations are all -inf
+/// has ended (its grammar allows nothing more) instead of being a model error.
+pub(crate) fn has_grammar(config: &crate::logits::PipelineConfig) -> bool {
+    #[cfg(feature = "grammar")]
+    return config.grammar.is_some();
+    #[cfg(not(feature = "grammar"))]
+    {
+        let _ = config;
+        false
+    }
 }

@@ -13,11 +13,12 @@ use super::noise::exponential;
 use super::output::{assemble, Finalized, Pick};
 use super::select::{
     check_picked, log_softmax_rows, log_softmax_shift, log_softmax_shifts, sample_k_into,
-    sample_k_sparse, top_k_into, top_k_log_softmax_into, RowCandidates, TopK,
+    sample_k_sparse, shift_is_certain, top_k_into, top_k_log_softmax_into, RowCandidates, TopK,
 };
 use super::settings::{BeamSettings, EarlyStopping};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
+use crate::buffers;
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{
@@ -132,7 +133,7 @@ impl BeamSearch {
         let prompt_len = super::prompt_len(prompts, batch)?;
         settings.validate(prompt_len)?;
         config.validate(None)?;
-        config.validate_rows(batch * settings.num_beams)?;
+        config.validate_rows(buffers::product("num_beams", &[batch, settings.num_beams])?)?;
         if settings.num_beam_groups != 1 {
             return Err(CoreError::invalid(
                 "num_beam_groups",
@@ -140,11 +141,8 @@ impl BeamSearch {
             ));
         }
         let beams = settings.num_beams;
-        let expanded: Vec<i64> = prompts
-            .chunks_exact(prompt_len.max(1))
-            .flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied()))
-            .collect();
-        let history = TokenHistory::new(&expanded, batch * beams);
+        let (rows, k) = settings.checked_sizes(batch, beams)?;
+        let history = TokenHistory::try_repeated("num_beams", prompts, batch, beams)?;
         let pipeline = config.build_processors(prompt_len);
         let warpers = config.build_warpers(settings.min_tokens_to_keep());
         let item_keys = settings.sample.as_ref().and_then(|s| s.item_keys.clone());
@@ -161,8 +159,7 @@ impl BeamSearch {
             }
             _ => None,
         };
-        let k = settings.candidates_per_item(beams);
-        let mut running_scores = vec![NEG_LARGE; batch * beams];
+        let mut running_scores = buffers::filled("num_beams", rows, NEG_LARGE)?;
         running_scores
             .iter_mut()
             .step_by(beams)
@@ -177,13 +174,15 @@ impl BeamSearch {
             warpers,
             item_keys,
             running_scores,
-            running_nodes: vec![NO_NODE; batch * beams],
-            slots: (0..batch).map(|_| FinishedSlots::new(beams)).collect(),
+            running_nodes: buffers::filled("num_beams", rows, NO_NODE)?,
+            slots: (0..batch)
+                .map(|_| FinishedSlots::new(beams))
+                .collect::<Result<_>>()?,
             open: vec![true; batch],
             tree: BeamTree::default(),
-            candidates: Vec::with_capacity(batch * k),
+            candidates: buffers::with_capacity("num_beams", batch * k)?,
             proposed: false,
-            choice: StepChoice::new(batch * beams),
+            choice: StepChoice::new(rows)?,
             done: false,
             step: 0,
             streamed: vec![0; batch],
@@ -402,7 +401,7 @@ impl BeamSearch {
                 "the search is finished; call finalize",
             ));
         }
-        let (k, width) = (self.k, self.beams * vocab);
+        let (k, width) = (self.k, buffers::product("vocab", &[self.beams, vocab])?);
         let want = self.batch * k;
         for (name, len) in [
             ("candidate scores", scores.len()),
@@ -520,8 +519,15 @@ impl BeamSearch {
                         }
                 })
                 .collect();
+            // ranked by stopping first: with scores near or beyond -1e9 (a +inf score, a
+            // -1e9 penalty of no use) the penalty alone would let a finished one continue
+            let stopped = |r: usize| ends[r] != EndReason::Running;
             let mut order: Vec<usize> = (0..k).collect();
-            order.sort_by(|&x, &y| penalised[y].total_cmp(&penalised[x]).then(x.cmp(&y)));
+            order.sort_by(|&x, &y| {
+                (stopped(x).cmp(&stopped(y)))
+                    .then(penalised[y].total_cmp(&penalised[x]))
+                    .then(x.cmp(&y))
+            });
             // finished slots: only the top `num_beams` candidates may enter, and only while useful
             let full =
                 self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
@@ -532,22 +538,18 @@ impl BeamSearch {
                 .enumerate()
                 .map(|(r, (c, e))| {
                     let finished = *e != EndReason::Running && r < beams;
-                    let mut score = normalized_score(c.score, generated, self.s.length_penalty);
-                    score += if full { NEG_LARGE } else { -0.0 };
-                    score += if open { -0.0 } else { NEG_LARGE };
-                    score += if finished { -0.0 } else { NEG_LARGE };
-                    (score, finished)
+                    let score = normalized_score(c.score, generated, self.s.length_penalty);
+                    let possible = c.score > f32::NEG_INFINITY;
+                    (score, finished && open && !full && possible)
                 })
                 .collect();
             let sources = self.slots[b].merge(&merge);
             for (slot, src) in sources.into_iter().enumerate() {
                 if let Source::Candidate(r) = src {
                     let id = self.node_for(&mut node_of, &cands, r, b);
-                    if merge[r].1 {
-                        let n = self.tree.get_mut(id);
-                        n.end = ends[r];
-                        n.final_score = merge[r].0;
-                    }
+                    let n = self.tree.get_mut(id);
+                    n.end = ends[r];
+                    n.final_score = merge[r].0;
                     self.slots[b].set_node(slot, id);
                 }
             }
@@ -610,6 +612,9 @@ impl BeamSearch {
         self.check(logits.len(), vocab)?;
         let mut shifts = Vec::new();
         log_softmax_shifts(logits, vocab, &mut shifts);
+        if shifts.iter().copied().any(shift_is_certain) {
+            return self.step(logits, vocab, noise);
+        }
         self.propose_from(Rows::Unnormalised(logits, &shifts), vocab, noise)?;
         self.commit(None)
     }
@@ -690,12 +695,9 @@ impl BeamSearch {
         );
         for b in 0..self.batch {
             if self.open[b] {
-                let best = normalized_score(
-                    self.running_scores[b * self.beams],
-                    len,
-                    self.s.length_penalty,
-                );
-                self.open[b] = self.slots[b].can_improve(best);
+                let raw = self.running_scores[b * self.beams];
+                let best = normalized_score(raw, len, self.s.length_penalty);
+                self.open[b] = self.slots[b].can_improve(best, raw > f32::NEG_INFINITY);
             }
         }
         let improvable = self.open.iter().any(|&o| o);
@@ -1112,7 +1114,7 @@ mod tests {
         fn scores_follow_beam_indices(batch in 1usize..3, beams in 1usize..5, lp in -1.0f64..2.0,
                                       early in 0usize..3, seed in 0u64..1000, sample in any::<bool>()) {
             let early = [EarlyStopping::Heuristic, EarlyStopping::AllFinished, EarlyStopping::Never][early];
-            let (s, scores) = run(batch, beams, &[1], lp, early, seed, sample);
+            let (mut s, scores) = run(batch, beams, &[1], lp, early, seed, sample);
             let out = s.finalize();
             let vocab = 6;
             for r in 0..out.rows {

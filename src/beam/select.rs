@@ -6,7 +6,10 @@ use super::fastmath::exp_f32;
 use crate::logits::math::multiversion;
 
 /// Log-softmax of every row in place, as `torch.log_softmax` computes it:
-/// `(x - max) - ln(sum(exp(x - max)))`.
+/// `(x - max) - ln(sum(exp(x - max)))`. A row holding `+inf` gets the softmax's limit
+/// (torch gives NaN everywhere): its `k` entries at `+inf` share the probability,
+/// `ln(1 / k)` each, and every other entry is -inf, as sampling and
+/// [`crate::logits::math::softmax_into`] define it.
 pub fn log_softmax_rows(data: &mut [f32], vocab: usize) {
     if crate::parallel::worth_parallel(data.len() / vocab.max(1), data.len()) {
         data.par_chunks_exact_mut(vocab).for_each(log_softmax_row);
@@ -25,9 +28,33 @@ fn log_softmax_row(row: &mut [f32]) -> () {
 #[inline(always)]
 fn log_softmax_row_lanes(row: &mut [f32]) {
     let (max, log_sum) = shift_lanes(row);
+    if max == f32::INFINITY {
+        return certain_tokens(row);
+    }
     for x in row.iter_mut() {
         *x = (*x - max) - log_sum;
     }
+}
+
+/// The log-softmax of a row holding `+inf`: `ln(1 / k)` at its `k` entries at `+inf`, -inf
+/// elsewhere.
+#[cold]
+fn certain_tokens(row: &mut [f32]) {
+    let k = row.iter().filter(|&&x| x == f32::INFINITY).count();
+    let share = (1.0 / k as f64).ln() as f32;
+    for x in row.iter_mut() {
+        *x = if *x == f32::INFINITY {
+            share
+        } else {
+            f32::NEG_INFINITY
+        };
+    }
+}
+
+/// Whether a row's log-softmax shift (from [`log_softmax_shifts`]) cannot be applied by
+/// subtraction: the row holds `+inf` (see [`log_softmax_rows`]).
+pub(crate) fn shift_is_certain(shift: (f32, f32)) -> bool {
+    shift.0 == f32::INFINITY
 }
 
 /// `(max, ln(sum(exp(x - max))))` of a row: its log-softmax is `(x - max) - log_sum`.
@@ -112,7 +139,8 @@ impl TopK {
     pub fn new(k: usize) -> Self {
         TopK {
             k,
-            items: Vec::with_capacity(k + 1),
+            // Grows past this only with entries actually seen (k comes from the caller).
+            items: Vec::with_capacity(k.saturating_add(1).min(1024)),
         }
     }
 
@@ -476,6 +504,32 @@ mod tests {
         (data, offsets)
     }
 
+    /// A row holding `+inf` gets the softmax's limit in every beam mode (torch: all NaN).
+    #[test]
+    fn log_softmax_of_inf_is_the_limit() {
+        let (inf, neg) = (f32::INFINITY, f32::NEG_INFINITY);
+        let mut rows = vec![1.0, inf, 0.5, inf, inf, inf, inf, inf];
+        log_softmax_rows(&mut rows, 4);
+        let half = 0.5f32.ln();
+        assert_eq!(
+            rows,
+            vec![
+                neg,
+                half,
+                neg,
+                half,
+                -(4.0f32.ln()),
+                -(4.0f32.ln()),
+                -(4.0f32.ln()),
+                -(4.0f32.ln())
+            ]
+        );
+        let mut one = vec![-3.0, f32::NAN, inf];
+        log_softmax_rows(&mut one, 3);
+        assert_eq!(one, vec![neg, neg, 0.0]);
+        assert!(shift_is_certain(log_softmax_shift(&[0.0, inf])));
+    }
+
     proptest! {
         #[test]
         fn chunked_top_k_matches_plain_scan(
@@ -511,6 +565,9 @@ mod tests {
             let mut lazy = TopK::new(k);
             let mut shifts = Vec::new();
             log_softmax_shifts(&data, vocab, &mut shifts);
+            if shifts.iter().copied().any(shift_is_certain) {
+                return Ok(()); // a row with +inf: the callers take the written path
+            }
             // a Hamming-like penalty on a few tokens (sorted, in range)
             let mut minus: Vec<(u32, f32)> = penalised.iter().map(|&(t, a)| ((t % vocab) as u32, a)).collect();
             minus.sort_by_key(|m| m.0);

@@ -1,5 +1,6 @@
 //! The settings of one beam search, checked once.
 
+use crate::buffers;
 use crate::error::{CoreError, Result};
 use crate::settings::{Setting, SettingsSource};
 
@@ -135,12 +136,6 @@ impl BeamSettings {
                 format!("must be >= 0, got {penalty}"),
             ));
         }
-        if penalty > 0.0 && groups == 1 {
-            return Err(CoreError::invalid(
-                "diversity_penalty",
-                format!("{penalty} needs num_beam_groups > 1"),
-            ));
-        }
         if returned < 1 {
             return Err(CoreError::invalid(
                 "num_return_sequences",
@@ -206,6 +201,16 @@ impl BeamSettings {
     /// of them do not end in EOS.
     pub fn candidates_per_item(&self, beams: usize) -> usize {
         2.max(1 + self.eos_token_ids.len()) * beams
+    }
+
+    /// Rows (`batch × num_beams`) and candidates per item (or group) and step for
+    /// `beams` beams per item, checked so that no buffer sized from them overflows.
+    pub fn checked_sizes(&self, batch: usize, beams: usize) -> Result<(usize, usize)> {
+        let rows = buffers::product("num_beams", &[batch, self.num_beams])?;
+        let per_beam = 2.max(self.eos_token_ids.len().saturating_add(1));
+        let k = buffers::product("num_beams", &[per_beam, beams])?;
+        buffers::product("num_beams", &[batch, k])?;
+        Ok((rows, k))
     }
 
     pub fn is_eos(&self, token: i64) -> bool {

@@ -8,6 +8,8 @@ pub struct Alternatives {
     fallback: Vec<usize>,
     /// The text ending at this node ends some alternative (itself or via a fallback).
     complete: Vec<bool>,
+    /// Fewest tokens from this node down to the end of an alternative (0 at a leaf).
+    to_leaf: Vec<usize>,
     max_len: usize,
     phrases: Vec<Vec<i64>>,
 }
@@ -43,11 +45,19 @@ impl Alternatives {
         }
         let (fallback, complete) = Self::fallback_links(&children);
         let max_len = phrases.iter().map(Vec::len).max().unwrap_or(0);
+        // children are always created after their parent, so a reverse scan sees them first
+        let mut to_leaf = vec![0; children.len()];
+        for node in (0..children.len()).rev() {
+            if let Some(m) = children[node].iter().map(|&(_, c)| to_leaf[c]).min() {
+                to_leaf[node] = m + 1;
+            }
+        }
         Ok(Alternatives {
             children,
             depth,
             fallback,
             complete,
+            to_leaf,
             max_len,
             phrases,
         })
@@ -88,6 +98,12 @@ impl Alternatives {
     /// Length of the longest alternative (transformers' `seqlen`).
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// Fewest tokens that complete an alternative from `node`, following the trie down
+    /// (at the root: the length of the shortest alternative).
+    pub fn shortest_remaining(&self, node: usize) -> usize {
+        self.to_leaf[node]
     }
 
     pub fn depth(&self, node: usize) -> usize {
@@ -146,5 +162,8 @@ mod tests {
         assert!(a.is_complete(node), "[1,2] fails at 4 but [2,4] completes");
         assert_eq!(a.next_tokens(0).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(a.max_len(), 3);
+        assert_eq!(a.shortest_remaining(0), 2, "[2, 4] is the shortest");
+        assert_eq!(a.shortest_remaining(a.step(0, 1)), 2);
+        assert_eq!(a.shortest_remaining(a.step(0, 2)), 1);
     }
 }

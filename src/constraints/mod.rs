@@ -66,6 +66,16 @@ impl Constraint {
         }
     }
 
+    /// Fewest tokens that complete it from `state` by following its own continuation
+    /// (what [`ConstraintState::tokens_to_complete`] plans with).
+    pub fn shortest_remaining(&self, state: usize) -> usize {
+        match self {
+            Constraint::Phrase(p) => p.len() - state,
+            Constraint::OneOf(a) if a.is_complete(state) => 0,
+            Constraint::OneOf(a) => a.shortest_remaining(state),
+        }
+    }
+
     /// Appends the tokens that advance `state`.
     pub fn next_tokens(&self, state: usize, out: &mut Vec<i64>) {
         match self {
@@ -87,6 +97,8 @@ impl Constraint {
 pub struct ConstraintSet {
     constraints: Vec<Constraint>,
     max_seqlen: usize,
+    /// Every token any constraint uses, sorted and de-duplicated.
+    tokens: Vec<i64>,
 }
 
 impl ConstraintSet {
@@ -133,9 +145,13 @@ impl ConstraintSet {
             .map(Constraint::seqlen)
             .max()
             .unwrap_or(0);
+        let mut tokens: Vec<i64> = constraints.iter().flat_map(Constraint::tokens).collect();
+        tokens.sort_unstable();
+        tokens.dedup();
         Ok(ConstraintSet {
             constraints,
             max_seqlen,
+            tokens,
         })
     }
 
@@ -149,6 +165,17 @@ impl ConstraintSet {
 
     pub fn max_seqlen(&self) -> usize {
         self.max_seqlen
+    }
+
+    /// Whether some constraint uses `token`. Every other token has the same effect on a
+    /// [`ConstraintState`]: it breaks the match in progress and starts nothing.
+    pub fn uses_token(&self, token: i64) -> bool {
+        self.tokens.binary_search(&token).is_ok()
+    }
+
+    /// Largest token id any constraint uses.
+    pub fn max_token(&self) -> Option<i64> {
+        self.tokens.last().copied()
     }
 
     pub fn get(&self, i: usize) -> &Constraint {

@@ -37,6 +37,22 @@ impl ConstraintState {
         self.completed.len() * set.max_seqlen() + partial
     }
 
+    /// Tokens that always suffice to complete every constraint from here: finish the one in
+    /// progress along its shortest continuation, then write each pending one's shortest
+    /// alternative in pending order (0 when complete). The first token of that plan is one
+    /// of [`Self::advance_tokens`] and leaves a state whose count is at least one lower, so
+    /// a beam with `tokens_to_complete() <= steps left` can always still be completed.
+    /// Overlapping constraints may fit in fewer tokens; this is an upper bound.
+    pub fn tokens_to_complete(&self, set: &ConstraintSet) -> usize {
+        let current = self
+            .in_progress
+            .map_or(0, |(c, s)| set.get(c as usize).shortest_remaining(s));
+        self.pending
+            .iter()
+            .map(|&c| set.get(c as usize).shortest_remaining(0))
+            .fold(current, usize::saturating_add)
+    }
+
     /// Tokens that would make progress now: the in-progress constraint's next tokens,
     /// else the first tokens of every pending constraint. Empty when complete.
     pub fn advance_tokens(&self, set: &ConstraintSet, out: &mut Vec<i64>) {
@@ -106,6 +122,7 @@ impl ConstraintState {
 mod tests {
     use super::super::{ConstraintSet, ConstraintSpec};
     use super::*;
+    use proptest::prelude::*;
 
     fn set(specs: Vec<ConstraintSpec>) -> ConstraintSet {
         ConstraintSet::new(specs, None).unwrap()
@@ -155,6 +172,44 @@ mod tests {
             assert_eq!(st.bank(&s), 1, "{tokens:?}");
             st.advance_tokens(&s, &mut adv);
             assert_eq!(adv, vec![next], "{tokens:?}");
+        }
+    }
+
+    proptest! {
+        /// From any state, some advancing token lowers `tokens_to_complete` by at least one,
+        /// so following such tokens completes every constraint within that many tokens.
+        #[test]
+        fn tokens_to_complete_is_an_achievable_plan(
+            specs in proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(0i64..4, 1..4).prop_map(ConstraintSpec::Phrase),
+                    proptest::collection::vec(proptest::collection::vec(0i64..4, 1..4), 1..4)
+                        .prop_map(ConstraintSpec::OneOf),
+                ],
+                1..4,
+            ),
+            text in proptest::collection::vec(0i64..5, 0..12),
+        ) {
+            let Ok(s) = ConstraintSet::new(specs, None) else { return Ok(()) };
+            let mut st = ConstraintState::from_tokens(&s, &text);
+            let budget = st.tokens_to_complete(&s);
+            let mut adv = Vec::new();
+            for _ in 0..budget {
+                if st.is_complete() {
+                    break;
+                }
+                st.advance_tokens(&s, &mut adv);
+                let before = st.tokens_to_complete(&s);
+                let best = adv.iter().map(|&t| {
+                    let mut next = st.clone();
+                    next.add(&s, t);
+                    next
+                }).min_by_key(|n| n.tokens_to_complete(&s)).unwrap();
+                prop_assert!(best.tokens_to_complete(&s) < before, "{:?} -> {:?}", st, best);
+                st = best;
+            }
+            prop_assert!(st.is_complete(), "not complete after {} tokens", budget);
+            prop_assert_eq!(st.tokens_to_complete(&s), 0);
         }
     }
 

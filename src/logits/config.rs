@@ -89,6 +89,13 @@ crate::settings_struct! {
         /// The warpers' order (`None`: transformers'); see [`SamplerOrder`].
         sampler_order: Option<SamplerOrder> = None;
     }
+    // Not settings: objects the caller hands each generation (never read from a config).
+    runtime {
+        // Grammar constraint (JSON Schema, regex, Lark, choices): the rows' matchers,
+        // applied at transformers' `PrefixConstrainedLogitsProcessor` position.
+        #[cfg(feature = "grammar")]
+        grammar: Option<crate::grammar::GrammarHandle>,
+    }
 }
 
 fn range(name: &'static str, v: f64, ok: bool, rule: &str) -> Result<()> {
@@ -121,6 +128,12 @@ fn ids_in_vocab(name: &'static str, ids: &[i64], vocab: Option<usize>) -> Result
     }
     Ok(())
 }
+
+/// The smallest temperature the warpers divide by (see [`PipelineConfig::sampling_temperature`]):
+/// divided by it, logits that differ by more than 1e-28 differ by more than 100 (a factor
+/// e^-100 in probability), so the softmax is the limit, and `|logit| / 1e-30` stays finite
+/// up to `|logit|` = 3.4e8.
+pub const TEMPERATURE_FLOOR: f64 = 1e-30;
 
 impl PipelineConfig {
     /// Checks every setting; with `vocab`, also that every configured token id can
@@ -423,6 +436,10 @@ impl PipelineConfig {
                 eos,
             )));
         }
+        #[cfg(feature = "grammar")]
+        if let Some(grammar) = &self.grammar {
+            p.push(Box::new(grammar.stage()));
+        }
         if let Some(bos) = self.forced_bos_token_id {
             p.push_row(Box::new(ForcedBos::new(bos)));
         }
@@ -485,8 +502,10 @@ impl PipelineConfig {
             p.push_row(Box::new(NanToNegInf));
             order.push_warpers(self, keep, &mut p);
         } else if self.do_sample {
-            let temperature =
-                (self.temperature != 1.0 && self.dynatemp_range <= 0.0).then_some(self.temperature);
+            // Dynamic temperature replaces the fixed one.
+            let temperature = self
+                .sampling_temperature()
+                .filter(|_| self.dynatemp_range <= 0.0);
             // Stages that run between the temperature and top-k/top-p leave them unfused.
             let unfused =
                 self.top_h.is_some() || self.top_n_sigma.is_some() || self.dynatemp_range > 0.0;
@@ -551,19 +570,23 @@ impl PipelineConfig {
                 self.dynatemp_range,
                 self.dynatemp_exponent,
             )));
-        } else if self.temperature != 1.0 {
-            p.push_row(Box::new(Temperature::new(self.temperature)));
+        } else if let Some(t) = self.sampling_temperature() {
+            p.push_row(Box::new(Temperature::new(t)));
         }
     }
 
     /// NaN to -inf, temperature and top-k in one pass (the same result as the three).
     fn fused_top_k(&self, keep: usize) -> TopK {
-        TopK::with_prelude(
-            self.top_k,
-            keep,
-            true,
-            (self.temperature != 1.0).then_some(self.temperature),
-        )
+        TopK::with_prelude(self.top_k, keep, true, self.sampling_temperature())
+    }
+
+    /// The temperature the warpers divide by (`None` at 1.0, which transformers skips).
+    /// Below [`TEMPERATURE_FLOOR`] it is the floor: every such temperature means the limit
+    /// `T -> 0`, sampling the most likely token (ties share), which the floor already gives
+    /// for any float32 logits, while a smaller divisor overflows them to +-inf (transformers
+    /// then fails in `torch.multinomial`).
+    pub fn sampling_temperature(&self) -> Option<f64> {
+        (self.temperature != 1.0).then_some(self.temperature.max(TEMPERATURE_FLOOR))
     }
 
     /// The warpers of [`Self::build_warpers`] when they are that one fused top-k stage,

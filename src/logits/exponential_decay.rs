@@ -26,7 +26,7 @@ impl ExponentialDecayLengthPenalty {
             }
         }
         ExponentialDecayLengthPenalty {
-            start: start_index + prompt_len,
+            start: start_index.saturating_add(prompt_len),
             factor: decay_factor,
             eos,
         }
@@ -70,6 +70,11 @@ mod tests {
         // i = 3 - 2 = 1: -1 + 1 * (2 - 1) = 0
         assert_eq!(row, vec![0.0, NEG, 5.0]);
         let p = ExponentialDecayLengthPenalty::new(2, 2.0, &[0], 1);
+        let mut row = vec![-1.0f32, 0.0, 0.0];
+        run(&p, &h, &mut row, 3);
+        assert_eq!(row, vec![-1.0, 0.0, 0.0]);
+        // A prompt length at the limit (from `LogitsPipeline(prompt_length=...)`): never starts.
+        let p = ExponentialDecayLengthPenalty::new(2, 2.0, &[0], usize::MAX);
         let mut row = vec![-1.0f32, 0.0, 0.0];
         run(&p, &h, &mut row, 3);
         assert_eq!(row, vec![-1.0, 0.0, 0.0]);

@@ -30,7 +30,7 @@ impl MinLength {
     pub fn new_tokens(prompt_len: usize, min_new_tokens: usize, eos: &[i64]) -> Self {
         MinLength {
             name: "MinNewTokensLengthLogitsProcessor",
-            ..Self::new(prompt_len + min_new_tokens, eos)
+            ..Self::new(prompt_len.saturating_add(min_new_tokens), eos)
         }
     }
 }
@@ -72,5 +72,15 @@ mod tests {
             MinLength::new_tokens(2, 1, &[1]).name(),
             "MinNewTokensLengthLogitsProcessor"
         );
+    }
+
+    #[test]
+    fn a_prompt_length_at_the_limit_does_not_overflow() {
+        // `LogitsPipeline(settings, prompt_length=2**64 - 1)` reaches this from Python.
+        let p = MinLength::new_tokens(usize::MAX, 2, &[1]);
+        let h = TokenHistory::new(&[5], 1);
+        let mut data = vec![0.5f32, 2.0];
+        p.process(&StepContext::new(&h), &mut LogitsMut::new(&mut data, 2));
+        assert_eq!(data, vec![0.5, f32::NEG_INFINITY]);
     }
 }

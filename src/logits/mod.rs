@@ -52,7 +52,7 @@ mod top_p;
 mod typical;
 mod xtc;
 
-pub use config::PipelineConfig;
+pub use config::{PipelineConfig, TEMPERATURE_FLOOR};
 
 pub use allowed_tokens::AllowedTokens;
 pub use bad_words::bad_words_bias;
@@ -132,6 +132,10 @@ impl<'a> LogitsMut<'a> {
     }
 
     pub fn as_slice(&self) -> &[f32] {
+        self.data
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
         self.data
     }
 }

@@ -176,7 +176,8 @@ row_status_binding!(AssistedDecoder, {
 
     /// Int64 `[rows, n]`: the last `n` tokens of every row.
     fn tails<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
-        int_array(py, self.inner.tails(n), self.inner.n_rows())
+        let tails = self.inner.tails(n).map_err(to_py)?;
+        int_array(py, tails, self.inner.n_rows())
     }
 
     /// Int64 `[rows]`: every row's length (prompt included).
@@ -201,18 +202,14 @@ row_status_binding!(AssistedDecoder, {
 
     /// Cuts rows longer than `lengths` (int64 `[rows]`) back to it.
     fn truncate(&mut self, lengths: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
-        let lengths: Vec<usize> = contiguous1("lengths", &lengths)?
+        let lengths = contiguous1("lengths", &lengths)?
             .iter()
-            .map(|&n| n.max(0) as usize)
-            .collect();
-        if lengths.len() != self.inner.n_rows() {
-            return Err(ShapeError::new_err(format!(
-                "lengths: expected {} values, got {}",
-                self.inner.n_rows(),
-                lengths.len()
-            )));
-        }
-        self.inner.truncate(&lengths);
-        Ok(())
+            .map(|&n| {
+                usize::try_from(n).map_err(|_| {
+                    InvalidArgumentError::new_err(format!("lengths: must be >= 0, got {n}"))
+                })
+            })
+            .collect::<PyResult<Vec<usize>>>()?;
+        self.inner.truncate(&lengths).map_err(to_py)
     }
 });

@@ -352,8 +352,9 @@ beam_binding!(GroupBeamSearch, constrained: false, {
     }
 
     /// Rows of group `g` in `[rows]`, as int64.
-    fn group_rows<'py>(&self, py: Python<'py>, g: usize) -> Bound<'py, PyArray1<i64>> {
-        PyArray1::from_vec(py, self.inner.group_rows(g).map(|r| r as i64).collect())
+    fn group_rows<'py>(&self, py: Python<'py>, g: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let rows = self.inner.group_rows(g).map_err(to_py)?;
+        Ok(PyArray1::from_vec(py, rows.map(|r| r as i64).collect()))
     }
 
     /// Log-softmax, Hamming diversity and processors over group `g`'s rows in place.

@@ -1,10 +1,11 @@
 //! Core errors → Python exceptions. Every class subclasses `ValueError`, so
-//! `except ValueError` keeps working while callers can tell the kinds apart. An invalid
+//! `except ValueError` keeps working while callers can tell the kinds apart, except
+//! `CoreMemoryError`, a `MemoryError` (an allocation the machine refused). An invalid
 //! setting raises `GenerationConfigError` (a subclass of `InvalidArgumentError` whose
 //! `field` names the setting), the same class `GenerationConfig` raises.
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::PyErr;
 
 use crate::error::CoreError;
@@ -39,6 +40,13 @@ create_exception!(
 pyo3::import_exception!(ferrogen._validation, GenerationConfigError);
 pyo3::import_exception!(ferrogen._validation, GenerationConfigTypeError);
 
+create_exception!(
+    ferrogen._core,
+    CoreMemoryError,
+    PyMemoryError,
+    "A buffer sized from an argument cannot be allocated; the message starts with its name."
+);
+
 pub fn to_py(err: CoreError) -> PyErr {
     let msg = err.to_string();
     match err {
@@ -51,5 +59,6 @@ pub fn to_py(err: CoreError) -> PyErr {
         CoreError::Shape { .. } => ShapeError::new_err(msg),
         CoreError::TokenOutOfVocab { .. } => TokenOutOfVocabError::new_err(msg),
         CoreError::NoValidToken { .. } => NoValidTokenError::new_err(msg),
+        CoreError::OutOfMemory { .. } => CoreMemoryError::new_err(msg),
     }
 }

@@ -7,6 +7,8 @@ mod constraints;
 mod contrastive;
 mod decode;
 mod errors;
+#[cfg(feature = "grammar")]
+mod grammar;
 mod pipeline;
 mod row_status;
 mod settings;
@@ -25,10 +27,17 @@ mod _core {
     use super::decode::Decoder;
     #[pymodule_export]
     use super::errors::{
-        InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError,
+        CoreMemoryError, InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError,
     };
+    #[cfg(feature = "grammar")]
+    #[pymodule_export]
+    use super::grammar::{Grammar, GrammarMatchers, GrammarVocab};
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
     #[pymodule_export]
     use super::settings::GenerationSettings;
+
+    /// Sampling temperatures below this act as it (the limit `T -> 0`).
+    #[pymodule_export]
+    const TEMPERATURE_FLOOR: f64 = crate::logits::TEMPERATURE_FLOOR;
 }

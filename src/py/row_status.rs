@@ -10,8 +10,9 @@ macro_rules! row_status_binding {
             /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
             fn finish_rows(&mut self, done: ::numpy::PyReadonlyArray1<'_, bool>) -> PyResult<()> {
                 let done = $crate::py::arrays::contiguous1("done", &done)?;
-                $crate::row_status::HasRowStatus::row_status_mut(&mut self.inner).finish_rows(done);
-                Ok(())
+                $crate::row_status::HasRowStatus::row_status_mut(&mut self.inner)
+                    .finish_rows(done)
+                    .map_err($crate::py::errors::to_py)
             }
 
             /// Bool `[rows]`: rows still generating (not ended by EOS or a criterion).

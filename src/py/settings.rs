@@ -151,7 +151,7 @@ impl GenerationSettings {
     #[pyo3(signature = (
         config, *, eos_token_ids=None, min_length=None, max_length=None, pad_token_id=None,
         vocab_size=None, encoder_input_ids=None, prompt_ignore_lengths=None, seed=None,
-        seed_prompts=None, row_seeds=None, turned_off=Vec::new()
+        seed_prompts=None, row_seeds=None, turned_off=Vec::new(), grammar=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -167,6 +167,7 @@ impl GenerationSettings {
         seed_prompts: Option<Vec<Vec<i64>>>,
         row_seeds: Option<Vec<u64>>,
         turned_off: Vec<String>,
+        grammar: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut inner = Core::read(&Attributes(config)).map_err(to_py)?;
         let (pipeline, beam) = (&mut inner.pipeline, &mut inner.beam);
@@ -192,6 +193,17 @@ impl GenerationSettings {
         }
         for stage in &turned_off {
             pipeline.turn_off(stage);
+        }
+        #[cfg(feature = "grammar")]
+        {
+            pipeline.grammar = super::grammar::handle_of(grammar.cloned())?;
+        }
+        #[cfg(not(feature = "grammar"))]
+        if grammar.is_some() {
+            return Err(to_py(CoreError::invalid(
+                "grammar",
+                "this build has no grammar support (cargo feature `grammar`)",
+            )));
         }
         inner.seed = seed.or(inner.seed);
         inner.vocab_size = vocab_size;

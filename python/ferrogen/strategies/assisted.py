@@ -22,7 +22,7 @@ whole batch at a time) and streamers with more than one row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from .. import _core
 from ..outputs import GenerateOutput
 from ..processors import draw_seed, unpadded_rows
 from ..stopping import evaluate_criteria
+from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 from .drafts import draft_source
 
@@ -67,7 +68,9 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     rows = prompt.shape[0]
     if request.streamer is not None and rows > 1:
         raise ValueError("streamer: assisted decoding streams one row only (rows advance by different amounts)")
-    core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies), _settings(request))
+    # each row's matcher follows its drafts
+    core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies),
+                                 _settings(request, matchers_for(request, copies)))
     run = _Run(request, core, rows, int(prompt.shape[1]))
 
     logits = main.prefill(request.input_ids, request.attention_mask, copies)
@@ -95,11 +98,11 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     return run.output()
 
 
-def _settings(request: GenerationRequest) -> _core.GenerationSettings:
+def _settings(request: GenerationRequest, grammar: Optional[Any]) -> _core.GenerationSettings:
     if not request.config.do_sample:
-        return core_settings(request)
+        return core_settings(request, grammar=grammar)
     return core_settings(request, seed=request.config.seed if request.config.seed is not None else draw_seed(),
-                         seed_prompts=unpadded_rows(request.input_ids, request.attention_mask))
+                         seed_prompts=unpadded_rows(request.input_ids, request.attention_mask), grammar=grammar)
 
 
 def _starts(request: GenerationRequest, copies: int) -> np.ndarray:

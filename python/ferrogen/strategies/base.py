@@ -65,7 +65,8 @@ class GenerationRequest:
 
 def core_settings(request: GenerationRequest, *, seed: Optional[int] = None,
                   seed_prompts: Optional[list[list[int]]] = None,
-                  row_seeds: Optional[list[int]] = None) -> _core.GenerationSettings:
+                  row_seeds: Optional[list[int]] = None,
+                  grammar: Optional[Any] = None) -> _core.GenerationSettings:
     """The settings of this generation as the Rust core reads them, checked once.
 
     The core reads the config's fields by name; this adds what the call resolved (EOS ids, the
@@ -73,13 +74,14 @@ def core_settings(request: GenerationRequest, *, seed: Optional[int] = None,
     processors (encoder input ids, left-padding lengths from the attention mask). A user logits
     processor of the same transformers class as one the config would build replaces it, as in
     transformers' ``generate`` (the user's one runs in the user-processor position).
+    ``grammar``: the rows' ``GrammarMatchers`` (``ferrogen.grammar.matchers_for``), if any.
     """
     ignore = None if request.adapter.is_encoder_decoder else prompt_ignore_lengths(request.attention_mask)
     return _core.GenerationSettings(
         with_resolved_breakers(request.config, request.tokenizer), eos_token_ids=request.eos_token_ids, min_length=request.min_length,
         max_length=request.max_length, pad_token_id=request.pad_token_id, vocab_size=request.vocab_size,
         encoder_input_ids=encoder_ids(request.input_ids), prompt_ignore_lengths=ignore, seed=seed,
-        seed_prompts=seed_prompts, row_seeds=row_seeds,
+        seed_prompts=seed_prompts, row_seeds=row_seeds, grammar=grammar,
         turned_off=[type(proc).__name__ for proc in request.logits_processors])
 
 

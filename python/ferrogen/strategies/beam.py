@@ -101,7 +101,8 @@ class _DeviceBeamStep:
         self.sample = bool(cfg.do_sample)
         warpers = set(core.stage_names[1])
         # transformers' warpers, as it builds them in beam modes (min_tokens_to_keep = K / beams)
-        self.temperature = float(cfg.temperature) if "TemperatureLogitsWarper" in warpers else None
+        self.temperature = (max(float(cfg.temperature), _core.TEMPERATURE_FLOOR)
+                            if "TemperatureLogitsWarper" in warpers else None)
         self.top_k = max(int(cfg.top_k), self.k // self.width) if "TopKLogitsWarper" in warpers else None
 
     def __call__(
@@ -109,7 +110,7 @@ class _DeviceBeamStep:
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         core, batch, k = self.core, self.batch, self.k
         vocab = int(logits.shape[1])
-        log_probs = torch.log_softmax(logits, dim=-1)
+        log_probs = _log_softmax(logits)
         if self.temperature is not None:
             log_probs = log_probs / self.temperature
         if self.top_k is not None:
@@ -132,6 +133,17 @@ class _DeviceBeamStep:
 
     def after(self, running: Optional[RunningSequences], scores: torch.Tensor) -> None:
         pass
+
+
+def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """``torch.log_softmax``, except that a row holding ``+inf`` gets the softmax's limit, as
+    the core defines it (torch gives NaN): ``ln(1 / k)`` at its ``k`` entries at ``+inf``, -inf
+    elsewhere. Without a host sync: the rows are selected on the device."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    certain = torch.isposinf(logits)
+    count = certain.sum(dim=-1, keepdim=True)
+    limit = torch.where(certain, -torch.log(count.clamp(min=1).to(log_probs.dtype)), -float("inf"))
+    return torch.where(count > 0, limit, log_probs)
 
 
 def use_device_candidates(request: GenerationRequest, core: _core.BeamSearch) -> bool:

@@ -9,23 +9,55 @@ decided before it; nothing inside the loop iterates over batch × beams in Pytho
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Protocol, TypeVar, Union
 
 import numpy as np
 import torch
 
+from .._validation import GenerationConfigError
 from ..outputs import GenerateOutput
 from ..processors import unpadded_rows
 from ..stopping import evaluate_criteria
 from .. import _core
+from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 
 BeamCoreT = TypeVar("BeamCoreT", _core.BeamSearch, _core.GroupBeamSearch)
 # The beam family's core objects; they share is_done, stop, take_settled, finalize, tree and last_step.
 BeamCore = Union[_core.BeamSearch, _core.GroupBeamSearch, _core.ConstrainedBeamSearch]
 
-__all__ = ["BeamCore", "BeamStep", "RunningSequences", "criterion_codes", "new_core", "run_beam_loop",
-           "stop_when_every_row_stops"]
+__all__ = ["BeamCore", "BeamStep", "RunningSequences", "check_beam_memory", "criterion_codes", "new_core",
+           "run_beam_loop", "stop_when_every_row_stops"]
+
+
+def _host_memory() -> Optional[int]:
+    """Bytes of physical memory on this machine, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_beam_memory(request: GenerationRequest, memory: Optional[int] = None) -> None:
+    """Refuses, naming ``num_beams``, a beam width whose state cannot exist on this machine,
+    before any model work: every step holds ``batch * num_beams`` rows of float32 scores over
+    the vocabulary and of token history, on the host. transformers fails the same request
+    later with torch's allocation error (or the process is killed); the core itself checks
+    its own allocations too (an allocation it cannot make is a MemoryError, never an abort).
+    ``memory`` defaults to the host's physical memory."""
+    memory = _host_memory() if memory is None else memory
+    beams = request.config.num_beams
+    if memory is None or beams <= 1:
+        return
+    rows = request.batch_size * beams
+    per_row = 4 * (request.vocab_size or 0) + 8 * request.max_length
+    need = rows * per_row
+    if need > memory:
+        raise GenerationConfigError(
+            "num_beams", f"{beams} beams x batch {request.batch_size} need {need / 2**30:.1f} GiB per step (scores "
+            f"over a vocabulary of {request.vocab_size} and histories of up to {request.max_length} tokens), more "
+            f"than this machine's {memory / 2**30:.1f} GiB; use fewer beams")
 
 
 def new_core(cls: type[BeamCoreT], request: GenerationRequest) -> BeamCoreT:
@@ -34,7 +66,8 @@ def new_core(cls: type[BeamCoreT], request: GenerationRequest) -> BeamCoreT:
     seed_prompts = None
     if request.config.do_sample and request.config.seed is not None:
         seed_prompts = unpadded_rows(request.input_ids, request.attention_mask)
-    return cls(as_int64(request.prompt_ids), core_settings(request, seed_prompts=seed_prompts))
+    grammar = matchers_for(request, request.config.num_beams)
+    return cls(as_int64(request.prompt_ids), core_settings(request, seed_prompts=seed_prompts, grammar=grammar))
 
 
 def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.ndarray:

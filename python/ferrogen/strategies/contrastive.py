@@ -23,6 +23,7 @@ import torch
 from .. import _core
 from ..models import MultiTokenAdapter, logits_to_host
 from ..outputs import GenerateOutput
+from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 from .token_loop import run_token_loop
 
@@ -34,8 +35,9 @@ def contrastive_search(request: GenerationRequest) -> GenerateOutput:
     adapter = request.adapter
     if not hasattr(adapter, "advance_many"):
         raise ValueError("model: contrastive search needs a transformers model with a KV cache and hidden states")
+    settings = core_settings(request, grammar=matchers_for(request, 1))
     core = _core.ContrastiveSearch(
-        as_int64(request.prompt_ids), core_settings(request), cfg.top_k, float(cfg.penalty_alpha or 0.0)
+        as_int64(request.prompt_ids), settings, cfg.top_k, float(cfg.penalty_alpha or 0.0)
     )
     stepper = _CandidateStepper(adapter, core, cfg.top_k)  # type: ignore[arg-type]
     return run_token_loop(replace(request, adapter=stepper), core, stepper.step, stepper.choose)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import _core
 from ..outputs import GenerateOutput
+from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 from .token_loop import run_token_loop
 
@@ -13,5 +14,5 @@ __all__ = ["greedy_search"]
 def greedy_search(request: GenerationRequest) -> GenerateOutput:
     copies = request.config.num_return_sequences
     prompt = request.prompt_ids.repeat_interleave(copies, dim=0)
-    decoder = _core.Decoder(as_int64(prompt), core_settings(request))
+    decoder = _core.Decoder(as_int64(prompt), core_settings(request, grammar=matchers_for(request, copies)))
     return run_token_loop(request, decoder, decoder.step_greedy, decoder.choose_greedy, copies)

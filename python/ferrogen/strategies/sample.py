@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import _core
 from ..outputs import GenerateOutput
 from ..processors import draw_seed, unpadded_rows
+from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 from .token_loop import run_token_loop
 
@@ -23,6 +24,7 @@ def sample(request: GenerationRequest) -> GenerateOutput:
     settings = core_settings(
         request, seed=request.config.seed if request.config.seed is not None else draw_seed(),
         seed_prompts=unpadded_rows(request.input_ids, request.attention_mask),
-        row_seeds=request.extras.get("row_seeds"))  # one seed per prompt: as if generated alone
+        row_seeds=request.extras.get("row_seeds"),  # one seed per prompt: as if generated alone
+        grammar=matchers_for(request, copies))
     decoder = _core.Decoder(as_int64(prompt), settings)
     return run_token_loop(request, decoder, decoder.step_sample, decoder.choose_sample, copies)

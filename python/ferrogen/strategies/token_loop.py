@@ -46,6 +46,7 @@ def run_token_loop(
     streamer = request.streamer
     if streamer is not None:
         streamer.put(prompt.cpu())
+    grammar = request.extras.get("grammar_matchers")
 
     cur = prompt_len
     if cur < total:
@@ -67,7 +68,10 @@ def run_token_loop(
             scores.append(logits)
         if streamer is not None:
             streamer.put(next_tokens)
-        _mark(reasons, before & ~core.unfinished(), "eos")
+        ended = before & ~core.unfinished()
+        if grammar is not None:  # a dead grammar ends its row with EOS: say why
+            _mark(reasons, ended & grammar.dead(), "grammar")
+        _mark(reasons, ended, "eos")
         for done, why in evaluate_criteria(request.criteria, sequences[:, :cur], logits):
             before = core.unfinished()
             core.finish_rows(done.numpy())

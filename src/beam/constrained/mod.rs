@@ -15,6 +15,8 @@
 //! `num_return_sequences` hypotheses satisfy them, the best running beams that do not
 //! fill the rest, ranked after every satisfying one and flagged.
 
+mod endgame;
+
 use std::collections::{HashMap, HashSet};
 
 use super::core::{BeamCore, StepChoice};
@@ -25,7 +27,8 @@ use super::select::{check_picked, log_softmax_rows, top_k_into, TopK};
 use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
-use crate::constraints::{bank_order, Constraint, ConstraintSet, ConstraintState};
+use crate::buffers;
+use crate::constraints::{bank_order, ConstraintSet, ConstraintState};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
@@ -93,6 +96,8 @@ pub struct ConstrainedBeamSearch {
     streamed: Vec<usize>,
     top: TopK,
     advance: Vec<i64>,
+    /// A grammar constrains the rows (see `select` and `advance_candidates`).
+    grammar: bool,
 }
 
 impl ConstrainedBeamSearch {
@@ -119,7 +124,7 @@ impl ConstrainedBeamSearch {
         }
         settings.validate(prompt_len)?;
         config.validate(None)?;
-        config.validate_rows(batch * settings.num_beams)?;
+        config.validate_rows(buffers::product("num_beams", &[batch, settings.num_beams])?)?;
         if settings.num_beams < 2 {
             return Err(CoreError::invalid(
                 "num_beams",
@@ -139,47 +144,38 @@ impl ConstrainedBeamSearch {
             ));
         }
         let beams = settings.num_beams;
-        let expanded: Vec<i64> = prompts
-            .chunks_exact(prompt_len.max(1))
-            .flat_map(|p| (0..beams).flat_map(move |_| p.iter().copied()))
-            .collect();
-        let states: Vec<ConstraintState> = (0..batch)
-            .flat_map(|b| {
-                let prompt = &prompts[b * prompt_len..(b + 1) * prompt_len];
-                let mut st = set.initial_state();
-                for (i, &t) in prompt.iter().enumerate() {
-                    if prompt_mask.map_or(true, |m| m[b * prompt_len + i]) {
-                        st.add(&set, t);
-                    }
+        let (rows, k) = settings.checked_sizes(batch, beams)?;
+        let history = TokenHistory::try_repeated("num_beams", prompts, batch, beams)?;
+        let mut states: Vec<ConstraintState> = buffers::with_capacity("num_beams", rows)?;
+        states.extend((0..batch).flat_map(|b| {
+            let prompt = &prompts[b * prompt_len..(b + 1) * prompt_len];
+            let mut st = set.initial_state();
+            for (i, &t) in prompt.iter().enumerate() {
+                if prompt_mask.map_or(true, |m| m[b * prompt_len + i]) {
+                    st.add(&set, t);
                 }
-                std::iter::repeat(st).take(beams)
-            })
-            .collect();
-        let max_token = (0..set.len())
-            .flat_map(|i| match set.get(i) {
-                Constraint::Phrase(p) => p.tokens().to_vec(),
-                Constraint::OneOf(a) => a.phrases().iter().flatten().copied().collect(),
-            })
-            .max()
-            .unwrap_or(0);
-        let mut beam_scores = vec![NEG_LARGE; batch * beams];
+            }
+            std::iter::repeat(st).take(beams)
+        }));
+        let max_token = set.max_token().unwrap_or(0);
+        let mut beam_scores = buffers::filled("num_beams", rows, NEG_LARGE)?;
         beam_scores.iter_mut().step_by(beams).for_each(|s| *s = 0.0);
-        let k = settings.candidates_per_item(beams);
         Ok(ConstrainedBeamSearch {
             batch,
             beams,
             k,
             prompt_len,
-            history: TokenHistory::new(&expanded, batch * beams),
+            history,
             pipeline: config.build(prompt_len),
             beam_scores,
-            running_nodes: vec![NO_NODE; batch * beams],
+            running_nodes: buffers::filled("num_beams", rows, NO_NODE)?,
             states,
-            seq_ids: vec![0; batch * beams],
+            seq_ids: buffers::filled("num_beams", rows, 0)?,
             hyps: (0..batch).map(|_| NBest::new(beams)).collect(),
             item_done: vec![false; batch],
+            grammar: super::has_grammar(config),
             tree: BeamTree::default(),
-            choice: StepChoice::new(batch * beams),
+            choice: StepChoice::new(rows)?,
             finished: false,
             stop_code: 1,
             unmet: None,
@@ -262,7 +258,19 @@ impl ConstrainedBeamSearch {
                 continue;
             }
             let rows = &logits[first * vocab..(first + beams) * vocab];
-            let (mut cands, best) = self.top_candidates(b, rows, vocab)?;
+            let (mut cands, best) = match self.top_candidates(b, rows, vocab) {
+                // Every continuation is one the grammar forbids (the beams ended): the
+                // item has nothing left to add, as transformers' scorer concludes.
+                Err(CoreError::NoValidToken { .. }) if self.grammar => {
+                    self.item_done[b] = true;
+                    for row in first..first + beams {
+                        self.choice.tokens[row] = self.s.pad_token_id;
+                        self.choice.parents[row] = first as i64;
+                    }
+                    continue;
+                }
+                other => other?,
+            };
             let order = self.advance_candidates(b, rows, vocab, &mut cands);
             for (j, &c) in order.iter().enumerate() {
                 self.take_candidate(b, first + j, &cands[c], &mut next);
@@ -386,7 +394,8 @@ impl ConstrainedBeamSearch {
     }
 
     /// Adds the tokens that advance each unsatisfied beam of item `b` to `cands`
-    /// (unless that sequence is already a candidate); returns the surviving order.
+    /// (unless that sequence is already a candidate); returns the `num_beams` survivors
+    /// in the order they become beams.
     fn advance_candidates(
         &mut self,
         b: usize,
@@ -410,9 +419,12 @@ impl ConstrainedBeamSearch {
                 if !seen.insert((self.seq_ids[row], token)) {
                     continue;
                 }
+                let score = rows[i * vocab + token as usize] + self.beam_scores[row];
+                if self.grammar && score == f32::NEG_INFINITY {
+                    continue; // a forced token the grammar forbids here: not a candidate
+                }
                 let mut state = self.states[row].clone();
                 state.add(&self.set, token);
-                let score = rows[i * vocab + token as usize] + self.beam_scores[row];
                 cands.push(Cand {
                     score,
                     parent_row: row,
@@ -421,12 +433,25 @@ impl ConstrainedBeamSearch {
                 });
             }
         }
-        if cands.len() == topk {
-            return (0..topk).collect();
-        }
+        let order = if cands.len() == topk {
+            (0..topk).collect()
+        } else {
+            self.bank_ranked(cands)
+        };
+        self.keep_completable(b, rows, vocab, cands, order)
+    }
+
+    /// Every index of `cands` in transformers' bank order.
+    fn bank_ranked(&self, cands: &[Cand]) -> Vec<usize> {
         let banks: Vec<usize> = cands.iter().map(|c| c.state.bank(&self.set)).collect();
         let scores: Vec<f32> = cands.iter().map(|c| c.score).collect();
-        bank_order(&banks, &scores, self.beams)
+        let mut order = bank_order(&banks, &scores, cands.len());
+        if self.grammar {
+            // With a grammar, -inf candidates (tokens it forbids, taken only to fill the
+            // beams) never displace a candidate it allows, whatever their banks.
+            order.sort_by_key(|&c| cands[c].score == f32::NEG_INFINITY);
+        }
+        order
     }
 
     /// Records `parent_row + token` (an EOS) as a finished hypothesis of item `b`.
@@ -562,12 +587,12 @@ impl BeamCore for ConstrainedBeamSearch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::constraints::ConstraintSpec;
     use proptest::prelude::*;
 
-    fn settings(beams: usize, eos: &[i64], max_length: usize, n: usize) -> BeamSettings {
+    pub(super) fn settings(beams: usize, eos: &[i64], max_length: usize, n: usize) -> BeamSettings {
         BeamSettings {
             num_beams: beams,
             eos_token_ids: eos.to_vec(),
@@ -577,15 +602,15 @@ mod tests {
         }
     }
 
-    fn set(specs: Vec<ConstraintSpec>) -> ConstraintSet {
+    pub(super) fn set(specs: Vec<ConstraintSpec>) -> ConstraintSet {
         ConstraintSet::new(specs, None).unwrap()
     }
 
-    fn contains(text: &[i64], phrase: &[i64]) -> bool {
+    pub(super) fn contains(text: &[i64], phrase: &[i64]) -> bool {
         text.windows(phrase.len()).any(|w| w == phrase)
     }
 
-    fn search(
+    pub(super) fn search(
         prompts: &[i64],
         batch: usize,
         st: BeamSettings,
@@ -618,7 +643,7 @@ mod tests {
     }
 
     /// Runs to the end with logits `logits(step, row, token)`; returns the output and the step count.
-    fn run(
+    pub(super) fn run(
         s: &mut ConstrainedBeamSearch,
         vocab: usize,
         logits: impl Fn(usize, usize, usize) -> f32,
@@ -640,11 +665,12 @@ mod tests {
     #[test]
     fn forced_phrase_appears_although_the_model_never_picks_it() {
         // vocab 6: the model prefers 3, then 1; phrase [4, 5] has low probability; eos = 2
+        // two new tokens: [4, 5] is the only sequence that holds the phrase
         let prefs = [0.0f32, 1.0, 0.5, 3.0, -4.0, -4.0];
         let mut s = search(
             &[0],
             1,
-            settings(3, &[2], 8, 3),
+            settings(3, &[2], 3, 3),
             vec![ConstraintSpec::Phrase(vec![4, 5])],
         );
         let (out, ok, _) = run(&mut s, 6, |_, _, t| prefs[t]);
@@ -777,7 +803,7 @@ mod tests {
     }
 
     /// Pseudo-random log-probability-like values (splitmix64 of the position).
-    fn noise(seed: u64, step: usize, row: usize, token: usize) -> f32 {
+    pub(super) fn noise(seed: u64, step: usize, row: usize, token: usize) -> f32 {
         let mut z = seed ^ ((step as u64) << 40) ^ ((row as u64) << 20) ^ token as u64;
         z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -787,7 +813,7 @@ mod tests {
         (2.0 * u.ln().max(-30.0)) as f32
     }
 
-    fn specs_strategy() -> impl Strategy<Value = Vec<ConstraintSpec>> {
+    pub(super) fn specs_strategy() -> impl Strategy<Value = Vec<ConstraintSpec>> {
         let phrase = proptest::collection::vec(3i64..8, 1..4);
         let spec = prop_oneof![
             phrase.clone().prop_map(ConstraintSpec::Phrase),
@@ -796,7 +822,7 @@ mod tests {
         proptest::collection::vec(spec, 1..4)
     }
 
-    fn satisfies(text: &[i64], specs: &[ConstraintSpec]) -> bool {
+    pub(super) fn satisfies(text: &[i64], specs: &[ConstraintSpec]) -> bool {
         specs.iter().all(|s| match s {
             ConstraintSpec::Phrase(p) => contains(text, p),
             ConstraintSpec::OneOf(alts) => alts.iter().any(|a| contains(text, a)),
