@@ -261,6 +261,15 @@ impl GenerationSettings {
         })
     }
 
+    /// True when `name` is a setting (a `GenerationConfig` field the core reads, or `seed`):
+    /// an error naming it is a configuration error, not a bad argument of a method.
+    pub fn is_setting(name: &str) -> bool {
+        name == "seed"
+            || name == "max_length"
+            || PipelineConfig::FIELDS.contains(&name)
+            || BeamSettings::FIELDS.contains(&name)
+    }
+
     /// Every rule over these settings, each named by its field: the processors' ranges and
     /// token ids (against `vocab_size` when known), then the beam counts and how they combine
     /// with sampling. Rules that need the prompt are checked when a search starts.

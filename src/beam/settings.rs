@@ -78,14 +78,18 @@ impl BeamSettings {
     /// `sample` are the generation's, set by [`crate::settings::GenerationSettings::read`].
     pub fn read(source: &dyn SettingsSource) -> Result<Self> {
         let mut s = BeamSettings::default();
-        macro_rules! field {
-            ($($f:ident),*) => {$(
-                if let Some(v) = Setting::read(source, stringify!($f))? {
-                    s.$f = v;
-                }
-            )*};
+        macro_rules! fields {
+            ($($f:ident),*) => {
+                $(
+                    if let Some(v) = Setting::read(source, stringify!($f))? {
+                        s.$f = v;
+                    }
+                )*
+                // The names read here, for `GenerationSettings::is_setting`.
+                const _: () = assert!(BeamSettings::FIELDS.len() == [$(stringify!($f)),*].len());
+            };
         }
-        field!(
+        fields!(
             num_beams,
             num_beam_groups,
             diversity_penalty,
@@ -96,6 +100,17 @@ impl BeamSettings {
         );
         Ok(s)
     }
+
+    /// The `GenerationConfig` fields [`Self::read`] reads.
+    pub const FIELDS: &'static [&'static str] = &[
+        "num_beams",
+        "num_beam_groups",
+        "diversity_penalty",
+        "length_penalty",
+        "early_stopping",
+        "num_return_sequences",
+        "pad_token_id",
+    ];
 
     /// The rules over the beam counts and how they combine with sampling (`do_sample`),
     /// for every mode: greedy and sampling have `num_beams = 1`.

@@ -2,13 +2,15 @@
 //! `except ValueError` keeps working while callers can tell the kinds apart, except
 //! `CoreMemoryError`, a `MemoryError` (an allocation the machine refused). An invalid
 //! setting raises `GenerationConfigError` (a subclass of `InvalidArgumentError` whose
-//! `field` names the setting), the same class `GenerationConfig` raises.
+//! `field` names the setting), the same class `GenerationConfig` raises; any other bad
+//! argument (of a method, or an input array) raises `InvalidArgumentError`.
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::PyErr;
 
 use crate::error::CoreError;
+use crate::settings::GenerationSettings;
 
 create_exception!(
     ferrogen._core,
@@ -50,9 +52,10 @@ create_exception!(
 pub fn to_py(err: CoreError) -> PyErr {
     let msg = err.to_string();
     match err {
-        CoreError::InvalidArgument { name, message } => {
+        CoreError::InvalidArgument { name, message } if GenerationSettings::is_setting(name) => {
             GenerationConfigError::new_err((name, message))
         }
+        CoreError::InvalidArgument { .. } => InvalidArgumentError::new_err(msg),
         CoreError::WrongType { name, expected } => {
             GenerationConfigTypeError::new_err((name, format!("must be {expected}")))
         }
