@@ -24,12 +24,15 @@ pub trait SettingsSource {
     fn id_lists(&self, name: &'static str) -> Result<Option<Vec<Vec<i64>>>>;
     fn uints(&self, name: &'static str) -> Result<Option<Vec<u64>>>;
     /// `{(ids...): bias}` or `[[ids, bias], ...]`, in order.
-    fn biases(&self, name: &'static str) -> Result<Option<Vec<(Vec<i64>, f64)>>>;
+    fn biases(&self, name: &'static str) -> Result<Option<SequenceBiases>>;
     /// A `(count, number)` pair.
     fn uint_float(&self, name: &'static str) -> Result<Option<(u64, f64)>>;
     /// A bool or a string (`early_stopping`).
     fn flag_or_text(&self, name: &'static str) -> Result<Option<FlagOrText>>;
 }
+
+/// `(token sequence, bias)` pairs, in the user's order.
+pub type SequenceBiases = Vec<(Vec<i64>, f64)>;
 
 /// A setting that is a bool or a string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,7 +322,7 @@ mod tests {
         fn uints(&self, _: &'static str) -> Result<Option<Vec<u64>>> {
             Ok(None)
         }
-        fn biases(&self, _: &'static str) -> Result<Option<Vec<(Vec<i64>, f64)>>> {
+        fn biases(&self, _: &'static str) -> Result<Option<SequenceBiases>> {
             Ok(None)
         }
         fn uint_float(&self, _: &'static str) -> Result<Option<(u64, f64)>> {
