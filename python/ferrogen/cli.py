@@ -371,7 +371,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices[name]  # type: ignore[no-any-return]
+    return action.choices[name]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 import warnings
 from dataclasses import fields
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Literal, Mapping, Optional, Sequence, Union, overload
 
 import torch
 
@@ -24,6 +24,43 @@ __all__ = ["generate"]
 
 # Keyword arguments of transformers' generate that are inputs, not config fields.
 _INPUT_KWARGS = frozenset({"inputs", "decoder_input_ids", "encoder_outputs", "use_model_defaults"})
+
+
+# ``return_dict_in_generate=True`` given here always returns a GenerateOutput (it overrides the
+# config); otherwise the result depends on the config, so callers that ask for it get the type.
+@overload
+def generate(
+    model: Any,
+    input_ids: Optional[torch.Tensor] = None,
+    attention_mask: Optional[torch.Tensor] = None,
+    generation_config: Optional[Union[GenerationConfig, Any]] = None,
+    *,
+    return_dict_in_generate: Literal[True],
+    logits_processor: Optional[Iterable[Any]] = None,
+    stopping_criteria: Optional[Iterable[StoppingCriterion]] = None,
+    streamer: Optional[Any] = None,
+    tokenizer: Optional[Any] = None,
+    assistant_model: Optional[Any] = None,
+    row_seeds: Optional[Sequence[int]] = None,
+    **kwargs: Any,
+) -> GenerateOutput: ...
+
+
+@overload
+def generate(
+    model: Any,
+    input_ids: Optional[torch.Tensor] = None,
+    attention_mask: Optional[torch.Tensor] = None,
+    generation_config: Optional[Union[GenerationConfig, Any]] = None,
+    *,
+    logits_processor: Optional[Iterable[Any]] = None,
+    stopping_criteria: Optional[Iterable[StoppingCriterion]] = None,
+    streamer: Optional[Any] = None,
+    tokenizer: Optional[Any] = None,
+    assistant_model: Optional[Any] = None,
+    row_seeds: Optional[Sequence[int]] = None,
+    **kwargs: Any,
+) -> Union[torch.Tensor, GenerateOutput]: ...
 
 
 @ends_stream_on_error

@@ -15,14 +15,15 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Sequence, TypeGuard, Union
 
 import torch
 
+from ._validation import GenerationConfigError
 from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
 
-__all__ = ["ModelAdapter", "MultiTokenAdapter", "adapter_for", "logits_to_host"]
+__all__ = ["ModelAdapter", "MultiTokenAdapter", "adapter_for", "is_multi_token", "logits_to_host"]
 
 
 def logits_to_host(logits: torch.Tensor) -> torch.Tensor:
@@ -33,7 +34,7 @@ def logits_to_host(logits: torch.Tensor) -> torch.Tensor:
 def _owns_storage(logits: torch.Tensor) -> bool:
     """Whether ``logits`` is a contiguous float32 CPU tensor that spans its whole storage:
     the fresh output of a language-model head (``logits_to_keep=1``), nothing else in it."""
-    return (
+    return bool(  # torch types the size checks as SymBool (symbolic shapes); here they are plain
         logits.device.type == "cpu"
         and logits.dtype == torch.float32
         and logits.is_contiguous()
@@ -92,7 +93,9 @@ class MultiTokenAdapter(ModelAdapter, Protocol):
     position ids (decoder-only) or attention is relative (T5's decoder).
     """
 
-    supports_ragged: bool
+    @property
+    def supports_ragged(self) -> bool:
+        """Whether rows may be shifted against each other (see above)."""
 
     def hidden_states(self) -> Optional[torch.Tensor]:
         """Last layer's hidden states of every position of the latest forward pass."""
@@ -108,6 +111,11 @@ class MultiTokenAdapter(ModelAdapter, Protocol):
     def crop_rows(self, drop: torch.Tensor) -> None:
         """Forgets the last ``drop[r]`` cached positions of row ``r`` (int64 ``[rows]``); rows
         left shorter than others are shifted right and padded on the left (masked)."""
+
+
+def is_multi_token(adapter: ModelAdapter) -> TypeGuard[MultiTokenAdapter]:
+    """Whether ``adapter`` can feed several tokens per row and drop cached positions."""
+    return hasattr(adapter, "advance_many")
 
 
 def _new_cache(model: Any, encoder_decoder: bool) -> tuple[str, Any]:
@@ -172,7 +180,7 @@ def _gather_positions(cache: Any, index: torch.Tensor) -> None:
                 f"cache: {type(layer).__name__} layers cannot drop positions row by row; "
                 "assisted decoding of a batch needs a dynamic (full attention) cache"
             )
-        if layer.keys is None or layer.keys.numel() == 0:
+        if layer.keys is None or layer.values is None or layer.keys.numel() == 0:
             continue
         rows, heads, _, dim = layer.keys.shape
         idx = index.to(layer.keys.device)[:, None, :, None].expand(rows, heads, index.shape[1], dim)
@@ -337,10 +345,13 @@ class EncoderDecoderAdapter(_HiddenStates):
 
     is_encoder_decoder = True
 
-    def __init__(self, model: Any, decoder_start_token_id: int, output_hidden_states: bool = False) -> None:
+    def __init__(
+        self, model: Any, decoder_start_token_id: Union[int, Sequence[int]], output_hidden_states: bool = False
+    ) -> None:
         self.model = model
         self.device = model.device
         self.device_logits = False
+        # One int for every row, or (as transformers accepts) one start token per prompt.
         self.decoder_start_token_id = decoder_start_token_id
         self._options = _Options(output_hidden_states)
         self._cache_key = "cache"
@@ -351,7 +362,16 @@ class EncoderDecoderAdapter(_HiddenStates):
         self._hidden: Optional[torch.Tensor] = None
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return torch.full((input_ids.shape[0], 1), self.decoder_start_token_id, dtype=torch.long)
+        """The decoder's first token for each prompt, as a ``[batch, 1]`` column."""
+        start = self.decoder_start_token_id
+        batch = int(input_ids.shape[0])
+        if isinstance(start, int):
+            return torch.full((batch, 1), start, dtype=torch.long)
+        if len(start) != batch:
+            raise GenerationConfigError(
+                "decoder_start_token_id", f"a list needs one start token per prompt ({batch}), got {len(start)}"
+            )
+        return torch.tensor(list(start), dtype=torch.long).view(batch, 1)
 
     def prefill(
         self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], copies: int = 1
@@ -367,8 +387,8 @@ class EncoderDecoderAdapter(_HiddenStates):
         self._encoder_outputs, self._encoder_mask = encoded, mask
         self._decoder_mask = None
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=True)
-        rows = input_ids.shape[0] * copies
-        start = torch.full((rows, 1), self.decoder_start_token_id, dtype=torch.long, device=self.device)
+        # Each prompt's start token, repeated for its copies (transformers expands after choosing it).
+        start = self.decoder_prompt(input_ids).repeat_interleave(copies, dim=0).to(self.device)
         return self._forward(start)
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -504,7 +524,8 @@ def is_encoder_decoder(model: Any) -> bool:
 
 
 def adapter_for(
-    model: Any, decoder_start_token_id: Optional[int] = None, output_hidden_states: bool = False, rollback: bool = False
+    model: Any,
+    decoder_start_token_id: Union[int, Sequence[int], None] = None, output_hidden_states: bool = False, rollback: bool = False
 ) -> ModelAdapter:
     """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch.
     ``rollback``: the caller will crop cached positions (assisted decoding)."""

@@ -52,11 +52,14 @@ def load_model(path: Union[str, Path], device: str = "cpu", dtype: Optional[str]
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model: {path} is not a model directory (no config.json)")
     config = AutoConfig.from_pretrained(path, local_files_only=True)
-    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     kwargs: dict[str, Any] = {"local_files_only": True, "config": config}  # config.json is read once
     if dtype is not None:
         kwargs["dtype"] = getattr(torch, dtype)
-    model = cls.from_pretrained(path, **kwargs).to(device).eval()
+    if config.is_encoder_decoder:
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = model.to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model, tokenizer
 

@@ -73,7 +73,7 @@ def bench_assisted(name: str, batch: int, new_tokens: int, repeats: int, knobs: 
     for key, value in knobs.items():
         setattr(assistant.generation_config, key, value)
     ids, mask = (t.to(device) for t in assisted_inputs(tokenizer, model.config.vocab_size, batch))
-    settings = dict(max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    settings: dict[str, Any] = dict(max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
     if model.generation_config.eos_token_id is not None:
         settings["min_new_tokens"] = new_tokens
 

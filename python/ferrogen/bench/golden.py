@@ -69,5 +69,6 @@ def golden_ms(model: Any, ids: torch.Tensor, mask: torch.Tensor, settings: dict,
         return None, None, "transformers 4.55 failed: " + done.stderr.strip().splitlines()[-1][:80]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     ours = ferrogen.generate(model, input_ids=ids, attention_mask=mask, **settings)
-    same = "same tokens" if ours.cpu().tolist() == result["tokens"] else "TOKENS DIFFER"
+    sequences = ours if isinstance(ours, torch.Tensor) else ours.sequences
+    same = "same tokens" if sequences.cpu().tolist() == result["tokens"] else "TOKENS DIFFER"
     return result["ms"], result["mb"], f"transformers {result['version']} (golden venv), {same}"

@@ -182,9 +182,19 @@ def _jsonable(value: Any) -> Any:
     return plain(value)
 
 
+def _arrow_batches(ds: "Dataset") -> Iterator["pa.Table"]:
+    """The blocks of ``ds`` as Arrow tables (Ray types the batches of every format as one union)."""
+    import pyarrow as pa
+
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        if not isinstance(batch, pa.Table):
+            raise TypeError(f"dataset: expected Arrow batches, got {type(batch).__name__}")
+        yield batch
+
+
 def iter_records(ds: "Dataset") -> Iterator[dict[str, Any]]:
     """The rows of ``ds`` as plain Python dicts (lists, ints, floats, strings, None)."""
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in _arrow_batches(ds):
         yield from batch.to_pylist()
 
 
@@ -209,7 +219,7 @@ def write_parquet(ds: "Dataset", path: PathLike) -> None:
 
     writer = None
     try:
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for batch in _arrow_batches(ds):
             if writer is None:
                 writer = pq.ParquetWriter(str(path), batch.schema)
             writer.write_table(batch.cast(writer.schema))

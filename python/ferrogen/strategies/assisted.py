@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import _core
+from ..models import is_multi_token
 from ..outputs import GenerateOutput
 from ..processors import draw_seed, unpadded_rows
 from ..stopping import evaluate_criteria
@@ -57,7 +58,7 @@ class AssistedStats:
 def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     cfg = request.config
     main = request.adapter
-    if not hasattr(main, "advance_many"):
+    if not is_multi_token(main):
         raise ValueError("model: assisted decoding needs a transformers model with a KV cache")
     if request.logits_processors:
         raise ValueError("logits_processor: user logits processors are not supported with assisted decoding; "
@@ -78,13 +79,13 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     if core.any_active():
         source.start(request, copies)
     # Decided once both caches exist (their layer types matter).
-    lockstep = rows > 1 and not (main.supports_ragged and source.supports_ragged)  # type: ignore[attr-defined]
+    lockstep = rows > 1 and not (main.supports_ragged and source.supports_ragged)
     while core.any_active():
         source.propose(core)
         drafts, drafted = core.drafts()
         width = drafts.shape[1]
         feed = torch.from_numpy(np.concatenate([core.tails(1), drafts], axis=1))
-        logits = main.advance_many(feed)  # type: ignore[attr-defined]
+        logits = main.advance_many(feed)
         emitted, accepted = run.round(logits, lockstep, drafted)
         active = core.active()
         if lockstep:
@@ -93,7 +94,7 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
         else:
             drop = width + 1 - emitted
         if active.any():
-            main.crop_rows(torch.from_numpy(drop))  # type: ignore[attr-defined]
+            main.crop_rows(torch.from_numpy(drop))
             source.update(emitted, accepted, drafted, active, lockstep)
     return run.output()
 
@@ -187,8 +188,8 @@ class _Run:
         if store is None or logits is None:
             return
         if store[0] is None:
-            steps = max(self.request.max_length - self.prompt_len, 0)
-            store[0] = torch.full((self.rows, steps, logits.shape[-1]), float("-inf"))
+            new_tokens = max(self.request.max_length - self.prompt_len, 0)
+            store[0] = torch.full((self.rows, new_tokens, logits.shape[-1]), float("-inf"))
         positions = torch.arange(logits.shape[1])[None, :]
         rows, cols = (positions < torch.from_numpy(emitted)[:, None]).nonzero(as_tuple=True)
         steps = torch.from_numpy(before - self.prompt_len)[rows] + cols

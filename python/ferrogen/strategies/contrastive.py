@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .. import _core
-from ..models import MultiTokenAdapter, logits_to_host
+from ..models import MultiTokenAdapter, is_multi_token, logits_to_host
 from ..outputs import GenerateOutput
 from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
@@ -33,13 +33,13 @@ __all__ = ["contrastive_search"]
 def contrastive_search(request: GenerationRequest) -> GenerateOutput:
     cfg = request.config
     adapter = request.adapter
-    if not hasattr(adapter, "advance_many"):
+    if not is_multi_token(adapter):
         raise ValueError("model: contrastive search needs a transformers model with a KV cache and hidden states")
     settings = core_settings(request, grammar=matchers_for(request, 1))
     core = _core.ContrastiveSearch(
         as_int64(request.prompt_ids), settings, cfg.top_k, float(cfg.penalty_alpha or 0.0)
     )
-    stepper = _CandidateStepper(adapter, core, cfg.top_k)  # type: ignore[arg-type]
+    stepper = _CandidateStepper(adapter, core, cfg.top_k)
     return run_token_loop(replace(request, adapter=stepper), core, stepper.step, stepper.choose)
 
 
@@ -59,7 +59,17 @@ class _CandidateStepper:
         self.top_k = top_k
         self.is_encoder_decoder = adapter.is_encoder_decoder
         self.device = adapter.device
+        self.device_logits = False
         self._next: Optional[torch.Tensor] = None
+
+    def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.adapter.decoder_prompt(input_ids)
+
+    def last_hidden_state(self) -> Optional[torch.Tensor]:
+        return self.adapter.last_hidden_state()
+
+    def reorder(self, parent_rows: torch.Tensor) -> None:
+        raise NotImplementedError("contrastive search keeps its candidates' rows itself; it has no beams to reorder")
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], copies: int = 1) -> torch.Tensor:
         logits = self.adapter.prefill(input_ids, attention_mask, copies)

@@ -21,7 +21,7 @@ import torch
 
 from .. import _core
 from ..config import GenerationConfig
-from ..models import adapter_for, is_encoder_decoder, vocab_size_of
+from ..models import adapter_for, is_encoder_decoder, is_multi_token, vocab_size_of
 from .base import GenerationRequest
 
 __all__ = ["DraftSource", "AssistantDrafts", "PromptLookupDrafts", "draft_source"]
@@ -30,8 +30,9 @@ _DEFAULTS = GenerationConfig()
 
 
 class DraftSource(Protocol):
-    #: Whether rows may accept different numbers of drafts (the source copes with shifted rows).
-    supports_ragged: bool
+    @property
+    def supports_ragged(self) -> bool:
+        """Whether rows may accept different numbers of drafts (the source copes with shifted rows)."""
 
     def start(self, request: GenerationRequest, copies: int) -> None:
         """Called once, after the main model's first token, before the first round."""
@@ -52,11 +53,14 @@ def draft_source(request: GenerationRequest) -> DraftSource:
         if getattr(cfg, name) not in (None, False):
             raise NotImplementedError(f"{name}: this kind of assisted decoding is not available in ferrogen")
     assistant = request.assistant_model
-    if assistant is not None and cfg.prompt_lookup_num_tokens is not None:
+    lookup = cfg.prompt_lookup_num_tokens
+    if assistant is not None and lookup is not None:
         raise ValueError("prompt_lookup_num_tokens: give either an assistant_model or prompt_lookup_num_tokens, not both")
-    if assistant is None:
-        return PromptLookupDrafts(cfg.max_matching_ngram_size or 2, int(cfg.prompt_lookup_num_tokens))
-    return AssistantDrafts(assistant, request)
+    if assistant is not None:
+        return AssistantDrafts(assistant, request)
+    if lookup is None:  # the dispatch picks assisted decoding only with one of the two
+        raise ValueError("assistant_model: assisted decoding needs an assistant_model or prompt_lookup_num_tokens")
+    return PromptLookupDrafts(cfg.max_matching_ngram_size or 2, int(lookup))
 
 
 class PromptLookupDrafts:
@@ -119,15 +123,16 @@ class AssistantDrafts:
         self.schedule = str(_assistant_setting("num_assistant_tokens_schedule", cfg, assistant))
         self.confidence = float(_assistant_setting("assistant_confidence_threshold", cfg, assistant) or 0.0)
         # The decoder start token is the main model's: both decoders must see the same ids.
-        self.adapter = adapter_for(assistant, cfg.decoder_start_token_id, rollback=True)
-        if not hasattr(self.adapter, "advance_many"):
+        adapter = adapter_for(assistant, cfg.decoder_start_token_id, rollback=True)
+        if not is_multi_token(adapter):
             raise ValueError("assistant_model: needs a transformers model with a KV cache")
+        self.adapter = adapter
         self._unfed = 1
         self._fed: Optional[int] = None
 
     @property
     def supports_ragged(self) -> bool:
-        return bool(self.adapter.supports_ragged)  # type: ignore[attr-defined]
+        return bool(self.adapter.supports_ragged)
 
     def start(self, request: GenerationRequest, copies: int) -> None:
         # The main model has produced one token: the cache of the prompt leaves it unfed.
