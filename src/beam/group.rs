@@ -245,8 +245,6 @@ impl GroupBeamSearch {
                 ),
             ));
         }
-        let cur_len = self.histories[g].len();
-        let generated = cur_len + 1 - self.prompt_len;
         let (gs, beams) = (self.group_size, self.beams);
         let mut local_parents = vec![0usize; self.batch * gs];
         let mut tokens = vec![0i64; self.batch * gs];
@@ -266,80 +264,118 @@ impl GroupBeamSearch {
                 // ended): nothing can be added, as transformers' scorer concludes.
                 self.group_done[item] = true;
             }
+            let rows = b * gs..(b + 1) * gs;
             if self.group_done[item] {
-                for i in 0..gs {
-                    self.beam_scores[first + i] = 0.0;
-                    self.running_nodes[first + i] = NO_NODE;
-                    tokens[b * gs + i] = self.s.pad_token_id;
-                    local_parents[b * gs + i] = b * gs;
-                    self.choice.parents[first + i] = first as i64;
-                }
+                self.pad_finished_group(first, &mut tokens[rows.clone()]);
+                local_parents[rows].fill(b * gs);
                 continue;
             }
             check_picked(&cands, first)?;
-            let mut filled = 0;
-            let (mut new_scores, mut new_nodes) = (vec![0.0f32; gs], vec![NO_NODE; gs]);
-            for (rank, &(score, idx)) in cands.iter().enumerate() {
-                let (beam, token) = (idx / vocab, (idx % vocab) as i64);
-                let parent_row = first + beam;
-                if self.s.is_eos(token) {
-                    if rank >= gs {
-                        continue;
-                    }
-                    let norm =
-                        normalized_score_f64(f64::from(score), generated, self.s.length_penalty);
-                    if self.hyps[item].accepts(norm) {
-                        let id = self.push_node(parent_row, token, b, g, cur_len, score);
-                        let n = self.tree.get_mut(id);
-                        n.end = EndReason::Eos;
-                        n.final_score = norm as f32;
-                        self.hyps[item].add(norm, id);
-                    }
-                } else {
-                    new_scores[filled] = score;
-                    new_nodes[filled] = self.push_node(parent_row, token, b, g, cur_len, score);
-                    tokens[b * gs + filled] = token;
-                    local_parents[b * gs + filled] = b * gs + beam;
-                    self.choice.parents[first + filled] = parent_row as i64;
-                    filled += 1;
-                    if filled == gs {
-                        break;
-                    }
+            self.place_candidates(
+                (g, b),
+                &cands,
+                vocab,
+                &mut tokens[rows.clone()],
+                &mut local_parents[rows],
+            )?;
+        }
+        self.advance_group(g, &tokens, &local_parents);
+        Ok(())
+    }
+
+    /// A finished group (rows from `first`) keeps running on padding.
+    fn pad_finished_group(&mut self, first: usize, tokens: &mut [i64]) {
+        for i in 0..self.group_size {
+            self.beam_scores[first + i] = 0.0;
+            self.running_nodes[first + i] = NO_NODE;
+            tokens[i] = self.s.pad_token_id;
+            self.choice.parents[first + i] = first as i64;
+        }
+    }
+
+    /// Group `g` of item `b` from its candidates (best first): EOS ones among the top
+    /// `group_size` become hypotheses, the first `group_size` others the group's beams.
+    /// `tokens` and `local_parents` are the group's rows of this step.
+    fn place_candidates(
+        &mut self,
+        (g, b): (usize, usize),
+        cands: &[(f32, usize)],
+        vocab: usize,
+        tokens: &mut [i64],
+        local_parents: &mut [usize],
+    ) -> Result<()> {
+        let cur_len = self.histories[g].len();
+        let generated = cur_len + 1 - self.prompt_len;
+        let gs = self.group_size;
+        let first = b * self.beams + g * gs;
+        let item = b * self.groups + g;
+        let mut filled = 0;
+        let (mut new_scores, mut new_nodes) = (vec![0.0f32; gs], vec![NO_NODE; gs]);
+        for (rank, &(score, idx)) in cands.iter().enumerate() {
+            let (beam, token) = (idx / vocab, (idx % vocab) as i64);
+            let parent_row = first + beam;
+            if self.s.is_eos(token) {
+                if rank >= gs {
+                    continue;
+                }
+                let norm = normalized_score_f64(f64::from(score), generated, self.s.length_penalty);
+                if self.hyps[item].accepts(norm) {
+                    let id = self.push_node(parent_row, token, b, g, cur_len, score);
+                    let n = self.tree.get_mut(id);
+                    n.end = EndReason::Eos;
+                    n.final_score = norm as f32;
+                    self.hyps[item].add(norm, id);
+                }
+            } else {
+                new_scores[filled] = score;
+                new_nodes[filled] = self.push_node(parent_row, token, b, g, cur_len, score);
+                tokens[filled] = token;
+                local_parents[filled] = b * gs + beam;
+                self.choice.parents[first + filled] = parent_row as i64;
+                filled += 1;
+                if filled == gs {
+                    break;
                 }
             }
-            if filled < gs {
-                return Err(CoreError::invalid(
-                    "eos_token_id",
-                    "too many candidates ended in EOS to continue the group",
-                ));
-            }
-            self.beam_scores[first..first + gs].copy_from_slice(&new_scores);
-            self.running_nodes[first..first + gs].copy_from_slice(&new_nodes);
-            let hyps = &self.hyps[item];
-            self.group_done[item] = hyps.is_full()
-                && group_is_done(
-                    self.s.early_stopping,
-                    self.s.length_penalty,
-                    hyps.worst_score(),
-                    f64::from(cands[0].0),
-                    generated,
-                    self.s.max_length - self.prompt_len,
-                );
         }
+        if filled < gs {
+            return Err(CoreError::invalid(
+                "eos_token_id",
+                "too many candidates ended in EOS to continue the group",
+            ));
+        }
+        self.beam_scores[first..first + gs].copy_from_slice(&new_scores);
+        self.running_nodes[first..first + gs].copy_from_slice(&new_nodes);
+        let hyps = &self.hyps[item];
+        self.group_done[item] = hyps.is_full()
+            && group_is_done(
+                self.s.early_stopping,
+                self.s.length_penalty,
+                hyps.worst_score(),
+                f64::from(cands[0].0),
+                generated,
+                self.s.max_length - self.prompt_len,
+            );
+        Ok(())
+    }
+
+    /// Group `g`'s chosen tokens into the step's choice and its history; the step ends
+    /// after the last group.
+    fn advance_group(&mut self, g: usize, tokens: &[i64], local_parents: &[usize]) {
+        let (gs, beams) = (self.group_size, self.beams);
         for b in 0..self.batch {
             let first = b * beams + g * gs;
             self.choice.tokens[first..first + gs].copy_from_slice(&tokens[b * gs..(b + 1) * gs]);
         }
-        self.histories[g].reorder(&local_parents);
-        self.pipelines[g].reorder(&local_parents);
-        self.histories[g].push(&tokens);
+        self.histories[g].reorder(local_parents);
+        self.pipelines[g].reorder(local_parents);
+        self.histories[g].push(tokens);
         self.cursor += 1;
         if self.cursor == self.groups {
             self.cursor = 0;
             let len = self.histories[0].len();
             self.finished = len >= self.s.max_length || self.group_done.iter().all(|&d| d);
         }
-        Ok(())
     }
 
     /// Every group of one step: [`Self::process_group`] then [`Self::select_group`]
@@ -428,6 +464,10 @@ impl BeamCore for GroupBeamSearch {
         &self.choice
     }
 
+    fn streamed_mut(&mut self) -> &mut [usize] {
+        &mut self.streamed
+    }
+
     /// All groups of every item are done, or `max_length` is reached.
     fn is_done(&self) -> bool {
         self.finished
@@ -451,10 +491,6 @@ impl BeamCore for GroupBeamSearch {
             set.extend_from_slice(&self.running_nodes[first..first + self.group_size]);
         }
         set
-    }
-
-    fn streamed_mut(&mut self) -> &mut [usize] {
-        &mut self.streamed
     }
 
     /// Adds the running beams of unfinished groups as hypotheses, then returns the

@@ -268,22 +268,7 @@ impl BeamSearch {
         let width = self.beams * vocab;
         let sampling = self.s.sample.is_some();
         if sampling && self.item_keys.is_none() {
-            match noise {
-                Some(n) if n.len() == self.batch * width => {}
-                Some(n) => {
-                    return Err(CoreError::Shape {
-                        name: "noise",
-                        expected: format!("[{}, {}]", self.batch, width),
-                        got: format!("{} values", n.len()),
-                    })
-                }
-                None => {
-                    return Err(CoreError::invalid(
-                        "noise",
-                        "beam sampling without a seed needs noise each step",
-                    ))
-                }
-            }
+            self.check_noise(noise, width)?;
         }
         self.candidates.clear();
         for b in 0..self.batch {
@@ -348,6 +333,22 @@ impl BeamSearch {
         }
         self.proposed = true;
         Ok(&self.candidates)
+    }
+
+    /// Caller noise for unseeded beam sampling: `[batch, width]` Exp(1) draws.
+    fn check_noise(&self, noise: Option<&[f32]>, width: usize) -> Result<()> {
+        match noise {
+            Some(n) if n.len() == self.batch * width => Ok(()),
+            Some(n) => Err(CoreError::Shape {
+                name: "noise",
+                expected: format!("[{}, {}]", self.batch, width),
+                got: format!("{} values", n.len()),
+            }),
+            None => Err(CoreError::invalid(
+                "noise",
+                "beam sampling without a seed needs noise each step",
+            )),
+        }
     }
 
     fn check_propose(&self, len: usize, vocab: usize) -> Result<()> {
@@ -479,87 +480,11 @@ impl BeamSearch {
             }
         }
         self.proposed = false;
-        let (beams, k) = (self.beams, self.k);
-        let cur_len = self.history.len();
-        let generated = cur_len + 1 - self.prompt_len;
-        let at_max = cur_len + 1 >= self.s.max_length;
-        let reason = |c: &Candidate, extra: u8| {
-            if self.s.is_eos(c.token) {
-                EndReason::Eos
-            } else if at_max {
-                EndReason::Length
-            } else if extra > 0 {
-                EndReason::Stop(extra)
-            } else {
-                EndReason::Running
-            }
-        };
-        let ends: Vec<EndReason> = self
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| reason(c, extra_hits.map_or(0, |h| h[i])))
-            .collect();
-        let mut new_scores = vec![0.0f32; beams * self.batch];
-        let mut new_nodes = vec![NO_NODE; beams * self.batch];
+        let ends = self.end_reasons(extra_hits);
+        let mut new_scores = vec![0.0f32; self.beams * self.batch];
+        let mut new_nodes = vec![NO_NODE; self.beams * self.batch];
         for b in 0..self.batch {
-            let cands: Vec<Candidate> = self.candidates[b * k..(b + 1) * k].to_vec();
-            let ends = &ends[b * k..(b + 1) * k];
-            let mut node_of = vec![NO_NODE; k];
-            // running beams: the best candidates that did not stop (stopped ones sink by -1e9)
-            let penalised: Vec<f32> = cands
-                .iter()
-                .zip(ends)
-                .map(|(c, e)| {
-                    c.score
-                        + if *e != EndReason::Running {
-                            NEG_LARGE
-                        } else {
-                            -0.0
-                        }
-                })
-                .collect();
-            // ranked by stopping first: with scores near or beyond -1e9 (a +inf score, a
-            // -1e9 penalty of no use) the penalty alone would let a finished one continue
-            let stopped = |r: usize| ends[r] != EndReason::Running;
-            let mut order: Vec<usize> = (0..k).collect();
-            order.sort_by(|&x, &y| {
-                (stopped(x).cmp(&stopped(y)))
-                    .then(penalised[y].total_cmp(&penalised[x]))
-                    .then(x.cmp(&y))
-            });
-            // finished slots: only the top `num_beams` candidates may enter, and only while useful
-            let full =
-                self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
-            let open = self.open[b];
-            let merge: Vec<(f32, bool)> = cands
-                .iter()
-                .zip(ends)
-                .enumerate()
-                .map(|(r, (c, e))| {
-                    let finished = *e != EndReason::Running && r < beams;
-                    let score = normalized_score(c.score, generated, self.s.length_penalty);
-                    let possible = c.score > f32::NEG_INFINITY;
-                    (score, finished && open && !full && possible)
-                })
-                .collect();
-            let sources = self.slots[b].merge(&merge);
-            for (slot, src) in sources.into_iter().enumerate() {
-                if let Source::Candidate(r) = src {
-                    let id = self.node_for(&mut node_of, &cands, r, b);
-                    let n = self.tree.get_mut(id);
-                    n.end = ends[r];
-                    n.final_score = merge[r].0;
-                    self.slots[b].set_node(slot, id);
-                }
-            }
-            for (j, &r) in order.iter().take(beams).enumerate() {
-                let row = b * beams + j;
-                new_nodes[row] = self.node_for(&mut node_of, &cands, r, b);
-                new_scores[row] = penalised[r];
-                self.choice.tokens[row] = cands[r].token;
-                self.choice.parents[row] = cands[r].parent_row as i64;
-            }
+            self.commit_item(b, &ends, &mut new_scores, &mut new_nodes);
         }
         let parents: Vec<usize> = self.choice.parents.iter().map(|&p| p as usize).collect();
         self.history.reorder(&parents);
@@ -571,6 +496,77 @@ impl BeamSearch {
         self.step += 1;
         self.update_done(&ends);
         Ok(())
+    }
+
+    /// Why each candidate would end (EOS, `max_length`, a stopping criterion's code in
+    /// `extra_hits`), or [`EndReason::Running`].
+    fn end_reasons(&self, extra_hits: Option<&[u8]>) -> Vec<EndReason> {
+        let at_max = self.history.len() + 1 >= self.s.max_length;
+        let reason = |c: &Candidate, extra: u8| {
+            if self.s.is_eos(c.token) {
+                EndReason::Eos
+            } else if at_max {
+                EndReason::Length
+            } else if extra > 0 {
+                EndReason::Stop(extra)
+            } else {
+                EndReason::Running
+            }
+        };
+        self.candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| reason(c, extra_hits.map_or(0, |h| h[i])))
+            .collect()
+    }
+
+    /// Batch item `b`'s step: its finished candidates into its slots, its best running
+    /// ones into its beams (`new_scores` and `new_nodes` rows, the step's choice).
+    fn commit_item(
+        &mut self,
+        b: usize,
+        ends: &[EndReason],
+        new_scores: &mut [f32],
+        new_nodes: &mut [u32],
+    ) {
+        let (beams, k) = (self.beams, self.k);
+        let generated = self.history.len() + 1 - self.prompt_len;
+        let cands: Vec<Candidate> = self.candidates[b * k..(b + 1) * k].to_vec();
+        let ends = &ends[b * k..(b + 1) * k];
+        let mut node_of = vec![NO_NODE; k];
+        let (penalised, order) = rank_running(&cands, ends);
+        // finished slots: only the top `num_beams` candidates may enter, and only while useful
+        let full =
+            self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
+        let open = self.open[b];
+        let merge: Vec<(f32, bool)> = cands
+            .iter()
+            .zip(ends)
+            .enumerate()
+            .map(|(r, (c, e))| {
+                let finished = *e != EndReason::Running && r < beams;
+                let score = normalized_score(c.score, generated, self.s.length_penalty);
+                let possible = c.score > f32::NEG_INFINITY;
+                (score, finished && open && !full && possible)
+            })
+            .collect();
+        let sources = self.slots[b].merge(&merge);
+        for (slot, src) in sources.into_iter().enumerate() {
+            if let Source::Candidate(r) = src {
+                let id = self.node_for(&mut node_of, &cands, r, b);
+                let n = self.tree.get_mut(id);
+                n.end = ends[r];
+                n.final_score = merge[r].0;
+                self.slots[b].set_node(slot, id);
+            }
+        }
+        for (j, &r) in order.iter().take(beams).enumerate() {
+            let row = b * beams + j;
+            new_nodes[row] = self.node_for(&mut node_of, &cands, r, b);
+            new_scores[row] = penalised[r];
+            self.choice.tokens[row] = cands[r].token;
+            self.choice.parents[row] = cands[r].parent_row as i64;
+        }
     }
 
     /// [`Self::process`], [`Self::warp`], [`Self::propose`] and [`Self::commit`] in one call.
@@ -725,6 +721,10 @@ impl BeamCore for BeamSearch {
         &self.choice
     }
 
+    fn streamed_mut(&mut self) -> &mut [usize] {
+        &mut self.streamed
+    }
+
     fn is_done(&self) -> bool {
         self.done
     }
@@ -744,10 +744,6 @@ impl BeamCore for BeamSearch {
             set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
         }
         set
-    }
-
-    fn streamed_mut(&mut self) -> &mut [usize] {
-        &mut self.streamed
     }
 
     fn finalize(&mut self) -> Finalized {
@@ -779,6 +775,34 @@ impl BeamCore for BeamSearch {
         alive.retain(|&n| n != NO_NODE);
         alive
     }
+}
+
+/// One item's candidates ranked for the running beams: each score with stopped ones sunk
+/// by -1e9, and the order (not stopped first, then by that score, then by rank).
+fn rank_running(cands: &[Candidate], ends: &[EndReason]) -> (Vec<f32>, Vec<usize>) {
+    // running beams: the best candidates that did not stop (stopped ones sink by -1e9)
+    let penalised: Vec<f32> = cands
+        .iter()
+        .zip(ends)
+        .map(|(c, e)| {
+            c.score
+                + if *e != EndReason::Running {
+                    NEG_LARGE
+                } else {
+                    -0.0
+                }
+        })
+        .collect();
+    // ranked by stopping first: with scores near or beyond -1e9 (a +inf score, a
+    // -1e9 penalty of no use) the penalty alone would let a finished one continue
+    let stopped = |r: usize| ends[r] != EndReason::Running;
+    let mut order: Vec<usize> = (0..cands.len()).collect();
+    order.sort_by(|&x, &y| {
+        (stopped(x).cmp(&stopped(y)))
+            .then(penalised[y].total_cmp(&penalised[x]))
+            .then(x.cmp(&y))
+    });
+    (penalised, order)
 }
 
 #[cfg(test)]

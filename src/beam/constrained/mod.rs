@@ -125,37 +125,15 @@ impl ConstrainedBeamSearch {
         settings.validate(prompt_len)?;
         config.validate(None)?;
         config.validate_rows(buffers::product("num_beams", &[batch, settings.num_beams])?)?;
-        if settings.num_beams < 2 {
-            return Err(CoreError::invalid(
-                "num_beams",
-                "constrained beam search needs num_beams > 1",
-            ));
-        }
-        if settings.sample.is_some() || config.do_sample {
-            return Err(CoreError::invalid(
-                "do_sample",
-                "constrained beam search does not support do_sample=True",
-            ));
-        }
-        if settings.num_beam_groups != 1 {
-            return Err(CoreError::invalid(
-                "num_beam_groups",
-                "constrained beam search does not support num_beam_groups > 1",
-            ));
-        }
+        refuse_other_modes(&settings, config)?;
         let beams = settings.num_beams;
         let (rows, k) = settings.checked_sizes(batch, beams)?;
         let history = TokenHistory::try_repeated("num_beams", prompts, batch, beams)?;
         let mut states: Vec<ConstraintState> = buffers::with_capacity("num_beams", rows)?;
         states.extend((0..batch).flat_map(|b| {
             let prompt = &prompts[b * prompt_len..(b + 1) * prompt_len];
-            let mut st = set.initial_state();
-            for (i, &t) in prompt.iter().enumerate() {
-                if prompt_mask.map_or(true, |m| m[b * prompt_len + i]) {
-                    st.add(&set, t);
-                }
-            }
-            std::iter::repeat(st).take(beams)
+            let mask = prompt_mask.map(|m| &m[b * prompt_len..(b + 1) * prompt_len]);
+            std::iter::repeat(prompt_state(&set, prompt, mask)).take(beams)
         }));
         let max_token = set.max_token().unwrap_or(0);
         let mut beam_scores = buffers::filled("num_beams", rows, NEG_LARGE)?;
@@ -500,6 +478,10 @@ impl BeamCore for ConstrainedBeamSearch {
         &self.choice
     }
 
+    fn streamed_mut(&mut self) -> &mut [usize] {
+        &mut self.streamed
+    }
+
     /// Every batch item is done, `max_length` is reached, or [`Self::stop`] was called.
     fn is_done(&self) -> bool {
         self.finished
@@ -524,10 +506,6 @@ impl BeamCore for ConstrainedBeamSearch {
             set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
         }
         set
-    }
-
-    fn streamed_mut(&mut self) -> &mut [usize] {
-        &mut self.streamed
     }
 
     /// The best `num_return_sequences` hypotheses of every batch item, satisfying ones
@@ -584,6 +562,42 @@ impl BeamCore for ConstrainedBeamSearch {
         alive.retain(|&n| n != NO_NODE);
         alive
     }
+}
+
+/// What constrained beam search does not combine with: fewer than two beams, sampling,
+/// beam groups.
+fn refuse_other_modes(settings: &BeamSettings, config: &PipelineConfig) -> Result<()> {
+    if settings.num_beams < 2 {
+        return Err(CoreError::invalid(
+            "num_beams",
+            "constrained beam search needs num_beams > 1",
+        ));
+    }
+    if settings.sample.is_some() || config.do_sample {
+        return Err(CoreError::invalid(
+            "do_sample",
+            "constrained beam search does not support do_sample=True",
+        ));
+    }
+    if settings.num_beam_groups != 1 {
+        return Err(CoreError::invalid(
+            "num_beam_groups",
+            "constrained beam search does not support num_beam_groups > 1",
+        ));
+    }
+    Ok(())
+}
+
+/// The constraints' state after one prompt: its tokens count (padding, `false` in
+/// `mask`, does not).
+fn prompt_state(set: &ConstraintSet, prompt: &[i64], mask: Option<&[bool]>) -> ConstraintState {
+    let mut st = set.initial_state();
+    for (i, &t) in prompt.iter().enumerate() {
+        if mask.map_or(true, |m| m[i]) {
+            st.add(set, t);
+        }
+    }
+    st
 }
 
 #[cfg(test)]
