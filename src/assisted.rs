@@ -28,7 +28,7 @@ use crate::history::TokenHistory;
 use crate::logits::math::softmax_into;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
 use crate::rng;
-use crate::row_status::{HasRowStatus, RowStatus};
+use crate::row_status::RowStatus;
 use crate::sampling::argmax;
 
 /// What a draw at a token position is for (part of the counter, so they never collide).
@@ -638,19 +638,12 @@ pub fn lookup(tokens: &[i64], max_ngram: usize, num_tokens: usize) -> Vec<i64> {
     Vec::new()
 }
 
-impl HasRowStatus for AssistedDecoder {
-    fn row_status(&self) -> &RowStatus {
-        &self.status
-    }
-
-    fn row_status_mut(&mut self) -> &mut RowStatus {
-        &mut self.status
-    }
-}
+crate::row_status::row_status_field!(AssistedDecoder);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row_status::HasRowStatus;
 
     fn decoder(prompts: &[i64], rows: usize, eos: i64, max_len: usize) -> AssistedDecoder {
         let config = PipelineConfig {

@@ -12,7 +12,7 @@
 //! context (the prompt without padding, then every chosen token), and keeps the best.
 //! The context is stored unit-normalised, so each cosine is one dot product.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use rayon::prelude::*;
 
@@ -21,7 +21,7 @@ use crate::history::TokenHistory;
 use crate::logits::math::{exp, sum_exp};
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
 use crate::parallel::worth_parallel;
-use crate::row_status::{HasRowStatus, RowStatus};
+use crate::row_status::RowStatus;
 
 const LANES: usize = 8;
 
@@ -442,35 +442,22 @@ impl ContrastiveSearch {
     }
 
     fn check_logits(&self, logits: &[f32], vocab: usize) -> Result<()> {
-        let rows = self.history.n_rows();
-        if vocab == 0 || logits.len() != rows * vocab {
-            return Err(CoreError::Shape {
-                name: "logits",
-                expected: format!("[{rows}, vocab >= 1]"),
-                got: format!("{} values with vocab {vocab}", logits.len()),
-            });
-        }
-        if self.checked_vocab.load(Ordering::Relaxed) != vocab {
-            self.config.validate(Some(vocab))?;
-            self.checked_vocab.store(vocab, Ordering::Relaxed);
-        }
-        Ok(())
+        crate::decode::check_step_logits(
+            logits,
+            self.history.n_rows(),
+            vocab,
+            &self.config,
+            &self.checked_vocab,
+        )
     }
 }
 
-impl HasRowStatus for ContrastiveSearch {
-    fn row_status(&self) -> &RowStatus {
-        &self.status
-    }
-
-    fn row_status_mut(&mut self) -> &mut RowStatus {
-        &mut self.status
-    }
-}
+crate::row_status::row_status_field!(ContrastiveSearch);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row_status::HasRowStatus;
     use proptest::prelude::*;
 
     #[test]

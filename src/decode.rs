@@ -8,7 +8,7 @@ use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, Scratch, StepContext};
 use crate::rng;
-use crate::row_status::{HasRowStatus, RowStatus};
+use crate::row_status::RowStatus;
 use crate::sampling::{argmax, draw};
 
 pub struct Decoder {
@@ -199,25 +199,42 @@ impl Decoder {
     }
 
     fn check_logits(&self, logits: &[f32], vocab: usize) -> Result<()> {
-        let rows = self.history.n_rows();
-        if vocab == 0 || logits.len() != rows * vocab {
-            return Err(CoreError::Shape {
-                name: "logits",
-                expected: format!("[{rows}, vocab >= 1]"),
-                got: format!("{} values with vocab {vocab}", logits.len()),
-            });
-        }
-        if self.checked_vocab.load(Ordering::Relaxed) != vocab {
-            self.config.validate(Some(vocab))?;
-            self.checked_vocab.store(vocab, Ordering::Relaxed);
-        }
-        Ok(())
+        check_step_logits(
+            logits,
+            self.history.n_rows(),
+            vocab,
+            &self.config,
+            &self.checked_vocab,
+        )
     }
 
     fn commit(&mut self) {
         self.history.push(&self.next);
         self.status.finish_at_eos(&self.next, &self.eos);
     }
+}
+
+/// A step's logits are `[rows, vocab]`; the configured token ids are checked against each
+/// new vocabulary size once (`checked_vocab` keeps the last one checked, 0 before any).
+pub(crate) fn check_step_logits(
+    logits: &[f32],
+    rows: usize,
+    vocab: usize,
+    config: &PipelineConfig,
+    checked_vocab: &AtomicUsize,
+) -> Result<()> {
+    if vocab == 0 || logits.len() != rows * vocab {
+        return Err(CoreError::Shape {
+            name: "logits",
+            expected: format!("[{rows}, vocab >= 1]"),
+            got: format!("{} values with vocab {vocab}", logits.len()),
+        });
+    }
+    if checked_vocab.load(Ordering::Relaxed) != vocab {
+        config.validate(Some(vocab))?;
+        checked_vocab.store(vocab, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 enum Which {
@@ -234,19 +251,12 @@ fn sample(row: &[f32], s: &Scratch, key: u64, step: u64) -> Option<usize> {
     )
 }
 
-impl HasRowStatus for Decoder {
-    fn row_status(&self) -> &RowStatus {
-        &self.status
-    }
-
-    fn row_status_mut(&mut self) -> &mut RowStatus {
-        &mut self.status
-    }
-}
+crate::row_status::row_status_field!(Decoder);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row_status::HasRowStatus;
 
     fn config(eos: i64, min_new: usize) -> PipelineConfig {
         PipelineConfig {

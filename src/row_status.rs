@@ -59,6 +59,22 @@ pub trait HasRowStatus {
     fn row_status_mut(&mut self) -> &mut RowStatus;
 }
 
+/// `impl HasRowStatus` for a core that keeps its [`RowStatus`] in a field `status`.
+macro_rules! row_status_field {
+    ($core:ty) => {
+        impl $crate::row_status::HasRowStatus for $core {
+            fn row_status(&self) -> &$crate::row_status::RowStatus {
+                &self.status
+            }
+
+            fn row_status_mut(&mut self) -> &mut $crate::row_status::RowStatus {
+                &mut self.status
+            }
+        }
+    };
+}
+pub(crate) use row_status_field;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,29 @@ impl StepChoice {
     }
 }
 
+/// The [`BeamCore`] accessors of a search whose fields `batch`, `tree`, `choice` and
+/// `streamed` are what they return (written once for the three searches).
+macro_rules! field_accessors {
+    () => {
+        fn batch(&self) -> usize {
+            self.batch
+        }
+
+        fn tree(&self) -> &$crate::beam::BeamTree {
+            &self.tree
+        }
+
+        fn choice(&self) -> &$crate::beam::StepChoice {
+            &self.choice
+        }
+
+        fn streamed_mut(&mut self) -> &mut [usize] {
+            &mut self.streamed
+        }
+    };
+}
+pub(crate) use field_accessors;
+
 /// A beam search of any kind, as the decoding loop drives it.
 pub trait BeamCore {
     /// Batch items (prompts).

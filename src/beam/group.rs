@@ -452,21 +452,7 @@ impl GroupBeamSearch {
 }
 
 impl BeamCore for GroupBeamSearch {
-    fn batch(&self) -> usize {
-        self.batch
-    }
-
-    fn tree(&self) -> &BeamTree {
-        &self.tree
-    }
-
-    fn choice(&self) -> &StepChoice {
-        &self.choice
-    }
-
-    fn streamed_mut(&mut self) -> &mut [usize] {
-        &mut self.streamed
-    }
+    super::core::field_accessors!();
 
     /// All groups of every item are done, or `max_length` is reached.
     fn is_done(&self) -> bool {

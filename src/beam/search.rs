@@ -709,21 +709,7 @@ impl BeamSearch {
 }
 
 impl BeamCore for BeamSearch {
-    fn batch(&self) -> usize {
-        self.batch
-    }
-
-    fn tree(&self) -> &BeamTree {
-        &self.tree
-    }
-
-    fn choice(&self) -> &StepChoice {
-        &self.choice
-    }
-
-    fn streamed_mut(&mut self) -> &mut [usize] {
-        &mut self.streamed
-    }
+    super::core::field_accessors!();
 
     fn is_done(&self) -> bool {
         self.done

@@ -466,21 +466,7 @@ impl ConstrainedBeamSearch {
 }
 
 impl BeamCore for ConstrainedBeamSearch {
-    fn batch(&self) -> usize {
-        self.batch
-    }
-
-    fn tree(&self) -> &BeamTree {
-        &self.tree
-    }
-
-    fn choice(&self) -> &StepChoice {
-        &self.choice
-    }
-
-    fn streamed_mut(&mut self) -> &mut [usize] {
-        &mut self.streamed
-    }
+    super::core::field_accessors!();
 
     /// Every batch item is done, `max_length` is reached, or [`Self::stop`] was called.
     fn is_done(&self) -> bool {
