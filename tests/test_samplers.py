@@ -10,8 +10,8 @@ from scipy import stats
 
 import ferrogen
 from ferrogen import GenerationConfig, LogitsPipeline
-from sampler_reference import (llama_dry, llama_dynatemp, llama_mirostat_v2_keep, llama_top_n_sigma,
-                               llama_xtc, tgw_dry, vllm_penalties)
+from sampler_reference import (LlamaMirostat, llama_dry, llama_dynatemp, llama_mirostat_v2_keep,
+                               llama_top_n_sigma, llama_xtc, tgw_dry, vllm_penalties)
 
 NEG = -np.inf
 
@@ -109,6 +109,31 @@ def test_mirostat_v2_first_step_matches_llama_cpp(seed):
     tau = float(rng.uniform(1, 6))
     got = LogitsPipeline(do_sample=True, mirostat_mode=2, mirostat_tau=tau).process([[0]], logits)
     np.testing.assert_array_equal(got[0] > NEG, llama_mirostat_v2_keep(logits[0], 2 * tau))
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+@pytest.mark.parametrize("seed", range(6))
+def test_mirostat_over_many_steps_matches_llama_cpp(mode, seed):
+    """mu's feedback: each step's kept set equals llama.cpp's after the previous choices."""
+    rng = np.random.default_rng(seed)
+    vocab = 300
+    tau, eta = float(rng.uniform(1.5, 5.0)), float(rng.uniform(0.05, 0.5))
+    pipe = LogitsPipeline(do_sample=True, mirostat_mode=mode, mirostat_tau=tau, mirostat_eta=eta)
+    ref = LlamaMirostat(mode, tau, eta, vocab)
+    ids = [0]
+    sizes = set()
+    for _ in range(15):
+        logits = _logits(rng, 1, vocab, scale=float(rng.uniform(1.0, 4.0)))
+        want = ref.keep(logits[0])
+        got = pipe.process([ids], logits)[0] > NEG
+        np.testing.assert_array_equal(got, want)
+        # A low-probability choice sometimes, so mu moves both ways.
+        kept = np.flatnonzero(want)
+        token = int(kept[-1] if rng.random() < 0.3 else rng.choice(kept))
+        ref.accept(token)
+        ids = ids + [token]
+        sizes.add(int(want.sum()))
+    assert len(sizes) > 1, "mu never changed the kept set: the test would not see the feedback"
 
 
 def test_xtc_draws_follow_the_reference_distribution():
