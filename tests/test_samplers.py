@@ -3,6 +3,8 @@ their source (tests/sampler_reference.py), distributions, per-row seeding, confi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -229,3 +231,33 @@ def test_sampler_order_presets_and_lists():
                             sampler_order="top_p,temperature").process([[0]], logits)
     after = LogitsPipeline(do_sample=True, top_k=0, temperature=0.5, top_p=0.8).process([[0]], logits)
     assert (before > NEG).sum() > (after > NEG).sum()
+
+
+def test_sampler_fields_as_jsonl_per_line_overrides(tmp_path, capsys):
+    """Issue 18: each sampler field works as a per-line override of `ferrogen generate --input`,
+    with the library's result, and a bad value fails only its own line, naming the field."""
+    from ferrogen.cli import main
+
+    prompt = "And God said"
+    cases = [
+        {"do_sample": True, "seed": 3, "dry_multiplier": 0.8, "dry_allowed_length": 1, "xtc_probability": 0.5,
+         "xtc_threshold": 0.05, "min_p": 0.05},
+        {"do_sample": True, "seed": 4, "mirostat_mode": 2, "mirostat_tau": 3.0},
+        {"presence_penalty": 1.5, "frequency_penalty": 0.5},
+        {"do_sample": True, "seed": 5, "top_n_sigma": 1.0, "dynatemp_range": 0.5},
+        {"logit_bias": {"17": 100.0}},  # JSON keys are strings: read back as token ids
+    ]
+    lines = [{"prompt": prompt, **case} for case in cases] + [{"prompt": prompt, "xtc_probability": 2.0}]
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "6"]) == 0
+    capsys.readouterr()
+    records = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [r["line"] for r in records] == list(range(1, len(lines) + 1))
+    pipe = ferrogen.pipeline()
+    for case, record in zip(cases, records):
+        kwargs = {k: ({int(t): b for t, b in v.items()} if k == "logit_bias" else v) for k, v in case.items()}
+        expected = pipe(prompt, max_new_tokens=6, **kwargs)[0]
+        assert record["token_ids"] == expected.token_ids, case
+    assert set(records[4]["token_ids"]) == {17}, "the bias forces token 17"
+    assert "xtc_probability" in records[-1]["error"]
