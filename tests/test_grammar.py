@@ -282,3 +282,49 @@ def test_row_seeds_and_beam_tree_keep_working(embedded):
     assert out.beam_tree is not None
     for text in _texts(tok, out.sequences, ids.shape[1]):
         assert re.fullmatch(REGEX, text), text
+
+
+BEAM_STRATEGIES = {k: STRATEGIES[k] for k in ("beam", "beam_sample", "group_beam")}
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "contrastive", *sorted(BEAM_STRATEGIES)])
+def test_finish_reason_grammar_when_the_constraint_dies(embedded, strategy):
+    """A user processor (which runs after the grammar mask) makes a token the schema forbids
+    the best first token: a row that takes it has a dead grammar from then on, may only end
+    (EOS), and says so ("grammar"), in beam modes too, where the returned hypotheses are
+    replayed rather than tracked per beam row. Rows that did not take it stay valid."""
+    model, tok = embedded
+    ids, mask = _prompts(tok, ["And God said", "The king of Babylon"])
+    forced = tok(" the", add_special_tokens=False).input_ids[0]
+    eos = model.generation_config.eos_token_id
+    prompt_len = ids.shape[1]
+
+    def favour_first(input_ids, scores):
+        if input_ids.shape[1] == prompt_len:
+            scores = scores.clone()
+            scores[:, forced] = scores.max() + 50.0
+        return scores
+
+    out = ferrogen.generate(model, ids, mask, tokenizer=tok, json_schema=SCHEMA, max_new_tokens=12, pad_token_id=0,
+                            logits_processor=[favour_first], return_dict_in_generate=True, **STRATEGIES[strategy])
+    took = out.sequences[:, prompt_len] == forced
+    assert bool(took.any())
+    for row, reason in enumerate(out.finish_reasons):
+        if took[row]:
+            assert reason == "grammar"
+            assert out.sequences[row, prompt_len + 1] == eos
+        else:
+            assert reason in ("eos", "length")
+            text = _texts(tok, out.sequences[row : row + 1], prompt_len)[0]
+            if reason == "eos":
+                _valid_json(text)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", *sorted(BEAM_STRATEGIES)])
+def test_finish_reason_eos_when_the_constraint_completes(embedded, strategy):
+    model, tok = embedded
+    ids, mask = _prompts(tok, ["And God said", "Behold"])
+    out = ferrogen.generate(model, ids, mask, tokenizer=tok, choices=["amen", "Selah"], max_new_tokens=20,
+                            pad_token_id=0, return_dict_in_generate=True, **STRATEGIES[strategy])
+    assert out.finish_reasons == ["eos"] * out.sequences.shape[0]
+    assert set(_texts(tok, out.sequences, ids.shape[1])) <= {"amen", "Selah"}

@@ -19,7 +19,7 @@ from .._validation import GenerationConfigError
 from ..outputs import GenerateOutput
 from ..processors import unpadded_rows
 from ..stopping import evaluate_criteria
-from ..grammar import matchers_for
+from ..grammar import grammar_finish_reasons, matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 
 __all__ = ["BeamStep", "RunningSequences", "beam_settings", "check_beam_memory", "criterion_codes", "new_core",
@@ -206,6 +206,7 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
     names = [getattr(c, "finish_reason", "stop") for c in request.criteria]
     reasons = [names[c - 1] if r == "stop" and 0 < c <= len(names) else ("length" if r == "running" else r)
                for r, c in zip(final["reasons"], final["stop_codes"].tolist())]
+    reasons = grammar_finish_reasons(request, final["sequences"], reasons, prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
     tree = None

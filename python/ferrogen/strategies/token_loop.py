@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..grammar import grammar_finish_reasons
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
 from .base import GenerationRequest
@@ -43,7 +44,6 @@ def run_token_loop(
     streamer = request.streamer
     if streamer is not None:
         streamer.put(prompt.cpu())
-    grammar = request.extras.get("grammar_matchers")
 
     cur = prompt_len
     if cur < total:
@@ -66,8 +66,6 @@ def run_token_loop(
         if streamer is not None:
             streamer.put(next_tokens)
         ended = before & ~core.unfinished()  # type: ignore[attr-defined]
-        if grammar is not None:  # a dead grammar ends its row with EOS: say why
-            _mark(reasons, ended & grammar.dead(), "grammar")
         _mark(reasons, ended, "eos")
         for done, why in evaluate_criteria(request.criteria, sequences[:, :cur], logits):
             before = core.unfinished()  # type: ignore[attr-defined]
@@ -80,8 +78,8 @@ def run_token_loop(
 
     if streamer is not None:
         streamer.end()
-    reasons = [r or "length" for r in reasons]
     sequences = sequences[:, :cur]
+    reasons = grammar_finish_reasons(request, sequences, [r or "length" for r in reasons], prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
     return GenerateOutput(
