@@ -99,6 +99,29 @@ def test_matches_transformers_prefix_allowed_tokens(embedded, beams):
         torch.testing.assert_close(got.sequences_scores, ref.sequences_scores)
 
 
+@pytest.mark.parametrize("beam_kw", [dict(num_beams=3), dict(num_beams=3, do_sample=True, seed=4)])
+def test_item_whose_beams_can_only_end_closes(embedded, beam_kw):
+    """Every beam of the second prompt completes a short string at once (only EOS allowed):
+    its running beams fall to -inf. The item is closed, not an error (NoValidTokenError was
+    raised here), and greedy-beam equals transformers' prefix_allowed_tokens_fn reference."""
+    model, tok = embedded
+    schema = {"type": "string", "maxLength": 5, "x-guidance": {"whitespace_flexible": False}}
+    ids, mask = _prompts(tok, ["And God said", "The king of Babylon"])
+    eos = [model.generation_config.eos_token_id]
+    kw = dict(max_new_tokens=12, num_return_sequences=2, return_dict_in_generate=True, pad_token_id=0, **beam_kw)
+    got = ferrogen.generate(model, ids, mask, tokenizer=tok, json_schema=schema, **kw)
+    for text in _texts(tok, got.sequences, ids.shape[1]):
+        jsonschema.validate(json.loads(text), schema)
+    if not beam_kw.get("do_sample"):
+        fn = _prefix_fn(_compiled(tok, "json_schema", json.dumps(schema)), ids.shape[1], eos, model.config.vocab_size)
+        ref = _hf(model, ids, mask, prefix_allowed_tokens_fn=fn, do_sample=False, **kw).sequences.clone()
+        for row in ref:  # transformers 5.x pads with EOS when pad_token_id is 0 (transformers-differences.md)
+            ends = (row[ids.shape[1]:] == eos[0]).nonzero()
+            if len(ends):
+                row[ids.shape[1] + int(ends[0]) + 1:] = 0
+        assert torch.equal(got.sequences, ref)
+
+
 def _valid_json(text):
     value = json.loads(text)
     jsonschema.validate(value, SCHEMA)
