@@ -351,3 +351,16 @@ def test_finish_reason_eos_when_the_constraint_completes(embedded, strategy):
                             pad_token_id=0, return_dict_in_generate=True, **STRATEGIES[strategy])
     assert out.finish_reasons == ["eos"] * out.sequences.shape[0]
     assert set(_texts(tok, out.sequences, ids.shape[1])) <= {"amen", "Selah"}
+
+
+def test_beam_sampling_with_fewer_outputs_than_rows_says_so(embedded):
+    """Only one output exists, beam sampling never draws a zero-probability candidate: the
+    second returned row is a placeholder, reported as such (it was "length", with no token)."""
+    model, tok = embedded
+    ids, mask = _prompts(tok, ["And God said"])
+    out = ferrogen.generate(model, ids, mask, tokenizer=tok, choices=["amen"], max_new_tokens=20, num_beams=3,
+                            do_sample=True, seed=2, num_return_sequences=2, pad_token_id=0,
+                            return_dict_in_generate=True, output_scores=True)
+    assert out.finish_reasons == ["eos", "no_hypothesis"]
+    assert _texts(tok, out.sequences, ids.shape[1]) == ["amen", ""]
+    assert float(out.sequences_scores[1]) == -1e9

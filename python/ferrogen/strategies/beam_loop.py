@@ -206,6 +206,9 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
     names = [getattr(c, "finish_reason", "stop") for c in request.criteria]
     reasons = [names[c - 1] if r == "stop" and 0 < c <= len(names) else ("length" if r == "running" else r)
                for r, c in zip(final["reasons"], final["stop_codes"].tolist())]
+    # a placeholder row (fewer finished hypotheses than num_return_sequences: beam sampling
+    # never draws a zero-probability candidate, e.g. a grammar with fewer outputs than that)
+    reasons = ["no_hypothesis" if node < 0 else r for r, node in zip(reasons, final["nodes"].tolist())]
     reasons = grammar_finish_reasons(request, final["sequences"], reasons, prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
