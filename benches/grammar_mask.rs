@@ -19,7 +19,8 @@ use llguidance::{Matcher, ParserFactory};
 use toktrie_hf_tokenizers::ByteTokenizer;
 
 /// Names, numbers and dates: a lexer-only grammar (one derivative automaton).
-const REGEX: &str = r"([A-Z][a-z]{1,9} ){1,3}(is|was) [0-9]{1,3} on [0-9]{4}-[0-9]{2}-[0-9]{2}(, [a-z ]{0,20})?\.";
+const REGEX: &str =
+    r"([A-Z][a-z]{1,9} ){1,3}(is|was) [0-9]{1,3} on [0-9]{4}-[0-9]{2}-[0-9]{2}(, [a-z ]{0,20})?\.";
 
 const SCHEMA: &str = r#"{"type":"object","properties":{
  "name":{"type":"string","maxLength":12},
@@ -220,6 +221,11 @@ fn main() {
     let json = std::fs::read_to_string(embedded).unwrap();
     run_all("embedded tokenizer", &json, Some(1), 20);
     for n in [50_257usize, 128_256] {
-        run_all("synthetic byte-level BPE", &synthetic_tokenizer(n), None, 20);
+        run_all(
+            "synthetic byte-level BPE",
+            &synthetic_tokenizer(n),
+            None,
+            20,
+        );
     }
 }

@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 
 use super::errors::to_py;
 use crate::grammar::{
-    allowed_after, dead_after, CompiledGrammar, GrammarHandle, GrammarSpec, GrammarVocab as CoreVocab,
-    RowGrammars,
+    allowed_after, dead_after, CompiledGrammar, GrammarHandle, GrammarSpec,
+    GrammarVocab as CoreVocab, RowGrammars,
 };
 
 /// llguidance's view of one tokenizer (built from its `tokenizer.json` text); build
