@@ -209,7 +209,7 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
     # a placeholder row (fewer finished hypotheses than num_return_sequences: beam sampling
     # never draws a zero-probability candidate, e.g. a grammar with fewer outputs than that)
     reasons = ["no_hypothesis" if node < 0 else r for r, node in zip(reasons, final["nodes"].tolist())]
-    reasons = grammar_finish_reasons(request, final["sequences"], reasons, prompt_len)
+    reasons = grammar_finish_reasons(request, sequences, reasons, prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
     tree = None
