@@ -364,3 +364,30 @@ def test_beam_sampling_with_fewer_outputs_than_rows_says_so(embedded):
     assert out.finish_reasons == ["eos", "no_hypothesis"]
     assert _texts(tok, out.sequences, ids.shape[1]) == ["amen", ""]
     assert float(out.sequences_scores[1]) == -1e9
+
+
+def test_finish_reason_grammar_in_constrained_beam_search(embedded):
+    """As test_finish_reason_grammar_when_the_constraint_dies, with forced words: the second
+    prompt already holds " king" (transformers counts the prompt toward constraints), so its
+    dead row may finish and is reported as "grammar"."""
+    model, tok = embedded
+    ids, mask = _prompts(tok, ["And God said", "The king of Babylon"])
+    forced = tok(" the", add_special_tokens=False).input_ids[0]
+    prompt_len = ids.shape[1]
+
+    def favour_first(input_ids, scores):
+        if input_ids.shape[1] == prompt_len:
+            scores = scores.clone()
+            scores[:, forced] = scores.max() + 50.0
+        return scores
+
+    out = ferrogen.generate(model, ids, mask, tokenizer=tok, regex=REGEX, force_words=[" king"], num_beams=4,
+                            num_return_sequences=2, max_new_tokens=30, pad_token_id=0,
+                            logits_processor=[favour_first], return_dict_in_generate=True)
+    took = (out.sequences[:, prompt_len] == forced).tolist()
+    assert any(took)
+    for row, (reason, text) in enumerate(zip(out.finish_reasons, _texts(tok, out.sequences, prompt_len))):
+        if took[row]:
+            assert reason == "grammar" and text == " the"
+        else:
+            assert reason == "eos" and re.fullmatch(REGEX, text), (reason, text)
