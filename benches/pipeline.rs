@@ -164,7 +164,7 @@ fn processors() -> Vec<(&'static str, PipelineConfig)> {
         (
             "forced_eos",
             PipelineConfig {
-                forced_eos_token_ids: vec![2],
+                forced_eos_token_id: vec![2],
                 max_length: Some(513),
                 ..d()
             },
@@ -198,6 +198,68 @@ fn processors() -> Vec<(&'static str, PipelineConfig)> {
                 ..d()
             },
         ),
+        // llama.cpp / vLLM samplers (the bench history is 512 prompt tokens: the presence
+        // penalties count them through penalty_last_n)
+        (
+            "presence_frequency",
+            PipelineConfig {
+                presence_penalty: 0.5,
+                frequency_penalty: 0.3,
+                penalty_last_n: Some(512),
+                ..d()
+            },
+        ),
+        (
+            "logit_bias",
+            PipelineConfig {
+                logit_bias: (0..200).map(|t| (t * 97, -1.5)).collect(),
+                ..d()
+            },
+        ),
+        (
+            "allowed_token_ids",
+            PipelineConfig {
+                allowed_token_ids: Some((0..1000).map(|t| t * 13).collect()),
+                ..d()
+            },
+        ),
+        (
+            "dry",
+            PipelineConfig {
+                dry_multiplier: 0.8,
+                dry_sequence_breaker_ids: vec![vec![13], vec![25], vec![1], vec![9]],
+                ..d()
+            },
+        ),
+        (
+            "xtc",
+            s(PipelineConfig {
+                xtc_probability: 1.0,
+                xtc_threshold: 0.1,
+                ..d()
+            }),
+        ),
+        (
+            "top_n_sigma",
+            s(PipelineConfig {
+                top_n_sigma: Some(1.0),
+                ..d()
+            }),
+        ),
+        (
+            "dynatemp",
+            s(PipelineConfig {
+                dynatemp_range: 0.5,
+                ..d()
+            }),
+        ),
+        (
+            "mirostat_v2",
+            s(PipelineConfig {
+                mirostat_mode: 2,
+                ..d()
+            }),
+        ),
     ]
 }
 
@@ -221,7 +283,7 @@ fn bench_one(c: &mut Criterion, group: &str, name: &str, pipeline: &Pipeline, sa
                     for _ in 0..iters {
                         data.copy_from_slice(&base);
                         let start = Instant::now();
-                        let ctx = StepContext { history: &hist };
+                        let ctx = StepContext::new(&hist);
                         let mut view = LogitsMut::new(&mut data, vocab);
                         if sample {
                             let t = pipeline.process_then(&ctx, &mut view, |r, row, s| {
@@ -290,6 +352,22 @@ fn full_pipelines(c: &mut Criterion) {
         "full",
         "processors+warpers",
         &heavy.build_all(512, 1),
+        true,
+    ); // the chain `ferrogen bench` times against a transformers custom LogitsProcessor
+    let dry_xtc_min_p = PipelineConfig {
+        do_sample: true,
+        dry_multiplier: 0.8,
+        dry_sequence_breaker_ids: vec![vec![13], vec![25], vec![1], vec![9]],
+        xtc_probability: 0.5,
+        xtc_threshold: 0.1,
+        min_p: Some(0.05),
+        ..Default::default()
+    };
+    bench_one(
+        c,
+        "full",
+        "dry+xtc+min_p",
+        &dry_xtc_min_p.build_all(512, 1),
         true,
     );
 }

@@ -12,11 +12,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 # One import check decides whether anything needs installing.
-if ! "$VENV/bin/python" -c "import torch, transformers, numpy, tqdm, safetensors, pytest, hypothesis, scipy, maturin" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import torch, transformers, numpy, tqdm, safetensors, pytest, hypothesis, scipy, maturin, mypy" 2>/dev/null; then
   echo "setup: installing dependencies into $VENV (first run downloads torch, several minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q "torch>=2.2" "transformers>=5.0" "numpy>=1.24" "tqdm>=4.60" safetensors \
-    "pytest>=7" "hypothesis>=6" "scipy>=1.10" "maturin>=1.8,<2"
+    "pytest>=7" "hypothesis>=6" "scipy>=1.10" "maturin>=1.8,<2" "mypy>=1.18"
 fi
 # Ray Data (the optional extra ferrogen[ray]) on its own: where PyPI has no wheel for this
 # platform the install fails, setup goes on and tests/test_distributed.py skips, saying why.
@@ -32,6 +32,10 @@ fi
 # only new packages, nothing already installed changes (checked with pip install --dry-run)
 if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "matplotlib>=3.5" || echo "setup: matplotlib cannot be installed here; the --plot test will skip" >&2
+fi
+# The gates in scripts/test.sh need rustfmt and clippy (rustup's default profile has both).
+if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+  rustup component add clippy rustfmt >&2
 fi
 cd "$ROOT"
 echo "setup: building the Rust core (release)" >&2

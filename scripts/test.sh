@@ -8,6 +8,14 @@ VENV="${FERROGEN_VENV:-$HOME/.cache/ferrogen-ci/venv}"
 cd "$ROOT"
 echo "== cargo test" >&2
 cargo test --quiet
+echo "== cargo fmt --check" >&2
+cargo fmt --check
+echo "== cargo clippy -D warnings" >&2
+cargo clippy --quiet --all-targets --features python -- -D warnings
+echo "== stubtest: _core.pyi against the built extension" >&2
+"$VENV/bin/python" -m mypy.stubtest ferrogen._core --mypy-config-file "$ROOT/scripts/mypy-package.ini"
+echo "== mypy over the ferrogen package" >&2
+(cd "$ROOT/python" && "$VENV/bin/python" -m mypy --config-file "$ROOT/scripts/mypy-package.ini" -p ferrogen)
 echo "== pytest" >&2
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
 # The full run (no pytest arguments, as CI runs it) also checks the packaging and the docs.

@@ -28,6 +28,7 @@ use crate::history::TokenHistory;
 use crate::logits::math::softmax_into;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
 use crate::rng;
+use crate::row_status::{HasRowStatus, RowStatus};
 use crate::sampling::argmax;
 
 /// What a draw at a token position is for (part of the counter, so they never collide).
@@ -93,7 +94,6 @@ struct Row {
     key: u64,
     /// First non-padding position (n-gram lookup ignores the padding).
     start: usize,
-    unfinished: bool,
     /// `history` plus this round's drafts: what the draft source has seen.
     scratch: TokenHistory,
     drafts: Vec<i64>,
@@ -110,8 +110,10 @@ impl Row {
 
     fn process(&self, history: &TokenHistory, logits: &mut [f32]) {
         let vocab = logits.len();
-        self.pipeline
-            .process(&StepContext { history }, &mut LogitsMut::new(logits, vocab));
+        self.pipeline.process(
+            &StepContext::new(history),
+            &mut LogitsMut::new(logits, vocab),
+        );
     }
 
     /// Greedy verification of this round's drafts into `scratch` (nothing is committed
@@ -212,9 +214,6 @@ impl Row {
         for &t in &verdict.emitted {
             self.history.push(&[t]);
         }
-        if verdict.ended {
-            self.unfinished = false;
-        }
     }
 }
 
@@ -231,6 +230,8 @@ pub struct Verdict {
 
 pub struct AssistedDecoder {
     rows: Vec<Row>,
+    /// Rows that ended at an EOS token or a criterion (not at `max_len`) are finished.
+    status: RowStatus,
     eos: Vec<i64>,
     pad: i64,
     do_sample: bool,
@@ -294,7 +295,7 @@ impl AssistedDecoder {
             encoder_input_ids: Vec::new(),
             ..config.clone()
         };
-        let rows = starts
+        let rows: Vec<Row> = starts
             .iter()
             .enumerate()
             .map(|(r, &start)| {
@@ -313,7 +314,6 @@ impl AssistedDecoder {
                     pipeline: own.build_all(width, 1),
                     key: keys.get(r).copied().unwrap_or(0),
                     start,
-                    unfinished: true,
                     drafts: Vec::new(),
                     draft_probs: Vec::new(),
                     open: false,
@@ -321,6 +321,7 @@ impl AssistedDecoder {
             })
             .collect();
         Ok(AssistedDecoder {
+            status: RowStatus::new(rows.len()),
             rows,
             eos: config.eos_token_ids.clone(),
             pad,
@@ -348,27 +349,13 @@ impl AssistedDecoder {
         self.rows[r].history.row(0)
     }
 
-    /// False for rows that ended at an EOS token or a criterion (not at `max_len`).
-    pub fn unfinished(&self) -> Vec<bool> {
-        self.rows.iter().map(|r| r.unfinished).collect()
-    }
-
     /// Rows that can still grow: unfinished and shorter than `max_len`.
     pub fn active(&self) -> Vec<bool> {
-        self.rows.iter().map(|r| self.is_active(r)).collect()
+        (0..self.rows.len()).map(|r| self.is_active(r)).collect()
     }
 
     pub fn any_active(&self) -> bool {
-        self.rows.iter().any(|r| self.is_active(r))
-    }
-
-    /// Marks the rows where `done` (one value per row) is true as finished.
-    pub fn finish_rows(&mut self, done: &[bool]) -> Result<()> {
-        crate::error::expect_rows("done", self.rows.len(), done.len())?;
-        for (row, &d) in self.rows.iter_mut().zip(done) {
-            row.unfinished &= !d;
-        }
-        Ok(())
+        (0..self.rows.len()).any(|r| self.is_active(r))
     }
 
     /// Cuts every row longer than `lengths[r]` back to that length (a stopping criterion
@@ -429,16 +416,14 @@ impl AssistedDecoder {
         self.max_len.saturating_sub(row.len() + 1)
     }
 
-    fn is_active(&self, row: &Row) -> bool {
-        row.unfinished && row.len() < self.max_len
+    fn is_active(&self, r: usize) -> bool {
+        self.status.is_unfinished(r) && self.rows[r].len() < self.max_len
     }
 
     /// Starts a drafting round: clears the drafts and opens every active row with budget.
     pub fn begin_round(&mut self) {
-        let open: Vec<bool> = self
-            .rows
-            .iter()
-            .map(|r| self.is_active(r) && self.budget(r) > 0)
+        let open: Vec<bool> = (0..self.rows.len())
+            .map(|r| self.is_active(r) && self.budget(&self.rows[r]) > 0)
             .collect();
         for (row, open) in self.rows.iter_mut().zip(open) {
             row.drafts.clear();
@@ -571,12 +556,13 @@ impl AssistedDecoder {
         let positions = self.width() + 1;
         self.check(logits, vocab, positions)?;
         let (eos, max_len, sample) = (&self.eos, self.max_len, self.do_sample);
+        let status = &self.status;
         let verdicts = for_rows(
             &mut self.rows,
             logits,
             positions * vocab,
             |r, row, logits| {
-                let verdict = if !row.unfinished {
+                let verdict = if !status.is_unfinished(r) {
                     Ok(Verdict::default())
                 } else if sample {
                     row.verify_sample(r, logits, vocab, eos, max_len)
@@ -590,21 +576,25 @@ impl AssistedDecoder {
             },
         );
         let mut verdicts: Vec<Verdict> = verdicts.into_iter().collect::<Result<_>>()?;
-        let stays = |row: &Row, v: &Verdict| {
-            row.unfinished && !v.ended && row.len() + v.emitted.len() < max_len
+        let stays = |r: usize, row: &Row, v: &Verdict| {
+            self.status.is_unfinished(r) && !v.ended && row.len() + v.emitted.len() < max_len
         };
         let limit = if lockstep {
             self.rows
                 .iter()
+                .enumerate()
                 .zip(&verdicts)
-                .filter(|(row, v)| stays(row, v))
+                .filter(|((r, row), v)| stays(*r, row, v))
                 .map(|(_, v)| v.emitted.len())
                 .min()
         } else {
             None
         };
-        for (row, verdict) in self.rows.iter_mut().zip(&mut verdicts) {
+        for (r, (row, verdict)) in self.rows.iter_mut().zip(&mut verdicts).enumerate() {
             row.settle(verdict, limit.unwrap_or(usize::MAX), max_len);
+            if verdict.ended {
+                self.status.finish(r);
+            }
         }
         Ok(verdicts)
     }
@@ -646,6 +636,16 @@ pub fn lookup(tokens: &[i64], max_ngram: usize, num_tokens: usize) -> Vec<i64> {
         }
     }
     Vec::new()
+}
+
+impl HasRowStatus for AssistedDecoder {
+    fn row_status(&self) -> &RowStatus {
+        &self.status
+    }
+
+    fn row_status_mut(&mut self) -> &mut RowStatus {
+        &mut self.status
+    }
 }
 
 #[cfg(test)]
@@ -802,7 +802,7 @@ mod tests {
                 ended: false
             }
         );
-        assert_eq!(d.unfinished(), vec![false, true]);
+        assert_eq!(d.row_status().unfinished(), vec![false, true]);
         assert_eq!(d.active(), vec![false, false], "row 1 is at max_len");
         assert!(!d.any_active());
         d.begin_round();
@@ -855,7 +855,7 @@ mod tests {
             (vec![1], vec![0])
         );
         assert_eq!((d.row(0), d.row(1)), (&[5, 2, 0, 1][..], &[5, 3, 0][..]));
-        assert_eq!(d.unfinished(), vec![false, true]);
+        assert_eq!(d.row_status().unfinished(), vec![false, true]);
     }
 
     #[test]
@@ -966,15 +966,15 @@ mod tests {
             })
         ));
         assert!(matches!(
-            d.finish_rows(&[true]),
+            d.row_status_mut().finish_rows(&[true]),
             Err(CoreError::Shape { name: "done", .. })
         ));
         assert!(matches!(
-            d.finish_rows(&[true, false, true]),
+            d.row_status_mut().finish_rows(&[true, false, true]),
             Err(CoreError::Shape { name: "done", .. })
         ));
         assert_eq!(
-            d.unfinished(),
+            d.row_status().unfinished(),
             vec![true, true],
             "a refused call changes nothing"
         );

@@ -21,6 +21,7 @@ use crate::history::TokenHistory;
 use crate::logits::math::{exp, sum_exp};
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
 use crate::parallel::worth_parallel;
+use crate::row_status::{HasRowStatus, RowStatus};
 
 const LANES: usize = 8;
 
@@ -100,6 +101,10 @@ pub struct ContrastiveScorer {
     /// Per row: unit-normalised hidden states, `[positions, hidden]` row-major.
     context: Vec<Vec<f32>>,
 }
+
+/// One row's slot in [`ContrastiveSearch::candidates`]: index, logits, then its candidate ids
+/// and probabilities to fill.
+type CandidateRow<'a> = (usize, (&'a [f32], (&'a mut [i64], &'a mut [f32])));
 
 impl ContrastiveScorer {
     /// `hidden` may be 0: the first [`Self::add_context`] then fixes it.
@@ -252,7 +257,7 @@ impl ContrastiveScorer {
 pub struct ContrastiveSearch {
     scorer: ContrastiveScorer,
     history: TokenHistory,
-    unfinished: Vec<bool>,
+    status: RowStatus,
     eos: Vec<i64>,
     pad: i64,
     /// Processors: run before the user's (Python) logits processors.
@@ -303,7 +308,7 @@ impl ContrastiveSearch {
             config,
             checked_vocab: AtomicUsize::new(0),
             history,
-            unfinished: vec![true; n_rows],
+            status: RowStatus::new(n_rows),
             pad,
             candidates: Vec::new(),
             probs: Vec::new(),
@@ -317,23 +322,6 @@ impl ContrastiveSearch {
 
     pub fn history(&self) -> &TokenHistory {
         &self.history
-    }
-
-    pub fn unfinished(&self) -> &[bool] {
-        &self.unfinished
-    }
-
-    pub fn all_finished(&self) -> bool {
-        !self.unfinished.iter().any(|&u| u)
-    }
-
-    /// Marks the rows where `done` (one value per row) is true as finished.
-    pub fn finish_rows(&mut self, done: &[bool]) -> Result<()> {
-        crate::error::expect_rows("done", self.unfinished.len(), done.len())?;
-        for (u, &d) in self.unfinished.iter_mut().zip(done) {
-            *u &= !d;
-        }
-        Ok(())
     }
 
     /// See [`ContrastiveScorer::add_context`].
@@ -367,9 +355,7 @@ impl ContrastiveSearch {
     fn run(&self, pipeline: &Pipeline, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
         pipeline.process(
-            &StepContext {
-                history: &self.history,
-            },
+            &StepContext::new(&self.history),
             &mut LogitsMut::new(logits, vocab),
         );
         Ok(())
@@ -389,7 +375,7 @@ impl ContrastiveSearch {
         let rows = self.history.n_rows();
         self.candidates = vec![0; rows * k];
         self.probs = vec![0.0; rows * k];
-        let pick = |(r, (row, (ids, probs))): (usize, (&[f32], (&mut [i64], &mut [f32])))| {
+        let pick = |(r, (row, (ids, probs))): CandidateRow<'_>| {
             top_k_probs(row, k, ids, probs).is_none().then_some(r)
         };
         let failed = if worth_parallel(rows, logits.len()) {
@@ -443,7 +429,7 @@ impl ContrastiveSearch {
         }
         let chosen = self.scorer.select(&self.probs, candidate_hidden)?;
         for (r, &c) in chosen.iter().enumerate() {
-            self.next[r] = if self.unfinished[r] {
+            self.next[r] = if self.status.is_unfinished(r) {
                 self.candidates[r * k + c]
             } else {
                 self.pad
@@ -451,11 +437,7 @@ impl ContrastiveSearch {
         }
         self.candidates.clear();
         self.history.push(&self.next);
-        for (u, t) in self.unfinished.iter_mut().zip(&self.next) {
-            if *u && self.eos.contains(t) {
-                *u = false;
-            }
-        }
+        self.status.finish_at_eos(&self.next, &self.eos);
         Ok((&self.next, chosen))
     }
 
@@ -473,6 +455,16 @@ impl ContrastiveSearch {
             self.checked_vocab.store(vocab, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+impl HasRowStatus for ContrastiveSearch {
+    fn row_status(&self) -> &RowStatus {
+        &self.status
+    }
+
+    fn row_status_mut(&mut self) -> &mut RowStatus {
+        &mut self.status
     }
 }
 
@@ -583,7 +575,7 @@ mod tests {
             .select(&[0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
             .unwrap();
         assert_eq!(tokens, &[1, 1]);
-        assert!(cs.all_finished());
+        assert!(cs.row_status().all_finished());
         cs.candidates(&[0.0, 9.0, 0.0, 0.0, 9.0, 0.0], 3).unwrap();
         assert_eq!(
             cs.select(&[1.0; 8]).unwrap().0,

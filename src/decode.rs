@@ -8,11 +8,12 @@ use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, Scratch, StepContext};
 use crate::rng;
+use crate::row_status::{HasRowStatus, RowStatus};
 use crate::sampling::{argmax, draw};
 
 pub struct Decoder {
     history: TokenHistory,
-    unfinished: Vec<bool>,
+    status: RowStatus,
     eos: Vec<i64>,
     pad: i64,
     config: PipelineConfig,
@@ -51,7 +52,7 @@ impl Decoder {
         Ok(Decoder {
             keys: rng::row_keys(0, &rows, 1),
             history,
-            unfinished: vec![true; n_rows],
+            status: RowStatus::new(n_rows),
             eos: config.eos_token_ids.clone(),
             pad,
             config: config.clone(),
@@ -104,30 +105,10 @@ impl Decoder {
         &self.history
     }
 
-    pub fn unfinished(&self) -> &[bool] {
-        &self.unfinished
-    }
-
-    pub fn all_finished(&self) -> bool {
-        !self.unfinished.iter().any(|&u| u)
-    }
-
-    /// Marks rows finished by a criterion evaluated outside the core.
-    /// Marks the rows where `done` (one value per row) is true as finished.
-    pub fn finish_rows(&mut self, done: &[bool]) -> Result<()> {
-        crate::error::expect_rows("done", self.unfinished.len(), done.len())?;
-        for (u, &d) in self.unfinished.iter_mut().zip(done) {
-            *u &= !d;
-        }
-        Ok(())
-    }
-
     /// Runs the processors (not the warpers) over `logits` (`[n_rows, vocab]`) in place.
     pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
-        let ctx = StepContext {
-            history: &self.history,
-        };
+        let ctx = StepContext::with_keys(&self.history, &self.keys);
         self.pipeline
             .process(&ctx, &mut LogitsMut::new(logits, vocab));
         Ok(())
@@ -136,9 +117,7 @@ impl Decoder {
     /// Runs the warpers (and renormalisation) over `logits` in place.
     pub fn warp(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check_logits(logits, vocab)?;
-        let ctx = StepContext {
-            history: &self.history,
-        };
+        let ctx = StepContext::with_keys(&self.history, &self.keys);
         self.warpers
             .process(&ctx, &mut LogitsMut::new(logits, vocab));
         Ok(())
@@ -149,7 +128,7 @@ impl Decoder {
     pub fn choose_greedy(&mut self, logits: &[f32], vocab: usize) -> Result<&[i64]> {
         self.check_logits(logits, vocab)?;
         for (r, row) in logits.chunks_exact(vocab).enumerate() {
-            self.next[r] = if self.unfinished[r] {
+            self.next[r] = if self.status.is_unfinished(r) {
                 argmax(row).ok_or(CoreError::NoValidToken { row: r })? as i64
             } else {
                 self.pad
@@ -167,25 +146,21 @@ impl Decoder {
 
     /// Warpers then a draw for every unfinished row (logits already processed).
     pub fn choose_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
-        let keys = std::mem::take(&mut self.keys);
+        let keys = self.keys.clone();
         let step = self.history.new_tokens() as u64;
-        let out = self.run_and_pick(Which::Warpers, logits, vocab, |r, row, s| {
+        self.run_and_pick(Which::Warpers, logits, vocab, |r, row, s| {
             sample(row, s, keys[r], step)
-        });
-        self.keys = keys;
-        out?;
+        })?;
         Ok(&self.next)
     }
 
     /// One sampling step: processors, warpers and the draw, fused per row.
     pub fn step_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
-        let keys = std::mem::take(&mut self.keys);
+        let keys = self.keys.clone();
         let step = self.history.new_tokens() as u64;
-        let out = self.run_and_pick(Which::Full, logits, vocab, |r, row, s| {
+        self.run_and_pick(Which::Full, logits, vocab, |r, row, s| {
             sample(row, s, keys[r], step)
-        });
-        self.keys = keys;
-        out?;
+        })?;
         Ok(&self.next)
     }
 
@@ -204,13 +179,11 @@ impl Decoder {
             Which::Full => &self.full,
             Which::Warpers => &self.warpers,
         };
-        let ctx = StepContext {
-            history: &self.history,
-        };
-        let unfinished = &self.unfinished;
+        let ctx = StepContext::with_keys(&self.history, &self.keys);
+        let status = &self.status;
         let picked =
             pipeline.process_then(&ctx, &mut LogitsMut::new(logits, vocab), |r, row, s| {
-                if unfinished[r] {
+                if status.is_unfinished(r) {
                     pick(r, row, s)
                         .map(|t| t as i64)
                         .ok_or(CoreError::NoValidToken { row: r })
@@ -243,11 +216,7 @@ impl Decoder {
 
     fn commit(&mut self) {
         self.history.push(&self.next);
-        for (u, t) in self.unfinished.iter_mut().zip(&self.next) {
-            if *u && self.eos.contains(t) {
-                *u = false;
-            }
-        }
+        self.status.finish_at_eos(&self.next, &self.eos);
     }
 }
 
@@ -263,6 +232,16 @@ fn sample(row: &[f32], s: &Scratch, key: u64, step: u64) -> Option<usize> {
         s.sparse.then_some(s.cand.as_slice()),
         rng::uniform(key, step),
     )
+}
+
+impl HasRowStatus for Decoder {
+    fn row_status(&self) -> &RowStatus {
+        &self.status
+    }
+
+    fn row_status_mut(&mut self) -> &mut RowStatus {
+        &mut self.status
+    }
 }
 
 #[cfg(test)]
@@ -282,10 +261,10 @@ mod tests {
         let mut d = Decoder::new(&[7, 8], 2, &config(1, 0), 0).unwrap();
         let mut logits = vec![0.0, 5.0, 1.0, /* row 1 */ 0.0, 1.0, 5.0];
         assert_eq!(d.step_greedy(&mut logits, 3).unwrap(), &[1, 2]);
-        assert_eq!(d.unfinished(), &[false, true]);
+        assert_eq!(d.row_status().unfinished(), &[false, true]);
         let mut logits = vec![0.0, 5.0, 9.0, 0.0, 5.0, 1.0];
         assert_eq!(d.step_greedy(&mut logits, 3).unwrap(), &[0, 1]);
-        assert!(d.all_finished());
+        assert!(d.row_status().all_finished());
         assert_eq!(d.history().row(0), &[7, 1, 0]);
     }
 
@@ -399,7 +378,7 @@ mod tests {
             }
             out
         };
-        let alone = run(&[a.clone()]);
+        let alone = run(std::slice::from_ref(&a));
         let ab = run(&[a.clone(), b.clone()]);
         let ba = run(&[b.clone(), a.clone()]);
         assert_eq!(alone[0], ab[0]);
@@ -445,8 +424,8 @@ mod tests {
     fn row_seeds_give_each_entry_the_keys_it_has_alone() {
         let (a, b) = (vec![3i64, 4], vec![3i64, 4]);
         let rows = |d: &Decoder| d.keys.clone();
-        let alone_a = rows(&sampler(&[a.clone()], 2, 7));
-        let alone_b = rows(&sampler(&[b.clone()], 2, 9));
+        let alone_a = rows(&sampler(std::slice::from_ref(&a), 2, 7));
+        let alone_b = rows(&sampler(std::slice::from_ref(&b), 2, 9));
         let both = sampler(&[a.clone(), b.clone()], 2, 0)
             .seeded_rows(&[7, 9], &[a.clone(), b.clone()])
             .unwrap();
@@ -455,7 +434,7 @@ mod tests {
             [alone_a, alone_b].concat(),
             "duplicates keep their own seed, occurrence 0"
         );
-        assert!(sampler(&[a.clone()], 1, 0)
+        assert!(sampler(std::slice::from_ref(&a), 1, 0)
             .seeded_rows(&[1, 2], &[a])
             .is_err());
     }

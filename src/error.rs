@@ -9,6 +9,13 @@ pub enum CoreError {
     #[error("{name}: {message}")]
     InvalidArgument { name: &'static str, message: String },
 
+    /// A setting of the wrong type; `expected` says what it must be.
+    #[error("{name}: must be {expected}")]
+    WrongType {
+        name: &'static str,
+        expected: &'static str,
+    },
+
     /// An array does not have the shape the current state expects.
     #[error("{name}: expected shape {expected}, got {got}")]
     Shape {

@@ -59,6 +59,14 @@ impl TokenHistory {
         TokenHistory { rows, prompt_len }
     }
 
+    /// Like [`Self::new`] for rows that already hold generated tokens: the first
+    /// `prompt_len` tokens of each (at most the width) are the prompt.
+    pub fn with_prompt_len(flat: &[i64], n_rows: usize, prompt_len: usize) -> Self {
+        let mut h = Self::new(flat, n_rows);
+        h.prompt_len = prompt_len.min(h.len());
+        h
+    }
+
     pub fn n_rows(&self) -> usize {
         self.rows.len()
     }

@@ -1,6 +1,9 @@
 //! ferrogen-core: everything in text generation that touches logits and tokens.
 //! Pure Rust; the Python bindings live in `py/` behind the `python` feature.
 
+// `!(x > t)` is deliberately true for NaN throughout the core: these are its NaN-safe tests.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod assisted;
 pub mod beam;
 pub mod buffers;
@@ -15,7 +18,9 @@ pub mod history;
 pub mod logits;
 pub mod parallel;
 pub mod rng;
+pub mod row_status;
 pub mod sampling;
+pub mod settings;
 
 #[cfg(feature = "python")]
 mod py;

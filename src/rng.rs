@@ -43,6 +43,31 @@ pub fn uniform(key: u64, step: u64) -> f64 {
     (bits & ((1u64 << 53) - 1)) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
+/// Streams other than the token draw that a row's key feeds: each is a different
+/// counter word, so their uniforms never coincide with the draw's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Stream {
+    /// XTC's "exclude this step?" coin.
+    Xtc = 1,
+}
+
+/// A uniform double in `[0, 1)` for `(key, step)` on `stream` (independent of
+/// [`uniform`]'s draw for the same key and step).
+pub fn stream_uniform(key: u64, step: u64, stream: Stream) -> f64 {
+    let out = philox4x32_10(
+        [
+            step as u32,
+            (step >> 32) as u32,
+            stream as u32,
+            SAMPLE_STREAM,
+        ],
+        [key as u32, (key >> 32) as u32],
+    );
+    let bits = ((out[0] as u64) << 21) ^ ((out[1] as u64) >> 11);
+    (bits & ((1u64 << 53) - 1)) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
 /// SplitMix64's finaliser: a bijective 64-bit mix.
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -24,6 +25,17 @@ PYTHON_DIR = str(Path(_core.__file__).resolve().parents[1])
 IDS = np.array([[1, 2, 3]], dtype=np.int64)
 BEAM = {"num_beams": 2, "max_length": 6}
 GROUP = {"num_beams": 4, "num_beam_groups": 2, "max_length": 6, "diversity_penalty": 0.5}
+
+
+# Values a strategy resolves per call (keyword arguments of GenerationSettings), not config fields.
+_RESOLVED = {"eos_token_ids", "min_length", "max_length", "pad_token_id", "vocab_size", "encoder_input_ids",
+             "prompt_ignore_lengths", "seed", "seed_prompts", "row_seeds"}
+
+
+def S(**fields: Any) -> _core.GenerationSettings:
+    """Settings as the strategies build them: config fields by name plus the call's resolved values."""
+    resolved = {k: fields.pop(k) for k in list(fields) if k in _RESOLVED}
+    return _core.GenerationSettings(SimpleNamespace(**fields), **resolved)
 
 
 def f32(*shape: int) -> np.ndarray:
@@ -46,7 +58,7 @@ def refused(call: Callable[[], Any], name: str) -> BaseException:
 
 
 def assisted(prompt: list[list[int]], starts: list[int], max_length: int = 10) -> Any:
-    return _core.AssistedDecoder(np.array(prompt, dtype=np.int64), i64(*starts), {}, 0, max_length)
+    return _core.AssistedDecoder(np.array(prompt, dtype=np.int64), i64(*starts), S(max_length=max_length))
 
 
 # ---------------------------------------------------------------- the reported crashes
@@ -73,9 +85,9 @@ def test_tails_longer_than_a_row_can_be_is_refused(n: int) -> None:
 def test_finish_rows_needs_one_value_per_row(make: str, count: int) -> None:
     ids = np.array([[1, 2], [3, 4]], dtype=np.int64)
     core = {
-        "decoder": lambda: _core.Decoder(ids, {}, 0),
-        "contrastive": lambda: _core.ContrastiveSearch(ids, {}, 0, 2, 0.5),
-        "assisted": lambda: _core.AssistedDecoder(ids, i64(0, 0), {}, 0, 10),
+        "decoder": lambda: _core.Decoder(ids, S()),
+        "contrastive": lambda: _core.ContrastiveSearch(ids, S(), 2, 0.5),
+        "assisted": lambda: _core.AssistedDecoder(ids, i64(0, 0), S(max_length=10)),
     }[make]()
     refused(lambda: core.finish_rows(np.ones(count, dtype=bool)), "done")
     assert core.unfinished().tolist() == [True, True], "a refused call changes nothing"
@@ -84,14 +96,14 @@ def test_finish_rows_needs_one_value_per_row(make: str, count: int) -> None:
 
 
 def test_group_rows_outside_the_groups_is_refused() -> None:
-    g = _core.GroupBeamSearch(IDS, {}, GROUP)
+    g = _core.GroupBeamSearch(IDS, S(**GROUP))
     assert g.group_rows(1).tolist() == [2, 3]
     refused(lambda: g.group_rows(2), "g")
     refused(lambda: g.group_rows(5), "g")
 
 
 def test_propose_candidates_with_an_overflowing_vocab_is_refused() -> None:
-    b = _core.BeamSearch(IDS, {}, BEAM)
+    b = _core.BeamSearch(IDS, S(**BEAM))
     k = b.candidates_per_item
     refused(lambda: b.propose_candidates(f32(1, k), np.zeros((1, k), np.int64), 2**64 - 1), "vocab")
     refused(lambda: b.propose_candidates(f32(1, k), np.zeros((1, k), np.int64), 2**63), "vocab")
@@ -100,9 +112,9 @@ def test_propose_candidates_with_an_overflowing_vocab_is_refused() -> None:
 @pytest.mark.parametrize("beams", [2**62, 2**63])
 def test_beam_widths_whose_sizes_overflow_are_refused(beams: int) -> None:
     for cls, extra in [(_core.BeamSearch, {}), (_core.GroupBeamSearch, {"num_beam_groups": 1})]:
-        refused(lambda: cls(np.zeros((4, 3), np.int64), {}, {"num_beams": beams, "max_length": 6, **extra}),
+        refused(lambda: cls(np.zeros((4, 3), np.int64), S(num_beams=beams, max_length=6, **extra)),
                 "num_beams")
-    refused(lambda: _core.ConstrainedBeamSearch(IDS, {}, {"num_beams": beams, "max_length": 6}, [[1]], 10),
+    refused(lambda: _core.ConstrainedBeamSearch(IDS, S(num_beams=beams, max_length=6, vocab_size=10), [[1]]),
             "num_beams")
 
 
@@ -147,9 +159,11 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="
 def test_huge_beam_widths_are_a_memory_error_not_an_abort(beams: int) -> None:
     out = run_child(f"""
         ids = np.zeros((1, 5), np.int64)
-        named(lambda: _core.BeamSearch(ids, {{}}, {{"num_beams": {beams}, "max_length": 8}}))
-        named(lambda: _core.GroupBeamSearch(ids, {{}}, {{"num_beams": {beams}, "max_length": 8}}))
-        named(lambda: _core.ConstrainedBeamSearch(ids, {{}}, {{"num_beams": {beams}, "max_length": 8}}, [[1]], 10))
+        from types import SimpleNamespace
+        cfg = SimpleNamespace(num_beams={beams}, max_length=8)
+        named(lambda: _core.BeamSearch(ids, _core.GenerationSettings(cfg)))
+        named(lambda: _core.GroupBeamSearch(ids, _core.GenerationSettings(cfg)))
+        named(lambda: _core.ConstrainedBeamSearch(ids, _core.GenerationSettings(cfg, vocab_size=10), [[1]]))
     """, memory_gib=1.5)
     lines = out.strip().splitlines()
     assert len(lines) == 3, out
@@ -160,7 +174,9 @@ def test_huge_beam_widths_are_a_memory_error_not_an_abort(beams: int) -> None:
 @needs_proc
 def test_tails_of_a_huge_length_is_an_error_not_an_abort() -> None:
     out = run_child("""
-        d = _core.AssistedDecoder(np.array([[5, 6]], np.int64), np.array([0], np.int64), {}, 0, 2**62)
+        from types import SimpleNamespace
+        settings = _core.GenerationSettings(SimpleNamespace(), max_length=2**62)
+        d = _core.AssistedDecoder(np.array([[5, 6]], np.int64), np.array([0], np.int64), settings)
         named(lambda: d.tails(2**40))
         named(lambda: d.tails(2**63))
         named(lambda: d.tails(3))
@@ -218,19 +234,19 @@ def test_beam_memory_check_runs_before_the_model(monkeypatch: pytest.MonkeyPatch
 def _walk() -> list[tuple[str, Callable[[], Any], str]]:
     """(label, call, argument name) for bad arguments to every ``#[pymethods]`` entry point."""
     two = np.array([[1, 2], [3, 4]], dtype=np.int64)
-    dec = _core.Decoder(IDS, {}, 0)
-    con = _core.ContrastiveSearch(IDS, {}, 0, 2, 0.5)
+    dec = _core.Decoder(IDS, S())
+    con = _core.ContrastiveSearch(IDS, S(), 2, 0.5)
     asd = assisted([[0, 0, 5, 6]], [2])
-    beam = _core.BeamSearch(IDS, {}, BEAM)
-    sample = _core.BeamSearch(IDS, {"do_sample": True}, BEAM)
-    group = _core.GroupBeamSearch(IDS, {}, GROUP)
-    cbs = _core.ConstrainedBeamSearch(IDS, {}, BEAM, [[1]], 10)
-    pipe = _core.LogitsPipeline({})
+    beam = _core.BeamSearch(IDS, S(**BEAM))
+    sample = _core.BeamSearch(IDS, S(do_sample=True, **BEAM))
+    group = _core.GroupBeamSearch(IDS, S(**GROUP))
+    cbs = _core.ConstrainedBeamSearch(IDS, S(vocab_size=10, **BEAM), [[1]])
+    pipe = _core.LogitsPipeline(S())
     k = beam.candidates_per_item
     not_contiguous = np.zeros((2, 8), np.float32)[:, ::2]
     return [
         # Decoder
-        ("Decoder()", lambda: _core.Decoder(np.zeros((0, 3), np.int64), {}, 0), "input_ids"),
+        ("Decoder()", lambda: _core.Decoder(np.zeros((0, 3), np.int64), S()), "input_ids"),
         ("Decoder.step_greedy", lambda: dec.step_greedy(f32(2, 5)), "logits"),
         ("Decoder.step_sample", lambda: dec.step_sample(f32(2, 5)), "logits"),
         ("Decoder.process", lambda: dec.process(not_contiguous), "logits"),
@@ -238,8 +254,8 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("Decoder.choose_sample", lambda: dec.choose_sample(f32(3, 4)), "logits"),
         ("Decoder.finish_rows", lambda: dec.finish_rows(np.ones(2, bool)), "done"),
         # ContrastiveSearch
-        ("ContrastiveSearch()", lambda: _core.ContrastiveSearch(IDS, {}, 0, 0, 0.5), "top_k"),
-        ("ContrastiveSearch(alpha)", lambda: _core.ContrastiveSearch(IDS, {}, 0, 2, 1.5), "penalty_alpha"),
+        ("ContrastiveSearch()", lambda: _core.ContrastiveSearch(IDS, S(), 0, 0.5), "top_k"),
+        ("ContrastiveSearch(alpha)", lambda: _core.ContrastiveSearch(IDS, S(), 2, 1.5), "penalty_alpha"),
         ("ContrastiveSearch.add_context", lambda: con.add_context(f32(2, 1, 4)), "hidden_states"),
         ("ContrastiveSearch.add_context(keep)",
          lambda: con.add_context(f32(1, 2, 4), np.ones((1, 3), bool)), "attention_mask"),
@@ -249,10 +265,10 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("ContrastiveSearch.select", lambda: con.select(f32(3, 4)), "candidates"),
         ("ContrastiveSearch.finish_rows", lambda: con.finish_rows(np.ones(3, bool)), "done"),
         # AssistedDecoder
-        ("AssistedDecoder(starts<0)", lambda: _core.AssistedDecoder(IDS, i64(-1), {}, 0, 10), "starts"),
-        ("AssistedDecoder(starts)", lambda: _core.AssistedDecoder(IDS, i64(0, 0), {}, 0, 10), "input_ids"),
-        ("AssistedDecoder(start past)", lambda: _core.AssistedDecoder(IDS, i64(4), {}, 0, 10), "attention_mask"),
-        ("AssistedDecoder(seed)", lambda: _core.AssistedDecoder(IDS, i64(0), {"do_sample": True}, 0, 10), "seed"),
+        ("AssistedDecoder(starts<0)", lambda: _core.AssistedDecoder(IDS, i64(-1), S(max_length=10)), "starts"),
+        ("AssistedDecoder(starts)", lambda: _core.AssistedDecoder(IDS, i64(0, 0), S(max_length=10)), "input_ids"),
+        ("AssistedDecoder(start past)", lambda: _core.AssistedDecoder(IDS, i64(4), S(max_length=10)), "attention_mask"),
+        ("AssistedDecoder(seed)", lambda: _core.AssistedDecoder(IDS, i64(0), S(do_sample=True, max_length=10)), "seed"),
         ("AssistedDecoder.draft", lambda: asd.draft(f32(2, 4)), "logits"),
         ("AssistedDecoder.lookup_drafts", lambda: asd.lookup_drafts(0, 3), "max_matching_ngram_size"),
         ("AssistedDecoder.lookup_drafts(n)", lambda: asd.lookup_drafts(2, 0), "prompt_lookup_num_tokens"),
@@ -261,12 +277,12 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("AssistedDecoder.truncate", lambda: asd.truncate(i64(1)), "lengths"),
         ("AssistedDecoder.finish_rows", lambda: asd.finish_rows(np.ones(0, bool)), "done"),
         # BeamSearch
-        ("BeamSearch()", lambda: _core.BeamSearch(IDS, {}, {"num_beams": 0}), "num_beams"),
-        ("BeamSearch(max_length)", lambda: _core.BeamSearch(IDS, {}, {"num_beams": 2, "max_length": 3}),
+        ("BeamSearch()", lambda: _core.BeamSearch(IDS, S(num_beams=0)), "num_beams"),
+        ("BeamSearch(max_length)", lambda: _core.BeamSearch(IDS, S(num_beams=2, max_length=3)),
          "max_length"),
-        ("BeamSearch(groups)", lambda: _core.BeamSearch(IDS, {}, GROUP), "num_beam_groups"),
+        ("BeamSearch(groups)", lambda: _core.BeamSearch(IDS, S(**GROUP)), "num_beam_groups"),
         ("BeamSearch(seed_prompts)", lambda: _core.BeamSearch(
-            IDS, {"do_sample": True, "seed": 1, "seed_prompts": [[1], [2]]}, BEAM), "seed_prompts"),
+            IDS, S(do_sample=True, seed=1, seed_prompts=[[1], [2]], **BEAM)), "seed_prompts"),
         ("BeamSearch.process", lambda: beam.process(f32(3, 4)), "logits"),
         ("BeamSearch.warp", lambda: beam.warp(not_contiguous), "logits"),
         ("BeamSearch.propose", lambda: beam.propose(f32(2, 0)), "logits"),
@@ -280,7 +296,7 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("BeamSearch.step", lambda: beam.step(f32(1, 4)), "logits"),
         ("BeamSearch.step(unread)", lambda: beam.step(f32(1, 4), None, False), "logits"),
         # GroupBeamSearch
-        ("GroupBeamSearch()", lambda: _core.GroupBeamSearch(IDS, {}, {**GROUP, "num_beam_groups": 3}),
+        ("GroupBeamSearch()", lambda: _core.GroupBeamSearch(IDS, S(**{**GROUP, "num_beam_groups": 3})),
          "num_beam_groups"),
         ("GroupBeamSearch.group_rows", lambda: group.group_rows(2), "g"),
         ("GroupBeamSearch.process_group", lambda: group.process_group(1, f32(4, 4)), "beam_group"),
@@ -288,18 +304,18 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("GroupBeamSearch.select_group", lambda: group.select_group(1, f32(4, 4)), "beam_group"),
         ("GroupBeamSearch.step", lambda: group.step(f32(3, 4)), "logits"),
         # ConstrainedBeamSearch
-        ("ConstrainedBeamSearch()", lambda: _core.ConstrainedBeamSearch(IDS, {}, BEAM, [[12]], 10),
+        ("ConstrainedBeamSearch()", lambda: _core.ConstrainedBeamSearch(IDS, S(vocab_size=10, **BEAM), [[12]]),
          "force_words_ids"),
         ("ConstrainedBeamSearch(mask)",
-         lambda: _core.ConstrainedBeamSearch(IDS, {}, BEAM, [[1]], 10, np.ones((1, 2), bool)), "attention_mask"),
+         lambda: _core.ConstrainedBeamSearch(IDS, S(vocab_size=10, **BEAM), [[1]], np.ones((1, 2), bool)), "attention_mask"),
         ("ConstrainedBeamSearch(beams)",
-         lambda: _core.ConstrainedBeamSearch(IDS, {}, {"num_beams": 1, "max_length": 6}, [[1]], 10), "num_beams"),
+         lambda: _core.ConstrainedBeamSearch(IDS, S(num_beams=1, max_length=6, vocab_size=10), [[1]]), "num_beams"),
         ("ConstrainedBeamSearch.process", lambda: cbs.process(f32(3, 4)), "logits"),
         ("ConstrainedBeamSearch.select", lambda: cbs.select(f32(2, 0)), "logits"),
         ("ConstrainedBeamSearch.step", lambda: cbs.step(not_contiguous), "logits"),
         # LogitsPipeline
-        ("LogitsPipeline()", lambda: _core.LogitsPipeline({}, 0, 0), "min_tokens_to_keep"),
-        ("LogitsPipeline(settings)", lambda: _core.LogitsPipeline({"top_p": 2.0}), "top_p"),
+        ("LogitsPipeline()", lambda: _core.LogitsPipeline(S(), 0, 0), "min_tokens_to_keep"),
+        ("LogitsPipeline(settings)", lambda: _core.LogitsPipeline(S(top_p=2.0)), "top_p"),
         ("LogitsPipeline.names", lambda: pipe.names("some"), "part"),
         ("LogitsPipeline.process", lambda: pipe.process(two, f32(3, 4)), "input_ids"),
         ("LogitsPipeline.sample", lambda: pipe.sample(two, f32(1, 4), 1), "input_ids"),

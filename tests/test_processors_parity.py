@@ -371,7 +371,10 @@ def test_token_ids_outside_the_vocab_name_the_field(fields, name):
 
 
 def test_core_rejects_bad_settings_that_bypass_the_config():
-    """The Rust binding checks again (a dict can reach it without GenerationConfig)."""
+    """The core checks its settings itself (any object with the config's field names reaches it
+    without GenerationConfig)."""
+    from types import SimpleNamespace
+
     from ferrogen import _core
 
     for settings, name in [
@@ -386,9 +389,9 @@ def test_core_rejects_bad_settings_that_bypass_the_config():
         ({"epsilon_cutoff": 1.0}, "epsilon_cutoff"),
     ]:
         with pytest.raises(ferrogen.InvalidArgumentError, match=f"^{name}"):
-            _core.LogitsPipeline(settings, 0, 1)
+            _core.LogitsPipeline(_core.GenerationSettings(SimpleNamespace(**settings)), 0, 1)
     with pytest.raises(ferrogen.InvalidArgumentError, match="^min_tokens_to_keep"):
-        _core.LogitsPipeline({}, 0, 0)
+        _core.LogitsPipeline(_core.GenerationSettings(SimpleNamespace()), 0, 0)
 
 
 def test_pipeline_accepts_torch_and_numpy_and_works_in_place():

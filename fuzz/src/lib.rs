@@ -15,11 +15,12 @@ pub use constructors::constructors;
 
 use arbitrary::{Result, Unstructured};
 use ferrogen_core::beam::{
-    BeamSearch, BeamSettings, ConstrainedBeamSearch, EarlyStopping, Finalized, GroupBeamSearch,
+    BeamCore, BeamSearch, BeamSettings, ConstrainedBeamSearch, EarlyStopping, Finalized, GroupBeamSearch,
     SampleSettings,
 };
 use ferrogen_core::constraints::{bank_order, ConstraintSet, ConstraintSpec};
 use ferrogen_core::decode::Decoder;
+use ferrogen_core::row_status::HasRowStatus;
 use ferrogen_core::history::TokenHistory;
 use ferrogen_core::logits::{LogitsMut, PipelineConfig, StepContext};
 use ferrogen_core::CoreError;
@@ -133,7 +134,7 @@ pub fn pipeline_config(
         bad_words_ids: Vec::new(),
         sequence_bias: Vec::new(),
         forced_bos_token_id: opt(u, |u| token(u, vocab))?,
-        forced_eos_token_ids: tokens(u, vocab, 2)?,
+        forced_eos_token_id: tokens(u, vocab, 2)?,
         max_length: opt(u, |u| small(u, 12))?,
         remove_invalid_values: u.arbitrary()?,
         exponential_decay_length_penalty: opt(u, |u| Ok((small(u, 6)?, f64_setting(u, 1.5)?)))?,
@@ -229,7 +230,7 @@ fn pipeline_inner(u: &mut Unstructured<'_>) -> Result<()> {
         let p = cfg.build_all(prompt_len, keep);
         let mut x = logits(u, rows * vocab)?;
         p.process(
-            &StepContext { history: &history },
+            &StepContext::new(&history),
             &mut LogitsMut::new(&mut x, vocab),
         );
         assert_eq!(x.len(), rows * vocab);
@@ -256,7 +257,7 @@ fn pipeline_inner(u: &mut Unstructured<'_>) -> Result<()> {
             vocab
         };
         let mut x = step_logits(u, rows, v)?;
-        let before: Vec<bool> = d.unfinished().to_vec();
+        let before: Vec<bool> = d.row_status().unfinished().to_vec();
         let out = match u.int_in_range(0u8..=3)? {
             0 => d.step_greedy(&mut x, v).map(<[i64]>::to_vec),
             1 => d.step_sample(&mut x, v).map(<[i64]>::to_vec),
@@ -286,7 +287,7 @@ fn pipeline_inner(u: &mut Unstructured<'_>) -> Result<()> {
         }
         if u.ratio(1u8, 8)? {
             let done: Vec<bool> = (0..rows).map(|_| u.arbitrary()).collect::<Result<_>>()?;
-            let _ = d.finish_rows(&done);
+            let _ = d.row_status_mut().finish_rows(&done);
         }
     }
     Ok(())
@@ -300,7 +301,7 @@ fn beam_settings(
     Ok(BeamSettings {
         num_beams: u.int_in_range(0..=5)?,
         num_beam_groups: u.int_in_range(0..=3)?,
-        diversity_penalty: f64_setting(u, 0.0)? as f32,
+        diversity_penalty: f64_setting(u, 0.0)?,
         length_penalty: f64_setting(u, 1.0)?,
         early_stopping: match u.int_in_range(0u8..=2)? {
             0 => EarlyStopping::Heuristic,
@@ -597,15 +598,15 @@ fn constraints_inner(u: &mut Unstructured<'_>) -> Result<()> {
         }
     }
     let out = s.finalize();
-    check_finalized(&out.out, batch, nrs, prompt_len);
-    assert_eq!(out.satisfied.len(), out.out.rows);
+    check_finalized(&out, batch, nrs, prompt_len);
+    assert_eq!(out.constraints_satisfied.len(), out.rows);
     if mask.is_none() {
         // a hypothesis reported as satisfying its constraints contains every one of them
-        for (r, &ok) in out.satisfied.iter().enumerate() {
+        for (r, &ok) in out.constraints_satisfied.iter().enumerate() {
             if !ok {
                 continue;
             }
-            let seq = &out.out.sequences[r * out.out.width..(r + 1) * out.out.width];
+            let seq = &out.sequences[r * out.width..(r + 1) * out.width];
             for sp in &specs {
                 match sp {
                     ConstraintSpec::Phrase(p) => {
@@ -706,7 +707,7 @@ fn config_inner(u: &mut Unstructured<'_>) -> Result<()> {
             .map(|i| ((i * 7919) % 13) as f32 - 6.0)
             .collect();
         cfg.build_all(prompt_len, keep).process(
-            &StepContext { history: &history },
+            &StepContext::new(&history),
             &mut LogitsMut::new(&mut x, vocab),
         );
     }

@@ -17,7 +17,10 @@ import numbers
 import os
 import sys
 import warnings
-from typing import Any, Callable, Iterable
+from types import FrameType
+from typing import Any, Callable, Iterable, Optional
+
+from ._core import GenerationSettings, InvalidArgumentError
 
 Checker = Callable[[str, Any], Any]
 
@@ -28,8 +31,12 @@ SEED_LIMIT = 2**64
 LENGTH_LIMIT = 2**63
 
 
-class GenerationConfigError(ValueError):
-    """An invalid generation setting; ``field`` names the argument and the message starts with it."""
+class GenerationConfigError(InvalidArgumentError):
+    """An invalid generation setting; ``field`` names the argument and the message starts with it.
+
+    The one error family for settings: the Rust core raises this class too (its rules live in the
+    core's ``validate``), and it is an :class:`ferrogen.InvalidArgumentError` and a ``ValueError``.
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -146,6 +153,18 @@ def float_field(low: float = -math.inf, high: float = math.inf, *, low_open: boo
         return value
 
     return check
+
+
+def number(name: str, value: Any) -> float:
+    """A real number (ints accepted, bools and NaN refused) whose range the core checks."""
+    return float_field()(name, value)
+
+
+def integer(name: str, value: Any) -> int:
+    """An int (bools refused) whose range the core checks."""
+    if not _is_int(value):
+        raise _type_error(name, "an int", value)
+    return int(value)
 
 
 def _typed(kind: type, expected: str) -> Checker:
@@ -305,9 +324,7 @@ def exponential_decay(name: str, value: Any) -> tuple[int, float]:
     """``(start_index, decay_factor)``: start >= 0 generated tokens, factor >= 1 (1 leaves EOS unchanged)."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise _type_error(name, "a (start_index, decay_factor) pair", value)
-    start = int_field(0)(name, value[0])
-    factor = float_field(1.0)(name, value[1])
-    return (start, factor)
+    return (int_field(0)(name, value[0]), number(name, value[1]))  # the core checks the factor
 
 
 def _bias_key(name: str, key: Any) -> tuple[int, ...]:
@@ -318,6 +335,50 @@ def _bias_key(name: str, key: Any) -> tuple[int, ...]:
             raise GenerationConfigError(name, f"cannot read a token sequence from key {key!r}") from None
         key = (key,) if _is_int(key) else key
     return tuple(_id_list(name, key, allow_empty=False, what="a tuple of token ids"))
+
+
+def logit_bias(name: str, value: Any) -> dict[int, float]:
+    """``{token id: bias}``; JSON's string keys (``{"42": -1.5}``) read back as ints."""
+    if not isinstance(value, dict):
+        raise _type_error(name, "a dict {token id: float}", value)
+    out: dict[int, float] = {}
+    for key, bias in value.items():
+        if isinstance(key, str):
+            try:
+                key = int(key)
+            except ValueError:
+                raise GenerationConfigError(name, f"cannot read a token id from key {key!r}") from None
+        out[_token_id(name, key)] = float_field()(name, bias)
+    return out
+
+
+def allowed_token_ids(name: str, value: Any) -> list[int]:
+    return _id_list(name, value, allow_empty=False)
+
+
+def dry_sequence_breakers(name: str, value: Any) -> list[str | list[int]]:
+    """Strings (turned into token ids with the call's tokenizer) or token-id sequences."""
+    if not isinstance(value, (list, tuple)):
+        raise _type_error(name, "a list of strings or of token-id lists", value)
+    out: list[str | list[int]] = []
+    for item in value:
+        if isinstance(item, str):
+            if not item:
+                raise GenerationConfigError(name, "a breaker must not be the empty string")
+            out.append(item)
+        else:
+            out.append(_id_list(name, item, allow_empty=False, what="a string or a list of token ids"))
+    return out
+
+
+def sampler_order(name: str, value: Any) -> str:
+    """``"transformers"``, ``"llama.cpp"``, or stage names (a list, or one comma-separated string);
+    stored as the string the core reads, which checks the names."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise _type_error(name, "'transformers', 'llama.cpp' or a list of stage names", value)
 
 
 def sequence_bias(name: str, value: Any) -> dict[tuple[int, ...], float]:
@@ -366,7 +427,8 @@ def check_field(check: Checker, name: str, value: Any, default: Any) -> Any:
 def _warn(message: str) -> None:
     """Warn once per call site outside ferrogen's config modules (Python's default filter dedups)."""
     here = {os.path.dirname(os.path.abspath(__file__))}
-    level, frame = 2, sys._getframe(1)  # stacklevel 2 is _warn's caller
+    level = 2  # stacklevel 2 is _warn's caller
+    frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) in here:
         level, frame = level + 1, frame.f_back
     warnings.warn(message, UserWarning, stacklevel=level)
@@ -385,27 +447,14 @@ def _ignored_knobs(c: Any) -> list[tuple[str, str]]:
 
 
 def check_combinations(c: Any) -> None:
-    """Rules that involve several fields of config ``c`` (values already in canonical form)."""
-    beams, groups, sample = c.num_beams, c.num_beam_groups, c.do_sample
-    if groups > 1:
-        if beams % groups != 0:
-            raise GenerationConfigError("num_beam_groups", f"num_beams ({beams}) must be divisible by "
-                                        f"num_beam_groups ({groups})")
-        if sample:
-            raise GenerationConfigError("num_beam_groups", "diverse (group) beam search does not support "
-                                        "do_sample=True")
-        if c.diversity_penalty == 0.0:
-            _warn("diversity_penalty: is 0.0, so group beam search behaves like plain beam search")
-    elif c.diversity_penalty > 0.0:
-        raise GenerationConfigError("diversity_penalty", f"{c.diversity_penalty:g} needs num_beam_groups > 1")
-    if beams > 1 and c.num_return_sequences > beams:
-        raise GenerationConfigError("num_return_sequences", f"must be <= num_beams ({beams}) for beam "
-                                    f"search, got {c.num_return_sequences}")
-    if beams == 1 and not sample and c.num_return_sequences > 1:
-        raise GenerationConfigError("num_return_sequences", f"greedy decoding returns one sequence per input, "
-                                    f"got {c.num_return_sequences}; set do_sample=True or num_beams > 1")
-    if sample and c.temperature <= 0.0:
-        raise GenerationConfigError("temperature", f"must be > 0 when do_sample=True, got {c.temperature:g}")
+    """Rules that involve several fields of config ``c`` (values already in canonical form).
+
+    The ranges of the settings the core reads and how beams, groups and sampling combine are
+    the core's rules: reading ``c`` into its settings checks them (``GenerationSettings``).
+    """
+    GenerationSettings(c)
+    if c.num_beam_groups > 1 and c.diversity_penalty == 0.0:
+        _warn("diversity_penalty: is 0.0, so group beam search behaves like plain beam search")
     _check_constrained(c)
     _check_grammar(c)
     _check_contrastive(c)

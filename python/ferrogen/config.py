@@ -72,6 +72,29 @@ class GenerationConfig:
     - ``grammar``: the output matches this grammar, in llguidance's Lark syntax (a list: one per prompt).
     - ``choices``: the output is one of these strings (a list of lists: one list per prompt).
 
+    Samplers of llama.cpp, vLLM and text-generation-webui (formulas and references in
+    ``docs/samplers.md``):
+
+    - ``presence_penalty``: subtracted once from every token already generated (vLLM).
+    - ``frequency_penalty``: subtracted from a generated token once per occurrence (vLLM).
+    - ``penalty_last_n``: count the last n tokens, prompt included, instead of the generated ones.
+    - ``logit_bias``: ``{token id: bias}`` added to the logits.
+    - ``allowed_token_ids``: only these tokens may be generated.
+    - ``dry_multiplier``: DRY's penalty scale (0 = off).
+    - ``dry_base``: DRY's penalty grows as base^(repeat length - allowed length).
+    - ``dry_allowed_length``: repeats up to this long are not penalised by DRY.
+    - ``dry_sequence_breakers``: strings (encoded with the tokenizer) or token-id lists that end a DRY match.
+    - ``dry_penalty_last_n``: DRY looks at the last n tokens (default: the whole row).
+    - ``xtc_probability``: chance per step that XTC removes the top choices (0 = off).
+    - ``xtc_threshold``: XTC removes tokens at least this probable, except the least probable of them.
+    - ``top_n_sigma``: keep tokens whose logit is within n standard deviations of the maximum.
+    - ``dynatemp_range``: the temperature varies by up to this much with the entropy (0 = off).
+    - ``dynatemp_exponent``: exponent of the normalised entropy in the dynamic temperature.
+    - ``mirostat_mode``: 1 or 2 for mirostat v1 / v2 (0 = off; only the temperature runs before it).
+    - ``mirostat_tau``: mirostat's target surprise, in bits.
+    - ``mirostat_eta``: mirostat's learning rate.
+    - ``sampler_order``: the warpers' order: "transformers" (default), "llama.cpp" (its default chain: top_n_sigma, top_k, typical_p, top_p, min_p, xtc, temperature) or stage names; stages not named do not run.
+
     Each field means what transformers' ``GenerationConfig`` documents; for the fields its 5.x
     documentation no longer describes (``ferrogen generate --help`` reads both lists):
 
@@ -104,6 +127,9 @@ class GenerationConfig:
         ferrogen._validation.GenerationConfigError: top_p: must be in (0, 1], got 1.5
     """
 
+    # Each field names its default and its checker. Checkers give a value its canonical type;
+    # the ranges of the fields the core reads (_v.number, _v.integer) and the rules that tie
+    # fields together are the core's (`_core.GenerationSettings`), which validate() calls.
     # length of the output
     max_length: int = _field(20, _v.int_field(0, _v.LENGTH_LIMIT))
     max_new_tokens: int | None = _field(None, _v.int_field(1, _v.LENGTH_LIMIT))
@@ -114,8 +140,8 @@ class GenerationConfig:
     stop_strings: str | list[str] | None = _field(None, _v.stop_strings)
     # strategy
     do_sample: bool = _field(False, _v.bool_field)
-    num_beams: int = _field(1, _v.int_field(1))
-    num_beam_groups: int = _field(1, _v.int_field(1))
+    num_beams: int = _field(1, _v.integer)
+    num_beam_groups: int = _field(1, _v.integer)
     penalty_alpha: float | None = _field(None, _v.float_field(0.0, 1.0))
     dola_layers: str | list[int] | None = _field(None, _v.dola_layers)
     use_mtp: bool = _field(False, _v.bool_field)
@@ -128,18 +154,18 @@ class GenerationConfig:
     prefill_chunk_size: int | None = _field(None, _v.int_field(1))
     low_memory: bool | None = _field(None, _v.bool_field)
     # logits processors and warpers
-    temperature: float = _field(1.0, _v.float_field())
+    temperature: float = _field(1.0, _v.number)
     top_k: int = _field(50, _v.int_field(0))
-    top_p: float = _field(1.0, _v.float_field(0.0, 1.0, low_open=True))
-    min_p: float | None = _field(None, _v.float_field(0.0, 1.0))
-    top_h: float | None = _field(None, _v.float_field(0.0, 1.0, low_open=True))
-    typical_p: float = _field(1.0, _v.float_field(0.0, 1.0, low_open=True))
-    epsilon_cutoff: float = _field(0.0, _v.float_field(0.0, 1.0, high_open=True))
-    eta_cutoff: float = _field(0.0, _v.float_field(0.0, 1.0, high_open=True))
-    diversity_penalty: float = _field(0.0, _v.float_field(0.0))
-    repetition_penalty: float = _field(1.0, _v.float_field(0.0, low_open=True))
-    encoder_repetition_penalty: float = _field(1.0, _v.float_field(0.0, low_open=True))
-    length_penalty: float = _field(1.0, _v.float_field())
+    top_p: float = _field(1.0, _v.number)
+    min_p: float | None = _field(None, _v.number)
+    top_h: float | None = _field(None, _v.number)
+    typical_p: float = _field(1.0, _v.number)
+    epsilon_cutoff: float = _field(0.0, _v.number)
+    eta_cutoff: float = _field(0.0, _v.number)
+    diversity_penalty: float = _field(0.0, _v.number)
+    repetition_penalty: float = _field(1.0, _v.number)
+    encoder_repetition_penalty: float = _field(1.0, _v.number)
+    length_penalty: float = _field(1.0, _v.number)
     no_repeat_ngram_size: int = _field(0, _v.int_field(0))
     encoder_no_repeat_ngram_size: int = _field(0, _v.int_field(0))
     bad_words_ids: list[list[int]] | None = _field(None, _v.bad_words_ids)
@@ -157,8 +183,28 @@ class GenerationConfig:
     token_healing: bool = _field(False, _v.bool_field)
     guidance_scale: float | None = _field(None, _v.float_field())
     watermarking_config: Any = _field(None, _v.any_field)
+    # samplers from llama.cpp / vLLM / text-generation-webui (docs/samplers.md)
+    presence_penalty: float = _field(0.0, _v.number)
+    frequency_penalty: float = _field(0.0, _v.number)
+    penalty_last_n: int | None = _field(None, _v.int_field(1))
+    logit_bias: dict[int, float] | None = _field(None, _v.logit_bias)
+    allowed_token_ids: list[int] | None = _field(None, _v.allowed_token_ids)
+    dry_multiplier: float = _field(0.0, _v.number)
+    dry_base: float = _field(1.75, _v.number)
+    dry_allowed_length: int = _field(2, _v.int_field(1))
+    dry_sequence_breakers: list[str | list[int]] | None = _field(None, _v.dry_sequence_breakers)
+    dry_penalty_last_n: int | None = _field(None, _v.int_field(1))
+    xtc_probability: float = _field(0.0, _v.number)
+    xtc_threshold: float = _field(0.1, _v.number)
+    top_n_sigma: float | None = _field(None, _v.number)
+    dynatemp_range: float = _field(0.0, _v.number)
+    dynatemp_exponent: float = _field(1.0, _v.number)
+    mirostat_mode: int = _field(0, _v.int_field(0))
+    mirostat_tau: float = _field(5.0, _v.number)
+    mirostat_eta: float = _field(0.1, _v.number)
+    sampler_order: str | None = _field(None, _v.sampler_order)
     # outputs
-    num_return_sequences: int = _field(1, _v.int_field(1))
+    num_return_sequences: int = _field(1, _v.integer)
     output_attentions: bool = _field(False, _v.bool_field)
     output_hidden_states: bool = _field(False, _v.bool_field)
     output_scores: bool = _field(False, _v.bool_field)
@@ -224,6 +270,14 @@ class GenerationConfig:
         for name, default in _DEFAULTS.items():
             _v.check_field(_CHECKS[name], name, getattr(self, name), default)
         _v.check_combinations(self)
+
+    @property
+    def dry_sequence_breaker_ids(self) -> list[list[int]] | None:
+        """``dry_sequence_breakers`` as token ids (what the core reads); ``None`` while some are
+        strings, which ``generate`` encodes with its ``tokenizer``."""
+        from .samplers import dry_breaker_ids
+
+        return dry_breaker_ids(self)
 
     def unsupported_settings(self) -> list[str]:
         """Fields set to values that ask for a feature ferrogen does not carry out.

@@ -73,7 +73,7 @@ class Constraint:
         return _core.ConstraintTracker([self.spec()], vocab_size, "constraints")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.spec() == self.spec()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.spec() == self.spec()
 
     def __hash__(self) -> int:
         return hash(repr(self))

@@ -26,43 +26,9 @@ import torch
 from . import _core
 from .config import GenerationConfig
 
-__all__ = ["LogitsPipeline", "config_settings", "prompt_ignore_lengths", "unpadded_rows", "draw_seed"]
+__all__ = ["LogitsPipeline", "prompt_ignore_lengths", "unpadded_rows", "draw_seed"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
-
-
-def config_settings(
-    cfg: GenerationConfig, *, eos_token_ids: Sequence[int], min_length: int, max_length: Optional[int]
-) -> dict[str, Any]:
-    """The settings dict the Rust core reads, from a validated config (field names as in it)."""
-    return {
-        "eos_token_ids": list(eos_token_ids),
-        "min_length": min_length,
-        "min_new_tokens": cfg.min_new_tokens or 0,
-        "do_sample": cfg.do_sample,
-        "temperature": cfg.temperature,
-        "top_k": cfg.top_k,
-        "top_p": cfg.top_p,
-        "min_p": cfg.min_p,
-        "top_h": cfg.top_h,
-        "typical_p": cfg.typical_p,
-        "epsilon_cutoff": cfg.epsilon_cutoff,
-        "eta_cutoff": cfg.eta_cutoff,
-        "repetition_penalty": cfg.repetition_penalty,
-        "encoder_repetition_penalty": cfg.encoder_repetition_penalty,
-        "no_repeat_ngram_size": cfg.no_repeat_ngram_size,
-        "encoder_no_repeat_ngram_size": cfg.encoder_no_repeat_ngram_size,
-        "bad_words_ids": cfg.bad_words_ids,
-        "sequence_bias": cfg.sequence_bias,
-        "forced_bos_token_id": cfg.forced_bos_token_id,
-        "forced_eos_token_id": cfg.forced_eos_token_id,
-        "max_length": max_length,
-        "remove_invalid_values": cfg.remove_invalid_values,
-        "exponential_decay_length_penalty": cfg.exponential_decay_length_penalty,
-        "suppress_tokens": cfg.suppress_tokens,
-        "begin_suppress_tokens": cfg.begin_suppress_tokens,
-        "renormalize_logits": cfg.renormalize_logits,
-    }
 
 
 def prompt_ignore_lengths(attention_mask: Optional[torch.Tensor]) -> Optional[list[int]]:
@@ -171,24 +137,23 @@ class LogitsPipeline:
         self._encoder = None if encoder_input_ids is None else encoder_ids(torch.as_tensor(encoder_input_ids))
         self._ignore = None if attention_mask is None else prompt_ignore_lengths(torch.as_tensor(attention_mask))
         self._min_keep = min_tokens_to_keep
-        self._core: Optional[Any] = None
+        self._core: Optional[_core.LogitsPipeline] = None
         if prompt_length is not None:
             self._core = self._make(prompt_length, None)
 
-    def _make(self, prompt_length: int, first_ids: Optional[np.ndarray]) -> Any:
+    def _make(self, prompt_length: int, first_ids: Optional[np.ndarray]) -> _core.LogitsPipeline:
         cfg = self.config
         max_length = self._max_length
         if max_length is None:
             max_length = prompt_length + cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length
-        settings = config_settings(cfg, eos_token_ids=cfg.eos_token_ids, min_length=cfg.min_length, max_length=max_length)
         encoder = self._encoder
         if encoder is None and first_ids is not None:
             encoder = encoder_ids(torch.from_numpy(first_ids))
-        settings["encoder_input_ids"] = encoder
-        settings["prompt_ignore_lengths"] = self._ignore
+        settings = _core.GenerationSettings(cfg, max_length=max_length, encoder_input_ids=encoder,
+                                            prompt_ignore_lengths=self._ignore)
         return _core.LogitsPipeline(settings, prompt_length, self._min_keep)
 
-    def _ready(self, ids: np.ndarray) -> Any:
+    def _ready(self, ids: np.ndarray) -> _core.LogitsPipeline:
         if self._core is None:
             self._core = self._make(ids.shape[1], ids)
         return self._core
@@ -243,7 +208,7 @@ class LogitsPipeline:
             direct = inplace and t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
             host = t if direct else t.to("cpu", torch.float32).contiguous().clone()
 
-            def back(a: np.ndarray) -> torch.Tensor:
+            def back(a: np.ndarray) -> Any:
                 if direct:
                     return logits
                 if inplace:
@@ -258,7 +223,7 @@ class LogitsPipeline:
                 arr = np.array(arr, dtype=np.float32, order="C", copy=True)
             shape = arr.shape
 
-            def back(a: np.ndarray) -> np.ndarray:
+            def back(a: np.ndarray) -> Any:
                 return a.reshape(shape)
 
         if arr.ndim == 1:

@@ -6,6 +6,7 @@
 //! Each group keeps its own token history and processor pipeline, so processors
 //! see exactly the rows they act on, as transformers runs them per group.
 
+use super::core::{BeamCore, StepChoice};
 use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
@@ -38,9 +39,8 @@ pub struct GroupBeamSearch {
     hyps: Vec<NBest>,
     group_done: Vec<bool>,
     tree: BeamTree,
-    /// Tokens chosen at the current step (transformers' `current_tokens`).
-    next_tokens: Vec<i64>,
-    parents: Vec<i64>,
+    /// Tokens and parent rows chosen at the current step (transformers' `current_tokens`).
+    choice: StepChoice,
     /// The group whose selection comes next in the current step.
     cursor: usize,
     finished: bool,
@@ -102,8 +102,7 @@ impl GroupBeamSearch {
             hyps: buffers::filled("num_beam_groups", batch * groups, NBest::new(group_size))?,
             group_done: buffers::filled("num_beam_groups", batch * groups, false)?,
             tree: BeamTree::default(),
-            next_tokens: buffers::filled("num_beams", rows, 0)?,
-            parents: buffers::collect("num_beams", rows, 0..rows as i64)?,
+            choice: StepChoice::new(rows)?,
             cursor: 0,
             finished: false,
             closed: false,
@@ -122,15 +121,6 @@ impl GroupBeamSearch {
 
     pub fn groups(&self) -> usize {
         self.groups
-    }
-
-    pub fn tree(&self) -> &BeamTree {
-        &self.tree
-    }
-
-    /// All groups of every item are done, or `max_length` is reached.
-    pub fn is_done(&self) -> bool {
-        self.finished
     }
 
     /// Global rows of group `g`, batch-major: `b * num_beams + g * group_size + i`.
@@ -155,19 +145,17 @@ impl GroupBeamSearch {
         log_softmax_rows(&mut self.block, vocab);
         if g > 0 {
             let chosen: Vec<&[i64]> = (0..self.batch)
-                .map(|b| &self.next_tokens[b * self.beams..b * self.beams + g * self.group_size])
+                .map(|b| &self.choice.tokens[b * self.beams..b * self.beams + g * self.group_size])
                 .collect();
             penalize_group(
                 &mut self.block,
                 vocab,
                 self.group_size,
                 &chosen,
-                self.s.diversity_penalty,
+                self.s.diversity_penalty as f32,
             );
         }
-        let ctx = StepContext {
-            history: &self.histories[g],
-        };
+        let ctx = StepContext::new(&self.histories[g]);
         self.pipelines[g].process(&ctx, &mut LogitsMut::new(&mut self.block, vocab));
         self.scatter(g, logits, vocab);
         Ok(())
@@ -210,11 +198,11 @@ impl GroupBeamSearch {
         if shifts.iter().copied().any(shift_is_certain) {
             return self.step(logits, vocab);
         }
-        let (beams, gs, penalty) = (self.beams, self.group_size, self.s.diversity_penalty);
+        let (beams, gs, penalty) = (self.beams, self.group_size, self.s.diversity_penalty as f32);
         for g in 0..self.groups {
             self.expect_group(g)?;
             self.select_with(g, vocab, |this, b, first| {
-                let earlier = &this.next_tokens[b * beams..b * beams + g * gs];
+                let earlier = &this.choice.tokens[b * beams..b * beams + g * gs];
                 let minus: Vec<(u32, f32)> = if penalty == 0.0 {
                     Vec::new()
                 } else {
@@ -284,7 +272,7 @@ impl GroupBeamSearch {
                     self.running_nodes[first + i] = NO_NODE;
                     tokens[b * gs + i] = self.s.pad_token_id;
                     local_parents[b * gs + i] = b * gs;
-                    self.parents[first + i] = first as i64;
+                    self.choice.parents[first + i] = first as i64;
                 }
                 continue;
             }
@@ -312,7 +300,7 @@ impl GroupBeamSearch {
                     new_nodes[filled] = self.push_node(parent_row, token, b, g, cur_len, score);
                     tokens[b * gs + filled] = token;
                     local_parents[b * gs + filled] = b * gs + beam;
-                    self.parents[first + filled] = parent_row as i64;
+                    self.choice.parents[first + filled] = parent_row as i64;
                     filled += 1;
                     if filled == gs {
                         break;
@@ -340,7 +328,7 @@ impl GroupBeamSearch {
         }
         for b in 0..self.batch {
             let first = b * beams + g * gs;
-            self.next_tokens[first..first + gs].copy_from_slice(&tokens[b * gs..(b + 1) * gs]);
+            self.choice.tokens[first..first + gs].copy_from_slice(&tokens[b * gs..(b + 1) * gs]);
         }
         self.histories[g].reorder(&local_parents);
         self.pipelines[g].reorder(&local_parents);
@@ -362,115 +350,6 @@ impl GroupBeamSearch {
             self.select_group(g, logits, vocab)?;
         }
         Ok(())
-    }
-
-    /// Token of every row after the last complete step.
-    pub fn next_tokens(&self) -> &[i64] {
-        &self.next_tokens
-    }
-
-    /// Row each beam continues after the last complete step (reorder the cache by it).
-    pub fn parents(&self) -> &[i64] {
-        &self.parents
-    }
-
-    /// Marks the search finished: the stopping criterion with `code` (>= 1) fired for
-    /// every row outside the core.
-    pub fn stop(&mut self, code: u8) {
-        self.finished = true;
-        self.stop_code = code.max(1);
-    }
-
-    /// Newly settled tokens per batch item (see [`super::BeamSearch::take_settled`]).
-    pub fn take_settled(&mut self) -> Vec<Vec<i64>> {
-        (0..self.batch)
-            .map(|b| {
-                let mut set = Vec::new();
-                let best = (0..self.groups)
-                    .flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied())
-                    .max_by(|x, y| x.0.total_cmp(&y.0));
-                if let Some((_, node)) = best {
-                    set.push(node);
-                }
-                for g in (0..self.groups).filter(|&g| !self.group_done[b * self.groups + g]) {
-                    let first = b * self.beams + g * self.group_size;
-                    set.extend_from_slice(&self.running_nodes[first..first + self.group_size]);
-                }
-                self.tree.settled_tokens(&set, &mut self.streamed[b])
-            })
-            .collect()
-    }
-
-    /// Adds the running beams of unfinished groups as hypotheses, then returns the
-    /// best `num_return_sequences` per batch item across all its groups.
-    pub fn finalize(&mut self) -> Finalized {
-        let len = self.histories[0].len();
-        let generated = len - self.prompt_len;
-        let end = if len >= self.s.max_length {
-            EndReason::Length
-        } else {
-            EndReason::Stop(self.stop_code)
-        };
-        for b in (0..self.batch).filter(|_| !self.closed) {
-            for g in 0..self.groups {
-                let item = b * self.groups + g;
-                if self.group_done[item] {
-                    continue;
-                }
-                for i in 0..self.group_size {
-                    let row = b * self.beams + g * self.group_size + i;
-                    let node = self.running_nodes[row];
-                    let norm = normalized_score_f64(
-                        f64::from(self.beam_scores[row]),
-                        generated,
-                        self.s.length_penalty,
-                    );
-                    if node != NO_NODE && self.hyps[item].accepts(norm) {
-                        let n = self.tree.get_mut(node);
-                        n.end = end;
-                        n.final_score = norm as f32;
-                        self.hyps[item].add(norm, node);
-                    }
-                }
-            }
-        }
-        self.closed = true;
-        let mut picks = Vec::with_capacity(self.batch * self.s.num_return_sequences);
-        for b in 0..self.batch {
-            let prompt = &self.histories[0].row(b * self.group_size)[..self.prompt_len];
-            let mut all: Vec<(f64, u32)> = (0..self.groups)
-                .flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied())
-                .collect();
-            // Python's stable ascending sort, then pop() from the end
-            all.sort_by(|x, y| x.0.total_cmp(&y.0));
-            let n = self.s.num_return_sequences;
-            for &(score, node) in all.iter().rev().take(n) {
-                picks.push(Pick {
-                    prompt,
-                    node,
-                    score: score as f32,
-                });
-            }
-            // Finalized before any step (a stopping criterion fired at once): every
-            // item still returns `num_return_sequences` rows, the bare prompt, as
-            // BeamSearch does with its empty slots.
-            for _ in all.len()..n {
-                picks.push(Pick {
-                    prompt,
-                    node: NO_NODE,
-                    score: NEG_LARGE,
-                });
-            }
-        }
-        assemble(&self.tree, &picks, self.s.pad_token_id)
-    }
-
-    /// Nodes of every kept hypothesis at the end (the rest of the tree was pruned).
-    pub fn surviving_nodes(&self) -> Vec<u32> {
-        self.hyps
-            .iter()
-            .flat_map(|h| h.beams().iter().map(|&(_, n)| n))
-            .collect()
     }
 
     fn push_node(
@@ -536,6 +415,121 @@ impl GroupBeamSearch {
     }
 }
 
+impl BeamCore for GroupBeamSearch {
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn tree(&self) -> &BeamTree {
+        &self.tree
+    }
+
+    fn choice(&self) -> &StepChoice {
+        &self.choice
+    }
+
+    /// All groups of every item are done, or `max_length` is reached.
+    fn is_done(&self) -> bool {
+        self.finished
+    }
+
+    fn stop(&mut self, code: u8) {
+        self.finished = true;
+        self.stop_code = code.max(1);
+    }
+
+    fn settled_candidates(&self, b: usize) -> Vec<u32> {
+        let mut set = Vec::new();
+        let best = (0..self.groups)
+            .flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied())
+            .max_by(|x, y| x.0.total_cmp(&y.0));
+        if let Some((_, node)) = best {
+            set.push(node);
+        }
+        for g in (0..self.groups).filter(|&g| !self.group_done[b * self.groups + g]) {
+            let first = b * self.beams + g * self.group_size;
+            set.extend_from_slice(&self.running_nodes[first..first + self.group_size]);
+        }
+        set
+    }
+
+    fn streamed_mut(&mut self) -> &mut [usize] {
+        &mut self.streamed
+    }
+
+    /// Adds the running beams of unfinished groups as hypotheses, then returns the
+    /// best `num_return_sequences` per batch item across all its groups.
+    fn finalize(&mut self) -> Finalized {
+        let len = self.histories[0].len();
+        let generated = len - self.prompt_len;
+        let end = if len >= self.s.max_length {
+            EndReason::Length
+        } else {
+            EndReason::Stop(self.stop_code)
+        };
+        for b in (0..self.batch).filter(|_| !self.closed) {
+            for g in 0..self.groups {
+                let item = b * self.groups + g;
+                if self.group_done[item] {
+                    continue;
+                }
+                for i in 0..self.group_size {
+                    let row = b * self.beams + g * self.group_size + i;
+                    let node = self.running_nodes[row];
+                    let norm = normalized_score_f64(
+                        f64::from(self.beam_scores[row]),
+                        generated,
+                        self.s.length_penalty,
+                    );
+                    if node != NO_NODE && self.hyps[item].accepts(norm) {
+                        let n = self.tree.get_mut(node);
+                        n.end = end;
+                        n.final_score = norm as f32;
+                        self.hyps[item].add(norm, node);
+                    }
+                }
+            }
+        }
+        self.closed = true;
+        let mut picks = Vec::with_capacity(self.batch * self.s.num_return_sequences);
+        for b in 0..self.batch {
+            let prompt = &self.histories[0].row(b * self.group_size)[..self.prompt_len];
+            let mut all: Vec<(f64, u32)> = (0..self.groups)
+                .flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied())
+                .collect();
+            // Python's stable ascending sort, then pop() from the end
+            all.sort_by(|x, y| x.0.total_cmp(&y.0));
+            let n = self.s.num_return_sequences;
+            for &(score, node) in all.iter().rev().take(n) {
+                picks.push(Pick {
+                    prompt,
+                    node,
+                    score: score as f32,
+                });
+            }
+            // Finalized before any step (a stopping criterion fired at once): every
+            // item still returns `num_return_sequences` rows, the bare prompt, as
+            // BeamSearch does with its empty slots.
+            for _ in all.len()..n {
+                picks.push(Pick {
+                    prompt,
+                    node: NO_NODE,
+                    score: NEG_LARGE,
+                });
+            }
+        }
+        assemble(&self.tree, &picks, self.s.pad_token_id)
+    }
+
+    /// Nodes of every kept hypothesis at the end (the rest of the tree was pruned).
+    fn surviving_nodes(&self) -> Vec<u32> {
+        self.hyps
+            .iter()
+            .flat_map(|h| h.beams().iter().map(|&(_, n)| n))
+            .collect()
+    }
+}
+
 /// Group `g`'s pipeline settings: the grammar's matchers are the global rows, so the
 /// group's pipeline sees them through its rows (`b * beams + g * group_size + i`).
 fn group_config(
@@ -566,7 +560,7 @@ mod tests {
         BeamSettings {
             num_beams: beams,
             num_beam_groups: groups,
-            diversity_penalty: penalty,
+            diversity_penalty: f64::from(penalty),
             eos_token_ids: vec![1],
             max_length,
             num_return_sequences: beams,

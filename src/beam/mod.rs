@@ -14,6 +14,7 @@
 //!   per-group n-best lists.
 
 mod constrained;
+mod core;
 mod fastmath;
 mod group;
 mod hypotheses;
@@ -25,7 +26,8 @@ mod select;
 mod settings;
 mod tree;
 
-pub use constrained::{ConstrainedBeamSearch, ConstrainedOutput};
+pub use constrained::ConstrainedBeamSearch;
+pub use core::{BeamCore, StepChoice};
 pub use group::GroupBeamSearch;
 pub use length::{normalized_score, normalized_score_f64};
 pub use noise::exponential;

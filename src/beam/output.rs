@@ -20,6 +20,9 @@ pub struct Finalized {
     pub reasons: Vec<EndReason>,
     /// Last node of each returned hypothesis (`NO_NODE` for an empty one).
     pub nodes: Vec<u32>,
+    /// Constrained search: whether each returned row satisfies every constraint (empty for
+    /// the other searches).
+    pub constraints_satisfied: Vec<bool>,
 }
 
 /// One returned hypothesis: its prompt, its last node and its score.
@@ -67,5 +70,6 @@ pub(crate) fn assemble(tree: &BeamTree, picks: &[Pick<'_>], pad: i64) -> Finaliz
             })
             .collect(),
         nodes: picks.iter().map(|p| p.node).collect(),
+        constraints_satisfied: Vec::new(),
     }
 }

@@ -6,6 +6,7 @@
 //! hit a stopping condition, and merge the top `num_beams` that did into the
 //! finished slots (scored with the length penalty).
 
+use super::core::{BeamCore, StepChoice};
 use super::hypotheses::{FinishedSlots, Source};
 use super::length::{best_hypothetical_len, normalized_score};
 use super::noise::exponential;
@@ -54,8 +55,8 @@ pub struct BeamSearch {
     tree: BeamTree,
     candidates: Vec<Candidate>,
     proposed: bool,
-    next_tokens: Vec<i64>,
-    parents: Vec<i64>,
+    /// Tokens and parent rows chosen at the current step (transformers' `current_tokens`).
+    choice: StepChoice,
     done: bool,
     step: usize,
     streamed: Vec<usize>,
@@ -181,8 +182,7 @@ impl BeamSearch {
             tree: BeamTree::default(),
             candidates: buffers::with_capacity("num_beams", batch * k)?,
             proposed: false,
-            next_tokens: buffers::filled("num_beams", rows, 0)?,
-            parents: buffers::collect("num_beams", rows, 0..rows as i64)?,
+            choice: StepChoice::new(rows)?,
             done: false,
             step: 0,
             streamed: vec![0; batch],
@@ -215,14 +215,6 @@ impl BeamSearch {
         &self.history
     }
 
-    pub fn tree(&self) -> &BeamTree {
-        &self.tree
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
     /// Whether [`Self::propose`] needs caller-drawn noise (sampling without a seed).
     pub fn needs_noise(&self) -> bool {
         self.s.sample.is_some() && self.item_keys.is_none()
@@ -233,9 +225,7 @@ impl BeamSearch {
         self.check(logits.len(), vocab)?;
         log_softmax_rows(logits, vocab);
         self.pipeline.process(
-            &StepContext {
-                history: &self.history,
-            },
+            &StepContext::new(&self.history),
             &mut LogitsMut::new(logits, vocab),
         );
         Ok(())
@@ -247,9 +237,7 @@ impl BeamSearch {
         self.check(logits.len(), vocab)?;
         if !self.warpers.is_empty() {
             self.warpers.process(
-                &StepContext {
-                    history: &self.history,
-                },
+                &StepContext::new(&self.history),
                 &mut LogitsMut::new(logits, vocab),
             );
         }
@@ -328,9 +316,7 @@ impl BeamSearch {
                     self.dense.clear();
                     self.dense.extend_from_slice(item_rows);
                     log_softmax_rows(&mut self.dense, vocab);
-                    let ctx = StepContext {
-                        history: &self.history,
-                    };
+                    let ctx = StepContext::new(&self.history);
                     top_k.process(&ctx, &mut LogitsMut::new(&mut self.dense, vocab));
                     item_rows = &self.dense;
                 }
@@ -579,15 +565,15 @@ impl BeamSearch {
                 let row = b * beams + j;
                 new_nodes[row] = self.node_for(&mut node_of, &cands, r, b);
                 new_scores[row] = penalised[r];
-                self.next_tokens[row] = cands[r].token;
-                self.parents[row] = cands[r].parent_row as i64;
+                self.choice.tokens[row] = cands[r].token;
+                self.choice.parents[row] = cands[r].parent_row as i64;
             }
         }
-        let parents: Vec<usize> = self.parents.iter().map(|&p| p as usize).collect();
+        let parents: Vec<usize> = self.choice.parents.iter().map(|&p| p as usize).collect();
         self.history.reorder(&parents);
         self.pipeline.reorder(&parents);
         self.warpers.reorder(&parents);
-        self.history.push(&self.next_tokens);
+        self.history.push(&self.choice.tokens);
         self.running_scores = new_scores;
         self.running_nodes = new_nodes;
         self.step += 1;
@@ -648,9 +634,7 @@ impl BeamSearch {
         if self.warpers.is_empty() {
             return Ok(None);
         }
-        let ctx = StepContext {
-            history: &self.history,
-        };
+        let ctx = StepContext::new(&self.history);
         let lists =
             self.warpers
                 .process_then(&ctx, &mut LogitsMut::new(logits, vocab), |_, row, s| {
@@ -681,68 +665,6 @@ impl BeamSearch {
         } else {
             logits.chunks_exact(vocab).map(one).collect()
         }
-    }
-
-    /// Token of every row after the last step (`[batch * num_beams]`).
-    pub fn next_tokens(&self) -> &[i64] {
-        &self.next_tokens
-    }
-
-    /// Row each beam continues after the last step: reorder the KV cache by it.
-    pub fn parents(&self) -> &[i64] {
-        &self.parents
-    }
-
-    /// Tokens that every hypothesis which can still win agrees on, per batch item,
-    /// not yet returned by an earlier call.
-    pub fn take_settled(&mut self) -> Vec<Vec<i64>> {
-        (0..self.batch)
-            .map(|b| {
-                let mut set: Vec<u32> = Vec::with_capacity(self.beams + 1);
-                let best = self.slots[b].slots()[0];
-                if best.finished {
-                    set.push(best.node);
-                }
-                if self.searching(b) {
-                    set.extend_from_slice(
-                        &self.running_nodes[b * self.beams..(b + 1) * self.beams],
-                    );
-                }
-                self.tree.settled_tokens(&set, &mut self.streamed[b])
-            })
-            .collect()
-    }
-
-    /// The best `num_return_sequences` hypotheses of every batch item.
-    pub fn finalize(&self) -> Finalized {
-        let picks: Vec<Pick<'_>> = (0..self.batch)
-            .flat_map(|b| {
-                let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
-                self.slots[b].slots()[..self.s.num_return_sequences]
-                    .iter()
-                    .map(move |slot| Pick {
-                        prompt,
-                        node: slot.node,
-                        score: slot.score,
-                    })
-            })
-            .collect();
-        assemble(&self.tree, &picks, self.s.pad_token_id)
-    }
-
-    /// Nodes still alive at the end: every finished slot and, for items still
-    /// searching, every running beam (the rest of the tree was pruned).
-    pub fn surviving_nodes(&self) -> Vec<u32> {
-        let mut alive: Vec<u32> = self
-            .slots
-            .iter()
-            .flat_map(|s| s.slots().iter().map(|x| x.node))
-            .collect();
-        for b in (0..self.batch).filter(|&b| self.searching(b) && !self.done) {
-            alive.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
-        }
-        alive.retain(|&n| n != NO_NODE);
-        alive
     }
 
     fn searching(&self, b: usize) -> bool {
@@ -795,6 +717,75 @@ impl BeamSearch {
 
     fn check(&self, len: usize, vocab: usize) -> Result<()> {
         super::check_logits(len, self.rows(), vocab)
+    }
+}
+
+impl BeamCore for BeamSearch {
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn tree(&self) -> &BeamTree {
+        &self.tree
+    }
+
+    fn choice(&self) -> &StepChoice {
+        &self.choice
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Ends the search: the finished slots are what it returns.
+    fn stop(&mut self, _code: u8) {
+        self.done = true;
+    }
+
+    fn settled_candidates(&self, b: usize) -> Vec<u32> {
+        let mut set: Vec<u32> = Vec::with_capacity(self.beams + 1);
+        let best = self.slots[b].slots()[0];
+        if best.finished {
+            set.push(best.node);
+        }
+        if self.searching(b) {
+            set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+        }
+        set
+    }
+
+    fn streamed_mut(&mut self) -> &mut [usize] {
+        &mut self.streamed
+    }
+
+    fn finalize(&mut self) -> Finalized {
+        let picks: Vec<Pick<'_>> = (0..self.batch)
+            .flat_map(|b| {
+                let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
+                self.slots[b].slots()[..self.s.num_return_sequences]
+                    .iter()
+                    .map(move |slot| Pick {
+                        prompt,
+                        node: slot.node,
+                        score: slot.score,
+                    })
+            })
+            .collect();
+        assemble(&self.tree, &picks, self.s.pad_token_id)
+    }
+
+    /// Every finished slot and, for items still searching, every running beam.
+    fn surviving_nodes(&self) -> Vec<u32> {
+        let mut alive: Vec<u32> = self
+            .slots
+            .iter()
+            .flat_map(|s| s.slots().iter().map(|x| x.node))
+            .collect();
+        for b in (0..self.batch).filter(|&b| self.searching(b) && !self.done) {
+            alive.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+        }
+        alive.retain(|&n| n != NO_NODE);
+        alive
     }
 }
 
@@ -1131,7 +1122,7 @@ mod tests {
         fn scores_follow_beam_indices(batch in 1usize..3, beams in 1usize..5, lp in -1.0f64..2.0,
                                       early in 0usize..3, seed in 0u64..1000, sample in any::<bool>()) {
             let early = [EarlyStopping::Heuristic, EarlyStopping::AllFinished, EarlyStopping::Never][early];
-            let (s, scores) = run(batch, beams, &[1], lp, early, seed, sample);
+            let (mut s, scores) = run(batch, beams, &[1], lp, early, seed, sample);
             let out = s.finalize();
             let vocab = 6;
             for r in 0..out.rows {

@@ -2,6 +2,7 @@
 
 use crate::buffers;
 use crate::error::{CoreError, Result};
+use crate::settings::{Setting, SettingsSource};
 
 /// When a batch item stops looking for better hypotheses (transformers' `early_stopping`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +44,9 @@ pub struct SampleSettings {
 pub struct BeamSettings {
     pub num_beams: usize,
     pub num_beam_groups: usize,
-    pub diversity_penalty: f32,
+    /// Read and checked as the f64 the user gave (a subnormal negative must not round to
+    /// -0.0 and pass); the search applies it in f32, as transformers does on float32 scores.
+    pub diversity_penalty: f64,
     pub length_penalty: f64,
     pub early_stopping: EarlyStopping,
     /// Total length (prompt included) at which every beam stops.
@@ -58,7 +61,7 @@ pub struct BeamSettings {
 impl Default for BeamSettings {
     fn default() -> Self {
         BeamSettings {
-            num_beams: 2,
+            num_beams: 1,
             num_beam_groups: 1,
             diversity_penalty: 0.0,
             length_penalty: 1.0,
@@ -73,30 +76,112 @@ impl Default for BeamSettings {
 }
 
 impl BeamSettings {
-    /// Checks every value; `prompt_len` is the length of the decoder's starting history.
-    pub fn validate(&self, prompt_len: usize) -> Result<()> {
-        if self.num_beams < 1 {
+    /// The beam fields of `source` (`GenerationConfig` names); `max_length`, the EOS ids and
+    /// `sample` are the generation's, set by [`crate::settings::GenerationSettings::read`].
+    pub fn read(source: &dyn SettingsSource) -> Result<Self> {
+        let mut s = BeamSettings::default();
+        macro_rules! fields {
+            ($($f:ident),*) => {
+                $(
+                    if let Some(v) = Setting::read(source, stringify!($f))? {
+                        s.$f = v;
+                    }
+                )*
+                // The names read here, for `GenerationSettings::is_setting`.
+                const _: () = assert!(BeamSettings::FIELDS.len() == [$(stringify!($f)),*].len());
+            };
+        }
+        fields!(
+            num_beams,
+            num_beam_groups,
+            diversity_penalty,
+            length_penalty,
+            early_stopping,
+            num_return_sequences,
+            pad_token_id
+        );
+        Ok(s)
+    }
+
+    /// The `GenerationConfig` fields [`Self::read`] reads.
+    pub const FIELDS: &'static [&'static str] = &[
+        "num_beams",
+        "num_beam_groups",
+        "diversity_penalty",
+        "length_penalty",
+        "early_stopping",
+        "num_return_sequences",
+        "pad_token_id",
+    ];
+
+    /// The rules over the beam counts and how they combine with sampling (`do_sample`),
+    /// for every mode: greedy and sampling have `num_beams = 1`.
+    pub fn validate_counts(&self, do_sample: bool) -> Result<()> {
+        let (beams, groups, returned) = (
+            self.num_beams,
+            self.num_beam_groups,
+            self.num_return_sequences,
+        );
+        if beams < 1 {
             return Err(CoreError::invalid(
                 "num_beams",
-                format!("must be >= 1, got {}", self.num_beams),
+                format!("must be >= 1, got {beams}"),
             ));
         }
-        if self.num_beam_groups < 1 || self.num_beams % self.num_beam_groups != 0 {
+        if groups < 1 {
             return Err(CoreError::invalid(
                 "num_beam_groups",
+                format!("must be >= 1, got {groups}"),
+            ));
+        }
+        if groups > 1 && beams % groups != 0 {
+            return Err(CoreError::invalid(
+                "num_beam_groups",
+                format!("num_beams ({beams}) must be divisible by num_beam_groups ({groups})"),
+            ));
+        }
+        if groups > 1 && do_sample {
+            return Err(CoreError::invalid(
+                "num_beam_groups",
+                "diverse (group) beam search does not support do_sample=True",
+            ));
+        }
+        let penalty = self.diversity_penalty;
+        if penalty.is_nan() || penalty < 0.0 {
+            return Err(CoreError::invalid(
+                "diversity_penalty",
+                format!("must be >= 0, got {penalty}"),
+            ));
+        }
+        if returned < 1 {
+            return Err(CoreError::invalid(
+                "num_return_sequences",
+                format!("must be >= 1, got {returned}"),
+            ));
+        }
+        if beams > 1 && returned > beams {
+            return Err(CoreError::invalid(
+                "num_return_sequences",
+                format!("must be <= num_beams ({beams}) for beam search, got {returned}"),
+            ));
+        }
+        if beams == 1 && !do_sample && returned > 1 {
+            return Err(CoreError::invalid(
+                "num_return_sequences",
                 format!(
-                    "num_beams ({}) must be divisible by num_beam_groups ({})",
-                    self.num_beams, self.num_beam_groups
+                    "greedy decoding returns one sequence per input, got {returned}; \
+                     set do_sample=True or num_beams > 1"
                 ),
             ));
         }
-        if self.diversity_penalty.is_nan() || self.diversity_penalty < 0.0 {
-            return Err(CoreError::invalid(
-                "diversity_penalty",
-                format!("must be >= 0, got {}", self.diversity_penalty),
-            ));
-        }
-        if self.num_return_sequences < 1 || self.num_return_sequences > self.num_beams {
+        Ok(())
+    }
+
+    /// Checks every value before a search starts; `prompt_len` is the length of the
+    /// decoder's starting history.
+    pub fn validate(&self, prompt_len: usize) -> Result<()> {
+        self.validate_counts(self.sample.is_some())?;
+        if self.num_return_sequences > self.num_beams {
             return Err(CoreError::invalid(
                 "num_return_sequences",
                 format!(
@@ -118,12 +203,6 @@ impl BeamSettings {
                     "must exceed the prompt length {prompt_len}, got {}",
                     self.max_length
                 ),
-            ));
-        }
-        if self.sample.is_some() && self.num_beam_groups > 1 {
-            return Err(CoreError::invalid(
-                "num_beam_groups",
-                "diverse (group) beam search does not support do_sample=True",
             ));
         }
         Ok(())

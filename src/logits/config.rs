@@ -1,97 +1,100 @@
 //! Which processors a generation uses, decided once from its settings.
 
+use super::sampler_order::SamplerOrder;
 use super::{
-    bad_words_bias, EncoderNoRepeatNGram, EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff,
-    ExponentialDecayLengthPenalty, ForcedBos, ForcedEos, MinLength, MinP, NanToNegInf,
-    NoRepeatNGram, Pipeline, RemoveInvalidValues, Renormalize, RepetitionPenalty, SequenceBias,
-    SuppressTokens, SuppressTokensAtBegin, Temperature, TopH, TopK, TopP, Typical,
+    bad_words_bias, AllowedTokens, Dry, DynamicTemperature, EncoderNoRepeatNGram,
+    EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff, ExponentialDecayLengthPenalty, ForcedBos,
+    ForcedEos, LogitBias, MinLength, MinP, Mirostat, MirostatMode, NanToNegInf, NoRepeatNGram,
+    Pipeline, PresenceFrequencyPenalty, RemoveInvalidValues, Renormalize, RepetitionPenalty,
+    SequenceBias, SuppressTokens, SuppressTokensAtBegin, Temperature, TopH, TopK, TopNSigma, TopP,
+    Typical, Xtc,
 };
 use crate::error::{CoreError, Result};
 
-/// The processor settings of one generation: the part of transformers'
-/// `GenerationConfig` that acts on logits, plus the inputs some processors need
-/// (encoder input, left-padding lengths, `max_length`). Neutral values mean "off".
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    pub eos_token_ids: Vec<i64>,
-    pub min_length: usize,
-    pub min_new_tokens: usize,
+crate::settings_struct! {
+    /// The processor settings of one generation: the part of transformers'
+    /// `GenerationConfig` that acts on logits, plus the inputs some processors need
+    /// (encoder input, left-padding lengths, `max_length`). Neutral values mean "off".
+    /// A field's `stage` is the transformers class a user processor replaces it with.
+    #[derive(Debug, Clone)]
+    pub struct PipelineConfig {
+        eos_token_ids: Vec<i64> = Vec::new();
+        min_length: usize = 0, stage "MinLengthLogitsProcessor";
+        min_new_tokens: usize = 0, stage "MinNewTokensLengthLogitsProcessor";
 
-    /// Builds the warpers (temperature ... eta) when true.
-    pub do_sample: bool,
-    pub temperature: f64,
-    /// 0 = off.
-    pub top_k: usize,
-    pub top_p: f64,
-    pub min_p: Option<f64>,
-    pub top_h: Option<f64>,
-    pub typical_p: f64,
-    pub epsilon_cutoff: f64,
-    pub eta_cutoff: f64,
+        /// Builds the warpers (temperature ... eta) when true.
+        do_sample: bool = false;
+        temperature: f64 = 1.0, stage "TemperatureLogitsWarper";
+        /// 0 = off.
+        top_k: usize = 0, stage "TopKLogitsWarper";
+        top_p: f64 = 1.0, stage "TopPLogitsWarper";
+        min_p: Option<f64> = None, stage "MinPLogitsWarper";
+        top_h: Option<f64> = None, stage "TopHLogitsWarper";
+        typical_p: f64 = 1.0, stage "TypicalLogitsWarper";
+        epsilon_cutoff: f64 = 0.0, stage "EpsilonLogitsWarper";
+        eta_cutoff: f64 = 0.0, stage "EtaLogitsWarper";
 
-    pub repetition_penalty: f64,
-    /// Left-padding length of every row (or of every batch entry, repeated over its
-    /// beams / return sequences): those positions are not history for the penalty.
-    pub prompt_ignore_lengths: Vec<usize>,
-    pub encoder_repetition_penalty: f64,
-    /// The encoder's input ids per batch entry (for decoder-only models, the prompt);
-    /// empty when there is none. Used by the two `encoder_*` processors.
-    pub encoder_input_ids: Vec<Vec<i64>>,
-    pub no_repeat_ngram_size: usize,
-    pub encoder_no_repeat_ngram_size: usize,
-    pub bad_words_ids: Vec<Vec<i64>>,
-    /// `(sequence, bias)` pairs in the dict's order.
-    pub sequence_bias: Vec<(Vec<i64>, f64)>,
-    pub forced_bos_token_id: Option<i64>,
-    pub forced_eos_token_ids: Vec<i64>,
-    /// Total length at which generation stops (needed by `forced_eos_token_id`).
-    pub max_length: Option<usize>,
-    pub remove_invalid_values: bool,
-    /// `(start_index, decay_factor)`.
-    pub exponential_decay_length_penalty: Option<(usize, f64)>,
-    pub suppress_tokens: Vec<i64>,
-    pub begin_suppress_tokens: Vec<i64>,
-    pub renormalize_logits: bool,
-    /// Grammar constraint (JSON Schema, regex, Lark, choices): the rows' matchers, applied
-    /// at transformers' `PrefixConstrainedLogitsProcessor` position.
-    #[cfg(feature = "grammar")]
-    pub grammar: Option<crate::grammar::GrammarHandle>,
-}
+        repetition_penalty: f64 = 1.0, stage "RepetitionPenaltyLogitsProcessor";
+        /// Left-padding length of every row (or of every batch entry, repeated over its
+        /// beams / return sequences): those positions are not history for the penalty.
+        prompt_ignore_lengths: Vec<usize> = Vec::new();
+        encoder_repetition_penalty: f64 = 1.0, stage "EncoderRepetitionPenaltyLogitsProcessor";
+        /// The encoder's input ids per batch entry (for decoder-only models, the prompt);
+        /// empty when there is none. Used by the two `encoder_*` processors.
+        encoder_input_ids: Vec<Vec<i64>> = Vec::new();
+        no_repeat_ngram_size: usize = 0, stage "NoRepeatNGramLogitsProcessor";
+        encoder_no_repeat_ngram_size: usize = 0, stage "EncoderNoRepeatNGramLogitsProcessor";
+        bad_words_ids: Vec<Vec<i64>> = Vec::new(), stage "NoBadWordsLogitsProcessor";
+        /// `(sequence, bias)` pairs in the dict's order.
+        sequence_bias: Vec<(Vec<i64>, f64)> = Vec::new(), stage "SequenceBiasLogitsProcessor";
+        forced_bos_token_id: Option<i64> = None, stage "ForcedBOSTokenLogitsProcessor";
+        forced_eos_token_id: Vec<i64> = Vec::new(), stage "ForcedEOSTokenLogitsProcessor";
+        /// Total length at which generation stops (needed by `forced_eos_token_id`).
+        max_length: Option<usize> = None;
+        remove_invalid_values: bool = false, stage "InfNanRemoveLogitsProcessor";
+        /// `(start_index, decay_factor)`.
+        exponential_decay_length_penalty: Option<(usize, f64)> = None,
+            stage "ExponentialDecayLengthPenalty";
+        suppress_tokens: Vec<i64> = Vec::new(), stage "SuppressTokensLogitsProcessor";
+        begin_suppress_tokens: Vec<i64> = Vec::new(), stage "SuppressTokensAtBeginLogitsProcessor";
+        renormalize_logits: bool = false, stage "LogitNormalization";
 
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            eos_token_ids: Vec::new(),
-            min_length: 0,
-            min_new_tokens: 0,
-            do_sample: false,
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: None,
-            top_h: None,
-            typical_p: 1.0,
-            epsilon_cutoff: 0.0,
-            eta_cutoff: 0.0,
-            repetition_penalty: 1.0,
-            prompt_ignore_lengths: Vec::new(),
-            encoder_repetition_penalty: 1.0,
-            encoder_input_ids: Vec::new(),
-            no_repeat_ngram_size: 0,
-            encoder_no_repeat_ngram_size: 0,
-            bad_words_ids: Vec::new(),
-            sequence_bias: Vec::new(),
-            forced_bos_token_id: None,
-            forced_eos_token_ids: Vec::new(),
-            max_length: None,
-            remove_invalid_values: false,
-            exponential_decay_length_penalty: None,
-            suppress_tokens: Vec::new(),
-            begin_suppress_tokens: Vec::new(),
-            renormalize_logits: false,
-            #[cfg(feature = "grammar")]
-            grammar: None,
-        }
+        // Samplers from llama.cpp / vLLM / text-generation-webui (docs/samplers.md).
+        /// Additive, over the generated tokens (or the `penalty_last_n` window).
+        presence_penalty: f64 = 0.0;
+        frequency_penalty: f64 = 0.0;
+        /// `None`: count the generated tokens (vLLM); `n`: the last `n` tokens, prompt
+        /// included (llama.cpp's window).
+        penalty_last_n: Option<usize> = None;
+        /// `(token id, bias)` pairs.
+        logit_bias: Vec<(i64, f64)> = Vec::new();
+        allowed_token_ids: Option<Vec<i64>> = None;
+        dry_multiplier: f64 = 0.0;
+        dry_base: f64 = 1.75;
+        dry_allowed_length: usize = 2;
+        /// Token sequences that end a repetition (the binding resolves strings).
+        dry_sequence_breaker_ids: Vec<Vec<i64>> = Vec::new();
+        /// `None`: the whole row (llama.cpp's -1); `n`: the last `n` tokens.
+        dry_penalty_last_n: Option<usize> = None;
+        xtc_probability: f64 = 0.0;
+        xtc_threshold: f64 = 0.1;
+        top_n_sigma: Option<f64> = None;
+        /// > 0: the temperature varies in `temperature ± dynatemp_range` with the entropy.
+        dynatemp_range: f64 = 0.0;
+        dynatemp_exponent: f64 = 1.0;
+        /// 0 off, 1 mirostat, 2 mirostat v2 (then only the temperature runs before it).
+        mirostat_mode: usize = 0;
+        mirostat_tau: f64 = 5.0;
+        mirostat_eta: f64 = 0.1;
+        /// The warpers' order (`None`: transformers'); see [`SamplerOrder`].
+        sampler_order: Option<SamplerOrder> = None;
+    }
+    // Not settings: objects the caller hands each generation (never read from a config).
+    runtime {
+        // Grammar constraint (JSON Schema, regex, Lark, choices): the rows' matchers,
+        // applied at transformers' `PrefixConstrainedLogitsProcessor` position.
+        #[cfg(feature = "grammar")]
+        grammar: Option<crate::grammar::GrammarHandle>,
     }
 }
 
@@ -136,15 +139,13 @@ impl PipelineConfig {
     /// Checks every setting; with `vocab`, also that every configured token id can
     /// index the vocabulary. Errors name the setting (transformers' field name).
     pub fn validate(&self, vocab: Option<usize>) -> Result<()> {
-        if self.do_sample {
-            let t = self.temperature;
-            range(
-                "temperature",
-                t,
-                t > 0.0 && t.is_finite(),
-                "> 0 (and finite) when do_sample=True",
-            )?;
-        }
+        let t = self.temperature;
+        range(
+            "temperature",
+            t,
+            !self.do_sample || (t > 0.0 && t.is_finite()),
+            "> 0 (and finite) when do_sample=True",
+        )?;
         let p = self.top_p;
         range("top_p", p, p > 0.0 && p <= 1.0, "in (0, 1]")?;
         let p = self.typical_p;
@@ -177,8 +178,8 @@ impl PipelineConfig {
             range(
                 "exponential_decay_length_penalty",
                 f,
-                f.is_finite() && f > 0.0,
-                "a finite factor > 0",
+                f.is_finite() && f >= 1.0,
+                "a finite factor >= 1 (1 leaves EOS unchanged)",
             )?;
         }
         for word in &self.bad_words_ids {
@@ -205,13 +206,14 @@ impl PipelineConfig {
                 ));
             }
         }
+        self.validate_samplers(vocab)?;
         ids_in_vocab("eos_token_id", &self.eos_token_ids, vocab)?;
         ids_in_vocab(
             "forced_bos_token_id",
             self.forced_bos_token_id.as_slice(),
             vocab,
         )?;
-        ids_in_vocab("forced_eos_token_id", &self.forced_eos_token_ids, vocab)?;
+        ids_in_vocab("forced_eos_token_id", &self.forced_eos_token_id, vocab)?;
         ids_in_vocab("suppress_tokens", &self.suppress_tokens, vocab)?;
         ids_in_vocab("begin_suppress_tokens", &self.begin_suppress_tokens, vocab)?;
         if let Some(first) = self.encoder_input_ids.first() {
@@ -226,6 +228,113 @@ impl PipelineConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The rules of the llama.cpp / vLLM samplers' settings.
+    fn validate_samplers(&self, vocab: Option<usize>) -> Result<()> {
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            range(name, v, v.is_finite(), "finite")?;
+        }
+        for &(t, b) in &self.logit_bias {
+            ids_in_vocab("logit_bias", &[t], vocab)?;
+            range("logit_bias", b, !b.is_nan(), "a number (not NaN)")?;
+        }
+        if let Some(ids) = &self.allowed_token_ids {
+            if ids.is_empty() {
+                return Err(CoreError::invalid(
+                    "allowed_token_ids",
+                    "must list at least one token id (None allows every token)",
+                ));
+            }
+            ids_in_vocab("allowed_token_ids", ids, vocab)?;
+        }
+        let m = self.dry_multiplier;
+        range(
+            "dry_multiplier",
+            m,
+            m >= 0.0 && m.is_finite(),
+            ">= 0 (and finite)",
+        )?;
+        let b = self.dry_base;
+        range(
+            "dry_base",
+            b,
+            b >= 1.0 && b.is_finite(),
+            ">= 1 (and finite)",
+        )?;
+        if self.dry_allowed_length == 0 {
+            return Err(CoreError::invalid(
+                "dry_allowed_length",
+                "must be >= 1, got 0",
+            ));
+        }
+        if self.dry_penalty_last_n == Some(0) || self.penalty_last_n == Some(0) {
+            let name = if self.penalty_last_n == Some(0) {
+                "penalty_last_n"
+            } else {
+                "dry_penalty_last_n"
+            };
+            return Err(CoreError::invalid(name, "must be >= 1 or None, got 0"));
+        }
+        for seq in &self.dry_sequence_breaker_ids {
+            if seq.is_empty() {
+                return Err(CoreError::invalid(
+                    "dry_sequence_breakers",
+                    "every breaker must be a non-empty token sequence",
+                ));
+            }
+            ids_in_vocab("dry_sequence_breakers", seq, vocab)?;
+        }
+        let p = self.xtc_probability;
+        range("xtc_probability", p, (0.0..=1.0).contains(&p), "in [0, 1]")?;
+        let t = self.xtc_threshold;
+        range("xtc_threshold", t, (0.0..=1.0).contains(&t), "in [0, 1]")?;
+        if let Some(n) = self.top_n_sigma {
+            range(
+                "top_n_sigma",
+                n,
+                n > 0.0 && n.is_finite(),
+                "> 0 (and finite)",
+            )?;
+        }
+        let r = self.dynatemp_range;
+        range(
+            "dynatemp_range",
+            r,
+            r >= 0.0 && r.is_finite(),
+            ">= 0 (and finite)",
+        )?;
+        let e = self.dynatemp_exponent;
+        range(
+            "dynatemp_exponent",
+            e,
+            e > 0.0 && e.is_finite(),
+            "> 0 (and finite)",
+        )?;
+        if self.mirostat_mode > 2 {
+            return Err(CoreError::invalid(
+                "mirostat_mode",
+                format!("must be 0 (off), 1 or 2, got {}", self.mirostat_mode),
+            ));
+        }
+        let t = self.mirostat_tau;
+        range(
+            "mirostat_tau",
+            t,
+            t > 0.0 && t.is_finite(),
+            "> 0 (and finite)",
+        )?;
+        let e = self.mirostat_eta;
+        range(
+            "mirostat_eta",
+            e,
+            e >= 0.0 && e.is_finite(),
+            ">= 0 (and finite)",
+        )?;
         Ok(())
     }
 
@@ -269,6 +378,12 @@ impl PipelineConfig {
                 .collect();
             p.push_row(Box::new(SequenceBias::new(&entries)));
         }
+        if !self.logit_bias.is_empty() {
+            p.push_row(Box::new(LogitBias::new(&self.logit_bias)));
+        }
+        if let Some(ids) = &self.allowed_token_ids {
+            p.push_row(Box::new(AllowedTokens::new(ids)));
+        }
         if self.encoder_repetition_penalty != 1.0 && has_encoder {
             p.push_row(Box::new(EncoderRepetitionPenalty::new(
                 self.encoder_repetition_penalty,
@@ -278,6 +393,24 @@ impl PipelineConfig {
         if self.repetition_penalty != 1.0 {
             p.push_row(Box::new(RepetitionPenalty::new(
                 self.repetition_penalty,
+                self.prompt_ignore_lengths.clone(),
+            )));
+        }
+        if self.presence_penalty != 0.0 || self.frequency_penalty != 0.0 {
+            p.push_row(Box::new(PresenceFrequencyPenalty::new(
+                self.presence_penalty,
+                self.frequency_penalty,
+                self.penalty_last_n,
+                self.prompt_ignore_lengths.clone(),
+            )));
+        }
+        if self.dry_multiplier > 0.0 {
+            p.push_row(Box::new(Dry::new(
+                self.dry_multiplier,
+                self.dry_base,
+                self.dry_allowed_length,
+                self.dry_sequence_breaker_ids.clone(),
+                self.dry_penalty_last_n,
                 self.prompt_ignore_lengths.clone(),
             )));
         }
@@ -310,10 +443,10 @@ impl PipelineConfig {
         if let Some(bos) = self.forced_bos_token_id {
             p.push_row(Box::new(ForcedBos::new(bos)));
         }
-        if let (false, Some(max_length)) = (self.forced_eos_token_ids.is_empty(), self.max_length) {
+        if let (false, Some(max_length)) = (self.forced_eos_token_id.is_empty(), self.max_length) {
             p.push_row(Box::new(ForcedEos::new(
                 max_length,
-                &self.forced_eos_token_ids,
+                &self.forced_eos_token_id,
             )));
         }
         if self.remove_invalid_values {
@@ -351,11 +484,34 @@ impl PipelineConfig {
     pub fn build_warpers(&self, min_tokens_to_keep: usize) -> Pipeline {
         let keep = min_tokens_to_keep.max(1);
         let mut p = Pipeline::new();
-        if self.do_sample {
-            let temperature = self.sampling_temperature();
-            if self.top_k != 0 && self.top_h.is_none() {
+        if self.do_sample && self.mirostat_mode > 0 {
+            // llama.cpp's mirostat chains: the temperature, then mirostat (no other warper).
+            p.push_row(Box::new(NanToNegInf));
+            self.push_temperature(&mut p);
+            let mode = if self.mirostat_mode == 1 {
+                MirostatMode::V1
+            } else {
+                MirostatMode::V2
+            };
+            p.push_row(Box::new(Mirostat::new(
+                mode,
+                self.mirostat_tau,
+                self.mirostat_eta,
+            )));
+        } else if let (true, Some(order)) = (self.do_sample, &self.sampler_order) {
+            p.push_row(Box::new(NanToNegInf));
+            order.push_warpers(self, keep, &mut p);
+        } else if self.do_sample {
+            // Dynamic temperature replaces the fixed one.
+            let temperature = self
+                .sampling_temperature()
+                .filter(|_| self.dynatemp_range <= 0.0);
+            // Stages that run between the temperature and top-k/top-p leave them unfused.
+            let unfused =
+                self.top_h.is_some() || self.top_n_sigma.is_some() || self.dynatemp_range > 0.0;
+            if self.top_k != 0 && !unfused {
                 p.push_row(Box::new(self.fused_top_k(keep)));
-            } else if self.top_p < 1.0 && self.top_h.is_none() {
+            } else if self.top_p < 1.0 && !unfused {
                 // NaN to -inf and temperature fused into top-p's first pass.
                 p.push_row(Box::new(TopP::with_prelude(
                     self.top_p,
@@ -365,8 +521,9 @@ impl PipelineConfig {
                 )));
             } else {
                 p.push_row(Box::new(NanToNegInf));
-                if let Some(t) = temperature {
-                    p.push_row(Box::new(Temperature::new(t)));
+                self.push_temperature(&mut p);
+                if let Some(n) = self.top_n_sigma {
+                    p.push_row(Box::new(TopNSigma::new(n)));
                 }
                 if let Some(h) = self.top_h {
                     p.push_row(Box::new(TopH::new(h)));
@@ -375,7 +532,7 @@ impl PipelineConfig {
                     p.push_row(Box::new(TopK::new(self.top_k, keep)));
                 }
             }
-            let top_p_fused = self.top_k == 0 && self.top_h.is_none();
+            let top_p_fused = self.top_k == 0 && !unfused;
             if self.top_p < 1.0 && !top_p_fused {
                 p.push_row(Box::new(TopP::new(self.top_p, keep)));
             }
@@ -391,11 +548,31 @@ impl PipelineConfig {
             if self.eta_cutoff > 0.0 && self.eta_cutoff < 1.0 {
                 p.push_row(Box::new(EtaCutoff::new(self.eta_cutoff, keep)));
             }
+            if self.xtc_probability > 0.0 {
+                p.push_row(Box::new(Xtc::new(
+                    self.xtc_probability,
+                    self.xtc_threshold,
+                    keep,
+                )));
+            }
         }
         if self.renormalize_logits {
             p.push_row(Box::new(Renormalize));
         }
         p
+    }
+
+    /// The temperature stage: dynamic with `dynatemp_range > 0`, none at 1.
+    fn push_temperature(&self, p: &mut Pipeline) {
+        if self.dynatemp_range > 0.0 {
+            p.push_row(Box::new(DynamicTemperature::new(
+                self.temperature,
+                self.dynatemp_range,
+                self.dynatemp_exponent,
+            )));
+        } else if let Some(t) = self.sampling_temperature() {
+            p.push_row(Box::new(Temperature::new(t)));
+        }
     }
 
     /// NaN to -inf, temperature and top-k in one pass (the same result as the three).
@@ -424,6 +601,11 @@ impl PipelineConfig {
             && self.typical_p >= 1.0
             && !cut(self.epsilon_cutoff)
             && !cut(self.eta_cutoff)
+            && self.top_n_sigma.is_none()
+            && self.xtc_probability <= 0.0
+            && self.dynatemp_range <= 0.0
+            && self.mirostat_mode == 0
+            && self.sampler_order.is_none()
             && !self.renormalize_logits;
         only_top_k.then(|| self.fused_top_k(min_tokens_to_keep.max(1)))
     }
@@ -555,7 +737,7 @@ mod tests {
             bad_words_ids: vec![vec![5]],
             sequence_bias: vec![(vec![6], 1.0)],
             forced_bos_token_id: Some(0),
-            forced_eos_token_ids: vec![1],
+            forced_eos_token_id: vec![1],
             max_length: Some(10),
             remove_invalid_values: true,
             exponential_decay_length_penalty: Some((2, 1.5)),

@@ -62,17 +62,11 @@ mod tests {
         let mut h = TokenHistory::new(&[5, 6], 1);
         let p = MinLength::new(3, &[1, 9]); // 9 is outside the vocab and ignored
         let mut data = vec![0.5f32, 2.0, 0.1];
-        p.process(
-            &StepContext { history: &h },
-            &mut LogitsMut::new(&mut data, 3),
-        );
+        p.process(&StepContext::new(&h), &mut LogitsMut::new(&mut data, 3));
         assert_eq!(data, vec![0.5, f32::NEG_INFINITY, 0.1]);
         h.push(&[0]);
         let mut data = vec![0.5f32, 2.0, 0.1];
-        p.process(
-            &StepContext { history: &h },
-            &mut LogitsMut::new(&mut data, 3),
-        );
+        p.process(&StepContext::new(&h), &mut LogitsMut::new(&mut data, 3));
         assert_eq!(data, vec![0.5, 2.0, 0.1]);
         assert_eq!(
             MinLength::new_tokens(2, 1, &[1]).name(),
@@ -86,10 +80,7 @@ mod tests {
         let p = MinLength::new_tokens(usize::MAX, 2, &[1]);
         let h = TokenHistory::new(&[5], 1);
         let mut data = vec![0.5f32, 2.0];
-        p.process(
-            &StepContext { history: &h },
-            &mut LogitsMut::new(&mut data, 2),
-        );
+        p.process(&StepContext::new(&h), &mut LogitsMut::new(&mut data, 2));
         assert_eq!(data, vec![0.5, f32::NEG_INFINITY]);
     }
 }

@@ -19,7 +19,10 @@
 mod config;
 pub mod math;
 
+mod allowed_tokens;
 mod bad_words;
+mod dry;
+mod dynatemp;
 mod encoder_no_repeat_ngram;
 mod encoder_repetition_penalty;
 mod epsilon;
@@ -27,25 +30,34 @@ mod eta;
 mod exponential_decay;
 mod forced_bos;
 mod forced_eos;
+mod logit_bias;
 mod min_length;
 mod min_p;
+mod mirostat;
 mod nan_to_neg_inf;
 mod no_repeat_ngram;
+mod presence_frequency;
 mod remove_invalid;
 mod renormalize;
 mod repetition_penalty;
+mod sampler_order;
 mod sequence_bias;
 mod suppress;
 mod suppress_at_begin;
 mod temperature;
 mod top_h;
 mod top_k;
+mod top_n_sigma;
 mod top_p;
 mod typical;
+mod xtc;
 
 pub use config::{PipelineConfig, TEMPERATURE_FLOOR};
 
+pub use allowed_tokens::AllowedTokens;
 pub use bad_words::bad_words_bias;
+pub use dry::Dry;
+pub use dynatemp::DynamicTemperature;
 pub use encoder_no_repeat_ngram::EncoderNoRepeatNGram;
 pub use encoder_repetition_penalty::EncoderRepetitionPenalty;
 pub use epsilon::EpsilonCutoff;
@@ -53,21 +65,27 @@ pub use eta::EtaCutoff;
 pub use exponential_decay::ExponentialDecayLengthPenalty;
 pub use forced_bos::ForcedBos;
 pub use forced_eos::ForcedEos;
+pub use logit_bias::LogitBias;
 pub use min_length::MinLength;
 pub use min_p::MinP;
+pub use mirostat::{Mirostat, MirostatMode};
 pub use nan_to_neg_inf::NanToNegInf;
 pub use no_repeat_ngram::NoRepeatNGram;
+pub use presence_frequency::PresenceFrequencyPenalty;
 pub use remove_invalid::RemoveInvalidValues;
 pub use renormalize::Renormalize;
 pub use repetition_penalty::RepetitionPenalty;
+pub use sampler_order::{SamplerOrder, Warper};
 pub use sequence_bias::SequenceBias;
 pub use suppress::SuppressTokens;
 pub use suppress_at_begin::SuppressTokensAtBegin;
 pub use temperature::Temperature;
 pub use top_h::TopH;
 pub use top_k::TopK;
+pub use top_n_sigma::TopNSigma;
 pub use top_p::TopP;
 pub use typical::Typical;
+pub use xtc::Xtc;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -122,9 +140,31 @@ impl<'a> LogitsMut<'a> {
     }
 }
 
-/// What a processor may read besides the logits: the history of every row.
+/// What a processor may read besides the logits: the history of every row and, when
+/// the caller samples with per-row keys, each row's random key (see [`crate::rng`]).
 pub struct StepContext<'a> {
     pub history: &'a TokenHistory,
+    /// One key per row, or empty (stages that draw then key a row by its history).
+    pub keys: &'a [u64],
+}
+
+impl<'a> StepContext<'a> {
+    pub fn new(history: &'a TokenHistory) -> Self {
+        StepContext { history, keys: &[] }
+    }
+
+    pub fn with_keys(history: &'a TokenHistory, keys: &'a [u64]) -> Self {
+        StepContext { history, keys }
+    }
+
+    /// Row `r`'s random key: the caller's, else a digest of the row's tokens (the same
+    /// row gives the same key whatever the batch).
+    pub fn row_key(&self, r: usize) -> u64 {
+        match self.keys.get(r) {
+            Some(&k) => k,
+            None => crate::rng::prompt_hash(self.history.row(r)),
+        }
+    }
 }
 
 /// A stage that works on the whole `[rows, vocab]` batch at once.
@@ -207,6 +247,8 @@ pub struct Scratch {
     pub items: Vec<Item>,
     pub tmp: Vec<Item>,
     pub floats: Vec<f32>,
+    /// Token ids (processors that count or sort the history).
+    pub ids: Vec<u32>,
     marks: Vec<u32>,
     epoch: u32,
 }
@@ -444,7 +486,7 @@ pub(crate) mod testing {
 
     /// Runs one row stage over `rows` (row-major, `vocab` wide) with `history`.
     pub fn run(stage: &dyn RowProcessor, history: &TokenHistory, rows: &mut [f32], vocab: usize) {
-        let ctx = StepContext { history };
+        let ctx = StepContext::new(history);
         let mut s = Scratch::default();
         for (r, row) in rows.chunks_exact_mut(vocab).enumerate() {
             s.begin_row();
@@ -479,10 +521,7 @@ mod tests {
         );
         let h = TokenHistory::new(&[1, 2], 2);
         let mut data = vec![1.0, 2.0, 3.0, 0.5, /* row 1 */ 4.0, -1.0, 0.0, 2.0];
-        p.process(
-            &StepContext { history: &h },
-            &mut LogitsMut::new(&mut data, 4),
-        );
+        p.process(&StepContext::new(&h), &mut LogitsMut::new(&mut data, 4));
         assert_eq!(data, vec![NEG, 4.0, 6.0, NEG, NEG, NEG, 0.0, 4.0]);
     }
 
@@ -504,7 +543,7 @@ mod tests {
         p.push_row(Box::new(TopK::new(40, 1)));
         p.push_row(Box::new(TopP::new(0.8, 1)));
         let h = TokenHistory::new(&vec![1; rows], rows);
-        let ctx = StepContext { history: &h };
+        let ctx = StepContext::new(&h);
         p.process(&ctx, &mut LogitsMut::new(&mut data, vocab));
         for row in serial.chunks_exact_mut(vocab) {
             p.process(&ctx, &mut LogitsMut::new(row, vocab));

@@ -284,7 +284,7 @@ mod tests {
         let mut row: Vec<f32> = (0..10_000).map(|i| ((i * 37) % 1000) as f32).collect();
         let mut s = Scratch::default();
         let h = crate::history::TokenHistory::new(&[0], 1);
-        let ctx = StepContext { history: &h };
+        let ctx = StepContext::new(&h);
         TopK::new(25, 1).process_row(&ctx, 0, &mut row, &mut s);
         // values 999..=997 appear 10 times each: 3 distinct values cover k=25
         assert_eq!(s.cand.len(), 30);

@@ -252,7 +252,7 @@ mod tests {
                 let mut s = Scratch::default();
                 s.ensure_candidates(&mut sparse);
                 let h = crate::history::TokenHistory::new(&[0], 1);
-                TopP::new(p, 1).process_row(&StepContext { history: &h }, 0, &mut sparse, &mut s);
+                TopP::new(p, 1).process_row(&StepContext::new(&h), 0, &mut sparse, &mut s);
                 assert_eq!(sparse, want, "top_p={p} (candidates)");
             }
         }

@@ -6,11 +6,11 @@ use numpy::{
     PyReadwriteArray3, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError, ShapeError};
-use super::settings::{pipeline_config, seed};
+use super::row_status::row_status_binding;
+use super::settings::GenerationSettings;
 use crate::assisted::{AssistedDecoder as Core, Verdict};
 use crate::rng;
 
@@ -40,19 +40,16 @@ fn lengths<'py>(
     PyArray1::from_vec(py, values.into_iter().map(|v| v as i64).collect())
 }
 
-#[pymethods]
-impl AssistedDecoder {
+row_status_binding!(AssistedDecoder, {
     /// `input_ids`: int64 `[rows, prompt_len]` (the decoder's history so far, padding
     /// included); `starts`: int64 `[rows]`, each row's first non-padding position;
-    /// `settings`: processor fields of the config, with `seed` / `seed_prompts` when
-    /// sampling; rows stop at `max_length` tokens.
+    /// `settings`: this generation's settings (a seed is required when sampling); rows stop
+    /// at its `max_length` tokens.
     #[new]
     fn new(
         input_ids: PyReadonlyArray2<'_, i64>,
         starts: PyReadonlyArray1<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        pad_token_id: i64,
-        max_length: usize,
+        settings: &GenerationSettings,
     ) -> PyResult<Self> {
         let (rows, width) = (input_ids.shape()[0], input_ids.shape()[1]);
         let prompts = contiguous("input_ids", &input_ids)?;
@@ -64,11 +61,11 @@ impl AssistedDecoder {
                 })
             })
             .collect::<PyResult<_>>()?;
-        let config = pipeline_config(settings)?;
-        let keys = match seed(settings)? {
-            Some((seed, key_prompts)) if config.do_sample => {
-                let key_prompts = key_prompts
-                    .unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
+        let core = &settings.inner;
+        let config = &core.pipeline;
+        let keys = match core.seed {
+            Some(seed) if config.do_sample => {
+                let key_prompts = settings.key_prompts(prompts, width);
                 if key_prompts.is_empty() || rows % key_prompts.len() != 0 {
                     return Err(ShapeError::new_err(format!(
                         "seed_prompts: {} prompts do not divide {rows} rows",
@@ -88,9 +85,9 @@ impl AssistedDecoder {
             prompts,
             rows,
             &starts,
-            &config,
-            pad_token_id,
-            max_length,
+            config,
+            core.beam.pad_token_id,
+            core.beam.max_length,
             &keys,
         )
         .map_err(to_py)?;
@@ -194,11 +191,6 @@ impl AssistedDecoder {
         int_array(py, values, self.inner.n_rows())
     }
 
-    /// Bool `[rows]`: false for rows ended by EOS or a criterion.
-    fn unfinished<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
-        PyArray1::from_vec(py, self.inner.unfinished())
-    }
-
     /// Bool `[rows]`: rows that can still grow (unfinished, below max_length).
     fn active<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
         PyArray1::from_vec(py, self.inner.active())
@@ -220,10 +212,4 @@ impl AssistedDecoder {
             .collect::<PyResult<Vec<usize>>>()?;
         self.inner.truncate(&lengths).map_err(to_py)
     }
-
-    /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
-    fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = contiguous1("done", &done)?;
-        self.inner.finish_rows(done).map_err(to_py)
-    }
-}
+});

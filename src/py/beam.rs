@@ -2,17 +2,17 @@
 //! convert, run with the GIL released, convert back.
 
 use numpy::{
-    PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
     PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
-use super::errors::{to_py, InvalidArgumentError};
-use super::settings::{check_vocab, pipeline_config, seed};
+use super::errors::to_py;
+use super::settings::GenerationSettings;
 use crate::beam::{
-    BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, EarlyStopping, Finalized,
+    BeamCore, BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, Finalized,
     GroupBeamSearch as CoreGroupBeamSearch, SampleSettings, NO_NODE,
 };
 use crate::logits::PipelineConfig;
@@ -20,101 +20,63 @@ use crate::rng::row_keys;
 
 pub(super) type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
-fn get<'py, T: FromPyObjectOwned<'py>>(
-    d: &Bound<'py, PyDict>,
-    key: &'static str,
-    default: T,
-    what: &str,
-) -> PyResult<T> {
-    match d.get_item(key)? {
-        None => Ok(default),
-        Some(v) if v.is_none() => Ok(default),
-        Some(v) => v
-            .extract::<T>()
-            .map_err(|_| InvalidArgumentError::new_err(format!("{key}: must be {what}"))),
-    }
-}
-
-/// The beam fields (`beam`) plus, from `settings`, the EOS ids and the sampling seed:
-/// with a seed every batch item gets its own [`crate::rng`] key (from its unpadded
-/// prompt, `seed_prompts`), else the caller passes torch-drawn noise each step.
-fn beam_settings(
-    settings: &Bound<'_, PyDict>,
-    beam: &Bound<'_, PyDict>,
-    prompts: &[Vec<i64>],
-) -> PyResult<BeamSettings> {
-    let early = match beam.get_item("early_stopping")? {
-        None => EarlyStopping::Heuristic,
-        Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => {
-            if v.extract::<bool>()? {
-                EarlyStopping::AllFinished
-            } else {
-                EarlyStopping::Heuristic
-            }
-        }
-        Some(v) => EarlyStopping::parse(&v.extract::<String>().map_err(|_| {
-            InvalidArgumentError::new_err("early_stopping: must be True, False or \"never\"")
-        })?)
-        .map_err(to_py)?,
-    };
-    let sample = if get(settings, "do_sample", false, "a bool")? {
-        let item_keys = seed(settings)?.map(|(seed, seed_prompts)| {
-            let rows = seed_prompts.unwrap_or_else(|| prompts.to_vec());
-            row_keys(seed, &rows, 1)
-        });
-        Some(SampleSettings { item_keys })
-    } else {
-        None
-    };
-    Ok(BeamSettings {
-        num_beams: get(beam, "num_beams", 1usize, "a positive int")?,
-        num_beam_groups: get(beam, "num_beam_groups", 1usize, "a positive int")?,
-        diversity_penalty: get(beam, "diversity_penalty", 0.0f32, "a float")?,
-        length_penalty: get(beam, "length_penalty", 1.0f64, "a float")?,
-        early_stopping: early,
-        max_length: get(beam, "max_length", 20usize, "a positive int")?,
-        num_return_sequences: get(beam, "num_return_sequences", 1usize, "a positive int")?,
-        eos_token_ids: pipeline_config(settings)?.eos_token_ids,
-        pad_token_id: get(beam, "pad_token_id", 0i64, "an int")?,
-        sample,
-    })
-}
-
-/// Shared constructor input: prompts, processor config, beam settings.
-pub(super) fn parse<'py>(
-    input_ids: &PyReadonlyArray2<'py, i64>,
-    settings: &Bound<'py, PyDict>,
-    beam: &Bound<'py, PyDict>,
+/// Shared constructor input: the prompts (row-major), the batch size, the processor settings
+/// and the beam settings. Beam sampling with a seed keys every batch item's noise by the seed
+/// and its unpadded prompt (`seed_prompts`); without one the caller passes torch-drawn noise.
+pub(super) fn parse(
+    input_ids: &PyReadonlyArray2<'_, i64>,
+    settings: &GenerationSettings,
 ) -> PyResult<(Vec<i64>, usize, PipelineConfig, BeamSettings)> {
     let batch = input_ids.shape()[0];
     let flat = contiguous("input_ids", input_ids)?.to_vec();
-    let width = input_ids.shape()[1];
-    let rows: Vec<Vec<i64>> = flat.chunks(width.max(1)).map(<[i64]>::to_vec).collect();
-    let config = pipeline_config(settings)?;
-    check_vocab(settings, &config)?;
-    Ok((flat, batch, config, beam_settings(settings, beam, &rows)?))
+    let core = &settings.inner;
+    let mut beam = core.beam.clone();
+    if core.pipeline.do_sample {
+        let item_keys = core
+            .seed
+            .map(|seed| row_keys(seed, &settings.key_prompts(&flat, input_ids.shape()[1]), 1));
+        beam.sample = Some(SampleSettings { item_keys });
+    }
+    Ok((flat, batch, core.pipeline.clone(), beam))
 }
 
-pub(super) fn finalized_dict<'py>(py: Python<'py>, out: Finalized) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let seq = PyArray1::from_vec(py, out.sequences).reshape([out.rows, out.width])?;
-    let idx = PyArray1::from_vec(py, out.beam_indices).reshape([out.rows, out.generated_width])?;
-    d.set_item("sequences", seq)?;
-    d.set_item("beam_indices", idx)?;
-    d.set_item("scores", PyArray1::from_vec(py, out.scores))?;
-    d.set_item(
-        "reasons",
-        out.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-    )?;
-    d.set_item(
-        "stop_codes",
-        PyArray1::from_vec(py, out.reasons.iter().map(|r| r.stop_code()).collect()),
-    )?;
-    d.set_item(
-        "nodes",
-        PyArray1::from_vec(py, out.nodes.iter().map(|&n| node_id(n)).collect()),
-    )?;
-    Ok(d)
+/// The hypotheses a beam search returns (`finalize`), as arrays shaped as transformers'.
+#[pyclass(module = "ferrogen._core", frozen, get_all)]
+pub struct BeamResult {
+    /// int64 `[rows, width]`: prompt and hypothesis, padded after it ends.
+    sequences: Py<PyArray2<i64>>,
+    /// Length-normalised score of each returned hypothesis, float32 `[rows]`.
+    scores: Py<PyArray1<f32>>,
+    /// int64 `[rows, generated]`: the row each token extended, `-1` after the end.
+    beam_indices: Py<PyArray2<i64>>,
+    /// Why each hypothesis ended ("eos", "length", "stop", ...).
+    reasons: Vec<&'static str>,
+    /// uint8 `[rows]`: code of the stopping criterion that ended each hypothesis (0: none).
+    stop_codes: Py<PyArray1<u8>>,
+    /// int64 `[rows]`: last tree node of each hypothesis (`-1` for an empty one).
+    nodes: Py<PyArray1<i64>>,
+    /// Constrained search: whether each row satisfies every constraint; else `None`.
+    constraints_satisfied: Option<Vec<bool>>,
+}
+
+pub(super) fn beam_result(
+    py: Python<'_>,
+    out: Finalized,
+    constrained: bool,
+) -> PyResult<BeamResult> {
+    let sequences = PyArray1::from_vec(py, out.sequences).reshape([out.rows, out.width])?;
+    let beam_indices =
+        PyArray1::from_vec(py, out.beam_indices).reshape([out.rows, out.generated_width])?;
+    Ok(BeamResult {
+        sequences: sequences.unbind(),
+        scores: PyArray1::from_vec(py, out.scores).unbind(),
+        beam_indices: beam_indices.unbind(),
+        reasons: out.reasons.iter().map(|r| r.as_str()).collect(),
+        stop_codes: PyArray1::from_vec(py, out.reasons.iter().map(|r| r.stop_code()).collect())
+            .unbind(),
+        nodes: PyArray1::from_vec(py, out.nodes.iter().map(|&n| node_id(n)).collect()).unbind(),
+        constraints_satisfied: constrained.then_some(out.constraints_satisfied),
+    })
 }
 
 fn node_id(n: u32) -> i64 {
@@ -157,19 +119,71 @@ pub(super) fn tree_dict<'py>(
     Ok(d)
 }
 
-pub(super) fn tokens_parents<'py>(py: Python<'py>, tokens: &[i64], parents: &[i64]) -> Pair<'py> {
+pub(super) fn tokens_parents<'py>(py: Python<'py>, core: &impl BeamCore) -> Pair<'py> {
     (
-        PyArray1::from_slice(py, tokens),
-        PyArray1::from_slice(py, parents),
+        PyArray1::from_slice(py, core.next_tokens()),
+        PyArray1::from_slice(py, core.parents()),
     )
 }
 
-pub(super) fn settled_list<'py>(
-    py: Python<'py>,
-    settled: Vec<Vec<i64>>,
-) -> PyResult<Bound<'py, PyList>> {
-    PyList::new(py, settled.into_iter().map(|v| PyArray1::from_vec(py, v)))
+/// The `#[pymethods]` of a beam-family binding: the methods every search shares through
+/// [`BeamCore`] (written once here) followed by the search's own methods.
+macro_rules! beam_binding {
+    ($name:ident, constrained: $constrained:expr, { $($own:tt)* }) => {
+        #[pymethods]
+        impl $name {
+            /// `(tokens, parent_rows)` of the last complete step.
+            fn last_step<'py>(&self, py: Python<'py>) -> $crate::py::beam::Pair<'py> {
+                $crate::py::beam::tokens_parents(py, &self.inner)
+            }
+
+            fn is_done(&self) -> bool {
+                $crate::beam::BeamCore::is_done(&self.inner)
+            }
+
+            /// Ends the search: the stopping criterion with `code` (>= 1) fired for every row.
+            #[pyo3(signature = (code=1))]
+            fn stop(&mut self, code: u8) {
+                $crate::beam::BeamCore::stop(&mut self.inner, code)
+            }
+
+            /// Per batch item, the tokens newly agreed on by every hypothesis that can still win.
+            fn take_settled<'py>(
+                &mut self,
+                py: Python<'py>,
+            ) -> PyResult<Bound<'py, ::pyo3::types::PyList>> {
+                let settled = $crate::beam::BeamCore::take_settled(&mut self.inner);
+                ::pyo3::types::PyList::new(
+                    py,
+                    settled.into_iter().map(|v| ::numpy::PyArray1::from_vec(py, v)),
+                )
+            }
+
+            /// The returned hypotheses (the first call closes the search).
+            fn finalize(&mut self, py: Python<'_>) -> PyResult<$crate::py::beam::BeamResult> {
+                let inner = &mut self.inner;
+                let out = py.detach(|| $crate::beam::BeamCore::finalize(inner));
+                $crate::py::beam::beam_result(py, out, $constrained)
+            }
+
+            /// Every kept hypothesis node as columns (parent, token, step, score, end, kept, ...).
+            fn tree<'py>(
+                &self,
+                py: Python<'py>,
+            ) -> PyResult<Bound<'py, ::pyo3::types::PyDict>> {
+                let core = &self.inner;
+                $crate::py::beam::tree_dict(
+                    py,
+                    $crate::beam::BeamCore::tree(core),
+                    &$crate::beam::BeamCore::surviving_nodes(core),
+                )
+            }
+
+            $($own)*
+        }
+    };
 }
+pub(super) use beam_binding;
 
 /// Beam search and beam-search sampling state (transformers 5.x semantics).
 #[pyclass(module = "ferrogen._core")]
@@ -177,19 +191,12 @@ pub struct BeamSearch {
     inner: CoreBeamSearch,
 }
 
-#[pymethods]
-impl BeamSearch {
-    /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings`: processor
-    /// fields (as for `Decoder`, plus `seed` / `seed_prompts`); `beam`: num_beams,
-    /// num_beam_groups, diversity_penalty, length_penalty, early_stopping, max_length,
-    /// num_return_sequences, pad_token_id.
+beam_binding!(BeamSearch, constrained: false, {
+    /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings`: this
+    /// generation's settings (processors, beams, seed).
     #[new]
-    fn new(
-        input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        beam: &Bound<'_, PyDict>,
-    ) -> PyResult<Self> {
-        let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
+    fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &GenerationSettings) -> PyResult<Self> {
+        let (prompts, batch, config, beam) = parse(&input_ids, settings)?;
         let inner = CoreBeamSearch::new(&prompts, batch, &config, beam).map_err(to_py)?;
         Ok(BeamSearch { inner })
     }
@@ -299,11 +306,7 @@ impl BeamSearch {
         let hits = hits.as_ref().map(|h| contiguous1("hits", h)).transpose()?;
         let inner = &mut self.inner;
         py.detach(|| inner.commit(hits)).map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
+        Ok(tokens_parents(py, &self.inner))
     }
 
     /// `process`, `warp`, `propose` and `commit` in one call; processed scores stay
@@ -330,35 +333,9 @@ impl BeamSearch {
             }
         })
         .map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
+        Ok(tokens_parents(py, &self.inner))
     }
-
-    fn is_done(&self) -> bool {
-        self.inner.is_done()
-    }
-
-    /// Per batch item, the tokens newly agreed on by every hypothesis that can still win.
-    fn take_settled<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let settled = self.inner.take_settled();
-        settled_list(py, settled)
-    }
-
-    /// `sequences`, `scores`, `beam_indices`, `reasons` and `nodes` of the returned hypotheses.
-    fn finalize<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let inner = &self.inner;
-        let out = py.detach(|| inner.finalize());
-        finalized_dict(py, out)
-    }
-
-    /// Every kept hypothesis node as columns (parent, token, step, score, end, kept, ...).
-    fn tree<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        tree_dict(py, self.inner.tree(), &self.inner.surviving_nodes())
-    }
-}
+});
 
 /// Diverse (group) beam search state (transformers 4.55 semantics).
 #[pyclass(module = "ferrogen._core")]
@@ -366,15 +343,10 @@ pub struct GroupBeamSearch {
     inner: CoreGroupBeamSearch,
 }
 
-#[pymethods]
-impl GroupBeamSearch {
+beam_binding!(GroupBeamSearch, constrained: false, {
     #[new]
-    fn new(
-        input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        beam: &Bound<'_, PyDict>,
-    ) -> PyResult<Self> {
-        let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
+    fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &GenerationSettings) -> PyResult<Self> {
+        let (prompts, batch, config, beam) = parse(&input_ids, settings)?;
         let inner = CoreGroupBeamSearch::new(&prompts, batch, &config, beam).map_err(to_py)?;
         Ok(GroupBeamSearch { inner })
     }
@@ -434,40 +406,6 @@ impl GroupBeamSearch {
             }
         })
         .map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
+        Ok(tokens_parents(py, &self.inner))
     }
-
-    /// `(tokens, parent_rows)` of the last complete step.
-    fn last_step<'py>(&self, py: Python<'py>) -> Pair<'py> {
-        tokens_parents(py, self.inner.next_tokens(), self.inner.parents())
-    }
-
-    fn is_done(&self) -> bool {
-        self.inner.is_done()
-    }
-
-    /// Ends the search: the stopping criterion with `code` (>= 1) fired for every row.
-    #[pyo3(signature = (code=1))]
-    fn stop(&mut self, code: u8) {
-        self.inner.stop(code)
-    }
-
-    fn take_settled<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let settled = self.inner.take_settled();
-        settled_list(py, settled)
-    }
-
-    fn finalize<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let inner = &mut self.inner;
-        let out = py.detach(|| inner.finalize());
-        finalized_dict(py, out)
-    }
-
-    fn tree<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        tree_dict(py, self.inner.tree(), &self.inner.surviving_nodes())
-    }
-}
+});

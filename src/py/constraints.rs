@@ -3,11 +3,12 @@
 
 use numpy::{PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 
 use super::arrays::{contiguous, contiguous_mut};
-use super::beam::{finalized_dict, parse, settled_list, tokens_parents, tree_dict, Pair};
+use super::beam::{beam_binding, parse, tokens_parents, Pair};
 use super::errors::{to_py, InvalidArgumentError};
+use super::settings::GenerationSettings;
 use crate::beam::ConstrainedBeamSearch as CoreSearch;
 use crate::constraints::{ConstraintSet, ConstraintSpec, ConstraintState};
 use crate::error::CoreError;
@@ -121,21 +122,20 @@ pub struct ConstrainedBeamSearch {
     inner: CoreSearch,
 }
 
-#[pymethods]
-impl ConstrainedBeamSearch {
-    /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings`, `beam` as for
-    /// `BeamSearch`; `specs` as for `ConstraintTracker`; `prompt_mask`: bool, `False` at padding.
+beam_binding!(ConstrainedBeamSearch, constrained: true, {
+    /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings` as for
+    /// `BeamSearch`; `specs` as for `ConstraintTracker` (checked against the settings'
+    /// vocabulary size); `prompt_mask`: bool, `False` at padding.
     #[new]
-    #[pyo3(signature = (input_ids, settings, beam, specs, vocab=None, prompt_mask=None))]
+    #[pyo3(signature = (input_ids, settings, specs, prompt_mask=None))]
     fn new(
         input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        beam: &Bound<'_, PyDict>,
+        settings: &GenerationSettings,
         specs: &Bound<'_, PyList>,
-        vocab: Option<usize>,
         prompt_mask: Option<PyReadonlyArray2<'_, bool>>,
     ) -> PyResult<Self> {
-        let (prompts, batch, config, beam) = parse(&input_ids, settings, beam)?;
+        let vocab = settings.inner.vocab_size;
+        let (prompts, batch, config, beam) = parse(&input_ids, settings)?;
         let mask = prompt_mask
             .as_ref()
             .map(|m| contiguous("prompt_mask", m))
@@ -163,11 +163,7 @@ impl ConstrainedBeamSearch {
         let data = contiguous("logits", &logits)?;
         let inner = &mut self.inner;
         py.detach(|| inner.select(data, vocab)).map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
+        Ok(tokens_parents(py, &self.inner))
     }
 
     /// `process` then `select`; processed scores stay in `logits`. Returns `(tokens, parent_rows)`.
@@ -180,20 +176,7 @@ impl ConstrainedBeamSearch {
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
         py.detach(|| inner.step(data, vocab)).map_err(to_py)?;
-        Ok(tokens_parents(
-            py,
-            self.inner.next_tokens(),
-            self.inner.parents(),
-        ))
-    }
-
-    fn is_done(&self) -> bool {
-        self.inner.is_done()
-    }
-
-    /// Ends the search: the stopping criterion with `code` (>= 1) fired for every row.
-    fn stop(&mut self, code: u8) {
-        self.inner.stop(code)
+        Ok(tokens_parents(py, &self.inner))
     }
 
     /// Bool `[batch * num_beams]`: running beams that satisfy every constraint.
@@ -204,22 +187,4 @@ impl ConstrainedBeamSearch {
             .map(ConstraintState::is_complete)
             .collect()
     }
-
-    fn take_settled<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let settled = self.inner.take_settled();
-        settled_list(py, settled)
-    }
-
-    /// As `BeamSearch.finalize`, plus `constraints_satisfied` (list of bool per returned row).
-    fn finalize<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let inner = &mut self.inner;
-        let out = py.detach(|| inner.finalize());
-        let d = finalized_dict(py, out.out)?;
-        d.set_item("constraints_satisfied", out.satisfied)?;
-        Ok(d)
-    }
-
-    fn tree<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        tree_dict(py, self.inner.tree(), &self.inner.surviving_nodes())
-    }
-}
+});

@@ -2,15 +2,15 @@
 //! released, convert back.
 
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3,
-    PyReadwriteArray2, PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
-use super::arrays::{contiguous, contiguous1, contiguous_mut};
+use super::arrays::{contiguous, contiguous_mut};
 use super::errors::{to_py, ShapeError};
-use super::settings::pipeline_config;
+use super::row_status::row_status_binding;
+use super::settings::GenerationSettings;
 use crate::contrastive::ContrastiveSearch as Core;
 
 /// Per-generation state of contrastive search: history, processors and the scorer.
@@ -31,23 +31,23 @@ fn candidates_array<'py>(
     PyArray1::from_vec(py, ids).reshape([rows, k])
 }
 
-#[pymethods]
-impl ContrastiveSearch {
+row_status_binding!(ContrastiveSearch, {
     /// `input_ids`: int64 `[rows, prompt_len]` (the decoder's history so far); `settings`:
-    /// processor fields of the config (see `ferrogen.strategies.base.core_settings`).
+    /// this generation's settings; `top_k` candidates per step, `penalty_alpha` weight of
+    /// the degeneration penalty.
     #[new]
     fn new(
         input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        pad_token_id: i64,
+        settings: &GenerationSettings,
         top_k: usize,
         penalty_alpha: f32,
     ) -> PyResult<Self> {
         let rows = input_ids.shape()[0];
         let prompts = contiguous("input_ids", &input_ids)?;
-        let config = pipeline_config(settings)?;
+        let config = &settings.inner.pipeline;
+        let pad_token_id = settings.inner.beam.pad_token_id;
         let inner =
-            Core::new(prompts, rows, &config, pad_token_id, top_k, penalty_alpha).map_err(to_py)?;
+            Core::new(prompts, rows, config, pad_token_id, top_k, penalty_alpha).map_err(to_py)?;
         Ok(ContrastiveSearch { inner })
     }
 
@@ -140,19 +140,4 @@ impl ContrastiveSearch {
             PyArray1::from_vec(py, chosen),
         ))
     }
-
-    /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
-    fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = contiguous1("done", &done)?;
-        self.inner.finish_rows(done).map_err(to_py)
-    }
-
-    /// Bool `[rows]`: rows still generating.
-    fn unfinished<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
-        PyArray1::from_slice(py, self.inner.unfinished())
-    }
-
-    fn all_finished(&self) -> bool {
-        self.inner.all_finished()
-    }
-}
+});

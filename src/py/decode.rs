@@ -1,16 +1,12 @@
 //! Binding of [`crate::decode::Decoder`]: convert, run with the GIL released, convert back.
 
-use numpy::{
-    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods,
-};
+use numpy::{PyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
-use super::arrays::{contiguous, contiguous1, contiguous_mut};
+use super::arrays::{contiguous, contiguous_mut};
 use super::errors::to_py;
-/// The settings parser lives in `settings.rs`; re-exported for bindings that took it from here.
-pub(crate) use super::settings::pipeline_config;
-use super::settings::{check_vocab, row_seeds, seed};
+use super::row_status::row_status_binding;
+use super::settings::GenerationSettings;
 use crate::decode::Decoder as CoreDecoder;
 
 /// Per-generation decoding state for greedy and sampling strategies.
@@ -39,28 +35,20 @@ impl Decoder {
     }
 }
 
-#[pymethods]
-impl Decoder {
-    /// `input_ids`: int64 `[rows, prompt_len]`; `settings`: processor fields of the config
-    /// (see `ferrogen.strategies.base.core_settings`), including `seed` / `seed_prompts`
-    /// and, optionally, `row_seeds` (one seed per prompt, replacing `seed`).
+row_status_binding!(Decoder, {
+    /// `input_ids`: int64 `[rows, prompt_len]`; `settings`: this generation's settings
+    /// (its seed, `seed_prompts` and `row_seeds` key the sampled rows).
     #[new]
-    fn new(
-        input_ids: PyReadonlyArray2<'_, i64>,
-        settings: &Bound<'_, PyDict>,
-        pad_token_id: i64,
-    ) -> PyResult<Self> {
+    fn new(input_ids: PyReadonlyArray2<'_, i64>, settings: &GenerationSettings) -> PyResult<Self> {
         let rows = input_ids.shape()[0];
         let prompts = contiguous("input_ids", &input_ids)?;
-        let config = pipeline_config(settings)?;
-        check_vocab(settings, &config)?;
-        let mut inner = CoreDecoder::new(prompts, rows, &config, pad_token_id).map_err(to_py)?;
-        if let Some((seed, key_prompts)) = seed(settings)? {
-            let width = input_ids.shape()[1];
-            let key_prompts = key_prompts
-                .unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect());
-            inner = match row_seeds(settings)? {
-                Some(seeds) => inner.seeded_rows(&seeds, &key_prompts),
+        let core = &settings.inner;
+        let mut inner = CoreDecoder::new(prompts, rows, &core.pipeline, core.beam.pad_token_id)
+            .map_err(to_py)?;
+        if let Some(seed) = core.seed {
+            let key_prompts = settings.key_prompts(prompts, input_ids.shape()[1]);
+            inner = match &settings.row_seeds {
+                Some(seeds) => inner.seeded_rows(seeds, &key_prompts),
                 None => inner.seeded(seed, &key_prompts),
             }
             .map_err(to_py)?;
@@ -119,19 +107,4 @@ impl Decoder {
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         self.run(py, logits, CoreDecoder::choose_sample)
     }
-
-    /// Marks rows as finished (bool `[rows]`), e.g. from a stopping criterion.
-    fn finish_rows(&mut self, done: PyReadonlyArray1<'_, bool>) -> PyResult<()> {
-        let done = contiguous1("done", &done)?;
-        self.inner.finish_rows(done).map_err(to_py)
-    }
-
-    /// Bool `[rows]`: rows still generating.
-    fn unfinished<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<bool>> {
-        PyArray1::from_slice(py, self.inner.unfinished())
-    }
-
-    fn all_finished(&self) -> bool {
-        self.inner.all_finished()
-    }
-}
+});

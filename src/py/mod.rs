@@ -10,6 +10,7 @@ mod errors;
 #[cfg(feature = "grammar")]
 mod grammar;
 mod pipeline;
+mod row_status;
 mod settings;
 
 #[pyo3::pymodule]
@@ -17,7 +18,7 @@ mod _core {
     #[pymodule_export]
     use super::assisted::AssistedDecoder;
     #[pymodule_export]
-    use super::beam::{BeamSearch, GroupBeamSearch};
+    use super::beam::{BeamResult, BeamSearch, GroupBeamSearch};
     #[pymodule_export]
     use super::constraints::{ConstrainedBeamSearch, ConstraintTracker};
     #[pymodule_export]
@@ -33,6 +34,8 @@ mod _core {
     use super::grammar::{Grammar, GrammarMatchers, GrammarVocab};
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
+    #[pymodule_export]
+    use super::settings::GenerationSettings;
 
     /// Sampling temperatures below this act as it (the limit `T -> 0`).
     #[pymodule_export]

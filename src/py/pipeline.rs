@@ -3,11 +3,10 @@
 
 use numpy::{PyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use super::arrays::{contiguous, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError, ShapeError};
-use super::settings::pipeline_config;
+use super::settings::GenerationSettings;
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
 use crate::rng;
@@ -16,6 +15,8 @@ use crate::sampling::draw;
 /// The processors and warpers of one config, composed once.
 #[pyclass(module = "ferrogen._core", name = "LogitsPipeline")]
 pub struct LogitsPipelineCore {
+    /// Tokens of each row that are prompt (the rest were generated: presence penalties).
+    prompt_length: usize,
     config: PipelineConfig,
     processors: Pipeline,
     warpers: Pipeline,
@@ -52,18 +53,17 @@ fn shapes(
 
 #[pymethods]
 impl LogitsPipelineCore {
-    /// `settings`: processor fields of a config; `prompt_length`: length of the prompt
-    /// (for min_new_tokens, begin_suppress_tokens, exponential decay);
+    /// `settings`: the processor settings (checked when they were built); `prompt_length`:
+    /// length of the prompt (for min_new_tokens, begin_suppress_tokens, exponential decay);
     /// `min_tokens_to_keep`: for the warpers (beam sampling uses 1 + number of EOS).
     #[new]
     #[pyo3(signature = (settings, prompt_length = 0, min_tokens_to_keep = 1))]
     fn new(
-        settings: &Bound<'_, PyDict>,
+        settings: &GenerationSettings,
         prompt_length: usize,
         min_tokens_to_keep: usize,
     ) -> PyResult<Self> {
-        let config = pipeline_config(settings)?;
-        config.validate(None).map_err(to_py)?;
+        let config = settings.inner.pipeline.clone();
         if min_tokens_to_keep == 0 {
             return Err(InvalidArgumentError::new_err(
                 "min_tokens_to_keep: must be >= 1, got 0",
@@ -74,6 +74,7 @@ impl LogitsPipelineCore {
         let mut full = processors.clone();
         full.extend(&warpers);
         Ok(LogitsPipelineCore {
+            prompt_length,
             config,
             processors,
             warpers,
@@ -111,9 +112,9 @@ impl LogitsPipelineCore {
             if vocab == 0 {
                 return Ok(());
             }
-            let history = TokenHistory::new(ids, rows);
+            let history = TokenHistory::with_prompt_len(ids, rows, self.prompt_length);
             pipeline.process(
-                &StepContext { history: &history },
+                &StepContext::new(&history),
                 &mut LogitsMut::new(data, vocab),
             );
             Ok(())
@@ -156,11 +157,11 @@ impl LogitsPipelineCore {
                     .map(|r| ids[r * width..r * width + keep].to_vec())
                     .collect();
                 let keys = rng::row_keys(seed, &prompts, 1);
-                let history = TokenHistory::new(ids, rows);
+                let history = TokenHistory::with_prompt_len(ids, rows, self.prompt_length);
                 let step = width as u64;
                 pipeline
                     .process_then(
-                        &StepContext { history: &history },
+                        &StepContext::with_keys(&history, &keys),
                         &mut LogitsMut::new(data, vocab),
                         |r, row, s| {
                             let cand = s.sparse.then_some(s.cand.as_slice());

@@ -1,169 +1,242 @@
-//! The settings dict (`ferrogen.strategies.base.core_settings`) → [`PipelineConfig`].
-//! Keys are `GenerationConfig` field names; a wrong type raises `InvalidArgumentError`
-//! naming the key. Ranges and token ids are checked by the core.
+//! `GenerationSettings`: the settings of one generation, read once from a `GenerationConfig`
+//! (its attributes, by field name) plus what the caller resolved for this call, checked once
+//! by the core's `validate`, and handed typed to every strategy core.
 
+use pyo3::exceptions::PyAttributeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyMapping};
+use pyo3::types::{PyBool, PyMapping, PyString, PyTuple};
 
-use super::errors::{to_py, InvalidArgumentError};
-use crate::logits::PipelineConfig;
+use super::errors::to_py;
+use crate::error::{CoreError, Result};
+use crate::settings::{FlagOrText, GenerationSettings as Core, SettingsSource};
 
-fn get<'py>(settings: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-    Ok(settings.get_item(key)?.filter(|v| !v.is_none()))
-}
+/// Reads settings from an object's attributes (`None` or a missing attribute: no value).
+struct Attributes<'a, 'py>(&'a Bound<'py, PyAny>);
 
-fn bad(key: &str, expected: &str) -> PyErr {
-    InvalidArgumentError::new_err(format!("{key}: must be {expected}"))
-}
-
-fn value<'py, T: pyo3::conversion::FromPyObjectOwned<'py>>(
-    settings: &Bound<'py, PyDict>,
-    key: &str,
-    expected: &str,
-) -> PyResult<Option<T>> {
-    match get(settings, key)? {
-        None => Ok(None),
-        Some(v) => v.extract::<T>().map(Some).map_err(|_| bad(key, expected)),
-    }
-}
-
-fn usize_or_zero(settings: &Bound<'_, PyDict>, key: &str) -> PyResult<usize> {
-    Ok(value::<usize>(settings, key, "a non-negative int")?.unwrap_or(0))
-}
-
-fn float_or(settings: &Bound<'_, PyDict>, key: &str, default: f64) -> PyResult<f64> {
-    Ok(value::<f64>(settings, key, "a number")?.unwrap_or(default))
-}
-
-fn flag(settings: &Bound<'_, PyDict>, key: &str) -> PyResult<bool> {
-    Ok(value::<bool>(settings, key, "a bool")?.unwrap_or(false))
-}
-
-/// An int or a list of ints (eos_token_id and friends).
-fn ids(settings: &Bound<'_, PyDict>, key: &str) -> PyResult<Vec<i64>> {
-    match get(settings, key)? {
-        None => Ok(Vec::new()),
-        Some(v) => {
-            if let Ok(t) = v.extract::<i64>() {
-                return Ok(vec![t]);
-            }
-            v.extract::<Vec<i64>>()
-                .map_err(|_| bad(key, "an int or a list of ints"))
+impl<'py> Attributes<'_, 'py> {
+    fn get(&self, name: &'static str) -> Result<Option<Bound<'py, PyAny>>> {
+        match self.0.getattr(name) {
+            Ok(v) if v.is_none() => Ok(None),
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_instance_of::<PyAttributeError>(self.0.py()) => Ok(None),
+            Err(_) => Err(wrong(name, "readable")),
         }
     }
+
+    fn typed<T: for<'a> FromPyObject<'a, 'py>>(
+        &self,
+        name: &'static str,
+        expected: &'static str,
+    ) -> Result<Option<T>> {
+        self.get(name)?
+            .map(|v| v.extract::<T>().map_err(|_| wrong(name, expected)))
+            .transpose()
+    }
 }
 
-fn id_lists(settings: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<Vec<Vec<i64>>>> {
-    value::<Vec<Vec<i64>>>(settings, key, "a list of lists of token ids")
+fn wrong(name: &'static str, expected: &'static str) -> CoreError {
+    CoreError::WrongType { name, expected }
 }
 
-/// `{(ids...): bias}` or `[[ids, bias], ...]`, in order.
-fn sequence_bias(settings: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<i64>, f64)>> {
-    const KEY: &str = "sequence_bias";
-    const EXPECTED: &str = "a dict {tuple of token ids: float} or a list of [ids, float] pairs";
-    let Some(v) = get(settings, KEY)? else {
-        return Ok(Vec::new());
-    };
-    let pairs: Vec<(Bound<'_, PyAny>, f64)> = if let Ok(m) = v.cast::<PyMapping>() {
-        m.items()?
+impl SettingsSource for Attributes<'_, '_> {
+    fn float(&self, name: &'static str) -> Result<Option<f64>> {
+        self.typed(name, "a number")
+    }
+
+    fn uint(&self, name: &'static str) -> Result<Option<u64>> {
+        self.typed(name, "a non-negative int")
+    }
+
+    fn int(&self, name: &'static str) -> Result<Option<i64>> {
+        self.typed(name, "an int")
+    }
+
+    fn flag(&self, name: &'static str) -> Result<Option<bool>> {
+        self.typed(name, "a bool")
+    }
+
+    fn ids(&self, name: &'static str) -> Result<Option<Vec<i64>>> {
+        let Some(v) = self.get(name)? else {
+            return Ok(None);
+        };
+        if let Ok(id) = v.extract::<i64>() {
+            return Ok(Some(vec![id]));
+        }
+        v.extract()
+            .map(Some)
+            .map_err(|_| wrong(name, "an int or a list of ints"))
+    }
+
+    fn id_lists(&self, name: &'static str) -> Result<Option<Vec<Vec<i64>>>> {
+        self.typed(name, "a list of lists of token ids")
+    }
+
+    fn uints(&self, name: &'static str) -> Result<Option<Vec<u64>>> {
+        self.typed(name, "a list of non-negative ints")
+    }
+
+    fn biases(&self, name: &'static str) -> Result<Option<crate::settings::SequenceBiases>> {
+        const EXPECTED: &str = "a dict {tuple of token ids: float} or a list of [ids, float] pairs";
+        let Some(v) = self.get(name)? else {
+            return Ok(None);
+        };
+        let pairs = match v.cast::<PyMapping>() {
+            Ok(m) => m.items().map_err(|_| wrong(name, EXPECTED))?.into_any(),
+            Err(_) => v,
+        };
+        let pairs: Vec<Bound<'_, PyAny>> = pairs.extract().map_err(|_| wrong(name, EXPECTED))?;
+        pairs
             .iter()
-            .map(|it| it.extract())
-            .collect::<PyResult<_>>()
-            .map_err(|_| bad(KEY, EXPECTED))?
-    } else {
-        v.extract().map_err(|_| bad(KEY, EXPECTED))?
-    };
-    let out: Vec<(Vec<i64>, f64)> = pairs
-        .into_iter()
-        .map(|(k, b)| {
-            k.extract::<Vec<i64>>()
-                .map(|k| (k, b))
-                .map_err(|_| bad(KEY, EXPECTED))
-        })
-        .collect::<PyResult<_>>()?;
-    if out.is_empty() {
-        return Err(bad(KEY, "non-empty"));
+            .map(|p| {
+                let (ids, bias): (Bound<'_, PyAny>, f64) =
+                    p.extract().map_err(|_| wrong(name, EXPECTED))?;
+                let ids = match ids.extract::<i64>() {
+                    Ok(id) => vec![id],
+                    Err(_) => ids.extract().map_err(|_| wrong(name, EXPECTED))?,
+                };
+                Ok((ids, bias))
+            })
+            .collect::<Result<_>>()
+            .map(Some)
     }
-    Ok(out)
+
+    fn uint_float(&self, name: &'static str) -> Result<Option<(u64, f64)>> {
+        const EXPECTED: &str = "a (count >= 0, number) pair";
+        let Some(v) = self.get(name)? else {
+            return Ok(None);
+        };
+        let items: Vec<Bound<'_, PyAny>> = match v.cast::<PyTuple>() {
+            Ok(t) => t.iter().collect(),
+            Err(_) => v.extract().map_err(|_| wrong(name, EXPECTED))?,
+        };
+        match items.as_slice() {
+            [n, x] => Ok(Some((
+                n.extract().map_err(|_| wrong(name, EXPECTED))?,
+                x.extract().map_err(|_| wrong(name, EXPECTED))?,
+            ))),
+            _ => Err(wrong(name, EXPECTED)),
+        }
+    }
+
+    fn flag_or_text(&self, name: &'static str) -> Result<Option<FlagOrText>> {
+        let Some(v) = self.get(name)? else {
+            return Ok(None);
+        };
+        if let Ok(b) = v.cast::<PyBool>() {
+            return Ok(Some(FlagOrText::Flag(b.is_true())));
+        }
+        if let Ok(s) = v.cast::<PyString>() {
+            return Ok(Some(FlagOrText::Text(s.to_string())));
+        }
+        Err(wrong(name, "a bool or a str"))
+    }
 }
 
-/// Refuses configured token ids outside the model's vocabulary (`vocab_size` in the settings,
-/// when known) before the model runs; decoders check the logits' width again at each step.
-pub fn check_vocab(settings: &Bound<'_, PyDict>, config: &PipelineConfig) -> PyResult<()> {
-    if let Some(vocab) = settings.get_item("vocab_size")?.filter(|v| !v.is_none()) {
-        let vocab: usize = vocab
-            .extract()
-            .map_err(|_| InvalidArgumentError::new_err("vocab_size: must be a non-negative int"))?;
-        config.validate(Some(vocab)).map_err(to_py)?;
-    }
-    Ok(())
+/// The settings of one generation, checked: built from a `GenerationConfig` (or any object
+/// with its attribute names) and the values resolved for this call, which replace the
+/// config's. `turned_off`: transformers class names of the user's logits processors; a
+/// processor the config would build with the same class is left to the user's.
+#[pyclass(module = "ferrogen._core", frozen)]
+pub struct GenerationSettings {
+    pub(super) inner: Core,
+    /// Unpadded prompt of every batch entry (sampling keys); `None`: the rows' prompts.
+    pub(super) seed_prompts: Option<Vec<Vec<i64>>>,
+    /// One sampling seed per batch entry, replacing `seed`.
+    pub(super) row_seeds: Option<Vec<u64>>,
 }
 
-pub fn pipeline_config(settings: &Bound<'_, PyDict>) -> PyResult<PipelineConfig> {
-    let bad_words_ids = id_lists(settings, "bad_words_ids")?;
-    if bad_words_ids.as_ref().is_some_and(Vec::is_empty) {
-        return Err(bad(
-            "bad_words_ids",
-            "a non-empty list of lists of token ids",
-        ));
-    }
-    let decay = match get(settings, "exponential_decay_length_penalty")? {
-        None => None,
-        Some(v) => Some(v.extract::<(usize, f64)>().map_err(|_| {
-            bad(
-                "exponential_decay_length_penalty",
-                "a (start_index >= 0, decay_factor) pair",
-            )
-        })?),
-    };
-    Ok(PipelineConfig {
-        eos_token_ids: ids(settings, "eos_token_ids")?,
-        min_length: usize_or_zero(settings, "min_length")?,
-        min_new_tokens: usize_or_zero(settings, "min_new_tokens")?,
-        do_sample: flag(settings, "do_sample")?,
-        temperature: float_or(settings, "temperature", 1.0)?,
-        top_k: usize_or_zero(settings, "top_k")?,
-        top_p: float_or(settings, "top_p", 1.0)?,
-        min_p: value::<f64>(settings, "min_p", "a number")?,
-        top_h: value::<f64>(settings, "top_h", "a number")?,
-        typical_p: float_or(settings, "typical_p", 1.0)?,
-        epsilon_cutoff: float_or(settings, "epsilon_cutoff", 0.0)?,
-        eta_cutoff: float_or(settings, "eta_cutoff", 0.0)?,
-        repetition_penalty: float_or(settings, "repetition_penalty", 1.0)?,
-        prompt_ignore_lengths: value::<Vec<usize>>(
-            settings,
-            "prompt_ignore_lengths",
-            "a list of non-negative ints",
-        )?
-        .unwrap_or_default(),
-        encoder_repetition_penalty: float_or(settings, "encoder_repetition_penalty", 1.0)?,
-        encoder_input_ids: id_lists(settings, "encoder_input_ids")?.unwrap_or_default(),
-        no_repeat_ngram_size: usize_or_zero(settings, "no_repeat_ngram_size")?,
-        encoder_no_repeat_ngram_size: usize_or_zero(settings, "encoder_no_repeat_ngram_size")?,
-        bad_words_ids: bad_words_ids.unwrap_or_default(),
-        sequence_bias: sequence_bias(settings)?,
-        forced_bos_token_id: value::<i64>(settings, "forced_bos_token_id", "an int")?,
-        forced_eos_token_ids: ids(settings, "forced_eos_token_id")?,
-        max_length: value::<usize>(settings, "max_length", "a non-negative int")?,
-        remove_invalid_values: flag(settings, "remove_invalid_values")?,
-        exponential_decay_length_penalty: decay,
-        suppress_tokens: ids(settings, "suppress_tokens")?,
-        begin_suppress_tokens: ids(settings, "begin_suppress_tokens")?,
-        renormalize_logits: flag(settings, "renormalize_logits")?,
+#[pymethods]
+impl GenerationSettings {
+    #[new]
+    #[pyo3(signature = (
+        config, *, eos_token_ids=None, min_length=None, max_length=None, pad_token_id=None,
+        vocab_size=None, encoder_input_ids=None, prompt_ignore_lengths=None, seed=None,
+        seed_prompts=None, row_seeds=None, turned_off=Vec::new(), grammar=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        config: &Bound<'_, PyAny>,
+        eos_token_ids: Option<Vec<i64>>,
+        min_length: Option<usize>,
+        max_length: Option<usize>,
+        pad_token_id: Option<i64>,
+        vocab_size: Option<usize>,
+        encoder_input_ids: Option<Vec<Vec<i64>>>,
+        prompt_ignore_lengths: Option<Vec<usize>>,
+        seed: Option<u64>,
+        seed_prompts: Option<Vec<Vec<i64>>>,
+        row_seeds: Option<Vec<u64>>,
+        turned_off: Vec<String>,
+        grammar: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let mut inner = Core::read(&Attributes(config)).map_err(to_py)?;
+        let (pipeline, beam) = (&mut inner.pipeline, &mut inner.beam);
+        if let Some(eos) = eos_token_ids {
+            pipeline.eos_token_ids = eos.clone();
+            beam.eos_token_ids = eos;
+        }
+        if let Some(n) = min_length {
+            pipeline.min_length = n;
+        }
+        if let Some(n) = max_length {
+            pipeline.max_length = Some(n);
+            beam.max_length = n;
+        }
+        if let Some(pad) = pad_token_id {
+            beam.pad_token_id = pad;
+        }
+        if let Some(rows) = encoder_input_ids {
+            pipeline.encoder_input_ids = rows;
+        }
+        if let Some(lengths) = prompt_ignore_lengths {
+            pipeline.prompt_ignore_lengths = lengths;
+        }
+        for stage in &turned_off {
+            pipeline.turn_off(stage);
+        }
         #[cfg(feature = "grammar")]
-        grammar: super::grammar::handle_of(get(settings, "grammar")?)?,
-    })
+        {
+            pipeline.grammar = super::grammar::handle_of(grammar.cloned())?;
+        }
+        #[cfg(not(feature = "grammar"))]
+        if grammar.is_some() {
+            return Err(to_py(CoreError::invalid(
+                "grammar",
+                "this build has no grammar support (cargo feature `grammar`)",
+            )));
+        }
+        inner.seed = seed.or(inner.seed);
+        inner.vocab_size = vocab_size;
+        inner.validate().map_err(to_py)?;
+        Ok(GenerationSettings {
+            inner,
+            seed_prompts,
+            row_seeds,
+        })
+    }
+
+    /// The pad token that fills finished rows.
+    #[getter]
+    fn pad_token_id(&self) -> i64 {
+        self.inner.beam.pad_token_id
+    }
+
+    /// The sampling seed (`None`: the caller passes noise, or rows use seed 0).
+    #[getter]
+    fn seed(&self) -> Option<u64> {
+        self.inner.seed
+    }
+
+    fn __repr__(&self) -> String {
+        format!("GenerationSettings({:?})", self.inner)
+    }
 }
 
-/// `seed` (int in [0, 2^64)) and `seed_prompts` (unpadded prompt of every batch entry).
-pub fn seed(settings: &Bound<'_, PyDict>) -> PyResult<Option<(u64, Option<Vec<Vec<i64>>>)>> {
-    let Some(seed) = value::<u64>(settings, "seed", "an int in [0, 2**64)")? else {
-        return Ok(None);
-    };
-    Ok(Some((seed, id_lists(settings, "seed_prompts")?)))
-}
-
-/// `row_seeds`: one seed per batch entry (int in [0, 2^64)), or absent.
-pub fn row_seeds(settings: &Bound<'_, PyDict>) -> PyResult<Option<Vec<u64>>> {
-    value::<Vec<u64>>(settings, "row_seeds", "a list of ints in [0, 2**64)")
+impl GenerationSettings {
+    /// `seed_prompts`, else the rows of `prompts` (row-major, `width` wide).
+    pub(super) fn key_prompts(&self, prompts: &[i64], width: usize) -> Vec<Vec<i64>> {
+        self.seed_prompts
+            .clone()
+            .unwrap_or_else(|| prompts.chunks(width.max(1)).map(<[i64]>::to_vec).collect())
+    }
 }

@@ -22,7 +22,7 @@ whole batch at a time) and streamers with more than one row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -68,10 +68,9 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     rows = prompt.shape[0]
     if request.streamer is not None and rows > 1:
         raise ValueError("streamer: assisted decoding streams one row only (rows advance by different amounts)")
-    settings = _settings(request)
-    settings["grammar"] = matchers_for(request, copies)  # each row's matcher follows its drafts
-    core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies), settings,
-                                 request.pad_token_id, request.max_length)
+    # each row's matcher follows its drafts
+    core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies),
+                                 _settings(request, matchers_for(request, copies)))
     run = _Run(request, core, rows, int(prompt.shape[1]))
 
     logits = main.prefill(request.input_ids, request.attention_mask, copies)
@@ -99,12 +98,11 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     return run.output()
 
 
-def _settings(request: GenerationRequest) -> dict:
-    settings = core_settings(request)
-    if request.config.do_sample:
-        settings["seed"] = request.config.seed if request.config.seed is not None else draw_seed()
-        settings["seed_prompts"] = unpadded_rows(request.input_ids, request.attention_mask)
-    return settings
+def _settings(request: GenerationRequest, grammar: Optional[Any]) -> _core.GenerationSettings:
+    if not request.config.do_sample:
+        return core_settings(request, grammar=grammar)
+    return core_settings(request, seed=request.config.seed if request.config.seed is not None else draw_seed(),
+                         seed_prompts=unpadded_rows(request.input_ids, request.attention_mask), grammar=grammar)
 
 
 def _starts(request: GenerationRequest, copies: int) -> np.ndarray:
@@ -120,7 +118,7 @@ def _starts(request: GenerationRequest, copies: int) -> np.ndarray:
 class _Run:
     """Everything a round leaves behind: finish reasons, scores, stream, statistics."""
 
-    def __init__(self, request: GenerationRequest, core: object, rows: int, prompt_len: int) -> None:
+    def __init__(self, request: GenerationRequest, core: _core.AssistedDecoder, rows: int, prompt_len: int) -> None:
         self.request = request
         self.core = core
         self.rows = rows
@@ -137,11 +135,11 @@ class _Run:
         """Verifies one round from the main model's logits ``[rows, width + 1, vocab]``;
         returns the tokens emitted and the drafts accepted per row."""
         core = self.core
-        before = core.lengths()  # type: ignore[attr-defined]
-        was_unfinished = core.unfinished()  # type: ignore[attr-defined]
+        before = core.lengths()
+        was_unfinished = core.unfinished()
         raw = logits.clone() if self.raw is not None else None
-        emitted_ids, emitted, accepted = core.verify(logits.numpy(), lockstep)  # type: ignore[attr-defined]
-        ended = was_unfinished & ~core.unfinished()  # type: ignore[attr-defined]
+        emitted_ids, emitted, accepted = core.verify(logits.numpy(), lockstep)
+        ended = was_unfinished & ~core.unfinished()
         kept, why = self._check_criteria(before, emitted) if self.request.criteria else (emitted, {})
         self._mark(ended & (kept == emitted), "eos")
         for row, reason in why.items():
@@ -163,7 +161,7 @@ class _Run:
         the last column). A row that stops is cut right after the token that stopped it.
         Returns the tokens kept per row and the reason of every stopped row."""
         core = self.core
-        sequences = torch.from_numpy(core.sequences())  # type: ignore[attr-defined]
+        sequences = torch.from_numpy(core.sequences())
         width = sequences.shape[1]
         columns = torch.arange(width)[None, :]
         kept = emitted.copy()
@@ -180,8 +178,8 @@ class _Run:
                     kept[row] = j + 1
                     live[row] = False
         if why:
-            core.truncate(before + kept)  # type: ignore[attr-defined]
-            core.finish_rows(np.isin(np.arange(self.rows), list(why)))  # type: ignore[attr-defined]
+            core.truncate(before + kept)
+            core.finish_rows(np.isin(np.arange(self.rows), list(why)))
         return kept, why
 
     def _keep(self, store: Optional[list], logits: Optional[torch.Tensor], before: np.ndarray, emitted: np.ndarray) -> None:
@@ -204,7 +202,7 @@ class _Run:
     def output(self) -> GenerateOutput:
         if self.request.streamer is not None:
             self.request.streamer.end()
-        sequences = torch.from_numpy(self.core.sequences())  # type: ignore[attr-defined]
+        sequences = torch.from_numpy(self.core.sequences())
         steps = sequences.shape[1] - self.prompt_len
         reasons = grammar_finish_reasons(self.request, sequences, [r or "length" for r in self.reasons],
                                          self.prompt_len)

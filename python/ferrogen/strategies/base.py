@@ -8,9 +8,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from .. import _core
 from ..config import GenerationConfig
 from ..models import ModelAdapter
-from ..processors import config_settings, encoder_ids, prompt_ignore_lengths
+from ..processors import encoder_ids, prompt_ignore_lengths
+from ..samplers import with_resolved_breakers
 from ..stopping import StoppingCriterion
 
 __all__ = ["GenerationRequest", "core_settings"]
@@ -61,53 +63,26 @@ class GenerationRequest:
         return self.return_dict and bool(self.config.output_logits)
 
 
-def core_settings(request: GenerationRequest) -> dict[str, Any]:
-    """The processor settings the Rust core reads (names as in ``GenerationConfig``).
+def core_settings(request: GenerationRequest, *, seed: Optional[int] = None,
+                  seed_prompts: Optional[list[list[int]]] = None,
+                  row_seeds: Optional[list[int]] = None,
+                  grammar: Optional[Any] = None) -> _core.GenerationSettings:
+    """The settings of this generation as the Rust core reads them, checked once.
 
-    Besides the config: the inputs transformers gives its processors (encoder input ids,
-    left-padding lengths from the attention mask, ``max_length``). A user logits processor
-    of the same transformers class as one the config would build replaces it, as in
+    The core reads the config's fields by name; this adds what the call resolved (EOS ids, the
+    total lengths, the pad token, the vocabulary size) and the inputs transformers gives its
+    processors (encoder input ids, left-padding lengths from the attention mask). A user logits
+    processor of the same transformers class as one the config would build replaces it, as in
     transformers' ``generate`` (the user's one runs in the user-processor position).
+    ``grammar``: the rows' ``GrammarMatchers`` (``ferrogen.grammar.matchers_for``), if any.
     """
-    cfg = request.config
-    settings = config_settings(
-        cfg, eos_token_ids=request.eos_token_ids, min_length=request.min_length, max_length=request.max_length
-    )
-    settings["encoder_input_ids"] = encoder_ids(request.input_ids)
-    settings["vocab_size"] = request.vocab_size
-    if not request.adapter.is_encoder_decoder:
-        settings["prompt_ignore_lengths"] = prompt_ignore_lengths(request.attention_mask)
-    for proc in request.logits_processors:
-        settings.update(_REPLACED_BY.get(type(proc).__name__, {}))
-    return settings
-
-
-# transformers processor class -> the settings that turn ferrogen's own copy off.
-_REPLACED_BY: dict[str, dict[str, Any]] = {
-    "SequenceBiasLogitsProcessor": {"sequence_bias": None},
-    "EncoderRepetitionPenaltyLogitsProcessor": {"encoder_repetition_penalty": 1.0},
-    "RepetitionPenaltyLogitsProcessor": {"repetition_penalty": 1.0},
-    "NoRepeatNGramLogitsProcessor": {"no_repeat_ngram_size": 0},
-    "EncoderNoRepeatNGramLogitsProcessor": {"encoder_no_repeat_ngram_size": 0},
-    "NoBadWordsLogitsProcessor": {"bad_words_ids": None},
-    "MinLengthLogitsProcessor": {"min_length": 0},
-    "MinNewTokensLengthLogitsProcessor": {"min_new_tokens": 0},
-    "ForcedBOSTokenLogitsProcessor": {"forced_bos_token_id": None},
-    "ForcedEOSTokenLogitsProcessor": {"forced_eos_token_id": None},
-    "InfNanRemoveLogitsProcessor": {"remove_invalid_values": False},
-    "ExponentialDecayLengthPenalty": {"exponential_decay_length_penalty": None},
-    "SuppressTokensLogitsProcessor": {"suppress_tokens": None},
-    "SuppressTokensAtBeginLogitsProcessor": {"begin_suppress_tokens": None},
-    "TemperatureLogitsWarper": {"temperature": 1.0},
-    "TopHLogitsWarper": {"top_h": None},
-    "TopKLogitsWarper": {"top_k": 0},
-    "TopPLogitsWarper": {"top_p": 1.0},
-    "MinPLogitsWarper": {"min_p": None},
-    "TypicalLogitsWarper": {"typical_p": 1.0},
-    "EpsilonLogitsWarper": {"epsilon_cutoff": 0.0},
-    "EtaLogitsWarper": {"eta_cutoff": 0.0},
-    "LogitNormalization": {"renormalize_logits": False},
-}
+    ignore = None if request.adapter.is_encoder_decoder else prompt_ignore_lengths(request.attention_mask)
+    return _core.GenerationSettings(
+        with_resolved_breakers(request.config, request.tokenizer), eos_token_ids=request.eos_token_ids, min_length=request.min_length,
+        max_length=request.max_length, pad_token_id=request.pad_token_id, vocab_size=request.vocab_size,
+        encoder_input_ids=encoder_ids(request.input_ids), prompt_ignore_lengths=ignore, seed=seed,
+        seed_prompts=seed_prompts, row_seeds=row_seeds, grammar=grammar,
+        turned_off=[type(proc).__name__ for proc in request.logits_processors])
 
 
 def as_int64(array: torch.Tensor) -> np.ndarray:

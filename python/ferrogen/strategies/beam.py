@@ -92,7 +92,7 @@ _DEVICE_WARPERS = {"NanToNegInf", "TemperatureLogitsWarper", "TopKLogitsWarper"}
 class _DeviceBeamStep:
     """Beam search step from candidates chosen where the logits live (see the module doc)."""
 
-    def __init__(self, core: Any, request: GenerationRequest) -> None:
+    def __init__(self, core: _core.BeamSearch, request: GenerationRequest) -> None:
         cfg = request.config
         self.core = core
         self.batch = request.batch_size
@@ -146,7 +146,7 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, limit, log_probs)
 
 
-def use_device_candidates(request: GenerationRequest, core: Any) -> bool:
+def use_device_candidates(request: GenerationRequest, core: _core.BeamSearch) -> bool:
     """Whether beam search keeps the scores on the model's device (see the module doc)."""
     switch = os.environ.get(DEVICE_CANDIDATES_ENV, "")
     adapter = request.adapter

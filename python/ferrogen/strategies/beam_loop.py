@@ -10,7 +10,7 @@ decided before it; nothing inside the loop iterates over batch × beams in Pytho
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, TypeVar, Union
 
 import numpy as np
 import torch
@@ -19,26 +19,16 @@ from .._validation import GenerationConfigError
 from ..outputs import GenerateOutput
 from ..processors import unpadded_rows
 from ..stopping import evaluate_criteria
+from .. import _core
 from ..grammar import grammar_finish_reasons, matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 
-__all__ = ["BeamStep", "RunningSequences", "beam_settings", "check_beam_memory", "criterion_codes", "new_core",
+BeamCoreT = TypeVar("BeamCoreT", _core.BeamSearch, _core.GroupBeamSearch)
+# The beam family's core objects; they share is_done, stop, take_settled, finalize, tree and last_step.
+BeamCore = Union[_core.BeamSearch, _core.GroupBeamSearch, _core.ConstrainedBeamSearch]
+
+__all__ = ["BeamCore", "BeamStep", "RunningSequences", "check_beam_memory", "criterion_codes", "new_core",
            "run_beam_loop", "stop_when_every_row_stops"]
-
-
-def beam_settings(request: GenerationRequest) -> dict[str, Any]:
-    """The beam fields the Rust core reads (names as in ``GenerationConfig``)."""
-    cfg = request.config
-    return {
-        "num_beams": cfg.num_beams,
-        "num_beam_groups": cfg.num_beam_groups,
-        "diversity_penalty": cfg.diversity_penalty,
-        "length_penalty": float(cfg.length_penalty),
-        "early_stopping": cfg.early_stopping if isinstance(cfg.early_stopping, str) else bool(cfg.early_stopping),
-        "max_length": request.max_length,
-        "num_return_sequences": cfg.num_return_sequences,
-        "pad_token_id": request.pad_token_id,
-    }
 
 
 def _host_memory() -> Optional[int]:
@@ -70,15 +60,14 @@ def check_beam_memory(request: GenerationRequest, memory: Optional[int] = None) 
             f"than this machine's {memory / 2**30:.1f} GiB; use fewer beams")
 
 
-def new_core(cls: Any, request: GenerationRequest) -> Any:
+def new_core(cls: type[BeamCoreT], request: GenerationRequest) -> BeamCoreT:
     """The core search object. Beam sampling with a ``seed`` keys each batch item's noise by
     the seed and its unpadded prompt; without one, the caller draws the noise from torch."""
-    settings = core_settings(request)
+    seed_prompts = None
     if request.config.do_sample and request.config.seed is not None:
-        settings["seed"] = request.config.seed
-        settings["seed_prompts"] = unpadded_rows(request.input_ids, request.attention_mask)
-    settings["grammar"] = matchers_for(request, request.config.num_beams)
-    return cls(as_int64(request.prompt_ids), settings, beam_settings(request))
+        seed_prompts = unpadded_rows(request.input_ids, request.attention_mask)
+    grammar = matchers_for(request, request.config.num_beams)
+    return cls(as_int64(request.prompt_ids), core_settings(request, seed_prompts=seed_prompts, grammar=grammar))
 
 
 def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.ndarray:
@@ -89,7 +78,7 @@ def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.n
     return codes
 
 
-def stop_when_every_row_stops(core: Any, criteria: list, running: Optional["RunningSequences"],
+def stop_when_every_row_stops(core: BeamCore, criteria: list, running: Optional["RunningSequences"],
                               scores: torch.Tensor) -> None:
     """As transformers' group and constrained beam search: the search ends once a stopping
     criterion holds for every running row (the first such criterion names the reason)."""
@@ -117,7 +106,8 @@ class BeamStep(Protocol):
     """One search's step: processes ``logits`` in place (or returns the processed
     tensor) and returns ``(tokens, parent_rows, processed)``."""
 
-    core: Any
+    @property
+    def core(self) -> BeamCore: ...
 
     def __call__(
         self, logits: torch.Tensor, running: Optional[RunningSequences]
@@ -201,14 +191,14 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         logits = request.adapter.advance(tokens_t)
 
     final = core.finalize()
-    sequences = torch.from_numpy(final["sequences"])
+    sequences = torch.from_numpy(final.sequences)
     _flush_stream(stream, final, cfg.num_return_sequences, prompt_len)
     names = [getattr(c, "finish_reason", "stop") for c in request.criteria]
     reasons = [names[c - 1] if r == "stop" and 0 < c <= len(names) else ("length" if r == "running" else r)
-               for r, c in zip(final["reasons"], final["stop_codes"].tolist())]
+               for r, c in zip(final.reasons, final.stop_codes.tolist())]
     # a placeholder row (fewer finished hypotheses than num_return_sequences: beam sampling
     # never draws a zero-probability candidate, e.g. a grammar with fewer outputs than that)
-    reasons = ["no_hypothesis" if node < 0 else r for r, node in zip(reasons, final["nodes"].tolist())]
+    reasons = ["no_hypothesis" if node < 0 else r for r, node in zip(reasons, final.nodes.tolist())]
     reasons = grammar_finish_reasons(request, sequences, reasons, prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
@@ -216,23 +206,23 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
     if cfg.output_beam_tree:
         from ..beam_tree import BeamTree
 
-        tree = BeamTree.from_core(core.tree(), prompt, final["nodes"], cfg.num_return_sequences, beams)
+        tree = BeamTree.from_core(core.tree(), prompt, final.nodes, cfg.num_return_sequences, beams)
     return GenerateOutput(
         sequences=sequences,
         scores=tuple(scores) if keep_scores else None,
         logits=tuple(raw) if keep_logits else None,
-        sequences_scores=torch.from_numpy(final["scores"]) if keep_scores else None,
-        beam_indices=torch.from_numpy(final["beam_indices"]).to(torch.int32),
+        sequences_scores=torch.from_numpy(final.scores) if keep_scores else None,
+        beam_indices=torch.from_numpy(final.beam_indices).to(torch.int32),
         finish_reasons=reasons,
         beam_tree=tree,
     )
 
 
-def _flush_stream(stream: SettledStream, final: dict[str, Any], per_item: int, prompt_len: int) -> None:
+def _flush_stream(stream: SettledStream, final: _core.BeamResult, per_item: int, prompt_len: int) -> None:
     if stream.streamer is None:
         return
     winners = []
     for b in range(len(stream.pending)):
-        generated = int((final["beam_indices"][b * per_item] >= 0).sum())
-        winners.append(final["sequences"][b * per_item, prompt_len : prompt_len + generated].tolist())
+        generated = int((final.beam_indices[b * per_item] >= 0).sum())
+        winners.append(final.sequences[b * per_item, prompt_len : prompt_len + generated].tolist())
     stream.finish(winners)

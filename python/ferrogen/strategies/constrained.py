@@ -25,7 +25,7 @@ from ..constraints import resolve_constraints
 from ..outputs import GenerateOutput
 from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
-from .beam_loop import RunningSequences, beam_settings, run_beam_loop, stop_when_every_row_stops
+from .beam_loop import RunningSequences, run_beam_loop, stop_when_every_row_stops
 
 __all__ = ["constrained_beam_search"]
 
@@ -36,10 +36,8 @@ class _ConstrainedStep:
         mask = None
         if not request.adapter.is_encoder_decoder and request.attention_mask is not None:
             mask = np.ascontiguousarray(request.attention_mask.detach().cpu().numpy() != 0)
-        settings = core_settings(request)
-        settings["grammar"] = matchers_for(request, request.config.num_beams)
-        self.core = _core.ConstrainedBeamSearch(as_int64(request.prompt_ids), settings,
-                                                beam_settings(request), specs, request.vocab_size, mask)
+        settings = core_settings(request, grammar=matchers_for(request, request.config.num_beams))
+        self.core = _core.ConstrainedBeamSearch(as_int64(request.prompt_ids), settings, specs, mask)
         self.processors = list(request.logits_processors)
         self.criteria = list(request.criteria)
 
@@ -64,7 +62,7 @@ class _ConstrainedStep:
 def constrained_beam_search(request: GenerationRequest) -> GenerateOutput:
     step = _ConstrainedStep(request)
     out = run_beam_loop(request, step, track_sequences=bool(step.processors or step.criteria))
-    satisfied = [bool(s) for s in step.core.finalize()["constraints_satisfied"]]
+    satisfied = list(step.core.finalize().constraints_satisfied or [])
     out.constraints_satisfied = satisfied
     stopped = False
     if out.finish_reasons is not None:

@@ -35,10 +35,9 @@ def contrastive_search(request: GenerationRequest) -> GenerateOutput:
     adapter = request.adapter
     if not hasattr(adapter, "advance_many"):
         raise ValueError("model: contrastive search needs a transformers model with a KV cache and hidden states")
-    settings = core_settings(request)
-    settings["grammar"] = matchers_for(request, 1)
+    settings = core_settings(request, grammar=matchers_for(request, 1))
     core = _core.ContrastiveSearch(
-        as_int64(request.prompt_ids), settings, request.pad_token_id, cfg.top_k, float(cfg.penalty_alpha)
+        as_int64(request.prompt_ids), settings, cfg.top_k, float(cfg.penalty_alpha or 0.0)
     )
     stepper = _CandidateStepper(adapter, core, cfg.top_k)  # type: ignore[arg-type]
     return run_token_loop(replace(request, adapter=stepper), core, stepper.step, stepper.choose)
@@ -54,7 +53,7 @@ class _CandidateStepper:
     """Stands in for the adapter inside the shared token loop: picking a token runs the
     candidates' forward pass, so ``advance`` only hands over the winners' logits."""
 
-    def __init__(self, adapter: MultiTokenAdapter, core: Any, top_k: int) -> None:
+    def __init__(self, adapter: MultiTokenAdapter, core: _core.ContrastiveSearch, top_k: int) -> None:
         self.adapter = adapter
         self.core = core
         self.top_k = top_k

@@ -19,6 +19,7 @@ from typing import Any, Optional, Protocol
 import numpy as np
 import torch
 
+from .. import _core
 from ..config import GenerationConfig
 from ..models import adapter_for, is_encoder_decoder, vocab_size_of
 from .base import GenerationRequest
@@ -35,7 +36,7 @@ class DraftSource(Protocol):
     def start(self, request: GenerationRequest, copies: int) -> None:
         """Called once, after the main model's first token, before the first round."""
 
-    def propose(self, core: Any) -> None:
+    def propose(self, core: _core.AssistedDecoder) -> None:
         """Fills the core's drafts for this round (``begin_round`` + ``draft``, or a lookup)."""
 
     def update(self, emitted: np.ndarray, accepted: np.ndarray, drafted: np.ndarray, active: np.ndarray,
@@ -71,7 +72,7 @@ class PromptLookupDrafts:
     def start(self, request: GenerationRequest, copies: int) -> None:
         pass
 
-    def propose(self, core: Any) -> None:
+    def propose(self, core: _core.AssistedDecoder) -> None:
         core.lookup_drafts(self.max_ngram, self.num_tokens)
 
     def update(self, emitted: np.ndarray, accepted: np.ndarray, drafted: np.ndarray, active: np.ndarray,
@@ -133,7 +134,7 @@ class AssistantDrafts:
         self.adapter.prefill(request.input_ids, request.attention_mask, copies)
         self._unfed = 1
 
-    def propose(self, core: Any) -> None:
+    def propose(self, core: _core.AssistedDecoder) -> None:
         core.begin_round()
         self._fed = None
         if not core.any_open():

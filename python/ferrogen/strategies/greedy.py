@@ -14,7 +14,5 @@ __all__ = ["greedy_search"]
 def greedy_search(request: GenerationRequest) -> GenerateOutput:
     copies = request.config.num_return_sequences
     prompt = request.prompt_ids.repeat_interleave(copies, dim=0)
-    settings = core_settings(request)
-    settings["grammar"] = matchers_for(request, copies)
-    decoder = _core.Decoder(as_int64(prompt), settings, request.pad_token_id)
+    decoder = _core.Decoder(as_int64(prompt), core_settings(request, grammar=matchers_for(request, copies)))
     return run_token_loop(request, decoder, decoder.step_greedy, decoder.choose_greedy, copies)

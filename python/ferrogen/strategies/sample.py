@@ -21,10 +21,10 @@ def sample(request: GenerationRequest) -> GenerateOutput:
     """
     copies = request.config.num_return_sequences
     prompt = request.prompt_ids.repeat_interleave(copies, dim=0)
-    settings = core_settings(request)
-    settings["seed"] = request.config.seed if request.config.seed is not None else draw_seed()
-    settings["seed_prompts"] = unpadded_rows(request.input_ids, request.attention_mask)
-    settings["row_seeds"] = request.extras.get("row_seeds")  # one seed per prompt: as if generated alone
-    settings["grammar"] = matchers_for(request, copies)
-    decoder = _core.Decoder(as_int64(prompt), settings, request.pad_token_id)
+    settings = core_settings(
+        request, seed=request.config.seed if request.config.seed is not None else draw_seed(),
+        seed_prompts=unpadded_rows(request.input_ids, request.attention_mask),
+        row_seeds=request.extras.get("row_seeds"),  # one seed per prompt: as if generated alone
+        grammar=matchers_for(request, copies))
+    decoder = _core.Decoder(as_int64(prompt), settings)
     return run_token_loop(request, decoder, decoder.step_sample, decoder.choose_sample, copies)

@@ -7,11 +7,12 @@ Everything that can be decided before the loop is decided before it.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 import torch
 
+from .. import _core
 from ..grammar import grammar_finish_reasons
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
@@ -21,10 +22,12 @@ __all__ = ["run_token_loop"]
 
 # Takes logits [rows, vocab] and returns the next token of each row.
 PickTokens = Callable[[np.ndarray], np.ndarray]
+# The one-sequence-per-row cores; they share the row status (unfinished, finish_rows, all_finished).
+RowCore = Union[_core.Decoder, _core.ContrastiveSearch]
 
 
 def run_token_loop(
-    request: GenerationRequest, core: object, step: PickTokens, choose: PickTokens, copies: int = 1
+    request: GenerationRequest, core: RowCore, step: PickTokens, choose: PickTokens, copies: int = 1
 ) -> GenerateOutput:
     """Runs a decoding loop until every row finished or ``max_length`` is reached.
 
@@ -51,9 +54,9 @@ def run_token_loop(
     while cur < total:
         if keep_logits:
             raw.append(logits.clone())
-        before = core.unfinished()  # type: ignore[attr-defined]
+        before = core.unfinished()
         if request.logits_processors:
-            core.process(logits.numpy())  # type: ignore[attr-defined]
+            core.process(logits.numpy())
             for proc in request.logits_processors:
                 logits = proc(sequences[:, :cur], logits).to(torch.float32).contiguous()
             next_tokens = torch.from_numpy(choose(logits.numpy()))
@@ -65,13 +68,13 @@ def run_token_loop(
             scores.append(logits)
         if streamer is not None:
             streamer.put(next_tokens)
-        ended = before & ~core.unfinished()  # type: ignore[attr-defined]
+        ended = before & ~core.unfinished()
         _mark(reasons, ended, "eos")
         for done, why in evaluate_criteria(request.criteria, sequences[:, :cur], logits):
-            before = core.unfinished()  # type: ignore[attr-defined]
-            core.finish_rows(done.numpy())  # type: ignore[attr-defined]
-            _mark(reasons, before & ~core.unfinished(), why)  # type: ignore[attr-defined]
-        if core.all_finished() or cur >= total:  # type: ignore[attr-defined]
+            before = core.unfinished()
+            core.finish_rows(done.numpy())
+            _mark(reasons, before & ~core.unfinished(), why)
+        if core.all_finished() or cur >= total:
             break
         del logits  # not alive during the next forward pass: one [rows, vocab] tensor at a time
         logits = request.adapter.advance(next_tokens)

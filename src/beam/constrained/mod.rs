@@ -19,6 +19,7 @@ mod endgame;
 
 use std::collections::{HashMap, HashSet};
 
+use super::core::{BeamCore, StepChoice};
 use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
@@ -31,13 +32,6 @@ use crate::constraints::{bank_order, ConstraintSet, ConstraintState};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
-
-/// The returned hypotheses and, per returned row, whether it satisfies every constraint.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConstrainedOutput {
-    pub out: Finalized,
-    pub satisfied: Vec<bool>,
-}
 
 /// A candidate of the constraint step.
 struct Cand {
@@ -92,8 +86,8 @@ pub struct ConstrainedBeamSearch {
     hyps: Vec<NBest>,
     item_done: Vec<bool>,
     tree: BeamTree,
-    next_tokens: Vec<i64>,
-    parents: Vec<i64>,
+    /// Tokens and parent rows chosen at the current step (transformers' `current_tokens`).
+    choice: StepChoice,
     finished: bool,
     /// Code of the outside criterion that ended the search (see [`Self::stop`]).
     stop_code: u8,
@@ -181,8 +175,7 @@ impl ConstrainedBeamSearch {
             item_done: vec![false; batch],
             grammar: super::has_grammar(config),
             tree: BeamTree::default(),
-            next_tokens: buffers::filled("num_beams", rows, 0)?,
-            parents: buffers::collect("num_beams", rows, 0..rows as i64)?,
+            choice: StepChoice::new(rows)?,
             finished: false,
             stop_code: 1,
             unmet: None,
@@ -215,25 +208,9 @@ impl ConstrainedBeamSearch {
         &self.history
     }
 
-    pub fn tree(&self) -> &BeamTree {
-        &self.tree
-    }
-
-    /// Every batch item is done, `max_length` is reached, or [`Self::stop`] was called.
-    pub fn is_done(&self) -> bool {
-        self.finished
-    }
-
     /// Constraint progress of each running beam (`[batch * num_beams]`).
     pub fn states(&self) -> &[ConstraintState] {
         &self.states
-    }
-
-    /// Marks the search finished: the stopping criterion with `code` (>= 1) fired for
-    /// every row outside the core.
-    pub fn stop(&mut self, code: u8) {
-        self.finished = true;
-        self.stop_code = code.max(1);
     }
 
     /// Log-softmax, then the logits processors, over `logits` (`[rows, vocab]`) in place.
@@ -241,9 +218,7 @@ impl ConstrainedBeamSearch {
         self.check(logits.len(), vocab)?;
         log_softmax_rows(logits, vocab);
         self.pipeline.process(
-            &StepContext {
-                history: &self.history,
-            },
+            &StepContext::new(&self.history),
             &mut LogitsMut::new(logits, vocab),
         );
         Ok(())
@@ -277,8 +252,8 @@ impl ConstrainedBeamSearch {
             let first = b * beams;
             if self.item_done[b] {
                 for row in first..first + beams {
-                    self.next_tokens[row] = self.s.pad_token_id;
-                    self.parents[row] = first as i64;
+                    self.choice.tokens[row] = self.s.pad_token_id;
+                    self.choice.parents[row] = first as i64;
                 }
                 continue;
             }
@@ -289,8 +264,8 @@ impl ConstrainedBeamSearch {
                 Err(CoreError::NoValidToken { .. }) if self.grammar => {
                     self.item_done[b] = true;
                     for row in first..first + beams {
-                        self.next_tokens[row] = self.s.pad_token_id;
-                        self.parents[row] = first as i64;
+                        self.choice.tokens[row] = self.s.pad_token_id;
+                        self.choice.parents[row] = first as i64;
                     }
                     continue;
                 }
@@ -311,10 +286,10 @@ impl ConstrainedBeamSearch {
                     self.s.max_length - self.prompt_len,
                 );
         }
-        let parents: Vec<usize> = self.parents.iter().map(|&p| p as usize).collect();
+        let parents: Vec<usize> = self.choice.parents.iter().map(|&p| p as usize).collect();
         self.history.reorder(&parents);
         self.pipeline.reorder(&parents);
-        self.history.push(&self.next_tokens);
+        self.history.push(&self.choice.tokens);
         self.beam_scores = next.scores;
         self.running_nodes = next.nodes;
         self.states = next.states;
@@ -328,94 +303,6 @@ impl ConstrainedBeamSearch {
     pub fn step(&mut self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.process(logits, vocab)?;
         self.select(logits, vocab)
-    }
-
-    /// Token of every row after the last step.
-    pub fn next_tokens(&self) -> &[i64] {
-        &self.next_tokens
-    }
-
-    /// Row each beam continues after the last step (reorder the cache by it).
-    pub fn parents(&self) -> &[i64] {
-        &self.parents
-    }
-
-    /// Newly settled tokens per batch item: the prefix shared by the best finished
-    /// hypothesis and every running beam of an item still searching.
-    pub fn take_settled(&mut self) -> Vec<Vec<i64>> {
-        (0..self.batch)
-            .map(|b| {
-                let mut set = Vec::with_capacity(self.beams + 1);
-                if let Some(&(_, node)) = self.hyps[b]
-                    .beams()
-                    .iter()
-                    .max_by(|x, y| x.0.total_cmp(&y.0))
-                {
-                    set.push(node);
-                }
-                if !self.item_done[b] {
-                    set.extend_from_slice(
-                        &self.running_nodes[b * self.beams..(b + 1) * self.beams],
-                    );
-                }
-                self.tree.settled_tokens(&set, &mut self.streamed[b])
-            })
-            .collect()
-    }
-
-    /// The best `num_return_sequences` hypotheses of every batch item, satisfying ones
-    /// first; the first call adds the running beams of unfinished items.
-    pub fn finalize(&mut self) -> ConstrainedOutput {
-        if self.unmet.is_none() {
-            self.close();
-        }
-        let unmet = self.unmet.as_ref().expect("closed above");
-        let n = self.s.num_return_sequences;
-        let mut picks = Vec::with_capacity(self.batch * n);
-        let mut satisfied = Vec::with_capacity(self.batch * n);
-        for b in 0..self.batch {
-            let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
-            let start = picks.len();
-            for (list, ok) in [(self.hyps[b].beams(), true), (&unmet[b][..], false)] {
-                let mut sorted = list.to_vec();
-                // Python's stable ascending sort, then pop() from the end
-                sorted.sort_by(|x, y| x.0.total_cmp(&y.0));
-                let room = n - (picks.len() - start);
-                for &(score, node) in sorted.iter().rev().take(room) {
-                    picks.push(Pick {
-                        prompt,
-                        node,
-                        score: score as f32,
-                    });
-                    satisfied.push(ok);
-                }
-            }
-        }
-        ConstrainedOutput {
-            out: assemble(&self.tree, &picks, self.s.pad_token_id),
-            satisfied,
-        }
-    }
-
-    /// Nodes of every hypothesis that can be returned (the rest of the tree was pruned).
-    pub fn surviving_nodes(&self) -> Vec<u32> {
-        let mut alive: Vec<u32> = self
-            .hyps
-            .iter()
-            .flat_map(|h| h.beams().iter().map(|&(_, n)| n))
-            .collect();
-        match &self.unmet {
-            Some(unmet) => alive.extend(unmet.iter().flatten().map(|&(_, n)| n)),
-            None => {
-                for b in (0..self.batch).filter(|&b| !self.item_done[b]) {
-                    alive.extend_from_slice(
-                        &self.running_nodes[b * self.beams..(b + 1) * self.beams],
-                    );
-                }
-            }
-        }
-        alive.retain(|&n| n != NO_NODE);
-        alive
     }
 
     /// Adds the running beams of unfinished items: satisfying ones to the n-best list,
@@ -502,8 +389,8 @@ impl ConstrainedBeamSearch {
         let key = (self.seq_ids[cand.parent_row], cand.token);
         let fresh = next.table.len() as u32;
         next.seq_ids[row] = *next.table.entry(key).or_insert(fresh);
-        self.next_tokens[row] = cand.token;
-        self.parents[row] = cand.parent_row as i64;
+        self.choice.tokens[row] = cand.token;
+        self.choice.parents[row] = cand.parent_row as i64;
     }
 
     /// Adds the tokens that advance each unsatisfied beam of item `b` to `cands`
@@ -600,6 +487,105 @@ impl ConstrainedBeamSearch {
     }
 }
 
+impl BeamCore for ConstrainedBeamSearch {
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn tree(&self) -> &BeamTree {
+        &self.tree
+    }
+
+    fn choice(&self) -> &StepChoice {
+        &self.choice
+    }
+
+    /// Every batch item is done, `max_length` is reached, or [`Self::stop`] was called.
+    fn is_done(&self) -> bool {
+        self.finished
+    }
+
+    fn stop(&mut self, code: u8) {
+        self.finished = true;
+        self.stop_code = code.max(1);
+    }
+
+    /// The best finished hypothesis and every running beam of an item still searching.
+    fn settled_candidates(&self, b: usize) -> Vec<u32> {
+        let mut set = Vec::with_capacity(self.beams + 1);
+        if let Some(&(_, node)) = self.hyps[b]
+            .beams()
+            .iter()
+            .max_by(|x, y| x.0.total_cmp(&y.0))
+        {
+            set.push(node);
+        }
+        if !self.item_done[b] {
+            set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+        }
+        set
+    }
+
+    fn streamed_mut(&mut self) -> &mut [usize] {
+        &mut self.streamed
+    }
+
+    /// The best `num_return_sequences` hypotheses of every batch item, satisfying ones
+    /// first; the first call adds the running beams of unfinished items.
+    fn finalize(&mut self) -> Finalized {
+        if self.unmet.is_none() {
+            self.close();
+        }
+        let unmet = self.unmet.as_ref().expect("closed above");
+        let n = self.s.num_return_sequences;
+        let mut picks = Vec::with_capacity(self.batch * n);
+        let mut satisfied = Vec::with_capacity(self.batch * n);
+        for (b, (hyps, unmet)) in self.hyps.iter().zip(unmet).enumerate() {
+            let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
+            let start = picks.len();
+            for (list, ok) in [(hyps.beams(), true), (&unmet[..], false)] {
+                let mut sorted = list.to_vec();
+                // Python's stable ascending sort, then pop() from the end
+                sorted.sort_by(|x, y| x.0.total_cmp(&y.0));
+                let room = n - (picks.len() - start);
+                for &(score, node) in sorted.iter().rev().take(room) {
+                    picks.push(Pick {
+                        prompt,
+                        node,
+                        score: score as f32,
+                    });
+                    satisfied.push(ok);
+                }
+            }
+        }
+        Finalized {
+            constraints_satisfied: satisfied,
+            ..assemble(&self.tree, &picks, self.s.pad_token_id)
+        }
+    }
+
+    /// Nodes of every hypothesis that can be returned (the rest of the tree was pruned).
+    fn surviving_nodes(&self) -> Vec<u32> {
+        let mut alive: Vec<u32> = self
+            .hyps
+            .iter()
+            .flat_map(|h| h.beams().iter().map(|&(_, n)| n))
+            .collect();
+        match &self.unmet {
+            Some(unmet) => alive.extend(unmet.iter().flatten().map(|&(_, n)| n)),
+            None => {
+                for b in (0..self.batch).filter(|&b| !self.item_done[b]) {
+                    alive.extend_from_slice(
+                        &self.running_nodes[b * self.beams..(b + 1) * self.beams],
+                    );
+                }
+            }
+        }
+        alive.retain(|&n| n != NO_NODE);
+        alive
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -671,7 +657,8 @@ pub(super) mod tests {
             steps += 1;
             assert!(steps < 1000, "the search must end by max_length");
         }
-        let ConstrainedOutput { out, satisfied } = s.finalize();
+        let out = s.finalize();
+        let satisfied = out.constraints_satisfied.clone();
         (out, satisfied, steps)
     }
 
@@ -740,7 +727,7 @@ pub(super) mod tests {
         assert_eq!(out.rows, 4);
         assert_eq!(ok, vec![false; 4]);
         assert!(out.reasons.iter().all(|&r| r == EndReason::Length));
-        assert_eq!(s.finalize().out, out, "finalize is idempotent");
+        assert_eq!(s.finalize(), out, "finalize is idempotent");
         assert!(
             s.select(&[0.0; 24], 6).is_err(),
             "a finished search refuses more steps"
@@ -862,13 +849,13 @@ pub(super) mod tests {
             let mut s = ConstrainedBeamSearch::new(&prompts, batch, &PipelineConfig::default(), st, cs, None).unwrap();
             let (out, ok, steps) = run(&mut s, vocab, |step, row, t| noise(seed, step, row, t));
             prop_assert!(steps <= max_length - 2);
-            for r in 0..out.rows {
+            for (r, &ok) in ok.iter().enumerate().take(out.rows) {
                 let row = &out.sequences[r * out.width..(r + 1) * out.width];
-                if ok[r] {
+                if ok {
                     prop_assert!(satisfies(row, &specs), "row {:?} misses {:?}", row, specs);
                 }
                 if out.reasons[r] == EndReason::Eos {
-                    prop_assert!(ok[r]);
+                    prop_assert!(ok);
                 }
             }
         }
