@@ -34,7 +34,11 @@ class GenerateOutput:
       :func:`ferrogen.enable`, asking for them runs transformers instead).
     - ``finish_reasons`` (ferrogen): per row, ``"eos"``, ``"length"``, ``"stop"`` (a stopping
       criterion) or ``"time"``; constrained beam search reports ``"constraints_unmet"`` for a
-      row that misses a constraint.
+      row that misses a constraint; with a grammar constraint, ``"grammar"`` for a row that
+      ended on EOS because its constraint could not continue; beam modes, ``"no_hypothesis"``
+      for a placeholder row (prompt + padding, score -1e9) when the search finished fewer
+      hypotheses than ``num_return_sequences`` (beam sampling under a grammar that allows
+      fewer outputs than that).
     - ``beam_tree`` (ferrogen): every beam's parent pointers and scores, with ``output_beam_tree``.
     - ``constraints_satisfied`` (ferrogen): constrained beam search, per row whether it contains
       every constraint.

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import _core
+from ..grammar import grammar_finish_reasons
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
 from .base import GenerationRequest
@@ -46,7 +47,6 @@ def run_token_loop(
     streamer = request.streamer
     if streamer is not None:
         streamer.put(prompt.cpu())
-    grammar = request.extras.get("grammar_matchers")
 
     cur = prompt_len
     if cur < total:
@@ -69,8 +69,6 @@ def run_token_loop(
         if streamer is not None:
             streamer.put(next_tokens)
         ended = before & ~core.unfinished()
-        if grammar is not None:  # a dead grammar ends its row with EOS: say why
-            _mark(reasons, ended & grammar.dead(), "grammar")
         _mark(reasons, ended, "eos")
         for done, why in evaluate_criteria(request.criteria, sequences[:, :cur], logits):
             before = core.unfinished()
@@ -83,8 +81,8 @@ def run_token_loop(
 
     if streamer is not None:
         streamer.end()
-    reasons = [r or "length" for r in reasons]
     sequences = sequences[:, :cur]
+    reasons = grammar_finish_reasons(request, sequences, [r or "length" for r in reasons], prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
     return GenerateOutput(
