@@ -45,7 +45,7 @@ class CountingModel(torch.nn.Module):
         (dict(output_attentions=True), ValueError, "^output_attentions"),
         (dict(output_hidden_states=True), ValueError, "^output_hidden_states"),
         (dict(dola_layers="low"), ValueError, "^dola_layers"),
-        (dict(prefix_allowed_tokens_fn=lambda b, ids: [1]), TypeError, "prefix_allowed_tokens_fn"),
+        (dict(prefix_allowed_tokens_fn=[1]), TypeError, "^prefix_allowed_tokens_fn: must be a callable"),
     ],
 )
 def test_rejected_before_the_model_runs(kwargs, exc, needle):

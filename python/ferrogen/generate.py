@@ -13,6 +13,7 @@ from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
 from .families import check_supported
 from .grammar import compile_grammars
+from .prefix_constraint import PrefixAllowedTokensFn, prefix_constraint
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
@@ -39,6 +40,7 @@ def generate(
     tokenizer: Optional[Any] = None,
     assistant_model: Optional[Any] = None,
     row_seeds: Optional[Sequence[int]] = None,
+    prefix_allowed_tokens_fn: Optional[PrefixAllowedTokensFn] = None,
     **kwargs: Any,
 ) -> Union[torch.Tensor, GenerateOutput]:
     """Generates token ids with ``model``, as ``model.generate`` would, with the core in Rust.
@@ -52,6 +54,8 @@ def generate(
     :class:`~ferrogen.GenerateOutput` (transformers' attribute names, key and index access)
     when ``return_dict_in_generate=True``. ``row_seeds`` (one int in [0, 2**64) per prompt) makes each
     prompt sample as if generated alone with ``seed=row_seeds[i]``.
+    ``prefix_allowed_tokens_fn(batch_id, input_ids)`` returns the token ids a row may take next,
+    as in transformers (called once per row per step, ``input_ids`` a 1-D CPU tensor).
 
     Example::
 
@@ -78,6 +82,8 @@ def generate(
         model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer, assistant_model
     )
     request.extras["grammars"] = compile_grammars(config, tokenizer, request.batch_size, request.vocab_size)
+    prefix = prefix_constraint(prefix_allowed_tokens_fn, config)
+    request.extras["prefix_allowed"] = prefix
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     prompt_len = int(request.prompt_ids.shape[1])
@@ -92,6 +98,8 @@ def generate(
     except (IndexError, RuntimeError) as err:
         _explain_context_overflow(model, prompt_len, request.max_length, err)
         raise
+    if prefix is not None:  # what prefix_allowed_tokens_fn raised (the rows ended at once)
+        prefix.raise_pending()
     if input_ids.device.type != "cpu":  # the core works on the host; hand back where the inputs live
         output = output.to(input_ids.device)
     return output if request.return_dict else output.sequences
