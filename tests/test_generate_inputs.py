@@ -184,3 +184,29 @@ def test_a_mask_with_other_values_names_attention_mask(embedded):
     enc = tok("And God said", return_tensors="pt")
     with pytest.raises(ValueError, match=r"^attention_mask: values must be 0 \(padding\) or 1"):
         ferrogen.generate(model, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"] * 0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "advice"),
+    [
+        ("negative_prompt_ids", torch.zeros(1, 2, dtype=torch.long), "classifier-free guidance"),
+        ("negative_prompt_attention_mask", torch.ones(1, 2, dtype=torch.long), "classifier-free guidance"),
+        ("assistant_tokenizer", object(), "prompt_lookup_num_tokens"),
+        ("synced_gpus", True, "ferrogen.distributed"),
+        ("custom_generate", "a/folder", "custom_generate_path"),
+        ("inputs_embeds", torch.zeros(1, 2, 4), "pass input_ids"),
+        ("decoder_input_ids", torch.zeros(1, 1, dtype=torch.long), "pass input_ids"),
+        ("token_type_ids", torch.zeros(1, 3, dtype=torch.long), "model input"),
+        ("max_new_tokenz", 3, "did you mean 'max_new_tokens'"),
+    ],
+)
+def test_transformers_arguments_it_does_not_take_say_what_to_do(name, value, advice):
+    model = CountingModel()
+    with pytest.raises(TypeError, match=f"^{name}: ") as caught:
+        ferrogen.generate(model, input_ids=torch.zeros(1, 3, dtype=torch.long), eos_token_id=1, pad_token_id=0,
+                          **{name: value})
+    message = str(caught.value)
+    assert advice in message
+    if name != "custom_generate":
+        assert "ferrogen.enable(model)" in message and "FallbackWarning" in message
+    assert model.calls == 0

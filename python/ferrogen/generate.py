@@ -11,6 +11,7 @@ import torch
 
 from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
+from ._transformers_args import refuse_transformers_arguments
 from .families import check_supported
 from .grammar import compile_grammars
 from .prefix_constraint import PrefixAllowedTokensFn, prefix_constraint
@@ -23,8 +24,6 @@ from .streamers import ends_stream_on_error
 
 __all__ = ["generate"]
 
-# Keyword arguments of transformers' generate that are inputs, not config fields.
-_INPUT_KWARGS = frozenset({"inputs", "decoder_input_ids", "encoder_outputs", "use_model_defaults"})
 
 
 @ends_stream_on_error
@@ -69,8 +68,7 @@ def generate(
     """
     if input_ids is None:
         input_ids = kwargs.pop("inputs", None)
-    for key in _INPUT_KWARGS & kwargs.keys():
-        raise TypeError(f"{key}: not supported by ferrogen.generate; pass input_ids (and attention_mask)")
+    refuse_transformers_arguments(kwargs, [f.name for f in fields(GenerationConfig)])
     config = _resolve_config(model, generation_config, kwargs)
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
     _refuse_unsupported(config)
