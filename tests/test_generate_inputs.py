@@ -40,7 +40,7 @@ class CountingModel(torch.nn.Module):
         # accepted in a config, but not carried out: refused rather than silently ignored
         (dict(guidance_scale=1.5), ValueError, "^guidance_scale: 1.5 asks for a feature"),
         (dict(watermarking_config={"greenlist_ratio": 0.25}), ValueError, "^watermarking_config"),
-        (dict(forced_decoder_ids=[[1, 5]]), ValueError, "^forced_decoder_ids"),
+        (dict(forced_decoder_ids=[[1, 5]]), ValueError, "^forced_decoder_ids: .* prefix_allowed_tokens_fn"),
         (dict(token_healing=True), ValueError, "^token_healing"),
         (dict(output_attentions=True), ValueError, "^output_attentions"),
         (dict(output_hidden_states=True), ValueError, "^output_hidden_states"),

@@ -129,9 +129,19 @@ def _refuse_unsupported(config: GenerationConfig) -> None:
     if unsupported:
         name = unsupported[0]
         raise GenerationConfigError(
-            name, f"{getattr(config, name)!r} asks for a feature ferrogen does not implement; leave it unset "
-            "(or run model.generate under ferrogen.enable(model), which hands such calls to transformers)"
+            name, f"{getattr(config, name)!r} asks for a feature ferrogen does not implement; "
+            + _UNSUPPORTED_ADVICE.get(name, "leave it unset (or run model.generate under ferrogen.enable(model), "
+                                            "which hands such calls to transformers)")
         )
+
+
+# Settings whose refusal says more than "leave it unset".
+_UNSUPPORTED_ADVICE = {
+    "forced_decoder_ids": (
+        "transformers' generate no longer applies it either (4.55.4 and 5.x raise 'model_kwargs are not used' "
+        "for it; only Whisper's own generate reads it, as task= / language=). To force token t at decoder "
+        "position p, pass prefix_allowed_tokens_fn returning [t] when len(input_ids) == p"),
+}
 
 
 # Modes that draw random numbers but do not take one seed per prompt (yet).
