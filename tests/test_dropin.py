@@ -190,17 +190,16 @@ def test_enable_with_custom_generate_goes_to_transformers_silently(kjv, modules_
 
 def test_unsupported_argument_falls_back_and_warns_once(kjv):
     model, _, enc = kjv
-    allowed = list(range(3, 200))
-    only_low_ids = lambda batch_id, ids: allowed  # noqa: E731
-    expected = model.generate(**enc, max_new_tokens=NEW, prefix_allowed_tokens_fn=only_low_ids)
+    negative = enc["input_ids"][:, -1:]  # classifier-free guidance: transformers' own for now
+    expected = model.generate(**enc, max_new_tokens=NEW, guidance_scale=1.5, negative_prompt_ids=negative)
     with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        first = model.generate(**enc, max_new_tokens=NEW, prefix_allowed_tokens_fn=only_low_ids)
-        second = model.generate(**enc, max_new_tokens=NEW, prefix_allowed_tokens_fn=only_low_ids)
+        first = model.generate(**enc, max_new_tokens=NEW, guidance_scale=1.5, negative_prompt_ids=negative)
+        second = model.generate(**enc, max_new_tokens=NEW, guidance_scale=1.5, negative_prompt_ids=negative)
     assert torch.equal(first, expected) and torch.equal(second, expected)
     warned = fallbacks(record)
     assert len(warned) == 1, [str(w.message) for w in warned]
-    assert "prefix_allowed_tokens_fn" in str(warned[0].message)
+    assert "negative_prompt_ids" in str(warned[0].message)
     assert warned[0].filename == __file__  # points at the caller's line
 
 

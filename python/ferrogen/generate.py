@@ -11,8 +11,10 @@ import torch
 
 from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
+from ._transformers_args import refuse_transformers_arguments
 from .families import check_supported
 from .grammar import compile_grammars
+from .prefix_constraint import PrefixAllowedTokensFn, prefix_constraint
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
@@ -22,8 +24,6 @@ from .streamers import ends_stream_on_error
 
 __all__ = ["generate"]
 
-# Keyword arguments of transformers' generate that are inputs, not config fields.
-_INPUT_KWARGS = frozenset({"inputs", "decoder_input_ids", "encoder_outputs", "use_model_defaults"})
 
 
 @ends_stream_on_error
@@ -39,6 +39,7 @@ def generate(
     tokenizer: Optional[Any] = None,
     assistant_model: Optional[Any] = None,
     row_seeds: Optional[Sequence[int]] = None,
+    prefix_allowed_tokens_fn: Optional[PrefixAllowedTokensFn] = None,
     **kwargs: Any,
 ) -> Union[torch.Tensor, GenerateOutput]:
     """Generates token ids with ``model``, as ``model.generate`` would, with the core in Rust.
@@ -52,6 +53,8 @@ def generate(
     :class:`~ferrogen.GenerateOutput` (transformers' attribute names, key and index access)
     when ``return_dict_in_generate=True``. ``row_seeds`` (one int in [0, 2**64) per prompt) makes each
     prompt sample as if generated alone with ``seed=row_seeds[i]``.
+    ``prefix_allowed_tokens_fn(batch_id, input_ids)`` returns the token ids a row may take next,
+    as in transformers (called once per row per step, ``input_ids`` a 1-D CPU tensor).
 
     Example::
 
@@ -65,8 +68,7 @@ def generate(
     """
     if input_ids is None:
         input_ids = kwargs.pop("inputs", None)
-    for key in _INPUT_KWARGS & kwargs.keys():
-        raise TypeError(f"{key}: not supported by ferrogen.generate; pass input_ids (and attention_mask)")
+    refuse_transformers_arguments(kwargs, [f.name for f in fields(GenerationConfig)])
     config = _resolve_config(model, generation_config, kwargs)
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
     _refuse_unsupported(config)
@@ -78,6 +80,8 @@ def generate(
         model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer, assistant_model
     )
     request.extras["grammars"] = compile_grammars(config, tokenizer, request.batch_size, request.vocab_size)
+    prefix = prefix_constraint(prefix_allowed_tokens_fn, config)
+    request.extras["prefix_allowed"] = prefix
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     prompt_len = int(request.prompt_ids.shape[1])
@@ -92,6 +96,8 @@ def generate(
     except (IndexError, RuntimeError) as err:
         _explain_context_overflow(model, prompt_len, request.max_length, err)
         raise
+    if prefix is not None:  # what prefix_allowed_tokens_fn raised (the rows ended at once)
+        prefix.raise_pending()
     if input_ids.device.type != "cpu":  # the core works on the host; hand back where the inputs live
         output = output.to(input_ids.device)
     return output if request.return_dict else output.sequences
@@ -123,9 +129,19 @@ def _refuse_unsupported(config: GenerationConfig) -> None:
     if unsupported:
         name = unsupported[0]
         raise GenerationConfigError(
-            name, f"{getattr(config, name)!r} asks for a feature ferrogen does not implement; leave it unset "
-            "(or run model.generate under ferrogen.enable(model), which hands such calls to transformers)"
+            name, f"{getattr(config, name)!r} asks for a feature ferrogen does not implement; "
+            + _UNSUPPORTED_ADVICE.get(name, "leave it unset (or run model.generate under ferrogen.enable(model), "
+                                            "which hands such calls to transformers)")
         )
+
+
+# Settings whose refusal says more than "leave it unset".
+_UNSUPPORTED_ADVICE = {
+    "forced_decoder_ids": (
+        "transformers' generate no longer applies it either (4.55.4 and 5.x raise 'model_kwargs are not used' "
+        "for it; only Whisper's own generate reads it, as task= / language=). To force token t at decoder "
+        "position p, pass prefix_allowed_tokens_fn returning [t] when len(input_ids) == p"),
+}
 
 
 # Modes that draw random numbers but do not take one seed per prompt (yet).
