@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Optional, TypeVar, Union
 import torch
 
 from .config import GenerationConfig, GenerationMode
-from .generate import _resolve_config
+from ._lenient import resolve_config, warn_right_padding
 from .generate import generate as ferrogen_generate
 from .strategies import STRATEGIES
 
@@ -237,7 +237,7 @@ def _dispatch(
     model: Any, arguments: dict[str, Any], fallback: Callable[[], Any], mode: Optional[GenerationMode] = None
 ) -> Any:
     call = _sort(arguments)
-    config = _resolve_config(model, call.generation_config, dict(call.settings))
+    config = resolve_config(model, call.generation_config, call.settings)
     chosen = config.generation_mode(call.passed.get("assistant_model"))
     if mode is not None and chosen is not mode:
         raise ValueError(
@@ -250,6 +250,8 @@ def _dispatch(
     if blockers:
         _warn_once(blockers)
         return fallback()
+    pad = config.pad_token_id if config.pad_token_id is not None else next(iter(config.eos_token_ids), None)
+    warn_right_padding(model, call.input_ids, call.attention_mask, pad)
     return ferrogen_generate(model, call.input_ids, call.attention_mask, config, **call.passed)
 
 

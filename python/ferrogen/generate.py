@@ -144,9 +144,13 @@ def _check_row_seeds(row_seeds: Sequence[int], batch: int, mode: GenerationMode)
     return seeds
 
 
-def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any]) -> GenerationConfig:
+def _resolve_config(
+    model: Any, generation_config: Any, overrides: dict[str, Any], base: Optional[GenerationConfig] = None
+) -> GenerationConfig:
+    """The call's config: ``generation_config`` (else the model's) with ``overrides``; ``base``, when
+    given, stands for the model's own config (``ferrogen.enable`` reads it leniently)."""
     if generation_config is None:
-        base = GenerationConfig.from_pretrained(model) if hasattr(model, "generation_config") else GenerationConfig()
+        base = base if base is not None else _model_config(model)
     elif isinstance(generation_config, GenerationConfig):
         base = generation_config
     elif isinstance(generation_config, Mapping):  # transformers' generate fails on one (AttributeError)
@@ -155,7 +159,7 @@ def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any
             "(ferrogen.generate(model, **ids, **fields)) or ferrogen.GenerationConfig(**fields)"
         )
     elif type(generation_config).__name__ == "GenerationConfig":
-        base = _from_transformers_config(model, generation_config)
+        base = _from_transformers_config(model, generation_config, base)
     else:
         raise TypeError(
             "generation_config: expected a ferrogen or transformers GenerationConfig, "
@@ -166,12 +170,16 @@ def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any
     return config
 
 
-def _from_transformers_config(model: Any, hf_config: Any) -> GenerationConfig:
+def _model_config(model: Any) -> GenerationConfig:
+    return GenerationConfig.from_pretrained(model) if hasattr(model, "generation_config") else GenerationConfig()
+
+
+def _from_transformers_config(model: Any, hf_config: Any, base: Optional[GenerationConfig] = None) -> GenerationConfig:
     """A transformers ``GenerationConfig`` read as ``model.generate`` reads it (5.x): the fields
-    it leaves unset (``None``) come from the model's own generation config."""
+    it leaves unset (``None``) come from the model's own generation config (``base``)."""
     given = {k: v for k, v in hf_config.to_dict().items() if v is not None}
     converted = GenerationConfig.from_dict(given)  # validates; warns about keys it does not know
-    base = GenerationConfig.from_pretrained(model) if hasattr(model, "generation_config") else GenerationConfig()
+    base = base if base is not None else _model_config(model)
     known = {f.name for f in fields(GenerationConfig)}
     return base.merged(**{k: getattr(converted, k) for k in given if k in known})
 

@@ -1,0 +1,159 @@
+"""What transformers' ``generate`` takes with a warning, ``model.generate`` under
+``ferrogen.enable`` takes too: same tokens as transformers 5.x live, transformers' warning, no
+fallback; ``ferrogen.generate`` itself refuses the same settings, naming the flag.
+
+Tiny random GPT-2 / Llama (decoder-only) and T5 / BART (encoder-decoder) from tests/architectures.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from architectures import EOS, build, padded_batch
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging as hf_logging
+
+import ferrogen
+from ferrogen import FallbackWarning, GenerationConfigError, compat
+
+MODELS = ["gpt2", "llama", "t5", "bart"]
+NEW = 6
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def tiny(request):
+    model = build(request.param)
+    ids, mask = padded_batch(model.config.is_encoder_decoder)
+    return model, ids, mask
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(monkeypatch):
+    monkeypatch.setattr(compat, "_warned", set())
+    hf_logging.warning_once.cache_clear()  # transformers warns once per message and process
+
+
+def hf(model, ids, mask, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.generate(ids, attention_mask=mask, **kwargs)
+
+
+def enabled(model, ids, mask, logger="transformers.generation.configuration_utils", **kwargs):
+    """``model.generate`` under ``patched``: the result and what it logged on ``logger``; fails on a fallback."""
+    hf_logging.warning_once.cache_clear()  # transformers' own run may have logged the message already
+    with ferrogen.patched(model), warnings.catch_warnings(), CaptureLogger(hf_logging.get_logger(logger)) as log:
+        warnings.simplefilter("error", FallbackWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="ferrogen")
+        out = model.generate(ids, attention_mask=mask, **kwargs)
+    hf_logging.warning_once.cache_clear()
+    return out, log.out
+
+
+CASES = {
+    "top_p=1.5 greedy": dict(top_p=1.5),
+    "typical_p=2 greedy": dict(typical_p=2.0),
+    "top_p=1.5 beam": dict(top_p=1.5, num_beams=2),
+    "penalty_alpha with beams": dict(penalty_alpha=0.6, top_k=4, num_beams=2),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_unread_invalid_flags_run_like_transformers(tiny, case):
+    model, ids, mask = tiny
+    kwargs = dict(CASES[case], max_new_tokens=NEW)
+    got, log = enabled(model, ids, mask, **kwargs)
+    assert torch.equal(got, hf(model, ids, mask, **kwargs))
+    if "top_p" in case or "typical_p" in case:
+        flag = case.split("=")[0]
+        assert f"The following generation flags are not valid and may be ignored: ['{flag}']" in log
+
+
+def test_penalty_alpha_with_sampling_samples(tiny):
+    """transformers picks sampling and never reads penalty_alpha; so does the enabled path."""
+    model, ids, mask = tiny
+    got, _ = enabled(model, ids, mask, penalty_alpha=0.6, top_k=4, do_sample=True, seed=3, max_new_tokens=NEW)
+    assert torch.equal(got, ferrogen.generate(model, ids, mask, top_k=4, do_sample=True, seed=3, max_new_tokens=NEW))
+
+
+def test_negative_pad_token_id_pads_with_it(tiny):
+    """Beam search pads the shorter finished beams with pad_token_id: -1 in transformers' output too."""
+    model, ids, mask = tiny
+    kwargs = dict(num_beams=3, num_return_sequences=3, max_new_tokens=NEW, pad_token_id=-1, length_penalty=-5.0)
+    greedy = hf(model, ids, mask, max_new_tokens=NEW)[:, -NEW:]
+    for eos in greedy.flatten().tolist():  # an eos that some beam reaches early, so that -1 pads it
+        expected = hf(model, ids, mask, eos_token_id=eos, **kwargs)
+        if (expected == -1).any():
+            break
+    assert (expected == -1).any()
+    got, log = enabled(model, ids, mask, eos_token_id=eos, **kwargs)
+    assert torch.equal(got, expected)
+    assert "['pad_token_id']" in log
+
+
+def test_negative_pad_token_id_in_the_models_config(tiny):
+    model, ids, mask = tiny
+    model = copy.deepcopy(model)
+    model.generation_config.pad_token_id = -1
+    got, log = enabled(model, ids, mask, max_new_tokens=NEW)
+    assert torch.equal(got, hf(model, ids, mask, max_new_tokens=NEW))
+    assert "['pad_token_id']" in log
+
+
+def test_negative_eos_token_id_never_stops(tiny):
+    """eos_token_id=-1 overrides the model's eos: generation runs to max_new_tokens, as in transformers."""
+    model, ids, mask = tiny
+    model = copy.deepcopy(model)
+    first = hf(model, ids, mask, max_new_tokens=2)[0, -1].item()  # a token greedy does produce
+    model.generation_config.eos_token_id = model.config.eos_token_id = first
+    kwargs = dict(max_new_tokens=NEW, eos_token_id=-1)
+    got, log = enabled(model, ids, mask, logger="transformers.generation.utils", **kwargs)
+    expected = hf(model, ids, mask, **kwargs)
+    assert torch.equal(got, expected)
+    assert got.shape[1] == (1 if model.config.is_encoder_decoder else ids.shape[1]) + NEW
+    assert "`eos_token_id` should consist of positive integers, but is tensor([-1])" in log
+
+
+def test_negative_bos_token_id_is_unread_with_a_prompt(tiny):
+    model, ids, mask = tiny
+    kwargs = dict(max_new_tokens=NEW, bos_token_id=-1)
+    got, _ = enabled(model, ids, mask, **kwargs)
+    assert torch.equal(got, hf(model, ids, mask, **kwargs))
+
+
+def test_transformers_generation_config_with_negative_ids_is_left_unchanged(tiny):
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    model, ids, mask = tiny
+    config = HFGenerationConfig(pad_token_id=-1, top_p=1.5, max_new_tokens=NEW)
+    got, _ = enabled(model, ids, mask, generation_config=config)
+    assert config.pad_token_id == -1 and config.top_p == 1.5
+    assert torch.equal(got, hf(model, ids, mask, generation_config=config))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flag"),
+    [
+        (dict(pad_token_id=-1), "pad_token_id"),
+        (dict(eos_token_id=-1), "eos_token_id"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(penalty_alpha=0.6, top_k=4, do_sample=True), "penalty_alpha"),
+    ],
+)
+def test_ferrogen_generate_stays_strict(tiny, kwargs, flag):
+    model, ids, mask = tiny
+    with pytest.raises(GenerationConfigError, match=f"^{flag}: "):
+        ferrogen.generate(model, ids, mask, max_new_tokens=NEW, **kwargs)
+
+
+def test_right_padded_decoder_only_batch_warns_and_generates(tiny):
+    model, ids, mask = tiny
+    if model.config.is_encoder_decoder:
+        pytest.skip("transformers checks the padding side of decoder-only models only")
+    ids, mask = padded_batch(True)  # padded on the right, as an encoder's batch is
+    got, log = enabled(model, ids, mask, logger="transformers.generation.utils", max_new_tokens=NEW)
+    assert torch.equal(got, hf(model, ids, mask, max_new_tokens=NEW))
+    assert "right-padding was detected" in log
