@@ -226,15 +226,24 @@ def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):
     assert [reason in str(w.message) for w in fallbacks(record)] == [True]
 
 
-def test_no_inputs_falls_back_to_transformers(kjv):
-    """transformers starts from bos_token_id when given no prompt; ferrogen needs input_ids."""
+def test_no_inputs_starts_from_bos_like_transformers(kjv):
+    """transformers starts from [[bos_token_id]] when given no prompt; so does the enabled path, natively."""
     model = kjv[0]
-    expected = model.generate(max_new_tokens=NEW)
-    with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        got = model.generate(max_new_tokens=NEW)
-    assert torch.equal(got, expected)
-    assert [("inputs" in str(w.message)) for w in fallbacks(record)] == [True]
+    for kwargs in ({}, dict(num_beams=3)):
+        expected = model.generate(max_new_tokens=NEW, **kwargs)
+        with ferrogen.patched(model), warnings.catch_warnings():
+            warnings.simplefilter("error", FallbackWarning)
+            got = model.generate(max_new_tokens=NEW, **kwargs)
+        assert torch.equal(got, expected)
+
+
+def test_no_inputs_and_no_bos_raises_like_transformers(kjv):
+    model = copy.deepcopy(kjv[0])
+    model.generation_config.bos_token_id = model.config.bos_token_id = None
+    with pytest.raises(ValueError, match="`bos_token_id` has to be defined"):
+        model.generate(max_new_tokens=NEW)
+    with ferrogen.patched(model), pytest.raises(ValueError, match="`bos_token_id` has to be defined"):
+        model.generate(max_new_tokens=NEW)
 
 
 def test_missing_strategy_falls_back_to_transformers(kjv, monkeypatch):

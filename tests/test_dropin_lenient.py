@@ -157,3 +157,22 @@ def test_right_padded_decoder_only_batch_warns_and_generates(tiny):
     got, log = enabled(model, ids, mask, logger="transformers.generation.utils", max_new_tokens=NEW)
     assert torch.equal(got, hf(model, ids, mask, max_new_tokens=NEW))
     assert "right-padding was detected" in log
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beam"])
+def test_no_inputs_starts_from_bos(tiny, kwargs):
+    """No prompt: transformers' [[bos_token_id]] (encoder input for T5/BART), run natively."""
+    model = tiny[0]
+    got, _ = enabled(model, None, None, max_new_tokens=NEW, **kwargs)
+    assert torch.equal(got, hf(model, None, None, max_new_tokens=NEW, **kwargs))
+
+
+@pytest.mark.parametrize("kwargs", [dict(use_cache=False), dict(logits_to_keep=1), dict(logits_to_keep=0)],
+                         ids=["use_cache=False", "logits_to_keep=1", "logits_to_keep=0"])
+@pytest.mark.parametrize("strategy", [dict(), dict(num_beams=3)], ids=["greedy", "beam"])
+def test_cache_and_logits_flags_run_natively(tiny, kwargs, strategy):
+    model, ids, mask = tiny
+    if "logits_to_keep" in kwargs and not ferrogen.families.accepts(model.forward, "logits_to_keep"):
+        pytest.skip(f"{type(model).__name__} does not take logits_to_keep (transformers refuses it)")
+    got, _ = enabled(model, ids, mask, max_new_tokens=NEW, **kwargs, **strategy)
+    assert torch.equal(got, hf(model, ids, mask, max_new_tokens=NEW, **kwargs, **strategy))
