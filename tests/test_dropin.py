@@ -209,13 +209,14 @@ def test_unsupported_argument_falls_back_and_warns_once(kjv):
     [
         (dict(output_attentions=True, return_dict_in_generate=True), "output_attentions"),
         (dict(output_hidden_states=True, return_dict_in_generate=True), "output_hidden_states"),
-        (dict(token_type_ids="zeros"), "token_type_ids"),  # a model input ferrogen does not feed
+        (dict(inputs_embeds="embed"), "inputs_embeds"),  # a model input ferrogen does not feed
     ],
 )
 def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):
     model, _, enc = kjv
-    if extra.get("token_type_ids") == "zeros":
-        extra = dict(token_type_ids=torch.zeros_like(enc["input_ids"]))
+    if extra.get("inputs_embeds") == "embed":
+        with torch.no_grad():
+            extra = dict(inputs_embeds=model.get_input_embeddings()(enc["input_ids"]))
     expected = model.generate(**enc, max_new_tokens=NEW, **extra)
     with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

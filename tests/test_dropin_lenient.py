@@ -176,3 +176,37 @@ def test_cache_and_logits_flags_run_natively(tiny, kwargs, strategy):
         pytest.skip(f"{type(model).__name__} does not take logits_to_keep (transformers refuses it)")
     got, _ = enabled(model, ids, mask, max_new_tokens=NEW, **kwargs, **strategy)
     assert torch.equal(got, hf(model, ids, mask, max_new_tokens=NEW, **kwargs, **strategy))
+
+
+def _model_inputs(model, ids, mask, name):
+    if name == "token_type_ids":
+        return torch.randint(0, 2, ids.shape, generator=torch.Generator().manual_seed(0))
+    return (mask.cumsum(-1) - 1).clamp(min=0) * 2  # spread-out positions: not what the mask gives
+
+
+@pytest.mark.parametrize("name", ["token_type_ids", "position_ids"])
+@pytest.mark.parametrize("strategy", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beam"])
+def test_model_inputs_are_fed_like_transformers(tiny, name, strategy):
+    """Decoder-only models get position_ids / token_type_ids each step as transformers' generate feeds them."""
+    model, ids, mask = tiny
+    if model.config.is_encoder_decoder or not ferrogen.families.accepts(model.forward, name):
+        pytest.skip(f"{type(model).__name__} does not take {name} (transformers refuses it / falls back)")
+    extra = {name: _model_inputs(model, ids, mask, name)}
+    kwargs = dict(max_new_tokens=NEW, **strategy)
+    expected = hf(model, ids, mask, **extra, **kwargs)
+    assert not torch.equal(expected, hf(model, ids, mask, **kwargs))  # the input matters
+    got, _ = enabled(model, ids, mask, **extra, **kwargs)
+    assert torch.equal(got, expected)
+    assert torch.equal(ferrogen.generate(model, ids, mask, **extra, **kwargs), expected)
+
+
+def test_model_inputs_checked_by_ferrogen_generate(tiny):
+    model, ids, mask = tiny
+    with pytest.raises(ValueError, match="^position_ids: expected an integer tensor of the shape of input_ids"):
+        ferrogen.generate(model, ids, mask, position_ids=torch.zeros(1, 2, dtype=torch.long), max_new_tokens=NEW)
+    if model.config.is_encoder_decoder:
+        with pytest.raises(ValueError, match="^token_type_ids: ferrogen feeds it to decoder-only"):
+            ferrogen.generate(model, ids, mask, token_type_ids=torch.zeros_like(ids), max_new_tokens=NEW)
+    elif not ferrogen.families.accepts(model.forward, "token_type_ids"):
+        with pytest.raises(ValueError, match="^token_type_ids: .*forward does not take it"):
+            ferrogen.generate(model, ids, mask, token_type_ids=torch.zeros_like(ids), max_new_tokens=NEW)

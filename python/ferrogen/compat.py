@@ -31,7 +31,9 @@ import torch
 from .config import GenerationConfig, GenerationMode
 from .families import accepts
 from ._lenient import resolve_config, warn_right_padding
+from .generate import MODEL_INPUTS
 from .generate import generate as ferrogen_generate
+from .models import is_encoder_decoder
 from .strategies import STRATEGIES
 
 __all__ = ["FallbackWarning", "custom_generate_path", "disable", "enable", "is_enabled", "patched"]
@@ -198,6 +200,7 @@ class _Call:
     settings: dict[str, Any] = field(default_factory=dict)
     passed: dict[str, Any] = field(default_factory=dict)
     blockers: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # model inputs, by name
 
 
 def _bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +234,7 @@ def _sort(arguments: dict[str, Any]) -> _Call:
             call.settings[name] = value
         else:  # a transformers-only argument or a model input (inputs_embeds, token_type_ids, ...)
             call.blockers.append(name)
+            call.extra[name] = value
     return call
 
 
@@ -239,6 +243,7 @@ def _dispatch(
 ) -> Any:
     call = _sort(arguments)
     _keep_last_logits(model, arguments, call)
+    _feed_model_inputs(model, call)
     config = resolve_config(model, call.generation_config, call.settings)
     chosen = config.generation_mode(call.passed.get("assistant_model"))
     if mode is not None and chosen is not mode:
@@ -267,6 +272,18 @@ def _keep_last_logits(model: Any, arguments: dict[str, Any], call: _Call) -> Non
     if "logits_to_keep" in call.blockers and isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0:
         if accepts(model.forward, "logits_to_keep"):
             call.blockers.remove("logits_to_keep")
+
+
+def _feed_model_inputs(model: Any, call: _Call) -> None:
+    """``position_ids`` / ``token_type_ids`` run natively where ``ferrogen.generate`` feeds them
+    (decoder-only models that take them); elsewhere transformers runs the call."""
+    if is_encoder_decoder(model) or not isinstance(call.input_ids, torch.Tensor):
+        return
+    for name in MODEL_INPUTS:
+        value = call.extra.get(name)
+        if isinstance(value, torch.Tensor) and value.shape == call.input_ids.shape and accepts(model.forward, name):
+            call.blockers.remove(name)
+            call.passed[name] = value
 
 
 def _bos_prompt(model: Any, config: GenerationConfig, attention_mask: Any) -> torch.Tensor:

@@ -24,6 +24,8 @@ __all__ = ["generate"]
 
 # Keyword arguments of transformers' generate that are inputs, not config fields.
 _INPUT_KWARGS = frozenset({"inputs", "decoder_input_ids", "encoder_outputs", "use_model_defaults"})
+# Per-position model inputs fed to a decoder-only model's forward as transformers' generate feeds them.
+MODEL_INPUTS = ("position_ids", "token_type_ids")
 
 
 @ends_stream_on_error
@@ -67,15 +69,18 @@ def generate(
         input_ids = kwargs.pop("inputs", None)
     for key in _INPUT_KWARGS & kwargs.keys():
         raise TypeError(f"{key}: not supported by ferrogen.generate; pass input_ids (and attention_mask)")
+    given = {name: kwargs.pop(name) for name in MODEL_INPUTS if kwargs.get(name) is not None}
     config = _resolve_config(model, generation_config, kwargs)
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+    model_inputs = _check_model_inputs(model, input_ids, given)
     _refuse_unsupported(config)
     mode = config.generation_mode(assistant_model)
     strategy = STRATEGIES.get(mode)
     if strategy is None:
         raise NotImplementedError(f"{mode.value}: this decoding strategy is not available in this ferrogen build yet")
     request = _build_request(
-        model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer, assistant_model
+        model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer,
+        assistant_model, model_inputs,
     )
     request.extras["grammars"] = compile_grammars(config, tokenizer, request.batch_size, request.vocab_size)
     if row_seeds is not None:
@@ -231,6 +236,26 @@ def _check_inputs(
     return input_ids.long(), attention_mask
 
 
+def _check_model_inputs(model: Any, input_ids: torch.Tensor, given: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``position_ids`` / ``token_type_ids``: ``[batch, length]`` integer tensors like ``input_ids``,
+    for a decoder-only transformers model whose forward takes them (transformers refuses the rest)."""
+    from .families import accepts
+
+    checked: dict[str, torch.Tensor] = {}
+    for name, value in given.items():
+        value = _as_tensor(name, value)
+        if value.shape != input_ids.shape or value.dtype.is_floating_point or value.dtype == torch.bool:
+            raise ValueError(f"{name}: expected an integer tensor of the shape of input_ids {list(input_ids.shape)}, "
+                             f"got {value.dtype} {list(value.shape)}")
+        if is_encoder_decoder(model) or not hasattr(model, "get_output_embeddings"):
+            raise ValueError(f"{name}: ferrogen feeds it to decoder-only transformers models only")
+        if not accepts(model.forward, name):
+            raise ValueError(f"{name}: {type(model).__name__}.forward does not take it (transformers refuses it too: "
+                             "'The following `model_kwargs` are not used by the model')")
+        checked[name] = value.long()
+    return checked
+
+
 def _as_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
@@ -256,6 +281,7 @@ def _build_request(
     streamer: Optional[Any],
     tokenizer: Optional[Any],
     assistant_model: Optional[Any],
+    model_inputs: Optional[dict[str, torch.Tensor]] = None,
 ) -> GenerationRequest:
     vocab = vocab_size_of(model)
     if vocab is not None and input_ids.numel() and (int(input_ids.max()) >= vocab or int(input_ids.min()) < 0):
@@ -272,7 +298,8 @@ def _build_request(
             check_supported(checked, mode)
     output_hidden = mode == GenerationMode.CONTRASTIVE_SEARCH
     adapter = adapter_for(
-        model, config.decoder_start_token_id, output_hidden_states=output_hidden, rollback=mode == GenerationMode.ASSISTED
+        model, config.decoder_start_token_id, output_hidden_states=output_hidden, rollback=mode == GenerationMode.ASSISTED,
+        model_inputs=model_inputs,
     )
     prompt = adapter.decoder_prompt(input_ids)
     prompt_len = int(prompt.shape[1])

@@ -213,9 +213,15 @@ class DecoderOnlyAdapter(_HiddenStates):
 
     is_encoder_decoder = False
 
-    def __init__(self, model: Any, output_hidden_states: bool = False, rollback: bool = False) -> None:
+    def __init__(
+        self, model: Any, output_hidden_states: bool = False, rollback: bool = False,
+        model_inputs: Optional[dict[str, torch.Tensor]] = None,
+    ) -> None:
         self.model = model
         self.device = model.device
+        #: the caller's position_ids / token_type_ids ([batch, prompt length]), as generate feeds them
+        self._given = dict(model_inputs or {})
+        self._token_types: Optional[torch.Tensor] = None
         self.device_logits = False
         self._options = _Options(output_hidden_states, rollback)
         self._keep_one = _accepts(model.forward, "logits_to_keep")
@@ -243,6 +249,10 @@ class DecoderOnlyAdapter(_HiddenStates):
         if self._takes_positions:
             positions = attention_mask.long().cumsum(-1) - 1
             self._positions = positions.masked_fill(attention_mask == 0, 0)
+        given = {k: v.to(self.device).repeat_interleave(copies, dim=0) for k, v in self._given.items()}
+        if "position_ids" in given:
+            self._positions = given["position_ids"]
+        self._token_types = given.get("token_type_ids")
         # transformers drops an all-ones mask, which lets attention take its causal fast path.
         self._mask = None if bool((attention_mask == 1).all()) else attention_mask
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=False)
@@ -256,6 +266,8 @@ class DecoderOnlyAdapter(_HiddenStates):
             self._positions = torch.cat([self._positions, self._positions[:, -1:] + 1], dim=-1)
         if self._mask is not None:
             self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)
+        if self._token_types is not None:  # transformers repeats the last token type
+            self._token_types = torch.cat([self._token_types, self._token_types[:, -1:]], dim=-1)
         return self._forward(tokens[:, None])
 
     def advance_many(self, tokens: torch.Tensor, on_host: bool = True) -> torch.Tensor:
@@ -266,6 +278,8 @@ class DecoderOnlyAdapter(_HiddenStates):
             self._positions = torch.cat([self._positions, self._positions[:, -1:] + steps], dim=-1)
         if self._mask is not None:
             self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], n))], dim=-1)
+        if self._token_types is not None:
+            self._token_types = torch.cat([self._token_types, self._token_types[:, -n:]], dim=-1)
         return self._forward(tokens, keep=n, on_host=on_host)
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
@@ -275,6 +289,8 @@ class DecoderOnlyAdapter(_HiddenStates):
             self._mask = self._mask.index_select(0, rows)
         if self._positions is not None:
             self._positions = self._positions.index_select(0, rows)
+        if self._token_types is not None:
+            self._token_types = self._token_types.index_select(0, rows)
 
     select_rows = reorder
 
@@ -294,6 +310,8 @@ class DecoderOnlyAdapter(_HiddenStates):
                 self._mask = self._mask[:, :cut]
             if self._positions is not None:
                 self._positions = self._positions[:, :cut]
+            if self._token_types is not None:
+                self._token_types = self._token_types[:, :cut]
             return
         if not self.supports_ragged:
             raise NotImplementedError("model: rows cannot be shifted without position_ids support")
@@ -303,6 +321,8 @@ class DecoderOnlyAdapter(_HiddenStates):
         self._mask = mask.gather(1, index) * real
         if self._positions is not None:
             self._positions = self._positions.gather(1, index).masked_fill(~real, 0)
+        if self._token_types is not None:
+            self._token_types = self._token_types.gather(1, index)
 
     def _forward(
         self, input_ids: torch.Tensor, keep: Optional[int] = None, on_host: bool = True, first: bool = False
@@ -316,6 +336,8 @@ class DecoderOnlyAdapter(_HiddenStates):
             state["attention_mask"] = self._mask
         if self._positions is not None:
             state["position_ids"] = self._positions
+        if self._token_types is not None:
+            state["token_type_ids"] = self._token_types
         if self._keep_one:
             state["logits_to_keep"] = keep or 1
         if self._options.output_hidden_states:
@@ -504,10 +526,12 @@ def is_encoder_decoder(model: Any) -> bool:
 
 
 def adapter_for(
-    model: Any, decoder_start_token_id: Optional[int] = None, output_hidden_states: bool = False, rollback: bool = False
+    model: Any, decoder_start_token_id: Optional[int] = None, output_hidden_states: bool = False, rollback: bool = False,
+    model_inputs: Optional[dict[str, torch.Tensor]] = None,
 ) -> ModelAdapter:
     """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch.
-    ``rollback``: the caller will crop cached positions (assisted decoding)."""
+    ``rollback``: the caller will crop cached positions (assisted decoding); ``model_inputs``:
+    ``position_ids`` / ``token_type_ids`` for a decoder-only model (checked by ``generate``)."""
     if is_encoder_decoder(model):
         if decoder_start_token_id is None:
             raise ValueError(
@@ -516,7 +540,7 @@ def adapter_for(
             )
         return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states)
     if hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
-        return DecoderOnlyAdapter(model, output_hidden_states, rollback)
+        return DecoderOnlyAdapter(model, output_hidden_states, rollback, model_inputs)
     if isinstance(model, torch.nn.Module):
         return PlainTorchAdapter(model)
     raise TypeError(
