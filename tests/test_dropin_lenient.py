@@ -210,3 +210,21 @@ def test_model_inputs_checked_by_ferrogen_generate(tiny):
     elif not ferrogen.families.accepts(model.forward, "token_type_ids"):
         with pytest.raises(ValueError, match="^token_type_ids: .*forward does not take it"):
             ferrogen.generate(model, ids, mask, token_type_ids=torch.zeros_like(ids), max_new_tokens=NEW)
+
+
+@pytest.mark.parametrize("strategy", [dict(), dict(num_beams=3, num_return_sequences=2), dict(repetition_penalty=1.3)],
+                         ids=["greedy", "beam", "processed"])
+def test_scores_and_logits_match_transformers(tiny, strategy):
+    """Guard: output_scores (processed) and output_logits (raw) per step, beam scores and indices."""
+    model, ids, mask = tiny
+    kwargs = dict(max_new_tokens=NEW, return_dict_in_generate=True, output_scores=True, output_logits=True, **strategy)
+    got, _ = enabled(model, ids, mask, **kwargs)
+    expected = hf(model, ids, mask, **kwargs)
+    assert torch.equal(got.sequences, expected.sequences)
+    for name in ("scores", "logits"):
+        assert len(getattr(got, name)) == len(getattr(expected, name)) == NEW
+        for ours, theirs in zip(getattr(got, name), getattr(expected, name)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+    if "num_beams" in strategy:
+        torch.testing.assert_close(got.sequences_scores, expected.sequences_scores, rtol=1e-5, atol=1e-5)
+        assert torch.equal(got.beam_indices, expected.beam_indices)
