@@ -207,8 +207,8 @@ def test_unsupported_argument_falls_back_and_warns_once(kjv):
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
-        (dict(output_attentions=True, return_dict_in_generate=True), "output_attentions"),
-        (dict(output_hidden_states=True, return_dict_in_generate=True), "output_hidden_states"),
+        (dict(output_attentions=True, return_dict_in_generate=True, num_beams=2), "output_attentions"),
+        (dict(output_hidden_states=True, return_dict_in_generate=True, num_beams=2), "output_hidden_states"),
         (dict(inputs_embeds="embed"), "inputs_embeds"),  # a model input ferrogen does not feed
     ],
 )

@@ -228,3 +228,29 @@ def test_scores_and_logits_match_transformers(tiny, strategy):
     if "num_beams" in strategy:
         torch.testing.assert_close(got.sequences_scores, expected.sequences_scores, rtol=1e-5, atol=1e-5)
         assert torch.equal(got.beam_indices, expected.beam_indices)
+
+
+@pytest.mark.parametrize("strategy", [dict(), dict(do_sample=True, top_k=5)], ids=["greedy", "sample"])
+def test_attentions_and_hidden_states_match_transformers(tiny, strategy):
+    """Greedy and sampling on decoder-only models: transformers' per-step per-layer tuples, run natively."""
+    model, ids, mask = tiny
+    if model.config.is_encoder_decoder:
+        pytest.skip("encoder-decoder models still fall back for output_attentions / output_hidden_states")
+    model = copy.deepcopy(model)
+    model.set_attn_implementation("eager")  # sdpa returns no attention weights
+    kwargs = dict(max_new_tokens=4, return_dict_in_generate=True, output_attentions=True, output_hidden_states=True)
+    got, _ = enabled(model, ids, mask, **kwargs, **strategy)
+    if strategy.get("do_sample"):  # ferrogen's sampler draws its own numbers: replay its tokens greedily
+        forced = got.sequences[:, ids.shape[1]:]
+        expected = hf(model, got.sequences[:, :ids.shape[1]], mask, **kwargs,
+                      prefix_allowed_tokens_fn=lambda row, seq: [int(forced[row, seq.shape[0] - ids.shape[1]])])
+    else:
+        expected = hf(model, ids, mask, **kwargs)
+    assert torch.equal(got.sequences, expected.sequences)
+    for name in ("attentions", "hidden_states"):
+        ours, theirs = getattr(got, name), getattr(expected, name)
+        assert len(ours) == len(theirs) == 4
+        for step_ours, step_theirs in zip(ours, theirs):
+            assert len(step_ours) == len(step_theirs) > 0
+            for a, b in zip(step_ours, step_theirs):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

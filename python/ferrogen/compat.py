@@ -31,7 +31,7 @@ import torch
 from .config import GenerationConfig, GenerationMode
 from .families import accepts
 from ._lenient import resolve_config, warn_right_padding
-from .generate import MODEL_INPUTS
+from .generate import MODEL_INPUTS, unsupported_settings
 from .generate import generate as ferrogen_generate
 from .models import is_encoder_decoder
 from .strategies import STRATEGIES
@@ -251,7 +251,7 @@ def _dispatch(
             f"custom_generate: this folder runs {mode.value}, which needs {_MODE_NEEDS[mode]}; "
             f"these settings select {chosen.value} (use ferrogen.custom_generate_path() for any strategy)"
         )
-    blockers = call.blockers + config.unsupported_settings()
+    blockers = call.blockers + unsupported_settings(config, chosen, model)
     if chosen not in STRATEGIES:
         blockers.append(f"{chosen.value} (not in this ferrogen build)")
     if blockers:

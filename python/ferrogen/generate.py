@@ -73,8 +73,8 @@ def generate(
     config = _resolve_config(model, generation_config, kwargs)
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
     model_inputs = _check_model_inputs(model, input_ids, given)
-    _refuse_unsupported(config)
     mode = config.generation_mode(assistant_model)
+    _refuse_unsupported(config, unsupported_settings(config, mode, model))
     strategy = STRATEGIES.get(mode)
     if strategy is None:
         raise NotImplementedError(f"{mode.value}: this decoding strategy is not available in this ferrogen build yet")
@@ -123,8 +123,18 @@ def _explain_context_overflow(model: Any, prompt_len: int, max_length: int, err:
         f"context is {positions} (max_position_embeddings); the model failed with: {err}") from err
 
 
-def _refuse_unsupported(config: GenerationConfig) -> None:
-    unsupported = config.unsupported_settings()
+# Per-step model outputs ferrogen collects: greedy and sampling on decoder-only models.
+_COLLECTED = ("output_attentions", "output_hidden_states")
+_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE})
+
+
+def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:
+    """``config.unsupported_settings()`` less what this call's ``mode`` and ``model`` carry out."""
+    collects = mode in _COLLECTING_MODES and not is_encoder_decoder(model) and hasattr(model, "get_output_embeddings")
+    return [name for name in config.unsupported_settings() if not (collects and name in _COLLECTED)]
+
+
+def _refuse_unsupported(config: GenerationConfig, unsupported: list[str]) -> None:
     if unsupported:
         name = unsupported[0]
         raise GenerationConfigError(
@@ -297,9 +307,11 @@ def _build_request(
         if checked is not None:
             check_supported(checked, mode)
     output_hidden = mode == GenerationMode.CONTRASTIVE_SEARCH
+    collect = (config.return_dict_in_generate and config.output_attentions,
+               config.return_dict_in_generate and config.output_hidden_states)
     adapter = adapter_for(
         model, config.decoder_start_token_id, output_hidden_states=output_hidden, rollback=mode == GenerationMode.ASSISTED,
-        model_inputs=model_inputs,
+        model_inputs=model_inputs, collect=(bool(collect[0]), bool(collect[1])),
     )
     prompt = adapter.decoder_prompt(input_ids)
     prompt_len = int(prompt.shape[1])

@@ -186,6 +186,10 @@ class _Options:
     #: The caller will crop cached positions (assisted decoding): sliding-window layers must then
     #: keep what they would drop until the next crop, as transformers' assisted decoding has them.
     rollback: bool = False
+    #: keep each forward call's per-layer attentions / hidden states (output_attentions /
+    #: output_hidden_states of generate), as ``step_outputs``
+    collect_attentions: bool = False
+    collect_hidden_states: bool = False
 
 
 class _HiddenStates:
@@ -215,15 +219,17 @@ class DecoderOnlyAdapter(_HiddenStates):
 
     def __init__(
         self, model: Any, output_hidden_states: bool = False, rollback: bool = False,
-        model_inputs: Optional[dict[str, torch.Tensor]] = None,
+        model_inputs: Optional[dict[str, torch.Tensor]] = None, collect: tuple[bool, bool] = (False, False),
     ) -> None:
         self.model = model
         self.device = model.device
+        #: ``(attentions, hidden_states)`` of the latest forward call, when ``collect`` asks for them
+        self.step_outputs: tuple[Any, Any] = (None, None)
         #: the caller's position_ids / token_type_ids ([batch, prompt length]), as generate feeds them
         self._given = dict(model_inputs or {})
         self._token_types: Optional[torch.Tensor] = None
         self.device_logits = False
-        self._options = _Options(output_hidden_states, rollback)
+        self._options = _Options(output_hidden_states, rollback, *collect)
         self._keep_one = _accepts(model.forward, "logits_to_keep")
         self._takes_positions = _accepts(model.forward, "position_ids")
         self._own_steps = prepares_own_steps(model)
@@ -340,12 +346,17 @@ class DecoderOnlyAdapter(_HiddenStates):
             state["token_type_ids"] = self._token_types
         if self._keep_one:
             state["logits_to_keep"] = keep or 1
-        if self._options.output_hidden_states:
+        options = self._options
+        if options.output_hidden_states or options.collect_hidden_states:
             state["output_hidden_states"] = True
+        if options.collect_attentions:
+            state["output_attentions"] = True
         with torch.inference_mode():
             inputs = step_inputs(self.model, input_ids, state, first, self._own_steps)
             out = self.model(**inputs, return_dict=True)
         self._cache = _cache_from(out, self._cache_key, self._cache)
+        self.step_outputs = (out.attentions if options.collect_attentions else None,
+                             out.hidden_states if options.collect_hidden_states else None)
         if self._options.output_hidden_states:
             self._hidden = out.hidden_states[-1]
         logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
@@ -527,11 +538,12 @@ def is_encoder_decoder(model: Any) -> bool:
 
 def adapter_for(
     model: Any, decoder_start_token_id: Optional[int] = None, output_hidden_states: bool = False, rollback: bool = False,
-    model_inputs: Optional[dict[str, torch.Tensor]] = None,
+    model_inputs: Optional[dict[str, torch.Tensor]] = None, collect: tuple[bool, bool] = (False, False),
 ) -> ModelAdapter:
     """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch.
     ``rollback``: the caller will crop cached positions (assisted decoding); ``model_inputs``:
-    ``position_ids`` / ``token_type_ids`` for a decoder-only model (checked by ``generate``)."""
+    ``position_ids`` / ``token_type_ids`` for a decoder-only model (checked by ``generate``);
+    ``collect``: keep each step's (attentions, hidden states), decoder-only models."""
     if is_encoder_decoder(model):
         if decoder_start_token_id is None:
             raise ValueError(
@@ -540,7 +552,7 @@ def adapter_for(
             )
         return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states)
     if hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
-        return DecoderOnlyAdapter(model, output_hidden_states, rollback, model_inputs)
+        return DecoderOnlyAdapter(model, output_hidden_states, rollback, model_inputs, collect)
     if isinstance(model, torch.nn.Module):
         return PlainTorchAdapter(model)
     raise TypeError(

@@ -29,9 +29,12 @@ class GenerateOutput:
     - ``scores``: one float32 ``[rows, vocab]`` tensor per step, after logits processing.
     - ``logits``: one float32 ``[rows, vocab]`` tensor per step, as the model returned them.
     - ``beam_indices``: beam modes, ``[rows, generated_length]`` beam index per step (-1 padded).
-    - ``attentions``, ``hidden_states``, ``encoder_*``, ``decoder_*``, ``cross_attentions``,
-      ``cache``: transformers' names, always ``None``: ferrogen does not collect them (with
-      :func:`ferrogen.enable`, asking for them runs transformers instead).
+    - ``attentions``, ``hidden_states``: greedy and sampling on decoder-only models, with
+      ``output_attentions`` / ``output_hidden_states``: one entry per generated token, each the
+      model's per-layer tuple, as transformers returns them.
+    - ``encoder_*``, ``decoder_*``, ``cross_attentions``, ``cache``: transformers' names, always
+      ``None``: ferrogen does not collect them (with :func:`ferrogen.enable`, asking for them runs
+      transformers instead).
     - ``finish_reasons`` (ferrogen): per row, ``"eos"``, ``"length"``, ``"stop"`` (a stopping
       criterion) or ``"time"``; constrained beam search reports ``"constraints_unmet"`` for a
       row that misses a constraint.
