@@ -254,3 +254,39 @@ def test_attentions_and_hidden_states_match_transformers(tiny, strategy):
             assert len(step_ours) == len(step_theirs) > 0
             for a, b in zip(step_ours, step_theirs):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _layers(cache):
+    return getattr(cache, "self_attention_cache", cache).layers
+
+
+@pytest.mark.parametrize("strategy", [dict(), dict(do_sample=True, top_k=5, seed=1)], ids=["greedy", "sample"])
+def test_returned_cache_continues_generation(tiny, strategy):
+    """Greedy / sampling results carry the model's cache, as transformers' do: same length and
+    contents as transformers' for the same tokens, and generation continues from it."""
+    model, ids, mask = tiny
+    kwargs = dict(max_new_tokens=4, return_dict_in_generate=True)
+    got, _ = enabled(model, ids, mask, **kwargs, **strategy)
+    expected = hf(model, ids, mask, **kwargs) if not strategy else None
+    if expected is not None:
+        assert torch.equal(got.sequences, expected.sequences)
+        assert type(got.cache) is type(expected.cache)
+        assert got.cache.get_seq_length() == expected.cache.get_seq_length()
+        for ours, theirs in zip(_layers(got.cache), _layers(expected.cache), strict=True):
+            torch.testing.assert_close(ours.keys, theirs.keys, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(ours.values, theirs.values, rtol=1e-5, atol=1e-5)
+    if model.config.is_encoder_decoder:
+        return
+    # continue by 3 tokens from the returned cache; the same as a fresh run on the whole sequence
+    sequences = got.sequences
+    longer = torch.cat([mask, torch.ones((mask.shape[0], sequences.shape[1] - mask.shape[1]), dtype=mask.dtype)], -1)
+    assert got.cache.get_seq_length() == sequences.shape[1] - 1
+    resumed = hf(model, sequences, longer, cache=got.cache, max_new_tokens=3)
+    assert torch.equal(resumed, hf(model, sequences, longer, max_new_tokens=3))
+
+
+def test_no_cache_with_use_cache_false(tiny):
+    model, ids, mask = tiny
+    got, _ = enabled(model, ids, mask, max_new_tokens=3, return_dict_in_generate=True, use_cache=False)
+    assert got.cache is None and hf(model, ids, mask, max_new_tokens=3, return_dict_in_generate=True,
+                                    use_cache=False).cache is None

@@ -198,6 +198,14 @@ class _HiddenStates:
 
     _hidden: Optional[torch.Tensor] = None
 
+    _cache: Any = None
+
+    @property
+    def cache(self) -> Any:
+        """The model's cache (transformers' ``Cache``) after the latest forward call: every
+        position but the last generated token, as ``generate`` returns it."""
+        return self._cache
+
     def last_hidden_state(self) -> Optional[torch.Tensor]:
         return None if self._hidden is None else self._hidden[:, -1]
 

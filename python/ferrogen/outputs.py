@@ -32,8 +32,10 @@ class GenerateOutput:
     - ``attentions``, ``hidden_states``: greedy and sampling on decoder-only models, with
       ``output_attentions`` / ``output_hidden_states``: one entry per generated token, each the
       model's per-layer tuple, as transformers returns them.
-    - ``encoder_*``, ``decoder_*``, ``cross_attentions``, ``cache``: transformers' names, always
-      ``None``: ferrogen does not collect them (with :func:`ferrogen.enable`, asking for them runs
+    - ``cache``: greedy and sampling with ``use_cache`` (the default), the model's cache after
+      the last forward call (every position but the last token), to continue generation from.
+    - ``encoder_*``, ``decoder_*``, ``cross_attentions``: transformers' names, always ``None``:
+      ferrogen does not collect them (with :func:`ferrogen.enable`, asking for them runs
       transformers instead).
     - ``finish_reasons`` (ferrogen): per row, ``"eos"``, ``"length"``, ``"stop"`` (a stopping
       criterion) or ``"time"``; constrained beam search reports ``"constraints_unmet"`` for a

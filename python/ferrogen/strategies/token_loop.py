@@ -98,6 +98,7 @@ def run_token_loop(
         finish_reasons=reasons,
         attentions=_per_step(steps, 0),
         hidden_states=_per_step(steps, 1),
+        cache=getattr(request.adapter, "cache", None) if request.config.use_cache else None,
     )
 
 
