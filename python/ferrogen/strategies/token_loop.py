@@ -55,7 +55,7 @@ def run_token_loop(
         logits = request.adapter.prefill(request.input_ids, request.attention_mask, copies)
     while cur < total:
         if collect:
-            steps.append(request.adapter.step_outputs)
+            steps.append(getattr(request.adapter, "step_outputs"))
         if keep_logits:
             raw.append(logits.clone())
         before = core.unfinished()
