@@ -209,14 +209,13 @@ def test_unsupported_argument_falls_back_and_warns_once(kjv):
     [
         (dict(output_attentions=True, return_dict_in_generate=True, num_beams=2), "output_attentions"),
         (dict(output_hidden_states=True, return_dict_in_generate=True, num_beams=2), "output_hidden_states"),
-        (dict(inputs_embeds="embed"), "inputs_embeds"),  # a model input ferrogen does not feed
+        (dict(negative_prompt_ids="prompt"), "negative_prompt_ids"),  # a generate argument ferrogen does not take
     ],
 )
 def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):
     model, _, enc = kjv
-    if extra.get("inputs_embeds") == "embed":
-        with torch.no_grad():
-            extra = dict(inputs_embeds=model.get_input_embeddings()(enc["input_ids"]))
+    if extra.get("negative_prompt_ids") == "prompt":
+        extra = dict(negative_prompt_ids=enc["input_ids"][:, :2])
     expected = model.generate(**enc, max_new_tokens=NEW, **extra)
     with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

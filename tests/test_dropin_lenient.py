@@ -290,3 +290,24 @@ def test_no_cache_with_use_cache_false(tiny):
     got, _ = enabled(model, ids, mask, max_new_tokens=3, return_dict_in_generate=True, use_cache=False)
     assert got.cache is None and hf(model, ids, mask, max_new_tokens=3, return_dict_in_generate=True,
                                     use_cache=False).cache is None
+
+
+@pytest.mark.parametrize("with_ids", [False, True], ids=["embeds-only", "embeds-and-ids"])
+@pytest.mark.parametrize("strategy", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beam"])
+def test_inputs_embeds_decoder_only(tiny, with_ids, strategy):
+    """Decoder-only: the prompt's embeddings feed the first forward call; with no input_ids the
+    result holds only the new tokens, as transformers returns it."""
+    model, ids, mask = tiny
+    if model.config.is_encoder_decoder:
+        pytest.skip("encoder-decoder models still fall back for inputs_embeds")
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    # not the ids' own embeddings: they must be what runs
+    embeds = embeds + 0.5 * torch.randn(embeds.shape, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(max_new_tokens=NEW, inputs_embeds=embeds, **strategy)
+    given = ids if with_ids else None
+    expected = hf(model, given, mask, **kwargs)
+    assert not torch.equal(expected[:, -NEW:], hf(model, ids, mask, max_new_tokens=NEW, **strategy)[:, -NEW:])
+    got, _ = enabled(model, given, mask, **kwargs)
+    assert torch.equal(got, expected)
+    assert got.shape[1] == NEW + (ids.shape[1] if with_ids else 0)

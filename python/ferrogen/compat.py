@@ -220,8 +220,8 @@ def _sort(arguments: dict[str, Any]) -> _Call:
     if inputs is not None and call.input_ids is not None:
         call.blockers.append("inputs")  # both given: transformers explains the conflict
     call.input_ids = inputs if call.input_ids is None else call.input_ids
-    if call.input_ids is None and ("inputs_embeds" in args or "encoder_outputs" in args):
-        call.blockers.append("inputs")  # embeddings or encoder states instead of token ids
+    if call.input_ids is None and "encoder_outputs" in args:
+        call.blockers.append("inputs")  # encoder states instead of token ids
     elif isinstance(call.input_ids, torch.Tensor) and (call.input_ids.is_floating_point() or call.input_ids.dim() > 2):
         call.blockers.append("inputs")  # features or embeddings, not token ids
     for name in _PASSED:
@@ -257,7 +257,7 @@ def _dispatch(
     if blockers:
         _warn_once(blockers)
         return fallback()
-    if call.input_ids is None:
+    if call.input_ids is None and "inputs_embeds" not in call.passed:
         call.input_ids = _bos_prompt(model, config, call.attention_mask)
     pad = config.pad_token_id if config.pad_token_id is not None else next(iter(config.eos_token_ids), None)
     warn_right_padding(model, call.input_ids, call.attention_mask, pad)
@@ -275,9 +275,17 @@ def _keep_last_logits(model: Any, arguments: dict[str, Any], call: _Call) -> Non
 
 
 def _feed_model_inputs(model: Any, call: _Call) -> None:
-    """``position_ids`` / ``token_type_ids`` run natively where ``ferrogen.generate`` feeds them
-    (decoder-only models that take them); elsewhere transformers runs the call."""
-    if is_encoder_decoder(model) or not isinstance(call.input_ids, torch.Tensor):
+    """``inputs_embeds``, ``position_ids``, ``token_type_ids`` run natively where ``ferrogen.generate``
+    feeds them (decoder-only models that take them); elsewhere transformers runs the call."""
+    if is_encoder_decoder(model):
+        return
+    embeds = call.extra.get("inputs_embeds")
+    if isinstance(embeds, torch.Tensor) and embeds.dim() == 3 and embeds.is_floating_point() and accepts(
+        model.prepare_inputs_for_generation, "inputs_embeds"
+    ):
+        call.blockers.remove("inputs_embeds")
+        call.passed["inputs_embeds"] = embeds
+    if not isinstance(call.input_ids, torch.Tensor):
         return
     for name in MODEL_INPUTS:
         value = call.extra.get(name)

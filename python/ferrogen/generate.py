@@ -70,9 +70,14 @@ def generate(
     for key in _INPUT_KWARGS & kwargs.keys():
         raise TypeError(f"{key}: not supported by ferrogen.generate; pass input_ids (and attention_mask)")
     given = {name: kwargs.pop(name) for name in MODEL_INPUTS if kwargs.get(name) is not None}
+    embeds = kwargs.pop("inputs_embeds", None)
     config = _resolve_config(model, generation_config, kwargs)
-    input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+    if embeds is not None:
+        input_ids, embeds = _check_embeds(model, input_ids, embeds)
+    input_ids, attention_mask = _check_inputs(input_ids, attention_mask, None if embeds is None else embeds.shape[:2])
     model_inputs = _check_model_inputs(model, input_ids, given)
+    if embeds is not None:
+        model_inputs["inputs_embeds"] = embeds
     mode = config.generation_mode(assistant_model)
     _refuse_unsupported(config, unsupported_settings(config, mode, model))
     strategy = STRATEGIES.get(mode)
@@ -211,8 +216,23 @@ def _fill_special_tokens(model: Any, config: GenerationConfig) -> None:
         config.decoder_start_token_id = config.bos_token_id
 
 
+def _check_embeds(model: Any, input_ids: Any, embeds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``inputs_embeds`` ``[batch, length, hidden]`` for a decoder-only model, with the ``input_ids``
+    they stand for or none: transformers then returns only the new tokens (``[batch, 0]`` prompt)."""
+    if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or not embeds.dtype.is_floating_point:
+        raise ValueError("inputs_embeds: expected a float tensor [batch, length, hidden], got "
+                         f"{getattr(embeds, 'dtype', type(embeds).__name__)} {list(getattr(embeds, 'shape', []))}")
+    if is_encoder_decoder(model) or not hasattr(model, "get_output_embeddings"):
+        raise ValueError("inputs_embeds: ferrogen feeds them to decoder-only transformers models only")
+    if input_ids is None:
+        input_ids = torch.zeros((embeds.shape[0], 0), dtype=torch.long, device=embeds.device)
+    elif isinstance(input_ids, torch.Tensor) and input_ids.shape != embeds.shape[:2]:
+        raise ValueError(f"inputs_embeds: shape {list(embeds.shape)} does not match input_ids {list(input_ids.shape)}")
+    return input_ids, embeds
+
+
 def _check_inputs(
-    input_ids: Any, attention_mask: Any
+    input_ids: Any, attention_mask: Any, embeds_shape: Optional[tuple[int, ...]] = None
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The inputs transformers 5.x ``generate`` takes, as ``[batch, length]`` int64 tensors: a
     tokenizer's whole output, a 1-D tensor or a dict config make it fail, so they are refused
@@ -226,7 +246,7 @@ def _check_inputs(
             "dimension (input_ids[None]) or tokenize with return_tensors='pt', as model.generate needs")
     if input_ids.dim() != 2 or input_ids.shape[0] == 0:
         raise ValueError(f"input_ids: expected shape [batch >= 1, length], got {list(input_ids.shape)}")
-    if input_ids.shape[1] == 0:
+    if input_ids.shape[1] == 0 and embeds_shape is None:
         raise ValueError("input_ids: the prompt is empty (length 0); give at least one token, e.g. the BOS token")
     if input_ids.device.type == "meta":
         raise ValueError("input_ids: a meta tensor has no values; pass a CPU (or model-device) tensor")
@@ -234,7 +254,7 @@ def _check_inputs(
         raise ValueError(f"input_ids: expected an integer tensor, got {input_ids.dtype}")
     if attention_mask is not None:
         attention_mask = _as_tensor("attention_mask", attention_mask)
-        if attention_mask.shape != input_ids.shape:
+        if attention_mask.shape != (embeds_shape or input_ids.shape):
             raise ValueError(
                 f"attention_mask: shape {list(attention_mask.shape)} does not match input_ids {list(input_ids.shape)}"
             )

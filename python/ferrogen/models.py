@@ -236,6 +236,7 @@ class DecoderOnlyAdapter(_HiddenStates):
         #: the caller's position_ids / token_type_ids ([batch, prompt length]), as generate feeds them
         self._given = dict(model_inputs or {})
         self._token_types: Optional[torch.Tensor] = None
+        self._embeds: Optional[torch.Tensor] = None
         self.device_logits = False
         self._options = _Options(output_hidden_states, rollback, *collect)
         self._keep_one = _accepts(model.forward, "logits_to_keep")
@@ -254,8 +255,10 @@ class DecoderOnlyAdapter(_HiddenStates):
         self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], copies: int = 1
     ) -> torch.Tensor:
         input_ids = input_ids.to(self.device)
+        embeds = self._given.get("inputs_embeds")
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            shape = input_ids.shape if embeds is None else embeds.shape[:2]
+            attention_mask = torch.ones(shape, dtype=torch.long, device=self.device)
         attention_mask = attention_mask.to(self.device)
         if copies > 1:
             input_ids = input_ids.repeat_interleave(copies, dim=0)
@@ -267,6 +270,7 @@ class DecoderOnlyAdapter(_HiddenStates):
         if "position_ids" in given:
             self._positions = given["position_ids"]
         self._token_types = given.get("token_type_ids")
+        self._embeds = given.get("inputs_embeds")  # the prompt's embeddings: first forward call only
         # transformers drops an all-ones mask, which lets attention take its causal fast path.
         self._mask = None if bool((attention_mask == 1).all()) else attention_mask
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=False)
@@ -352,6 +356,8 @@ class DecoderOnlyAdapter(_HiddenStates):
             state["position_ids"] = self._positions
         if self._token_types is not None:
             state["token_type_ids"] = self._token_types
+        if first and self._embeds is not None:
+            state["inputs_embeds"], self._embeds = self._embeds, None
         if self._keep_one:
             state["logits_to_keep"] = keep or 1
         options = self._options
