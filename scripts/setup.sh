@@ -33,6 +33,10 @@ fi
 if ! "$VENV/bin/python" -c "import matplotlib" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q "matplotlib>=3.5" || echo "setup: matplotlib cannot be installed here; the --plot test will skip" >&2
 fi
+# The gates in scripts/test.sh need rustfmt and clippy (rustup's default profile has both).
+if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+  rustup component add clippy rustfmt >&2
+fi
 cd "$ROOT"
 echo "setup: building the Rust core (release)" >&2
 VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release -q >&2

@@ -10,6 +10,8 @@ echo "== cargo test" >&2
 cargo test --quiet
 echo "== cargo fmt --check" >&2
 cargo fmt --check
+echo "== cargo clippy -D warnings" >&2
+cargo clippy --quiet --all-targets --features python -- -D warnings
 echo "== stubtest: _core.pyi against the built extension" >&2
 "$VENV/bin/python" -m mypy.stubtest ferrogen._core --mypy-config-file "$ROOT/scripts/mypy-package.ini"
 echo "== mypy over the ferrogen package" >&2

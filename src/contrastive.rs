@@ -102,6 +102,10 @@ pub struct ContrastiveScorer {
     context: Vec<Vec<f32>>,
 }
 
+/// One row's slot in [`ContrastiveSearch::candidates`]: index, logits, then its candidate ids
+/// and probabilities to fill.
+type CandidateRow<'a> = (usize, (&'a [f32], (&'a mut [i64], &'a mut [f32])));
+
 impl ContrastiveScorer {
     /// `hidden` may be 0: the first [`Self::add_context`] then fixes it.
     pub fn new(n_rows: usize, top_k: usize, alpha: f32, hidden: usize) -> Result<Self> {
@@ -371,7 +375,7 @@ impl ContrastiveSearch {
         let rows = self.history.n_rows();
         self.candidates = vec![0; rows * k];
         self.probs = vec![0.0; rows * k];
-        let pick = |(r, (row, (ids, probs))): (usize, (&[f32], (&mut [i64], &mut [f32])))| {
+        let pick = |(r, (row, (ids, probs))): CandidateRow<'_>| {
             top_k_probs(row, k, ids, probs).is_none().then_some(r)
         };
         let failed = if worth_parallel(rows, logits.len()) {

@@ -378,7 +378,7 @@ mod tests {
             }
             out
         };
-        let alone = run(&[a.clone()]);
+        let alone = run(std::slice::from_ref(&a));
         let ab = run(&[a.clone(), b.clone()]);
         let ba = run(&[b.clone(), a.clone()]);
         assert_eq!(alone[0], ab[0]);
@@ -424,8 +424,8 @@ mod tests {
     fn row_seeds_give_each_entry_the_keys_it_has_alone() {
         let (a, b) = (vec![3i64, 4], vec![3i64, 4]);
         let rows = |d: &Decoder| d.keys.clone();
-        let alone_a = rows(&sampler(&[a.clone()], 2, 7));
-        let alone_b = rows(&sampler(&[b.clone()], 2, 9));
+        let alone_a = rows(&sampler(std::slice::from_ref(&a), 2, 7));
+        let alone_b = rows(&sampler(std::slice::from_ref(&b), 2, 9));
         let both = sampler(&[a.clone(), b.clone()], 2, 0)
             .seeded_rows(&[7, 9], &[a.clone(), b.clone()])
             .unwrap();
@@ -434,7 +434,7 @@ mod tests {
             [alone_a, alone_b].concat(),
             "duplicates keep their own seed, occurrence 0"
         );
-        assert!(sampler(&[a.clone()], 1, 0)
+        assert!(sampler(std::slice::from_ref(&a), 1, 0)
             .seeded_rows(&[1, 2], &[a])
             .is_err());
     }

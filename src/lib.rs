@@ -1,6 +1,9 @@
 //! ferrogen-core: everything in text generation that touches logits and tokens.
 //! Pure Rust; the Python bindings live in `py/` behind the `python` feature.
 
+// `!(x > t)` is deliberately true for NaN throughout the core: these are its NaN-safe tests.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod assisted;
 pub mod beam;
 pub mod buffers;

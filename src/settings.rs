@@ -24,12 +24,15 @@ pub trait SettingsSource {
     fn id_lists(&self, name: &'static str) -> Result<Option<Vec<Vec<i64>>>>;
     fn uints(&self, name: &'static str) -> Result<Option<Vec<u64>>>;
     /// `{(ids...): bias}` or `[[ids, bias], ...]`, in order.
-    fn biases(&self, name: &'static str) -> Result<Option<Vec<(Vec<i64>, f64)>>>;
+    fn biases(&self, name: &'static str) -> Result<Option<SequenceBiases>>;
     /// A `(count, number)` pair.
     fn uint_float(&self, name: &'static str) -> Result<Option<(u64, f64)>>;
     /// A bool or a string (`early_stopping`).
     fn flag_or_text(&self, name: &'static str) -> Result<Option<FlagOrText>>;
 }
+
+/// `(token sequence, bias)` pairs, in the user's order.
+pub type SequenceBiases = Vec<(Vec<i64>, f64)>;
 
 /// A setting that is a bool or a string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +56,8 @@ impl Setting for f64 {
     }
 }
 
-impl Setting for f32 {
-    fn read(source: &dyn SettingsSource, name: &'static str) -> Result<Option<Self>> {
-        Ok(source.float(name)?.map(|v| v as f32))
-    }
-}
+// No `Setting for f32`: a setting is read and checked as the f64 the user gave (rounding
+// first let -1e-309 pass a `>= 0` rule as -0.0); a core narrows it where it computes.
 
 impl Setting for usize {
     fn read(source: &dyn SettingsSource, name: &'static str) -> Result<Option<Self>> {
@@ -319,7 +319,7 @@ mod tests {
         fn uints(&self, _: &'static str) -> Result<Option<Vec<u64>>> {
             Ok(None)
         }
-        fn biases(&self, _: &'static str) -> Result<Option<Vec<(Vec<i64>, f64)>>> {
+        fn biases(&self, _: &'static str) -> Result<Option<SequenceBiases>> {
             Ok(None)
         }
         fn uint_float(&self, _: &'static str) -> Result<Option<(u64, f64)>> {

@@ -301,7 +301,7 @@ fn beam_settings(
     Ok(BeamSettings {
         num_beams: u.int_in_range(0..=5)?,
         num_beam_groups: u.int_in_range(0..=3)?,
-        diversity_penalty: f64_setting(u, 0.0)? as f32,
+        diversity_penalty: f64_setting(u, 0.0)?,
         length_penalty: f64_setting(u, 1.0)?,
         early_stopping: match u.int_in_range(0u8..=2)? {
             0 => EarlyStopping::Heuristic,

@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn eos_only_when_accepting_and_masks_follow_the_history() {
         let g = compiled(GrammarSpec::Choices(vec!["ab".into(), "abab".into()]));
-        let mut rows = RowGrammars::new(&[g.clone()], 1, &[EOS]).unwrap();
+        let mut rows = RowGrammars::new(std::slice::from_ref(&g), 1, &[EOS]).unwrap();
         let mut h = TokenHistory::new(&[7], 1);
         let first = allowed(&mut rows, &h, 0);
         assert!(!first.is_empty() && !first.contains(&(EOS as u32)));
@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn reorder_clones_parents_and_rollback_restores() {
         let g = compiled(GrammarSpec::Regex("(yea|nay)+".into()));
-        let mut rows = RowGrammars::new(&[g.clone()], 2, &[EOS]).unwrap();
+        let mut rows = RowGrammars::new(std::slice::from_ref(&g), 2, &[EOS]).unwrap();
         let mut h = TokenHistory::new(&[7, 7], 2);
         let start = allowed(&mut rows, &h, 0);
         let t = start[0] as i64;

@@ -75,6 +75,7 @@ pub fn max(xs: &[f32]) -> f32 {
 /// subnormals costs a microcode assist per element on x86, and rows where most entries
 /// are -inf (after a cut) would pay it everywhere. `exp(-inf) = 0`, NaN gives 0.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // `clamp` keeps NaN; max/min map it to the lower bound
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
@@ -96,7 +97,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.500_000_1;
     let y = p * r * r + r + 1.0;
     // 2^n as two factors, each a normal float for n in [-126, 128].
     let n1 = ni >> 1;

@@ -75,7 +75,7 @@ impl SettingsSource for Attributes<'_, '_> {
         self.typed(name, "a list of non-negative ints")
     }
 
-    fn biases(&self, name: &'static str) -> Result<Option<Vec<(Vec<i64>, f64)>>> {
+    fn biases(&self, name: &'static str) -> Result<Option<crate::settings::SequenceBiases>> {
         const EXPECTED: &str = "a dict {tuple of token ids: float} or a list of [ids, float] pairs";
         let Some(v) = self.get(name)? else {
             return Ok(None);

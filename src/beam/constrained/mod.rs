@@ -540,10 +540,10 @@ impl BeamCore for ConstrainedBeamSearch {
         let n = self.s.num_return_sequences;
         let mut picks = Vec::with_capacity(self.batch * n);
         let mut satisfied = Vec::with_capacity(self.batch * n);
-        for b in 0..self.batch {
+        for (b, (hyps, unmet)) in self.hyps.iter().zip(unmet).enumerate() {
             let prompt = &self.history.row(b * self.beams)[..self.prompt_len];
             let start = picks.len();
-            for (list, ok) in [(self.hyps[b].beams(), true), (&unmet[b][..], false)] {
+            for (list, ok) in [(hyps.beams(), true), (&unmet[..], false)] {
                 let mut sorted = list.to_vec();
                 // Python's stable ascending sort, then pop() from the end
                 sorted.sort_by(|x, y| x.0.total_cmp(&y.0));
@@ -849,13 +849,13 @@ pub(super) mod tests {
             let mut s = ConstrainedBeamSearch::new(&prompts, batch, &PipelineConfig::default(), st, cs, None).unwrap();
             let (out, ok, steps) = run(&mut s, vocab, |step, row, t| noise(seed, step, row, t));
             prop_assert!(steps <= max_length - 2);
-            for r in 0..out.rows {
+            for (r, &ok) in ok.iter().enumerate().take(out.rows) {
                 let row = &out.sequences[r * out.width..(r + 1) * out.width];
-                if ok[r] {
+                if ok {
                     prop_assert!(satisfies(row, &specs), "row {:?} misses {:?}", row, specs);
                 }
                 if out.reasons[r] == EndReason::Eos {
-                    prop_assert!(ok[r]);
+                    prop_assert!(ok);
                 }
             }
         }
