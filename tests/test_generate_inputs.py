@@ -194,9 +194,8 @@ def test_a_mask_with_other_values_names_attention_mask(embedded):
         ("assistant_tokenizer", object(), "prompt_lookup_num_tokens"),
         ("synced_gpus", True, "ferrogen.distributed"),
         ("custom_generate", "a/folder", "custom_generate_path"),
-        ("inputs_embeds", torch.zeros(1, 2, 4), "pass input_ids"),
         ("decoder_input_ids", torch.zeros(1, 1, dtype=torch.long), "pass input_ids"),
-        ("token_type_ids", torch.zeros(1, 3, dtype=torch.long), "model input"),
+        ("pixel_values", torch.zeros(1, 3, dtype=torch.long), "model input"),
         ("max_new_tokenz", 3, "did you mean 'max_new_tokens'"),
     ],
 )

@@ -27,7 +27,6 @@ _ADVICE = {
                         "(ferrogen.custom_generate_path() gives folders that run ferrogen); " + _ENABLE.replace(
                             "by handing the call to transformers' generate (one ferrogen.FallbackWarning)",
                             "through transformers, silently")),
-    "inputs_embeds": "ferrogen starts from token ids: pass input_ids; " + _ENABLE,
     "trust_remote_code": "it only matters with custom_generate (model.generate); leave it out",
 }
 _INPUTS = ("decoder_input_ids", "encoder_outputs", "use_model_defaults")
