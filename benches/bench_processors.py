@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from transformers.generation import logits_process as lp
 
 import ferrogen
+from ferrogen.bench.torch_samplers import hf_processors
 
 CONFIGS: dict[str, dict[str, Any]] = {
     # bench_generate.py's sampling row
@@ -39,72 +39,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "dry+xtc+min_p": dict(do_sample=True, top_k=0, dry_multiplier=0.8, dry_sequence_breakers=[[13], [25], [1], [9]],
                           xtc_probability=0.5, xtc_threshold=0.1, min_p=0.05),
 }
-
-
-class TorchDry(lp.LogitsProcessor):
-    """text-generation-webui's DRYLogitsProcessor (modules/sampler_hijack.py): Python over each row."""
-
-    def __init__(self, multiplier: float, base: float, allowed_length: int, breakers: set[int]) -> None:
-        self.multiplier, self.base, self.allowed, self.breakers = multiplier, base, allowed_length, breakers
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        scores = scores.clone()
-        for row, score_row in zip(input_ids.tolist(), scores):
-            last = row[-1]
-            if last in self.breakers:
-                continue
-            lengths: dict[int, int] = {}
-            for i in [i for i, v in enumerate(row[:-1]) if v == last]:
-                nxt = row[i + 1]
-                if nxt in self.breakers:
-                    continue
-                n = 1
-                while n < 50 and i - n >= 0 and row[i - n] == row[-(n + 1)] and row[-(n + 1)] not in self.breakers:
-                    n += 1
-                lengths[nxt] = max(n, lengths.get(nxt, 0))
-            for t, n in lengths.items():
-                if n >= self.allowed:
-                    score_row[t] -= self.multiplier * self.base ** (n - self.allowed)
-        return scores
-
-
-class TorchXtc(lp.LogitsProcessor):
-    """XTC in torch, as text-generation-webui's XTCLogitsWarper: sort, mask all above the threshold but the last."""
-
-    def __init__(self, probability: float, threshold: float) -> None:
-        self.probability, self.threshold = probability, threshold
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if torch.rand(()) >= self.probability:
-            return scores
-        sorted_logits, sorted_idx = torch.sort(scores, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        remove = torch.zeros_like(probs, dtype=torch.bool)
-        remove[..., :-1] = probs[..., 1:] >= self.threshold
-        mask = remove.scatter(1, sorted_idx, remove)
-        return scores.masked_fill(mask, -float("inf"))
-
-
-def hf_processors(cfg: dict[str, Any]) -> list:
-    """transformers' processors for ``cfg``, in ``_get_logits_processor``'s order."""
-    procs: list = []
-    if cfg.get("dry_multiplier", 0.0):
-        procs.append(TorchDry(cfg["dry_multiplier"], 1.75, 2, {b[0] for b in cfg["dry_sequence_breakers"]}))
-    if cfg.get("repetition_penalty", 1.0) != 1.0:
-        procs.append(lp.RepetitionPenaltyLogitsProcessor(cfg["repetition_penalty"]))
-    if cfg.get("no_repeat_ngram_size", 0):
-        procs.append(lp.NoRepeatNGramLogitsProcessor(cfg["no_repeat_ngram_size"]))
-    if cfg.get("temperature", 1.0) != 1.0:
-        procs.append(lp.TemperatureLogitsWarper(cfg["temperature"]))
-    if cfg.get("top_k", 0):
-        procs.append(lp.TopKLogitsWarper(cfg["top_k"]))
-    if cfg.get("top_p", 1.0) < 1.0:
-        procs.append(lp.TopPLogitsWarper(cfg["top_p"]))
-    if cfg.get("min_p") is not None:
-        procs.append(lp.MinPLogitsWarper(cfg["min_p"]))
-    if cfg.get("xtc_probability", 0.0):
-        procs.append(TorchXtc(cfg["xtc_probability"], cfg["xtc_threshold"]))
-    return procs
 
 
 def make_logits(rows: int, vocab: int) -> np.ndarray:

@@ -305,6 +305,7 @@ impl AssistedDecoder {
                     // the row's matcher follows its own history (drafts in, rejected ones out)
                     #[cfg(feature = "grammar")]
                     grammar: config.grammar.as_ref().map(|g| g.for_rows(vec![r])),
+                    prefix_allowed: config.prefix_allowed.as_ref().map(|p| p.for_row(r)),
                     ..shared.clone()
                 };
                 let history = TokenHistory::new(&prompts[r * width..(r + 1) * width], 1);

@@ -56,11 +56,8 @@ impl Setting for f64 {
     }
 }
 
-impl Setting for f32 {
-    fn read(source: &dyn SettingsSource, name: &'static str) -> Result<Option<Self>> {
-        Ok(source.float(name)?.map(|v| v as f32))
-    }
-}
+// No `Setting for f32`: a setting is read and checked as the f64 the user gave (rounding
+// first let -1e-309 pass a `>= 0` rule as -0.0); a core narrows it where it computes.
 
 impl Setting for usize {
     fn read(source: &dyn SettingsSource, name: &'static str) -> Result<Option<Self>> {

@@ -92,6 +92,47 @@ def llama_mirostat_v2_keep(logits: np.ndarray, mu: float) -> np.ndarray:
     return keep
 
 
+class LlamaMirostat:
+    """llama.cpp's ``llama_sampler_mirostat_apply`` (v1, ``m = 100``) and
+    ``llama_sampler_mirostat_v2_apply`` over several steps: the kept set for the current ``mu``,
+    then, once the caller has chosen a token from it, ``mu -= eta * (-log2 p - tau)`` with ``p``
+    the chosen token's probability renormalised over the kept set. float32 as llama.cpp."""
+
+    def __init__(self, mode: int, tau: float, eta: float, vocab: int, m: int = 100):
+        self.mode, self.tau, self.eta, self.vocab, self.m = mode, np.float32(tau), np.float32(eta), vocab, m
+        self.mu = np.float32(2.0) * self.tau
+        self._kept_p: dict[int, np.float32] = {}
+
+    def keep(self, logits: np.ndarray) -> np.ndarray:
+        p = _softmax32(logits.astype(np.float32))
+        order = np.argsort(-p, kind="stable")
+        if self.mode == 1:
+            sp = p[order]
+            t = np.log(np.arange(2, self.m + 1, dtype=np.float32) / np.arange(1, self.m, dtype=np.float32))
+            n = min(self.m - 1, p.size - 1)
+            b = np.log(sp[:n] / sp[1:n + 1])
+            s_hat = np.float32((t[:n] * b).sum(dtype=np.float32) / (t[:n] * t[:n]).sum(dtype=np.float32))
+            eps = s_hat - np.float32(1)
+            k = np.power(eps * np.power(np.float32(2), self.mu) / (1 - np.power(np.float32(self.vocab), -eps)),
+                         1 / s_hat, dtype=np.float32)
+            k = 0 if not np.isfinite(k) else int(min(k, 2**31 - 1))
+            kept = order[:max(k, 1)]
+        else:
+            n = 0
+            while n < p.size and not (-np.log2(p[order[n]]) > self.mu):
+                n += 1
+            kept = order[:max(n, 1)]
+        mask = np.zeros(p.size, dtype=bool)
+        mask[kept] = True
+        mass = p[kept].sum(dtype=np.float32)
+        self._kept_p = {int(j): p[j] / mass for j in kept}
+        return mask
+
+    def accept(self, token: int) -> None:
+        surprise = -np.log2(self._kept_p[token])
+        self.mu = np.float32(self.mu - self.eta * (surprise - self.tau))
+
+
 def llama_dry(tokens: list[int], vocab: int, multiplier: float, base: float, allowed_length: int,
               breakers: list[list[int]], last_n: int | None = None) -> np.ndarray:
     """The penalty llama.cpp's DRY subtracts from every token (restart sequences, reverse

@@ -190,32 +190,31 @@ def test_enable_with_custom_generate_goes_to_transformers_silently(kjv, modules_
 
 def test_unsupported_argument_falls_back_and_warns_once(kjv):
     model, _, enc = kjv
-    allowed = list(range(3, 200))
-    only_low_ids = lambda batch_id, ids: allowed  # noqa: E731
-    expected = model.generate(**enc, max_new_tokens=NEW, prefix_allowed_tokens_fn=only_low_ids)
+    negative = enc["input_ids"][:, -1:]  # classifier-free guidance: transformers' own for now
+    expected = model.generate(**enc, max_new_tokens=NEW, guidance_scale=1.5, negative_prompt_ids=negative)
     with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        first = model.generate(**enc, max_new_tokens=NEW, prefix_allowed_tokens_fn=only_low_ids)
-        second = model.generate(**enc, max_new_tokens=NEW, prefix_allowed_tokens_fn=only_low_ids)
+        first = model.generate(**enc, max_new_tokens=NEW, guidance_scale=1.5, negative_prompt_ids=negative)
+        second = model.generate(**enc, max_new_tokens=NEW, guidance_scale=1.5, negative_prompt_ids=negative)
     assert torch.equal(first, expected) and torch.equal(second, expected)
     warned = fallbacks(record)
     assert len(warned) == 1, [str(w.message) for w in warned]
-    assert "prefix_allowed_tokens_fn" in str(warned[0].message)
+    assert "negative_prompt_ids" in str(warned[0].message)
     assert warned[0].filename == __file__  # points at the caller's line
 
 
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
-        (dict(output_attentions=True, return_dict_in_generate=True), "output_attentions"),
-        (dict(output_hidden_states=True, return_dict_in_generate=True), "output_hidden_states"),
-        (dict(token_type_ids="zeros"), "token_type_ids"),  # a model input ferrogen does not feed
+        (dict(output_attentions=True, return_dict_in_generate=True, num_beams=2), "output_attentions"),
+        (dict(output_hidden_states=True, return_dict_in_generate=True, num_beams=2), "output_hidden_states"),
+        (dict(negative_prompt_ids="prompt"), "negative_prompt_ids"),  # a generate argument ferrogen does not take
     ],
 )
 def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):
     model, _, enc = kjv
-    if extra.get("token_type_ids") == "zeros":
-        extra = dict(token_type_ids=torch.zeros_like(enc["input_ids"]))
+    if extra.get("negative_prompt_ids") == "prompt":
+        extra = dict(negative_prompt_ids=enc["input_ids"][:, :2])
     expected = model.generate(**enc, max_new_tokens=NEW, **extra)
     with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
@@ -226,15 +225,24 @@ def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):
     assert [reason in str(w.message) for w in fallbacks(record)] == [True]
 
 
-def test_no_inputs_falls_back_to_transformers(kjv):
-    """transformers starts from bos_token_id when given no prompt; ferrogen needs input_ids."""
+def test_no_inputs_starts_from_bos_like_transformers(kjv):
+    """transformers starts from [[bos_token_id]] when given no prompt; so does the enabled path, natively."""
     model = kjv[0]
-    expected = model.generate(max_new_tokens=NEW)
-    with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        got = model.generate(max_new_tokens=NEW)
-    assert torch.equal(got, expected)
-    assert [("inputs" in str(w.message)) for w in fallbacks(record)] == [True]
+    for kwargs in ({}, dict(num_beams=3)):
+        expected = model.generate(max_new_tokens=NEW, **kwargs)
+        with ferrogen.patched(model), warnings.catch_warnings():
+            warnings.simplefilter("error", FallbackWarning)
+            got = model.generate(max_new_tokens=NEW, **kwargs)
+        assert torch.equal(got, expected)
+
+
+def test_no_inputs_and_no_bos_raises_like_transformers(kjv):
+    model = copy.deepcopy(kjv[0])
+    model.generation_config.bos_token_id = model.config.bos_token_id = None
+    with pytest.raises(ValueError, match="`bos_token_id` has to be defined"):
+        model.generate(max_new_tokens=NEW)
+    with ferrogen.patched(model), pytest.raises(ValueError, match="`bos_token_id` has to be defined"):
+        model.generate(max_new_tokens=NEW)
 
 
 def test_missing_strategy_falls_back_to_transformers(kjv, monkeypatch):
@@ -372,12 +380,11 @@ def test_output_has_transformers_fields_and_access(kjv):
                 transformers.generation.GenerateBeamEncoderDecoderOutput):
         missing = [f.name for f in fields(cls) if not hasattr(ours, f.name)]
         assert not missing, (cls.__name__, missing)
-    # ferrogen does not hand back the KV cache (``cache`` stays None)
-    assert set(theirs.keys()) - {"cache"} <= set(ours.keys())
+    assert set(theirs.keys()) <= set(ours.keys())  # the cache included (greedy)
     assert ours[0] is ours.sequences and ours["sequences"] is ours.sequences
     assert ours.to_tuple()[: len(theirs.to_tuple())][1] is ours.scores  # same positions as transformers'
     assert dict(ours.items())["logits"] is ours.logits and "attentions" not in ours
-    assert ours.get("attentions") is None and ours.past_key_values is None
+    assert ours.get("attentions") is None and ours.past_key_values is ours.cache is not None
     assert torch.equal(ours.sequences, theirs.sequences)
     for a, b in zip(ours.scores, theirs.scores):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)

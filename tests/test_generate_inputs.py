@@ -40,12 +40,12 @@ class CountingModel(torch.nn.Module):
         # accepted in a config, but not carried out: refused rather than silently ignored
         (dict(guidance_scale=1.5), ValueError, "^guidance_scale: 1.5 asks for a feature"),
         (dict(watermarking_config={"greenlist_ratio": 0.25}), ValueError, "^watermarking_config"),
-        (dict(forced_decoder_ids=[[1, 5]]), ValueError, "^forced_decoder_ids"),
+        (dict(forced_decoder_ids=[[1, 5]]), ValueError, "^forced_decoder_ids: .* prefix_allowed_tokens_fn"),
         (dict(token_healing=True), ValueError, "^token_healing"),
         (dict(output_attentions=True), ValueError, "^output_attentions"),
         (dict(output_hidden_states=True), ValueError, "^output_hidden_states"),
         (dict(dola_layers="low"), ValueError, "^dola_layers"),
-        (dict(prefix_allowed_tokens_fn=lambda b, ids: [1]), TypeError, "prefix_allowed_tokens_fn"),
+        (dict(prefix_allowed_tokens_fn=[1]), TypeError, "^prefix_allowed_tokens_fn: must be a callable"),
     ],
 )
 def test_rejected_before_the_model_runs(kwargs, exc, needle):
@@ -184,3 +184,28 @@ def test_a_mask_with_other_values_names_attention_mask(embedded):
     enc = tok("And God said", return_tensors="pt")
     with pytest.raises(ValueError, match=r"^attention_mask: values must be 0 \(padding\) or 1"):
         ferrogen.generate(model, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"] * 0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "advice"),
+    [
+        ("negative_prompt_ids", torch.zeros(1, 2, dtype=torch.long), "classifier-free guidance"),
+        ("negative_prompt_attention_mask", torch.ones(1, 2, dtype=torch.long), "classifier-free guidance"),
+        ("assistant_tokenizer", object(), "prompt_lookup_num_tokens"),
+        ("synced_gpus", True, "ferrogen.distributed"),
+        ("custom_generate", "a/folder", "custom_generate_path"),
+        ("decoder_input_ids", torch.zeros(1, 1, dtype=torch.long), "pass input_ids"),
+        ("pixel_values", torch.zeros(1, 3, dtype=torch.long), "model input"),
+        ("max_new_tokenz", 3, "did you mean 'max_new_tokens'"),
+    ],
+)
+def test_transformers_arguments_it_does_not_take_say_what_to_do(name, value, advice):
+    model = CountingModel()
+    with pytest.raises(TypeError, match=f"^{name}: ") as caught:
+        ferrogen.generate(model, input_ids=torch.zeros(1, 3, dtype=torch.long), eos_token_id=1, pad_token_id=0,
+                          **{name: value})
+    message = str(caught.value)
+    assert advice in message
+    if name != "custom_generate":
+        assert "ferrogen.enable(model)" in message and "FallbackWarning" in message
+    assert model.calls == 0

@@ -99,6 +99,29 @@ def test_matches_transformers_prefix_allowed_tokens(embedded, beams):
         torch.testing.assert_close(got.sequences_scores, ref.sequences_scores)
 
 
+@pytest.mark.parametrize("beam_kw", [dict(num_beams=3), dict(num_beams=3, do_sample=True, seed=4)])
+def test_item_whose_beams_can_only_end_closes(embedded, beam_kw):
+    """Every beam of the second prompt completes a short string at once (only EOS allowed):
+    its running beams fall to -inf. The item is closed, not an error (NoValidTokenError was
+    raised here), and greedy-beam equals transformers' prefix_allowed_tokens_fn reference."""
+    model, tok = embedded
+    schema = {"type": "string", "maxLength": 5, "x-guidance": {"whitespace_flexible": False}}
+    ids, mask = _prompts(tok, ["And God said", "The king of Babylon"])
+    eos = [model.generation_config.eos_token_id]
+    kw = dict(max_new_tokens=12, num_return_sequences=2, return_dict_in_generate=True, pad_token_id=0, **beam_kw)
+    got = ferrogen.generate(model, ids, mask, tokenizer=tok, json_schema=schema, **kw)
+    for text in _texts(tok, got.sequences, ids.shape[1]):
+        jsonschema.validate(json.loads(text), schema)
+    if not beam_kw.get("do_sample"):
+        fn = _prefix_fn(_compiled(tok, "json_schema", json.dumps(schema)), ids.shape[1], eos, model.config.vocab_size)
+        ref = _hf(model, ids, mask, prefix_allowed_tokens_fn=fn, do_sample=False, **kw).sequences.clone()
+        for row in ref:  # transformers 5.x pads with EOS when pad_token_id is 0 (transformers-differences.md)
+            ends = (row[ids.shape[1]:] == eos[0]).nonzero()
+            if len(ends):
+                row[ids.shape[1] + int(ends[0]) + 1:] = 0
+        assert torch.equal(got.sequences, ref)
+
+
 def _valid_json(text):
     value = json.loads(text)
     jsonschema.validate(value, SCHEMA)
@@ -282,3 +305,89 @@ def test_row_seeds_and_beam_tree_keep_working(embedded):
     assert out.beam_tree is not None
     for text in _texts(tok, out.sequences, ids.shape[1]):
         assert re.fullmatch(REGEX, text), text
+
+
+BEAM_STRATEGIES = {k: STRATEGIES[k] for k in ("beam", "beam_sample", "group_beam")}
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "contrastive", *sorted(BEAM_STRATEGIES)])
+def test_finish_reason_grammar_when_the_constraint_dies(embedded, strategy):
+    """A user processor (which runs after the grammar mask) makes a token the schema forbids
+    the best first token: a row that takes it has a dead grammar from then on, may only end
+    (EOS), and says so ("grammar"), in beam modes too, where the returned hypotheses are
+    replayed rather than tracked per beam row. Rows that did not take it stay valid."""
+    model, tok = embedded
+    ids, mask = _prompts(tok, ["And God said", "The king of Babylon"])
+    forced = tok(" the", add_special_tokens=False).input_ids[0]
+    eos = model.generation_config.eos_token_id
+    prompt_len = ids.shape[1]
+
+    def favour_first(input_ids, scores):
+        if input_ids.shape[1] == prompt_len:
+            scores = scores.clone()
+            scores[:, forced] = scores.max() + 50.0
+        return scores
+
+    out = ferrogen.generate(model, ids, mask, tokenizer=tok, json_schema=SCHEMA, max_new_tokens=12, pad_token_id=0,
+                            logits_processor=[favour_first], return_dict_in_generate=True, **STRATEGIES[strategy])
+    took = out.sequences[:, prompt_len] == forced
+    assert bool(took.any())
+    for row, reason in enumerate(out.finish_reasons):
+        if took[row]:
+            assert reason == "grammar"
+            assert out.sequences[row, prompt_len + 1] == eos
+        else:
+            assert reason in ("eos", "length")
+            text = _texts(tok, out.sequences[row : row + 1], prompt_len)[0]
+            if reason == "eos":
+                _valid_json(text)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", *sorted(BEAM_STRATEGIES)])
+def test_finish_reason_eos_when_the_constraint_completes(embedded, strategy):
+    model, tok = embedded
+    ids, mask = _prompts(tok, ["And God said", "Behold"])
+    out = ferrogen.generate(model, ids, mask, tokenizer=tok, choices=["amen", "Selah"], max_new_tokens=20,
+                            pad_token_id=0, return_dict_in_generate=True, **STRATEGIES[strategy])
+    assert out.finish_reasons == ["eos"] * out.sequences.shape[0]
+    assert set(_texts(tok, out.sequences, ids.shape[1])) <= {"amen", "Selah"}
+
+
+def test_beam_sampling_with_fewer_outputs_than_rows_says_so(embedded):
+    """Only one output exists, beam sampling never draws a zero-probability candidate: the
+    second returned row is a placeholder, reported as such (it was "length", with no token)."""
+    model, tok = embedded
+    ids, mask = _prompts(tok, ["And God said"])
+    out = ferrogen.generate(model, ids, mask, tokenizer=tok, choices=["amen"], max_new_tokens=20, num_beams=3,
+                            do_sample=True, seed=2, num_return_sequences=2, pad_token_id=0,
+                            return_dict_in_generate=True, output_scores=True)
+    assert out.finish_reasons == ["eos", "no_hypothesis"]
+    assert _texts(tok, out.sequences, ids.shape[1]) == ["amen", ""]
+    assert float(out.sequences_scores[1]) == -1e9
+
+
+def test_finish_reason_grammar_in_constrained_beam_search(embedded):
+    """As test_finish_reason_grammar_when_the_constraint_dies, with forced words: the second
+    prompt already holds " king" (transformers counts the prompt toward constraints), so its
+    dead row may finish and is reported as "grammar"."""
+    model, tok = embedded
+    ids, mask = _prompts(tok, ["And God said", "The king of Babylon"])
+    forced = tok(" the", add_special_tokens=False).input_ids[0]
+    prompt_len = ids.shape[1]
+
+    def favour_first(input_ids, scores):
+        if input_ids.shape[1] == prompt_len:
+            scores = scores.clone()
+            scores[:, forced] = scores.max() + 50.0
+        return scores
+
+    out = ferrogen.generate(model, ids, mask, tokenizer=tok, regex=REGEX, force_words=[" king"], num_beams=4,
+                            num_return_sequences=2, max_new_tokens=30, pad_token_id=0,
+                            logits_processor=[favour_first], return_dict_in_generate=True)
+    took = (out.sequences[:, prompt_len] == forced).tolist()
+    assert any(took)
+    for row, (reason, text) in enumerate(zip(out.finish_reasons, _texts(tok, out.sequences, prompt_len))):
+        if took[row]:
+            assert reason == "grammar" and text == " the"
+        else:
+            assert reason == "eos" and re.fullmatch(REGEX, text), (reason, text)

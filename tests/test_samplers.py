@@ -3,6 +3,8 @@ their source (tests/sampler_reference.py), distributions, per-row seeding, confi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,8 @@ from scipy import stats
 
 import ferrogen
 from ferrogen import GenerationConfig, LogitsPipeline
-from sampler_reference import (llama_dry, llama_dynatemp, llama_mirostat_v2_keep, llama_top_n_sigma,
-                               llama_xtc, tgw_dry, vllm_penalties)
+from sampler_reference import (LlamaMirostat, llama_dry, llama_dynatemp, llama_mirostat_v2_keep,
+                               llama_top_n_sigma, llama_xtc, tgw_dry, vllm_penalties)
 
 NEG = -np.inf
 
@@ -111,6 +113,31 @@ def test_mirostat_v2_first_step_matches_llama_cpp(seed):
     np.testing.assert_array_equal(got[0] > NEG, llama_mirostat_v2_keep(logits[0], 2 * tau))
 
 
+@pytest.mark.parametrize("mode", [1, 2])
+@pytest.mark.parametrize("seed", range(6))
+def test_mirostat_over_many_steps_matches_llama_cpp(mode, seed):
+    """mu's feedback: each step's kept set equals llama.cpp's after the previous choices."""
+    rng = np.random.default_rng(seed)
+    vocab = 300
+    tau, eta = float(rng.uniform(1.5, 5.0)), float(rng.uniform(0.05, 0.5))
+    pipe = LogitsPipeline(do_sample=True, mirostat_mode=mode, mirostat_tau=tau, mirostat_eta=eta)
+    ref = LlamaMirostat(mode, tau, eta, vocab)
+    ids = [0]
+    sizes = set()
+    for _ in range(15):
+        logits = _logits(rng, 1, vocab, scale=float(rng.uniform(1.0, 4.0)))
+        want = ref.keep(logits[0])
+        got = pipe.process([ids], logits)[0] > NEG
+        np.testing.assert_array_equal(got, want)
+        # A low-probability choice sometimes, so mu moves both ways.
+        kept = np.flatnonzero(want)
+        token = int(kept[-1] if rng.random() < 0.3 else rng.choice(kept))
+        ref.accept(token)
+        ids = ids + [token]
+        sizes.add(int(want.sum()))
+    assert len(sizes) > 1, "mu never changed the kept set: the test would not see the feedback"
+
+
 def test_xtc_draws_follow_the_reference_distribution():
     """XTC (probability 1) then the draw: chi-square against llama.cpp's kept distribution."""
     logits = np.array([[2.0, 1.8, 1.0, 0.5, 0.0, -1.0]], dtype=np.float32)
@@ -204,3 +231,33 @@ def test_sampler_order_presets_and_lists():
                             sampler_order="top_p,temperature").process([[0]], logits)
     after = LogitsPipeline(do_sample=True, top_k=0, temperature=0.5, top_p=0.8).process([[0]], logits)
     assert (before > NEG).sum() > (after > NEG).sum()
+
+
+def test_sampler_fields_as_jsonl_per_line_overrides(tmp_path, capsys):
+    """Issue 18: each sampler field works as a per-line override of `ferrogen generate --input`,
+    with the library's result, and a bad value fails only its own line, naming the field."""
+    from ferrogen.cli import main
+
+    prompt = "And God said"
+    cases = [
+        {"do_sample": True, "seed": 3, "dry_multiplier": 0.8, "dry_allowed_length": 1, "xtc_probability": 0.5,
+         "xtc_threshold": 0.05, "min_p": 0.05},
+        {"do_sample": True, "seed": 4, "mirostat_mode": 2, "mirostat_tau": 3.0},
+        {"presence_penalty": 1.5, "frequency_penalty": 0.5},
+        {"do_sample": True, "seed": 5, "top_n_sigma": 1.0, "dynatemp_range": 0.5},
+        {"logit_bias": {"17": 100.0}},  # JSON keys are strings: read back as token ids
+    ]
+    lines = [{"prompt": prompt, **case} for case in cases] + [{"prompt": prompt, "xtc_probability": 2.0}]
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "6"]) == 0
+    capsys.readouterr()
+    records = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [r["line"] for r in records] == list(range(1, len(lines) + 1))
+    pipe = ferrogen.pipeline()
+    for case, record in zip(cases, records):
+        kwargs = {k: ({int(t): b for t, b in v.items()} if k == "logit_bias" else v) for k, v in case.items()}
+        expected = pipe(prompt, max_new_tokens=6, **kwargs)[0]
+        assert record["token_ids"] == expected.token_ids, case
+    assert set(records[4]["token_ids"]) == {17}, "the bias forces token 17"
+    assert "xtc_probability" in records[-1]["error"]

@@ -5,6 +5,7 @@
 use arbitrary::{Result, Unstructured};
 use ferrogen_core::assisted::AssistedDecoder;
 use ferrogen_core::rng;
+use ferrogen_core::row_status::HasRowStatus;
 
 use crate::{f32_any, is_error, logits, pipeline_config, size, small, token};
 
@@ -131,16 +132,16 @@ fn assisted_inner(u: &mut Unstructured<'_>) -> Result<()> {
                     rows
                 };
                 let done: Vec<bool> = (0..n).map(|_| u.arbitrary()).collect::<Result<_>>()?;
-                let was = d.unfinished();
-                match d.finish_rows(&done) {
+                let was = d.row_status().unfinished().to_vec();
+                match d.row_status_mut().finish_rows(&done) {
                     Ok(()) => {
-                        for ((&now, &w), &f) in d.unfinished().iter().zip(&was).zip(&done) {
+                        for ((&now, &w), &f) in d.row_status().unfinished().iter().zip(&was).zip(&done) {
                             assert_eq!(now, w && !f);
                         }
                     }
                     Err(e) => {
                         is_error(&e);
-                        assert_eq!(d.unfinished(), was);
+                        assert_eq!(d.row_status().unfinished(), was);
                     }
                 }
             }
@@ -153,7 +154,7 @@ fn assisted_inner(u: &mut Unstructured<'_>) -> Result<()> {
                 let active = d.active();
                 assert_eq!(active.iter().any(|&a| a), d.any_active());
                 for (r, &a) in active.iter().enumerate() {
-                    assert!(!a || d.unfinished()[r]);
+                    assert!(!a || d.row_status().unfinished()[r]);
                     assert_eq!(d.row(r).len(), d.lengths()[r]);
                 }
             }

@@ -17,6 +17,7 @@ use ferrogen_core::beam::{
 use ferrogen_core::constraints::{ConstraintSet, ConstraintSpec};
 use ferrogen_core::contrastive::ContrastiveSearch;
 use ferrogen_core::decode::Decoder;
+use ferrogen_core::row_status::HasRowStatus;
 use ferrogen_core::{CoreError, Result as CoreResult};
 
 use crate::{f32_any, is_error, logits, pipeline_config, size, token, tokens};
@@ -113,7 +114,7 @@ fn constructors_inner(u: &mut Unstructured<'_>) -> Result<()> {
                 let mut l = logits(u, batch * vocab)?;
                 let _ = d.step_greedy(&mut l, vocab).map_err(|e| is_error(&e));
                 let done = vec![true; size(u)?.min(16)];
-                let _ = d.finish_rows(&done).map_err(|e| is_error(&e));
+                let _ = d.row_status_mut().finish_rows(&done).map_err(|e| is_error(&e));
             }
         }
         4 => {

@@ -22,7 +22,7 @@ use ferrogen_core::constraints::{bank_order, ConstraintSet, ConstraintSpec};
 use ferrogen_core::decode::Decoder;
 use ferrogen_core::row_status::HasRowStatus;
 use ferrogen_core::history::TokenHistory;
-use ferrogen_core::logits::{LogitsMut, PipelineConfig, StepContext};
+use ferrogen_core::logits::{LogitsMut, PipelineConfig, SamplerOrder, StepContext};
 use ferrogen_core::CoreError;
 
 // ---------------------------------------------------------------- generators
@@ -141,7 +141,9 @@ pub fn pipeline_config(
         suppress_tokens: tokens(u, vocab, 3)?,
         begin_suppress_tokens: tokens(u, vocab, 3)?,
         renormalize_logits: u.arbitrary()?,
-        grammar: None, // grammar masks have their own tests (the fuzz crate builds the default features)
+        // Samplers (issue 18): drawn below, after every older field, so that older corpus
+        // inputs keep their meaning.
+        ..Default::default() // grammar: masks have their own tests
     };
     if u.ratio(1u8, 3)? {
         let n = u.int_in_range(0..=rows + 1)?;
@@ -167,7 +169,55 @@ pub fn pipeline_config(
             .map(|_| Ok((tokens(u, vocab, 3)?, f64_setting(u, 2.0)?)))
             .collect::<Result<_>>()?;
     }
+    samplers(u, vocab, &mut c)?;
     Ok(c)
+}
+
+/// The llama.cpp / vLLM / text-generation-webui samplers, each group on in a third of the
+/// inputs.
+fn samplers(u: &mut Unstructured<'_>, vocab: usize, c: &mut PipelineConfig) -> Result<()> {
+    if u.ratio(1u8, 3)? {
+        c.presence_penalty = f64_setting(u, 0.0)?;
+        c.frequency_penalty = f64_setting(u, 0.0)?;
+        c.penalty_last_n = opt(u, |u| small(u, 8))?;
+    }
+    if u.ratio(1u8, 3)? {
+        let n = u.int_in_range(0..=3)?;
+        c.logit_bias = (0..n)
+            .map(|_| Ok((token(u, vocab)?, f64_setting(u, 5.0)?)))
+            .collect::<Result<_>>()?;
+        c.allowed_token_ids = opt(u, |u| tokens(u, vocab, 3))?;
+    }
+    if u.ratio(1u8, 3)? {
+        c.dry_multiplier = f64_setting(u, 0.8)?;
+        c.dry_base = f64_setting(u, 1.75)?;
+        c.dry_allowed_length = small(u, 4)?;
+        let n = u.int_in_range(0..=3)?;
+        c.dry_sequence_breaker_ids = (0..n).map(|_| tokens(u, vocab, 2)).collect::<Result<_>>()?;
+        c.dry_penalty_last_n = opt(u, |u| small(u, 8))?;
+    }
+    if u.ratio(1u8, 3)? {
+        c.xtc_probability = f64_setting(u, 0.5)?;
+        c.xtc_threshold = f64_setting(u, 0.1)?;
+    }
+    if u.ratio(1u8, 3)? {
+        c.top_n_sigma = opt(u, |u| f64_setting(u, 1.0))?;
+        c.dynatemp_range = f64_setting(u, 0.0)?;
+        c.dynatemp_exponent = f64_setting(u, 1.0)?;
+    }
+    if u.ratio(1u8, 3)? {
+        c.mirostat_mode = small(u, 3)?;
+        c.mirostat_tau = f64_setting(u, 5.0)?;
+        c.mirostat_eta = f64_setting(u, 0.1)?;
+    }
+    if u.ratio(1u8, 4)? {
+        c.sampler_order = Some(if u.arbitrary()? {
+            SamplerOrder::llama_cpp()
+        } else {
+            SamplerOrder::transformers()
+        });
+    }
+    Ok(())
 }
 
 /// `n` float32 values, each one of [`f32_any`]; a row may also be all one special value.
@@ -301,7 +351,7 @@ fn beam_settings(
     Ok(BeamSettings {
         num_beams: u.int_in_range(0..=5)?,
         num_beam_groups: u.int_in_range(0..=3)?,
-        diversity_penalty: f64_setting(u, 0.0)? as f32,
+        diversity_penalty: f64_setting(u, 0.0)?,
         length_penalty: f64_setting(u, 1.0)?,
         early_stopping: match u.int_in_range(0u8..=2)? {
             0 => EarlyStopping::Heuristic,
@@ -665,7 +715,8 @@ fn named(e: &CoreError) {
         CoreError::InvalidArgument { name, .. }
         | CoreError::Shape { name, .. }
         | CoreError::TokenOutOfVocab { name, .. }
-        | CoreError::OutOfMemory { name, .. } => *name,
+        | CoreError::OutOfMemory { name, .. }
+        | CoreError::WrongType { name, .. } => *name,
         CoreError::NoValidToken { .. } => panic!("a validator reported a model-output error: {e}"),
     };
     assert!(

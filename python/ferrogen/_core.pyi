@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension ``ferrogen._core`` (checked against it by ``mypy.stubtest`` in
 scripts/test.sh, and by tests/test_stub.py)."""
 
-from typing import Any, Optional, Sequence, final
+from typing import Any, Callable, Optional, Sequence, final
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,7 @@ class GenerationSettings:
         row_seeds: Optional[Sequence[int]] = None,
         turned_off: Sequence[str] = ...,
         grammar: Optional[GrammarMatchers] = None,
+        prefix_allowed: Optional[PrefixAllowedTokens] = None,
     ) -> GenerationSettings: ...
     @property
     def pad_token_id(self) -> int: ...
@@ -266,6 +267,15 @@ class GrammarVocab:
 class Grammar:
     def __new__(cls, vocab: GrammarVocab, kind: str, spec: Any) -> Grammar: ...
     def allowed_after(self, generated: list[int], eos_token_ids: list[int], vocab_size: int) -> list[int]: ...
+    def dead_after(self, generated: list[int], eos_token_ids: list[int]) -> bool: ...
+
+@final
+class PrefixAllowedTokens:
+    """``func(batch_id, row)`` (``row``: the row's whole history, int64) -> the ids the row may take
+    next, asked once per row per step by the core; ``rows_per_batch`` maps rows to batch ids."""
+
+    def __new__(cls, func: Callable[[int, npt.NDArray[np.int64]], list[int]], rows_per_batch: int) -> PrefixAllowedTokens: ...
+    def raise_pending(self) -> None: ...
 
 @final
 class GrammarMatchers:

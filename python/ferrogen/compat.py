@@ -29,8 +29,11 @@ from typing import Any, Callable, Iterator, Optional, TypeVar, Union
 import torch
 
 from .config import GenerationConfig, GenerationMode
-from .generate import _resolve_config
+from .families import accepts
+from ._lenient import resolve_config, warn_right_padding
+from .generate import MODEL_INPUTS, unsupported_settings
 from .generate import generate as ferrogen_generate
+from .models import is_encoder_decoder
 from .strategies import STRATEGIES
 
 __all__ = ["FallbackWarning", "custom_generate_path", "disable", "enable", "is_enabled", "patched"]
@@ -44,11 +47,10 @@ _GENERATE_PARAMS = (
     "custom_generate",
 )
 # Arguments handed to ferrogen.generate unchanged.
-_PASSED = ("logits_processor", "stopping_criteria", "streamer", "tokenizer", "assistant_model")
+_PASSED = ("logits_processor", "stopping_criteria", "streamer", "tokenizer", "assistant_model", "prefix_allowed_tokens_fn")
 # Arguments ferrogen has no counterpart for: any value sends the call to transformers.
 _TRANSFORMERS_ONLY = frozenset({
-    "prefix_allowed_tokens_fn", "negative_prompt_ids", "negative_prompt_attention_mask", "assistant_tokenizer",
-    "custom_generate",
+    "negative_prompt_ids", "negative_prompt_attention_mask", "assistant_tokenizer", "custom_generate",
 })
 _FIELDS = frozenset(f.name for f in fields(GenerationConfig))
 
@@ -197,6 +199,7 @@ class _Call:
     settings: dict[str, Any] = field(default_factory=dict)
     passed: dict[str, Any] = field(default_factory=dict)
     blockers: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # model inputs, by name
 
 
 def _bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -216,8 +219,8 @@ def _sort(arguments: dict[str, Any]) -> _Call:
     if inputs is not None and call.input_ids is not None:
         call.blockers.append("inputs")  # both given: transformers explains the conflict
     call.input_ids = inputs if call.input_ids is None else call.input_ids
-    if call.input_ids is None:
-        call.blockers.append("inputs")  # none: transformers starts from bos_token_id (or embeddings)
+    if call.input_ids is None and "encoder_outputs" in args:
+        call.blockers.append("inputs")  # encoder states instead of token ids
     elif isinstance(call.input_ids, torch.Tensor) and (call.input_ids.is_floating_point() or call.input_ids.dim() > 2):
         call.blockers.append("inputs")  # features or embeddings, not token ids
     for name in _PASSED:
@@ -230,6 +233,7 @@ def _sort(arguments: dict[str, Any]) -> _Call:
             call.settings[name] = value
         else:  # a transformers-only argument or a model input (inputs_embeds, token_type_ids, ...)
             call.blockers.append(name)
+            call.extra[name] = value
     return call
 
 
@@ -237,20 +241,66 @@ def _dispatch(
     model: Any, arguments: dict[str, Any], fallback: Callable[[], Any], mode: Optional[GenerationMode] = None
 ) -> Any:
     call = _sort(arguments)
-    config = _resolve_config(model, call.generation_config, dict(call.settings))
+    _keep_last_logits(model, arguments, call)
+    _feed_model_inputs(model, call)
+    config = resolve_config(model, call.generation_config, call.settings)
     chosen = config.generation_mode(call.passed.get("assistant_model"))
     if mode is not None and chosen is not mode:
         raise ValueError(
             f"custom_generate: this folder runs {mode.value}, which needs {_MODE_NEEDS[mode]}; "
             f"these settings select {chosen.value} (use ferrogen.custom_generate_path() for any strategy)"
         )
-    blockers = call.blockers + config.unsupported_settings()
+    blockers = call.blockers + unsupported_settings(config, chosen, model)
     if chosen not in STRATEGIES:
         blockers.append(f"{chosen.value} (not in this ferrogen build)")
     if blockers:
         _warn_once(blockers)
         return fallback()
+    if call.input_ids is None and "inputs_embeds" not in call.passed:
+        call.input_ids = _bos_prompt(model, config, call.attention_mask)
+    pad = config.pad_token_id if config.pad_token_id is not None else next(iter(config.eos_token_ids), None)
+    warn_right_padding(model, call.input_ids, call.attention_mask, pad)
     return ferrogen_generate(model, call.input_ids, call.attention_mask, config, **call.passed)
+
+
+def _keep_last_logits(model: Any, arguments: dict[str, Any], call: _Call) -> None:
+    """``logits_to_keep=n`` (an int, 0 for all) always keeps the last position, the only one
+    generation reads: ferrogen's adapters keep just that one, so the result is the same. A model
+    whose forward does not take it goes to transformers, which refuses it."""
+    keep = arguments.get("logits_to_keep")
+    if "logits_to_keep" in call.blockers and isinstance(keep, int) and not isinstance(keep, bool) and keep >= 0:
+        if accepts(model.forward, "logits_to_keep"):
+            call.blockers.remove("logits_to_keep")
+
+
+def _feed_model_inputs(model: Any, call: _Call) -> None:
+    """``inputs_embeds``, ``position_ids``, ``token_type_ids`` run natively where ``ferrogen.generate``
+    feeds them (decoder-only models that take them); elsewhere transformers runs the call."""
+    if is_encoder_decoder(model):
+        return
+    embeds = call.extra.get("inputs_embeds")
+    if isinstance(embeds, torch.Tensor) and embeds.dim() == 3 and embeds.is_floating_point() and accepts(
+        model.prepare_inputs_for_generation, "inputs_embeds"
+    ):
+        call.blockers.remove("inputs_embeds")
+        call.passed["inputs_embeds"] = embeds
+    if not isinstance(call.input_ids, torch.Tensor):
+        return
+    for name in MODEL_INPUTS:
+        value = call.extra.get(name)
+        if isinstance(value, torch.Tensor) and value.shape == call.input_ids.shape and accepts(model.forward, name):
+            call.blockers.remove(name)
+            call.passed[name] = value
+
+
+def _bos_prompt(model: Any, config: GenerationConfig, attention_mask: Any) -> torch.Tensor:
+    """No prompt: ``[[bos_token_id]]`` per row, as transformers' ``_maybe_initialize_input_ids_for_generation``
+    builds it (one row, or as many as a given ``attention_mask`` has)."""
+    if config.bos_token_id is None:
+        raise ValueError("`bos_token_id` has to be defined when no `input_ids` are provided.")
+    batch = attention_mask.shape[0] if isinstance(attention_mask, torch.Tensor) else 1
+    device = getattr(model, "device", None) or "cpu"
+    return torch.full((batch, 1), config.bos_token_id, dtype=torch.long, device=device)
 
 
 def _for_transformers(arguments: dict[str, Any]) -> dict[str, Any]:

@@ -135,8 +135,11 @@ def step_inputs(
         )
         return inputs
     inputs = dict(state, input_ids=input_ids)
-    if inputs.get("position_ids") is not None:
-        inputs["position_ids"] = inputs["position_ids"][:, -input_ids.shape[1] :]
+    if inputs.get("inputs_embeds") is not None:  # the prompt's embeddings stand for its ids
+        inputs["input_ids"] = None
+    for name in ("position_ids", "token_type_ids"):  # per-position inputs: the new tokens' part
+        if inputs.get(name) is not None:
+            inputs[name] = inputs[name][:, -input_ids.shape[1] :]
     return inputs
 
 

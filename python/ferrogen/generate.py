@@ -11,8 +11,10 @@ import torch
 
 from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
+from ._transformers_args import refuse_transformers_arguments
 from .families import check_supported
 from .grammar import compile_grammars
+from .prefix_constraint import PrefixAllowedTokensFn, prefix_constraint
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
@@ -22,8 +24,8 @@ from .streamers import ends_stream_on_error
 
 __all__ = ["generate"]
 
-# Keyword arguments of transformers' generate that are inputs, not config fields.
-_INPUT_KWARGS = frozenset({"inputs", "decoder_input_ids", "encoder_outputs", "use_model_defaults"})
+# Per-position model inputs fed to a decoder-only model's forward as transformers' generate feeds them.
+MODEL_INPUTS = ("position_ids", "token_type_ids")
 
 
 # ``return_dict_in_generate=True`` given here always returns a GenerateOutput (it overrides the
@@ -76,6 +78,7 @@ def generate(
     tokenizer: Optional[Any] = None,
     assistant_model: Optional[Any] = None,
     row_seeds: Optional[Sequence[int]] = None,
+    prefix_allowed_tokens_fn: Optional[PrefixAllowedTokensFn] = None,
     **kwargs: Any,
 ) -> Union[torch.Tensor, GenerateOutput]:
     """Generates token ids with ``model``, as ``model.generate`` would, with the core in Rust.
@@ -89,6 +92,8 @@ def generate(
     :class:`~ferrogen.GenerateOutput` (transformers' attribute names, key and index access)
     when ``return_dict_in_generate=True``. ``row_seeds`` (one int in [0, 2**64) per prompt) makes each
     prompt sample as if generated alone with ``seed=row_seeds[i]``.
+    ``prefix_allowed_tokens_fn(batch_id, input_ids)`` returns the token ids a row may take next,
+    as in transformers (called once per row per step, ``input_ids`` a 1-D CPU tensor).
 
     Example::
 
@@ -102,19 +107,28 @@ def generate(
     """
     if input_ids is None:
         input_ids = kwargs.pop("inputs", None)
-    for key in _INPUT_KWARGS & kwargs.keys():
-        raise TypeError(f"{key}: not supported by ferrogen.generate; pass input_ids (and attention_mask)")
+    given = {name: kwargs.pop(name) for name in MODEL_INPUTS if kwargs.get(name) is not None}
+    embeds = kwargs.pop("inputs_embeds", None)
+    refuse_transformers_arguments(kwargs, [f.name for f in fields(GenerationConfig)])
     config = _resolve_config(model, generation_config, kwargs)
-    input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
-    _refuse_unsupported(config)
+    if embeds is not None:
+        input_ids, embeds = _check_embeds(model, input_ids, embeds)
+    input_ids, attention_mask = _check_inputs(input_ids, attention_mask, None if embeds is None else embeds.shape[:2])
+    model_inputs = _check_model_inputs(model, input_ids, given)
+    if embeds is not None:
+        model_inputs["inputs_embeds"] = embeds
     mode = config.generation_mode(assistant_model)
+    _refuse_unsupported(config, unsupported_settings(config, mode, model))
     strategy = STRATEGIES.get(mode)
     if strategy is None:
         raise NotImplementedError(f"{mode.value}: this decoding strategy is not available in this ferrogen build yet")
     request = _build_request(
-        model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer, assistant_model
+        model, config, input_ids, attention_mask, logits_processor, stopping_criteria, streamer, tokenizer,
+        assistant_model, model_inputs,
     )
     request.extras["grammars"] = compile_grammars(config, tokenizer, request.batch_size, request.vocab_size)
+    prefix = prefix_constraint(prefix_allowed_tokens_fn, config)
+    request.extras["prefix_allowed"] = prefix
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     prompt_len = int(request.prompt_ids.shape[1])
@@ -129,6 +143,8 @@ def generate(
     except (IndexError, RuntimeError) as err:
         _explain_context_overflow(model, prompt_len, request.max_length, err)
         raise
+    if prefix is not None:  # what prefix_allowed_tokens_fn raised (the rows ended at once)
+        prefix.raise_pending()
     if input_ids.device.type != "cpu":  # the core works on the host; hand back where the inputs live
         output = output.to(input_ids.device)
     return output if request.return_dict else output.sequences
@@ -155,14 +171,34 @@ def _explain_context_overflow(model: Any, prompt_len: int, max_length: int, err:
         f"context is {positions} (max_position_embeddings); the model failed with: {err}") from err
 
 
-def _refuse_unsupported(config: GenerationConfig) -> None:
-    unsupported = config.unsupported_settings()
+# Per-step model outputs ferrogen collects: greedy and sampling on decoder-only models.
+_COLLECTED = ("output_attentions", "output_hidden_states")
+_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE})
+
+
+def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:
+    """``config.unsupported_settings()`` less what this call's ``mode`` and ``model`` carry out."""
+    collects = mode in _COLLECTING_MODES and not is_encoder_decoder(model) and hasattr(model, "get_output_embeddings")
+    return [name for name in config.unsupported_settings() if not (collects and name in _COLLECTED)]
+
+
+def _refuse_unsupported(config: GenerationConfig, unsupported: list[str]) -> None:
     if unsupported:
         name = unsupported[0]
         raise GenerationConfigError(
-            name, f"{getattr(config, name)!r} asks for a feature ferrogen does not implement; leave it unset "
-            "(or run model.generate under ferrogen.enable(model), which hands such calls to transformers)"
+            name, f"{getattr(config, name)!r} asks for a feature ferrogen does not implement; "
+            + _UNSUPPORTED_ADVICE.get(name, "leave it unset (or run model.generate under ferrogen.enable(model), "
+                                            "which hands such calls to transformers)")
         )
+
+
+# Settings whose refusal says more than "leave it unset".
+_UNSUPPORTED_ADVICE = {
+    "forced_decoder_ids": (
+        "transformers' generate no longer applies it either (4.55.4 and 5.x raise 'model_kwargs are not used' "
+        "for it; only Whisper's own generate reads it, as task= / language=). To force token t at decoder "
+        "position p, pass prefix_allowed_tokens_fn returning [t] when len(input_ids) == p"),
+}
 
 
 # Modes that draw random numbers but do not take one seed per prompt (yet).
@@ -181,9 +217,13 @@ def _check_row_seeds(row_seeds: Sequence[int], batch: int, mode: GenerationMode)
     return seeds
 
 
-def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any]) -> GenerationConfig:
+def _resolve_config(
+    model: Any, generation_config: Any, overrides: dict[str, Any], base: Optional[GenerationConfig] = None
+) -> GenerationConfig:
+    """The call's config: ``generation_config`` (else the model's) with ``overrides``; ``base``, when
+    given, stands for the model's own config (``ferrogen.enable`` reads it leniently)."""
     if generation_config is None:
-        base = GenerationConfig.from_pretrained(model) if hasattr(model, "generation_config") else GenerationConfig()
+        base = base if base is not None else _model_config(model)
     elif isinstance(generation_config, GenerationConfig):
         base = generation_config
     elif isinstance(generation_config, Mapping):  # transformers' generate fails on one (AttributeError)
@@ -192,7 +232,7 @@ def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any
             "(ferrogen.generate(model, **ids, **fields)) or ferrogen.GenerationConfig(**fields)"
         )
     elif type(generation_config).__name__ == "GenerationConfig":
-        base = _from_transformers_config(model, generation_config)
+        base = _from_transformers_config(model, generation_config, base)
     else:
         raise TypeError(
             "generation_config: expected a ferrogen or transformers GenerationConfig, "
@@ -203,12 +243,16 @@ def _resolve_config(model: Any, generation_config: Any, overrides: dict[str, Any
     return config
 
 
-def _from_transformers_config(model: Any, hf_config: Any) -> GenerationConfig:
+def _model_config(model: Any) -> GenerationConfig:
+    return GenerationConfig.from_pretrained(model) if hasattr(model, "generation_config") else GenerationConfig()
+
+
+def _from_transformers_config(model: Any, hf_config: Any, base: Optional[GenerationConfig] = None) -> GenerationConfig:
     """A transformers ``GenerationConfig`` read as ``model.generate`` reads it (5.x): the fields
-    it leaves unset (``None``) come from the model's own generation config."""
+    it leaves unset (``None``) come from the model's own generation config (``base``)."""
     given = {k: v for k, v in hf_config.to_dict().items() if v is not None}
     converted = GenerationConfig.from_dict(given)  # validates; warns about keys it does not know
-    base = GenerationConfig.from_pretrained(model) if hasattr(model, "generation_config") else GenerationConfig()
+    base = base if base is not None else _model_config(model)
     known = {f.name for f in fields(GenerationConfig)}
     return base.merged(**{k: getattr(converted, k) for k in given if k in known})
 
@@ -225,8 +269,23 @@ def _fill_special_tokens(model: Any, config: GenerationConfig) -> None:
         config.decoder_start_token_id = config.bos_token_id
 
 
+def _check_embeds(model: Any, input_ids: Any, embeds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``inputs_embeds`` ``[batch, length, hidden]`` for a decoder-only model, with the ``input_ids``
+    they stand for or none: transformers then returns only the new tokens (``[batch, 0]`` prompt)."""
+    if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or not embeds.dtype.is_floating_point:
+        raise ValueError("inputs_embeds: expected a float tensor [batch, length, hidden], got "
+                         f"{getattr(embeds, 'dtype', type(embeds).__name__)} {list(getattr(embeds, 'shape', []))}")
+    if is_encoder_decoder(model) or not hasattr(model, "get_output_embeddings"):
+        raise ValueError("inputs_embeds: ferrogen feeds them to decoder-only transformers models only")
+    if input_ids is None:
+        input_ids = torch.zeros((embeds.shape[0], 0), dtype=torch.long, device=embeds.device)
+    elif isinstance(input_ids, torch.Tensor) and input_ids.shape != embeds.shape[:2]:
+        raise ValueError(f"inputs_embeds: shape {list(embeds.shape)} does not match input_ids {list(input_ids.shape)}")
+    return input_ids, embeds
+
+
 def _check_inputs(
-    input_ids: Any, attention_mask: Any
+    input_ids: Any, attention_mask: Any, embeds_shape: Optional[tuple[int, ...]] = None
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The inputs transformers 5.x ``generate`` takes, as ``[batch, length]`` int64 tensors: a
     tokenizer's whole output, a 1-D tensor or a dict config make it fail, so they are refused
@@ -240,7 +299,7 @@ def _check_inputs(
             "dimension (input_ids[None]) or tokenize with return_tensors='pt', as model.generate needs")
     if input_ids.dim() != 2 or input_ids.shape[0] == 0:
         raise ValueError(f"input_ids: expected shape [batch >= 1, length], got {list(input_ids.shape)}")
-    if input_ids.shape[1] == 0:
+    if input_ids.shape[1] == 0 and embeds_shape is None:
         raise ValueError("input_ids: the prompt is empty (length 0); give at least one token, e.g. the BOS token")
     if input_ids.device.type == "meta":
         raise ValueError("input_ids: a meta tensor has no values; pass a CPU (or model-device) tensor")
@@ -248,7 +307,7 @@ def _check_inputs(
         raise ValueError(f"input_ids: expected an integer tensor, got {input_ids.dtype}")
     if attention_mask is not None:
         attention_mask = _as_tensor("attention_mask", attention_mask)
-        if attention_mask.shape != input_ids.shape:
+        if attention_mask.shape != (embeds_shape or input_ids.shape):
             raise ValueError(
                 f"attention_mask: shape {list(attention_mask.shape)} does not match input_ids {list(input_ids.shape)}"
             )
@@ -258,6 +317,26 @@ def _check_inputs(
                                  f"{sorted(set(attention_mask.flatten().tolist()))[:6]}")
             attention_mask = attention_mask.long()
     return input_ids.long(), attention_mask
+
+
+def _check_model_inputs(model: Any, input_ids: torch.Tensor, given: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``position_ids`` / ``token_type_ids``: ``[batch, length]`` integer tensors like ``input_ids``,
+    for a decoder-only transformers model whose forward takes them (transformers refuses the rest)."""
+    from .families import accepts
+
+    checked: dict[str, torch.Tensor] = {}
+    for name, value in given.items():
+        value = _as_tensor(name, value)
+        if value.shape != input_ids.shape or value.dtype.is_floating_point or value.dtype == torch.bool:
+            raise ValueError(f"{name}: expected an integer tensor of the shape of input_ids {list(input_ids.shape)}, "
+                             f"got {value.dtype} {list(value.shape)}")
+        if is_encoder_decoder(model) or not hasattr(model, "get_output_embeddings"):
+            raise ValueError(f"{name}: ferrogen feeds it to decoder-only transformers models only")
+        if not accepts(model.forward, name):
+            raise ValueError(f"{name}: {type(model).__name__}.forward does not take it (transformers refuses it too: "
+                             "'The following `model_kwargs` are not used by the model')")
+        checked[name] = value.long()
+    return checked
 
 
 def _as_tensor(name: str, value: Any) -> torch.Tensor:
@@ -285,6 +364,7 @@ def _build_request(
     streamer: Optional[Any],
     tokenizer: Optional[Any],
     assistant_model: Optional[Any],
+    model_inputs: Optional[dict[str, torch.Tensor]] = None,
 ) -> GenerationRequest:
     vocab = vocab_size_of(model)
     if vocab is not None and input_ids.numel() and (int(input_ids.max()) >= vocab or int(input_ids.min()) < 0):
@@ -300,8 +380,11 @@ def _build_request(
         if checked is not None:
             check_supported(checked, mode)
     output_hidden = mode == GenerationMode.CONTRASTIVE_SEARCH
+    collect = (config.return_dict_in_generate and config.output_attentions,
+               config.return_dict_in_generate and config.output_hidden_states)
     adapter = adapter_for(
-        model, config.decoder_start_token_id, output_hidden_states=output_hidden, rollback=mode == GenerationMode.ASSISTED
+        model, config.decoder_start_token_id, output_hidden_states=output_hidden, rollback=mode == GenerationMode.ASSISTED,
+        model_inputs=model_inputs, collect=(bool(collect[0]), bool(collect[1])),
     )
     prompt = adapter.decoder_prompt(input_ids)
     prompt_len = int(prompt.shape[1])

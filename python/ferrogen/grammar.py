@@ -18,7 +18,7 @@ from . import _core
 from ._validation import GRAMMAR_FIELDS, GenerationConfigError
 from .config import GenerationConfig
 
-__all__ = ["GRAMMAR_FIELDS", "compile_grammars", "grammar_vocab", "matchers_for"]
+__all__ = ["GRAMMAR_FIELDS", "compile_grammars", "grammar_finish_reasons", "grammar_vocab", "matchers_for"]
 
 _VOCABS: "weakref.WeakKeyDictionary[Any, dict[Optional[int], Any]]" = weakref.WeakKeyDictionary()
 
@@ -106,3 +106,25 @@ def matchers_for(request: Any, rows_per_prompt: int) -> Optional[Any]:
     matchers = _core.GrammarMatchers(grammars, rows_per_prompt, list(request.eos_token_ids))
     request.extras["grammar_matchers"] = matchers
     return matchers
+
+
+def grammar_finish_reasons(request: Any, sequences: Any, reasons: list[str], prompt_len: int) -> list[str]:
+    """``reasons`` with ``"grammar"`` for every returned row that ended on EOS because its
+    constraint had reached a state no token continues (or had received a token it rejects):
+    such a row may only end, so EOS was its one allowed token. Decided by replaying the row's
+    generated tokens on a fresh matcher, so it holds alike for every strategy, whichever beam
+    row a returned hypothesis ended on; rows ``i`` belong to prompt ``i // (rows / prompts)``."""
+    grammars = request.extras.get("grammars")
+    if grammars is None or "eos" not in reasons:
+        return reasons
+    eos = [int(e) for e in request.eos_token_ids]
+    per_prompt = max(len(reasons) // len(grammars), 1)
+    out = list(reasons)
+    for row, reason in enumerate(reasons):
+        if reason != "eos":
+            continue
+        generated = [int(t) for t in sequences[row, prompt_len:].tolist()]
+        end = next((i for i, t in enumerate(generated) if t in eos), len(generated))
+        if grammars[min(row // per_prompt, len(grammars) - 1)].dead_after(generated[:end], eos):
+            out[row] = "grammar"
+    return out

@@ -194,6 +194,10 @@ class _Options:
     #: The caller will crop cached positions (assisted decoding): sliding-window layers must then
     #: keep what they would drop until the next crop, as transformers' assisted decoding has them.
     rollback: bool = False
+    #: keep each forward call's per-layer attentions / hidden states (output_attentions /
+    #: output_hidden_states of generate), as ``step_outputs``
+    collect_attentions: bool = False
+    collect_hidden_states: bool = False
 
 
 class _HiddenStates:
@@ -201,6 +205,14 @@ class _HiddenStates:
     asks the adapter for them with ``output_hidden_states=True``)."""
 
     _hidden: Optional[torch.Tensor] = None
+
+    _cache: Any = None
+
+    @property
+    def cache(self) -> Any:
+        """The model's cache (transformers' ``Cache``) after the latest forward call: every
+        position but the last generated token, as ``generate`` returns it."""
+        return self._cache
 
     def last_hidden_state(self) -> Optional[torch.Tensor]:
         return None if self._hidden is None else self._hidden[:, -1]
@@ -221,11 +233,20 @@ class DecoderOnlyAdapter(_HiddenStates):
 
     is_encoder_decoder = False
 
-    def __init__(self, model: Any, output_hidden_states: bool = False, rollback: bool = False) -> None:
+    def __init__(
+        self, model: Any, output_hidden_states: bool = False, rollback: bool = False,
+        model_inputs: Optional[dict[str, torch.Tensor]] = None, collect: tuple[bool, bool] = (False, False),
+    ) -> None:
         self.model = model
         self.device = model.device
+        #: ``(attentions, hidden_states)`` of the latest forward call, when ``collect`` asks for them
+        self.step_outputs: tuple[Any, Any] = (None, None)
+        #: the caller's position_ids / token_type_ids ([batch, prompt length]), as generate feeds them
+        self._given = dict(model_inputs or {})
+        self._token_types: Optional[torch.Tensor] = None
+        self._embeds: Optional[torch.Tensor] = None
         self.device_logits = False
-        self._options = _Options(output_hidden_states, rollback)
+        self._options = _Options(output_hidden_states, rollback, *collect)
         self._keep_one = _accepts(model.forward, "logits_to_keep")
         self._takes_positions = _accepts(model.forward, "position_ids")
         self._own_steps = prepares_own_steps(model)
@@ -242,8 +263,10 @@ class DecoderOnlyAdapter(_HiddenStates):
         self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], copies: int = 1
     ) -> torch.Tensor:
         input_ids = input_ids.to(self.device)
+        embeds = self._given.get("inputs_embeds")
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            shape = input_ids.shape if embeds is None else embeds.shape[:2]
+            attention_mask = torch.ones(shape, dtype=torch.long, device=self.device)
         attention_mask = attention_mask.to(self.device)
         if copies > 1:
             input_ids = input_ids.repeat_interleave(copies, dim=0)
@@ -251,6 +274,11 @@ class DecoderOnlyAdapter(_HiddenStates):
         if self._takes_positions:
             positions = attention_mask.long().cumsum(-1) - 1
             self._positions = positions.masked_fill(attention_mask == 0, 0)
+        given = {k: v.to(self.device).repeat_interleave(copies, dim=0) for k, v in self._given.items()}
+        if "position_ids" in given:
+            self._positions = given["position_ids"]
+        self._token_types = given.get("token_type_ids")
+        self._embeds = given.get("inputs_embeds")  # the prompt's embeddings: first forward call only
         # transformers drops an all-ones mask, which lets attention take its causal fast path.
         self._mask = None if bool((attention_mask == 1).all()) else attention_mask
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=False)
@@ -264,6 +292,8 @@ class DecoderOnlyAdapter(_HiddenStates):
             self._positions = torch.cat([self._positions, self._positions[:, -1:] + 1], dim=-1)
         if self._mask is not None:
             self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=-1)
+        if self._token_types is not None:  # transformers repeats the last token type
+            self._token_types = torch.cat([self._token_types, self._token_types[:, -1:]], dim=-1)
         return self._forward(tokens[:, None])
 
     def advance_many(self, tokens: torch.Tensor, on_host: bool = True) -> torch.Tensor:
@@ -274,6 +304,8 @@ class DecoderOnlyAdapter(_HiddenStates):
             self._positions = torch.cat([self._positions, self._positions[:, -1:] + steps], dim=-1)
         if self._mask is not None:
             self._mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], n))], dim=-1)
+        if self._token_types is not None:
+            self._token_types = torch.cat([self._token_types, self._token_types[:, -n:]], dim=-1)
         return self._forward(tokens, keep=n, on_host=on_host)
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
@@ -283,6 +315,8 @@ class DecoderOnlyAdapter(_HiddenStates):
             self._mask = self._mask.index_select(0, rows)
         if self._positions is not None:
             self._positions = self._positions.index_select(0, rows)
+        if self._token_types is not None:
+            self._token_types = self._token_types.index_select(0, rows)
 
     select_rows = reorder
 
@@ -302,6 +336,8 @@ class DecoderOnlyAdapter(_HiddenStates):
                 self._mask = self._mask[:, :cut]
             if self._positions is not None:
                 self._positions = self._positions[:, :cut]
+            if self._token_types is not None:
+                self._token_types = self._token_types[:, :cut]
             return
         if not self.supports_ragged:
             raise NotImplementedError("model: rows cannot be shifted without position_ids support")
@@ -311,6 +347,8 @@ class DecoderOnlyAdapter(_HiddenStates):
         self._mask = mask.gather(1, index) * real
         if self._positions is not None:
             self._positions = self._positions.gather(1, index).masked_fill(~real, 0)
+        if self._token_types is not None:
+            self._token_types = self._token_types.gather(1, index)
 
     def _forward(
         self, input_ids: torch.Tensor, keep: Optional[int] = None, on_host: bool = True, first: bool = False
@@ -324,14 +362,23 @@ class DecoderOnlyAdapter(_HiddenStates):
             state["attention_mask"] = self._mask
         if self._positions is not None:
             state["position_ids"] = self._positions
+        if self._token_types is not None:
+            state["token_type_ids"] = self._token_types
+        if first and self._embeds is not None:
+            state["inputs_embeds"], self._embeds = self._embeds, None
         if self._keep_one:
             state["logits_to_keep"] = keep or 1
-        if self._options.output_hidden_states:
+        options = self._options
+        if options.output_hidden_states or options.collect_hidden_states:
             state["output_hidden_states"] = True
+        if options.collect_attentions:
+            state["output_attentions"] = True
         with torch.inference_mode():
             inputs = step_inputs(self.model, input_ids, state, first, self._own_steps)
             out = self.model(**inputs, return_dict=True)
         self._cache = _cache_from(out, self._cache_key, self._cache)
+        self.step_outputs = (out.attentions if options.collect_attentions else None,
+                             out.hidden_states if options.collect_hidden_states else None)
         if self._options.output_hidden_states:
             self._hidden = out.hidden_states[-1]
         logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
@@ -525,10 +572,16 @@ def is_encoder_decoder(model: Any) -> bool:
 
 def adapter_for(
     model: Any,
-    decoder_start_token_id: Union[int, Sequence[int], None] = None, output_hidden_states: bool = False, rollback: bool = False
+    decoder_start_token_id: Union[int, Sequence[int], None] = None,
+    output_hidden_states: bool = False,
+    rollback: bool = False,
+    model_inputs: Optional[dict[str, torch.Tensor]] = None,
+    collect: tuple[bool, bool] = (False, False),
 ) -> ModelAdapter:
     """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch.
-    ``rollback``: the caller will crop cached positions (assisted decoding)."""
+    ``rollback``: the caller will crop cached positions (assisted decoding); ``model_inputs``:
+    ``position_ids`` / ``token_type_ids`` for a decoder-only model (checked by ``generate``);
+    ``collect``: keep each step's (attentions, hidden states), decoder-only models."""
     if is_encoder_decoder(model):
         if decoder_start_token_id is None:
             raise ValueError(
@@ -537,7 +590,7 @@ def adapter_for(
             )
         return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states)
     if hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
-        return DecoderOnlyAdapter(model, output_hidden_states, rollback)
+        return DecoderOnlyAdapter(model, output_hidden_states, rollback, model_inputs, collect)
     if isinstance(model, torch.nn.Module):
         return PlainTorchAdapter(model)
     raise TypeError(

@@ -29,12 +29,21 @@ class GenerateOutput:
     - ``scores``: one float32 ``[rows, vocab]`` tensor per step, after logits processing.
     - ``logits``: one float32 ``[rows, vocab]`` tensor per step, as the model returned them.
     - ``beam_indices``: beam modes, ``[rows, generated_length]`` beam index per step (-1 padded).
-    - ``attentions``, ``hidden_states``, ``encoder_*``, ``decoder_*``, ``cross_attentions``,
-      ``cache``: transformers' names, always ``None``: ferrogen does not collect them (with
-      :func:`ferrogen.enable`, asking for them runs transformers instead).
+    - ``attentions``, ``hidden_states``: greedy and sampling on decoder-only models, with
+      ``output_attentions`` / ``output_hidden_states``: one entry per generated token, each the
+      model's per-layer tuple, as transformers returns them.
+    - ``cache``: greedy and sampling with ``use_cache`` (the default), the model's cache after
+      the last forward call (every position but the last token), to continue generation from.
+    - ``encoder_*``, ``decoder_*``, ``cross_attentions``: transformers' names, always ``None``:
+      ferrogen does not collect them (with :func:`ferrogen.enable`, asking for them runs
+      transformers instead).
     - ``finish_reasons`` (ferrogen): per row, ``"eos"``, ``"length"``, ``"stop"`` (a stopping
       criterion) or ``"time"``; constrained beam search reports ``"constraints_unmet"`` for a
-      row that misses a constraint.
+      row that misses a constraint; with a grammar constraint, ``"grammar"`` for a row that
+      ended on EOS because its constraint could not continue; beam modes, ``"no_hypothesis"``
+      for a placeholder row (prompt + padding, score -1e9) when the search finished fewer
+      hypotheses than ``num_return_sequences`` (beam sampling under a grammar that allows
+      fewer outputs than that).
     - ``beam_tree`` (ferrogen): every beam's parent pointers and scores, with ``output_beam_tree``.
     - ``constraints_satisfied`` (ferrogen): constrained beam search, per row whether it contains
       every constraint.

@@ -152,7 +152,7 @@ impl GroupBeamSearch {
                 vocab,
                 self.group_size,
                 &chosen,
-                self.s.diversity_penalty,
+                self.s.diversity_penalty as f32,
             );
         }
         let ctx = StepContext::new(&self.histories[g]);
@@ -198,7 +198,7 @@ impl GroupBeamSearch {
         if shifts.iter().copied().any(shift_is_certain) {
             return self.step(logits, vocab);
         }
-        let (beams, gs, penalty) = (self.beams, self.group_size, self.s.diversity_penalty);
+        let (beams, gs, penalty) = (self.beams, self.group_size, self.s.diversity_penalty as f32);
         for g in 0..self.groups {
             self.expect_group(g)?;
             self.select_with(g, vocab, |this, b, first| {
@@ -582,7 +582,7 @@ mod tests {
         BeamSettings {
             num_beams: beams,
             num_beam_groups: groups,
-            diversity_penalty: penalty,
+            diversity_penalty: f64::from(penalty),
             eos_token_ids: vec![1],
             max_length,
             num_return_sequences: beams,

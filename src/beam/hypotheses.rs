@@ -14,7 +14,7 @@ const PREALLOCATED: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slot {
-    /// Length-normalised score; `-1e9` while empty.
+    /// Length-normalised score; while empty, [`empty_slot_score`].
     pub score: f32,
     pub node: u32,
     pub finished: bool,
@@ -25,6 +25,18 @@ pub struct Slot {
 pub enum Source {
     Kept(usize),
     Candidate(usize),
+}
+
+/// Score an empty slot reports, given the lowest finished score of its item (`+inf`
+/// when none): transformers' `-1e9` placeholder, or `-inf` when a finished score is below
+/// the placeholder (`length_penalty <= -10`, an overflow), so that an empty slot never
+/// ranks above a hypothesis and the returned scores stay best first.
+pub(crate) fn empty_slot_score(lowest_finished: f32) -> f32 {
+    if lowest_finished < NEG_LARGE {
+        f32::NEG_INFINITY
+    } else {
+        NEG_LARGE
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +57,8 @@ impl FinishedSlots {
         })
     }
 
-    /// Best first.
+    /// Best first: finished slots by score, then the empty ones, whose score
+    /// ([`empty_slot_score`]) is below every finished one.
     pub fn slots(&self) -> &[Slot] {
         &self.slots
     }
@@ -78,7 +91,8 @@ impl FinishedSlots {
     /// `(score, may enter)`. Only finished hypotheses fill slots: a candidate that may
     /// not enter (still running, the item closed, or impossible: a sum of log-probabilities
     /// of -inf) is never kept, and one that may takes an empty slot whatever its score
-    /// (which can overflow to -inf). Equal scores keep their position order (old slots first).
+    /// (which can overflow to -inf); empty slots come last, scored by [`empty_slot_score`].
+    /// Equal scores keep their position order (old slots first).
     /// Returns where each new slot came from; the caller fills in the nodes of new
     /// candidates with [`Self::set_node`].
     ///
@@ -129,6 +143,15 @@ impl FinishedSlots {
                     sources.push(Source::Kept(e));
                 }
             }
+        }
+        let lowest = self
+            .slots
+            .iter()
+            .filter(|s| s.finished)
+            .map(|s| s.score)
+            .fold(f32::INFINITY, f32::min);
+        for slot in self.slots.iter_mut().filter(|s| !s.finished) {
+            slot.score = empty_slot_score(lowest);
         }
         sources
     }
@@ -239,8 +262,33 @@ mod tests {
         assert!(s.slots()[0].finished && !s.slots()[1].finished && !s.slots()[2].finished);
         s.merge(&[(f32::INFINITY, true), (-7.0, false), (f32::NAN, false)]);
         let scores: Vec<f32> = s.slots().iter().map(|x| x.score).collect();
-        assert_eq!(scores, vec![f32::INFINITY, -5.0e9, NEG_LARGE]);
+        assert_eq!(scores, vec![f32::INFINITY, -5.0e9, f32::NEG_INFINITY]);
         assert!(!s.slots()[2].finished);
+    }
+
+    /// fuzz (beam target): a finished hypothesis scored below the -1e9 placeholder took
+    /// slot 0 and the empty slots after it kept -1e9, so `finalize` returned
+    /// `[-3.4028235e38, -1e9, -1e9]`, not best first.
+    #[test]
+    fn empty_slots_never_score_above_a_finished_hypothesis() {
+        let best_first = |s: &FinishedSlots| {
+            let scores: Vec<f32> = s.slots().iter().map(|x| x.score).collect();
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+            scores
+        };
+        let mut s = FinishedSlots::new(3).unwrap();
+        assert_eq!(
+            best_first(&s),
+            vec![NEG_LARGE; 3],
+            "transformers' placeholder"
+        );
+        s.merge(&[(-2.0, true)]);
+        assert_eq!(best_first(&s), vec![-2.0, NEG_LARGE, NEG_LARGE]);
+        s.merge(&[(f32::MIN, true), (-1.0, false)]);
+        assert_eq!(best_first(&s), vec![-2.0, f32::MIN, f32::NEG_INFINITY]);
+        s.merge(&[(-1.0, true)]);
+        assert_eq!(best_first(&s), vec![-1.0, -2.0, f32::MIN]);
+        assert!(s.all_finished());
     }
 
     #[test]

@@ -369,8 +369,16 @@ impl BeamSearch {
     }
 
     /// Adds batch item `b`'s picked `(score, beam * vocab + token)` to the candidates.
+    /// A closed item (it cannot improve: e.g. every running beam's score fell to -inf once
+    /// a grammar allowed them nothing but EOS) is not checked: its candidates only fill
+    /// its rows until the search ends, as transformers keeps computing finished items.
     fn push_picked(&mut self, b: usize, picked: &[(f32, usize)], vocab: usize) -> Result<()> {
-        if let Err(e) = check_picked(picked, b * self.beams) {
+        let checked = if self.open[b] {
+            check_picked(picked, b * self.beams)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = checked {
             self.candidates.clear();
             return Err(e);
         }

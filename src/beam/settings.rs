@@ -44,7 +44,9 @@ pub struct SampleSettings {
 pub struct BeamSettings {
     pub num_beams: usize,
     pub num_beam_groups: usize,
-    pub diversity_penalty: f32,
+    /// Read and checked as the f64 the user gave (a subnormal negative must not round to
+    /// -0.0 and pass); the search applies it in f32, as transformers does on float32 scores.
+    pub diversity_penalty: f64,
     pub length_penalty: f64,
     pub early_stopping: EarlyStopping,
     /// Total length (prompt included) at which every beam stops.

@@ -21,7 +21,7 @@ mod spec;
 mod stage;
 mod vocab;
 
-pub use matchers::{allowed_after, RowGrammars, RowStatus};
+pub use matchers::{allowed_after, dead_after, RowGrammars, RowStatus};
 pub use spec::{CompiledGrammar, GrammarSpec};
 pub use stage::{GrammarHandle, GrammarStage};
 pub use vocab::GrammarVocab;

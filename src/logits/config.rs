@@ -91,6 +91,9 @@ crate::settings_struct! {
     }
     // Not settings: objects the caller hands each generation (never read from a config).
     runtime {
+        // `prefix_allowed_tokens_fn`: the caller's function naming each row's allowed
+        // tokens, applied at transformers' `PrefixConstrainedLogitsProcessor` position.
+        prefix_allowed: Option<super::PrefixAllowed>,
         // Grammar constraint (JSON Schema, regex, Lark, choices): the rows' matchers,
         // applied at transformers' `PrefixConstrainedLogitsProcessor` position.
         #[cfg(feature = "grammar")]
@@ -435,6 +438,9 @@ impl PipelineConfig {
                 self.min_new_tokens,
                 eos,
             )));
+        }
+        if let Some(prefix) = &self.prefix_allowed {
+            p.push(Box::new(prefix.stage(eos)));
         }
         #[cfg(feature = "grammar")]
         if let Some(grammar) = &self.grammar {

@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 
 use super::errors::to_py;
 use crate::grammar::{
-    allowed_after, CompiledGrammar, GrammarHandle, GrammarSpec, GrammarVocab as CoreVocab,
-    RowGrammars,
+    allowed_after, dead_after, CompiledGrammar, GrammarHandle, GrammarSpec,
+    GrammarVocab as CoreVocab, RowGrammars,
 };
 
 /// llguidance's view of one tokenizer (built from its `tokenizer.json` text); build
@@ -87,6 +87,20 @@ impl Grammar {
     ) -> PyResult<Vec<u32>> {
         let inner = &self.inner;
         py.detach(|| allowed_after(inner, &generated, &eos_token_ids, vocab_size))
+            .map_err(to_py)
+    }
+
+    /// Whether a row that generated `generated` (its final EOS excluded) had reached a
+    /// state no token continues (or had received a token the grammar rejects): the
+    /// finish reason `"grammar"` of a sequence that ended on EOS.
+    fn dead_after(
+        &self,
+        py: Python<'_>,
+        generated: Vec<i64>,
+        eos_token_ids: Vec<i64>,
+    ) -> PyResult<bool> {
+        let inner = &self.inner;
+        py.detach(|| dead_after(inner, &generated, &eos_token_ids))
             .map_err(to_py)
     }
 }

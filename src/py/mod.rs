@@ -10,6 +10,7 @@ mod errors;
 #[cfg(feature = "grammar")]
 mod grammar;
 mod pipeline;
+mod prefix;
 mod row_status;
 mod settings;
 
@@ -34,6 +35,8 @@ mod _core {
     use super::grammar::{Grammar, GrammarMatchers, GrammarVocab};
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
+    #[pymodule_export]
+    use super::prefix::PrefixAllowedTokens;
     #[pymodule_export]
     use super::settings::GenerationSettings;
 

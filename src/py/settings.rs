@@ -151,7 +151,8 @@ impl GenerationSettings {
     #[pyo3(signature = (
         config, *, eos_token_ids=None, min_length=None, max_length=None, pad_token_id=None,
         vocab_size=None, encoder_input_ids=None, prompt_ignore_lengths=None, seed=None,
-        seed_prompts=None, row_seeds=None, turned_off=Vec::new(), grammar=None
+        seed_prompts=None, row_seeds=None, turned_off=Vec::new(), grammar=None,
+        prefix_allowed=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -168,6 +169,7 @@ impl GenerationSettings {
         row_seeds: Option<Vec<u64>>,
         turned_off: Vec<String>,
         grammar: Option<&Bound<'_, PyAny>>,
+        prefix_allowed: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut inner = Core::read(&Attributes(config)).map_err(to_py)?;
         let (pipeline, beam) = (&mut inner.pipeline, &mut inner.beam);
@@ -194,6 +196,7 @@ impl GenerationSettings {
         for stage in &turned_off {
             pipeline.turn_off(stage);
         }
+        pipeline.prefix_allowed = super::prefix::prefix_of(prefix_allowed)?;
         #[cfg(feature = "grammar")]
         {
             pipeline.grammar = super::grammar::handle_of(grammar.cloned())?;

@@ -14,6 +14,7 @@ from .golden import golden_ms
 from .memory import peak_extra_mb
 from .settings import GOLDEN_SIDE, STRATEGIES
 from .timing import forward_only, median_ms
+from .torch_samplers import transformers_side
 
 
 @dataclass
@@ -48,10 +49,13 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
     def ours() -> Any:
         return ferrogen.generate(model, input_ids=ids, attention_mask=mask, seed=0, **settings)
 
+    their_settings, their_processors = transformers_side(settings)
+
     def theirs() -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return model.generate(input_ids=ids, attention_mask=mask, **settings)
+            return model.generate(input_ids=ids, attention_mask=mask, logits_processor=their_processors or None,
+                                  **their_settings)
 
     note = ""
     theirs_mb: Optional[float] = None

@@ -16,6 +16,9 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "contrastive": dict(penalty_alpha=0.6, top_k=4, do_sample=False),
     # two constraints: a two-token phrase and one of two alternatives (ids valid in every model here)
     "constrained4": dict(num_beams=4, do_sample=False, force_words_ids=[[1000, 1001], [[2000], [3000, 3001]]]),
+    # samplers transformers lacks (issue 18): its side runs DRY and XTC as torch LogitsProcessors
+    "dry+xtc+min_p": dict(do_sample=True, top_k=0, dry_multiplier=0.8, dry_sequence_breakers=[[13], [25], [1], [9]],
+                          xtc_probability=0.5, xtc_threshold=0.1, min_p=0.05),
 }
 # Strategies whose transformers side runs in the golden venv (transformers 4.55.4): 5.x moved
 # them to Hub repositories (custom_generate), which a machine without network cannot load.

@@ -32,7 +32,7 @@ from ..models import is_multi_token
 from ..outputs import GenerateOutput
 from ..processors import draw_seed, unpadded_rows
 from ..stopping import evaluate_criteria
-from ..grammar import matchers_for
+from ..grammar import grammar_finish_reasons, matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 from .drafts import draft_source
 
@@ -205,7 +205,8 @@ class _Run:
             self.request.streamer.end()
         sequences = torch.from_numpy(self.core.sequences())
         steps = sequences.shape[1] - self.prompt_len
-        reasons = [r or "length" for r in self.reasons]
+        reasons = grammar_finish_reasons(self.request, sequences, [r or "length" for r in self.reasons],
+                                         self.prompt_len)
 
         def per_step(store: Optional[list]) -> Optional[tuple[torch.Tensor, ...]]:
             if store is None or store[0] is None:

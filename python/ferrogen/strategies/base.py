@@ -74,7 +74,8 @@ def core_settings(request: GenerationRequest, *, seed: Optional[int] = None,
     processors (encoder input ids, left-padding lengths from the attention mask). A user logits
     processor of the same transformers class as one the config would build replaces it, as in
     transformers' ``generate`` (the user's one runs in the user-processor position).
-    ``grammar``: the rows' ``GrammarMatchers`` (``ferrogen.grammar.matchers_for``), if any.
+    ``grammar``: the rows' ``GrammarMatchers`` (``ferrogen.grammar.matchers_for``), if any;
+    ``prefix_allowed_tokens_fn`` comes from ``request.extras["prefix_allowed"]``.
     """
     ignore = None if request.adapter.is_encoder_decoder else prompt_ignore_lengths(request.attention_mask)
     return _core.GenerationSettings(
@@ -82,6 +83,7 @@ def core_settings(request: GenerationRequest, *, seed: Optional[int] = None,
         max_length=request.max_length, pad_token_id=request.pad_token_id, vocab_size=request.vocab_size,
         encoder_input_ids=encoder_ids(request.input_ids), prompt_ignore_lengths=ignore, seed=seed,
         seed_prompts=seed_prompts, row_seeds=row_seeds, grammar=grammar,
+        prefix_allowed=request.extras.get("prefix_allowed"),
         turned_off=[type(proc).__name__ for proc in request.logits_processors])
 
 

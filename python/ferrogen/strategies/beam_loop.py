@@ -20,7 +20,7 @@ from ..outputs import GenerateOutput
 from ..processors import unpadded_rows
 from ..stopping import evaluate_criteria
 from .. import _core
-from ..grammar import matchers_for
+from ..grammar import grammar_finish_reasons, matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 
 BeamCoreT = TypeVar("BeamCoreT", _core.BeamSearch, _core.GroupBeamSearch)
@@ -196,6 +196,10 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
     names = [getattr(c, "finish_reason", "stop") for c in request.criteria]
     reasons = [names[c - 1] if r == "stop" and 0 < c <= len(names) else ("length" if r == "running" else r)
                for r, c in zip(final.reasons, final.stop_codes.tolist())]
+    # a placeholder row (fewer finished hypotheses than num_return_sequences: beam sampling
+    # never draws a zero-probability candidate, e.g. a grammar with fewer outputs than that)
+    reasons = ["no_hypothesis" if node < 0 else r for r, node in zip(reasons, final.nodes.tolist())]
+    reasons = grammar_finish_reasons(request, sequences, reasons, prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
     tree = None

@@ -7,12 +7,13 @@ Everything that can be decided before the loop is decided before it.
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 
 from .. import _core
+from ..grammar import grammar_finish_reasons
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
 from .base import GenerationRequest
@@ -46,12 +47,15 @@ def run_token_loop(
     streamer = request.streamer
     if streamer is not None:
         streamer.put(prompt.cpu())
-    grammar = request.extras.get("grammar_matchers")
+    steps: list[tuple[object, object]] = []  # per forward call: (attentions, hidden_states), when collected
+    collect = getattr(request.adapter, "step_outputs", None) is not None
 
     cur = prompt_len
     if cur < total:
         logits = request.adapter.prefill(request.input_ids, request.attention_mask, copies)
     while cur < total:
+        if collect:
+            steps.append(getattr(request.adapter, "step_outputs"))
         if keep_logits:
             raw.append(logits.clone())
         before = core.unfinished()
@@ -69,8 +73,6 @@ def run_token_loop(
         if streamer is not None:
             streamer.put(next_tokens)
         ended = before & ~core.unfinished()
-        if grammar is not None:  # a dead grammar ends its row with EOS: say why
-            _mark(reasons, ended & grammar.dead(), "grammar")
         _mark(reasons, ended, "eos")
         for done, why in evaluate_criteria(request.criteria, sequences[:, :cur], logits):
             before = core.unfinished()
@@ -83,8 +85,8 @@ def run_token_loop(
 
     if streamer is not None:
         streamer.end()
-    reasons = [r or "length" for r in reasons]
     sequences = sequences[:, :cur]
+    reasons = grammar_finish_reasons(request, sequences, [r or "length" for r in reasons], prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
     return GenerateOutput(
@@ -92,7 +94,17 @@ def run_token_loop(
         scores=tuple(scores) if keep_scores else None,
         logits=tuple(raw) if keep_logits else None,
         finish_reasons=reasons,
+        attentions=_per_step(steps, 0),
+        hidden_states=_per_step(steps, 1),
+        cache=getattr(request.adapter, "cache", None) if request.config.use_cache else None,
     )
+
+
+def _per_step(steps: list[tuple[object, object]], which: int) -> Optional[tuple[object, ...]]:
+    """transformers' layout: one entry per generated token, each the model's per-layer tuple."""
+    if not steps or steps[0][which] is None:
+        return None
+    return tuple(step[which] for step in steps)
 
 
 def _mark(reasons: list[str], newly: np.ndarray, why: str) -> None:
