@@ -26,6 +26,7 @@ __all__ = [
     "Grammar",
     "GrammarMatchers",
     "GrammarVocab",
+    "PrefixAllowedTokens",
 ]
 
 class InvalidArgumentError(ValueError): ...

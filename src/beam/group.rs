@@ -285,12 +285,11 @@ impl GroupBeamSearch {
 
     /// A finished group (rows from `first`) keeps running on padding.
     fn pad_finished_group(&mut self, first: usize, tokens: &mut [i64]) {
-        for i in 0..self.group_size {
-            self.beam_scores[first + i] = 0.0;
-            self.running_nodes[first + i] = NO_NODE;
-            tokens[i] = self.s.pad_token_id;
-            self.choice.parents[first + i] = first as i64;
-        }
+        let rows = first..first + self.group_size;
+        self.beam_scores[rows.clone()].fill(0.0);
+        self.running_nodes[rows.clone()].fill(NO_NODE);
+        self.choice.parents[rows].fill(first as i64);
+        tokens.fill(self.s.pad_token_id);
     }
 
     /// Group `g` of item `b` from its candidates (best first): EOS ones among the top
