@@ -3,12 +3,12 @@
 //! Hamming penalty and the constraint-state update alone.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use ferrogen_core::beam::diversity::penalize_group;
 use ferrogen_core::beam::{
     exponential, log_softmax_rows, top_k_into, BeamSearch, BeamSettings, ConstrainedBeamSearch,
     GroupBeamSearch, SampleSettings, TopK,
 };
 use ferrogen_core::constraints::{ConstraintSet, ConstraintSpec};
-use ferrogen_core::diversity::penalize_group;
 use ferrogen_core::logits::PipelineConfig;
 
 const VOCAB: usize = 50257;

@@ -4,13 +4,8 @@
 // `!(x > t)` is deliberately true for NaN throughout the core: these are its NaN-safe tests.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-pub mod assisted;
-pub mod beam;
 pub mod buffers;
 pub mod constraints;
-pub mod contrastive;
-pub mod decode;
-pub mod diversity;
 pub mod error;
 #[cfg(feature = "grammar")]
 pub mod grammar;
@@ -21,8 +16,11 @@ pub mod rng;
 pub mod row_status;
 pub mod sampling;
 pub mod settings;
+pub mod strategies;
 
 #[cfg(feature = "python")]
 mod py;
 
 pub use error::{CoreError, Result};
+// The strategy cores live under `strategies/`; their short paths stay the public ones.
+pub use strategies::{assisted, beam, contrastive, decode};

@@ -34,6 +34,11 @@ def tiny(request):
 def fresh_state(monkeypatch):
     monkeypatch.setattr(compat, "_warned", set())
     hf_logging.warning_once.cache_clear()  # transformers warns once per message and process
+    # Another test may have lowered transformers' verbosity (the CLI sets it to errors in-process).
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    yield
+    hf_logging.set_verbosity(level)
 
 
 def hf(model, ids, mask, **kwargs):

@@ -7,6 +7,7 @@
 //! see exactly the rows they act on, as transformers runs them per group.
 
 use super::core::{BeamCore, StepChoice};
+use super::diversity::{penalize_group, token_counts};
 use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
 use super::output::{assemble, Finalized, Pick};
@@ -18,7 +19,6 @@ use super::settings::BeamSettings;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
 use crate::buffers;
-use crate::diversity::{penalize_group, token_counts};
 use crate::error::{CoreError, Result};
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};

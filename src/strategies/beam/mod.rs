@@ -15,6 +15,7 @@
 
 mod constrained;
 mod core;
+pub mod diversity;
 mod fastmath;
 mod group;
 mod hypotheses;
