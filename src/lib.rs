@@ -23,4 +23,4 @@ mod py;
 
 pub use error::{CoreError, Result};
 // The strategy cores live under `strategies/`; their short paths stay the public ones.
-pub use strategies::{assisted, beam, contrastive, decode};
+pub use strategies::{assisted, beam, contrastive, decode, dola};

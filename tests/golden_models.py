@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 DATA = Path(__file__).resolve().parent / "data"
-STORED = ("gpt2", "t5")
+STORED = ("gpt2", "t5", "llama", "qwen2")
 
 # name -> (config class, model class, constructor arguments, re-draw std or None)
 _SPECS: dict[str, tuple[str, str, dict[str, Any], Any]] = {
@@ -29,11 +29,21 @@ _SPECS: dict[str, tuple[str, str, dict[str, Any], Any]] = {
     "t5": ("T5Config", "T5ForConditionalGeneration",
            dict(vocab_size=96, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4,
                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=1), 0.3),
+    # decoder-only families with a separate final norm, for DoLa (which reads every layer):
+    # 4 untied layers (candidates start at layer 0) and 6 tied ones (they start at layer 2)
+    "llama": ("LlamaConfig", "LlamaForCausalLM",
+              dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False,
+                   bos_token_id=1, eos_token_id=2), 0.2),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM",
+              dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
+                   bos_token_id=1, eos_token_id=2), 0.2),
 }
 
 
 def load_stored(name: str) -> Any:
-    """The stored model ``name`` (``"gpt2"`` or ``"t5"``), in eval mode."""
+    """The stored model ``name`` (one of :data:`STORED`), in eval mode."""
     import transformers
 
     folder = DATA / name

@@ -255,6 +255,7 @@ MODES = [
     ({"num_beams": 3, "force_words_ids": [[4, 5]]}, GenerationMode.CONSTRAINED_BEAM_SEARCH),
     ({"penalty_alpha": 0.6, "top_k": 4}, GenerationMode.CONTRASTIVE_SEARCH),
     ({"prompt_lookup_num_tokens": 3}, GenerationMode.ASSISTED),
+    ({"dola_layers": "low", "do_sample": True}, GenerationMode.DOLA),
 ]
 HF_NAMES = {"greedy": "greedy_search", "assisted": "assisted_generation"}
 

@@ -44,7 +44,7 @@ class CountingModel(torch.nn.Module):
         (dict(token_healing=True), ValueError, "^token_healing"),
         (dict(output_attentions=True), ValueError, "^output_attentions"),
         (dict(output_hidden_states=True), ValueError, "^output_hidden_states"),
-        (dict(dola_layers="low"), ValueError, "^dola_layers"),
+        (dict(dola_layers="low", num_beams=2), ValueError, "^dola_layers: DoLa decoding works only"),
         (dict(prefix_allowed_tokens_fn=[1]), TypeError, "^prefix_allowed_tokens_fn: must be a callable"),
     ],
 )

@@ -22,7 +22,7 @@ PREFIX = "cfg_"  # argparse dest prefix of a config field flag
 # How --help groups the fields (presentation only); a field not named here lands in "other".
 GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("length", ("max_new_tokens", "max_length", "min_new_tokens", "min_length", "max_time", "stop_strings")),
-    ("strategy", ("do_sample", "num_beams", "penalty_alpha", "seed", "num_return_sequences")),
+    ("strategy", ("do_sample", "num_beams", "penalty_alpha", "dola_layers", "seed", "num_return_sequences")),
     ("sampling", ("temperature", "top_k", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff",
                   "eta_cutoff")),
     ("llama.cpp / vLLM samplers", ("presence_penalty", "frequency_penalty", "penalty_last_n", "logit_bias",

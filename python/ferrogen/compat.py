@@ -61,11 +61,13 @@ _FOLDER_MODES: dict[str, Optional[GenerationMode]] = {
     "contrastive_search": GenerationMode.CONTRASTIVE_SEARCH,
     "group_beam_search": GenerationMode.GROUP_BEAM_SEARCH,
     "constrained_beam_search": GenerationMode.CONSTRAINED_BEAM_SEARCH,
+    "dola": GenerationMode.DOLA,
 }
 _MODE_NEEDS = {
     GenerationMode.CONTRASTIVE_SEARCH: "penalty_alpha > 0 and top_k > 1",
     GenerationMode.GROUP_BEAM_SEARCH: "num_beams > 1 and num_beam_groups > 1 (dividing num_beams)",
     GenerationMode.CONSTRAINED_BEAM_SEARCH: "force_words_ids (or constraints) and num_beams > 1",
+    GenerationMode.DOLA: "dola_layers with greedy search or sampling",
 }
 _warned: set[str] = set()
 
@@ -77,8 +79,8 @@ class FallbackWarning(UserWarning):
 def custom_generate_path(strategy: Optional[Union[str, GenerationMode]] = None) -> str:
     """Local folder for transformers 5.x's ``model.generate(..., custom_generate=path, trust_remote_code=True)``.
 
-    ``strategy`` is ``"contrastive_search"``, ``"group_beam_search"`` or ``"constrained_beam_search"``
-    (the strategies transformers 5.x moved to ``transformers-community/...`` Hub repos; those names
+    ``strategy`` is ``"contrastive_search"``, ``"group_beam_search"``, ``"constrained_beam_search"`` or
+    ``"dola"`` (the strategies transformers 5.x moved to ``transformers-community/...`` Hub repos; those names
     work too), or ``None`` for a folder that runs whatever strategy the arguments select. The folder's
     ``custom_generate/generate.py`` runs :func:`ferrogen.generate`, so no network is needed; a
     strategy folder raises ``ValueError`` when the settings select another strategy.
@@ -94,6 +96,7 @@ def custom_generate_path(strategy: Optional[Union[str, GenerationMode]] = None) 
     else:
         name = strategy.value if isinstance(strategy, GenerationMode) else str(strategy)
         name = name.removeprefix("transformers-community/").replace("-", "_")
+        name = "dola" if name == GenerationMode.DOLA.value else name
     if name not in _FOLDER_MODES or (strategy is not None and name == "ferrogen"):
         choices = sorted(n for n in _FOLDER_MODES if n != "ferrogen")
         raise ValueError(f"strategy: must be one of {choices} or None (any strategy), got {strategy!r}")

@@ -45,6 +45,7 @@ class GenerationMode(str, Enum):
     CONSTRAINED_BEAM_SEARCH = "constrained_beam_search"
     CONTRASTIVE_SEARCH = "contrastive_search"
     ASSISTED = "assisted"
+    DOLA = "dola_generation"
 
 
 def _field(default: Any, check: _v.Checker) -> Any:
@@ -299,7 +300,8 @@ class GenerationConfig:
 
         ``assistant_model``, ``prompt_lookup_num_tokens``, ``assistant_early_exit`` or ``use_mtp``
         turn greedy or sampling into :attr:`GenerationMode.ASSISTED`; with any other mode they
-        raise ``ValueError`` naming the trigger.
+        raise ``ValueError`` naming the trigger. ``dola_layers`` turns greedy or sampling into
+        :attr:`GenerationMode.DOLA` and is refused with any other mode (assisted included).
 
         Example:
             >>> GenerationConfig(penalty_alpha=0.6, top_k=4).generation_mode().value
@@ -325,10 +327,24 @@ class GenerationConfig:
                     ("assistant_early_exit", self.assistant_early_exit is not None), ("use_mtp", self.use_mtp)]
         trigger = next((name for name, on in triggers if on), None)
         if trigger is None:
+            return self._with_dola(mode)
+        what = "assisted"
+        if mode in (GenerationMode.GREEDY, GenerationMode.SAMPLE):
+            mode = GenerationMode.ASSISTED
+            if self.dola_layers is None:
+                return mode
+            trigger, what = "dola_layers", "DoLa"
+        raise GenerationConfigError(trigger, f"{what} decoding works only with greedy search or sampling, "
+                                    f"but these settings select {mode.value}")
+
+    def _with_dola(self, mode: GenerationMode) -> GenerationMode:
+        """``dola_layers`` turns greedy search or sampling into :attr:`GenerationMode.DOLA`; with
+        another mode transformers 4.55 ignored it with a warning, ferrogen refuses it."""
+        if self.dola_layers is None:
             return mode
         if mode in (GenerationMode.GREEDY, GenerationMode.SAMPLE):
-            return GenerationMode.ASSISTED
-        raise GenerationConfigError(trigger, f"assisted decoding works only with greedy search or sampling, "
+            return GenerationMode.DOLA
+        raise GenerationConfigError("dola_layers", "DoLa decoding works only with greedy search or sampling, "
                                     f"but these settings select {mode.value}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -572,7 +588,6 @@ class GenerationConfig:
 _NOT_CARRIED_OUT: dict[str, Any] = {
     "output_attentions": bool,
     "output_hidden_states": bool,
-    "dola_layers": lambda v: v is not None,
     "guidance_scale": lambda v: v is not None and v != 1,
     "watermarking_config": lambda v: v is not None,
     "token_healing": bool,

@@ -171,9 +171,9 @@ def _explain_context_overflow(model: Any, prompt_len: int, max_length: int, err:
         f"context is {positions} (max_position_embeddings); the model failed with: {err}") from err
 
 
-# Per-step model outputs ferrogen collects: greedy and sampling on decoder-only models.
+# Per-step model outputs ferrogen collects: greedy, sampling and DoLa on decoder-only models.
 _COLLECTED = ("output_attentions", "output_hidden_states")
-_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE})
+_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.DOLA})
 
 
 def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:

@@ -6,6 +6,7 @@ mod beam;
 mod constraints;
 mod contrastive;
 mod decode;
+mod dola;
 mod errors;
 #[cfg(feature = "grammar")]
 mod grammar;
@@ -26,6 +27,8 @@ mod _core {
     use super::contrastive::ContrastiveSearch;
     #[pymodule_export]
     use super::decode::Decoder;
+    #[pymodule_export]
+    use super::dola::dola_contrast;
     #[pymodule_export]
     use super::errors::{
         CoreMemoryError, InvalidArgumentError, NoValidTokenError, ShapeError, TokenOutOfVocabError,

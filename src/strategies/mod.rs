@@ -3,6 +3,7 @@
 //!
 //! - [`decode`]: greedy and sampling, rows decoded independently.
 //! - [`contrastive`]: contrastive search (candidates scored against the context's hidden states).
+//! - [`dola`]: DoLa's contrast of the final layer against an earlier one (a logits transform).
 //! - [`assisted`]: assisted decoding and prompt lookup (drafts verified in one forward).
 //! - [`beam`]: the beam family: beam search and beam sampling, diverse group beam search
 //!   (with its Hamming diversity), constrained beam search, behind the `BeamCore` trait.
@@ -11,3 +12,4 @@ pub mod assisted;
 pub mod beam;
 pub mod contrastive;
 pub mod decode;
+pub mod dola;

@@ -11,6 +11,7 @@ from .base import GenerationRequest
 from .beam import beam_sample, beam_search
 from .constrained import constrained_beam_search
 from .contrastive import contrastive_search
+from .dola import dola_decoding
 from .greedy import greedy_search
 from .group_beam import group_beam_search
 from .sample import sample
@@ -22,6 +23,7 @@ STRATEGIES: dict[GenerationMode, Strategy] = {
     GenerationMode.SAMPLE: sample,
     GenerationMode.CONTRASTIVE_SEARCH: contrastive_search,
     GenerationMode.ASSISTED: assisted_decoding,
+    GenerationMode.DOLA: dola_decoding,
     GenerationMode.BEAM_SEARCH: beam_search,
     GenerationMode.BEAM_SAMPLE: beam_sample,
     GenerationMode.GROUP_BEAM_SEARCH: group_beam_search,

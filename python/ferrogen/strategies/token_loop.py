@@ -56,8 +56,9 @@ def run_token_loop(
     while cur < total:
         if collect:
             steps.append(getattr(request.adapter, "step_outputs"))
-        if keep_logits:
-            raw.append(logits.clone())
+        if keep_logits:  # an adapter that transforms the logits (DoLa) keeps the model's own
+            own = getattr(request.adapter, "raw_logits", None)
+            raw.append((logits if own is None else own).clone())
         before = core.unfinished()
         if request.logits_processors:
             core.process(logits.numpy())
