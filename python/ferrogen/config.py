@@ -590,7 +590,6 @@ _NOT_CARRIED_OUT: dict[str, Any] = {
     "output_hidden_states": bool,
     "guidance_scale": lambda v: v is not None and v != 1,
     "watermarking_config": lambda v: v is not None,
-    "token_healing": bool,
     "forced_decoder_ids": lambda v: bool(v),
     "use_mtp": bool,
     "assistant_early_exit": lambda v: v is not None,

@@ -21,6 +21,7 @@ from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
 from .strategies import STRATEGIES, GenerationRequest
 from .strategies.beam_loop import check_beam_memory
 from .streamers import ends_stream_on_error
+from .token_healing import check_healing, heal_tokens
 
 __all__ = ["generate"]
 
@@ -119,6 +120,8 @@ def generate(
         model_inputs["inputs_embeds"] = embeds
     mode = config.generation_mode(assistant_model)
     _refuse_unsupported(config, unsupported_settings(config, mode, model))
+    if config.token_healing:
+        input_ids = _healed(model, config, input_ids, attention_mask, tokenizer)
     strategy = STRATEGIES.get(mode)
     if strategy is None:
         raise NotImplementedError(f"{mode.value}: this decoding strategy is not available in this ferrogen build yet")
@@ -169,6 +172,24 @@ def _explain_context_overflow(model: Any, prompt_len: int, max_length: int, err:
     raise GenerationConfigError(
         "max_new_tokens", f"prompt ({prompt_len}) plus new tokens reach {max_length} positions but the model's "
         f"context is {positions} (max_position_embeddings); the model failed with: {err}") from err
+
+
+def _healed(model: Any, config: GenerationConfig, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
+            tokenizer: Any) -> torch.Tensor:
+    """``token_healing``: the prompt with its last token healed (:mod:`ferrogen.token_healing`)."""
+    check_healing(tokenizer, is_encoder_decoder(model))
+
+    def one_token(prompt: torch.Tensor, mask: Optional[torch.Tensor], bias: dict[tuple[int, ...], float]) -> torch.Tensor:
+        return generate(model, prompt, attention_mask=mask, max_new_tokens=1, do_sample=False, num_beams=1,
+                        pad_token_id=tokenizer.pad_token_id, sequence_bias=bias)
+
+    healed = heal_tokens(input_ids, tokenizer, one_token, config.eos_token_ids)
+    if attention_mask is not None and attention_mask.shape != healed.shape:
+        raise GenerationConfigError(
+            "token_healing", f"re-tokenizing the prompts changed their shape from {list(input_ids.shape)} to "
+            f"{list(healed.shape)}, so attention_mask no longer fits them (transformers would run with the stale "
+            "mask); pass prompts as the tokenizer encodes their stripped text")
+    return healed
 
 
 # Per-step model outputs ferrogen collects: greedy, sampling and DoLa on decoder-only models.

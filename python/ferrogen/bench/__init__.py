@@ -17,8 +17,8 @@ per row each step, over a cache of ``rows * top_k`` rows, with hidden states.
     ferrogen bench --strategies greedy beam4 --models gpt2-2x128 --plot bench.png
     ferrogen bench --startup --repeats 5  # start-up: fresh processes vs import torch + load the model
 
-Contrastive, constrained and group beam rows time transformers 4.55.4 (5.x moved those
-strategies to Hub repositories) in the golden venv (``scripts/golden_venv.sh``), on the same
+Contrastive, constrained, group beam and DoLa (``dola-high``) rows time transformers 4.55.4 (5.x
+moved those strategies to Hub repositories) in the golden venv (``scripts/golden_venv.sh``), on the same
 weights, in a subprocess. ``python benches/bench_generate.py`` runs the same from a checkout.
 Assisted rows (``--assisted``) pair a main model with a smaller assistant sharing its
 vocabulary and report ferrogen greedy, ferrogen assisted (acceptance rate, speed-up over

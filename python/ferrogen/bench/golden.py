@@ -1,5 +1,5 @@
 """transformers 4.55.4's side of the rows 5.x no longer ships (contrastive, constrained and
-group beam search moved to Hub repositories): timed in the golden venv
+group beam search and DoLa moved to Hub repositories): timed in the golden venv
 (``scripts/golden_venv.sh``) on the same weights, in a subprocess."""
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "beam_sample4": dict(num_beams=4, do_sample=True, top_k=50),
     "group8x4": dict(num_beams=8, num_beam_groups=4, diversity_penalty=0.5, do_sample=False),
     "contrastive": dict(penalty_alpha=0.6, top_k=4, do_sample=False),
+    "dola-high": dict(dola_layers="high", repetition_penalty=1.2, do_sample=False),
     # two constraints: a two-token phrase and one of two alternatives (ids valid in every model here)
     "constrained4": dict(num_beams=4, do_sample=False, force_words_ids=[[1000, 1001], [[2000], [3000, 3001]]]),
     # samplers transformers lacks (issue 18): its side runs DRY and XTC as torch LogitsProcessors
@@ -21,8 +22,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
                           xtc_probability=0.5, xtc_threshold=0.1, min_p=0.05),
 }
 # Strategies whose transformers side runs in the golden venv (transformers 4.55.4): 5.x moved
-# them to Hub repositories (custom_generate), which a machine without network cannot load.
-GOLDEN_SIDE = {"contrastive", "constrained4", "group8x4"}
+# them (DoLa too) to Hub repositories (custom_generate), which a machine without network cannot load.
+GOLDEN_SIDE = {"contrastive", "constrained4", "group8x4", "dola-high"}
 
 # --models: what each name builds (bench/models.py builds them)
 MODELS: dict[str, str] = {
