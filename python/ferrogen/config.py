@@ -592,7 +592,6 @@ _NOT_CARRIED_OUT: dict[str, Any] = {
     "watermarking_config": lambda v: v is not None,
     "forced_decoder_ids": lambda v: bool(v),
     "use_mtp": bool,
-    "assistant_early_exit": lambda v: v is not None,
     "continuous_batching_config": lambda v: v is not None,
     "cache_implementation": lambda v: v == "paged",
 }

@@ -14,7 +14,8 @@ unfed; every row drops back to the largest such count.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -49,11 +50,15 @@ class DraftSource(Protocol):
 def draft_source(request: GenerationRequest) -> DraftSource:
     """The source the request asks for, checked against the main model before anything runs."""
     cfg = request.config
-    for name in ("assistant_early_exit", "use_mtp"):
-        if getattr(cfg, name) not in (None, False):
-            raise NotImplementedError(f"{name}: this kind of assisted decoding is not available in ferrogen")
+    if cfg.use_mtp:
+        raise NotImplementedError("use_mtp: this kind of assisted decoding is not available in ferrogen")
     assistant = request.assistant_model
     lookup = cfg.prompt_lookup_num_tokens
+    if cfg.assistant_early_exit is not None:
+        if assistant is not None or lookup is not None:
+            raise ValueError("assistant_early_exit: drafts come from the model's own early layers; give no "
+                             "assistant_model or prompt_lookup_num_tokens with it")
+        return EarlyExitDrafts(request)
     if assistant is not None and lookup is not None:
         raise ValueError("prompt_lookup_num_tokens: give either an assistant_model or prompt_lookup_num_tokens, not both")
     if assistant is not None:
@@ -176,3 +181,42 @@ class AssistantDrafts:
             drop = fed - emitted + unfed_now
         self.adapter.crop_rows(torch.from_numpy(drop))
         self._unfed = unfed_now
+
+
+class EarlyExitDrafts(AssistantDrafts):
+    """Self-speculative drafts (``assistant_early_exit=n``): the model itself, run through its first
+    ``n`` decoder layers (then its final norm and LM head), with a cache of its own. As transformers'
+    ``EarlyExitCandidateGenerator``, the base model's ``config.num_hidden_layers`` is lowered to ``n``
+    while drafting, which the decoder-layer loop of Llama-style models reads; models trained for
+    early exit (LayerSkip) draft well, others merely correctly (the main model verifies)."""
+
+    def __init__(self, request: GenerationRequest) -> None:
+        model = request.model
+        base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+        layers = getattr(getattr(base, "config", None), "num_hidden_layers", None)
+        if not isinstance(layers, int):
+            raise ValueError(f"assistant_early_exit: {type(model).__name__} has no base model with "
+                             "config.num_hidden_layers to exit early from")
+        if request.config.assistant_early_exit > layers:
+            raise ValueError(f"assistant_early_exit: {request.config.assistant_early_exit} is more than the model's "
+                             f"{layers} layers")
+        super().__init__(model, request)
+        self._base_config = base.config
+        self._exit = int(request.config.assistant_early_exit)
+
+    @contextmanager
+    def _early(self) -> Iterator[None]:
+        full = self._base_config.num_hidden_layers
+        self._base_config.num_hidden_layers = self._exit
+        try:
+            yield
+        finally:  # the user's model is theirs again, whatever happened
+            self._base_config.num_hidden_layers = full
+
+    def start(self, request: GenerationRequest, copies: int) -> None:
+        with self._early():
+            super().start(request, copies)
+
+    def propose(self, core: _core.AssistedDecoder) -> None:
+        with self._early():
+            super().propose(core)
