@@ -27,6 +27,7 @@ __all__ = [
     "GrammarMatchers",
     "GrammarVocab",
     "PrefixAllowedTokens",
+    "dola_contrast",
 ]
 
 class InvalidArgumentError(ValueError): ...
@@ -36,6 +37,10 @@ class NoValidTokenError(ValueError): ...
 class CoreMemoryError(MemoryError): ...
 
 TEMPERATURE_FLOOR: float  # sampling temperatures below this act as it (the limit T -> 0)
+
+def dola_contrast(final_logits: npt.NDArray[np.float32], premature_logits: npt.NDArray[np.float32]) -> int:
+    """DoLa's contrast in place: ``final_logits`` (float32 ``[rows, vocab]``, overwritten) against the
+    candidate layers' logits (float32 ``[layers, rows, vocab]``); returns the contrasted layer's position."""
 
 @final
 class GenerationSettings:
