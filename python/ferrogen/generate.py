@@ -180,8 +180,10 @@ def _healed(model: Any, config: GenerationConfig, input_ids: torch.Tensor, atten
     check_healing(tokenizer, is_encoder_decoder(model))
 
     def one_token(prompt: torch.Tensor, mask: Optional[torch.Tensor], bias: dict[tuple[int, ...], float]) -> torch.Tensor:
-        return generate(model, prompt, attention_mask=mask, max_new_tokens=1, do_sample=False, num_beams=1,
-                        pad_token_id=tokenizer.pad_token_id, sequence_bias=bias)
+        out = generate(model, prompt, attention_mask=mask, max_new_tokens=1, do_sample=False, num_beams=1,
+                       pad_token_id=tokenizer.pad_token_id, sequence_bias=bias, return_dict_in_generate=False)
+        assert isinstance(out, torch.Tensor)
+        return out
 
     healed = heal_tokens(input_ids, tokenizer, one_token, config.eos_token_ids)
     if attention_mask is not None and attention_mask.shape != healed.shape:

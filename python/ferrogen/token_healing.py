@@ -58,7 +58,8 @@ def heal_tokens(input_ids: torch.Tensor, tokenizer: Any, generate_one: GenerateO
         row_ids = ids[row]
         if bool((row_ids == pad).all()):
             continue
-        bias = {(tokenizer.convert_tokens_to_ids(alt),): 10.0 for alt in trie.extensions(prefix=tail_tok)}
+        bias: dict[tuple[int, ...], float] = {
+            (tokenizer.convert_tokens_to_ids(alt),): 10.0 for alt in trie.extensions(prefix=tail_tok)}
         if len(bias) == 1:
             continue  # nothing to heal with
         bias[(tail_id,)] += 1.0

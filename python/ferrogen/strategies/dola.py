@@ -32,7 +32,7 @@ from .sample import sample
 __all__ = ["candidate_layers", "dola_decoding"]
 
 
-def candidate_layers(config: Any, dola_layers: Union[str, list[int]]) -> list[int]:
+def candidate_layers(config: Any, dola_layers: Union[str, list[int], None]) -> list[int]:
     """The hidden-state indices DoLa contrasts with (0: the embeddings), by transformers 4.55's rule.
 
     Tied embeddings make layer 0 the identity through the LM head, so candidates start at 2
@@ -59,6 +59,8 @@ def candidate_layers(config: Any, dola_layers: Union[str, list[int]]) -> list[in
         return list(range(start, final // 2, 2) if final <= 40 else range(start, 20, 2))
     if dola_layers == "high":
         return list(range(final // 2, final, 2) if final <= 40 else range(final - 20, final, 2))
+    if not isinstance(dola_layers, list):  # validated by GenerationConfig: "low", "high" or a list
+        raise ValueError(f"dola_layers: must be 'low', 'high' or a list of layer indices, got {dola_layers!r}")
     return [layer for layer in dola_layers if layer < final]
 
 

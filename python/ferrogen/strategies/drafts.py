@@ -193,16 +193,17 @@ class EarlyExitDrafts(AssistantDrafts):
     def __init__(self, request: GenerationRequest) -> None:
         model = request.model
         base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-        layers = getattr(getattr(base, "config", None), "num_hidden_layers", None)
+        config = getattr(base, "config", None)
+        layers = getattr(config, "num_hidden_layers", None)
         if not isinstance(layers, int):
             raise ValueError(f"assistant_early_exit: {type(model).__name__} has no base model with "
                              "config.num_hidden_layers to exit early from")
-        if request.config.assistant_early_exit > layers:
-            raise ValueError(f"assistant_early_exit: {request.config.assistant_early_exit} is more than the model's "
-                             f"{layers} layers")
+        exit_layers = int(request.config.assistant_early_exit or 0)
+        if exit_layers > layers:
+            raise ValueError(f"assistant_early_exit: {exit_layers} is more than the model's {layers} layers")
         super().__init__(model, request)
-        self._base_config = base.config
-        self._exit = int(request.config.assistant_early_exit)
+        self._base_config: Any = config
+        self._exit = exit_layers
 
     @contextmanager
     def _early(self) -> Iterator[None]:
