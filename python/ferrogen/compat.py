@@ -31,9 +31,11 @@ import torch
 from .config import GenerationConfig, GenerationMode
 from .families import accepts
 from ._lenient import resolve_config, warn_right_padding
-from .generate import MODEL_INPUTS, unsupported_settings
+from ._hf_outputs import as_transformers_output
+from .generate import BEAM_MODES, MODEL_INPUTS, unsupported_settings
 from .generate import generate as ferrogen_generate
 from .models import is_encoder_decoder
+from .outputs import GenerateOutput
 from .strategies import STRATEGIES
 
 __all__ = ["FallbackWarning", "custom_generate_path", "disable", "enable", "is_enabled", "patched"]
@@ -260,7 +262,10 @@ def _dispatch(
         call.input_ids = _bos_prompt(model, config, call.attention_mask)
     pad = config.pad_token_id if config.pad_token_id is not None else next(iter(config.eos_token_ids), None)
     warn_right_padding(model, call.input_ids, call.attention_mask, pad)
-    return ferrogen_generate(model, call.input_ids, call.attention_mask, config, **call.passed)
+    result = ferrogen_generate(model, call.input_ids, call.attention_mask, config, **call.passed)
+    if isinstance(result, GenerateOutput):  # transformers' own class, for isinstance checks in user code
+        return as_transformers_output(result, is_encoder_decoder(model), chosen in BEAM_MODES)
+    return result
 
 
 def _keep_last_logits(model: Any, arguments: dict[str, Any], call: _Call) -> None:

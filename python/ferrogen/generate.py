@@ -132,11 +132,11 @@ def generate(
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     prompt_len = int(request.prompt_ids.shape[1])
-    if mode in _BEAM_MODES and request.max_length <= prompt_len:
+    if mode in BEAM_MODES and request.max_length <= prompt_len:
         raise GenerationConfigError(
             "max_new_tokens", f"{mode.value} needs at least one new token (max_length {request.max_length} does "
             f"not exceed the prompt length {prompt_len}); greedy and sampling return the prompt instead")
-    if mode in _BEAM_MODES:
+    if mode in BEAM_MODES:
         check_beam_memory(request)
     try:
         output = strategy(request)
@@ -150,7 +150,7 @@ def generate(
     return output if request.return_dict else output.sequences
 
 
-_BEAM_MODES = frozenset({
+BEAM_MODES = frozenset({
     GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE, GenerationMode.GROUP_BEAM_SEARCH,
     GenerationMode.CONSTRAINED_BEAM_SEARCH,
 })
