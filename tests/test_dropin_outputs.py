@@ -120,6 +120,19 @@ def test_sampling_result_is_transformers_class(tiny):
         assert list(got.keys()) == list(expected.keys())
 
 
+def test_assisted_result_is_transformers_class_with_its_cache(tiny):
+    """Assisted decoding (one row: transformers refuses a batch): class, keys and the main model's
+    cache (rejected drafts dropped) as transformers returns them."""
+    model, ids, mask = tiny
+    assistant = build(model.config.model_type, std=0.3)
+    kwargs = dict(FLAGS, max_new_tokens=NEW + 4, assistant_model=assistant)
+    got, expected = enabled(model, ids[2:], mask[2:], **kwargs), hf(model, ids[2:], mask[2:], **kwargs)
+    assert type(got) is type(expected) is _expected_class(model, False)
+    assert list(got.keys()) == list(expected.keys())
+    assert torch.equal(got.sequences, expected.sequences)
+    _assert_same_cache(got.cache, expected.cache)
+
+
 @pytest.mark.parametrize("mode", ["group", "constrained", "contrastive"])
 def test_moved_strategies_return_transformers_classes(tiny, mode):
     """transformers 5.x runs these from Hub repos (no network here); 4.x returned the beam classes
