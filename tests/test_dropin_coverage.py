@@ -202,6 +202,7 @@ def run_enabled(model: Any, enc: Any, kwargs: dict[str, Any], monkeypatch: Any) 
     return bool(ran), [str(w.message) for w in caught if issubclass(w.category, FallbackWarning)]
 
 
+@pytest.mark.falls_back  # FALLS_BACK / COLLECTING say which, and the test checks them
 @pytest.mark.parametrize("name", [n for n in VALUES if n != "inputs"])
 def test_name_runs_natively_unless_listed(loaded, name, monkeypatch):
     kind, model, tok, enc = loaded
@@ -226,6 +227,7 @@ STRATEGY_SETTINGS: dict[str, Value] = {
 }
 
 
+@pytest.mark.falls_back  # FALLS_BACK / COLLECTING say which, and the test checks them
 @pytest.mark.parametrize("strategy", list(STRATEGY_SETTINGS))
 @pytest.mark.parametrize("flag", ["output_attentions", "output_hidden_states"])
 def test_collected_outputs_by_strategy(loaded, flag, strategy, monkeypatch):
@@ -233,3 +235,14 @@ def test_collected_outputs_by_strategy(loaded, flag, strategy, monkeypatch):
     kwargs = {"max_new_tokens": 2, "return_dict_in_generate": True, flag: True, **STRATEGY_SETTINGS[strategy](model, tok)}
     ran_transformers, fallbacks = run_enabled(model, enc, kwargs, monkeypatch)
     assert ran_transformers == (kind == "seq2seq" or strategy not in COLLECTING), fallbacks
+
+
+@pytest.mark.falls_back("synced_gpus")
+def test_fallback_counter_counts_every_call(loaded, monkeypatch):
+    """tests/fallback_counter.py reads compat.fallback_counts(): every call, not once per reason."""
+    kind, model, tok, enc = loaded
+    before = compat.fallback_counts().get("synced_gpus", 0)
+    for _ in range(2):
+        run_enabled(model, enc, dict(max_new_tokens=2, synced_gpus=True), monkeypatch)
+    run_enabled(model, enc, dict(max_new_tokens=2), monkeypatch)
+    assert compat.fallback_counts()["synced_gpus"] == before + 2

@@ -20,6 +20,7 @@ with one :class:`FallbackWarning` per reason and process.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import inspect
 import warnings
 from dataclasses import dataclass, field, fields
@@ -38,7 +39,9 @@ from .models import is_encoder_decoder
 from .outputs import GenerateOutput
 from .strategies import STRATEGIES
 
-__all__ = ["FallbackWarning", "custom_generate_path", "disable", "enable", "is_enabled", "patched"]
+__all__ = [
+    "FallbackWarning", "custom_generate_path", "disable", "enable", "fallback_counts", "is_enabled", "patched",
+]
 
 M = TypeVar("M")
 
@@ -70,6 +73,7 @@ _MODE_NEEDS = {
     GenerationMode.CONSTRAINED_BEAM_SEARCH: "force_words_ids (or constraints) and num_beams > 1",
 }
 _warned: set[str] = set()
+_counts: Counter[str] = Counter()  # fallback calls per reason, for fallback_counts()
 
 
 class FallbackWarning(UserWarning):
@@ -316,7 +320,19 @@ def _for_transformers(arguments: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def fallback_counts() -> dict[str, int]:
+    """How many ``model.generate`` calls went to transformers in this process, per reason (a copy;
+    the :class:`FallbackWarning` itself shows once per reason).
+
+    Example:
+        >>> isinstance(fallback_counts(), dict)
+        True
+    """
+    return dict(_counts)
+
+
 def _warn_once(blockers: list[str]) -> None:
+    _counts.update(dict.fromkeys(blockers, 1))
     new = [b for b in dict.fromkeys(blockers) if b not in _warned]
     if new:
         _warned.update(new)
