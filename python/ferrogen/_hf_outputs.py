@@ -31,9 +31,12 @@ def transformers_output_class(encoder_decoder: bool, beams: bool) -> type:
         GenerateEncoderDecoderOutput,
     )
 
+    cls: type
     if beams:
-        return GenerateBeamEncoderDecoderOutput if encoder_decoder else GenerateBeamDecoderOnlyOutput
-    return GenerateEncoderDecoderOutput if encoder_decoder else GenerateDecoderOnlyOutput
+        cls = GenerateBeamEncoderDecoderOutput if encoder_decoder else GenerateBeamDecoderOnlyOutput
+    else:
+        cls = GenerateEncoderDecoderOutput if encoder_decoder else GenerateDecoderOnlyOutput
+    return cls
 
 
 def as_transformers_output(output: GenerateOutput, encoder_decoder: bool, beams: bool) -> Any:
