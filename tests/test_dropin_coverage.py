@@ -52,14 +52,10 @@ FALLS_BACK: dict[str, tuple[tuple[str, ...], str]] = {
     "assistant_early_exit": (("decoder", "seq2seq"), "native in branch dola"),
     "use_mtp": (("decoder", "seq2seq"), "multi-token-prediction heads: no ferrogen adapter for them"),
     "continuous_batching_config": (("decoder", "seq2seq"), "continuous batching is transformers' serving loop"),
-    # with greedy / sampling on a decoder-only model they run natively; other strategies: see
-    # test_collected_outputs_by_strategy
-    "output_attentions": (("seq2seq",), "encoder-decoder attentions (encoder/decoder/cross) are not collected yet"),
-    "output_hidden_states": (("seq2seq",), "encoder-decoder hidden states are not collected yet"),
 }
-# output_attentions / output_hidden_states are collected for these strategies on decoder-only
-# models; the rest (beams, contrastive, assisted: per-step tuples with beam reordering or
-# candidate rows not collected yet) fall back.
+# output_attentions / output_hidden_states are collected for these strategies (decoder-only and
+# encoder-decoder models); the rest (beams, contrastive, assisted: per-step tuples with beam
+# reordering or candidate rows, not collected yet) fall back: test_collected_outputs_by_strategy.
 COLLECTING = {"greedy", "sample"}
 
 Value = Callable[[Any, Any], dict[str, Any]]  # (model, tokenizer) -> the call's keywords
@@ -234,7 +230,7 @@ def test_collected_outputs_by_strategy(loaded, flag, strategy, monkeypatch):
     kind, model, tok, enc = loaded
     kwargs = {"max_new_tokens": 2, "return_dict_in_generate": True, flag: True, **STRATEGY_SETTINGS[strategy](model, tok)}
     ran_transformers, fallbacks = run_enabled(model, enc, kwargs, monkeypatch)
-    assert ran_transformers == (kind == "seq2seq" or strategy not in COLLECTING), fallbacks
+    assert ran_transformers == (strategy not in COLLECTING), fallbacks
 
 
 @pytest.mark.falls_back("synced_gpus")

@@ -8,6 +8,7 @@ Tiny random GPT-2 / Llama (decoder-only) and T5 / BART (encoder-decoder) from te
 
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 
@@ -146,6 +147,43 @@ def test_moved_strategies_return_transformers_classes(tiny, mode):
     got = enabled(model, ids, mask, **FLAGS, max_new_tokens=NEW, **extra)
     assert type(got) is _expected_class(model, mode != "contrastive")
     assert torch.equal(got.sequences, ferrogen.generate(model, ids, mask, max_new_tokens=NEW, **extra))
+
+
+def _assert_nested_close(ours, theirs, path):
+    if isinstance(theirs, torch.Tensor):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5, msg=path)
+        return
+    assert isinstance(ours, tuple) and isinstance(theirs, tuple) and len(ours) == len(theirs) > 0, path
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        _assert_nested_close(a, b, f"{path}[{i}]")
+
+
+COLLECTED = ("encoder_attentions", "encoder_hidden_states", "decoder_attentions", "cross_attentions",
+             "decoder_hidden_states", "attentions", "hidden_states")
+
+
+@pytest.mark.parametrize("strategy", [dict(), dict(do_sample=True, top_k=5)], ids=["greedy", "sample"])
+def test_attentions_and_hidden_states_match_transformers(tiny, strategy):
+    """Greedy and sampling, decoder-only and encoder-decoder: transformers' fields (encoder's once,
+    decoder's and cross-attentions per step, per layer), allclose, run natively."""
+    model, ids, mask = tiny
+    model = copy.deepcopy(model)
+    model.set_attn_implementation("eager")  # sdpa returns no attention weights
+    kwargs = dict(max_new_tokens=4, return_dict_in_generate=True, output_attentions=True, output_hidden_states=True)
+    got = enabled(model, ids, mask, **kwargs, **strategy)
+    if strategy:  # ferrogen's sampler draws its own numbers: replay its tokens greedily
+        start = 1 if model.config.is_encoder_decoder else ids.shape[1]
+        forced = got.sequences[:, start:]
+        expected = hf(model, ids, mask, **kwargs,
+                      prefix_allowed_tokens_fn=lambda row, seq: [int(forced[row, seq.shape[0] - start])])
+    else:
+        expected = hf(model, ids, mask, **kwargs)
+    assert torch.equal(got.sequences, expected.sequences)
+    assert list(got.keys()) == list(expected.keys())
+    names = [name for name in COLLECTED if name in expected]
+    assert len(names) == (5 if model.config.is_encoder_decoder else 2)
+    for name in names:
+        _assert_nested_close(got[name], expected[name], name)
 
 
 def test_plain_tensor_without_return_dict(tiny):

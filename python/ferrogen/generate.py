@@ -171,14 +171,14 @@ def _explain_context_overflow(model: Any, prompt_len: int, max_length: int, err:
         f"context is {positions} (max_position_embeddings); the model failed with: {err}") from err
 
 
-# Per-step model outputs ferrogen collects: greedy and sampling on decoder-only models.
+# Per-step model outputs ferrogen collects: greedy and sampling.
 _COLLECTED = ("output_attentions", "output_hidden_states")
 _COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE})
 
 
 def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:
     """``config.unsupported_settings()`` less what this call's ``mode`` and ``model`` carry out."""
-    collects = mode in _COLLECTING_MODES and not is_encoder_decoder(model) and hasattr(model, "get_output_embeddings")
+    collects = mode in _COLLECTING_MODES and hasattr(model, "get_output_embeddings")
     return [name for name in config.unsupported_settings() if not (collects and name in _COLLECTED)]
 
 
