@@ -2,9 +2,9 @@
 tests, and fails a test whose calls should all run natively but did not.
 
 ``ferrogen.compat.fallback_counts()`` counts every call that falls back, per reason (the
-``FallbackWarning`` is only shown once per reason and process, and tests filter warnings). A test that sends calls to transformers on purpose says so with
-``@pytest.mark.falls_back`` (any reason) or ``@pytest.mark.falls_back("synced_gpus", ...)``
-(reasons that start with these). The session's counts are printed at the end of the run.
+``FallbackWarning`` is only shown once per reason and process, and tests filter warnings). A
+test that sends calls to transformers on purpose says so with ``@pytest.mark.falls_back`` (any
+reason) or ``@pytest.mark.falls_back("synced_gpus", ...)`` (reasons that start with these). The session's counts are printed at the end of the run.
 """
 
 from __future__ import annotations

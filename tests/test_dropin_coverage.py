@@ -41,7 +41,8 @@ NOT_SETTINGS = {"self", "kwargs", "transformers_version", "_from_model_config"}
 # guidance_scale / negative prompts / watermarking; dola: dola_layers / token_healing /
 # assistant_early_exit): remove them here and in the README when merging those branches.
 FALLS_BACK: dict[str, tuple[tuple[str, ...], str]] = {
-    "synced_gpus": (("decoder", "seq2seq"), "multi-process (FSDP/DeepSpeed ZeRO-3) lockstep generation: no ferrogen counterpart"),
+    "synced_gpus": (("decoder", "seq2seq"),
+                    "multi-process (FSDP/DeepSpeed ZeRO-3) lockstep generation: no ferrogen counterpart"),
     "custom_generate": (("decoder", "seq2seq"), "the caller chose the decoding code: transformers runs it, silently"),
     "negative_prompt_ids": (("decoder", "seq2seq"), "native in branch cfgwm (classifier-free guidance)"),
     "negative_prompt_attention_mask": (("decoder", "seq2seq"), "native in branch cfgwm (classifier-free guidance)"),
@@ -142,8 +143,10 @@ VALUES: dict[str, Value] = {
     "decoder_start_token_id": _kw(decoder_start_token_id=4),
     "is_assistant": _kw(is_assistant=True),
     "num_assistant_tokens": lambda model, tok: dict(assistant_model=model, num_assistant_tokens=3),
-    "num_assistant_tokens_schedule": lambda model, tok: dict(assistant_model=model, num_assistant_tokens_schedule="constant"),
-    "assistant_confidence_threshold": lambda model, tok: dict(assistant_model=model, assistant_confidence_threshold=0.2),
+    "num_assistant_tokens_schedule": lambda model, tok: dict(assistant_model=model,
+                                                             num_assistant_tokens_schedule="constant"),
+    "assistant_confidence_threshold": lambda model, tok: dict(assistant_model=model,
+                                                              assistant_confidence_threshold=0.2),
     "prompt_lookup_num_tokens": _kw(prompt_lookup_num_tokens=3),
     "max_matching_ngram_size": _kw(prompt_lookup_num_tokens=3, max_matching_ngram_size=1),
     "assistant_early_exit": _kw(assistant_early_exit=1),
@@ -228,7 +231,8 @@ STRATEGY_SETTINGS: dict[str, Value] = {
 @pytest.mark.parametrize("flag", ["output_attentions", "output_hidden_states"])
 def test_collected_outputs_by_strategy(loaded, flag, strategy, monkeypatch):
     kind, model, tok, enc = loaded
-    kwargs = {"max_new_tokens": 2, "return_dict_in_generate": True, flag: True, **STRATEGY_SETTINGS[strategy](model, tok)}
+    kwargs = {"max_new_tokens": 2, "return_dict_in_generate": True, flag: True,
+              **STRATEGY_SETTINGS[strategy](model, tok)}
     ran_transformers, fallbacks = run_enabled(model, enc, kwargs, monkeypatch)
     assert ran_transformers == (strategy not in COLLECTING), fallbacks
 

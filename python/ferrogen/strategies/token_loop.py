@@ -89,14 +89,16 @@ def run_token_loop(
     reasons = grammar_finish_reasons(request, sequences, [r or "length" for r in reasons], prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
-    return GenerateOutput(
+    out = GenerateOutput(
         sequences=sequences,
         scores=tuple(scores) if keep_scores else None,
         logits=tuple(raw) if keep_logits else None,
         finish_reasons=reasons,
         cache=getattr(request.adapter, "cache", None) if request.config.use_cache else None,
-        **_collected(request.adapter, steps),
     )
+    for name, value in _collected(request.adapter, steps).items():
+        setattr(out, name, value)
+    return out
 
 
 def _collected(adapter: object, steps: list[tuple[object, ...]]) -> dict[str, Optional[tuple[object, ...]]]:
