@@ -416,14 +416,19 @@ class EncoderDecoderAdapter(_HiddenStates):
     is_encoder_decoder = True
 
     def __init__(
-        self, model: Any, decoder_start_token_id: Union[int, Sequence[int]], output_hidden_states: bool = False
+        self, model: Any, decoder_start_token_id: Union[int, Sequence[int]], output_hidden_states: bool = False,
+        collect: tuple[bool, bool] = (False, False),
     ) -> None:
         self.model = model
         self.device = model.device
         self.device_logits = False
         # One int for every row, or (as transformers accepts) one start token per prompt.
         self.decoder_start_token_id = decoder_start_token_id
-        self._options = _Options(output_hidden_states)
+        self._options = _Options(output_hidden_states, False, *collect)
+        #: ``(decoder attentions, decoder hidden states, cross attentions)`` of the latest forward
+        #: call and the encoder's ``(attentions, hidden states)``, when ``collect`` asks for them
+        self.step_outputs: tuple[Any, ...] = (None, None, None)
+        self.encoder_step_outputs: Optional[tuple[Any, Any]] = None
         self._cache_key = "cache"
         self._cache: Any = None
         self._encoder_outputs: Any = None
@@ -450,8 +455,14 @@ class EncoderDecoderAdapter(_HiddenStates):
         input_ids = input_ids.to(self.device)
         mask = None if attention_mask is None else attention_mask.to(self.device)
         # The encoder runs once per prompt; its outputs are then repeated, as transformers does.
+        options = self._options
+        collect = dict(output_attentions=True) if options.collect_attentions else {}
+        if options.collect_hidden_states:
+            collect["output_hidden_states"] = True
         with torch.inference_mode():
-            encoded = self.model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True)
+            encoded = self.model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True, **collect)
+        if collect:  # per prompt, not per copy, as transformers returns them
+            self.encoder_step_outputs = (encoded.get("attentions"), encoded.get("hidden_states"))
         if copies > 1:
             encoded["last_hidden_state"] = encoded.last_hidden_state.repeat_interleave(copies, dim=0)
             mask = None if mask is None else mask.repeat_interleave(copies, dim=0)
@@ -544,8 +555,11 @@ class EncoderDecoderAdapter(_HiddenStates):
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
         if self._decoder_mask is not None:
             kwargs["decoder_attention_mask"] = self._decoder_mask
-        if self._options.output_hidden_states:
+        options = self._options
+        if options.output_hidden_states or options.collect_hidden_states:
             kwargs["output_hidden_states"] = True
+        if options.collect_attentions:
+            kwargs["output_attentions"] = True
         with torch.inference_mode():
             out = self.model(
                 encoder_outputs=self._encoder_outputs,
@@ -554,6 +568,10 @@ class EncoderDecoderAdapter(_HiddenStates):
                 **kwargs,
             )
         self._cache = _cache_from(out, self._cache_key, self._cache)
+        if options.collect_attentions or options.collect_hidden_states:
+            self.step_outputs = (out.decoder_attentions if options.collect_attentions else None,
+                                 out.decoder_hidden_states if options.collect_hidden_states else None,
+                                 out.cross_attentions if options.collect_attentions else None)
         if self._options.output_hidden_states:
             self._hidden = out.decoder_hidden_states[-1]
         logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
@@ -626,14 +644,14 @@ def adapter_for(
     """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch.
     ``rollback``: the caller will crop cached positions (assisted decoding); ``model_inputs``:
     ``position_ids`` / ``token_type_ids`` for a decoder-only model (checked by ``generate``);
-    ``collect``: keep each step's (attentions, hidden states), decoder-only models."""
+    ``collect``: keep each step's (attentions, hidden states)."""
     if is_encoder_decoder(model):
         if decoder_start_token_id is None:
             raise ValueError(
                 "decoder_start_token_id: an encoder-decoder model needs decoder_start_token_id "
                 "(or bos_token_id) in its generation config"
             )
-        return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states)
+        return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states, collect)
     if hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
         return DecoderOnlyAdapter(model, output_hidden_states, rollback, model_inputs, collect)
     if isinstance(model, torch.nn.Module):
