@@ -135,11 +135,11 @@ def generate(
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     prompt_len = int(request.prompt_ids.shape[1])
-    if mode in _BEAM_MODES and request.max_length <= prompt_len:
+    if mode in BEAM_MODES and request.max_length <= prompt_len:
         raise GenerationConfigError(
             "max_new_tokens", f"{mode.value} needs at least one new token (max_length {request.max_length} does "
             f"not exceed the prompt length {prompt_len}); greedy and sampling return the prompt instead")
-    if mode in _BEAM_MODES:
+    if mode in BEAM_MODES:
         check_beam_memory(request)
     try:
         output = strategy(request)
@@ -153,7 +153,7 @@ def generate(
     return output if request.return_dict else output.sequences
 
 
-_BEAM_MODES = frozenset({
+BEAM_MODES = frozenset({
     GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE, GenerationMode.GROUP_BEAM_SEARCH,
     GenerationMode.CONSTRAINED_BEAM_SEARCH,
 })
@@ -194,14 +194,14 @@ def _healed(model: Any, config: GenerationConfig, input_ids: torch.Tensor, atten
     return healed
 
 
-# Per-step model outputs ferrogen collects: greedy, sampling and DoLa on decoder-only models.
+# Per-step model outputs ferrogen collects: greedy, sampling and DoLa.
 _COLLECTED = ("output_attentions", "output_hidden_states")
 _COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.DOLA})
 
 
 def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:
     """``config.unsupported_settings()`` less what this call's ``mode`` and ``model`` carry out."""
-    collects = mode in _COLLECTING_MODES and not is_encoder_decoder(model) and hasattr(model, "get_output_embeddings")
+    collects = mode in _COLLECTING_MODES and hasattr(model, "get_output_embeddings")
     return [name for name in config.unsupported_settings() if not (collects and name in _COLLECTED)]
 
 
