@@ -70,7 +70,7 @@ def dola_decoding(request: GenerationRequest) -> GenerateOutput:
     adapter = request.adapter
     name = type(model).__name__
     if not isinstance(adapter, DecoderOnlyAdapter):
-        raise ValueError(f"model: DoLa decoding needs a transformers decoder-only model, got {name}")
+        raise ValueError(f"model: DoLa decoding (dola_layers) needs a transformers decoder-only model, got {name}")
     if _has_recurrent_layers(model):
         raise ValueError(f"model: DoLa decoding is not supported with stateful models, such as {name}")
     head = model.get_output_embeddings()

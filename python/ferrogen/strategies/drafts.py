@@ -183,6 +183,19 @@ class AssistantDrafts:
         self._unfed = unfed_now
 
 
+def _reads_layer_count(base: Any) -> bool:
+    """Whether the base model's forward loops over ``config.num_hidden_layers`` layers (Llama-style
+    decoders do: ``self.layers[: self.config.num_hidden_layers]``), which early exit lowers. True
+    when the source cannot be read (the first draft then tells)."""
+    import inspect
+
+    try:
+        source = inspect.getsource(type(base).forward)
+    except (OSError, TypeError):
+        return True
+    return "num_hidden_layers" in source
+
+
 class EarlyExitDrafts(AssistantDrafts):
     """Self-speculative drafts (``assistant_early_exit=n``): the model itself, run through its first
     ``n`` decoder layers (then its final norm and LM head), with a cache of its own. As transformers'
@@ -198,6 +211,10 @@ class EarlyExitDrafts(AssistantDrafts):
         if not isinstance(layers, int):
             raise ValueError(f"assistant_early_exit: {type(model).__name__} has no base model with "
                              "config.num_hidden_layers to exit early from")
+        if not _reads_layer_count(base):
+            raise ValueError(f"assistant_early_exit: {type(model).__name__}'s decoder runs all its layers whatever "
+                             "config.num_hidden_layers says, so it cannot draft from an early layer (transformers "
+                             "fails on it too); use a Llama-style model, or assistant_model= with a smaller model")
         exit_layers = int(request.config.assistant_early_exit or 0)
         if exit_layers > layers:
             raise ValueError(f"assistant_early_exit: {exit_layers} is more than the model's {layers} layers")
