@@ -162,6 +162,14 @@ def _realign(drop: torch.Tensor, length: int, device: torch.device) -> tuple[tor
     return (columns - offset).clamp(min=0), columns >= offset
 
 
+def _splits_cross_attention(model: Any, cache: Any) -> bool:
+    """Whether the cache is transformers' ``EncoderDecoderCache`` and the model leaves its
+    reordering to it (no ``_reorder_cache`` of its own), so its halves can move separately."""
+    from transformers.cache_utils import EncoderDecoderCache
+
+    return type(cache) is EncoderDecoderCache and not callable(getattr(model, "_reorder_cache", None))
+
+
 def _plain_layers(cache: Any) -> bool:
     """Whether every layer of a dynamic cache keeps all positions (no sliding window, no
     recurrent state), so that positions can be dropped row by row. True before prefill."""
@@ -407,6 +415,7 @@ class EncoderDecoderAdapter(_HiddenStates):
         self._encoder_mask: Optional[torch.Tensor] = None
         self._decoder_mask: Optional[torch.Tensor] = None
         self._hidden: Optional[torch.Tensor] = None
+        self._copies = 1  # rows per prompt (beams), set by prefill
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The decoder's first token for each prompt, as a ``[batch, 1]`` column."""
@@ -433,6 +442,7 @@ class EncoderDecoderAdapter(_HiddenStates):
             mask = None if mask is None else mask.repeat_interleave(copies, dim=0)
         self._encoder_outputs, self._encoder_mask = encoded, mask
         self._decoder_mask = None
+        self._copies = copies
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=True)
         # Each prompt's start token, repeated for its copies (transformers expands after choosing it).
         start = self.decoder_prompt(input_ids).repeat_interleave(copies, dim=0).to(self.device)
@@ -453,7 +463,22 @@ class EncoderDecoderAdapter(_HiddenStates):
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
         rows = parent_rows.to(self.device)
-        self._cache = reorder_cache(self.model, self._cache, rows)
+        if self._within_prompts(rows) and _splits_cross_attention(self.model, self._cache):
+            # The rows of one prompt hold identical cross-attention states (one encoder output,
+            # repeated), so moving rows among them changes nothing there: only the decoder's own
+            # states move. That skips the larger half of a beam step's reorder (the encoder's
+            # length in every layer), exactly, where transformers copies both halves.
+            self._cache.self_attention_cache.reorder_cache(rows)
+        else:
+            self._cache = reorder_cache(self.model, self._cache, rows)
+
+    def _within_prompts(self, rows: torch.Tensor) -> bool:
+        """Whether every row's parent is a copy of the same prompt (beam search)."""
+        copies = self._copies
+        if copies <= 1:
+            return False
+        own = torch.arange(rows.numel(), device=rows.device) // copies
+        return bool((rows // copies == own).all())
 
     @property
     def supports_ragged(self) -> bool:
