@@ -143,3 +143,25 @@ def test_pipeline_engine_matches_static_batches_and_prompts_alone(kjv, settings)
         assert (engine[i].token_ids, engine[i].finish_reason) == (alone.token_ids, alone.finish_reason), prompt
     if settings["do_sample"]:
         assert engine[0].token_ids != engine[3].token_ids or engine[0].finish_reason == "stop"
+
+
+def test_cli_input_runs_through_the_engine_in_input_order(tmp_path, capsys, kjv):
+    """``ferrogen generate --input``: a window sorted by length, finished rows dropped, records in
+    input order and each the prompt's own (as generated alone with the run's seed)."""
+    import json
+
+    from ferrogen.cli import main
+
+    lines = PROMPTS[:3] + PROMPTS[4:]  # distinct prompts
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in lines))
+    dst = tmp_path / "out.jsonl"
+    assert main(["generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "12", "--batch-size", "2",
+                 "--do-sample", "--seed", "3", "--stop-strings", ","]) == 0
+    capsys.readouterr()
+    records = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [r["line"] for r in records] == list(range(1, len(lines) + 1))
+    for record, prompt in zip(records, lines):
+        alone = kjv(prompt, max_new_tokens=12, do_sample=True, seed=3, stop_strings=[","])[0]
+        assert (record["prompt"], record["token_ids"], record["finish_reason"]) == (
+            prompt, alone.token_ids, alone.finish_reason)
