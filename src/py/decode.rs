@@ -1,6 +1,8 @@
 //! Binding of [`crate::decode::Decoder`]: convert, run with the GIL released, convert back.
 
-use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};

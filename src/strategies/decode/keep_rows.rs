@@ -17,7 +17,10 @@ impl Decoder {
         let n = self.history.n_rows();
         check_kept("rows", rows, n)?;
         if let Some(why) = not_droppable(&self.config) {
-            return Err(CoreError::invalid("rows", format!("rows cannot be dropped with {why}")));
+            return Err(CoreError::invalid(
+                "rows",
+                format!("rows cannot be dropped with {why}"),
+            ));
         }
         let mut config = self.config.clone();
         config.prompt_ignore_lengths = per_row_subset(&config.prompt_ignore_lengths, rows, n);
@@ -26,7 +29,8 @@ impl Decoder {
         let warpers = config.build_warpers(1);
         let mut full = pipeline.clone();
         full.extend(&warpers);
-        let kept_unfinished: Vec<bool> = rows.iter().map(|&r| self.status.is_unfinished(r)).collect();
+        let kept_unfinished: Vec<bool> =
+            rows.iter().map(|&r| self.status.is_unfinished(r)).collect();
         self.history.reorder(rows);
         self.status = crate::row_status::RowStatus::from_unfinished(kept_unfinished);
         self.keys = rows.iter().map(|&r| self.keys[r]).collect();
@@ -87,7 +91,9 @@ mod tests {
     fn logits_for(rows: &[usize], vocab: usize) -> Vec<f32> {
         // Row r prefers token (r + step) % vocab: distinct per original row.
         rows.iter()
-            .flat_map(|&r| (0..vocab).map(move |t| if t == (r * 3 + 1) % vocab { 1.0 } else { 0.0 }))
+            .flat_map(|&r| {
+                (0..vocab).map(move |t| if t == (r * 3 + 1) % vocab { 1.0 } else { 0.0 })
+            })
             .collect()
     }
 
@@ -100,12 +106,20 @@ mod tests {
         let mut all = decoder(&prompts, 4, &config);
         let mut kept = decoder(&prompts, 4, &config);
         let vocab = 8;
-        all.step_sample(&mut logits_for(&[0, 1, 2, 3], vocab), vocab).unwrap();
-        kept.step_sample(&mut logits_for(&[0, 1, 2, 3], vocab), vocab).unwrap();
+        all.step_sample(&mut logits_for(&[0, 1, 2, 3], vocab), vocab)
+            .unwrap();
+        kept.step_sample(&mut logits_for(&[0, 1, 2, 3], vocab), vocab)
+            .unwrap();
         kept.keep_rows(&[1, 3]).unwrap();
         for _ in 0..3 {
-            let a = all.step_sample(&mut logits_for(&[0, 1, 2, 3], vocab), vocab).unwrap().to_vec();
-            let k = kept.step_sample(&mut logits_for(&[1, 3], vocab), vocab).unwrap().to_vec();
+            let a = all
+                .step_sample(&mut logits_for(&[0, 1, 2, 3], vocab), vocab)
+                .unwrap()
+                .to_vec();
+            let k = kept
+                .step_sample(&mut logits_for(&[1, 3], vocab), vocab)
+                .unwrap()
+                .to_vec();
             assert_eq!(k, [a[1], a[3]]);
         }
         assert_eq!(kept.history().row(1), all.history().row(3));
