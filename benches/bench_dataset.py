@@ -65,6 +65,46 @@ def continuous(model: Any, tok: Any, texts: list[str], hf: dict[str, Any], batch
     return sum(len(r.generated_tokens) for r in results.values())
 
 
+def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: list[int], row: dict[str, Any]
+             ) -> list[dict[str, Any]]:
+    """The same prompts through ``ferrogen.distributed`` (local Ray, 1 CPU and torch thread per actor):
+    the engine's row dropping (the default ``BatchGenerator``) against static batches."""
+    import ray
+
+    from ferrogen import distributed as fd
+    from ferrogen.distributed.generator import BatchGenerator
+    from ferrogen.strategies.running_rows import EngineHooks
+
+    class StaticBatchGenerator(BatchGenerator):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.hooks = EngineHooks(drop_finished=False)
+
+    config = {k: v for k, v in base.items() if k != "stop_strings"}
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=200 * 2**20,
+             log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    out = []
+    try:
+        for actors in actor_counts:
+            tokens: dict[str, list[tuple[str, list[int]]]] = {}  # sorted: Ray's output order is not the input's
+            for name, cls in (("static", StaticBatchGenerator), ("engine", BatchGenerator)):
+                def job() -> int:
+                    ds = fd.generate_dataset(fd.from_prompts(texts), generation_config=config, batch_size=batch,
+                                             concurrency=actors, output_scores=False, generator_class=cls)
+                    frame = ds.to_pandas()
+                    tokens[name] = sorted((p, list(ids)) for p, ids in zip(frame["prompt"], frame["token_ids"]))
+                    return sum(len(ids) for _, ids in tokens[name])
+
+                out.append({**row, "system": f"Ray {actors} actor(s), {name}", "rates": timed(job, len(texts)),
+                            "note": "start-up (model load) included"})
+            same = tokens["engine"] == tokens["static"]
+            out[-1]["note"] += "; same tokens as static" if same else "; TOKENS DIFFER from static"
+    finally:
+        ray.shutdown()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=2000)
@@ -73,6 +113,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["greedy", "sample"])
     parser.add_argument("--variants", nargs="+", default=["eos", "stop"])
     parser.add_argument("--skip", nargs="*", default=[], help="systems to leave out (hf_pipeline, generate_batch)")
+    parser.add_argument("--ray", type=int, nargs="*", default=[], help="actor counts for the Ray rows (greedy, eos)")
     parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -124,6 +165,9 @@ def main() -> None:
                 if "generate_batch" not in args.skip and variant == "eos":
                     rows.append({**row, "system": "transformers generate_batch",
                                  "rates": timed(lambda: continuous(model, tok, texts, hf, batch), len(texts))})
+    for batch in args.batches if args.ray else []:
+        base = dict(max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=0, do_sample=False, seed=0)
+        rows.extend(ray_rows(texts, base, batch, args.ray, {"variant": "eos", "mode": "greedy", "batch": batch}))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (a VM shared with other "
