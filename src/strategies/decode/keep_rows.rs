@@ -99,9 +99,11 @@ mod tests {
 
     #[test]
     fn kept_rows_continue_as_if_nothing_was_dropped() {
-        let mut config = PipelineConfig::default();
-        config.repetition_penalty = 1.5;
-        config.prompt_ignore_lengths = vec![0, 1, 2, 0];
+        let config = PipelineConfig {
+            repetition_penalty: 1.5,
+            prompt_ignore_lengths: vec![0, 1, 2, 0],
+            ..PipelineConfig::default()
+        };
         let prompts = [1, 2, 0, 3, 0, 0, 4, 5];
         let mut all = decoder(&prompts, 4, &config);
         let mut kept = decoder(&prompts, 4, &config);
@@ -134,8 +136,10 @@ mod tests {
             assert!(d.keep_rows(bad).is_err(), "{bad:?}");
         }
         assert_eq!(d.history().n_rows(), 3, "a refused call changes nothing");
-        let mut miro = PipelineConfig::default();
-        miro.mirostat_mode = 2;
+        let miro = PipelineConfig {
+            mirostat_mode: 2,
+            ..PipelineConfig::default()
+        };
         assert!(decoder(&[1, 2], 2, &miro).keep_rows(&[0]).is_err());
     }
 }
