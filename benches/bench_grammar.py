@@ -2,7 +2,7 @@
 and transformers with xgrammar's logits processor (greedy and sampling only: xgrammar's
 transformers processor refuses beams), in the same run.
 
-    python benches/bench_grammar.py [--batches 1 8 32] [--repeats 3] [--out FILE.json]
+    python benches/bench_grammar.py [--batches 1 8 32] [--repeats 3] [--models embedded gpt2-6x512] [--out FILE.json]
 
 Per row of the table: seconds per call (median of the repeats) and generated tokens per
 second (non-padding new tokens / time). Each grammar row also reports the ratio to the
@@ -78,7 +78,11 @@ def run(args):
     torch.set_num_threads(1)
     embedded, tok = text.load_model(ferrogen.embedded_model_path("causal"))
     tok.padding_side = "left"
-    models = {"embedded 4x192": embedded, "random gpt2 6x512": random_gpt2(embedded.config.vocab_size)}
+    models = {"embedded 4x192": embedded}
+    if "gpt2-6x512" in args.models:
+        models["random gpt2 6x512"] = random_gpt2(embedded.config.vocab_size)
+    if "embedded" not in args.models:
+        del models["embedded 4x192"]
     xgr_proc = None
     try:
         import xgrammar as xgr
@@ -122,5 +126,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--models", nargs="+", choices=["embedded", "gpt2-6x512"], default=["embedded", "gpt2-6x512"])
     p.add_argument("--out")
     run(p.parse_args())

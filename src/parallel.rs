@@ -24,6 +24,7 @@ fn min_elems() -> usize {
 
 /// What one row's grammar mask costs, in elements of processor work: llguidance walks its
 /// token trie in tens of microseconds per row (about 30 µs at V = 4096, ~50 µs at 128k),
-/// as long as a pass of the fused processors over a quarter-million logits. So grammar
-/// rows go to the pool from about four rows on (with [`PARALLEL_MIN_ELEMS`]).
+/// as long as a pass of the fused processors over a quarter-million logits. Only rows of
+/// different grammars can run at once (the rows of one grammar share its lexer's mutex:
+/// `grammar::matchers`), so with this weight they go to the pool from about four rows on.
 pub const GRAMMAR_MASK_ELEMS: usize = 1 << 18;

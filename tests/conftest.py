@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from fallback_counter import count_fallbacks, pytest_configure, pytest_terminal_summary  # noqa: F401 (hooks)
 
 VOCAB = 96
 

@@ -168,7 +168,10 @@ def _disable_all(namespace: dict[str, Any]) -> None:
             ferrogen.disable(value)
 
 
-@pytest.mark.parametrize("block", CODE, ids=[b.id for b in CODE])
+# a block that shows a FallbackWarning sends its call to transformers on purpose (tests/fallback_counter.py)
+@pytest.mark.parametrize("block", [
+    pytest.param(b, id=b.id, marks=[pytest.mark.falls_back] if "FallbackWarning" in b.code else []) for b in CODE
+])
 def test_code_block_runs(block: Block, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     workdir = isolated / block.doc.stem  # one scratch directory per document
     workdir.mkdir(exist_ok=True)

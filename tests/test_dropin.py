@@ -188,6 +188,7 @@ def test_enable_with_custom_generate_goes_to_transformers_silently(kjv, modules_
     assert torch.equal(got, reference(model, enc, {}))
 
 
+@pytest.mark.falls_back
 def test_unsupported_argument_falls_back_and_warns_once(kjv):
     model, _, enc = kjv
     negative = enc["input_ids"][:, -1:]  # classifier-free guidance: transformers' own for now
@@ -203,6 +204,7 @@ def test_unsupported_argument_falls_back_and_warns_once(kjv):
     assert warned[0].filename == __file__  # points at the caller's line
 
 
+@pytest.mark.falls_back
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
@@ -245,6 +247,7 @@ def test_no_inputs_and_no_bos_raises_like_transformers(kjv):
         model.generate(max_new_tokens=NEW)
 
 
+@pytest.mark.falls_back
 def test_missing_strategy_falls_back_to_transformers(kjv, monkeypatch):
     model, _, enc = kjv
     monkeypatch.delitem(STRATEGIES, GenerationMode.GREEDY)

@@ -240,7 +240,7 @@ def test_attentions_and_hidden_states_match_transformers(tiny, strategy):
     """Greedy and sampling on decoder-only models: transformers' per-step per-layer tuples, run natively."""
     model, ids, mask = tiny
     if model.config.is_encoder_decoder:
-        pytest.skip("encoder-decoder models still fall back for output_attentions / output_hidden_states")
+        pytest.skip("encoder-decoder fields: test_dropin_outputs.py::test_attentions_and_hidden_states_match_transformers")
     model = copy.deepcopy(model)
     model.set_attn_implementation("eager")  # sdpa returns no attention weights
     kwargs = dict(max_new_tokens=4, return_dict_in_generate=True, output_attentions=True, output_hidden_states=True)

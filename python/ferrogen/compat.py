@@ -20,6 +20,7 @@ with one :class:`FallbackWarning` per reason and process.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import inspect
 import warnings
 from dataclasses import dataclass, field, fields
@@ -31,12 +32,16 @@ import torch
 from .config import GenerationConfig, GenerationMode
 from .families import accepts
 from ._lenient import resolve_config, warn_right_padding
-from .generate import MODEL_INPUTS, unsupported_settings
+from ._hf_outputs import as_transformers_output
+from .generate import BEAM_MODES, MODEL_INPUTS, unsupported_settings
 from .generate import generate as ferrogen_generate
 from .models import is_encoder_decoder
+from .outputs import GenerateOutput
 from .strategies import STRATEGIES
 
-__all__ = ["FallbackWarning", "custom_generate_path", "disable", "enable", "is_enabled", "patched"]
+__all__ = [
+    "FallbackWarning", "custom_generate_path", "disable", "enable", "fallback_counts", "is_enabled", "patched",
+]
 
 M = TypeVar("M")
 
@@ -68,6 +73,7 @@ _MODE_NEEDS = {
     GenerationMode.CONSTRAINED_BEAM_SEARCH: "force_words_ids (or constraints) and num_beams > 1",
 }
 _warned: set[str] = set()
+_counts: Counter[str] = Counter()  # fallback calls per reason, for fallback_counts()
 
 
 class FallbackWarning(UserWarning):
@@ -260,7 +266,10 @@ def _dispatch(
         call.input_ids = _bos_prompt(model, config, call.attention_mask)
     pad = config.pad_token_id if config.pad_token_id is not None else next(iter(config.eos_token_ids), None)
     warn_right_padding(model, call.input_ids, call.attention_mask, pad)
-    return ferrogen_generate(model, call.input_ids, call.attention_mask, config, **call.passed)
+    result = ferrogen_generate(model, call.input_ids, call.attention_mask, config, **call.passed)
+    if isinstance(result, GenerateOutput):  # transformers' own class, for isinstance checks in user code
+        return as_transformers_output(result, is_encoder_decoder(model), chosen in BEAM_MODES)
+    return result
 
 
 def _keep_last_logits(model: Any, arguments: dict[str, Any], call: _Call) -> None:
@@ -311,7 +320,19 @@ def _for_transformers(arguments: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def fallback_counts() -> dict[str, int]:
+    """How many ``model.generate`` calls went to transformers in this process, per reason (a copy;
+    the :class:`FallbackWarning` itself shows once per reason).
+
+    Example:
+        >>> isinstance(fallback_counts(), dict)
+        True
+    """
+    return dict(_counts)
+
+
 def _warn_once(blockers: list[str]) -> None:
+    _counts.update(dict.fromkeys(blockers, 1))
     new = [b for b in dict.fromkeys(blockers) if b not in _warned]
     if new:
         _warned.update(new)

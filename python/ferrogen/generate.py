@@ -137,11 +137,11 @@ def generate(
     if _engine is not None:  # ferrogen.engine's run: finished rows may leave the batch
         request.extras["engine"] = _engine
     prompt_len = int(request.prompt_ids.shape[1])
-    if mode in _BEAM_MODES and request.max_length <= prompt_len:
+    if mode in BEAM_MODES and request.max_length <= prompt_len:
         raise GenerationConfigError(
             "max_new_tokens", f"{mode.value} needs at least one new token (max_length {request.max_length} does "
             f"not exceed the prompt length {prompt_len}); greedy and sampling return the prompt instead")
-    if mode in _BEAM_MODES:
+    if mode in BEAM_MODES:
         check_beam_memory(request)
     try:
         output = strategy(request)
@@ -155,7 +155,7 @@ def generate(
     return output if request.return_dict else output.sequences
 
 
-_BEAM_MODES = frozenset({
+BEAM_MODES = frozenset({
     GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE, GenerationMode.GROUP_BEAM_SEARCH,
     GenerationMode.CONSTRAINED_BEAM_SEARCH,
 })
@@ -176,14 +176,14 @@ def _explain_context_overflow(model: Any, prompt_len: int, max_length: int, err:
         f"context is {positions} (max_position_embeddings); the model failed with: {err}") from err
 
 
-# Per-step model outputs ferrogen collects: greedy and sampling on decoder-only models.
+# Per-step model outputs ferrogen collects: greedy and sampling.
 _COLLECTED = ("output_attentions", "output_hidden_states")
 _COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE})
 
 
 def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:
     """``config.unsupported_settings()`` less what this call's ``mode`` and ``model`` carry out."""
-    collects = mode in _COLLECTING_MODES and not is_encoder_decoder(model) and hasattr(model, "get_output_embeddings")
+    collects = mode in _COLLECTING_MODES and hasattr(model, "get_output_embeddings")
     return [name for name in config.unsupported_settings() if not (collects and name in _COLLECTED)]
 
 

@@ -22,6 +22,7 @@ import torch
 from ._validation import GenerationConfigError
 from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
+from .folded_reorder import fold_reorder, settle
 
 __all__ = ["ModelAdapter", "MultiTokenAdapter", "adapter_for", "is_multi_token", "logits_to_host"]
 
@@ -162,6 +163,12 @@ def _realign(drop: torch.Tensor, length: int, device: torch.device) -> tuple[tor
     return (columns - offset).clamp(min=0), columns >= offset
 
 
+def _folds(model: Any) -> bool:
+    """Whether beam reorders may wait for the next append (:mod:`.folded_reorder`): the model
+    leaves reordering to the cache (no ``_reorder_cache`` of its own)."""
+    return not callable(getattr(model, "_reorder_cache", None))
+
+
 def _splits_cross_attention(model: Any, cache: Any) -> bool:
     """Whether the cache is transformers' ``EncoderDecoderCache`` and the model leaves its
     reordering to it (no ``_reorder_cache`` of its own), so its halves can move separately."""
@@ -220,6 +227,7 @@ class _HiddenStates:
     def cache(self) -> Any:
         """The model's cache (transformers' ``Cache``) after the latest forward call: every
         position but the last generated token, as ``generate`` returns it."""
+        settle(self._cache)
         return self._cache
 
     def last_hidden_state(self) -> Optional[torch.Tensor]:
@@ -317,8 +325,16 @@ class DecoderOnlyAdapter(_HiddenStates):
         return self._forward(tokens, keep=n, on_host=on_host)
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
+        self._reorder(parent_rows, fold=True)
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        self._reorder(rows, fold=False)
+
+    def _reorder(self, parent_rows: torch.Tensor, fold: bool) -> None:
         rows = parent_rows.to(self.device)
-        self._cache = reorder_cache(self.model, self._cache, rows)
+        if not (fold and _folds(self.model) and fold_reorder(self._cache, rows)):
+            settle(self._cache)
+            self._cache = reorder_cache(self.model, self._cache, rows)
         if self._mask is not None:
             self._mask = self._mask.index_select(0, rows)
         if self._positions is not None:
@@ -326,13 +342,12 @@ class DecoderOnlyAdapter(_HiddenStates):
         if self._token_types is not None:
             self._token_types = self._token_types.index_select(0, rows)
 
-    select_rows = reorder
-
     @property
     def supports_ragged(self) -> bool:
         return self._takes_positions and _plain_layers(self._cache)
 
     def crop_rows(self, drop: torch.Tensor) -> None:
+        settle(self._cache)
         drop = torch.as_tensor(drop, dtype=torch.long).cpu()
         if drop.numel() == 0 or int(drop.max()) == 0:
             return
@@ -401,14 +416,19 @@ class EncoderDecoderAdapter(_HiddenStates):
     is_encoder_decoder = True
 
     def __init__(
-        self, model: Any, decoder_start_token_id: Union[int, Sequence[int]], output_hidden_states: bool = False
+        self, model: Any, decoder_start_token_id: Union[int, Sequence[int]], output_hidden_states: bool = False,
+        collect: tuple[bool, bool] = (False, False),
     ) -> None:
         self.model = model
         self.device = model.device
         self.device_logits = False
         # One int for every row, or (as transformers accepts) one start token per prompt.
         self.decoder_start_token_id = decoder_start_token_id
-        self._options = _Options(output_hidden_states)
+        self._options = _Options(output_hidden_states, False, *collect)
+        #: ``(decoder attentions, decoder hidden states, cross attentions)`` of the latest forward
+        #: call and the encoder's ``(attentions, hidden states)``, when ``collect`` asks for them
+        self.step_outputs: tuple[Any, ...] = (None, None, None)
+        self.encoder_step_outputs: Optional[tuple[Any, Any]] = None
         self._cache_key = "cache"
         self._cache: Any = None
         self._encoder_outputs: Any = None
@@ -435,8 +455,14 @@ class EncoderDecoderAdapter(_HiddenStates):
         input_ids = input_ids.to(self.device)
         mask = None if attention_mask is None else attention_mask.to(self.device)
         # The encoder runs once per prompt; its outputs are then repeated, as transformers does.
+        options = self._options
+        collect = dict(output_attentions=True) if options.collect_attentions else {}
+        if options.collect_hidden_states:
+            collect["output_hidden_states"] = True
         with torch.inference_mode():
-            encoded = self.model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True)
+            encoded = self.model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True, **collect)
+        if collect:  # per prompt, not per copy, as transformers returns them
+            self.encoder_step_outputs = (encoded.get("attentions"), encoded.get("hidden_states"))
         if copies > 1:
             encoded["last_hidden_state"] = encoded.last_hidden_state.repeat_interleave(copies, dim=0)
             mask = None if mask is None else mask.repeat_interleave(copies, dim=0)
@@ -468,8 +494,11 @@ class EncoderDecoderAdapter(_HiddenStates):
             # repeated), so moving rows among them changes nothing there: only the decoder's own
             # states move. That skips the larger half of a beam step's reorder (the encoder's
             # length in every layer), exactly, where transformers copies both halves.
-            self._cache.self_attention_cache.reorder_cache(rows)
+            self_attention = self._cache.self_attention_cache
+            if not (_folds(self.model) and fold_reorder(self_attention, rows)):
+                self_attention.reorder_cache(rows)
         else:
+            settle(self._cache)
             self._cache = reorder_cache(self.model, self._cache, rows)
 
     def _within_prompts(self, rows: torch.Tensor) -> bool:
@@ -488,6 +517,7 @@ class EncoderDecoderAdapter(_HiddenStates):
 
     def select_rows(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.device)
+        settle(self._cache)
         self._cache = reorder_cache(self.model, self._cache, rows)
         encoded = self._encoder_outputs
         encoded["last_hidden_state"] = encoded.last_hidden_state.index_select(0, rows)
@@ -497,6 +527,7 @@ class EncoderDecoderAdapter(_HiddenStates):
             self._decoder_mask = self._decoder_mask.index_select(0, rows)
 
     def crop_rows(self, drop: torch.Tensor) -> None:
+        settle(self._cache)
         drop = torch.as_tensor(drop, dtype=torch.long).cpu()
         if drop.numel() == 0 or int(drop.max()) == 0:
             return
@@ -524,8 +555,11 @@ class EncoderDecoderAdapter(_HiddenStates):
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
         if self._decoder_mask is not None:
             kwargs["decoder_attention_mask"] = self._decoder_mask
-        if self._options.output_hidden_states:
+        options = self._options
+        if options.output_hidden_states or options.collect_hidden_states:
             kwargs["output_hidden_states"] = True
+        if options.collect_attentions:
+            kwargs["output_attentions"] = True
         with torch.inference_mode():
             out = self.model(
                 encoder_outputs=self._encoder_outputs,
@@ -534,6 +568,10 @@ class EncoderDecoderAdapter(_HiddenStates):
                 **kwargs,
             )
         self._cache = _cache_from(out, self._cache_key, self._cache)
+        if options.collect_attentions or options.collect_hidden_states:
+            self.step_outputs = (out.decoder_attentions if options.collect_attentions else None,
+                                 out.decoder_hidden_states if options.collect_hidden_states else None,
+                                 out.cross_attentions if options.collect_attentions else None)
         if self._options.output_hidden_states:
             self._hidden = out.decoder_hidden_states[-1]
         logits = out.logits[:, -1] if keep is None else out.logits[:, -keep:]
@@ -606,14 +644,14 @@ def adapter_for(
     """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch.
     ``rollback``: the caller will crop cached positions (assisted decoding); ``model_inputs``:
     ``position_ids`` / ``token_type_ids`` for a decoder-only model (checked by ``generate``);
-    ``collect``: keep each step's (attentions, hidden states), decoder-only models."""
+    ``collect``: keep each step's (attentions, hidden states)."""
     if is_encoder_decoder(model):
         if decoder_start_token_id is None:
             raise ValueError(
                 "decoder_start_token_id: an encoder-decoder model needs decoder_start_token_id "
                 "(or bos_token_id) in its generation config"
             )
-        return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states)
+        return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states, collect)
     if hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
         return DecoderOnlyAdapter(model, output_hidden_states, rollback, model_inputs, collect)
     if isinstance(model, torch.nn.Module):

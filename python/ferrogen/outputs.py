@@ -32,11 +32,17 @@ class GenerateOutput:
     - ``attentions``, ``hidden_states``: greedy and sampling on decoder-only models, with
       ``output_attentions`` / ``output_hidden_states``: one entry per generated token, each the
       model's per-layer tuple, as transformers returns them.
-    - ``cache``: greedy and sampling with ``use_cache`` (the default), the model's cache after
-      the last forward call (every position but the last token), to continue generation from.
-    - ``encoder_*``, ``decoder_*``, ``cross_attentions``: transformers' names, always ``None``:
-      ferrogen does not collect them (with :func:`ferrogen.enable`, asking for them runs
-      transformers instead).
+    - ``encoder_attentions``, ``encoder_hidden_states`` (the encoder's per-layer tuples, one row per
+      prompt), ``decoder_attentions``, ``cross_attentions``, ``decoder_hidden_states`` (per step):
+      the same for greedy and sampling on encoder-decoder models.
+    - ``cache``: greedy, sampling and the beam modes with ``use_cache`` (the default), the
+      model's cache after the last forward call (every position but the last token; beams:
+      reordered by the last step's running beams, as transformers does), to continue from.
+    - Other strategies do not collect attentions / hidden states (with :func:`ferrogen.enable`,
+      asking for them runs transformers instead).
+
+    Under :func:`ferrogen.enable` the result is transformers' own class instead
+    (``ferrogen._hf_outputs``), these ferrogen-only fields kept as attributes.
     - ``finish_reasons`` (ferrogen): per row, ``"eos"``, ``"length"``, ``"stop"`` (a stopping
       criterion) or ``"time"``; constrained beam search reports ``"constraints_unmet"`` for a
       row that misses a constraint; with a grammar constraint, ``"grammar"`` for a row that

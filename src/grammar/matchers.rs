@@ -30,6 +30,10 @@ pub enum RowStatus {
 #[derive(Clone)]
 struct Row {
     matcher: Matcher,
+    /// Rows cloned from one compiled grammar share its lexer, behind one mutex that
+    /// llguidance holds for a whole mask: such rows run one after the other (in parallel
+    /// they only wait on each other, and on the pool's wake-ups). The grammar's index.
+    lexer: usize,
     /// History length the matcher has seen (None until the first mask).
     seen: Option<usize>,
     /// For each history position after the start: whether the matcher consumed it.
@@ -71,9 +75,14 @@ impl RowGrammars {
         rows.try_reserve_exact(n)
             .map_err(|_| CoreError::invalid("grammar", "too many rows"))?;
         for g in grammars {
+            let lexer = grammars
+                .iter()
+                .position(|other| Arc::ptr_eq(other, g))
+                .unwrap_or(0);
             for _ in 0..rows_per_prompt {
                 rows.push(Row {
                     matcher: g.initial.clone(),
+                    lexer,
                     seen: None,
                     fed: Vec::new(),
                     status: RowStatus::Active,
@@ -126,7 +135,7 @@ impl RowGrammars {
         let n = (logits.len() / vocab).min(history.n_rows());
         let eos = &self.eos;
         let tok_eos = &self.tokenizer_eos;
-        let work = |(i, (row, out)): (usize, (&mut Row, &mut [f32]))| {
+        let work = |(i, row, out): (usize, &mut Row, &mut [f32])| {
             row.sync(history.row(i), eos);
             row.write_mask(out, eos, tok_eos);
         };
@@ -134,16 +143,30 @@ impl RowGrammars {
             None => self.rows.iter_mut().enumerate().take(n).collect(),
             Some(m) => select_mut(&mut self.rows, &m[..n.min(m.len())]),
         };
-        let pairs = picked
+        let mut items: Vec<(usize, &mut Row, &mut [f32])> = picked
             .iter_mut()
             .map(|(_, r)| &mut **r)
             .zip(logits.chunks_exact_mut(vocab))
-            .enumerate();
+            .enumerate()
+            .map(|(i, (row, out))| (i, row, out))
+            .collect();
+        // Rows of one lexer form one task (see `Row::lexer`); tasks of different grammars
+        // go to the pool when there is enough work.
+        items.sort_by_key(|(_, row, _)| row.lexer);
+        let mut tasks: Vec<Vec<(usize, &mut Row, &mut [f32])>> = Vec::new();
+        for item in items {
+            match tasks.last_mut() {
+                Some(task) if task[0].1.lexer == item.1.lexer => task.push(item),
+                _ => tasks.push(vec![item]),
+            }
+        }
         let elems = n.saturating_mul(crate::parallel::GRAMMAR_MASK_ELEMS);
-        if crate::parallel::worth_parallel(n, elems) {
-            pairs.collect::<Vec<_>>().into_par_iter().for_each(work);
+        if crate::parallel::worth_parallel(tasks.len(), elems) {
+            tasks
+                .into_par_iter()
+                .for_each(|task| task.into_iter().for_each(work));
         } else {
-            pairs.for_each(work);
+            tasks.into_iter().flatten().for_each(work);
         }
     }
 

@@ -96,7 +96,22 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
         if active.any():
             main.crop_rows(torch.from_numpy(drop))
             source.update(emitted, accepted, drafted, active, lockstep)
-    return run.output()
+    return run.output(_final_cache(request, main, core))
+
+
+def _final_cache(request: GenerationRequest, main: Any, core: _core.AssistedDecoder) -> Any:
+    """The main model's cache as transformers returns it for one row: every position but the
+    last token (the last round's rejected drafts dropped). ``None`` for a batch, whose rows end
+    at different lengths (transformers refuses batched assisted decoding)."""
+    if not request.return_dict or not request.config.use_cache or getattr(main, "cache", None) is None:
+        return None
+    length = core.sequences().shape[1]
+    if core.sequences().shape[0] != 1:
+        return None
+    extra = main.cache.get_seq_length() - (length - 1)
+    if extra > 0:
+        main.crop_rows(torch.tensor([extra], dtype=torch.long))
+    return main.cache
 
 
 def _settings(request: GenerationRequest, grammar: Optional[Any]) -> _core.GenerationSettings:
@@ -200,7 +215,7 @@ class _Run:
             if not self.reasons[row]:
                 self.reasons[row] = why
 
-    def output(self) -> GenerateOutput:
+    def output(self, cache: Any = None) -> GenerateOutput:
         if self.request.streamer is not None:
             self.request.streamer.end()
         sequences = torch.from_numpy(self.core.sequences())
@@ -215,7 +230,7 @@ class _Run:
 
         if self.request.return_dict:
             out = GenerateOutput(sequences=sequences, scores=per_step(self.scores), logits=per_step(self.raw),
-                                 finish_reasons=reasons)
+                                 finish_reasons=reasons, cache=cache)
         else:
             out = GenerateOutput(sequences=sequences, finish_reasons=reasons)
         out.assisted_stats = self.stats  # type: ignore[attr-defined]

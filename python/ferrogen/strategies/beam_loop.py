@@ -185,6 +185,8 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         if stream.streamer is not None:
             stream.advance(core.take_settled())
         if core.is_done():
+            if request.return_dict and cfg.use_cache:  # transformers reorders once more and returns that cache
+                request.adapter.reorder(parents_t)
             break
         request.adapter.reorder(parents_t)
         del logits  # not alive during the next forward pass: one [rows, vocab] tensor at a time
@@ -215,6 +217,7 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         beam_indices=torch.from_numpy(final.beam_indices).to(torch.int32),
         finish_reasons=reasons,
         beam_tree=tree,
+        cache=getattr(request.adapter, "cache", None) if cfg.use_cache else None,
     )
 
 

@@ -51,7 +51,7 @@ def run_token_loop(
     streamer = request.streamer
     if streamer is not None:
         streamer.put(prompt.cpu())
-    steps: list[tuple[object, object]] = []  # per forward call: (attentions, hidden_states), when collected
+    steps: list[tuple[object, ...]] = []  # per forward call: (attentions, hidden_states[, cross]), when collected
     collect = getattr(request.adapter, "step_outputs", None) is not None
 
     cur = prompt_len
@@ -103,19 +103,32 @@ def run_token_loop(
     reasons = grammar_finish_reasons(request, sequences, [r or "length" for r in reasons], prompt_len)
     if not request.return_dict:
         return GenerateOutput(sequences=sequences, finish_reasons=reasons)
-    return GenerateOutput(
+    out = GenerateOutput(
         sequences=sequences,
         scores=tuple(scores) if keep_scores else None,
         logits=tuple(raw) if keep_logits else None,
         finish_reasons=reasons,
-        attentions=_per_step(steps, 0),
-        hidden_states=_per_step(steps, 1),
         # A cache that dropped rows no longer covers the batch: none rather than a partial one.
         cache=getattr(request.adapter, "cache", None) if request.config.use_cache and not running.dropped else None,
     )
+    for name, value in _collected(request.adapter, steps).items():
+        setattr(out, name, value)
+    return out
 
 
-def _per_step(steps: list[tuple[object, object]], which: int) -> Optional[tuple[object, ...]]:
+def _collected(adapter: object, steps: list[tuple[object, ...]]) -> dict[str, Optional[tuple[object, ...]]]:
+    """The per-step model outputs under transformers' names: ``attentions`` / ``hidden_states``
+    for a decoder-only model; ``decoder_*``, ``cross_attentions`` and the encoder's once for an
+    encoder-decoder model."""
+    if not getattr(adapter, "is_encoder_decoder", False):
+        return dict(attentions=_per_step(steps, 0), hidden_states=_per_step(steps, 1))
+    encoder = getattr(adapter, "encoder_step_outputs", None) or (None, None)
+    return dict(decoder_attentions=_per_step(steps, 0), decoder_hidden_states=_per_step(steps, 1),
+                cross_attentions=_per_step(steps, 2), encoder_attentions=encoder[0],
+                encoder_hidden_states=encoder[1])
+
+
+def _per_step(steps: list[tuple[object, ...]], which: int) -> Optional[tuple[object, ...]]:
     """transformers' layout: one entry per generated token, each the model's per-layer tuple."""
     if not steps or steps[0][which] is None:
         return None
