@@ -16,6 +16,11 @@ impl RowStatus {
         }
     }
 
+    /// Rows whose status is `unfinished[r]` (the kept rows of a batch that dropped some).
+    pub fn from_unfinished(unfinished: Vec<bool>) -> Self {
+        RowStatus { unfinished }
+    }
+
     /// Per row: still generating.
     pub fn unfinished(&self) -> &[bool] {
         &self.unfinished

@@ -1,7 +1,9 @@
 """The batch loop of ``ferrogen generate``: lines in, one record per line out, in input order.
 
-Lines are taken ``batch_size`` at a time (a window); within a window, lines with the same
-overrides generate together. Every line gets its own record: a result, or ``{"line": N, "error":
+Lines are taken ``POOL_BATCHES * batch_size`` at a time (a window); within a window, lines with
+the same overrides generate together through the batch engine (:mod:`ferrogen.engine`: batches of
+``batch_size`` prompts of similar length, finished rows dropped), records still in input order.
+With a streamer, windows are ``batch_size`` lines in input order (the stream follows the input). Every line gets its own record: a result, or ``{"line": N, "error":
 "line N: ..."}``. A prompt that cannot fit the model (empty, or over its context) is refused before
 tokenizing the batch, and a batch that fails is retried one line at a time, so one bad line never
 takes its neighbours down. Memory is bounded by the window, not by the longest line: the reader
@@ -23,6 +25,8 @@ Record = dict[str, Any]
 UNBOUNDED_PROMPT_BYTES = 8 << 20
 # Bytes one line may add around its prompt: JSON quoting and per-line overrides.
 LINE_OVERHEAD_BYTES = 64 << 10
+# Batches of lines a window holds, so that the engine can sort them by length (memory: the window's text).
+POOL_BATCHES = 8
 _CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 
 
@@ -72,16 +76,17 @@ def _prompt_problem(line: Line, generator: Any, limits: Limits) -> Optional[str]
     return None
 
 
-def _generate(generator: Any, group: list[Line], config: Any, streamer: Any) -> dict[int, list[Record]]:
+def _generate(generator: Any, group: list[Line], config: Any, streamer: Any, batching: dict[str, Any]
+              ) -> dict[int, list[Record]]:
     """Records for a group of lines sharing one config; a failing group is retried line by line."""
     try:
-        results = generator([line.prompt for line in group], generation_config=config, streamer=streamer)
+        results = generator([line.prompt for line in group], generation_config=config, streamer=streamer, **batching)
     except Exception as exc:  # noqa: BLE001 - any failure of a line becomes that line's record
         if len(group) == 1:
             return {group[0].number: [_error(group[0].number, _describe(exc))]}
         out: dict[int, list[Record]] = {}
         for line in group:
-            out.update(_generate(generator, [line], config, streamer))
+            out.update(_generate(generator, [line], config, streamer, batching))
         return out
     per = len(results) // len(group)
     records: dict[int, list[Record]] = {}
@@ -95,7 +100,8 @@ def _generate(generator: Any, group: list[Line], config: Any, streamer: Any) -> 
     return records
 
 
-def _window(window: list[Line], generator: Any, base: Any, limits: Limits, streamer: Any) -> list[Record]:
+def _window(window: list[Line], generator: Any, base: Any, limits: Limits, streamer: Any,
+            batching: dict[str, Any]) -> list[Record]:
     records: dict[int, list[Record]] = {}
     configs: dict[str, Any] = {}
     groups: dict[str, list[Line]] = {}
@@ -116,7 +122,7 @@ def _window(window: list[Line], generator: Any, base: Any, limits: Limits, strea
             continue
         groups.setdefault(key, []).append(line)
     for key, group in groups.items():
-        records.update(_generate(generator, group, configs[key], streamer))
+        records.update(_generate(generator, group, configs[key], streamer, batching))
     return [record for line in window for record in records[line.number]]
 
 
@@ -127,14 +133,18 @@ def _windows(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
 
 
 def run(lines: Iterable[Line], generator: Any, base: Any, limits: Limits, *, batch_size: int,
-        emit: Callable[[list[Record], int], None], streamer: Any = None) -> int:
-    """Generates every line; ``emit(records, last_line_number)`` once per window, in input order.
+        emit: Callable[[list[Record], int], None], streamer: Any = None,
+        on_progress: Optional[Callable[[Any], None]] = None) -> int:
+    """Generates every line; ``emit(records, last_line_number)`` once per window, in input order;
+    ``on_progress`` gets the engine's :class:`~ferrogen.engine.EngineProgress` as it runs.
 
     Returns the number of lines whose record is an error.
     """
     errors = 0
-    for window in _windows(lines, batch_size):
-        records = _window(window, generator, base, limits, streamer)
+    engine = streamer is None
+    batching: dict[str, Any] = {"batch_size": batch_size, "on_progress": on_progress} if engine else {}
+    for window in _windows(lines, batch_size * POOL_BATCHES if engine else batch_size):
+        records = _window(window, generator, base, limits, streamer, batching)
         errors += len({r["line"] for r in records if "error" in r})
         emit(records, window[-1].number)
     return errors

@@ -251,7 +251,11 @@ def _generate_all(args: argparse.Namespace, fields: dict[str, Any], config: Any,
                     tqdm.write(f"ferrogen: {record['error']}", file=sys.stderr)
             bar.update(last - bar.n)
 
-        errors = run(lines, generator, config, limits, batch_size=args.batch_size, emit=emit, streamer=streamer)
+        def progress(state: Any) -> None:  # the engine's tokens/s and running batch size
+            bar.set_postfix_str(state.describe(), refresh=False)
+
+        errors = run(lines, generator, config, limits, batch_size=args.batch_size, emit=emit, streamer=streamer,
+                     on_progress=progress)
         bar.update((total or 0) - bar.n)
     return 1 if errors and (args.strict or args.input is None) else 0
 

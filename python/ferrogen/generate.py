@@ -20,6 +20,7 @@ from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
 from .strategies import STRATEGIES, GenerationRequest
 from .strategies.beam_loop import check_beam_memory
+from .strategies.running_rows import EngineHooks
 from .streamers import ends_stream_on_error
 from .token_healing import check_healing, heal_tokens
 
@@ -80,6 +81,7 @@ def generate(
     assistant_model: Optional[Any] = None,
     row_seeds: Optional[Sequence[int]] = None,
     prefix_allowed_tokens_fn: Optional[PrefixAllowedTokensFn] = None,
+    _engine: Optional[EngineHooks] = None,
     **kwargs: Any,
 ) -> Union[torch.Tensor, GenerateOutput]:
     """Generates token ids with ``model``, as ``model.generate`` would, with the core in Rust.
@@ -95,6 +97,7 @@ def generate(
     prompt sample as if generated alone with ``seed=row_seeds[i]``.
     ``prefix_allowed_tokens_fn(batch_id, input_ids)`` returns the token ids a row may take next,
     as in transformers (called once per row per step, ``input_ids`` a 1-D CPU tensor).
+    ``_engine`` is :mod:`ferrogen.engine`'s (its hooks: drop finished rows, count steps).
 
     Example::
 
@@ -134,6 +137,8 @@ def generate(
     request.extras["prefix_allowed"] = prefix
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
+    if _engine is not None:  # ferrogen.engine's run: finished rows may leave the batch
+        request.extras["engine"] = _engine
     prompt_len = int(request.prompt_ids.shape[1])
     if mode in BEAM_MODES and request.max_length <= prompt_len:
         raise GenerationConfigError(

@@ -91,7 +91,15 @@ class TextGenerator:
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
 
-    def __call__(self, prompts: Union[str, Sequence[str]], streamer: Any = None, **kwargs: Any) -> list[TextResult]:
+    def __call__(self, prompts: Union[str, Sequence[str]], streamer: Any = None, batch_size: Optional[int] = None,
+                 **kwargs: Any) -> list[TextResult]:
+        """Generates every prompt; one batch, or with ``batch_size`` the batch engine
+        (:mod:`ferrogen.engine`: length-sorted batches, finished rows dropped, input order kept)."""
+        if batch_size is not None:
+            from .engine import generate_texts
+
+            batch = [prompts] if isinstance(prompts, str) else list(prompts)
+            return generate_texts(self, batch, batch_size, streamer=streamer, **kwargs)
         if "return_full_text" in kwargs:  # transformers' pipeline argument: both forms are here
             raise TypeError("return_full_text: not an argument here; every TextResult has .text (the generated "
                             "text alone) and .full_text (the prompt followed by it)")

@@ -1,9 +1,11 @@
 //! Binding of [`crate::decode::Decoder`]: convert, run with the GIL released, convert back.
 
-use numpy::{PyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
-use super::arrays::{contiguous, contiguous_mut};
+use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::to_py;
 use super::row_status::row_status_binding;
 use super::settings::GenerationSettings;
@@ -72,6 +74,20 @@ row_status_binding!(Decoder, {
         logits: PyReadwriteArray2<'py, f32>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         self.run(py, logits, CoreDecoder::step_sample)
+    }
+
+    /// Keeps only the rows `rows` (int64, strictly increasing indices of the current rows):
+    /// a batch engine drops finished rows; the kept rows go on as if nothing was dropped.
+    fn keep_rows(&mut self, rows: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
+        let given = contiguous1("rows", &rows)?;
+        let mut kept = Vec::with_capacity(given.len());
+        for &r in given {
+            let r = usize::try_from(r).map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!("rows: negative row index {r}"))
+            })?;
+            kept.push(r);
+        }
+        self.inner.keep_rows(&kept).map_err(to_py)
     }
 
     /// Runs the built-in processors over `logits` in place (before user processors).

@@ -11,6 +11,8 @@ use crate::rng;
 use crate::row_status::RowStatus;
 use crate::sampling::{argmax, draw};
 
+mod keep_rows;
+
 pub struct Decoder {
     history: TokenHistory,
     status: RowStatus,

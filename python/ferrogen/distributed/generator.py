@@ -48,6 +48,7 @@ class BatchGenerator:
         from transformers.utils import logging as hf_logging
 
         from .. import embedded_model_path
+        from ..strategies.running_rows import EngineHooks
         from ..text import TextGenerator, load_model
 
         if threads:
@@ -65,6 +66,8 @@ class BatchGenerator:
         self.output_scores = output_scores
         self.ledger = ledger
         self.batch_retries = batch_retries
+        # The batch engine's row dropping (ferrogen.engine): finished rows leave the running batch.
+        self.hooks = EngineHooks()
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
         self._check_columns(batch.column_names)
@@ -160,7 +163,7 @@ class BatchGenerator:
             output = generate(
                 model, input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
                 generation_config=config, tokenizer=tok, return_dict_in_generate=True,
-                output_scores=self.output_scores, **seeding,
+                output_scores=self.output_scores, _engine=self.hooks, **seeding,
             )
         skip = 1 if self.text.encoder_decoder else enc["input_ids"].shape[1]
         token_scores = _token_logprobs(output, skip) if self.output_scores else None

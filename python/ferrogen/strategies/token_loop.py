@@ -17,6 +17,7 @@ from ..grammar import grammar_finish_reasons
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
 from .base import GenerationRequest
+from .running_rows import EngineHooks, RunningRows
 
 __all__ = ["run_token_loop"]
 
@@ -38,7 +39,10 @@ def run_token_loop(
     prompt = request.prompt_ids.repeat_interleave(copies, dim=0) if copies > 1 else request.prompt_ids
     rows, prompt_len = prompt.shape
     total = max(request.max_length, prompt_len)
-    sequences = torch.empty((rows, total), dtype=torch.long)
+    hooks: Optional[EngineHooks] = request.extras.get("engine")
+    running = RunningRows(rows, hooks is not None and hooks.can_drop(request, core))
+    # Dropped rows are padded as the core pads a finished row that stays in the batch.
+    sequences = torch.full((rows, total), request.pad_token_id, dtype=torch.long)
     sequences[:, :prompt_len] = prompt
     keep_scores, keep_logits = request.keep_scores, request.keep_logits
     scores: list[torch.Tensor] = []
@@ -67,21 +71,31 @@ def run_token_loop(
             next_tokens = torch.from_numpy(choose(logits.numpy()))
         else:
             next_tokens = torch.from_numpy(step(logits.numpy()))
-        sequences[:, cur] = next_tokens
+        if running.dropped:
+            sequences[torch.from_numpy(running.index), cur] = next_tokens
+        else:
+            sequences[:, cur] = next_tokens
         cur += 1
+        if hooks is not None and hooks.on_step is not None:
+            hooks.on_step(int(before.sum()))
         if keep_scores:
-            scores.append(logits)
+            scores.append(running.full_scores(logits, rows))
         if streamer is not None:
             streamer.put(next_tokens)
         ended = before & ~core.unfinished()
-        _mark(reasons, ended, "eos")
-        for done, why in evaluate_criteria(request.criteria, sequences[:, :cur], logits):
+        _mark(reasons, running.to_original(ended), "eos")
+        seen = sequences[torch.from_numpy(running.index), :cur] if running.dropped else sequences[:, :cur]
+        for done, why in evaluate_criteria(request.criteria, seen, logits):
             before = core.unfinished()
             core.finish_rows(done.numpy())
-            _mark(reasons, before & ~core.unfinished(), why)
+            _mark(reasons, running.to_original(before & ~core.unfinished()), why)
         if core.all_finished() or cur >= total:
             break
         del logits  # not alive during the next forward pass: one [rows, vocab] tensor at a time
+        unfinished = core.unfinished()
+        if running.drop and not unfinished.all():
+            running.drop_finished(core, request.adapter, unfinished)
+            next_tokens = next_tokens[torch.from_numpy(np.flatnonzero(unfinished))]
         logits = request.adapter.advance(next_tokens)
 
     if streamer is not None:
@@ -95,7 +109,8 @@ def run_token_loop(
         scores=tuple(scores) if keep_scores else None,
         logits=tuple(raw) if keep_logits else None,
         finish_reasons=reasons,
-        cache=getattr(request.adapter, "cache", None) if request.config.use_cache else None,
+        # A cache that dropped rows no longer covers the batch: none rather than a partial one.
+        cache=getattr(request.adapter, "cache", None) if request.config.use_cache and not running.dropped else None,
     )
     for name, value in _collected(request.adapter, steps).items():
         setattr(out, name, value)
@@ -121,7 +136,7 @@ def _per_step(steps: list[tuple[object, ...]], which: int) -> Optional[tuple[obj
     return tuple(step[which] for step in steps)
 
 
-def _mark(reasons: list[str], newly: np.ndarray, why: str) -> None:
-    for row in np.flatnonzero(newly):
+def _mark(reasons: list[str], rows: np.ndarray, why: str) -> None:
+    for row in rows:
         if not reasons[row]:
             reasons[row] = why

@@ -1,0 +1,191 @@
+"""Many prompts of varied length through the embedded model: the batch engine against static batches.
+
+One run, one torch thread, the same prompts for every system:
+- ferrogen engine: ``ferrogen.pipeline()(prompts, batch_size=B)`` (length-sorted batches, finished
+  rows dropped from the running batch; :mod:`ferrogen.engine`);
+- ferrogen static: the same batches in input order, every row kept to the batch's end (what
+  ferrogen did before the engine; ``generate_texts(..., static=True)``);
+- transformers' ``pipeline("text-generation", batch_size=B)``;
+- transformers' ``model.generate_batch`` (continuous batching over a paged cache), once per variant
+  (it schedules its own batch).
+Prompts are verses' openings of the embedded KJV model's domain, of 1 to 12 clauses. The model
+never emits its ``</s>``, so the natural end is the end of a verse: EOS is ``</s>`` or the newline
+token (both for every system); the stop-string variant also stops at ``"."``. Engine and static
+token ids are checked identical. Prompts/s and generated tokens/s; peak RSS at the end (MB).
+
+    python benches/bench_dataset.py                      # 2000 prompts, batch 16 and 64
+    python benches/bench_dataset.py --prompts 300 --batches 16 64 --out dataset.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import resource
+import time
+import warnings
+from typing import Any, Callable
+
+import torch
+
+import ferrogen
+from ferrogen.engine import generate_texts
+
+CLAUSES = ["And God said", "In the beginning God created the heaven and the earth", "And the LORD spake unto Moses",
+           "Blessed are the meek", "Thou shalt love thy neighbour as thyself", "And it came to pass",
+           "when the king heard these words", "that he rent his clothes", "and the people of Israel",
+           "went up to Jerusalem", "And Jesus answered and said unto them", "Verily I say unto you",
+           "the son of David", "in the land of Egypt", "before the LORD thy God", "for ever and ever"]
+
+
+def prompts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [", ".join(rng.choice(CLAUSES) for _ in range(rng.choice([1, 1, 2, 2, 3, 4, 6, 9, 12]))) for _ in range(n)]
+
+
+def timed(run: Callable[[], int], n: int) -> tuple[float, float]:
+    start = time.perf_counter()
+    tokens = run()
+    elapsed = time.perf_counter() - start
+    return n / elapsed, tokens / elapsed
+
+
+def continuous(model: Any, tok: Any, texts: list[str], hf: dict[str, Any], batch: int) -> int:
+    """transformers' ``generate_batch``, at most ``batch`` requests at once and a cache sized for them
+    (left to itself on CPU it sizes the paged cache from the host's memory: 14 GB here)."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    cb = ContinuousBatchingConfig(num_blocks=2 * batch, max_batch_tokens=2048, max_requests_per_batch=batch)
+    ids = [tok(t)["input_ids"] for t in texts]
+    results = model.generate_batch(inputs=ids, generation_config=GenerationConfig(**hf),
+                                   continuous_batching_config=cb, progress_bar=False)
+    return sum(len(r.generated_tokens) for r in results.values())
+
+
+def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: list[int], row: dict[str, Any]
+             ) -> list[dict[str, Any]]:
+    """The same prompts through ``ferrogen.distributed`` (local Ray, 1 CPU and torch thread per actor):
+    the engine's row dropping (the default ``BatchGenerator``) against static batches."""
+    import ray
+
+    from ferrogen import distributed as fd
+    from ferrogen.distributed.generator import BatchGenerator
+    from ferrogen.strategies.running_rows import EngineHooks
+
+    class StaticBatchGenerator(BatchGenerator):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.hooks = EngineHooks(drop_finished=False)
+
+    config = {k: v for k, v in base.items() if k != "stop_strings"}
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=200 * 2**20,
+             log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    out = []
+    try:
+        for actors in actor_counts:
+            tokens: dict[str, list[tuple[str, list[int]]]] = {}  # sorted: Ray's output order is not the input's
+            for name, cls in (("static", StaticBatchGenerator), ("engine", BatchGenerator)):
+                def job() -> int:
+                    ds = fd.generate_dataset(fd.from_prompts(texts), generation_config=config, batch_size=batch,
+                                             concurrency=actors, output_scores=False, generator_class=cls)
+                    frame = ds.to_pandas()
+                    tokens[name] = sorted((p, list(ids)) for p, ids in zip(frame["prompt"], frame["token_ids"]))
+                    return sum(len(ids) for _, ids in tokens[name])
+
+                out.append({**row, "system": f"Ray {actors} actor(s), {name}", "rates": timed(job, len(texts)),
+                            "note": "start-up (model load) included"})
+            same = tokens["engine"] == tokens["static"]
+            out[-1]["note"] += "; same tokens as static" if same else "; TOKENS DIFFER from static"
+    finally:
+        ray.shutdown()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=2000)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--modes", nargs="+", default=["greedy", "sample"])
+    parser.add_argument("--variants", nargs="+", default=["eos", "stop"])
+    parser.add_argument("--skip", nargs="*", default=[], help="systems to leave out (hf_pipeline, generate_batch)")
+    parser.add_argument("--ray", type=int, nargs="*", default=[], help="actor counts for the Ray rows (greedy, eos)")
+    parser.add_argument("--out", help="also write the Markdown table here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    from transformers import GenerationConfig
+    from transformers import pipeline as hf_pipeline
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    gen = ferrogen.pipeline()
+    tok, model = gen.tokenizer, gen.model
+    texts = prompts(args.prompts)
+    eos = [tok.eos_token_id, tok.convert_tokens_to_ids(tok.tokenize("\n"))[-1]]
+    generate_texts(gen, texts[:32], 16, max_new_tokens=8)  # warm-up (first calls, allocator)
+    load = os.getloadavg()[0]
+    rows = []
+    for variant in args.variants:
+        for mode in args.modes:
+            base: dict[str, Any] = dict(max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=0,
+                                        do_sample=mode == "sample", seed=0)
+            if mode == "sample":
+                base.update(top_k=50, temperature=0.8)
+            if variant == "stop":
+                base["stop_strings"] = ["."]
+            hf = {k: v for k, v in base.items() if k != "seed"}
+            for batch in args.batches:
+                out: dict[str, Any] = {}
+
+                def engine(static: bool) -> int:
+                    results = generate_texts(gen, texts, batch, static=static, **base)
+                    out["static" if static else "engine"] = [r.token_ids for r in results]
+                    return sum(len(r.token_ids) for r in results)
+
+                row = {"system": "ferrogen engine", "variant": variant, "mode": mode, "batch": batch}
+                rows.append({**row, "rates": timed(lambda: engine(False), len(texts))})
+                rows.append({**row, "system": "ferrogen static", "rates": timed(lambda: engine(True), len(texts))})
+                same = out["engine"] == out["static"]
+                rows[-2]["note"] = "same tokens as static" if same else "TOKENS DIFFER from static"
+                if "hf_pipeline" not in args.skip:
+                    pipe = hf_pipeline("text-generation", model=model, tokenizer=tok, batch_size=batch)
+                    tok.padding_side = "left"
+
+                    def run_pipe() -> int:  # tokens counted by re-tokenizing the generated text
+                        extra = {"tokenizer": tok} if variant == "stop" else {}
+                        results = pipe(texts, return_full_text=False, generation_config=GenerationConfig(**hf), **extra)
+                        return sum(len(tok(r[0]["generated_text"])["input_ids"]) for r in results)
+
+                    rows.append({**row, "system": "transformers pipeline", "rates": timed(run_pipe, len(texts))})
+                if "generate_batch" not in args.skip and variant == "eos":
+                    rows.append({**row, "system": "transformers generate_batch",
+                                 "rates": timed(lambda: continuous(model, tok, texts, hf, batch), len(texts))})
+    for batch in args.batches if args.ray else []:
+        base = dict(max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=0, do_sample=False, seed=0)
+        rows.extend(ray_rows(texts, base, batch, args.ray, {"variant": "eos", "mode": "greedy", "batch": batch}))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (a VM shared with other "
+        f"developers' work), load average {load:.1f} at start; 1 torch thread; {len(texts)} prompts "
+        f"(1-12 clauses), up to {args.new_tokens} new tokens, embedded kjv-gpt2; EOS = </s> or newline; "
+        f"peak RSS {rss:.0f} MB.",
+        "",
+        "| variant | mode | batch | system | prompts/s | gen tokens/s | note |",
+        "|---|---|---|---|---:|---:|---|",
+        *[f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['system']} | {r['rates'][0]:.1f} | "
+          f"{r['rates'][1]:.0f} | {r.get('note', '')} |" for r in rows],
+    ]
+    table = "\n".join(lines)
+    print(table, flush=True)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
