@@ -50,6 +50,9 @@ def run_token_loop(
     steps: list[tuple[object, object]] = []  # per forward call: (attentions, hidden_states), when collected
     collect = getattr(request.adapter, "step_outputs", None) is not None
 
+    guidance = request.extras.get("guidance")
+    if guidance is not None:
+        guidance.check_rows(rows)
     cur = prompt_len
     if cur < total:
         logits = request.adapter.prefill(request.input_ids, request.attention_mask, copies)
@@ -59,6 +62,8 @@ def run_token_loop(
         if keep_logits:
             raw.append(logits.clone())
         before = core.unfinished()
+        if guidance is not None:  # transformers' first processor
+            guidance.apply(sequences[:, :cur], logits)
         if request.logits_processors:
             core.process(logits.numpy())
             for proc in request.logits_processors:
