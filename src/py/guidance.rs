@@ -60,7 +60,7 @@ fn field<'py, T: for<'a> FromPyObject<'a, 'py>>(
 
 /// The config's `watermarking_config` (transformers' `WatermarkingConfig` or its dict) as
 /// the core's spec; `None` when unset. `vocab_size` is the model's (0: the logits' width).
-/// SynthID configs are refused: they are not native.
+/// A SynthID config gives `None` (see below).
 pub(crate) fn watermark_of(
     config: &Bound<'_, PyAny>,
     vocab_size: Option<usize>,
@@ -76,10 +76,9 @@ pub(crate) fn watermark_of(
         value.hasattr("ngram_len")?
     };
     if synthid {
-        return Err(to_py(CoreError::invalid(
-            "watermarking_config",
-            "SynthID watermarking is not native yet (ferrogen.enable falls back to transformers for it)",
-        )));
+        // Not native: `GenerationConfig.unsupported_settings` names it, so generate refuses
+        // it (and enable() hands the call to transformers) before any core work.
+        return Ok(None);
     }
     let scheme: String = field(&value, "seeding_scheme", "lefthash".to_string())?;
     let seeding_scheme = match scheme.as_str() {
