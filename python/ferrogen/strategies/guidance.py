@@ -34,10 +34,11 @@ class UnconditionalBranch:
         self.first = True
         forward = getattr(model, "forward", model)
         try:
-            params = inspect.signature(forward).parameters
+            takes_cache = "cache" in inspect.signature(forward).parameters
         except (TypeError, ValueError):
-            params = {}
-        self.cache_key = "cache" if "cache" in params else "past_key_values"
+            takes_cache = False
+        # the keyword transformers' processor passes: ``cache`` in 5.x, ``past_key_values`` before
+        self.cache_key = "cache" if takes_cache else "past_key_values"
 
     def check_rows(self, rows: int) -> None:
         """The negative prompt needs one row per generated row (transformers fails at the
