@@ -321,3 +321,50 @@ def test_an_inf_score_on_eos_finishes_that_hypothesis(gpt2):
     assert out.finish_reasons[0] == "eos"
     for row in out.sequences[1:, 4:].tolist():  # the other hypotheses: nothing after an EOS
         assert 2 not in row or set(row[row.index(2) + 1:]) <= {0}
+
+
+def _tiny_bart():
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = BartConfig(vocab_size=96, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                     decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+                     pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2,
+                     forced_bos_token_id=None, forced_eos_token_id=None)
+    return BartForConditionalGeneration(cfg).eval()
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+@pytest.mark.parametrize("kwargs", [dict(num_beams=4, num_return_sequences=2),
+                                    dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5),
+                                    dict(num_beams=3, do_sample=True, seed=5)])
+def test_encoder_decoder_beams_leave_the_cross_attention_half_in_place(stored, monkeypatch, name, kwargs):
+    """Beams move rows only among one prompt's copies, whose cross-attention states are the same
+    repeated encoder output, so only the decoder's self-attention half is reordered. The result is
+    the one of reordering both halves as transformers does (the reference here: group beam search
+    has no live transformers 5.x counterpart; the other tests tie that path to transformers)."""
+    from transformers.cache_utils import DynamicCache
+
+    from ferrogen import models
+
+    model = stored["t5"] if name == "t5" else _tiny_bart()
+    ids, mask = left_padded_batch(LENGTHS)
+    run = dict(input_ids=ids, attention_mask=mask, pad_token_id=0, max_new_tokens=NEW, **OUTPUTS, **kwargs)
+    moved: list[int] = []
+    real = DynamicCache.reorder_cache
+
+    def spy(self, beam_idx):
+        moved.append(id(self))
+        return real(self, beam_idx)
+
+    monkeypatch.setattr(DynamicCache, "reorder_cache", spy)
+    ours = ferrogen.generate(model, **run)
+    assert moved and len(set(moved)) == 1  # one cache object (the self-attention half) moved, every step
+    moved.clear()
+    monkeypatch.setattr(models, "_splits_cross_attention", lambda model, cache: False)
+    both = ferrogen.generate(model, **run)
+    assert len(set(moved)) == 2
+    assert torch.equal(ours.sequences, both.sequences)
+    torch.testing.assert_close(ours.sequences_scores, both.sequences_scores, rtol=0, atol=0)
+    for a, b in zip(ours.scores, both.scores, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

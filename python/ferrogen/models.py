@@ -22,6 +22,7 @@ import torch
 from ._validation import GenerationConfigError
 from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
+from .folded_reorder import fold_reorder, settle
 
 __all__ = ["ModelAdapter", "MultiTokenAdapter", "adapter_for", "is_multi_token", "logits_to_host"]
 
@@ -162,6 +163,20 @@ def _realign(drop: torch.Tensor, length: int, device: torch.device) -> tuple[tor
     return (columns - offset).clamp(min=0), columns >= offset
 
 
+def _folds(model: Any) -> bool:
+    """Whether beam reorders may wait for the next append (:mod:`.folded_reorder`): the model
+    leaves reordering to the cache (no ``_reorder_cache`` of its own)."""
+    return not callable(getattr(model, "_reorder_cache", None))
+
+
+def _splits_cross_attention(model: Any, cache: Any) -> bool:
+    """Whether the cache is transformers' ``EncoderDecoderCache`` and the model leaves its
+    reordering to it (no ``_reorder_cache`` of its own), so its halves can move separately."""
+    from transformers.cache_utils import EncoderDecoderCache
+
+    return type(cache) is EncoderDecoderCache and not callable(getattr(model, "_reorder_cache", None))
+
+
 def _plain_layers(cache: Any) -> bool:
     """Whether every layer of a dynamic cache keeps all positions (no sliding window, no
     recurrent state), so that positions can be dropped row by row. True before prefill."""
@@ -212,6 +227,7 @@ class _HiddenStates:
     def cache(self) -> Any:
         """The model's cache (transformers' ``Cache``) after the latest forward call: every
         position but the last generated token, as ``generate`` returns it."""
+        settle(self._cache)
         return self._cache
 
     def last_hidden_state(self) -> Optional[torch.Tensor]:
@@ -309,8 +325,16 @@ class DecoderOnlyAdapter(_HiddenStates):
         return self._forward(tokens, keep=n, on_host=on_host)
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
+        self._reorder(parent_rows, fold=True)
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        self._reorder(rows, fold=False)
+
+    def _reorder(self, parent_rows: torch.Tensor, fold: bool) -> None:
         rows = parent_rows.to(self.device)
-        self._cache = reorder_cache(self.model, self._cache, rows)
+        if not (fold and _folds(self.model) and fold_reorder(self._cache, rows)):
+            settle(self._cache)
+            self._cache = reorder_cache(self.model, self._cache, rows)
         if self._mask is not None:
             self._mask = self._mask.index_select(0, rows)
         if self._positions is not None:
@@ -318,13 +342,12 @@ class DecoderOnlyAdapter(_HiddenStates):
         if self._token_types is not None:
             self._token_types = self._token_types.index_select(0, rows)
 
-    select_rows = reorder
-
     @property
     def supports_ragged(self) -> bool:
         return self._takes_positions and _plain_layers(self._cache)
 
     def crop_rows(self, drop: torch.Tensor) -> None:
+        settle(self._cache)
         drop = torch.as_tensor(drop, dtype=torch.long).cpu()
         if drop.numel() == 0 or int(drop.max()) == 0:
             return
@@ -407,6 +430,7 @@ class EncoderDecoderAdapter(_HiddenStates):
         self._encoder_mask: Optional[torch.Tensor] = None
         self._decoder_mask: Optional[torch.Tensor] = None
         self._hidden: Optional[torch.Tensor] = None
+        self._copies = 1  # rows per prompt (beams), set by prefill
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The decoder's first token for each prompt, as a ``[batch, 1]`` column."""
@@ -433,6 +457,7 @@ class EncoderDecoderAdapter(_HiddenStates):
             mask = None if mask is None else mask.repeat_interleave(copies, dim=0)
         self._encoder_outputs, self._encoder_mask = encoded, mask
         self._decoder_mask = None
+        self._copies = copies
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=True)
         # Each prompt's start token, repeated for its copies (transformers expands after choosing it).
         start = self.decoder_prompt(input_ids).repeat_interleave(copies, dim=0).to(self.device)
@@ -453,7 +478,25 @@ class EncoderDecoderAdapter(_HiddenStates):
 
     def reorder(self, parent_rows: torch.Tensor) -> None:
         rows = parent_rows.to(self.device)
-        self._cache = reorder_cache(self.model, self._cache, rows)
+        if self._within_prompts(rows) and _splits_cross_attention(self.model, self._cache):
+            # The rows of one prompt hold identical cross-attention states (one encoder output,
+            # repeated), so moving rows among them changes nothing there: only the decoder's own
+            # states move. That skips the larger half of a beam step's reorder (the encoder's
+            # length in every layer), exactly, where transformers copies both halves.
+            self_attention = self._cache.self_attention_cache
+            if not (_folds(self.model) and fold_reorder(self_attention, rows)):
+                self_attention.reorder_cache(rows)
+        else:
+            settle(self._cache)
+            self._cache = reorder_cache(self.model, self._cache, rows)
+
+    def _within_prompts(self, rows: torch.Tensor) -> bool:
+        """Whether every row's parent is a copy of the same prompt (beam search)."""
+        copies = self._copies
+        if copies <= 1:
+            return False
+        own = torch.arange(rows.numel(), device=rows.device) // copies
+        return bool((rows // copies == own).all())
 
     @property
     def supports_ragged(self) -> bool:
@@ -463,6 +506,7 @@ class EncoderDecoderAdapter(_HiddenStates):
 
     def select_rows(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.device)
+        settle(self._cache)
         self._cache = reorder_cache(self.model, self._cache, rows)
         encoded = self._encoder_outputs
         encoded["last_hidden_state"] = encoded.last_hidden_state.index_select(0, rows)
@@ -472,6 +516,7 @@ class EncoderDecoderAdapter(_HiddenStates):
             self._decoder_mask = self._decoder_mask.index_select(0, rows)
 
     def crop_rows(self, drop: torch.Tensor) -> None:
+        settle(self._cache)
         drop = torch.as_tensor(drop, dtype=torch.long).cpu()
         if drop.numel() == 0 or int(drop.max()) == 0:
             return

@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+# prefix_allowed_tokens_fn of the "prefix_beam4" row: the next token must share the last one's
+# residue mod 7, among ids below 4096 (valid in every model here), a Python call per beam per
+# step on both sides, as a user's function would be.
+_ALLOWED_BY_RESIDUE = [list(range(r, 4096, 7)) for r in range(7)]
+
+
+def _same_residue(batch_id: int, input_ids: Any) -> list[int]:
+    return _ALLOWED_BY_RESIDUE[int(input_ids[-1]) % 7]
+
+
 # Settings of each strategy row; rows whose mode this build lacks are reported as skipped.
 STRATEGIES: dict[str, dict[str, Any]] = {
     "greedy": dict(do_sample=False),
@@ -16,6 +26,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "contrastive": dict(penalty_alpha=0.6, top_k=4, do_sample=False),
     # two constraints: a two-token phrase and one of two alternatives (ids valid in every model here)
     "constrained4": dict(num_beams=4, do_sample=False, force_words_ids=[[1000, 1001], [[2000], [3000, 3001]]]),
+    "prefix_beam4": dict(num_beams=4, do_sample=False, prefix_allowed_tokens_fn=_same_residue),
     # samplers transformers lacks (issue 18): its side runs DRY and XTC as torch LogitsProcessors
     "dry+xtc+min_p": dict(do_sample=True, top_k=0, dry_multiplier=0.8, dry_sequence_breakers=[[13], [25], [1], [9]],
                           xtc_probability=0.5, xtc_threshold=0.1, min_p=0.05),
