@@ -3,11 +3,11 @@
 use super::sampler_order::SamplerOrder;
 use super::{
     bad_words_bias, AllowedTokens, Dry, DynamicTemperature, EncoderNoRepeatNGram,
-    EncoderRepetitionPenalty, EpsilonCutoff, GreenListWatermark, EtaCutoff, ExponentialDecayLengthPenalty, ForcedBos,
-    ForcedEos, LogitBias, MinLength, MinP, Mirostat, MirostatMode, NanToNegInf, NoRepeatNGram,
-    Pipeline, PresenceFrequencyPenalty, RemoveInvalidValues, Renormalize, RepetitionPenalty,
-    SequenceBias, SuppressTokens, SuppressTokensAtBegin, Temperature, TopH, TopK, TopNSigma, TopP,
-    Typical, Xtc,
+    EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff, ExponentialDecayLengthPenalty, ForcedBos,
+    ForcedEos, GreenListWatermark, LogitBias, MinLength, MinP, Mirostat, MirostatMode, NanToNegInf,
+    NoRepeatNGram, Pipeline, PresenceFrequencyPenalty, RemoveInvalidValues, Renormalize,
+    RepetitionPenalty, SequenceBias, SuppressTokens, SuppressTokensAtBegin, Temperature, TopH,
+    TopK, TopNSigma, TopP, Typical, Xtc,
 };
 use crate::error::{CoreError, Result};
 
@@ -568,7 +568,11 @@ impl PipelineConfig {
                 )));
             }
         }
-        if let Some(w) = self.watermark.as_ref().and_then(|w| GreenListWatermark::new(w).ok()) {
+        if let Some(w) = self
+            .watermark
+            .as_ref()
+            .and_then(|w| GreenListWatermark::new(w).ok())
+        {
             // Invalid settings never get here: `validate` refuses them first.
             p.push_row(Box::new(w));
         }
