@@ -224,7 +224,7 @@ mod tests {
         let mut s = spec(SeedingScheme::LeftHash);
         s.hashing_key = -3;
         let w = GreenListWatermark::new(&s).unwrap();
-        assert_eq!(w.left_seed(5), (u64::MAX - 15) as u64);
+        assert_eq!(w.left_seed(5), u64::MAX - 15);
         s.hashing_key = i64::MAX;
         let w = GreenListWatermark::new(&s).unwrap();
         let want = ((i64::MAX as i128 * 9) % SEED_MODULUS) as u64;
