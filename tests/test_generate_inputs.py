@@ -38,8 +38,13 @@ class CountingModel(torch.nn.Module):
         (dict(decoder_input_ids=torch.zeros(1, 1, dtype=torch.long)), TypeError, "decoder_input_ids"),
         (dict(generation_config=42), TypeError, "generation_config"),
         # accepted in a config, but not carried out: refused rather than silently ignored
-        (dict(guidance_scale=1.5), ValueError, "^guidance_scale: 1.5 asks for a feature"),
-        (dict(watermarking_config={"greenlist_ratio": 0.25}), ValueError, "^watermarking_config"),
+        # native in greedy / sampling only (and SynthID's watermark not at all)
+        (dict(guidance_scale=1.5, num_beams=2), ValueError, "^guidance_scale: 1.5 asks for a feature"),
+        (dict(watermarking_config={"ngram_len": 5, "keys": [1, 2]}), ValueError, "^watermarking_config"),
+        (dict(watermarking_config={"greenlist_ratio": 1.5}), ValueError, "watermarking_config.greenlist_ratio"),
+        (dict(watermarking_config={"seeding_scheme": "x"}), ValueError, "^watermarking_config: .*'lefthash'"),
+        (dict(guidance_scale=2.0, negative_prompt_ids=torch.zeros(2, 2, dtype=torch.long)), ValueError,
+         "^negative_prompt_ids: has 2 rows"),
         (dict(forced_decoder_ids=[[1, 5]]), ValueError, "^forced_decoder_ids: .* prefix_allowed_tokens_fn"),
         (dict(token_healing=True), ValueError, "^token_healing"),
         (dict(output_attentions=True), ValueError, "^output_attentions"),
@@ -189,8 +194,6 @@ def test_a_mask_with_other_values_names_attention_mask(embedded):
 @pytest.mark.parametrize(
     ("name", "value", "advice"),
     [
-        ("negative_prompt_ids", torch.zeros(1, 2, dtype=torch.long), "classifier-free guidance"),
-        ("negative_prompt_attention_mask", torch.ones(1, 2, dtype=torch.long), "classifier-free guidance"),
         ("assistant_tokenizer", object(), "prompt_lookup_num_tokens"),
         ("synced_gpus", True, "ferrogen.distributed"),
         ("custom_generate", "a/folder", "custom_generate_path"),

@@ -27,6 +27,7 @@ __all__ = [
     "GrammarMatchers",
     "GrammarVocab",
     "PrefixAllowedTokens",
+    "apply_guidance",
     "dola_contrast",
 ]
 
@@ -290,3 +291,8 @@ class GrammarMatchers:
     def dead(self) -> npt.NDArray[np.bool_]: ...
     def accepting(self, row: int) -> bool: ...
     def valid_prefix(self, row: int, tokens: list[int]) -> int: ...
+
+def apply_guidance(logits: npt.NDArray[np.float32], uncond: npt.NDArray[np.float32], scale: float) -> None:
+    """Classifier-free guidance in place: ``logits`` ``[rows, vocab]`` becomes
+    ``scale * (log_softmax(logits) - log_softmax(uncond)) + log_softmax(uncond)``; ``uncond`` has
+    ``rows`` rows or one shared row."""

@@ -16,8 +16,6 @@ _ENABLE = ("under ferrogen.enable(model), model.generate(...) runs it by handing
 
 # argument -> what to do instead (each also works under enable(), through transformers)
 _ADVICE = {
-    "negative_prompt_ids": "classifier-free guidance (guidance_scale) is not native yet; " + _ENABLE,
-    "negative_prompt_attention_mask": "classifier-free guidance (guidance_scale) is not native yet; " + _ENABLE,
     "assistant_tokenizer": (
         "drafts from a model with another tokenizer are not native; use a draft model with the same tokenizer "
         "(assistant_model=) or prompt_lookup_num_tokens=, or " + _ENABLE),

@@ -52,11 +52,10 @@ _GENERATE_PARAMS = (
     "custom_generate",
 )
 # Arguments handed to ferrogen.generate unchanged.
-_PASSED = ("logits_processor", "stopping_criteria", "streamer", "tokenizer", "assistant_model", "prefix_allowed_tokens_fn")
+_PASSED = ("logits_processor", "stopping_criteria", "streamer", "tokenizer", "assistant_model", "prefix_allowed_tokens_fn",
+           "negative_prompt_ids", "negative_prompt_attention_mask")
 # Arguments ferrogen has no counterpart for: any value sends the call to transformers.
-_TRANSFORMERS_ONLY = frozenset({
-    "negative_prompt_ids", "negative_prompt_attention_mask", "assistant_tokenizer", "custom_generate",
-})
+_TRANSFORMERS_ONLY = frozenset({"assistant_tokenizer", "custom_generate"})
 _FIELDS = frozenset(f.name for f in fields(GenerationConfig))
 
 _FOLDERS = Path(__file__).parent / "custom_generate"

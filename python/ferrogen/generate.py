@@ -12,6 +12,7 @@ import torch
 from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
 from ._transformers_args import refuse_transformers_arguments
+from .strategies.guidance import guidance_of
 from .families import check_supported
 from .grammar import compile_grammars
 from .prefix_constraint import PrefixAllowedTokensFn, prefix_constraint
@@ -46,6 +47,8 @@ def generate(
     tokenizer: Optional[Any] = None,
     assistant_model: Optional[Any] = None,
     row_seeds: Optional[Sequence[int]] = None,
+    negative_prompt_ids: Optional[torch.Tensor] = None,
+    negative_prompt_attention_mask: Optional[torch.Tensor] = None,
     **kwargs: Any,
 ) -> GenerateOutput: ...
 
@@ -63,6 +66,8 @@ def generate(
     tokenizer: Optional[Any] = None,
     assistant_model: Optional[Any] = None,
     row_seeds: Optional[Sequence[int]] = None,
+    negative_prompt_ids: Optional[torch.Tensor] = None,
+    negative_prompt_attention_mask: Optional[torch.Tensor] = None,
     **kwargs: Any,
 ) -> Union[torch.Tensor, GenerateOutput]: ...
 
@@ -82,6 +87,8 @@ def generate(
     row_seeds: Optional[Sequence[int]] = None,
     prefix_allowed_tokens_fn: Optional[PrefixAllowedTokensFn] = None,
     _engine: Optional[EngineHooks] = None,
+    negative_prompt_ids: Optional[torch.Tensor] = None,
+    negative_prompt_attention_mask: Optional[torch.Tensor] = None,
     **kwargs: Any,
 ) -> Union[torch.Tensor, GenerateOutput]:
     """Generates token ids with ``model``, as ``model.generate`` would, with the core in Rust.
@@ -98,6 +105,9 @@ def generate(
     ``prefix_allowed_tokens_fn(batch_id, input_ids)`` returns the token ids a row may take next,
     as in transformers (called once per row per step, ``input_ids`` a 1-D CPU tensor).
     ``_engine`` is :mod:`ferrogen.engine`'s (its hooks: drop finished rows, count steps).
+    ``negative_prompt_ids`` / ``negative_prompt_attention_mask``: the unconditional prompt of
+    classifier-free guidance (``guidance_scale`` != 1; default: each row's last prompt token),
+    as in transformers (one row per generated row); ignored without guidance.
 
     Example::
 
@@ -135,6 +145,7 @@ def generate(
     request.extras["grammars"] = compile_grammars(config, tokenizer, request.batch_size, request.vocab_size)
     prefix = prefix_constraint(prefix_allowed_tokens_fn, config)
     request.extras["prefix_allowed"] = prefix
+    request.extras["guidance"] = guidance_of(model, config, negative_prompt_ids, negative_prompt_attention_mask)
     if row_seeds is not None:
         request.extras["row_seeds"] = _check_row_seeds(row_seeds, request.batch_size, mode)
     if _engine is not None:  # ferrogen.engine's run: finished rows may leave the batch
@@ -207,7 +218,21 @@ _COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, Gen
 def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:
     """``config.unsupported_settings()`` less what this call's ``mode`` and ``model`` carry out."""
     collects = mode in _COLLECTING_MODES and hasattr(model, "get_output_embeddings")
-    return [name for name in config.unsupported_settings() if not (collects and name in _COLLECTED)]
+    refused = [name for name in config.unsupported_settings() if not (collects and name in _COLLECTED)]
+    guided = config.guidance_scale is not None and config.guidance_scale != 1
+    if guided and (mode not in _GUIDED_MODES or is_encoder_decoder(model)):
+        refused.append("guidance_scale")
+    if config.watermarking_config is not None and mode not in _WATERMARKED_MODES and "watermarking_config" not in refused:
+        refused.append("watermarking_config")
+    return refused
+
+
+# Modes where classifier-free guidance (decoder-only models) and the green-list watermark run
+# natively; elsewhere they are refused (and ferrogen.enable hands the call to transformers).
+_GUIDED_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE})
+_WATERMARKED_MODES = frozenset({
+    GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
+})
 
 
 def _refuse_unsupported(config: GenerationConfig, unsupported: list[str]) -> None:

@@ -4,10 +4,10 @@ use super::sampler_order::SamplerOrder;
 use super::{
     bad_words_bias, AllowedTokens, Dry, DynamicTemperature, EncoderNoRepeatNGram,
     EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff, ExponentialDecayLengthPenalty, ForcedBos,
-    ForcedEos, LogitBias, MinLength, MinP, Mirostat, MirostatMode, NanToNegInf, NoRepeatNGram,
-    Pipeline, PresenceFrequencyPenalty, RemoveInvalidValues, Renormalize, RepetitionPenalty,
-    SequenceBias, SuppressTokens, SuppressTokensAtBegin, Temperature, TopH, TopK, TopNSigma, TopP,
-    Typical, Xtc,
+    ForcedEos, GreenListWatermark, LogitBias, MinLength, MinP, Mirostat, MirostatMode, NanToNegInf,
+    NoRepeatNGram, Pipeline, PresenceFrequencyPenalty, RemoveInvalidValues, Renormalize,
+    RepetitionPenalty, SequenceBias, SuppressTokens, SuppressTokensAtBegin, Temperature, TopH,
+    TopK, TopNSigma, TopP, Typical, Xtc,
 };
 use crate::error::{CoreError, Result};
 
@@ -98,6 +98,9 @@ crate::settings_struct! {
         // applied at transformers' `PrefixConstrainedLogitsProcessor` position.
         #[cfg(feature = "grammar")]
         grammar: Option<crate::grammar::GrammarHandle>,
+        // `watermarking_config` (green-list `WatermarkingConfig`), at transformers'
+        // position: after every warper, before `renormalize_logits`.
+        watermark: Option<super::WatermarkSpec>,
     }
 }
 
@@ -142,6 +145,9 @@ impl PipelineConfig {
     /// Checks every setting; with `vocab`, also that every configured token id can
     /// index the vocabulary. Errors name the setting (transformers' field name).
     pub fn validate(&self, vocab: Option<usize>) -> Result<()> {
+        if let Some(w) = &self.watermark {
+            w.validate()?;
+        }
         let t = self.temperature;
         range(
             "temperature",
@@ -562,6 +568,14 @@ impl PipelineConfig {
                 )));
             }
         }
+        if let Some(w) = self
+            .watermark
+            .as_ref()
+            .and_then(|w| GreenListWatermark::new(w).ok())
+        {
+            // Invalid settings never get here: `validate` refuses them first.
+            p.push_row(Box::new(w));
+        }
         if self.renormalize_logits {
             p.push_row(Box::new(Renormalize));
         }
@@ -612,7 +626,8 @@ impl PipelineConfig {
             && self.dynatemp_range <= 0.0
             && self.mirostat_mode == 0
             && self.sampler_order.is_none()
-            && !self.renormalize_logits;
+            && !self.renormalize_logits
+            && self.watermark.is_none();
         only_top_k.then(|| self.fused_top_k(min_tokens_to_keep.max(1)))
     }
 

@@ -10,6 +10,7 @@ mod dola;
 mod errors;
 #[cfg(feature = "grammar")]
 mod grammar;
+mod guidance;
 mod pipeline;
 mod prefix;
 mod row_status;
@@ -36,6 +37,8 @@ mod _core {
     #[cfg(feature = "grammar")]
     #[pymodule_export]
     use super::grammar::{Grammar, GrammarMatchers, GrammarVocab};
+    #[pymodule_export]
+    use super::guidance::apply_guidance;
     #[pymodule_export]
     use super::pipeline::LogitsPipelineCore;
     #[pymodule_export]

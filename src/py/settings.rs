@@ -208,6 +208,7 @@ impl GenerationSettings {
                 "this build has no grammar support (cargo feature `grammar`)",
             )));
         }
+        pipeline.watermark = super::guidance::watermark_of(config, vocab_size)?;
         inner.seed = seed.or(inner.seed);
         inner.vocab_size = vocab_size;
         inner.validate().map_err(to_py)?;

@@ -28,6 +28,9 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     # two constraints: a two-token phrase and one of two alternatives (ids valid in every model here)
     "constrained4": dict(num_beams=4, do_sample=False, force_words_ids=[[1000, 1001], [[2000], [3000, 3001]]]),
     "prefix_beam4": dict(num_beams=4, do_sample=False, prefix_allowed_tokens_fn=_same_residue),
+    # classifier-free guidance (issue 22): a second, unconditional forward pass per step on both sides
+    "cfg1.5": dict(do_sample=False, guidance_scale=1.5),
+    "watermark": dict(do_sample=False, watermarking_config={"greenlist_ratio": 0.25, "bias": 2.0}),
     # samplers transformers lacks (issue 18): its side runs DRY and XTC as torch LogitsProcessors
     "dry+xtc+min_p": dict(do_sample=True, top_k=0, dry_multiplier=0.8, dry_sequence_breakers=[[13], [25], [1], [9]],
                           xtc_probability=0.5, xtc_threshold=0.1, min_p=0.05),

@@ -54,6 +54,9 @@ def run_token_loop(
     steps: list[tuple[object, ...]] = []  # per forward call: (attentions, hidden_states[, cross]), when collected
     collect = getattr(request.adapter, "step_outputs", None) is not None
 
+    guidance = request.extras.get("guidance")
+    if guidance is not None:
+        guidance.check_rows(rows)
     cur = prompt_len
     if cur < total:
         logits = request.adapter.prefill(request.input_ids, request.attention_mask, copies)
@@ -64,6 +67,8 @@ def run_token_loop(
             own = getattr(request.adapter, "raw_logits", None)
             raw.append((logits if own is None else own).clone())
         before = core.unfinished()
+        if guidance is not None:  # transformers' first processor
+            guidance.apply(sequences[:, :cur], logits)
         if request.logits_processors:
             core.process(logits.numpy())
             for proc in request.logits_processors:
