@@ -343,27 +343,28 @@ def test_encoder_decoder_beams_leave_the_cross_attention_half_in_place(stored, m
     repeated encoder output, so only the decoder's self-attention half is reordered. The result is
     the one of reordering both halves as transformers does (the reference here: group beam search
     has no live transformers 5.x counterpart; the other tests tie that path to transformers)."""
-    from transformers.cache_utils import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     from ferrogen import models
+    from ferrogen.folded_reorder import FoldedReorderLayer
 
     model = stored["t5"] if name == "t5" else _tiny_bart()
     ids, mask = left_padded_batch(LENGTHS)
     run = dict(input_ids=ids, attention_mask=mask, pad_token_id=0, max_new_tokens=NEW, **OUTPUTS, **kwargs)
-    moved: list[int] = []
-    real = DynamicCache.reorder_cache
+    moved: set[int] = set()  # the cache layers whose rows moved (eagerly or folded into the next append)
+    for cls in (DynamicLayer, FoldedReorderLayer):
+        def spy(self, beam_idx, real=cls.reorder_cache):
+            moved.add(id(self))
+            return real(self, beam_idx)
 
-    def spy(self, beam_idx):
-        moved.append(id(self))
-        return real(self, beam_idx)
-
-    monkeypatch.setattr(DynamicCache, "reorder_cache", spy)
+        monkeypatch.setattr(cls, "reorder_cache", spy)
+    decoder_layers = model.config.get_text_config(decoder=True).num_hidden_layers
     ours = ferrogen.generate(model, **run)
-    assert moved and len(set(moved)) == 1  # one cache object (the self-attention half) moved, every step
+    assert len(moved) == decoder_layers  # the self-attention layers only
     moved.clear()
     monkeypatch.setattr(models, "_splits_cross_attention", lambda model, cache: False)
     both = ferrogen.generate(model, **run)
-    assert len(set(moved)) == 2
+    assert len(moved) == 2 * decoder_layers
     assert torch.equal(ours.sequences, both.sequences)
     torch.testing.assert_close(ours.sequences_scores, both.sequences_scores, rtol=0, atol=0)
     for a, b in zip(ours.scores, both.scores, strict=True):
