@@ -253,6 +253,9 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("Decoder.choose_greedy", lambda: dec.choose_greedy(f32(1, 0)), "logits"),
         ("Decoder.choose_sample", lambda: dec.choose_sample(f32(3, 4)), "logits"),
         ("Decoder.finish_rows", lambda: dec.finish_rows(np.ones(2, bool)), "done"),
+        ("Decoder.keep_rows", lambda: dec.keep_rows(np.array([0, 99], np.int64)), "rows"),
+        ("Decoder.keep_rows(negative)", lambda: dec.keep_rows(np.array([-1], np.int64)), "rows"),
+        ("Decoder.keep_rows(empty)", lambda: dec.keep_rows(np.zeros(0, np.int64)), "rows"),
         # ContrastiveSearch
         ("ContrastiveSearch()", lambda: _core.ContrastiveSearch(IDS, S(), 0, 0.5), "top_k"),
         ("ContrastiveSearch(alpha)", lambda: _core.ContrastiveSearch(IDS, S(), 2, 1.5), "penalty_alpha"),
