@@ -37,12 +37,11 @@ CI only reads the JSON; it never needs 4.55.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from golden_reexec import reexec_in_golden_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -123,19 +122,6 @@ def _word_ids(tokenizer: Any, word: str) -> list[int]:
         return both[len(anchor):]
     return tokenizer(word, add_special_tokens=False)["input_ids"]
 
-
-def _reexec_in_golden_venv() -> None:
-    import transformers
-
-    if transformers.__version__ == GOLDEN_VERSION:
-        return
-    if os.environ.get("FERROGEN_GOLDEN_CHILD"):
-        raise SystemExit(f"make_constrained_goldens: expected transformers {GOLDEN_VERSION}, "
-                         f"got {transformers.__version__}")
-    python = subprocess.run([str(ROOT / "scripts" / "golden_venv.sh")], check=True, capture_output=True,
-                            text=True).stdout.strip().splitlines()[-1]
-    env = dict(os.environ, FERROGEN_GOLDEN_CHILD="1")
-    raise SystemExit(subprocess.run([python, str(Path(__file__).resolve()), *sys.argv[1:]], env=env).returncode)
 
 
 class DefectWatch:
@@ -429,7 +415,7 @@ def make_cases() -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    _reexec_in_golden_venv()
+    reexec_in_golden_venv(__file__)
     import transformers
 
     data = {"transformers_version": transformers.__version__, "cases": make_cases()}

@@ -12,12 +12,11 @@ cases that ask for them). The test (``tests/test_contrastive_golden.py``) only r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from golden_reexec import reexec_in_golden_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -38,18 +37,6 @@ EXTRA: list[tuple[str, dict[str, Any]]] = [
 ]
 SCORE_STEPS = 4
 
-
-def _reexec_in_golden_venv() -> None:
-    import transformers
-
-    if transformers.__version__ == GOLDEN_VERSION:
-        return
-    if os.environ.get("FERROGEN_GOLDEN_CHILD"):
-        raise SystemExit(f"make_contrastive_goldens: expected transformers {GOLDEN_VERSION}, got {transformers.__version__}")
-    python = subprocess.run([str(ROOT / "scripts" / "golden_venv.sh")], check=True, capture_output=True,
-                            text=True).stdout.strip().splitlines()[-1]
-    env = dict(os.environ, FERROGEN_GOLDEN_CHILD="1")
-    raise SystemExit(subprocess.run([python, str(Path(__file__).resolve()), *sys.argv[1:]], env=env).returncode)
 
 
 def _generate(model: Any, ids: Any, mask: Any, kwargs: dict[str, Any]) -> Any:
@@ -91,7 +78,7 @@ def _case(name: str, model_name: str, model: Any, lengths: tuple[int, ...], kwar
 
 
 def main() -> None:
-    _reexec_in_golden_venv()
+    reexec_in_golden_venv(__file__)
     import transformers
     from golden_models import load_stored
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from golden_reexec import reexec_in_golden_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -53,19 +52,6 @@ LENGTHS = (5, 3, 7)
 MAX_NEW = 8
 SCORE_STEPS = 3
 
-
-def _reexec_in_golden_venv() -> None:
-    import transformers
-
-    if transformers.__version__ == GOLDEN_VERSION:
-        return
-    if os.environ.get("FERROGEN_GOLDEN_CHILD"):
-        raise SystemExit(f"make_goldens: expected transformers {GOLDEN_VERSION}, got {transformers.__version__}")
-    python = subprocess.run([str(ROOT / "scripts" / "golden_venv.sh")], check=True, capture_output=True,
-                            text=True).stdout.strip().splitlines()[-1]
-    args = [a for a in sys.argv[1:] if a != "--weights"]
-    env = dict(os.environ, FERROGEN_GOLDEN_CHILD="1")
-    raise SystemExit(subprocess.run([python, str(Path(__file__).resolve()), *args], env=env).returncode)
 
 
 def _generate(model: Any, ids: Any, mask: Any, kwargs: dict[str, Any]) -> Any:
@@ -125,7 +111,7 @@ def main() -> None:
 
         for name in STORED:
             print(f"wrote {write_stored(name)}", file=sys.stderr)
-    _reexec_in_golden_venv()
+    reexec_in_golden_venv(__file__, [a for a in sys.argv[1:] if a != "--weights"])
     import transformers
 
     data = {"transformers_version": transformers.__version__, "max_new_tokens": MAX_NEW,
