@@ -114,11 +114,13 @@ def test_guidance_arithmetic_equals_torch_on_random_rows():
         want = scale * (cond.log_softmax(-1) - uncond.log_softmax(-1)) + uncond.log_softmax(-1)
         got = cond.clone()
         ferrogen._core.apply_guidance(got.numpy(), uncond.numpy(), scale)
-        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
+        # float32 log-softmax on both sides (the core's exp is vectorised): the difference of two
+        # of them is amplified by the scale
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * max(1.0, scale))
     one = cond.clone()
     ferrogen._core.apply_guidance(one.numpy(), uncond[:1].numpy(), 2.0)  # one shared row, as torch broadcasts
     want = 2.0 * (cond.log_softmax(-1) - uncond[:1].log_softmax(-1)) + uncond[:1].log_softmax(-1)
-    torch.testing.assert_close(one, want, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(one, want, rtol=1e-5, atol=2e-5)
 
 
 WATERMARKS = [
