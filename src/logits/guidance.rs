@@ -47,22 +47,17 @@ pub fn apply_guidance(cond: &mut [f32], uncond: &[f32], vocab: usize, scale: f64
 /// torch's `log_softmax` of one row: `(x - max) - log(sum(exp(x - max)))`; all NaN where
 /// torch's is (any NaN or +inf entry, or no entry above -inf).
 pub fn log_softmax(row: &mut [f32]) {
-    let mut m = f32::NEG_INFINITY;
-    let mut undefined = false;
-    for &x in row.iter() {
-        undefined |= x.is_nan() || x == f32::INFINITY;
-        if x > m {
-            m = x;
-        }
-    }
-    if undefined || m == f32::NEG_INFINITY {
+    use crate::logits::math;
+    // `math::max` skips NaN, so a NaN is looked for on its own; +inf shows as the maximum.
+    let m = math::max(row);
+    if m == f32::INFINITY || m == f32::NEG_INFINITY || row.iter().any(|x| x.is_nan()) {
         row.fill(f32::NAN);
         return;
     }
     // The project's vectorised exp (f32 lanes, f64 across blocks), as the samplers and beam
     // scores use: a scalar f64 `exp` per entry cost 5 ms per step at 4 × 50k, more than the
     // unconditional forward pass of a small model.
-    let ln_s = crate::logits::math::sum_exp(row, m).ln() as f32;
+    let ln_s = math::sum_exp(row, m).ln() as f32;
     for x in row.iter_mut() {
         *x = (*x - m) - ln_s;
     }
