@@ -50,7 +50,7 @@ pub fn log_softmax(row: &mut [f32]) {
     use crate::logits::math;
     // `math::max` skips NaN, so a NaN is looked for on its own; +inf shows as the maximum.
     let m = math::max(row);
-    if m == f32::INFINITY || m == f32::NEG_INFINITY || row.iter().any(|x| x.is_nan()) {
+    if m.is_infinite() || row.iter().any(|x| x.is_nan()) {
         row.fill(f32::NAN);
         return;
     }
