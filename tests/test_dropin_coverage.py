@@ -41,23 +41,24 @@ FALLS_BACK: dict[str, tuple[tuple[str, ...], str]] = {
     "synced_gpus": (("decoder", "seq2seq"),
                     "multi-process (FSDP/DeepSpeed ZeRO-3) lockstep generation: no ferrogen counterpart"),
     "custom_generate": (("decoder", "seq2seq"), "the caller chose the decoding code: transformers runs it, silently"),
-    "guidance_scale": (("seq2seq",), "classifier-free guidance is native for decoder-only models (greedy, sampling)"),
-    "negative_prompt_ids": (("seq2seq",), "classifier-free guidance is native for decoder-only models"),
-    "negative_prompt_attention_mask": (("seq2seq",), "classifier-free guidance is native for decoder-only models"),
     "use_mtp": (("decoder", "seq2seq"), "multi-token-prediction heads: no ferrogen adapter for them"),
     "continuous_batching_config": (("decoder", "seq2seq"), "continuous batching is transformers' serving loop"),
 }
 # Names ferrogen refuses for a kind of model, before any model work, with a ValueError naming the
 # name, where transformers has nothing to run either (DoLa: a Hub repository in 5.x, decoder-only
-# in 4.55.4; early exit: transformers fails with an IndexError on a decoder that runs all its
+# in 4.55.4; guidance: transformers fails on an encoder-decoder model; early exit: transformers fails with an IndexError on a decoder that runs all its
 # layers whatever config.num_hidden_layers says, GPT-2 here, and T5 has no such field; token
 # healing rewrites a decoder-only prompt).
 REFUSED: dict[str, tuple[tuple[str, ...], str]] = {
     "dola_layers": (("seq2seq",), "DoLa contrasts a decoder-only model's layers"),
     "assistant_early_exit": (("decoder", "seq2seq"), "neither decoder exits early when num_hidden_layers is lowered"),
     "token_healing": (("seq2seq",), "heals a decoder-only prompt"),
+    # transformers' processor runs the model on the negative prompt alone: T5 fails on it
+    "guidance_scale": (("seq2seq",), "classifier-free guidance runs a decoder-only unconditional pass"),
+    "negative_prompt_ids": (("seq2seq",), "classifier-free guidance runs a decoder-only unconditional pass"),
+    "negative_prompt_attention_mask": (("seq2seq",), "classifier-free guidance runs a decoder-only unconditional pass"),
 }
-# The fallback's reason names the setting that asked for the feature.
+# The fallback's reason (or the refusal) names the setting that asked for the feature.
 REASON_OF = {"negative_prompt_ids": "guidance_scale", "negative_prompt_attention_mask": "guidance_scale"}
 # output_attentions / output_hidden_states are collected for these strategies (decoder-only and
 # encoder-decoder models); the rest (beams, contrastive, assisted: per-step tuples with beam
@@ -225,7 +226,7 @@ def test_name_runs_natively_unless_listed(loaded, name, monkeypatch):
     kwargs = {"max_new_tokens": 2, **VALUES[name](model, tok)}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if kind in REFUSED.get(name, ((), ""))[0]:
-        with pytest.raises(ValueError, match=name):
+        with pytest.raises(ValueError, match=REASON_OF.get(name, name)):
             run_enabled(model, enc, kwargs, monkeypatch)
         return
     ran_transformers, fallbacks = run_enabled(model, enc, kwargs, monkeypatch)

@@ -220,16 +220,23 @@ def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: 
     collects = mode in _COLLECTING_MODES and hasattr(model, "get_output_embeddings")
     refused = [name for name in config.unsupported_settings() if not (collects and name in _COLLECTED)]
     guided = config.guidance_scale is not None and config.guidance_scale != 1
-    if guided and (mode not in _GUIDED_MODES or is_encoder_decoder(model)):
+    if guided and mode not in _GUIDED_MODES:
         refused.append("guidance_scale")
     if config.watermarking_config is not None and mode not in _WATERMARKED_MODES and "watermarking_config" not in refused:
         refused.append("watermarking_config")
     return refused
 
 
-# Modes where classifier-free guidance (decoder-only models) and the green-list watermark run
-# natively; elsewhere they are refused (and ferrogen.enable hands the call to transformers).
-_GUIDED_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE})
+# Modes where classifier-free guidance and the green-list watermark run natively; elsewhere they
+# are refused (and ferrogen.enable hands the call to transformers). Guidance with assisted decoding
+# is left to transformers: there one stateful processor is called by the assistant's drafting and
+# by the check of every candidate position, so its unconditional cache advances past rejected
+# tokens. An encoder-decoder model is refused by guidance_of (transformers fails there).
+_GUIDED_MODES = frozenset({
+    GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
+    GenerationMode.GROUP_BEAM_SEARCH, GenerationMode.CONSTRAINED_BEAM_SEARCH, GenerationMode.CONTRASTIVE_SEARCH,
+    GenerationMode.DOLA,
+})
 _WATERMARKED_MODES = frozenset({
     GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
 })

@@ -22,13 +22,14 @@ from ..stopping import evaluate_criteria
 from .. import _core
 from ..grammar import grammar_finish_reasons, matchers_for
 from .base import GenerationRequest, as_int64, core_settings
+from .guidance import UnconditionalBranch
 
 BeamCoreT = TypeVar("BeamCoreT", _core.BeamSearch, _core.GroupBeamSearch)
 # The beam family's core objects; they share is_done, stop, take_settled, finalize, tree and last_step.
 BeamCore = Union[_core.BeamSearch, _core.GroupBeamSearch, _core.ConstrainedBeamSearch]
 
-__all__ = ["BeamCore", "BeamStep", "RunningSequences", "check_beam_memory", "criterion_codes", "new_core",
-           "run_beam_loop", "stop_when_every_row_stops"]
+__all__ = ["BeamCore", "BeamStep", "RunningSequences", "check_beam_memory", "criterion_codes", "guidance_of_request",
+           "new_core", "process_scores", "run_beam_loop", "stop_when_every_row_stops"]
 
 
 def _host_memory() -> Optional[int]:
@@ -68,6 +69,30 @@ def new_core(cls: type[BeamCoreT], request: GenerationRequest) -> BeamCoreT:
         seed_prompts = unpadded_rows(request.input_ids, request.attention_mask)
     grammar = matchers_for(request, request.config.num_beams)
     return cls(as_int64(request.prompt_ids), core_settings(request, seed_prompts=seed_prompts, grammar=grammar))
+
+
+def guidance_of_request(request: GenerationRequest, rows: int) -> Optional[UnconditionalBranch]:
+    """This call's classifier-free guidance branch, its negative prompt checked against the
+    ``rows`` transformers' processor is called with (``None`` without guidance)."""
+    guidance: Optional[UnconditionalBranch] = request.extras.get("guidance")
+    if guidance is not None:
+        guidance.check_rows(rows)
+    return guidance
+
+
+def process_scores(core: Any, logits: torch.Tensor, running: Optional["RunningSequences"], processors: list,
+                   guidance: Optional[UnconditionalBranch]) -> torch.Tensor:
+    """transformers' beam order over ``logits``: log-softmax, classifier-free guidance (its first
+    processor, which log-softmaxes again and returns unnormalised guided scores), the config's
+    processors (the core), then the user's; returns the processed scores."""
+    if guidance is not None:
+        assert running is not None
+        guidance.apply(running.ids, logits)  # log-softmaxes the conditional rows itself
+    core.process(logits.numpy(), log_softmax=guidance is None)
+    for proc in processors:
+        assert running is not None
+        logits = proc(running.ids, logits).to(torch.float32).contiguous()
+    return logits
 
 
 def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.ndarray:
