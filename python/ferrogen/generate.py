@@ -210,9 +210,10 @@ def _healed(model: Any, config: GenerationConfig, input_ids: torch.Tensor, atten
     return healed
 
 
-# Per-step model outputs ferrogen collects: greedy, sampling and DoLa.
+# Per-step model outputs ferrogen collects: greedy, sampling, DoLa, contrastive search and assisted decoding.
 _COLLECTED = ("output_attentions", "output_hidden_states")
-_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.DOLA})
+_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.DOLA,
+                               GenerationMode.CONTRASTIVE_SEARCH, GenerationMode.ASSISTED})
 
 
 def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:
