@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from .. import _core
-from .._validation import GenerationConfigError
 from ..models import is_multi_token
 from ..outputs import GenerateOutput
 from ..processors import draw_seed, unpadded_rows
 from ..stopping import evaluate_criteria
 from ..grammar import grammar_finish_reasons, matchers_for
 from .base import GenerationRequest, as_int64, core_settings
+from .assisted_outputs import SplitOutputs
 from .drafts import draft_source
 from .token_loop import collected_outputs
 
@@ -71,10 +71,6 @@ def assisted_decoding(request: GenerationRequest) -> GenerateOutput:
     rows = prompt.shape[0]
     if request.streamer is not None and rows > 1:
         raise ValueError("streamer: assisted decoding streams one row only (rows advance by different amounts)")
-    if rows > 1 and request.return_dict and (cfg.output_attentions or cfg.output_hidden_states):
-        name = "output_attentions" if cfg.output_attentions else "output_hidden_states"
-        raise GenerationConfigError(name, "assisted decoding collects per-step model outputs for one row only "
-                                    "(transformers refuses assisted decoding of a batch); generate each prompt alone")
     # each row's matcher follows its drafts
     core = _core.AssistedDecoder(as_int64(prompt), _starts(request, copies),
                                  _settings(request, matchers_for(request, copies)))
@@ -153,8 +149,9 @@ class _Run:
         cfg = request.config
         #: per generated token, the model outputs of the query that produced it (output_attentions /
         #: output_hidden_states), as transformers' ``_split_model_outputs`` splits a round's
-        self.steps: Optional[list[tuple[Any, ...]]] = (
-            [] if request.return_dict and (cfg.output_attentions or cfg.output_hidden_states) else None)
+        self.split: Optional[SplitOutputs] = (
+            SplitOutputs(rows, prompt_len) if request.return_dict and (cfg.output_attentions or cfg.output_hidden_states)
+            else None)
         if request.streamer is not None:
             request.streamer.put(request.prompt_ids.cpu())
 
@@ -173,8 +170,8 @@ class _Run:
             self.reasons[row] = self.reasons[row] or reason
         self._keep(self.scores, logits, before, kept)
         self._keep(self.raw, raw, before, kept)
-        if self.steps is not None:
-            self._split_outputs(int(kept[0]), first=drafted is None)
+        if self.split is not None:
+            self.split.add(getattr(self.request.adapter, "step_outputs", (None,)), kept, first=drafted is None)
         if drafted is not None:
             self.stats.rounds += 1
             self.stats.drafted += int(drafted.sum())
@@ -223,19 +220,6 @@ class _Run:
         steps = torch.from_numpy(before - self.prompt_len)[rows] + cols
         store[0][rows, steps] = logits[rows, cols]
 
-    def _split_outputs(self, kept: int, first: bool) -> None:
-        """One entry per kept token of this round (one row): the prompt's whole outputs for the
-        first token, then for query ``i`` of ``[last token, drafts...]`` its row of every layer's
-        attentions (keys up to its own position) and hidden states."""
-        outputs = getattr(self.request.adapter, "step_outputs", (None,))
-        if first:
-            self.steps.extend([outputs] * min(kept, 1))  # type: ignore[union-attr]
-            return
-        for i in range(kept):
-            self.steps.append(tuple(  # type: ignore[union-attr]
-                None if part is None else tuple(_query_row(t, i, _KINDS[which]) for t in part)
-                for which, part in enumerate(outputs)))
-
     def _mark(self, newly: np.ndarray, why: str) -> None:
         for row in np.flatnonzero(newly):
             if not self.reasons[row]:
@@ -257,26 +241,11 @@ class _Run:
         if self.request.return_dict:
             out = GenerateOutput(sequences=sequences, scores=per_step(self.scores), logits=per_step(self.raw),
                                  finish_reasons=reasons, cache=cache)
-            if self.steps is not None:
-                for name, value in collected_outputs(self.request.adapter, self.steps).items():
+            if self.split is not None:
+                for name, value in collected_outputs(self.request.adapter, self.split.steps(steps)).items():
                     setattr(out, name, value)
         else:
             out = GenerateOutput(sequences=sequences, finish_reasons=reasons)
         out.assisted_stats = self.stats  # type: ignore[attr-defined]
         return out
 
-
-# What each entry of an adapter's ``step_outputs`` holds: (self attentions, hidden states[, cross attentions]).
-_KINDS = ("self", "hidden", "cross")
-
-
-def _query_row(layer: torch.Tensor, i: int, kind: str) -> torch.Tensor:
-    """Query ``i``'s row of a per-layer output of a verification pass: a self attention
-    ``[rows, heads, queries, keys]`` keeps the keys up to query ``i``'s own position, a cross
-    attention all the encoder's, a hidden state ``[rows, queries, hidden]`` its position."""
-    if kind == "hidden":
-        return layer[:, i : i + 1]
-    if kind == "cross":
-        return layer[..., i : i + 1, :]
-    queries, keys = layer.shape[-2], layer.shape[-1]
-    return layer[..., i : i + 1, : keys - queries + 1 + i]
