@@ -132,3 +132,20 @@ def test_bad_inputs_are_refused_before_model_work(tiny, extra, needle, monkeypat
     with pytest.raises(ValueError, match=needle):
         ferrogen.generate(model, ids, mask, max_new_tokens=2, pad_token_id=0, **extra)
     assert not calls
+
+
+@pytest.mark.parametrize("setting", [dict(encoder_repetition_penalty=1.3), dict(encoder_no_repeat_ngram_size=2)])
+def test_encoder_processors_ignore_embeddings(tiny, setting):
+    """transformers applies the encoder_* processors to encoder token ids only: none with inputs_embeds."""
+    model, ids, mask, embeds = tiny
+    kwargs = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=NEW, pad_token_id=0, **setting)
+    assert torch.equal(enabled(model, **kwargs), hf(model, **kwargs))
+
+
+@pytest.mark.parametrize("strategy", [dict(do_sample=True), dict(do_sample=True, num_beams=2)])
+def test_sampling_from_embeddings_only(tiny, strategy):
+    """No token ids to seed rows from (the mask covers the embeddings): it samples, reproducibly."""
+    model, ids, mask, embeds = tiny
+    kwargs = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=NEW, pad_token_id=0, seed=3, **strategy)
+    first = ferrogen.generate(model, **kwargs)
+    assert first.shape == (3, 1 + NEW) and torch.equal(first, ferrogen.generate(model, **kwargs))
