@@ -38,7 +38,7 @@ class SplitOutputs:
         if first:
             self.first = outputs
             return
-        for row in np.flatnonzero(kept):
+        for row in map(int, np.flatnonzero(kept)):
             done = self.rows[row]
             for i in range(int(kept[row])):
                 step = len(done) + 1  # the prompt pass is step 0
@@ -56,9 +56,14 @@ class SplitOutputs:
         entries = [done[j] if j < len(done) else None for done in self.rows]
         template = next(e for e in entries if e is not None)
         return tuple(None if part is None else
-                     tuple(torch.cat([(torch.zeros_like(layer) if e is None else e[k][n]) for e in entries])
+                     tuple(torch.cat([torch.zeros_like(layer) if e is None else _layers(e[k])[n] for e in entries])
                            for n, layer in enumerate(part))
                      for k, part in enumerate(template))
+
+
+def _layers(part: Optional[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    assert part is not None  # every row's entry has the parts the template has
+    return part
 
 
 def _cut(layer: torch.Tensor, row: int, i: int, kind: str, keys_seen: int) -> torch.Tensor:

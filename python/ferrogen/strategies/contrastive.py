@@ -89,7 +89,7 @@ class _CandidateStepper:
             self.adapter.select_rows(torch.arange(self._rows) * self.top_k)
             self.adapter.crop_rows(torch.ones(self._rows, dtype=torch.long))
             self._trimmed = True
-        return self.adapter.cache
+        return getattr(self.adapter, "cache")
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.adapter.decoder_prompt(input_ids)
@@ -129,7 +129,7 @@ class _CandidateStepper:
         winners = torch.arange(rows) * k + torch.from_numpy(chosen)
         self.adapter.select_rows(winners.repeat_interleave(k))
         self._next = logits_to_host(candidate_logits[winners.to(candidate_logits.device), -1])
-        self.step_outputs = _chosen(self.adapter.step_outputs, winners)
+        self.step_outputs = _chosen(getattr(self.adapter, "step_outputs", (None,)), winners)
         return tokens
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:

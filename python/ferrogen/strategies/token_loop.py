@@ -7,7 +7,7 @@ Everything that can be decided before the loop is decided before it.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -122,7 +122,7 @@ def run_token_loop(
     return out
 
 
-def collected_outputs(adapter: object, steps: list[tuple[object, ...]]) -> dict[str, Optional[tuple[object, ...]]]:
+def collected_outputs(adapter: object, steps: Sequence[tuple[object, ...]]) -> dict[str, Optional[tuple[object, ...]]]:
     """The per-step model outputs under transformers' names: ``attentions`` / ``hidden_states``
     for a decoder-only model; ``decoder_*``, ``cross_attentions`` and the encoder's once for an
     encoder-decoder model."""
@@ -134,7 +134,7 @@ def collected_outputs(adapter: object, steps: list[tuple[object, ...]]) -> dict[
                 encoder_hidden_states=encoder[1])
 
 
-def _per_step(steps: list[tuple[object, ...]], which: int) -> Optional[tuple[object, ...]]:
+def _per_step(steps: Sequence[tuple[object, ...]], which: int) -> Optional[tuple[object, ...]]:
     """transformers' layout: one entry per generated token, each the model's per-layer tuple."""
     if not steps or steps[0][which] is None:
         return None
