@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes what transformers 4.55.4's contrastive search (the last release that ships it; 5.x
 moved it to the Hub) returns beside the tokens: per-step ``output_attentions`` /
-``output_hidden_states`` and the returned cache, on the models stored in ``tests/data``.
+``output_hidden_states`` and the returned cache, on the models stored in ``tests/data`` (GPT-2, Llama, T5, BART).
 
     python scripts/make_contrastive_output_goldens.py    # re-runs itself in the golden venv if needed
 
@@ -33,6 +33,7 @@ CASES: list[tuple[str, str, tuple[int, ...], dict[str, Any]]] = [
     ("llama-b3", "llama", (5, 3, 7), dict(penalty_alpha=0.6, top_k=4)),
     ("t5-b3", "t5", (5, 3, 7), dict(penalty_alpha=0.6, top_k=4)),
     ("t5-b1", "t5", (6,), dict(penalty_alpha=0.4, top_k=3)),
+    ("bart-b3", "bart", (5, 3, 7), dict(penalty_alpha=0.6, top_k=4)),
 ]
 
 

@@ -1,6 +1,6 @@
 """Contrastive search's ``output_attentions`` / ``output_hidden_states`` and returned cache against
 transformers 4.55.4 (``scripts/make_contrastive_output_goldens.py`` wrote them, on the stored GPT-2,
-Llama and T5 models: ``tests/goldens/contrastive_outputs.pt``): per generated token the chosen
+Llama, T5 and BART models: ``tests/goldens/contrastive_outputs.pt``): per generated token the chosen
 candidate's per-layer tensors (the prompt's at the first step), shapes identical and values close;
 the cache one row per prompt, every position but the last token. Also: generation continued from
 that cache gives transformers' tokens, and ``ferrogen.enable`` runs these calls itself (a test_dropin
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def eager_models() -> dict[str, Any]:
     models = {}
-    for name in ("gpt2", "llama", "t5"):
+    for name in ("gpt2", "llama", "t5", "bart"):
         models[name] = load_stored(name)
         models[name].set_attn_implementation("eager")  # sdpa returns no attention weights
     return models
