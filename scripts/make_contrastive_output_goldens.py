@@ -34,12 +34,36 @@ CASES: list[tuple[str, str, tuple[int, ...], dict[str, Any]]] = [
     ("t5-b3", "t5", (5, 3, 7), dict(penalty_alpha=0.6, top_k=4)),
     ("t5-b1", "t5", (6,), dict(penalty_alpha=0.4, top_k=3)),
     ("bart-b3", "bart", (5, 3, 7), dict(penalty_alpha=0.6, top_k=4)),
+    # encoder-decoder inputs: the caller's decoder prompt (with a padded decoder_attention_mask), and the
+    # encoder run on inputs_embeds (the embeddings of the ids, moved) instead of input_ids
+    ("t5-decoder-prompt", "t5", (5, 3, 7), dict(penalty_alpha=0.6, top_k=4, decoder_input_ids=[[5, 6], [7, 8], [9, 10]],
+                                                decoder_attention_mask=[[1, 1], [0, 1], [1, 1]])),
+    ("bart-embeds", "bart", (5, 3, 7), dict(penalty_alpha=0.6, top_k=4, inputs_embeds=0.5)),
 ]
 
 
 def _layers(cache: Any) -> list[list[Any]]:
     """Per layer [keys, values] (and, encoder-decoder, the cross-attention keys and values)."""
     return [[t.clone() for t in layer] for layer in cache.to_legacy_cache()]
+
+
+def _inputs(model: Any, ids: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``input_ids``, or ``inputs_embeds`` (the ids' embeddings plus ``kwargs["inputs_embeds"]`` times
+    seeded noise); list-valued decoder inputs become tensors. Moves them out of ``kwargs``."""
+    import torch
+
+    inputs: dict[str, Any] = {}
+    for name in ("decoder_input_ids", "decoder_attention_mask"):
+        if name in kwargs:
+            inputs[name] = torch.tensor(kwargs.pop(name))
+    scale = kwargs.pop("inputs_embeds", None)
+    if scale is None:
+        inputs["input_ids"] = ids
+        return inputs
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    inputs["inputs_embeds"] = embeds + scale * torch.randn(embeds.shape, generator=torch.Generator().manual_seed(0))
+    return inputs
 
 
 def main() -> None:
@@ -55,11 +79,12 @@ def main() -> None:
         model.set_attn_implementation("eager")  # sdpa returns no attention weights
         ids, mask = left_padded_batch(lengths)
         kwargs = dict(kwargs, max_new_tokens=MAX_NEW, pad_token_id=0, do_sample=False)
+        inputs = _inputs(model, ids, kwargs)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            out = model.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True,
-                                 output_attentions=True, output_hidden_states=True, **kwargs)
-        case: dict[str, Any] = {"model": model_name, "input_ids": ids, "attention_mask": mask, "kwargs": kwargs,
+            out = model.generate(attention_mask=mask, return_dict_in_generate=True, output_attentions=True,
+                                 output_hidden_states=True, **inputs, **kwargs)
+        case: dict[str, Any] = {"model": model_name, "attention_mask": mask, "kwargs": kwargs, **inputs,
                                 "sequences": out.sequences, "cache": _layers(out.past_key_values)}
         for field in FIELDS:
             value = getattr(out, field, None)

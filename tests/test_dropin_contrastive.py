@@ -35,9 +35,16 @@ def eager_models() -> dict[str, Any]:
     return models
 
 
+INPUTS = ("input_ids", "inputs_embeds", "decoder_input_ids", "decoder_attention_mask")
+
+
+def _inputs(case: dict[str, Any]) -> dict[str, Any]:
+    return {name: case[name] for name in INPUTS if name in case}
+
+
 def _run(model: Any, case: dict[str, Any], **extra: Any) -> Any:
-    return ferrogen.generate(model, input_ids=case["input_ids"], attention_mask=case["attention_mask"],
-                             return_dict_in_generate=True, **case["kwargs"], **extra)
+    return ferrogen.generate(model, attention_mask=case["attention_mask"], return_dict_in_generate=True,
+                             **_inputs(case), **case["kwargs"], **extra)
 
 
 def _same(ours: Any, theirs: Any, what: str, real: Any = None) -> None:
@@ -120,15 +127,17 @@ def test_generation_continues_from_the_returned_cache(eager_models, name):
     assert continued.tolist() == fresh.tolist()
 
 
-def test_enable_collects_without_falling_back(eager_models):
+@pytest.mark.parametrize("name", ["t5-b3", "t5-decoder-prompt", "bart-embeds"])
+def test_enable_collects_without_falling_back(eager_models, name):
     from transformers.generation import GenerateEncoderDecoderOutput
 
-    case = CASES["t5-b3"]
-    model = eager_models["t5"]
+    case = CASES[name]
+    model = eager_models[case["model"]]
     with ferrogen.patched(model):  # the fallback counter (tests/fallback_counter.py) fails a fallback
-        out = model.generate(case["input_ids"], attention_mask=case["attention_mask"], return_dict_in_generate=True,
-                             output_attentions=True, output_hidden_states=True, **case["kwargs"])
+        out = model.generate(attention_mask=case["attention_mask"], return_dict_in_generate=True,
+                             output_attentions=True, output_hidden_states=True, **_inputs(case), **case["kwargs"])
     assert isinstance(out, GenerateEncoderDecoderOutput)
     assert out.sequences.tolist() == case["sequences"].tolist()
     _same(out.cross_attentions, case["cross_attentions"], "cross_attentions")
+    _same(out.decoder_hidden_states, case["decoder_hidden_states"], "decoder_hidden_states")
     assert out.past_key_values is not None or out.get("cache") is not None
