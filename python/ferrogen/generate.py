@@ -210,9 +210,11 @@ def _healed(model: Any, config: GenerationConfig, input_ids: torch.Tensor, atten
     return healed
 
 
-# Per-step model outputs ferrogen collects: greedy, sampling and DoLa.
+# Per-step model outputs ferrogen collects: greedy, sampling, DoLa and the beam family.
 _COLLECTED = ("output_attentions", "output_hidden_states")
-_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.DOLA})
+_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.DOLA,
+                               GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
+                               GenerationMode.GROUP_BEAM_SEARCH, GenerationMode.CONSTRAINED_BEAM_SEARCH})
 
 
 def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:
