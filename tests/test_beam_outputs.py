@@ -7,9 +7,10 @@ afterwards (``_beam_search`` in 5.x; ``_group_beam_search`` / ``_constrained_bea
 same tuples from the same forward passes.
 
 - beam search and beam sampling: transformers 5.x live, on tiny random GPT-2 / Llama / T5 / BART
-  (tests/architectures.py) and the stored GPT-2 / T5 (tests/data);
+  (tests/architectures.py) and the embedded GPT-2 / T5 (``ferrogen.embedded_model_path``);
 - diverse group and constrained beam search (not in 5.x): 4.55.4's tensors, recorded by
-  ``scripts/make_beam_output_goldens.py`` on the stored GPT-2 / T5.
+  ``scripts/make_beam_output_goldens.py`` on the tiny GPT-2 / T5 stored in tests/data (the weights
+  every 4.55.4 golden is made with: both venvs load them the same way, tests/golden_models.py).
 
 Every case pads a batch of prompts of unequal lengths, returns fewer sequences than beams and
 uses an EOS the free search emits at step 2, so that beams finish early.
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 from architectures import build, padded_batch
-from conftest import hf_generate, left_padded_batch
+from conftest import hf_generate
 
 import ferrogen
 
@@ -57,18 +58,17 @@ def _eager(model):
 
 
 def _live_model(name):
-    if name.startswith("stored-"):
-        from golden_models import load_stored
-
-        model = _eager(load_stored(name.removeprefix("stored-")))
-        ids, mask = left_padded_batch((5, 3, 7))
+    if name.startswith("embedded-"):  # the embedded GPT-2 ("causal") and T5 ("seq2seq")
+        model, _ = ferrogen.text.load_model(ferrogen.embedded_model_path(name.removeprefix("embedded-")))
+        model = _eager(model)
+        ids, mask = padded_batch(model.config.is_encoder_decoder)
         return model, ids, mask
     model = _eager(build(name))
     ids, mask = padded_batch(model.config.is_encoder_decoder)
     return model, ids, mask
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama", "t5", "bart", "stored-gpt2", "stored-t5"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "t5", "bart", "embedded-causal", "embedded-seq2seq"])
 def live(request):
     return _live_model(request.param)
 

@@ -60,9 +60,9 @@ REFUSED: dict[str, tuple[tuple[str, ...], str]] = {
 # The fallback's reason names the setting that asked for the feature.
 REASON_OF = {"negative_prompt_ids": "guidance_scale", "negative_prompt_attention_mask": "guidance_scale"}
 # output_attentions / output_hidden_states are collected for these strategies (decoder-only and
-# encoder-decoder models); the rest (beams, contrastive, assisted: per-step tuples with beam
-# reordering or candidate rows, not collected yet) fall back: test_collected_outputs_by_strategy.
-COLLECTING = {"greedy", "sample"}
+# encoder-decoder models); the rest (contrastive, assisted: per-step tuples with candidate rows,
+# not collected yet) fall back: test_collected_outputs_by_strategy.
+COLLECTING = {"greedy", "sample", "beam_search", "beam_sample", "group_beam_search", "constrained_beam_search"}
 
 Value = Callable[[Any, Any], dict[str, Any]]  # (model, tokenizer) -> the call's keywords
 
