@@ -208,8 +208,8 @@ def test_unsupported_argument_falls_back_and_warns_once(kjv):
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
-        (dict(output_attentions=True, return_dict_in_generate=True, num_beams=2), "output_attentions"),
-        (dict(output_hidden_states=True, return_dict_in_generate=True, num_beams=2), "output_hidden_states"),
+        # beams collect output_attentions / output_hidden_states natively (tests/test_beam_outputs.py)
+        (dict(guidance_scale=1.5, return_dict_in_generate=True, output_scores=True, num_beams=2), "guidance_scale"),
     ],
 )
 def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):
