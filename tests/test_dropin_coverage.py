@@ -65,9 +65,9 @@ REFUSED: dict[str, tuple[tuple[str, ...], str]] = {
 # The fallback's reason (or the refusal) names the setting that asked for the feature.
 REASON_OF = {"negative_prompt_ids": "guidance_scale", "negative_prompt_attention_mask": "guidance_scale"}
 # output_attentions / output_hidden_states are collected for these strategies (decoder-only and
-# encoder-decoder models); the rest (beams: per-step tuples with beam reordering, not collected
-# yet) fall back: test_collected_outputs_by_strategy.
-COLLECTING = {"greedy", "sample", "contrastive_search", "assisted"}
+# encoder-decoder models) by every strategy: test_collected_outputs_by_strategy.
+COLLECTING = {"greedy", "sample", "beam_search", "beam_sample", "group_beam_search", "constrained_beam_search",
+              "contrastive_search", "assisted"}
 
 Value = Callable[[Any, Any], dict[str, Any]]  # (model, tokenizer) -> the call's keywords
 

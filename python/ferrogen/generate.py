@@ -214,9 +214,11 @@ def _healed(model: Any, config: GenerationConfig, input_ids: torch.Tensor, atten
     return healed
 
 
-# Per-step model outputs ferrogen collects: greedy, sampling, DoLa, contrastive search and assisted decoding.
+# Per-step model outputs ferrogen collects: every strategy.
 _COLLECTED = ("output_attentions", "output_hidden_states")
 _COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.DOLA,
+                               GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
+                               GenerationMode.GROUP_BEAM_SEARCH, GenerationMode.CONSTRAINED_BEAM_SEARCH,
                                GenerationMode.CONTRASTIVE_SEARCH, GenerationMode.ASSISTED})
 
 

@@ -23,6 +23,7 @@ from .. import _core
 from ..grammar import grammar_finish_reasons, matchers_for
 from .base import GenerationRequest, as_int64, core_settings
 from .guidance import UnconditionalBranch
+from .token_loop import collected_outputs
 
 BeamCoreT = TypeVar("BeamCoreT", _core.BeamSearch, _core.GroupBeamSearch)
 # The beam family's core objects; they share is_done, stop, take_settled, finalize, tree and last_step.
@@ -195,9 +196,16 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
     running = RunningSequences(prompt, beams) if track_sequences else None
     stream = SettledStream(request.streamer, prompt, request.pad_token_id)
     core = step.core
+    # per forward call: the model's (attentions, hidden_states[, cross]) of the running rows, in
+    # the order the forward pass saw them, as transformers keeps them (never reordered afterwards)
+    steps: list[tuple[object, ...]] = []
+    collect = request.return_dict and bool(cfg.output_attentions or cfg.output_hidden_states) \
+        and hasattr(request.adapter, "step_outputs")
 
     logits = request.adapter.prefill(request.input_ids, request.attention_mask, beams)
     while True:
+        if collect:
+            steps.append(getattr(request.adapter, "step_outputs"))
         if keep_logits:
             raw.append(logits.clone())
         tokens, parents, logits = step(logits, running)
@@ -234,7 +242,7 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         from ..beam_tree import BeamTree
 
         tree = BeamTree.from_core(core.tree(), prompt, final.nodes, cfg.num_return_sequences, beams)
-    return GenerateOutput(
+    out = GenerateOutput(
         sequences=sequences,
         scores=tuple(scores) if keep_scores else None,
         logits=tuple(raw) if keep_logits else None,
@@ -244,6 +252,9 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         beam_tree=tree,
         cache=getattr(request.adapter, "cache", None) if cfg.use_cache else None,
     )
+    for name, value in collected_outputs(request.adapter, steps).items():
+        setattr(out, name, value)
+    return out
 
 
 def _flush_stream(stream: SettledStream, final: _core.BeamResult, per_item: int, prompt_len: int) -> None:
