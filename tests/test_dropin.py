@@ -191,8 +191,9 @@ def test_enable_with_custom_generate_goes_to_transformers_silently(kjv, modules_
 @pytest.mark.falls_back
 def test_unsupported_argument_falls_back_and_warns_once(kjv):
     model, _, enc = kjv
-    # classifier-free guidance with prompt lookup: transformers' own
+    # classifier-free guidance with prompt lookup: transformers' own (one row: assisted decoding's limit)
     unsupported = dict(guidance_scale=1.5, prompt_lookup_num_tokens=2)
+    enc = {name: value[:1] for name, value in enc.items()}
     expected = model.generate(**enc, max_new_tokens=NEW, **unsupported)
     with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
@@ -211,12 +212,14 @@ def test_unsupported_argument_falls_back_and_warns_once(kjv):
     [
         # every strategy collects output_attentions / output_hidden_states natively, and guidance runs
         # natively with every strategy but assisted decoding (tests/test_guidance_beams.py)
+        # natively with every strategy but assisted decoding (tests/test_guidance_beams.py)
         (dict(guidance_scale=1.5, return_dict_in_generate=True, output_scores=True, prompt_lookup_num_tokens=2),
          "guidance_scale"),
     ],
 )
 def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):
     model, _, enc = kjv
+    enc = {name: value[:1] for name, value in enc.items()}  # transformers' assisted decoding takes one row
     expected = model.generate(**enc, max_new_tokens=NEW, **extra)
     with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
