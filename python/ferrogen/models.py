@@ -361,9 +361,9 @@ class DecoderOnlyAdapter(_HiddenStates):
         settle(self._cache)
         settle(other._cache)
         width = max(self._cache.get_seq_length(), other._cache.get_seq_length())
-        merge_layers(self._cache, other._cache, width)
         masks = [a._mask if a._mask is not None else torch.ones(a._rows_by_length(), dtype=torch.long, device=self.device)
-                 for a in (self, other)]
+                 for a in (self, other)]  # before the merge: a missing mask covers the cache as it was
+        merge_layers(self._cache, other._cache, width)
         mask = torch.cat([left_pad(m, width, 1) for m in masks], dim=0)
         assert self._positions is not None and other._positions is not None
         positions = torch.cat([left_pad(p, width, 1) for p in (self._positions, other._positions)], dim=0)
@@ -572,10 +572,10 @@ class EncoderDecoderAdapter(_HiddenStates):
         settle(other._cache)
         mine, theirs = self._cache, other._cache
         width = max(mine.get_seq_length(), theirs.get_seq_length())
-        merge_layers(mine.self_attention_cache, theirs.self_attention_cache, width)
         masks = [a._decoder_mask if a._decoder_mask is not None else
                  torch.ones((a._encoder_outputs.last_hidden_state.shape[0], a._cache.get_seq_length()),
-                            dtype=torch.long, device=self.device) for a in (self, other)]
+                            dtype=torch.long, device=self.device) for a in (self, other)]  # before the merge
+        merge_layers(mine.self_attention_cache, theirs.self_attention_cache, width)
         self._decoder_mask = torch.cat([left_pad(m, width, 1) for m in masks], dim=0)
         encoded = [a._encoder_outputs.last_hidden_state for a in (self, other)]
         source = max(int(e.shape[1]) for e in encoded)
