@@ -82,12 +82,8 @@ pub fn merge_refusal(config: &PipelineConfig) -> Option<&'static str> {
     }
     let refusals = [
         (
-            config.min_length > 0,
-            "min_length (it counts the padded length)",
-        ),
-        (
-            config.min_new_tokens > 0,
-            "min_new_tokens (it counts the batch's steps)",
+            config.min_length > 0 || config.min_new_tokens > 0,
+            "min_length / min_new_tokens (they count the batch's padded length and steps)",
         ),
         (config.forced_bos_token_id.is_some(), "forced_bos_token_id"),
         (
@@ -111,6 +107,10 @@ pub fn merge_refusal(config: &PipelineConfig) -> Option<&'static str> {
             "presence/frequency penalties",
         ),
         (config.dry_multiplier > 0.0, "dry"),
+        (
+            config.no_repeat_ngram_size > 0,
+            "no_repeat_ngram_size (its n-grams would span the merge's padding)",
+        ),
     ];
     refusals.into_iter().find(|(on, _)| *on).map(|(_, why)| why)
 }
