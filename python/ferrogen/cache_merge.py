@@ -15,11 +15,17 @@ that left padding changes: those batches only shrink (:func:`why_unmergeable`).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
-__all__ = ["why_unmergeable", "merge_layers", "left_pad", "padding_columns", "trim_layers"]
+from .folded_reorder import settle
+
+if TYPE_CHECKING:
+    from .models import DecoderOnlyAdapter, EncoderDecoderAdapter
+
+__all__ = ["append_decoder_rows", "append_seq2seq_rows", "left_pad", "merge_layers", "padding_columns", "right_pad",
+           "trim_decoder_padding", "trim_layers", "trim_seq2seq_padding", "why_unmergeable"]
 
 
 def why_unmergeable(cache: Any) -> Optional[str]:
@@ -81,3 +87,73 @@ def trim_layers(cache: Any, columns: int) -> None:
     for layer in cache.layers:
         layer.keys = layer.keys[:, :, columns:]
         layer.values = layer.values[:, :, columns:]
+
+
+def _ones(rows: int, length: int, device: torch.device) -> torch.Tensor:
+    return torch.ones((rows, length), dtype=torch.long, device=device)
+
+
+def append_decoder_rows(a: DecoderOnlyAdapter, b: DecoderOnlyAdapter) -> None:
+    """Appends the rows of decoder-only adapter ``b`` (prefilled on its own) after those of ``a``:
+    cache and mask padded on the left, positions per row, then all-padding columns trimmed."""
+    settle(a._cache)
+    settle(b._cache)
+    assert a._positions is not None and b._positions is not None
+    lengths = [x._cache.get_seq_length() for x in (a, b)]
+    width = max(lengths)
+    # Before the merge: a missing mask covers the cache as it was.
+    masks = [x._mask if x._mask is not None else _ones(int(x._positions.shape[0]), n, a.device)
+             for x, n in zip((a, b), lengths)]
+    merge_layers(a._cache, b._cache, width)
+    a._mask = torch.cat([left_pad(m, width, 1) for m in masks], dim=0)
+    a._positions = torch.cat([left_pad(p, width, 1) for p in (a._positions, b._positions)], dim=0)
+    trim_decoder_padding(a)
+
+
+def trim_decoder_padding(a: DecoderOnlyAdapter) -> None:
+    """Drops leading positions that are padding in every row (and the mask when none is left,
+    as transformers drops an all-ones mask)."""
+    if a._mask is None:
+        return
+    columns = padding_columns(a._mask)
+    settle(a._cache)
+    trim_layers(a._cache, columns)
+    a._mask = a._mask[:, columns:]
+    if a._positions is not None:
+        a._positions = a._positions[:, columns:]
+    if bool((a._mask == 1).all()):
+        a._mask = None
+
+
+def append_seq2seq_rows(a: EncoderDecoderAdapter, b: EncoderDecoderAdapter) -> None:
+    """Appends the rows of encoder-decoder adapter ``b`` after those of ``a``: the decoder's cache
+    and mask padded on the left; the encoder's outputs, mask and cross-attention cache padded
+    after (cross-attention has no positions, so the side does not matter)."""
+    settle(a._cache)
+    settle(b._cache)
+    lengths = [x._cache.get_seq_length() for x in (a, b)]
+    width = max(lengths)
+    encoded = [x._encoder_outputs.last_hidden_state for x in (a, b)]
+    masks = [x._decoder_mask if x._decoder_mask is not None else _ones(int(e.shape[0]), n, a.device)
+             for x, e, n in zip((a, b), encoded, lengths)]  # before the merge
+    merge_layers(a._cache.self_attention_cache, b._cache.self_attention_cache, width)
+    a._decoder_mask = torch.cat([left_pad(m, width, 1) for m in masks], dim=0)
+    source = max(int(e.shape[1]) for e in encoded)
+    merge_layers(a._cache.cross_attention_cache, b._cache.cross_attention_cache, source, right=True)
+    enc_masks = [x._encoder_mask if x._encoder_mask is not None else _ones(int(e.shape[0]), int(e.shape[1]), a.device)
+                 for x, e in zip((a, b), encoded)]
+    a._encoder_mask = torch.cat([right_pad(m, source, 1) for m in enc_masks], dim=0)
+    a._encoder_outputs["last_hidden_state"] = torch.cat([right_pad(e, source, 1) for e in encoded], dim=0)
+    trim_seq2seq_padding(a)
+
+
+def trim_seq2seq_padding(a: EncoderDecoderAdapter) -> None:
+    """Drops leading decoder positions that are padding in every row."""
+    if a._decoder_mask is None:
+        return
+    columns = padding_columns(a._decoder_mask)
+    settle(a._cache)
+    trim_layers(a._cache.self_attention_cache, columns)
+    a._decoder_mask = a._decoder_mask[:, columns:]
+    if bool((a._decoder_mask == 1).all()):
+        a._decoder_mask = None

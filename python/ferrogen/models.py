@@ -22,7 +22,8 @@ import torch
 from ._validation import GenerationConfigError
 from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
-from .cache_merge import left_pad, merge_layers, padding_columns, right_pad, trim_layers, why_unmergeable
+from .cache_merge import (append_decoder_rows, append_seq2seq_rows, trim_decoder_padding, trim_seq2seq_padding,
+                          why_unmergeable)
 from .folded_reorder import fold_reorder, settle
 
 __all__ = ["ModelAdapter", "MultiTokenAdapter", "adapter_for", "is_multi_token", "logits_to_host"]
@@ -357,35 +358,12 @@ class DecoderOnlyAdapter(_HiddenStates):
 
     def append_rows(self, other: DecoderOnlyAdapter) -> None:
         """Appends the rows of ``other`` (prefilled on its own) after these rows
-        (:mod:`ferrogen.cache_merge`); positions stay per row, all-padding columns go."""
-        settle(self._cache)
-        settle(other._cache)
-        width = max(self._cache.get_seq_length(), other._cache.get_seq_length())
-        masks = [a._mask if a._mask is not None else torch.ones(a._rows_by_length(), dtype=torch.long, device=self.device)
-                 for a in (self, other)]  # before the merge: a missing mask covers the cache as it was
-        merge_layers(self._cache, other._cache, width)
-        mask = torch.cat([left_pad(m, width, 1) for m in masks], dim=0)
-        assert self._positions is not None and other._positions is not None
-        positions = torch.cat([left_pad(p, width, 1) for p in (self._positions, other._positions)], dim=0)
-        self._mask, self._positions = mask, positions
-        self.trim_padding()
+        (:func:`ferrogen.cache_merge.append_decoder_rows`)."""
+        append_decoder_rows(self, other)
 
     def trim_padding(self) -> None:
-        """Drops leading positions that are padding in every row (and the mask when none is left)."""
-        if self._mask is None:
-            return
-        columns = padding_columns(self._mask)
-        settle(self._cache)
-        trim_layers(self._cache, columns)
-        self._mask = self._mask[:, columns:]
-        if self._positions is not None:
-            self._positions = self._positions[:, columns:]
-        if bool((self._mask == 1).all()):
-            self._mask = None
-
-    def _rows_by_length(self) -> tuple[int, int]:
-        assert self._positions is not None
-        return (int(self._positions.shape[0]), int(self._cache.get_seq_length()))
+        """Drops leading positions that are padding in every row."""
+        trim_decoder_padding(self)
 
     def crop_rows(self, drop: torch.Tensor) -> None:
         settle(self._cache)
@@ -565,37 +543,13 @@ class EncoderDecoderAdapter(_HiddenStates):
         return why_unmergeable(self._cache)
 
     def append_rows(self, other: EncoderDecoderAdapter) -> None:
-        """Appends the rows of ``other`` (prefilled on its own) after these rows: the decoder's
-        cache padded on the left, the encoder's outputs, mask and cross-attention cache padded
-        after (their padding side does not matter: cross-attention has no positions)."""
-        settle(self._cache)
-        settle(other._cache)
-        mine, theirs = self._cache, other._cache
-        width = max(mine.get_seq_length(), theirs.get_seq_length())
-        masks = [a._decoder_mask if a._decoder_mask is not None else
-                 torch.ones((a._encoder_outputs.last_hidden_state.shape[0], a._cache.get_seq_length()),
-                            dtype=torch.long, device=self.device) for a in (self, other)]  # before the merge
-        merge_layers(mine.self_attention_cache, theirs.self_attention_cache, width)
-        self._decoder_mask = torch.cat([left_pad(m, width, 1) for m in masks], dim=0)
-        encoded = [a._encoder_outputs.last_hidden_state for a in (self, other)]
-        source = max(int(e.shape[1]) for e in encoded)
-        merge_layers(mine.cross_attention_cache, theirs.cross_attention_cache, source, right=True)
-        enc_masks = [a._encoder_mask if a._encoder_mask is not None else
-                     torch.ones(e.shape[:2], dtype=torch.long, device=self.device) for a, e in zip((self, other), encoded)]
-        self._encoder_mask = torch.cat([right_pad(m, source, 1) for m in enc_masks], dim=0)
-        self._encoder_outputs["last_hidden_state"] = torch.cat([right_pad(e, source, 1) for e in encoded], dim=0)
-        self.trim_padding()
+        """Appends the rows of ``other`` (prefilled on its own) after these rows
+        (:func:`ferrogen.cache_merge.append_seq2seq_rows`)."""
+        append_seq2seq_rows(self, other)
 
     def trim_padding(self) -> None:
         """Drops leading decoder positions that are padding in every row."""
-        if self._decoder_mask is None:
-            return
-        columns = padding_columns(self._decoder_mask)
-        settle(self._cache)
-        trim_layers(self._cache.self_attention_cache, columns)
-        self._decoder_mask = self._decoder_mask[:, columns:]
-        if bool((self._decoder_mask == 1).all()):
-            self._decoder_mask = None
+        trim_seq2seq_padding(self)
 
     def select_rows(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.device)
