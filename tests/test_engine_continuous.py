@@ -130,7 +130,7 @@ def test_mergeable_caches_refill_quietly(generators):
                        pad_token_id=0)
 
 
-@pytest.mark.parametrize("setting", [dict(min_new_tokens=2), dict(no_repeat_ngram_size=2)])
+@pytest.mark.parametrize("setting", [dict(min_new_tokens=2), dict(no_repeat_ngram_size=2), dict(max_time=60.0)])
 def test_settings_reading_the_shared_length_or_padding_fall_back(generators, setting, monkeypatch):
     """min_new_tokens counts the batch's steps; a T5 row's n-grams would include the merge's
     padding (its decoder start token is the pad token): both only shrink, with the same results."""

@@ -86,6 +86,12 @@ def why_no_refill(request: GenerationRequest, core: Any, copies: int) -> Optiona
         return "max_length without max_new_tokens counts the batch's padding"
     if request.extras.get("guidance") is not None:
         return "classifier-free guidance keeps a second batch"
+    if config.max_time is not None:
+        return "max_time counts from the start of the batch, which would then never end"
+    if config.token_healing:
+        return "token_healing rewrites the prompts of each generate call"
+    if config.watermarking_config is not None:
+        return "the watermark's context would reach into the merge's padding"
     merge = getattr(request.adapter, "merge_refusal", None)
     if merge is None or not hasattr(core, "append_rows"):
         return f"{type(request.adapter).__name__} cannot merge batches"
