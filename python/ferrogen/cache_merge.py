@@ -102,8 +102,8 @@ def append_decoder_rows(a: DecoderOnlyAdapter, b: DecoderOnlyAdapter) -> None:
     lengths = [x._cache.get_seq_length() for x in (a, b)]
     width = max(lengths)
     # Before the merge: a missing mask covers the cache as it was.
-    masks = [x._mask if x._mask is not None else _ones(int(x._positions.shape[0]), n, a.device)
-             for x, n in zip((a, b), lengths)]
+    rows = [int(a._positions.shape[0]), int(b._positions.shape[0])]
+    masks = [x._mask if x._mask is not None else _ones(r, n, a.device) for x, r, n in zip((a, b), rows, lengths)]
     merge_layers(a._cache, b._cache, width)
     a._mask = torch.cat([left_pad(m, width, 1) for m in masks], dim=0)
     a._positions = torch.cat([left_pad(p, width, 1) for p in (a._positions, b._positions)], dim=0)

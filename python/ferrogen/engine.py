@@ -138,7 +138,7 @@ def _config_of(model: Any, kwargs: dict[str, Any]) -> GenerationConfig:
 
 def _refillable(config: GenerationConfig) -> bool:
     """Whether the run may merge new prompts into its batch: greedy or sampling, one sequence each."""
-    from .generate import GenerationMode
+    from .config import GenerationMode
 
     mode = config.generation_mode()
     return mode in (GenerationMode.GREEDY, GenerationMode.SAMPLE) and config.num_return_sequences == 1

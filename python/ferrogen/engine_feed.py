@@ -52,7 +52,7 @@ def run_continuous_texts(
     while feed.waiting:
         feed.first, feed.merged = feed.take(batch_size), False
         input_ids, mask = feed.collate([w.ids for w in feed.first])
-        seeding = {} if seeds is None else {"row_seeds": [w.seed for w in feed.first]}
+        seeding: dict[str, Any] = {} if seeds is None else {"row_seeds": [w.seed for w in feed.first]}
         out = generate(model, input_ids=input_ids, attention_mask=mask, return_dict_in_generate=True,
                        _engine=hooks, **seeding, **kwargs)
         if not feed.merged:  # shrink-only: this batch's rows are in the output
@@ -80,6 +80,7 @@ def strip_padding(new: list[int], pad: Optional[int], reason: str) -> list[int]:
 
 
 def _row_of(out: GenerateOutput, row: int, skip: int) -> tuple[list[int], str]:
+    assert out.finish_reasons is not None  # the token loop always gives them
     return out.sequences[row, skip:].tolist(), out.finish_reasons[row]
 
 

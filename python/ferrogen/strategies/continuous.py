@@ -95,7 +95,8 @@ def why_no_refill(request: GenerationRequest, core: Any, copies: int) -> Optiona
     merge = getattr(request.adapter, "merge_refusal", None)
     if merge is None or not hasattr(core, "append_rows"):
         return f"{type(request.adapter).__name__} cannot merge batches"
-    return merge() or core.merge_refusal()
+    why: Optional[str] = merge() or core.merge_refusal()
+    return why
 
 
 @dataclass
@@ -111,15 +112,18 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
     each row's new tokens and finish reason go to ``feed.done``. ``pick`` names the core's
     step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for a new group."""
     feed.merged = True
-    adapter = request.adapter
+    adapter: Any = request.adapter  # a merging adapter (why_no_refill checked it)
+    next_logits: Optional[torch.Tensor] = logits
     rows = [_Row(w.slot) for w in feed.first]
+    assert request.config.max_new_tokens is not None  # why_no_refill checked it
     budget = int(request.config.max_new_tokens)
     stops = [_on_new_tokens(c) for c in request.criteria if isinstance(c, StopStringCriteria)]
     others = [c for c in request.criteria if not isinstance(c, StopStringCriteria)]
     while True:
+        assert next_logits is not None
         before = core.unfinished()
-        tokens = getattr(core, pick)(logits.numpy())
-        del logits
+        tokens = getattr(core, pick)(next_logits.numpy())
+        next_logits = None  # not alive during the next forward pass
         if on_step is not None:
             on_step(int(before.sum()))
         for i in np.flatnonzero(before):
@@ -137,18 +141,18 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
             adapter.select_rows(torch.from_numpy(keep.astype(np.int64)))
             adapter.trim_padding()
         rows = [rows[i] for i in keep]
-        logits = adapter.advance(torch.from_numpy(np.ascontiguousarray(tokens[keep]))) if rows else None
+        next_logits = adapter.advance(torch.from_numpy(np.ascontiguousarray(tokens[keep]))) if rows else None
         free = feed.batch_size - len(rows)
         if feed.waiting and (free >= feed.min_free or not rows):
             group = feed.take(free)
             new_core, new_adapter, new_logits = _prefill(request, adapter, group, make_core)
             rows += [_Row(w.slot) for w in group]
-            if logits is None:
-                core, adapter, logits = new_core, new_adapter, new_logits
+            if next_logits is None:
+                core, adapter, next_logits = new_core, new_adapter, new_logits
             else:
                 adapter.append_rows(new_adapter)
                 core.append_rows(new_core)
-                logits = torch.cat([logits, new_logits])
+                next_logits = torch.cat([next_logits, new_logits])
 
 
 def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting],
