@@ -209,12 +209,12 @@ def test_enable_runs_them_natively(gpt2, kwargs):
     assert torch.equal(got, want)
 
 
-def test_enable_falls_back_for_guidance_with_beams_and_synthid(gpt2):
+def test_enable_falls_back_for_guidance_with_assisted_decoding_and_synthid(gpt2):
     from transformers import SynthIDTextWatermarkingConfig
 
     ids = prompts(1, 5)
     synthid = SynthIDTextWatermarkingConfig(keys=[3, 5, 7, 11], ngram_len=3)
-    for kwargs, reason in ((dict(guidance_scale=1.5, num_beams=2), "guidance_scale"),
+    for kwargs, reason in ((dict(guidance_scale=1.5, prompt_lookup_num_tokens=2), "guidance_scale"),
                            (dict(watermarking_config=synthid, do_sample=True), "watermarking_config")):
         with ferrogen.patched(gpt2), warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
