@@ -145,7 +145,7 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
         free = feed.batch_size - len(rows)
         if feed.waiting and (free >= feed.min_free or not rows):
             group = feed.take(free)
-            new_core, new_adapter, new_logits = _prefill(request, adapter, group, make_core)
+            new_core, new_adapter, new_logits = _prefill(request, adapter, group, feed, make_core)
             rows += [_Row(w.slot) for w in group]
             if next_logits is None:
                 core, adapter, next_logits = new_core, new_adapter, new_logits
@@ -155,10 +155,11 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
                 next_logits = torch.cat([next_logits, new_logits])
 
 
-def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting],
+def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], feed: Feed,
              make_core: Callable[[GenerationRequest], Any]) -> tuple[Any, Any, torch.Tensor]:
-    """A core, an adapter and the first logits for ``group``, prefilled as its own batch."""
-    feed_ids, mask = _collate_of(request)([w.ids for w in group])
+    """A core, an adapter and the first logits for ``group``, prefilled as its own batch (a
+    shallow copy of the running adapter: ``prefill`` replaces every piece of its state)."""
+    feed_ids, mask = feed.collate([w.ids for w in group])
     fresh = copy.copy(adapter)
     extras = dict(request.extras)
     if group[0].seed is not None:
@@ -167,11 +168,6 @@ def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting],
                               prompt_ids=fresh.decoder_prompt(feed_ids).cpu(), extras=extras)
     logits = fresh.prefill(feed_ids, mask)
     return make_core(sub), fresh, logits
-
-
-def _collate_of(request: GenerationRequest) -> Callable[[list[list[int]]], tuple[torch.Tensor, torch.Tensor]]:
-    feed: Feed = request.extras["engine"].feed
-    return feed.collate
 
 
 def _on_new_tokens(crit: StopStringCriteria) -> StopStringCriteria:
