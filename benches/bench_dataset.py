@@ -1,8 +1,11 @@
 """Many prompts of varied length through the embedded model: the batch engine against static batches.
 
 One run, one torch thread, the same prompts for every system:
-- ferrogen engine: ``ferrogen.pipeline()(prompts, batch_size=B)`` (length-sorted batches, finished
-  rows dropped from the running batch; :mod:`ferrogen.engine`);
+- ferrogen continuous: ``ferrogen.pipeline()(prompts, batch_size=B)`` (length-sorted prompts; finished
+  rows leave the running batch and, once a quarter of it is free, waiting prompts are prefilled and
+  merged in: continuous batching; :mod:`ferrogen.engine`);
+- ferrogen shrink-only: the same with ``continuous=False`` (length-sorted batches, finished rows
+  dropped, no refill: what the engine did before continuous batching);
 - ferrogen static: the same batches in input order, every row kept to the batch's end (what
   ferrogen did before the engine; ``generate_texts(..., static=True)``);
 - transformers' ``pipeline("text-generation", batch_size=B)``;
@@ -11,7 +14,9 @@ One run, one torch thread, the same prompts for every system:
 Prompts are verses' openings of the embedded KJV model's domain, of 1 to 12 clauses. The model
 never emits its ``</s>``, so the natural end is the end of a verse: EOS is ``</s>`` or the newline
 token (both for every system); the stop-string variant also stops at ``"."``. Engine and static
-token ids are checked identical. Prompts/s and generated tokens/s; peak RSS at the end (MB).
+token ids are checked identical. Prompts/s and generated tokens/s; peak RSS per row (MB): the
+largest ``VmRSS`` of ``/proc/self/status`` sampled every 20 ms while the row ran (psutil is not in the
+venv; ``getrusage``'s peak only grows over the run, so it is given once, for the whole run).
 
     python benches/bench_dataset.py                      # 2000 prompts, batch 16 and 64
     python benches/bench_dataset.py --prompts 300 --batches 16 64 --out dataset.md
@@ -24,6 +29,7 @@ import os
 import platform
 import random
 import resource
+import threading
 import time
 import warnings
 from typing import Any, Callable
@@ -45,11 +51,37 @@ def prompts(n: int, seed: int = 0) -> list[str]:
     return [", ".join(rng.choice(CLAUSES) for _ in range(rng.choice([1, 1, 2, 2, 3, 4, 6, 9, 12]))) for _ in range(n)]
 
 
-def timed(run: Callable[[], int], n: int) -> tuple[float, float]:
+def rss_mb() -> float:
+    """This process's resident set size now (MB), from /proc (Linux); 0 where there is none."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def timed(run: Callable[[], int], n: int) -> tuple[float, float, float]:
+    """Prompts/s, generated tokens/s and the peak RSS (MB) sampled every 20 ms while ``run`` ran."""
+    peak = [rss_mb()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     start = time.perf_counter()
-    tokens = run()
-    elapsed = time.perf_counter() - start
-    return n / elapsed, tokens / elapsed
+    try:
+        tokens = run()
+    finally:
+        elapsed = time.perf_counter() - start
+        done.set()
+        sampler.join()
+    return n / elapsed, tokens / elapsed, max(peak[0], rss_mb())
 
 
 def continuous(model: Any, tok: Any, texts: list[str], hf: dict[str, Any], batch: int) -> int:
@@ -142,16 +174,19 @@ def main() -> None:
             for batch in args.batches:
                 out: dict[str, Any] = {}
 
-                def engine(static: bool) -> int:
-                    results = generate_texts(gen, texts, batch, static=static, **base)
-                    out["static" if static else "engine"] = [r.token_ids for r in results]
+                def engine(name: str, **how: bool) -> int:
+                    results = generate_texts(gen, texts, batch, **how, **base)
+                    out[name] = [(r.token_ids, r.finish_reason) for r in results]
                     return sum(len(r.token_ids) for r in results)
 
-                row = {"system": "ferrogen engine", "variant": variant, "mode": mode, "batch": batch}
-                rows.append({**row, "rates": timed(lambda: engine(False), len(texts))})
-                rows.append({**row, "system": "ferrogen static", "rates": timed(lambda: engine(True), len(texts))})
-                same = out["engine"] == out["static"]
-                rows[-2]["note"] = "same tokens as static" if same else "TOKENS DIFFER from static"
+                row = {"variant": variant, "mode": mode, "batch": batch}
+                systems = {"continuous": {}, "shrink-only": {"continuous": False}, "static": {"static": True}}
+                for name, how in systems.items():
+                    rows.append({**row, "system": f"ferrogen {name}",
+                                 "rates": timed(lambda: engine(name, **how), len(texts))})
+                for back, name in ((3, "continuous"), (2, "shrink-only")):
+                    same = out[name] == out["static"]
+                    rows[-back]["note"] = "same tokens as static" if same else "TOKENS DIFFER from static"
                 if "hf_pipeline" not in args.skip:
                     pipe = hf_pipeline("text-generation", model=model, tokenizer=tok, batch_size=batch)
                     tok.padding_side = "left"
@@ -173,12 +208,12 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (a VM shared with other "
         f"developers' work), load average {load:.1f} at start; 1 torch thread; {len(texts)} prompts "
         f"(1-12 clauses), up to {args.new_tokens} new tokens, embedded kjv-gpt2; EOS = </s> or newline; "
-        f"peak RSS {rss:.0f} MB.",
+        f"peak RSS of the whole run {rss:.0f} MB (getrusage); per row: sampled VmRSS.",
         "",
-        "| variant | mode | batch | system | prompts/s | gen tokens/s | note |",
-        "|---|---|---|---|---:|---:|---|",
+        "| variant | mode | batch | system | prompts/s | gen tokens/s | peak RSS MB | note |",
+        "|---|---|---|---|---:|---:|---:|---|",
         *[f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['system']} | {r['rates'][0]:.1f} | "
-          f"{r['rates'][1]:.0f} | {r.get('note', '')} |" for r in rows],
+          f"{r['rates'][1]:.0f} | {r['rates'][2]:.0f} | {r.get('note', '')} |" for r in rows],
     ]
     table = "\n".join(lines)
     print(table, flush=True)

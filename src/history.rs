@@ -109,6 +109,40 @@ impl TokenHistory {
         }
     }
 
+    /// The rows of `self` then those of `other`, the shorter side padded on the left with
+    /// `pad` to the common length; everything so far counts as prompt. Returns the merged
+    /// history and how many positions each side was padded by (`self`'s, `other`'s).
+    /// Sizes are checked before anything is allocated (an error naming `name`).
+    pub fn try_merged(
+        &self,
+        other: &TokenHistory,
+        pad: i64,
+        name: &'static str,
+    ) -> Result<(TokenHistory, usize, usize)> {
+        let len = self.len().max(other.len());
+        let n_rows = self
+            .n_rows()
+            .checked_add(other.n_rows())
+            .ok_or_else(|| crate::error::CoreError::invalid(name, "too many rows".to_string()))?;
+        let room = len.saturating_add(SPARE);
+        buffers::product(name, &[n_rows, room, std::mem::size_of::<i64>()])?;
+        let mut rows = buffers::with_capacity(name, n_rows)?;
+        let (pad_self, pad_other) = (len - self.len(), len - other.len());
+        for (side, by) in [(self, pad_self), (other, pad_other)] {
+            for old in &side.rows {
+                let mut row = buffers::with_capacity(name, room)?;
+                row.resize(by, pad);
+                row.extend_from_slice(old);
+                rows.push(row);
+            }
+        }
+        let merged = TokenHistory {
+            rows,
+            prompt_len: len,
+        };
+        Ok((merged, pad_self, pad_other))
+    }
+
     pub fn reorder(&mut self, parents: &[usize]) {
         let old = std::mem::take(&mut self.rows);
         self.rows = parents.iter().map(|&p| old[p].clone()).collect();

@@ -256,6 +256,9 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("Decoder.keep_rows", lambda: dec.keep_rows(np.array([0, 99], np.int64)), "rows"),
         ("Decoder.keep_rows(negative)", lambda: dec.keep_rows(np.array([-1], np.int64)), "rows"),
         ("Decoder.keep_rows(empty)", lambda: dec.keep_rows(np.zeros(0, np.int64)), "rows"),
+        ("Decoder.append_rows", lambda: dec.append_rows(_core.Decoder(IDS, S(repetition_penalty=2.0))), "other"),
+        ("Decoder.append_rows(min_length)",
+         lambda: _core.Decoder(IDS, S(min_new_tokens=2)).append_rows(_core.Decoder(IDS, S(min_new_tokens=2))), "other"),
         # ContrastiveSearch
         ("ContrastiveSearch()", lambda: _core.ContrastiveSearch(IDS, S(), 0, 0.5), "top_k"),
         ("ContrastiveSearch(alpha)", lambda: _core.ContrastiveSearch(IDS, S(), 2, 1.5), "penalty_alpha"),
@@ -340,7 +343,7 @@ def test_the_walk_covers_every_entry_point() -> None:
     """A new ``#[pymethods]`` entry point that takes arguments needs a row in the walk."""
     no_arguments = {"any_open", "any_active", "all_finished", "begin_round", "drafts", "finalize", "is_done",
                     "lengths", "sequences", "take_settled", "tree", "unfinished", "active", "last_step", "advance",
-                    "is_complete", "completed_count", "bank", "beams_satisfied",
+                    "is_complete", "completed_count", "bank", "beams_satisfied", "merge_refusal",
                     # scalar arguments whose every value is valid
                     "add", "reset", "does_advance", "stop"}
     covered = {label.split("(")[0] for label, _, _ in WALK}

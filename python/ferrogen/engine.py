@@ -12,7 +12,13 @@ torch's generator), derived per occurrence for a prompt repeated in the input (s
 :func:`prompt_seeds`). ``static=True`` runs the same batches in input order with no rows
 dropped (what ferrogen did before), for comparison.
 
-Not done yet: refilling freed slots with new prompts (continuous batching); see benches/README.md.
+Continuous batching: for greedy search and sampling (one sequence per prompt), the prompts not
+yet started wait in a queue, and when enough rows finished (``refill_fraction`` of the batch)
+the next ones are prefilled and merged into the running batch, which stays full
+(:mod:`ferrogen.strategies.continuous`). Models whose cache cannot be merged (sliding-window
+layers, SSM/hybrid states, absolute decoder positions) and settings that read the batch's
+shared length fall back to shrinking only, said once per run; ``continuous=False`` asks for
+that. Every row's tokens and seeded samples stay those it has alone.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .config import GenerationConfig
+from .engine_feed import run_continuous_texts
 from .strategies.running_rows import EngineHooks
 
 if TYPE_CHECKING:
@@ -71,13 +78,18 @@ def prompt_seeds(seed: int, prompts: Sequence[Sequence[int]]) -> list[int]:
 
 def generate_texts(
     generator: TextGenerator, prompts: Sequence[str], batch_size: int, *, static: bool = False,
+    continuous: bool = True, refill_fraction: float = 0.25,
     on_progress: Optional[Callable[[EngineProgress], None]] = None, **kwargs: Any,
 ) -> list[TextResult]:
     """Generates every prompt, ``batch_size`` at a time; results in input order (each prompt's
     ``num_return_sequences`` results together), as one :class:`~ferrogen.TextGenerator` call
-    with ``row_seeds`` would give them. ``on_progress`` is called after every decoding step."""
+    with ``row_seeds`` would give them. ``on_progress`` is called after every decoding step.
+    ``continuous``: refill freed slots with waiting prompts (greedy and sampling) once
+    ``refill_fraction`` (in (0, 1]) of the batch is free; ``static`` runs plain batches."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    if not isinstance(refill_fraction, (int, float)) or not 0 < refill_fraction <= 1:
+        raise ValueError(f"refill_fraction: expected a number in (0, 1], got {refill_fraction!r}")
     prompts = list(prompts)
     if not prompts:
         return []
@@ -87,6 +99,9 @@ def generate_texts(
     alone = config.do_sample and _one_at_a_time(config)
     order = list(range(len(prompts))) if static else length_order([len(i) for i in ids])
     progress = EngineProgress(len(prompts))
+    if continuous and not static and _refillable(config):
+        return run_continuous_texts(generator, prompts, ids, order, per_prompt, batch_size, refill_fraction,
+                                    progress, on_progress, kwargs)
 
     def on_step(rows: int) -> None:
         progress.tokens += rows
@@ -119,6 +134,14 @@ def _config_of(model: Any, kwargs: dict[str, Any]) -> GenerationConfig:
     names = {f.name for f in fields(GenerationConfig)}
     overrides = {k: v for k, v in kwargs.items() if k in names}
     return _resolve_config(model, kwargs.get("generation_config"), overrides)
+
+
+def _refillable(config: GenerationConfig) -> bool:
+    """Whether the run may merge new prompts into its batch: greedy or sampling, one sequence each."""
+    from .config import GenerationMode
+
+    mode = config.generation_mode()
+    return mode in (GenerationMode.GREEDY, GenerationMode.SAMPLE) and config.num_return_sequences == 1
 
 
 def _one_at_a_time(config: GenerationConfig) -> bool:

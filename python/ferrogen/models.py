@@ -22,6 +22,8 @@ import torch
 from ._validation import GenerationConfigError
 from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
+from .cache_merge import (append_decoder_rows, append_seq2seq_rows, trim_decoder_padding, trim_seq2seq_padding,
+                          why_unmergeable)
 from .folded_reorder import fold_reorder, settle
 
 __all__ = ["ModelAdapter", "MultiTokenAdapter", "adapter_for", "is_multi_token", "logits_to_host"]
@@ -346,6 +348,23 @@ class DecoderOnlyAdapter(_HiddenStates):
     def supports_ragged(self) -> bool:
         return self._takes_positions and _plain_layers(self._cache)
 
+    def merge_refusal(self) -> Optional[str]:
+        """Why another batch's rows cannot be merged into this one (None when they can)."""
+        if not self._takes_positions:
+            return f"{type(self.model).__name__} takes no position_ids"
+        if self._given or self._token_types is not None:
+            return "position_ids / token_type_ids / inputs_embeds were given"
+        return why_unmergeable(self._cache)
+
+    def append_rows(self, other: DecoderOnlyAdapter) -> None:
+        """Appends the rows of ``other`` (prefilled on its own) after these rows
+        (:func:`ferrogen.cache_merge.append_decoder_rows`)."""
+        append_decoder_rows(self, other)
+
+    def trim_padding(self) -> None:
+        """Drops leading positions that are padding in every row."""
+        trim_decoder_padding(self)
+
     def crop_rows(self, drop: torch.Tensor) -> None:
         settle(self._cache)
         drop = torch.as_tensor(drop, dtype=torch.long).cpu()
@@ -521,6 +540,23 @@ class EncoderDecoderAdapter(_HiddenStates):
         # Left padding in the decoder keeps every distance only with relative attention (T5).
         relative = hasattr(getattr(self.model, "config", None), "relative_attention_num_buckets")
         return relative and _plain_layers(getattr(self._cache, "self_attention_cache", None))
+
+    def merge_refusal(self) -> Optional[str]:
+        """Why another batch's rows cannot be merged into this one (None when they can)."""
+        if not hasattr(getattr(self.model, "config", None), "relative_attention_num_buckets"):
+            return f"{type(self.model).__name__}'s decoder has absolute positions (left padding would shift them)"
+        if self._copies != 1:
+            return "rows are copies of prompts"
+        return why_unmergeable(self._cache)
+
+    def append_rows(self, other: EncoderDecoderAdapter) -> None:
+        """Appends the rows of ``other`` (prefilled on its own) after these rows
+        (:func:`ferrogen.cache_merge.append_seq2seq_rows`)."""
+        append_seq2seq_rows(self, other)
+
+    def trim_padding(self) -> None:
+        """Drops leading decoder positions that are padding in every row."""
+        trim_seq2seq_padding(self)
 
     def select_rows(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.device)

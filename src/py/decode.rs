@@ -90,6 +90,17 @@ row_status_binding!(Decoder, {
         self.inner.keep_rows(&kept).map_err(to_py)
     }
 
+    /// Appends the rows of `other` (built from the same settings) after these rows: a batch
+    /// engine merges newly prefilled prompts into the running batch (continuous batching).
+    fn append_rows(&mut self, other: &Decoder) -> PyResult<()> {
+        self.inner.append_rows(&other.inner).map_err(to_py)
+    }
+
+    /// Why these rows cannot be merged with others (`append_rows`), or None when they can.
+    fn merge_refusal(&self) -> Option<&'static str> {
+        self.inner.merge_refusal()
+    }
+
     /// Runs the built-in processors over `logits` in place (before user processors).
     fn process(&self, py: Python<'_>, mut logits: PyReadwriteArray2<'_, f32>) -> PyResult<()> {
         let vocab = logits.shape()[1];

@@ -11,6 +11,7 @@ use crate::rng;
 use crate::row_status::RowStatus;
 use crate::sampling::{argmax, draw};
 
+mod append_rows;
 mod keep_rows;
 
 pub struct Decoder {
@@ -30,6 +31,9 @@ pub struct Decoder {
     /// Vocabulary size the configured token ids were checked against (0: not yet).
     checked_vocab: AtomicUsize,
     next: Vec<i64>,
+    /// Per row, what to add to the history's generated count to get the row's own step
+    /// (rows merged in by [`Self::append_rows`] started at another step); empty: all zero.
+    step_offsets: Vec<u64>,
 }
 
 impl Decoder {
@@ -63,6 +67,7 @@ impl Decoder {
             full,
             checked_vocab: AtomicUsize::new(0),
             next: vec![0; n_rows],
+            step_offsets: Vec::new(),
         })
     }
 
@@ -148,20 +153,18 @@ impl Decoder {
 
     /// Warpers then a draw for every unfinished row (logits already processed).
     pub fn choose_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
-        let keys = self.keys.clone();
-        let step = self.history.new_tokens() as u64;
+        let (keys, steps) = self.sampling_steps();
         self.run_and_pick(Which::Warpers, logits, vocab, |r, row, s| {
-            sample(row, s, keys[r], step)
+            sample(row, s, keys[r], steps.at(r))
         })?;
         Ok(&self.next)
     }
 
     /// One sampling step: processors, warpers and the draw, fused per row.
     pub fn step_sample(&mut self, logits: &mut [f32], vocab: usize) -> Result<&[i64]> {
-        let keys = self.keys.clone();
-        let step = self.history.new_tokens() as u64;
+        let (keys, steps) = self.sampling_steps();
         self.run_and_pick(Which::Full, logits, vocab, |r, row, s| {
-            sample(row, s, keys[r], step)
+            sample(row, s, keys[r], steps.at(r))
         })?;
         Ok(&self.next)
     }
@@ -198,6 +201,15 @@ impl Decoder {
         }
         self.commit();
         Ok(())
+    }
+
+    /// Every row's sampling key and the step its next draw is (its own generated count).
+    fn sampling_steps(&self) -> (Vec<u64>, RowSteps) {
+        let steps = RowSteps {
+            common: self.history.new_tokens() as u64,
+            offsets: self.step_offsets.clone(),
+        };
+        (self.keys.clone(), steps)
     }
 
     fn check_logits(&self, logits: &[f32], vocab: usize) -> Result<()> {
@@ -237,6 +249,19 @@ pub(crate) fn check_step_logits(
         checked_vocab.store(vocab, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// The step of every row: the history's generated count, plus the row's offset if any.
+struct RowSteps {
+    common: u64,
+    offsets: Vec<u64>,
+}
+
+impl RowSteps {
+    fn at(&self, r: usize) -> u64 {
+        self.common
+            .wrapping_add(self.offsets.get(r).copied().unwrap_or(0))
+    }
 }
 
 enum Which {

@@ -67,6 +67,9 @@ class BatchGenerator:
         self.ledger = ledger
         self.batch_retries = batch_retries
         # The batch engine's row dropping (ferrogen.engine): finished rows leave the running batch.
+        # No refilling (continuous batching) here: Ray hands each call one block of rows, all of
+        # which start at once (the running batch is the Ray batch), and the rows keep their
+        # per-token scores, which the refilling loop does not collect.
         self.hooks = EngineHooks()
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":

@@ -12,7 +12,13 @@ __all__ = ["greedy_search"]
 
 
 def greedy_search(request: GenerationRequest) -> GenerateOutput:
+    decoder = greedy_core(request)
+    copies = request.config.num_return_sequences
+    return run_token_loop(request, decoder, decoder.step_greedy, decoder.choose_greedy, copies, make_core=greedy_core)
+
+
+def greedy_core(request: GenerationRequest) -> _core.Decoder:
+    """The core of a greedy generation of ``request`` (the batch engine builds one per merged group)."""
     copies = request.config.num_return_sequences
     prompt = request.prompt_ids.repeat_interleave(copies, dim=0)
-    decoder = _core.Decoder(as_int64(prompt), core_settings(request, grammar=matchers_for(request, copies)))
-    return run_token_loop(request, decoder, decoder.step_greedy, decoder.choose_greedy, copies)
+    return _core.Decoder(as_int64(prompt), core_settings(request, grammar=matchers_for(request, copies)))

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import torch
 
 from ..stopping import MaxTimeCriteria, StopStringCriteria
 from .base import GenerationRequest
+
+if TYPE_CHECKING:
+    from .continuous import Feed
 
 __all__ = ["EngineHooks", "RunningRows"]
 
@@ -35,6 +38,8 @@ class EngineHooks:
 
     drop_finished: bool = True
     on_step: Optional[Callable[[int], None]] = None
+    #: Waiting prompts to merge into the running batch (continuous batching), when the loop can.
+    feed: Optional[Feed] = None
     #: Set once the run said why its rows cannot be dropped (said once per engine run).
     warned: bool = False
 

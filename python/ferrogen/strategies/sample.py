@@ -19,6 +19,13 @@ def sample(request: GenerationRequest) -> GenerateOutput:
     (so ``torch.manual_seed`` makes runs reproducible). Each row's draws depend only on the
     seed, its unpadded prompt, its occurrence among identical prompts and its return index.
     """
+    decoder = sample_core(request)
+    copies = request.config.num_return_sequences
+    return run_token_loop(request, decoder, decoder.step_sample, decoder.choose_sample, copies, make_core=sample_core)
+
+
+def sample_core(request: GenerationRequest) -> _core.Decoder:
+    """The core of a sampled generation of ``request`` (the batch engine builds one per merged group)."""
     copies = request.config.num_return_sequences
     prompt = request.prompt_ids.repeat_interleave(copies, dim=0)
     settings = core_settings(
@@ -26,5 +33,4 @@ def sample(request: GenerationRequest) -> GenerateOutput:
         seed_prompts=unpadded_rows(request.input_ids, request.attention_mask),
         row_seeds=request.extras.get("row_seeds"),  # one seed per prompt: as if generated alone
         grammar=matchers_for(request, copies))
-    decoder = _core.Decoder(as_int64(prompt), settings)
-    return run_token_loop(request, decoder, decoder.step_sample, decoder.choose_sample, copies)
+    return _core.Decoder(as_int64(prompt), settings)

@@ -17,6 +17,7 @@ from ..grammar import grammar_finish_reasons
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
 from .base import GenerationRequest
+from .continuous import run_continuous, why_no_refill
 from .running_rows import EngineHooks, RunningRows
 
 __all__ = ["collected_outputs", "run_token_loop"]
@@ -28,7 +29,8 @@ RowCore = Union[_core.Decoder, _core.ContrastiveSearch]
 
 
 def run_token_loop(
-    request: GenerationRequest, core: RowCore, step: PickTokens, choose: PickTokens, copies: int = 1
+    request: GenerationRequest, core: RowCore, step: PickTokens, choose: PickTokens, copies: int = 1,
+    make_core: Optional[Callable[[GenerationRequest], RowCore]] = None,
 ) -> GenerateOutput:
     """Runs a decoding loop until every row finished or ``max_length`` is reached.
 
@@ -60,6 +62,12 @@ def run_token_loop(
     cur = prompt_len
     if cur < total:
         logits = request.adapter.prefill(request.input_ids, request.attention_mask, copies)
+        if running.drop and hooks is not None and hooks.feed is not None and make_core is not None:
+            why = why_no_refill(request, core, copies)
+            if why is None:  # continuous batching: the engine's waiting prompts join this batch
+                run_continuous(request, core, step.__name__, logits, hooks.feed, make_core, hooks.on_step)
+                return GenerateOutput(sequences=prompt, finish_reasons=["merged"] * rows)
+            hooks.feed.say_shrink_only(why)
     while cur < total:
         if collect:
             steps.append(getattr(request.adapter, "step_outputs"))

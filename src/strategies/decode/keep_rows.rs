@@ -34,6 +34,9 @@ impl Decoder {
         self.history.reorder(rows);
         self.status = crate::row_status::RowStatus::from_unfinished(kept_unfinished);
         self.keys = rows.iter().map(|&r| self.keys[r]).collect();
+        if !self.step_offsets.is_empty() {
+            self.step_offsets = rows.iter().map(|&r| self.step_offsets[r]).collect();
+        }
         self.next.truncate(rows.len());
         (self.config, self.pipeline, self.warpers, self.full) = (config, pipeline, warpers, full);
         Ok(())
@@ -41,7 +44,7 @@ impl Decoder {
 }
 
 /// Why the rows of a generation with `config` cannot be dropped, if they cannot.
-fn not_droppable(config: &crate::logits::PipelineConfig) -> Option<&'static str> {
+pub(super) fn not_droppable(config: &crate::logits::PipelineConfig) -> Option<&'static str> {
     if config.mirostat_mode != 0 {
         return Some("mirostat (its per-row state is not re-indexed)");
     }
@@ -70,7 +73,7 @@ fn check_kept(name: &'static str, rows: &[usize], n: usize) -> Result<()> {
 
 /// A per-row input (one entry per row, or per batch entry when the rows are entries
 /// repeated, see `validate_rows`) taken for `rows`, one entry per kept row.
-fn per_row_subset<T: Clone>(values: &[T], rows: &[usize], n: usize) -> Vec<T> {
+pub(super) fn per_row_subset<T: Clone>(values: &[T], rows: &[usize], n: usize) -> Vec<T> {
     if values.is_empty() || n % values.len() != 0 {
         return values.to_vec();
     }
