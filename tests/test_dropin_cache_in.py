@@ -150,3 +150,24 @@ def test_encoder_decoder_refused(t5):
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     with pytest.raises(ValueError, match="past_key_values: .*decoder-only"):
         ferrogen.generate(t5, torch.tensor([[5, 6, 7]]), past_key_values=cache, max_new_tokens=2)
+
+
+@pytest.mark.falls_back("past_key_values")
+def test_enable_falls_back_for_only_the_new_ids(model, monkeypatch):
+    """transformers also takes only the uncached ids with the whole mask; ferrogen hands that to it."""
+    prefix = _prefix_cache(model)
+    expected = _transformers(model, copy.deepcopy(prefix), max_new_tokens=3, do_sample=False)
+    monkeypatch.setattr(compat, "_warned", set())
+    with ferrogen.patched(model), pytest.warns(FallbackWarning, match="past_key_values .*pass the whole ids"):
+        got = model.generate(IDS[:, PREFIX:], attention_mask=MASK, past_key_values=copy.deepcopy(prefix),
+                             max_new_tokens=3, do_sample=False)
+    assert torch.equal(got[:, -3:], expected[:, -3:])
+
+
+def test_empty_cache_is_filled_in_place(model):
+    theirs, ours = DynamicCache(config=model.config), DynamicCache(config=model.config)
+    expected = _transformers(model, theirs, max_new_tokens=4, num_beams=2)
+    with ferrogen.patched(model):
+        got = model.generate(IDS, attention_mask=MASK, past_key_values=ours, max_new_tokens=4, num_beams=2)
+    assert torch.equal(got, expected)
+    assert ours.get_seq_length() == theirs.get_seq_length() > 0

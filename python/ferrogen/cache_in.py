@@ -59,7 +59,8 @@ def _cache_rows(cache: Any) -> Optional[int]:
 
 
 def cache_refusal(
-    model: Any, cache: Any, input_ids: Any, config: GenerationConfig, mode: GenerationMode, embeds: bool = False
+    model: Any, cache: Any, input_ids: Any, config: GenerationConfig, mode: GenerationMode, embeds: bool = False,
+    attention_mask: Any = None,
 ) -> Optional[str]:
     """Why ferrogen cannot continue from ``cache`` for this call (``None``: it can)."""
     from transformers.cache_utils import Cache, DynamicCache
@@ -86,6 +87,10 @@ def cache_refusal(
         return "given together with inputs_embeds (not covered)"
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
         return "needs input_ids [batch, length] that start with the cached tokens"
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.shape[-1] != input_ids.shape[1]:
+        # transformers also takes only the uncached ids with the whole mask; ferrogen wants the whole ids
+        return (f"input_ids hold {int(input_ids.shape[1])} positions, attention_mask {int(attention_mask.shape[-1])}: "
+                "pass the whole ids (the cached tokens, then the new ones) with their mask")
     past = cached_length(cache)
     if past >= int(input_ids.shape[1]):
         return (f"the cache holds {past} positions, input_ids only {int(input_ids.shape[1])}: "

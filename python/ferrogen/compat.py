@@ -318,7 +318,8 @@ def _feed_cache(model: Any, call: _Call, config: GenerationConfig, mode: Generat
         return
     name = names[0]
     call.blockers.remove(name)
-    refusal = cache_refusal(model, call.extra[name], call.input_ids, config, mode, "inputs_embeds" in call.extra)
+    refusal = cache_refusal(model, call.extra[name], call.input_ids, config, mode, "inputs_embeds" in call.extra,
+                            call.attention_mask)
     if refusal is None:
         call.passed["past_key_values"] = call.extra[name]
     else:

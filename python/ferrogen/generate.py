@@ -141,7 +141,7 @@ def generate(
     mode = config.generation_mode(assistant_model)
     _refuse_unsupported(config, unsupported_settings(config, mode, model))
     if given_cache is not None:
-        refusal = cache_refusal(model, given_cache, input_ids, config, mode, embeds is not None)
+        refusal = cache_refusal(model, given_cache, input_ids, config, mode, embeds is not None, attention_mask)
         if refusal is not None:
             raise ValueError(f"past_key_values: {refusal}")
         model_inputs["past_key_values"] = given_cache
