@@ -60,7 +60,7 @@ def test_enabled_generate_continues_from_the_given_cache(model, settings):
     assert compat.fallback_counts() == counts  # ran natively
     assert torch.equal(got, expected)
     assert ours.get_seq_length() == theirs.get_seq_length() > PREFIX  # grown in place, as transformers grows it
-    if copies == 1:
+    if copies == 1:  # beams: the rows' order after the last step is not compared (see the report of issue 23)
         assert _same_cache(ours, theirs)
 
 
