@@ -111,6 +111,9 @@ def generate(
     ``negative_prompt_ids`` / ``negative_prompt_attention_mask``: the unconditional prompt of
     classifier-free guidance (``guidance_scale`` != 1; default: each row's last prompt token),
     as in transformers (one row per generated row); ignored without guidance.
+    ``past_key_values`` / ``cache``: a ``DynamicCache`` over the first tokens of ``input_ids`` to continue
+    from (greedy, sampling, beams; decoder-only models), grown in place as transformers grows it
+    (:mod:`ferrogen.cache_in`).
 
     Example::
 
