@@ -47,6 +47,7 @@ FALLS_BACK: dict[str, tuple[tuple[str, ...], str]] = {
     "decoder_attention_mask": (("decoder",), "a decoder-only model has no decoder prompt (transformers refuses it too)"),
     "position_ids": (("seq2seq",), "T5's forward takes no position_ids (transformers refuses it too)"),
     "token_type_ids": (("seq2seq",), "T5's forward takes no token_type_ids (transformers refuses it too)"),
+    "past_key_values": (("seq2seq",), "a given cache is continued for decoder-only models only (ferrogen.cache_in)"),
 }
 # Names ferrogen refuses for a kind of model, before any model work, with a ValueError naming the
 # name, where transformers has nothing to run either (DoLa: a Hub repository in 5.x, decoder-only
@@ -196,7 +197,20 @@ VALUES: dict[str, Value] = {
                                             .attention_mask.cumsum(-1).clamp(min=1) - 1),
     "token_type_ids": lambda model, tok: dict(token_type_ids=torch.zeros_like(
         tok(PROMPTS, return_tensors="pt", padding=True).input_ids)),
+    "past_key_values": lambda model, tok: dict(past_key_values=_prefix_cache(model, tok)),
 }
+
+
+def _prefix_cache(model: Any, tok: Any) -> Any:
+    """The cache of the padded prompts' first two positions (a decoder-only forward, or for T5 an
+    empty ``EncoderDecoderCache``: what a caller would hold)."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    if model.config.is_encoder_decoder:
+        return EncoderDecoderCache(DynamicCache(), DynamicCache())
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model(enc.input_ids[:, :2], attention_mask=enc.attention_mask[:, :2], use_cache=True).past_key_values
 
 
 def _embeddings(model: Any, tok: Any) -> torch.Tensor:

@@ -31,6 +31,7 @@ import torch
 
 from .config import GenerationConfig, GenerationMode
 from .families import accepts
+from .cache_in import CACHE_ARGUMENTS, cache_refusal
 from ._lenient import resolve_config, warn_right_padding
 from ._hf_outputs import as_transformers_output
 from .generate import BEAM_MODES, MODEL_INPUTS, unsupported_settings
@@ -259,6 +260,7 @@ def _dispatch(
             f"custom_generate: this folder runs {mode.value}, which needs {_MODE_NEEDS[mode]}; "
             f"these settings select {chosen.value} (use ferrogen.custom_generate_path() for any strategy)"
         )
+    _feed_cache(model, call, config, chosen)
     blockers = call.blockers + unsupported_settings(config, chosen, model)
     if chosen not in STRATEGIES:
         blockers.append(f"{chosen.value} (not in this ferrogen build)")
@@ -306,6 +308,22 @@ def _feed_model_inputs(model: Any, call: _Call) -> None:
         if isinstance(value, torch.Tensor) and value.shape == call.input_ids.shape and accepts(model.forward, name):
             call.blockers.remove(name)
             call.passed[name] = value
+
+
+def _feed_cache(model: Any, call: _Call, config: GenerationConfig, mode: GenerationMode) -> None:
+    """A given ``past_key_values`` / ``cache`` runs natively where :mod:`ferrogen.cache_in` covers it;
+    elsewhere the call goes to transformers with the reason."""
+    names = [name for name in CACHE_ARGUMENTS if name in call.extra]
+    if len(names) != 1:  # none, or both (transformers explains the conflict)
+        return
+    name = names[0]
+    call.blockers.remove(name)
+    refusal = cache_refusal(model, call.extra[name], call.input_ids, config, mode, "inputs_embeds" in call.extra,
+                            call.attention_mask)
+    if refusal is None:
+        call.passed["past_key_values"] = call.extra[name]
+    else:
+        call.blockers.append(f"past_key_values ({refusal})")
 
 
 def _feed_seq2seq_inputs(model: Any, call: _Call) -> None:

@@ -18,6 +18,8 @@ from .grammar import compile_grammars
 from .prefix_constraint import PrefixAllowedTokensFn, prefix_constraint
 from .seq2seq_inputs import SEQ2SEQ_INPUTS, check_seq2seq_inputs
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
+from .cache_in import cache_refusal, pop_given_cache
+from .folded_reorder import settle
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
 from .strategies import STRATEGIES, GenerationRequest
@@ -109,6 +111,9 @@ def generate(
     ``negative_prompt_ids`` / ``negative_prompt_attention_mask``: the unconditional prompt of
     classifier-free guidance (``guidance_scale`` != 1; default: each row's last prompt token),
     as in transformers (one row per generated row); ignored without guidance.
+    ``past_key_values`` / ``cache``: a ``DynamicCache`` over the first tokens of ``input_ids`` to continue
+    from (greedy, sampling, beams; decoder-only models), grown in place as transformers grows it
+    (:mod:`ferrogen.cache_in`).
 
     Example::
 
@@ -124,6 +129,7 @@ def generate(
         input_ids = kwargs.pop("inputs", None)
     given = {name: kwargs.pop(name) for name in MODEL_INPUTS if kwargs.get(name) is not None}
     embeds = kwargs.pop("inputs_embeds", None)
+    given_cache = pop_given_cache(kwargs)
     decoder_inputs = {name: kwargs.pop(name) for name in SEQ2SEQ_INPUTS
                       if is_encoder_decoder(model) and kwargs.get(name) is not None}
     refuse_transformers_arguments(kwargs, [f.name for f in fields(GenerationConfig)])
@@ -137,6 +143,11 @@ def generate(
         model_inputs["inputs_embeds"] = embeds
     mode = config.generation_mode(assistant_model)
     _refuse_unsupported(config, unsupported_settings(config, mode, model))
+    if given_cache is not None:
+        refusal = cache_refusal(model, given_cache, input_ids, config, mode, embeds is not None, attention_mask)
+        if refusal is not None:
+            raise ValueError(f"past_key_values: {refusal}")
+        model_inputs["past_key_values"] = given_cache
     if config.token_healing:
         input_ids = _healed(model, config, input_ids, attention_mask, tokenizer)
     strategy = STRATEGIES.get(mode)
@@ -166,6 +177,8 @@ def generate(
     except (IndexError, RuntimeError) as err:
         _explain_context_overflow(model, prompt_len, request.max_length, err)
         raise
+    if given_cache is not None:  # the caller's object: no beam reorder left pending in it
+        settle(given_cache)
     if prefix is not None:  # what prefix_allowed_tokens_fn raised (the rows ended at once)
         prefix.raise_pending()
     if input_ids.device.type != "cpu":  # the core works on the host; hand back where the inputs live

@@ -261,6 +261,8 @@ class DecoderOnlyAdapter(_HiddenStates):
         self.step_outputs: tuple[Any, Any] = (None, None)
         #: the caller's position_ids / token_type_ids ([batch, prompt length]), as generate feeds them
         self._given = dict(model_inputs or {})
+        #: the caller's cache to continue from (:mod:`ferrogen.cache_in`), checked by ``generate``
+        self._given_cache = self._given.pop("past_key_values", None)
         self._token_types: Optional[torch.Tensor] = None
         self._embeds: Optional[torch.Tensor] = None
         self.device_logits = False
@@ -300,6 +302,10 @@ class DecoderOnlyAdapter(_HiddenStates):
         # transformers drops an all-ones mask, which lets attention take its causal fast path.
         self._mask = None if bool((attention_mask == 1).all()) else attention_mask
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=False)
+        if self._given_cache is not None:  # feed only what it does not hold, as transformers' prefill
+            from .cache_in import take_tail
+
+            self._cache, input_ids = self._given_cache, take_tail(self._given_cache, input_ids)
         if self._options.rollback and hasattr(self._cache, "activate_past_recording"):
             self._cache.activate_past_recording()
         return self._forward(input_ids, first=True)
