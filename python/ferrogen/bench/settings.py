@@ -30,6 +30,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "prefix_beam4": dict(num_beams=4, do_sample=False, prefix_allowed_tokens_fn=_same_residue),
     # classifier-free guidance (issue 22): a second, unconditional forward pass per step on both sides
     "cfg1.5": dict(do_sample=False, guidance_scale=1.5),
+    "cfg1.5_beam4": dict(num_beams=4, do_sample=False, guidance_scale=1.5),
     "watermark": dict(do_sample=False, watermarking_config={"greenlist_ratio": 0.25, "bias": 2.0}),
     # samplers transformers lacks (issue 18): its side runs DRY and XTC as torch LogitsProcessors
     "dry+xtc+min_p": dict(do_sample=True, top_k=0, dry_multiplier=0.8, dry_sequence_breakers=[[13], [25], [1], [9]],
