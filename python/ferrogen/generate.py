@@ -227,8 +227,8 @@ def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: 
     return refused
 
 
-# Modes where classifier-free guidance (decoder-only models) and the green-list watermark run
-# natively; elsewhere they are refused (and ferrogen.enable hands the call to transformers).
+# Modes where classifier-free guidance (decoder-only models) and the watermarks (green-list and
+# SynthID) run natively; elsewhere they are refused (and ferrogen.enable hands the call to transformers).
 _GUIDED_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE})
 _WATERMARKED_MODES = frozenset({
     GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
