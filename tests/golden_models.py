@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 DATA = Path(__file__).resolve().parent / "data"
-STORED = ("gpt2", "t5", "llama", "qwen2")
+STORED = ("gpt2", "t5", "llama", "qwen2", "bart")
 
 # name -> (config class, model class, constructor arguments, re-draw std or None)
 _SPECS: dict[str, tuple[str, str, dict[str, Any], Any]] = {
@@ -35,6 +35,12 @@ _SPECS: dict[str, tuple[str, str, dict[str, Any], Any]] = {
               dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False,
                    bos_token_id=1, eos_token_id=2), 0.2),
+    # encoder-decoder with learned positions (contrastive search's collected outputs and cache)
+    "bart": ("BartConfig", "BartForConditionalGeneration",
+             dict(vocab_size=96, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                  decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128,
+                  pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None),
+             0.4),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM",
               dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,

@@ -191,7 +191,8 @@ def test_enable_with_custom_generate_goes_to_transformers_silently(kjv, modules_
 @pytest.mark.falls_back
 def test_unsupported_argument_falls_back_and_warns_once(kjv):
     model, _, enc = kjv
-    unsupported = dict(guidance_scale=1.5, num_beams=2)  # classifier-free guidance with beams: transformers' own
+    # classifier-free guidance with prompt lookup: transformers' own
+    unsupported = dict(guidance_scale=1.5, prompt_lookup_num_tokens=2)
     expected = model.generate(**enc, max_new_tokens=NEW, **unsupported)
     with ferrogen.patched(model), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
@@ -208,8 +209,10 @@ def test_unsupported_argument_falls_back_and_warns_once(kjv):
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
-        (dict(output_attentions=True, return_dict_in_generate=True, num_beams=2), "output_attentions"),
-        (dict(output_hidden_states=True, return_dict_in_generate=True, num_beams=2), "output_hidden_states"),
+        # every strategy collects output_attentions / output_hidden_states natively, and guidance runs
+        # natively with every strategy but assisted decoding (tests/test_guidance_beams.py)
+        (dict(guidance_scale=1.5, return_dict_in_generate=True, output_scores=True, prompt_lookup_num_tokens=2),
+         "guidance_scale"),
     ],
 )
 def test_unsupported_setting_or_model_input_falls_back(kjv, extra, reason):

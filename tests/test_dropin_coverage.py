@@ -41,28 +41,33 @@ FALLS_BACK: dict[str, tuple[tuple[str, ...], str]] = {
     "synced_gpus": (("decoder", "seq2seq"),
                     "multi-process (FSDP/DeepSpeed ZeRO-3) lockstep generation: no ferrogen counterpart"),
     "custom_generate": (("decoder", "seq2seq"), "the caller chose the decoding code: transformers runs it, silently"),
-    "guidance_scale": (("seq2seq",), "classifier-free guidance is native for decoder-only models (greedy, sampling)"),
-    "negative_prompt_ids": (("seq2seq",), "classifier-free guidance is native for decoder-only models"),
-    "negative_prompt_attention_mask": (("seq2seq",), "classifier-free guidance is native for decoder-only models"),
     "use_mtp": (("decoder", "seq2seq"), "multi-token-prediction heads: no ferrogen adapter for them"),
     "continuous_batching_config": (("decoder", "seq2seq"), "continuous batching is transformers' serving loop"),
+    "decoder_input_ids": (("decoder",), "a decoder-only model has no decoder prompt (transformers refuses it too)"),
+    "decoder_attention_mask": (("decoder",), "a decoder-only model has no decoder prompt (transformers refuses it too)"),
+    "position_ids": (("seq2seq",), "T5's forward takes no position_ids (transformers refuses it too)"),
+    "token_type_ids": (("seq2seq",), "T5's forward takes no token_type_ids (transformers refuses it too)"),
 }
 # Names ferrogen refuses for a kind of model, before any model work, with a ValueError naming the
 # name, where transformers has nothing to run either (DoLa: a Hub repository in 5.x, decoder-only
-# in 4.55.4; early exit: transformers fails with an IndexError on a decoder that runs all its
+# in 4.55.4; guidance: transformers fails on an encoder-decoder model; early exit: transformers fails with an IndexError on a decoder that runs all its
 # layers whatever config.num_hidden_layers says, GPT-2 here, and T5 has no such field; token
 # healing rewrites a decoder-only prompt).
 REFUSED: dict[str, tuple[tuple[str, ...], str]] = {
     "dola_layers": (("seq2seq",), "DoLa contrasts a decoder-only model's layers"),
     "assistant_early_exit": (("decoder", "seq2seq"), "neither decoder exits early when num_hidden_layers is lowered"),
     "token_healing": (("seq2seq",), "heals a decoder-only prompt"),
+    # transformers' processor runs the model on the negative prompt alone: T5 fails on it
+    "guidance_scale": (("seq2seq",), "classifier-free guidance runs a decoder-only unconditional pass"),
+    "negative_prompt_ids": (("seq2seq",), "classifier-free guidance runs a decoder-only unconditional pass"),
+    "negative_prompt_attention_mask": (("seq2seq",), "classifier-free guidance runs a decoder-only unconditional pass"),
 }
-# The fallback's reason names the setting that asked for the feature.
+# The fallback's reason (or the refusal) names the setting that asked for the feature.
 REASON_OF = {"negative_prompt_ids": "guidance_scale", "negative_prompt_attention_mask": "guidance_scale"}
 # output_attentions / output_hidden_states are collected for these strategies (decoder-only and
-# encoder-decoder models); the rest (beams, contrastive, assisted: per-step tuples with beam
-# reordering or candidate rows, not collected yet) fall back: test_collected_outputs_by_strategy.
-COLLECTING = {"greedy", "sample"}
+# encoder-decoder models) by every strategy: test_collected_outputs_by_strategy.
+COLLECTING = {"greedy", "sample", "beam_search", "beam_sample", "group_beam_search", "constrained_beam_search",
+              "contrastive_search", "assisted"}
 
 Value = Callable[[Any, Any], dict[str, Any]]  # (model, tokenizer) -> the call's keywords
 
@@ -182,7 +187,21 @@ VALUES: dict[str, Value] = {
     "constraints": _kw(constraints=[PhrasalConstraint([5, 6])], num_beams=2),
     "force_words_ids": _kw(force_words_ids=[[5]], num_beams=2),
     "prefill_chunk_size": _kw(prefill_chunk_size=4),
+    # model inputs (generate's **kwargs); an encoder-decoder model takes inputs_embeds instead of input_ids
+    "inputs_embeds": lambda model, tok: dict(inputs_embeds=_embeddings(model, tok)),
+    "decoder_input_ids": _kw(decoder_input_ids=torch.tensor([[5, 6], [7, 8]])),
+    "decoder_attention_mask": _kw(decoder_input_ids=torch.tensor([[5, 6], [7, 8]]),
+                                  decoder_attention_mask=torch.tensor([[1, 1], [0, 1]])),
+    "position_ids": lambda model, tok: dict(position_ids=tok(PROMPTS, return_tensors="pt", padding=True)
+                                            .attention_mask.cumsum(-1).clamp(min=1) - 1),
+    "token_type_ids": lambda model, tok: dict(token_type_ids=torch.zeros_like(
+        tok(PROMPTS, return_tensors="pt", padding=True).input_ids)),
 }
+
+
+def _embeddings(model: Any, tok: Any) -> torch.Tensor:
+    with torch.no_grad():
+        return model.get_input_embeddings()(tok(PROMPTS, return_tensors="pt", padding=True).input_ids)
 
 
 def transformers_names() -> list[str]:
@@ -211,8 +230,10 @@ def run_enabled(model: Any, enc: Any, kwargs: dict[str, Any], monkeypatch: Any) 
     with ferrogen.patched(model), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         monkeypatch.setattr(type(model), "generate", lambda *a, **k: ran.append(True))  # after enable's check
+        # transformers takes an encoder-decoder model's inputs_embeds instead of its input_ids, not beside them
+        ids = None if "inputs_embeds" in kwargs and model.config.is_encoder_decoder else enc.input_ids
         try:
-            model.generate(enc.input_ids, attention_mask=enc.attention_mask, **kwargs)
+            model.generate(ids, attention_mask=enc.attention_mask, **kwargs)
         finally:
             monkeypatch.undo()
     return bool(ran), [str(w.message) for w in caught if issubclass(w.category, FallbackWarning)]
@@ -225,7 +246,7 @@ def test_name_runs_natively_unless_listed(loaded, name, monkeypatch):
     kwargs = {"max_new_tokens": 2, **VALUES[name](model, tok)}
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if kind in REFUSED.get(name, ((), ""))[0]:
-        with pytest.raises(ValueError, match=name):
+        with pytest.raises(ValueError, match=REASON_OF.get(name, name)):
             run_enabled(model, enc, kwargs, monkeypatch)
         return
     ran_transformers, fallbacks = run_enabled(model, enc, kwargs, monkeypatch)

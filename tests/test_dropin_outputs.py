@@ -239,3 +239,34 @@ def test_custom_generate_folder_returns_transformers_class(tiny, tmp_path, monke
     got = hf(model, ids, mask, max_new_tokens=NEW, **FLAGS, trust_remote_code=True,
              custom_generate=ferrogen.custom_generate_path())
     assert type(got) is _expected_class(model, False)
+
+
+BEAM_FAMILY = {
+    "beam_search": dict(num_beams=3, num_return_sequences=2),
+    "beam_sample": dict(num_beams=3, do_sample=True),
+    "group_beam_search": dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0),
+    "constrained_beam_search": dict(num_beams=3, force_words_ids=[[5]]),
+}
+
+
+@pytest.mark.parametrize("strategy", list(BEAM_FAMILY))
+def test_beam_family_collects_natively(tiny, strategy):
+    """The beam family under enable(): no fallback (the counter does not move, and the session's
+    counter fails any fallback here), transformers' beam class with the collected tuples, one
+    per step of ``batch × num_beams`` rows (values: tests/test_beam_outputs.py)."""
+    model, ids, mask = tiny
+    model = copy.deepcopy(model)
+    model.set_attn_implementation("eager")
+    kwargs = dict(max_new_tokens=3, return_dict_in_generate=True, output_attentions=True, output_hidden_states=True)
+    before = dict(compat.fallback_counts())
+    got = enabled(model, ids, mask, **kwargs, **BEAM_FAMILY[strategy])
+    assert dict(compat.fallback_counts()) == before
+    assert type(got) is _expected_class(model, True)
+    seq2seq = model.config.is_encoder_decoder
+    names = ("decoder_attentions", "cross_attentions", "decoder_hidden_states") if seq2seq else ("attentions", "hidden_states")
+    rows = ids.shape[0] * BEAM_FAMILY[strategy]["num_beams"]
+    for name in names:
+        assert got.sequences.shape[1] - (1 if seq2seq else ids.shape[1]) <= len(got[name]) <= 3, name
+        assert all(t.shape[0] == rows for step in got[name] for t in step), name
+    if seq2seq:
+        assert got.encoder_attentions[0].shape[0] == ids.shape[0]

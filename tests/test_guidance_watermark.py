@@ -209,11 +209,12 @@ def test_enable_runs_them_natively(gpt2, kwargs):
     assert torch.equal(got, want)
 
 
-def test_enable_falls_back_for_guidance_with_beams(gpt2):
+def test_enable_falls_back_for_guidance_with_assisted_decoding(gpt2):
     ids = prompts(1, 5)
+    kwargs = dict(guidance_scale=1.5, prompt_lookup_num_tokens=2)
     with ferrogen.patched(gpt2), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        gpt2.generate(ids, max_new_tokens=3, pad_token_id=0, guidance_scale=1.5, num_beams=2)
+        gpt2.generate(ids, max_new_tokens=3, pad_token_id=0, **kwargs)
     assert any(issubclass(w.category, FallbackWarning) and "guidance_scale" in str(w.message) for w in record)
     with pytest.raises(ValueError, match="^guidance_scale: "):
-        ferrogen.generate(gpt2, ids, max_new_tokens=3, pad_token_id=0, guidance_scale=1.5, num_beams=2)
+        ferrogen.generate(gpt2, ids, max_new_tokens=3, pad_token_id=0, **kwargs)

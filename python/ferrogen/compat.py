@@ -36,6 +36,7 @@ from ._hf_outputs import as_transformers_output
 from .generate import BEAM_MODES, MODEL_INPUTS, unsupported_settings
 from .generate import generate as ferrogen_generate
 from .models import is_encoder_decoder
+from .seq2seq_inputs import SEQ2SEQ_INPUTS
 from .outputs import GenerateOutput
 from .strategies import STRATEGIES
 
@@ -286,8 +287,11 @@ def _keep_last_logits(model: Any, arguments: dict[str, Any], call: _Call) -> Non
 
 def _feed_model_inputs(model: Any, call: _Call) -> None:
     """``inputs_embeds``, ``position_ids``, ``token_type_ids`` run natively where ``ferrogen.generate``
-    feeds them (decoder-only models that take them); elsewhere transformers runs the call."""
+    feeds them (decoder-only models that take them), as do an encoder-decoder model's ``inputs_embeds``
+    (without input_ids), ``decoder_input_ids`` and ``decoder_attention_mask``; elsewhere transformers
+    runs the call."""
     if is_encoder_decoder(model):
+        _feed_seq2seq_inputs(model, call)
         return
     embeds = call.extra.get("inputs_embeds")
     if isinstance(embeds, torch.Tensor) and embeds.dim() == 3 and embeds.is_floating_point() and accepts(
@@ -302,6 +306,17 @@ def _feed_model_inputs(model: Any, call: _Call) -> None:
         if isinstance(value, torch.Tensor) and value.shape == call.input_ids.shape and accepts(model.forward, name):
             call.blockers.remove(name)
             call.passed[name] = value
+
+
+def _feed_seq2seq_inputs(model: Any, call: _Call) -> None:
+    embeds = call.extra.get("inputs_embeds")
+    if isinstance(embeds, torch.Tensor) and embeds.dim() == 3 and embeds.is_floating_point() and call.input_ids is None:
+        call.blockers.remove("inputs_embeds")
+        call.passed["inputs_embeds"] = embeds
+    for name in SEQ2SEQ_INPUTS:
+        if isinstance(call.extra.get(name), torch.Tensor) and call.extra[name].dim() == 2:
+            call.blockers.remove(name)
+            call.passed[name] = call.extra[name]
 
 
 def _bos_prompt(model: Any, config: GenerationConfig, attention_mask: Any) -> torch.Tensor:

@@ -16,6 +16,7 @@ from .strategies.guidance import guidance_of
 from .families import check_supported
 from .grammar import compile_grammars
 from .prefix_constraint import PrefixAllowedTokensFn, prefix_constraint
+from .seq2seq_inputs import SEQ2SEQ_INPUTS, check_seq2seq_inputs
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
@@ -123,12 +124,15 @@ def generate(
         input_ids = kwargs.pop("inputs", None)
     given = {name: kwargs.pop(name) for name in MODEL_INPUTS if kwargs.get(name) is not None}
     embeds = kwargs.pop("inputs_embeds", None)
+    decoder_inputs = {name: kwargs.pop(name) for name in SEQ2SEQ_INPUTS
+                      if is_encoder_decoder(model) and kwargs.get(name) is not None}
     refuse_transformers_arguments(kwargs, [f.name for f in fields(GenerationConfig)])
     config = _resolve_config(model, generation_config, kwargs)
     if embeds is not None:
         input_ids, embeds = _check_embeds(model, input_ids, embeds)
     input_ids, attention_mask = _check_inputs(input_ids, attention_mask, None if embeds is None else embeds.shape[:2])
     model_inputs = _check_model_inputs(model, input_ids, given)
+    model_inputs.update(check_seq2seq_inputs(int(input_ids.shape[0]), decoder_inputs))
     if embeds is not None:
         model_inputs["inputs_embeds"] = embeds
     mode = config.generation_mode(assistant_model)
@@ -210,9 +214,12 @@ def _healed(model: Any, config: GenerationConfig, input_ids: torch.Tensor, atten
     return healed
 
 
-# Per-step model outputs ferrogen collects: greedy, sampling and DoLa.
+# Per-step model outputs ferrogen collects: every strategy.
 _COLLECTED = ("output_attentions", "output_hidden_states")
-_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.DOLA})
+_COLLECTING_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.DOLA,
+                               GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
+                               GenerationMode.GROUP_BEAM_SEARCH, GenerationMode.CONSTRAINED_BEAM_SEARCH,
+                               GenerationMode.CONTRASTIVE_SEARCH, GenerationMode.ASSISTED})
 
 
 def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: Any) -> list[str]:
@@ -220,16 +227,23 @@ def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: 
     collects = mode in _COLLECTING_MODES and hasattr(model, "get_output_embeddings")
     refused = [name for name in config.unsupported_settings() if not (collects and name in _COLLECTED)]
     guided = config.guidance_scale is not None and config.guidance_scale != 1
-    if guided and (mode not in _GUIDED_MODES or is_encoder_decoder(model)):
+    if guided and mode not in _GUIDED_MODES:
         refused.append("guidance_scale")
     if config.watermarking_config is not None and mode not in _WATERMARKED_MODES and "watermarking_config" not in refused:
         refused.append("watermarking_config")
     return refused
 
 
-# Modes where classifier-free guidance (decoder-only models) and the watermarks (green-list and
-# SynthID) run natively; elsewhere they are refused (and ferrogen.enable hands the call to transformers).
-_GUIDED_MODES = frozenset({GenerationMode.GREEDY, GenerationMode.SAMPLE})
+# Modes where classifier-free guidance and the watermarks (green-list and SynthID) run natively;
+# elsewhere they are refused (and ferrogen.enable hands the call to transformers). Guidance with assisted decoding
+# is left to transformers: there one stateful processor is called by the assistant's drafting and
+# by the check of every candidate position, so its unconditional cache advances past rejected
+# tokens. An encoder-decoder model is refused by guidance_of (transformers fails there).
+_GUIDED_MODES = frozenset({
+    GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
+    GenerationMode.GROUP_BEAM_SEARCH, GenerationMode.CONSTRAINED_BEAM_SEARCH, GenerationMode.CONTRASTIVE_SEARCH,
+    GenerationMode.DOLA,
+})
 _WATERMARKED_MODES = frozenset({
     GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
 })
@@ -323,13 +337,17 @@ def _fill_special_tokens(model: Any, config: GenerationConfig) -> None:
 
 
 def _check_embeds(model: Any, input_ids: Any, embeds: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``inputs_embeds`` ``[batch, length, hidden]`` for a decoder-only model, with the ``input_ids``
-    they stand for or none: transformers then returns only the new tokens (``[batch, 0]`` prompt)."""
+    """``inputs_embeds`` ``[batch, length, hidden]``: for a decoder-only model with the ``input_ids``
+    they stand for or none (transformers then returns only the new tokens: ``[batch, 0]`` prompt);
+    for an encoder-decoder model the encoder's input, instead of ``input_ids`` (as transformers)."""
     if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or not embeds.dtype.is_floating_point:
         raise ValueError("inputs_embeds: expected a float tensor [batch, length, hidden], got "
                          f"{getattr(embeds, 'dtype', type(embeds).__name__)} {list(getattr(embeds, 'shape', []))}")
-    if is_encoder_decoder(model) or not hasattr(model, "get_output_embeddings"):
-        raise ValueError("inputs_embeds: ferrogen feeds them to decoder-only transformers models only")
+    if not hasattr(model, "get_output_embeddings"):
+        raise ValueError("inputs_embeds: ferrogen feeds them to transformers models only")
+    if is_encoder_decoder(model) and input_ids is not None:
+        raise ValueError("inputs_embeds: an encoder-decoder model's encoder takes inputs_embeds or input_ids, not "
+                         "both (transformers: 'You passed `inputs_embeds` and `input_ids` to `.generate()`')")
     if input_ids is None:
         input_ids = torch.zeros((embeds.shape[0], 0), dtype=torch.long, device=embeds.device)
     elif isinstance(input_ids, torch.Tensor) and input_ids.shape != embeds.shape[:2]:

@@ -460,19 +460,26 @@ class EncoderDecoderAdapter(_HiddenStates):
         if options.collect_hidden_states:
             collect["output_hidden_states"] = True
         with torch.inference_mode():
-            encoded = self.model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True, **collect)
+            encoded = self._encode(input_ids, mask, collect)
         if collect:  # per prompt, not per copy, as transformers returns them
             self.encoder_step_outputs = (encoded.get("attentions"), encoded.get("hidden_states"))
         if copies > 1:
             encoded["last_hidden_state"] = encoded.last_hidden_state.repeat_interleave(copies, dim=0)
             mask = None if mask is None else mask.repeat_interleave(copies, dim=0)
         self._encoder_outputs, self._encoder_mask = encoded, mask
-        self._decoder_mask = None
         self._copies = copies
         self._cache_key, self._cache = _new_cache(self.model, encoder_decoder=True)
         # Each prompt's start token, repeated for its copies (transformers expands after choosing it).
-        start = self.decoder_prompt(input_ids).repeat_interleave(copies, dim=0).to(self.device)
-        return self._forward(start)
+        start = self.decoder_prompt(input_ids)
+        self._decoder_mask = self._prompt_mask(start, copies)
+        return self._forward(start.repeat_interleave(copies, dim=0).to(self.device))
+
+    def _encode(self, input_ids: torch.Tensor, mask: Optional[torch.Tensor], collect: dict[str, bool]) -> Any:
+        return self.model.get_encoder()(input_ids=input_ids, attention_mask=mask, return_dict=True, **collect)
+
+    def _prompt_mask(self, prompt: torch.Tensor, copies: int) -> Optional[torch.Tensor]:
+        """The decoder prompt's attention mask (none: all ones)."""
+        return None
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
         self._extend_mask(1)
@@ -643,7 +650,8 @@ def adapter_for(
 ) -> ModelAdapter:
     """Picks the adapter for ``model``: transformers decoder-only, encoder-decoder, or plain torch.
     ``rollback``: the caller will crop cached positions (assisted decoding); ``model_inputs``:
-    ``position_ids`` / ``token_type_ids`` for a decoder-only model (checked by ``generate``);
+    ``position_ids`` / ``token_type_ids`` / ``inputs_embeds`` for a decoder-only model, ``inputs_embeds`` /
+    ``decoder_input_ids`` / ``decoder_attention_mask`` for an encoder-decoder one (checked by ``generate``);
     ``collect``: keep each step's (attentions, hidden states)."""
     if is_encoder_decoder(model):
         if decoder_start_token_id is None:
@@ -651,6 +659,10 @@ def adapter_for(
                 "decoder_start_token_id: an encoder-decoder model needs decoder_start_token_id "
                 "(or bos_token_id) in its generation config"
             )
+        if model_inputs:  # the caller's inputs_embeds / decoder_input_ids / decoder_attention_mask
+            from .seq2seq_inputs import Seq2SeqInputsAdapter
+
+            return Seq2SeqInputsAdapter(model, decoder_start_token_id, model_inputs, output_hidden_states, collect)
         return EncoderDecoderAdapter(model, decoder_start_token_id, output_hidden_states, collect)
     if hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
         return DecoderOnlyAdapter(model, output_hidden_states, rollback, model_inputs, collect)

@@ -29,17 +29,19 @@ class GenerateOutput:
     - ``scores``: one float32 ``[rows, vocab]`` tensor per step, after logits processing.
     - ``logits``: one float32 ``[rows, vocab]`` tensor per step, as the model returned them.
     - ``beam_indices``: beam modes, ``[rows, generated_length]`` beam index per step (-1 padded).
-    - ``attentions``, ``hidden_states``: greedy and sampling on decoder-only models, with
-      ``output_attentions`` / ``output_hidden_states``: one entry per generated token, each the
-      model's per-layer tuple, as transformers returns them.
+    - ``attentions``, ``hidden_states``: every strategy on decoder-only models, with
+      ``output_attentions`` / ``output_hidden_states``: one entry per generated token (per forward
+      call), each the model's per-layer tuple, as transformers returns them (beams: one row per
+      running beam, ``batch × num_beams``, in that step's order, not reordered later; contrastive
+      search: the chosen candidate's, as transformers 4.55; assisted decoding: per accepted token,
+      greedy's layout).
     - ``encoder_attentions``, ``encoder_hidden_states`` (the encoder's per-layer tuples, one row per
       prompt), ``decoder_attentions``, ``cross_attentions``, ``decoder_hidden_states`` (per step):
-      the same for greedy and sampling on encoder-decoder models.
-    - ``cache``: greedy, sampling and the beam modes with ``use_cache`` (the default), the
-      model's cache after the last forward call (every position but the last token; beams:
-      reordered by the last step's running beams, as transformers does), to continue from.
-    - Other strategies do not collect attentions / hidden states (with :func:`ferrogen.enable`,
-      asking for them runs transformers instead).
+      the same on encoder-decoder models.
+    - ``cache``: greedy, sampling, contrastive search and the beam modes with ``use_cache`` (the
+      default), the model's cache after the last forward call (every position but the last token;
+      beams: reordered by the last step's running beams; contrastive: the chosen candidates' rows,
+      as transformers does), to continue from.
 
     Under :func:`ferrogen.enable` the result is transformers' own class instead
     (``ferrogen._hf_outputs``), these ferrogen-only fields kept as attributes.

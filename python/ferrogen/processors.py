@@ -41,9 +41,10 @@ def prompt_ignore_lengths(attention_mask: Optional[torch.Tensor]) -> Optional[li
 
 
 def unpadded_rows(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> list[list[int]]:
-    """Each row's tokens without padding (the positions the mask attends)."""
+    """Each row's tokens without padding (the positions the mask attends). With ``inputs_embeds``
+    and no ids (``[batch, 0]``), the mask covers the embeddings: every row is empty."""
     ids = torch.as_tensor(input_ids).cpu()
-    if attention_mask is None:
+    if attention_mask is None or ids.shape[-1] == 0:
         return ids.tolist()
     mask = torch.as_tensor(attention_mask).cpu() != 0
     return [row[m].tolist() for row, m in zip(ids, mask)]

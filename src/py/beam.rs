@@ -213,12 +213,23 @@ beam_binding!(BeamSearch, constrained: false, {
         self.inner.candidates_per_item()
     }
 
-    /// Log-softmax and the processors over `logits` (float32 `[rows, vocab]`) in place.
-    fn process(&self, py: Python<'_>, mut logits: PyReadwriteArray2<'_, f32>) -> PyResult<()> {
+    /// Log-softmax and the processors over `logits` (float32 `[rows, vocab]`) in place;
+    /// `log_softmax=False`: the processors only, over scores already log-softmaxed.
+    #[pyo3(signature = (logits, log_softmax=true))]
+    fn process(
+        &self,
+        py: Python<'_>,
+        mut logits: PyReadwriteArray2<'_, f32>,
+        log_softmax: bool,
+    ) -> PyResult<()> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &self.inner;
-        py.detach(|| inner.process(data, vocab)).map_err(to_py)
+        py.detach(|| match log_softmax {
+            true => inner.process(data, vocab),
+            false => inner.process_log_probs(data, vocab),
+        })
+        .map_err(to_py)
     }
 
     /// The sampling warpers in place (no-op for beam search).
@@ -357,18 +368,24 @@ beam_binding!(GroupBeamSearch, constrained: false, {
         Ok(PyArray1::from_vec(py, rows.map(|r| r as i64).collect()))
     }
 
-    /// Log-softmax, Hamming diversity and processors over group `g`'s rows in place.
+    /// Log-softmax, Hamming diversity and processors over group `g`'s rows in place;
+    /// `log_softmax=False`: the rows are already log-softmaxed.
+    #[pyo3(signature = (g, logits, log_softmax=true))]
     fn process_group(
         &mut self,
         py: Python<'_>,
         g: usize,
         mut logits: PyReadwriteArray2<'_, f32>,
+        log_softmax: bool,
     ) -> PyResult<()> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
-        py.detach(|| inner.process_group(g, data, vocab))
-            .map_err(to_py)
+        py.detach(|| match log_softmax {
+            true => inner.process_group(g, data, vocab),
+            false => inner.process_group_log_probs(g, data, vocab),
+        })
+        .map_err(to_py)
     }
 
     /// Chooses group `g`'s next beams from its processed rows.

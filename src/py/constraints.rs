@@ -145,12 +145,23 @@ beam_binding!(ConstrainedBeamSearch, constrained: true, {
         Ok(ConstrainedBeamSearch { inner })
     }
 
-    /// Log-softmax and the processors over `logits` (float32 `[rows, vocab]`) in place.
-    fn process(&self, py: Python<'_>, mut logits: PyReadwriteArray2<'_, f32>) -> PyResult<()> {
+    /// Log-softmax and the processors over `logits` (float32 `[rows, vocab]`) in place;
+    /// `log_softmax=False`: the processors only, over scores already log-softmaxed.
+    #[pyo3(signature = (logits, log_softmax=true))]
+    fn process(
+        &self,
+        py: Python<'_>,
+        mut logits: PyReadwriteArray2<'_, f32>,
+        log_softmax: bool,
+    ) -> PyResult<()> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &self.inner;
-        py.detach(|| inner.process(data, vocab)).map_err(to_py)
+        py.detach(|| match log_softmax {
+            true => inner.process(data, vocab),
+            false => inner.process_log_probs(data, vocab),
+        })
+        .map_err(to_py)
     }
 
     /// Chooses the next beams from processed scores; returns `(tokens, parent_rows)`.

@@ -34,7 +34,9 @@ from ..processors import draw_seed, unpadded_rows
 from ..stopping import evaluate_criteria
 from ..grammar import grammar_finish_reasons, matchers_for
 from .base import GenerationRequest, as_int64, core_settings
+from .assisted_outputs import SplitOutputs
 from .drafts import draft_source
+from .token_loop import collected_outputs
 
 __all__ = ["AssistedStats", "assisted_decoding"]
 
@@ -144,6 +146,12 @@ class _Run:
         # [rows, steps, vocab] buffers, allocated at the first round (when the vocab is known)
         self.scores: Optional[list] = [None] if request.keep_scores else None
         self.raw: Optional[list] = [None] if request.keep_logits else None
+        cfg = request.config
+        #: per generated token, the model outputs of the query that produced it (output_attentions /
+        #: output_hidden_states), as transformers' ``_split_model_outputs`` splits a round's
+        self.split: Optional[SplitOutputs] = (
+            SplitOutputs(rows, prompt_len) if request.return_dict and (cfg.output_attentions or cfg.output_hidden_states)
+            else None)
         if request.streamer is not None:
             request.streamer.put(request.prompt_ids.cpu())
 
@@ -162,6 +170,8 @@ class _Run:
             self.reasons[row] = self.reasons[row] or reason
         self._keep(self.scores, logits, before, kept)
         self._keep(self.raw, raw, before, kept)
+        if self.split is not None:
+            self.split.add(getattr(self.request.adapter, "step_outputs", (None,)), kept, first=drafted is None)
         if drafted is not None:
             self.stats.rounds += 1
             self.stats.drafted += int(drafted.sum())
@@ -231,7 +241,11 @@ class _Run:
         if self.request.return_dict:
             out = GenerateOutput(sequences=sequences, scores=per_step(self.scores), logits=per_step(self.raw),
                                  finish_reasons=reasons, cache=cache)
+            if self.split is not None:
+                for name, value in collected_outputs(self.request.adapter, self.split.steps(steps)).items():
+                    setattr(out, name, value)
         else:
             out = GenerateOutput(sequences=sequences, finish_reasons=reasons)
         out.assisted_stats = self.stats  # type: ignore[attr-defined]
         return out
+

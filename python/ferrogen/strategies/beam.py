@@ -34,7 +34,8 @@ from .. import _core
 from ..outputs import GenerateOutput
 from ..stopping import evaluate_criteria
 from .base import GenerationRequest
-from .beam_loop import RunningSequences, criterion_codes, new_core, run_beam_loop
+from .beam_loop import (RunningSequences, criterion_codes, guidance_of_request, new_core, process_scores,
+                        run_beam_loop)
 
 __all__ = ["beam_search", "beam_sample", "DEVICE_CANDIDATES_ENV", "use_device_candidates"]
 
@@ -51,6 +52,7 @@ class _BeamStep:
         self.batch = request.batch_size
         self.width = request.config.num_beams
         self.read_scores = request.keep_scores
+        self.guidance = guidance_of_request(request, request.batch_size * self.width)
 
     def __call__(
         self, logits: torch.Tensor, running: Optional[RunningSequences]
@@ -59,18 +61,11 @@ class _BeamStep:
         noise = None
         if core.needs_noise:  # what torch.multinomial would draw: Exp(1) over [batch, beams * vocab]
             noise = torch.empty((self.batch, self.width * logits.shape[1]), dtype=torch.float32).exponential_().numpy()
-        if not self.processors and not self.criteria:
+        if not self.processors and not self.criteria and self.guidance is None:
             tokens, parents = core.step(logits.numpy(), noise, self.read_scores)
             return tokens, parents, logits
-        if self.processors:
-            assert running is not None
-            core.process(logits.numpy())
-            for proc in self.processors:
-                logits = proc(running.ids, logits).to(torch.float32).contiguous()
-            core.warp(logits.numpy())
-        else:
-            core.process(logits.numpy())
-            core.warp(logits.numpy())
+        logits = process_scores(core, logits, running, self.processors, self.guidance)
+        core.warp(logits.numpy())
         cand_parents, cand_tokens = core.propose(logits.numpy(), noise)
         hits = None
         if self.criteria:  # transformers evaluates them on every candidate continuation
@@ -152,7 +147,7 @@ def use_device_candidates(request: GenerationRequest, core: _core.BeamSearch) ->
     adapter = request.adapter
     if switch == "0" or not hasattr(adapter, "device_logits"):
         return False
-    if request.logits_processors or request.criteria:
+    if request.logits_processors or request.criteria or request.extras.get("guidance") is not None:
         return False
     processors, warpers = core.stage_names
     if processors:
@@ -171,7 +166,7 @@ def beam_search(request: GenerationRequest) -> GenerateOutput:
     if use_device_candidates(request, step.core):
         request.adapter.device_logits = True
         return run_beam_loop(request, _DeviceBeamStep(step.core, request), track_sequences=False)
-    return run_beam_loop(request, step, track_sequences=bool(step.processors or step.criteria))
+    return run_beam_loop(request, step, track_sequences=bool(step.processors or step.criteria or step.guidance))
 
 
 beam_sample = beam_search  # the core reads do_sample from the config

@@ -22,13 +22,15 @@ from ..stopping import evaluate_criteria
 from .. import _core
 from ..grammar import grammar_finish_reasons, matchers_for
 from .base import GenerationRequest, as_int64, core_settings
+from .guidance import UnconditionalBranch
+from .token_loop import collected_outputs
 
 BeamCoreT = TypeVar("BeamCoreT", _core.BeamSearch, _core.GroupBeamSearch)
 # The beam family's core objects; they share is_done, stop, take_settled, finalize, tree and last_step.
 BeamCore = Union[_core.BeamSearch, _core.GroupBeamSearch, _core.ConstrainedBeamSearch]
 
-__all__ = ["BeamCore", "BeamStep", "RunningSequences", "check_beam_memory", "criterion_codes", "new_core",
-           "run_beam_loop", "stop_when_every_row_stops"]
+__all__ = ["BeamCore", "BeamStep", "RunningSequences", "check_beam_memory", "criterion_codes", "guidance_of_request",
+           "new_core", "process_scores", "run_beam_loop", "stop_when_every_row_stops"]
 
 
 def _host_memory() -> Optional[int]:
@@ -68,6 +70,30 @@ def new_core(cls: type[BeamCoreT], request: GenerationRequest) -> BeamCoreT:
         seed_prompts = unpadded_rows(request.input_ids, request.attention_mask)
     grammar = matchers_for(request, request.config.num_beams)
     return cls(as_int64(request.prompt_ids), core_settings(request, seed_prompts=seed_prompts, grammar=grammar))
+
+
+def guidance_of_request(request: GenerationRequest, rows: int) -> Optional[UnconditionalBranch]:
+    """This call's classifier-free guidance branch, its negative prompt checked against the
+    ``rows`` transformers' processor is called with (``None`` without guidance)."""
+    guidance: Optional[UnconditionalBranch] = request.extras.get("guidance")
+    if guidance is not None:
+        guidance.check_rows(rows)
+    return guidance
+
+
+def process_scores(core: Any, logits: torch.Tensor, running: Optional["RunningSequences"], processors: list,
+                   guidance: Optional[UnconditionalBranch]) -> torch.Tensor:
+    """transformers' beam order over ``logits``: log-softmax, classifier-free guidance (its first
+    processor, which log-softmaxes again and returns unnormalised guided scores), the config's
+    processors (the core), then the user's; returns the processed scores."""
+    if guidance is not None:
+        assert running is not None
+        guidance.apply(running.ids, logits)  # log-softmaxes the conditional rows itself
+    core.process(logits.numpy(), log_softmax=guidance is None)
+    for proc in processors:
+        assert running is not None
+        logits = proc(running.ids, logits).to(torch.float32).contiguous()
+    return logits
 
 
 def criterion_codes(verdicts: list[tuple[torch.Tensor, str]], rows: int) -> np.ndarray:
@@ -170,9 +196,16 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
     running = RunningSequences(prompt, beams) if track_sequences else None
     stream = SettledStream(request.streamer, prompt, request.pad_token_id)
     core = step.core
+    # per forward call: the model's (attentions, hidden_states[, cross]) of the running rows, in
+    # the order the forward pass saw them, as transformers keeps them (never reordered afterwards)
+    steps: list[tuple[object, ...]] = []
+    collect = request.return_dict and bool(cfg.output_attentions or cfg.output_hidden_states) \
+        and hasattr(request.adapter, "step_outputs")
 
     logits = request.adapter.prefill(request.input_ids, request.attention_mask, beams)
     while True:
+        if collect:
+            steps.append(getattr(request.adapter, "step_outputs"))
         if keep_logits:
             raw.append(logits.clone())
         tokens, parents, logits = step(logits, running)
@@ -209,7 +242,7 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         from ..beam_tree import BeamTree
 
         tree = BeamTree.from_core(core.tree(), prompt, final.nodes, cfg.num_return_sequences, beams)
-    return GenerateOutput(
+    out = GenerateOutput(
         sequences=sequences,
         scores=tuple(scores) if keep_scores else None,
         logits=tuple(raw) if keep_logits else None,
@@ -219,6 +252,9 @@ def run_beam_loop(request: GenerationRequest, step: BeamStep, track_sequences: b
         beam_tree=tree,
         cache=getattr(request.adapter, "cache", None) if cfg.use_cache else None,
     )
+    for name, value in collected_outputs(request.adapter, steps).items():
+        setattr(out, name, value)
+    return out
 
 
 def _flush_stream(stream: SettledStream, final: _core.BeamResult, per_item: int, prompt_len: int) -> None:

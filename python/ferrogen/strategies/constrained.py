@@ -25,7 +25,7 @@ from ..constraints import resolve_constraints
 from ..outputs import GenerateOutput
 from ..grammar import matchers_for
 from .base import GenerationRequest, as_int64, core_settings
-from .beam_loop import RunningSequences, run_beam_loop, stop_when_every_row_stops
+from .beam_loop import RunningSequences, guidance_of_request, process_scores, run_beam_loop, stop_when_every_row_stops
 
 __all__ = ["constrained_beam_search"]
 
@@ -40,18 +40,16 @@ class _ConstrainedStep:
         self.core = _core.ConstrainedBeamSearch(as_int64(request.prompt_ids), settings, specs, mask)
         self.processors = list(request.logits_processors)
         self.criteria = list(request.criteria)
+        self.guidance = guidance_of_request(request, request.batch_size * request.config.num_beams)
 
     def __call__(
         self, logits: torch.Tensor, running: Optional[RunningSequences]
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         core = self.core
-        if not self.processors:
+        if not self.processors and self.guidance is None:
             tokens, parents = core.step(logits.numpy())
             return tokens, parents, logits
-        assert running is not None
-        core.process(logits.numpy())
-        for proc in self.processors:
-            logits = proc(running.ids, logits).to(torch.float32).contiguous()
+        logits = process_scores(core, logits, running, self.processors, self.guidance)
         tokens, parents = core.select(logits.numpy())
         return tokens, parents, logits
 
@@ -61,7 +59,7 @@ class _ConstrainedStep:
 
 def constrained_beam_search(request: GenerationRequest) -> GenerateOutput:
     step = _ConstrainedStep(request)
-    out = run_beam_loop(request, step, track_sequences=bool(step.processors or step.criteria))
+    out = run_beam_loop(request, step, track_sequences=bool(step.processors or step.criteria or step.guidance))
     satisfied = list(step.core.finalize().constraints_satisfied or [])
     out.constraints_satisfied = satisfied
     stopped = False

@@ -43,6 +43,14 @@ def contrastive_search(request: GenerationRequest) -> GenerateOutput:
     return run_token_loop(replace(request, adapter=stepper), core, stepper.step, stepper.choose)
 
 
+def _chosen(outputs: tuple[Any, ...], winners: torch.Tensor) -> tuple[Any, ...]:
+    """The winners' rows of every per-layer tensor of a candidates' forward call (``None`` kept)."""
+    if all(part is None for part in outputs):
+        return outputs
+    return tuple(None if part is None else tuple(t.index_select(0, winners.to(t.device)) for t in part)
+                 for part in outputs)
+
+
 def _host(hidden: Optional[torch.Tensor]) -> np.ndarray:
     if hidden is None:
         raise RuntimeError("contrastive search: the model adapter returned no hidden states")
@@ -61,6 +69,27 @@ class _CandidateStepper:
         self.device = adapter.device
         self.device_logits = False
         self._next: Optional[torch.Tensor] = None
+        self._rows = 0
+        self._trimmed = False
+        #: the model outputs behind the logits the next token is picked from (output_attentions /
+        #: output_hidden_states): the prompt's, then the chosen candidate's, as transformers 4.55 keeps them
+        self.step_outputs: tuple[Any, ...] = adapter.step_outputs if hasattr(adapter, "step_outputs") else (None,)
+
+    @property
+    def encoder_step_outputs(self) -> Any:
+        return getattr(self.adapter, "encoder_step_outputs", None)
+
+    @property
+    def cache(self) -> Any:
+        """The cache as transformers 4.55 returns it: one row per prompt (the chosen candidates'),
+        every position but the last chosen token. Trimmed when asked for, after the loop."""
+        if getattr(self.adapter, "cache", None) is None:
+            return None
+        if self._rows and not self._trimmed:
+            self.adapter.select_rows(torch.arange(self._rows) * self.top_k)
+            self.adapter.crop_rows(torch.ones(self._rows, dtype=torch.long))
+            self._trimmed = True
+        return getattr(self.adapter, "cache")
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.adapter.decoder_prompt(input_ids)
@@ -73,13 +102,14 @@ class _CandidateStepper:
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], copies: int = 1) -> torch.Tensor:
         logits = self.adapter.prefill(input_ids, attention_mask, copies)
+        self.step_outputs = getattr(self.adapter, "step_outputs", (None,))
         # Decoder-only: the prompt is the context, padding excluded. Encoder-decoder: the
         # decoder start token (no padding there).
         keep = None
         if not self.adapter.is_encoder_decoder and attention_mask is not None:
             keep = np.ascontiguousarray((attention_mask.repeat_interleave(copies, dim=0) != 0).cpu().numpy())
         self.core.add_context(_host(self.adapter.hidden_states()), keep)
-        rows = logits.shape[0]
+        rows = self._rows = logits.shape[0]
         self.adapter.select_rows(torch.arange(rows).repeat_interleave(self.top_k))
         return logits
 
@@ -99,6 +129,7 @@ class _CandidateStepper:
         winners = torch.arange(rows) * k + torch.from_numpy(chosen)
         self.adapter.select_rows(winners.repeat_interleave(k))
         self._next = logits_to_host(candidate_logits[winners.to(candidate_logits.device), -1])
+        self.step_outputs = _chosen(getattr(self.adapter, "step_outputs", (None,)), winners)
         return tokens
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -6,9 +6,11 @@ cache that advances by the token each row just took; the conditional scores beco
 ``scale * (log_softmax(cond) - log_softmax(uncond)) + log_softmax(uncond)``. The forward
 pass is here (it is the model's); the arithmetic is the core's (``_core.apply_guidance``).
 It runs first, before every other processor, as transformers' processor is the first of
-its list. Like transformers', the branch follows row indices, not beam ancestry: its cache
-is never reordered when beams are (docs/transformers-differences.md, "Classifier-free
-guidance with beams").
+its list: on the raw logits for greedy, sampling, contrastive search and DoLa, between the
+log-softmax and the other processors for the beam family. Like transformers', the branch
+follows row indices, not beam ancestry: its cache is never reordered when beams are, and
+group beam search calls it once per group and step, on that group's rows
+(docs/transformers-differences.md, "Classifier-free guidance with beams").
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ def guidance_of(model: Any, config: Any, negative_prompt_ids: Optional[torch.Ten
     scale = config.guidance_scale
     if scale is None or scale == 1:
         return None
+    if bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False)):
+        # transformers' processor calls the model on the negative prompt's ids alone, which an
+        # encoder-decoder model cannot run ("You must specify exactly one of input_ids or inputs_embeds")
+        raise ValueError("guidance_scale: classifier-free guidance needs a decoder-only model (its unconditional "
+                         f"pass runs the model on the negative prompt alone); {type(model).__name__} is an "
+                         "encoder-decoder model. Leave guidance_scale unset (or 1)")
     ids = _ids("negative_prompt_ids", negative_prompt_ids)
     mask = _ids("negative_prompt_attention_mask", negative_prompt_attention_mask)
     if mask is not None and (ids is None or mask.shape != ids.shape):

@@ -7,7 +7,7 @@ Everything that can be decided before the loop is decided before it.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from ..stopping import evaluate_criteria
 from .base import GenerationRequest
 from .running_rows import EngineHooks, RunningRows
 
-__all__ = ["run_token_loop"]
+__all__ = ["collected_outputs", "run_token_loop"]
 
 # Takes logits [rows, vocab] and returns the next token of each row.
 PickTokens = Callable[[np.ndarray], np.ndarray]
@@ -117,12 +117,12 @@ def run_token_loop(
         # A cache that dropped rows no longer covers the batch: none rather than a partial one.
         cache=getattr(request.adapter, "cache", None) if request.config.use_cache and not running.dropped else None,
     )
-    for name, value in _collected(request.adapter, steps).items():
+    for name, value in collected_outputs(request.adapter, steps).items():
         setattr(out, name, value)
     return out
 
 
-def _collected(adapter: object, steps: list[tuple[object, ...]]) -> dict[str, Optional[tuple[object, ...]]]:
+def collected_outputs(adapter: object, steps: Sequence[tuple[object, ...]]) -> dict[str, Optional[tuple[object, ...]]]:
     """The per-step model outputs under transformers' names: ``attentions`` / ``hidden_states``
     for a decoder-only model; ``decoder_*``, ``cross_attentions`` and the encoder's once for an
     encoder-decoder model."""
@@ -134,7 +134,7 @@ def _collected(adapter: object, steps: list[tuple[object, ...]]) -> dict[str, Op
                 encoder_hidden_states=encoder[1])
 
 
-def _per_step(steps: list[tuple[object, ...]], which: int) -> Optional[tuple[object, ...]]:
+def _per_step(steps: Sequence[tuple[object, ...]], which: int) -> Optional[tuple[object, ...]]:
     """transformers' layout: one entry per generated token, each the model's per-layer tuple."""
     if not steps or steps[0][which] is None:
         return None

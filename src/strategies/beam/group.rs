@@ -139,10 +139,33 @@ impl GroupBeamSearch {
     /// Log-softmax, Hamming diversity against the groups before `g` at this step,
     /// then the processors, over group `g`'s rows of `logits` (`[rows, vocab]`) in place.
     pub fn process_group(&mut self, g: usize, logits: &mut [f32], vocab: usize) -> Result<()> {
+        self.process_group_rows(g, logits, vocab, true)
+    }
+
+    /// [`Self::process_group`] over rows the caller already log-softmaxed (and changed:
+    /// classifier-free guidance runs between the two, as transformers' first processor).
+    pub fn process_group_log_probs(
+        &mut self,
+        g: usize,
+        scores: &mut [f32],
+        vocab: usize,
+    ) -> Result<()> {
+        self.process_group_rows(g, scores, vocab, false)
+    }
+
+    fn process_group_rows(
+        &mut self,
+        g: usize,
+        logits: &mut [f32],
+        vocab: usize,
+        log_softmax: bool,
+    ) -> Result<()> {
         self.check(logits.len(), vocab)?;
         self.expect_group(g)?;
         self.gather(g, logits, vocab);
-        log_softmax_rows(&mut self.block, vocab);
+        if log_softmax {
+            log_softmax_rows(&mut self.block, vocab);
+        }
         if g > 0 {
             let chosen: Vec<&[i64]> = (0..self.batch)
                 .map(|b| &self.choice.tokens[b * self.beams..b * self.beams + g * self.group_size])

@@ -224,9 +224,16 @@ impl BeamSearch {
     pub fn process(&self, logits: &mut [f32], vocab: usize) -> Result<()> {
         self.check(logits.len(), vocab)?;
         log_softmax_rows(logits, vocab);
+        self.process_log_probs(logits, vocab)
+    }
+
+    /// The logits processors over scores the caller already log-softmaxed (and changed:
+    /// classifier-free guidance runs between the two, as transformers' first processor).
+    pub fn process_log_probs(&self, scores: &mut [f32], vocab: usize) -> Result<()> {
+        self.check(scores.len(), vocab)?;
         self.pipeline.process(
             &StepContext::new(&self.history),
-            &mut LogitsMut::new(logits, vocab),
+            &mut LogitsMut::new(scores, vocab),
         );
         Ok(())
     }
