@@ -294,7 +294,8 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_field() {
-        let cases: [(fn(&mut SynthIdSpec), &str); 6] = [
+        type Spoil = fn(&mut SynthIdSpec);
+        let cases: [(Spoil, &str); 6] = [
             (|s| s.keys.clear(), "keys"),
             (|s| s.ngram_len = 0, "ngram_len"),
             (|s| s.sampling_table_size = 0, "sampling_table_size"),
