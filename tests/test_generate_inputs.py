@@ -38,9 +38,22 @@ class CountingModel(torch.nn.Module):
         (dict(decoder_input_ids=torch.zeros(1, 1, dtype=torch.long)), TypeError, "decoder_input_ids"),
         (dict(generation_config=42), TypeError, "generation_config"),
         # accepted in a config, but not carried out: refused rather than silently ignored
-        # native in greedy / sampling only (and SynthID's watermark not at all)
+        # native in greedy / sampling only
         (dict(guidance_scale=1.5, num_beams=2), ValueError, "^guidance_scale: 1.5 asks for a feature"),
-        (dict(watermarking_config={"ngram_len": 5, "keys": [1, 2]}), ValueError, "^watermarking_config"),
+        # SynthID's settings, checked before the model runs
+        (dict(watermarking_config={"ngram_len": 5, "keys": []}), ValueError, "^watermarking_config.keys: "),
+        (dict(watermarking_config={"ngram_len": 5}), ValueError, "^watermarking_config.keys: is required"),
+        (dict(watermarking_config={"ngram_len": 5, "keys": ["a"]}), ValueError, "^watermarking_config.keys: must be"),
+        (dict(watermarking_config={"ngram_len": 0, "keys": [1]}), ValueError, "^watermarking_config.ngram_len: "),
+        (dict(watermarking_config={"ngram_len": 2, "keys": [1], "sampling_table_size": 0}), ValueError,
+         "^watermarking_config.sampling_table_size: "),
+        (dict(watermarking_config={"ngram_len": 2, "keys": [1], "sampling_table_size": 2**24 + 1}), ValueError,
+         "^watermarking_config.sampling_table_size: "),
+        (dict(watermarking_config={"ngram_len": 2, "keys": [1], "sampling_table_seed": 2**64}), ValueError,
+         "^watermarking_config.sampling_table_seed: "),
+        (dict(watermarking_config={"ngram_len": 2, "keys": [1], "context_history_size": -1}), ValueError,
+         "^watermarking_config.context_history_size: "),
+        (dict(watermarking_config={"ngram_len": 2, "keys": [2**63]}), ValueError, "^watermarking_config.keys: "),
         (dict(watermarking_config={"greenlist_ratio": 1.5}), ValueError, "watermarking_config.greenlist_ratio"),
         (dict(watermarking_config={"seeding_scheme": "x"}), ValueError, "^watermarking_config: .*'lefthash'"),
         (dict(guidance_scale=2.0, negative_prompt_ids=torch.zeros(2, 2, dtype=torch.long)), ValueError,

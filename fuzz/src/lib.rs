@@ -22,7 +22,7 @@ use ferrogen_core::constraints::{bank_order, ConstraintSet, ConstraintSpec};
 use ferrogen_core::decode::Decoder;
 use ferrogen_core::row_status::HasRowStatus;
 use ferrogen_core::history::TokenHistory;
-use ferrogen_core::logits::{LogitsMut, PipelineConfig, SamplerOrder, StepContext};
+use ferrogen_core::logits::{LogitsMut, PipelineConfig, SamplerOrder, StepContext, SynthIdSpec};
 use ferrogen_core::CoreError;
 
 // ---------------------------------------------------------------- generators
@@ -217,7 +217,24 @@ fn samplers(u: &mut Unstructured<'_>, vocab: usize, c: &mut PipelineConfig) -> R
             SamplerOrder::transformers()
         });
     }
+    if u.ratio(1u8, 4)? {
+        c.synthid = Some(synthid(u)?);
+    }
     Ok(())
+}
+
+/// SynthID settings (issue 22), valid or not: sizes at and past the limits, empty keys.
+fn synthid(u: &mut Unstructured<'_>) -> Result<SynthIdSpec> {
+    let depth = u.int_in_range(0..=4)?;
+    Ok(SynthIdSpec {
+        ngram_len: *u.choose(&[-1, 0, 1, 2, 3, 6, i64::MAX])?,
+        keys: (0..depth).map(|_| u.arbitrary()).collect::<Result<_>>()?,
+        sampling_table_size: *u.choose(&[-1, 0, 1, 2, 97, 1 << 16, (1 << 24) + 1, i64::MAX])?,
+        sampling_table_seed: *u.choose(&[0, -1, 5, 1 << 63, 1 << 64, i128::MIN])?,
+        context_history_size: *u.choose(&[-1, 0, 1, 3, 1024, i64::MAX])?,
+        skip_first_ngram_calls: u.arbitrary()?,
+        debug_mode: u.arbitrary()?,
+    })
 }
 
 /// `n` float32 values, each one of [`f32_any`]; a row may also be all one special value.

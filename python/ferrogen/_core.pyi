@@ -298,3 +298,13 @@ def apply_guidance(logits: npt.NDArray[np.float32], uncond: npt.NDArray[np.float
     """Classifier-free guidance in place: ``logits`` ``[rows, vocab]`` becomes
     ``scale * (log_softmax(logits) - log_softmax(uncond)) + log_softmax(uncond)``; ``uncond`` has
     ``rows`` rows or one shared row."""
+
+def synthid_g_values(watermarking_config: Any, input_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """transformers' ``compute_g_values``: ``[rows, length - ngram_len + 1, depth]``."""
+
+def synthid_context_repetition_mask(watermarking_config: Any,
+                                    input_ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """transformers' ``compute_context_repetition_mask``: ``[rows, length - ngram_len + 1]``."""
+
+def synthid_eos_token_mask(input_ids: npt.NDArray[np.int64], eos_token_id: int) -> npt.NDArray[np.bool_]:
+    """transformers' ``compute_eos_token_mask``: ``[rows, length]``."""

@@ -585,26 +585,16 @@ class GenerationConfig:
 
 # Fields ferrogen reads and writes but does not carry out; the predicate says when a value
 # asks for the missing feature (cache_implementation="static" changes nothing). guidance_scale and the
-# green-list watermark run natively in some modes only: generate.unsupported_settings adds them elsewhere.
+# watermarks (green-list and SynthID) run natively in some modes only: generate.unsupported_settings adds
+# them elsewhere.
 _NOT_CARRIED_OUT: dict[str, Any] = {
     "output_attentions": bool,
     "output_hidden_states": bool,
-    "watermarking_config": lambda v: is_synthid(v),
     "forced_decoder_ids": lambda v: bool(v),
     "use_mtp": bool,
     "continuous_batching_config": lambda v: v is not None,
     "cache_implementation": lambda v: v == "paged",
 }
-
-
-def is_synthid(watermarking_config: Any) -> bool:
-    """Whether a ``watermarking_config`` (object or dict) is SynthID's, which is not native
-    (transformers tells the two apart by ``ngram_len``, as here)."""
-    if watermarking_config is None:
-        return False
-    if isinstance(watermarking_config, dict):
-        return "ngram_len" in watermarking_config
-    return hasattr(watermarking_config, "ngram_len")
 
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(GenerationConfig)}

@@ -247,8 +247,8 @@ def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: 
     return refused
 
 
-# Modes where classifier-free guidance and the green-list watermark run natively; elsewhere they
-# are refused (and ferrogen.enable hands the call to transformers). Guidance with assisted decoding
+# Modes where classifier-free guidance and the watermarks (green-list and SynthID) run natively;
+# elsewhere they are refused (and ferrogen.enable hands the call to transformers). Guidance with assisted decoding
 # is left to transformers: there one stateful processor is called by the assistant's drafting and
 # by the check of every candidate position, so its unconditional cache advances past rejected
 # tokens. An encoder-decoder model is refused by guidance_of (transformers fails there).

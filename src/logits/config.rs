@@ -6,8 +6,8 @@ use super::{
     EncoderRepetitionPenalty, EpsilonCutoff, EtaCutoff, ExponentialDecayLengthPenalty, ForcedBos,
     ForcedEos, GreenListWatermark, LogitBias, MinLength, MinP, Mirostat, MirostatMode, NanToNegInf,
     NoRepeatNGram, Pipeline, PresenceFrequencyPenalty, RemoveInvalidValues, Renormalize,
-    RepetitionPenalty, SequenceBias, SuppressTokens, SuppressTokensAtBegin, Temperature, TopH,
-    TopK, TopNSigma, TopP, Typical, Xtc,
+    RepetitionPenalty, SequenceBias, SuppressTokens, SuppressTokensAtBegin, SynthIdWatermark,
+    Temperature, TopH, TopK, TopNSigma, TopP, Typical, Xtc,
 };
 use crate::error::{CoreError, Result};
 
@@ -101,6 +101,8 @@ crate::settings_struct! {
         // `watermarking_config` (green-list `WatermarkingConfig`), at transformers'
         // position: after every warper, before `renormalize_logits`.
         watermark: Option<super::WatermarkSpec>,
+        // `watermarking_config` (`SynthIDTextWatermarkingConfig`), at the same position.
+        synthid: Option<super::SynthIdSpec>,
     }
 }
 
@@ -146,6 +148,9 @@ impl PipelineConfig {
     /// index the vocabulary. Errors name the setting (transformers' field name).
     pub fn validate(&self, vocab: Option<usize>) -> Result<()> {
         if let Some(w) = &self.watermark {
+            w.validate()?;
+        }
+        if let Some(w) = &self.synthid {
             w.validate()?;
         }
         let t = self.temperature;
@@ -576,6 +581,14 @@ impl PipelineConfig {
             // Invalid settings never get here: `validate` refuses them first.
             p.push_row(Box::new(w));
         }
+        if let Some(w) = self
+            .synthid
+            .as_ref()
+            .and_then(|w| SynthIdWatermark::new(w).ok())
+        {
+            // Each build starts fresh state, as transformers builds its processor per call.
+            p.push_row(Box::new(w));
+        }
         if self.renormalize_logits {
             p.push_row(Box::new(Renormalize));
         }
@@ -627,7 +640,8 @@ impl PipelineConfig {
             && self.mirostat_mode == 0
             && self.sampler_order.is_none()
             && !self.renormalize_logits
-            && self.watermark.is_none();
+            && self.watermark.is_none()
+            && self.synthid.is_none();
         only_top_k.then(|| self.fused_top_k(min_tokens_to_keep.max(1)))
     }
 

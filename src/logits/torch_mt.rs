@@ -68,6 +68,13 @@ pub fn randperm_prefix(n: usize, k: usize, seed: u64, perm: &mut Vec<u32>) {
     }
 }
 
+/// `torch.randint(0, high, (n,), generator=Mt19937::new(seed))` on the CPU, in order: the
+/// serial kernel draws `random() % high` per entry (32-bit draws for ranges below 2^32).
+pub fn randint(high: u32, n: usize, seed: u64) -> impl Iterator<Item = u32> {
+    let mut rng = Mt19937::new(seed);
+    (0..n).map(move |_| rng.next_u32() % high.max(1))
+}
+
 /// Largest `n` [`randperm_prefix`] reproduces (torch switches to 64-bit draws above it).
 pub const RANDPERM_MAX: usize = (u32::MAX / 20) as usize - 1;
 

@@ -60,7 +60,7 @@ fn field<'py, T: for<'a> FromPyObject<'a, 'py>>(
 
 /// The config's `watermarking_config` (transformers' `WatermarkingConfig` or its dict) as
 /// the core's spec; `None` when unset. `vocab_size` is the model's (0: the logits' width).
-/// A SynthID config gives `None` (see below).
+/// A SynthID config gives `None`.
 pub(crate) fn watermark_of(
     config: &Bound<'_, PyAny>,
     vocab_size: Option<usize>,
@@ -69,15 +69,8 @@ pub(crate) fn watermark_of(
         Ok(v) if !v.is_none() => v,
         _ => return Ok(None),
     };
-    let is_dict = value.cast::<PyDict>().is_ok();
-    let synthid = if is_dict {
-        value.cast::<PyDict>()?.contains("ngram_len")?
-    } else {
-        value.hasattr("ngram_len")?
-    };
-    if synthid {
-        // Not native: `GenerationConfig.unsupported_settings` names it, so generate refuses
-        // it (and enable() hands the call to transformers) before any core work.
+    if super::synthid::is_synthid(&value)? {
+        // SynthID's config: `super::synthid::synthid_of` reads it.
         return Ok(None);
     }
     let scheme: String = field(&value, "seeding_scheme", "lefthash".to_string())?;

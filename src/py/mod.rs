@@ -15,6 +15,7 @@ mod pipeline;
 mod prefix;
 mod row_status;
 mod settings;
+mod synthid;
 
 #[pyo3::pymodule]
 mod _core {
@@ -45,6 +46,10 @@ mod _core {
     use super::prefix::PrefixAllowedTokens;
     #[pymodule_export]
     use super::settings::GenerationSettings;
+    #[pymodule_export]
+    use super::synthid::{
+        synthid_context_repetition_mask, synthid_eos_token_mask, synthid_g_values,
+    };
 
     /// Sampling temperatures below this act as it (the limit `T -> 0`).
     #[pymodule_export]

@@ -209,6 +209,7 @@ impl GenerationSettings {
             )));
         }
         pipeline.watermark = super::guidance::watermark_of(config, vocab_size)?;
+        pipeline.synthid = super::synthid::synthid_of(config)?;
         inner.seed = seed.or(inner.seed);
         inner.vocab_size = vocab_size;
         inner.validate().map_err(to_py)?;

@@ -32,6 +32,9 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "cfg1.5": dict(do_sample=False, guidance_scale=1.5),
     "cfg1.5_beam4": dict(num_beams=4, do_sample=False, guidance_scale=1.5),
     "watermark": dict(do_sample=False, watermarking_config={"greenlist_ratio": 0.25, "bias": 2.0}),
+    # SynthID Text (issue 22): 9 keys (tournament depth), 5-grams, transformers' default table
+    "synthid": dict(do_sample=False, watermarking_config={"ngram_len": 5, "keys": [654, 400, 836, 123, 340, 443,
+                                                                                   597, 160, 57]}),
     # samplers transformers lacks (issue 18): its side runs DRY and XTC as torch LogitsProcessors
     "dry+xtc+min_p": dict(do_sample=True, top_k=0, dry_multiplier=0.8, dry_sequence_breakers=[[13], [25], [1], [9]],
                           xtc_probability=0.5, xtc_threshold=0.1, min_p=0.05),

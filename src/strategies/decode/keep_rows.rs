@@ -4,7 +4,7 @@
 //! A kept row must go on exactly as if nothing was dropped: its history, status and
 //! sampling key move with it, and the per-row inputs of the processors (left-padding
 //! lengths, encoder input) are taken for the kept rows before the processors are rebuilt
-//! (every processor but mirostat derives its state from the history; per-row objects the
+//! (every processor but mirostat and SynthID's watermark derives its state from the history; per-row objects the
 //! caller supplied, grammar matchers and `prefix_allowed_tokens_fn`, cannot be re-indexed).
 
 use super::Decoder;
@@ -47,6 +47,9 @@ impl Decoder {
 pub(super) fn not_droppable(config: &crate::logits::PipelineConfig) -> Option<&'static str> {
     if config.mirostat_mode != 0 {
         return Some("mirostat (its per-row state is not re-indexed)");
+    }
+    if config.synthid.is_some() {
+        return Some("the SynthID watermark (its per-row state is not re-indexed)");
     }
     if config.prefix_allowed.is_some() {
         return Some("prefix_allowed_tokens_fn (it is called with the batch row index)");
