@@ -39,7 +39,7 @@ class CountingModel(torch.nn.Module):
         (dict(generation_config=42), TypeError, "generation_config"),
         # accepted in a config, but not carried out: refused rather than silently ignored
         # native in greedy / sampling only
-        (dict(guidance_scale=1.5, num_beams=2), ValueError, "^guidance_scale: 1.5 asks for a feature"),
+        (dict(guidance_scale=1.5, prompt_lookup_num_tokens=2), ValueError, "^guidance_scale: 1.5 asks for a feature"),
         # SynthID's settings, checked before the model runs
         (dict(watermarking_config={"ngram_len": 5, "keys": []}), ValueError, "^watermarking_config.keys: "),
         (dict(watermarking_config={"ngram_len": 5}), ValueError, "^watermarking_config.keys: is required"),
