@@ -29,16 +29,38 @@ pub fn apply_guidance(cond: &mut [f32], uncond: &[f32], vocab: usize, scale: f64
         ));
     }
     let scale = scale as f32; // torch multiplies a float32 tensor by the scalar in float32
-    let mut uncond_row = vec![0.0f32; vocab];
-    for (r, row) in cond.chunks_exact_mut(vocab).enumerate() {
-        let u = if uncond_rows == 1 { 0 } else { r };
-        if r == 0 || uncond_rows != 1 {
-            uncond_row.copy_from_slice(&uncond[u * vocab..(u + 1) * vocab]);
-            log_softmax(&mut uncond_row);
-        }
+                              // one negative row shared by every row (torch broadcasting): its log-softmax once
+    let shared = (uncond_rows == 1).then(|| {
+        let mut u = uncond[..vocab].to_vec();
+        log_softmax(&mut u);
+        u
+    });
+    let guide = |r: usize, row: &mut [f32], scratch: &mut Vec<f32>| {
+        let u: &[f32] = match &shared {
+            Some(u) => u,
+            None => {
+                scratch.clear();
+                scratch.extend_from_slice(&uncond[r * vocab..(r + 1) * vocab]);
+                log_softmax(scratch);
+                scratch
+            }
+        };
         log_softmax(row);
-        for (x, &u) in row.iter_mut().zip(&uncond_row) {
+        for (x, &u) in row.iter_mut().zip(u) {
             *x = scale * (*x - u) + u;
+        }
+    };
+    // Three passes over every entry (two log-softmaxes and the blend): beam rows (batch x
+    // beams x vocab) are worth the pool, as torch's own threads would take them.
+    if crate::parallel::worth_parallel(rows, cond.len().saturating_mul(3)) {
+        use rayon::prelude::*;
+        cond.par_chunks_mut(vocab)
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (r, row)| guide(r, row, scratch));
+    } else {
+        let mut scratch = Vec::new();
+        for (r, row) in cond.chunks_exact_mut(vocab).enumerate() {
+            guide(r, row, &mut scratch);
         }
     }
     Ok(())
@@ -113,6 +135,34 @@ mod tests {
         let mut cond = vec![0.0, -1.0];
         apply_guidance(&mut cond, &[f32::INFINITY, 0.0], 2, 2.0).unwrap();
         assert!(cond.iter().all(|x| x.is_nan()));
+    }
+
+    #[test]
+    fn rows_worth_the_pool_give_the_serial_result() {
+        // 8 x 50k: three passes over 400k entries go to rayon's pool where it has threads
+        let (rows, vocab) = (8, 50_000);
+        let cond: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i * 7919) % 1013) as f32 / 97.0)
+            .collect();
+        let uncond: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i * 104_729) % 977) as f32 / 89.0)
+            .collect();
+        for u_rows in [rows, 1] {
+            let u = &uncond[..u_rows * vocab];
+            let mut got = cond.clone();
+            apply_guidance(&mut got, u, vocab, 2.5).unwrap();
+            for (r, row) in got.chunks_exact(vocab).enumerate() {
+                let ur = if u_rows == 1 { 0 } else { r };
+                let want = reference(
+                    &cond[r * vocab..(r + 1) * vocab],
+                    &u[ur * vocab..(ur + 1) * vocab],
+                    2.5,
+                );
+                for (a, b) in row.iter().zip(&want) {
+                    assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+                }
+            }
+        }
     }
 
     #[test]
