@@ -736,8 +736,12 @@ fn named(e: &CoreError) {
         | CoreError::WrongType { name, .. } => *name,
         CoreError::NoValidToken { .. } => panic!("a validator reported a model-output error: {e}"),
     };
+    // a SynthID watermark's settings are named inside their field ("watermarking_config.keys")
+    let watermark = name
+        .strip_prefix("watermarking_config")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
     assert!(
-        FIELDS.contains(&name),
+        FIELDS.contains(&name) || watermark,
         "error names {name:?}, not a configuration field"
     );
 }
