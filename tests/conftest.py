@@ -56,6 +56,20 @@ def t5():
 
 
 @pytest.fixture(scope="session")
+def tiny_llama():
+    """A tiny random Llama (tests/architectures.py), the parity tests' second decoder beside ``gpt2``."""
+    from architectures import build
+
+    return build("llama")
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def decoder(request, gpt2, tiny_llama):
+    """The tiny GPT-2, then the tiny Llama."""
+    return gpt2 if request.param == "gpt2" else tiny_llama
+
+
+@pytest.fixture(scope="session")
 def stored():
     """The tiny GPT-2 and T5 stored under tests/data, which the goldens were made with."""
     from golden_models import load_stored

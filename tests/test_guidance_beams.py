@@ -18,7 +18,6 @@ import pytest
 import torch
 
 import ferrogen
-from architectures import build
 from conftest import left_padded_batch
 from ferrogen import compat
 
@@ -27,14 +26,9 @@ CASES = {case["name"]: case for case in GOLDEN["cases"]}
 NEW = 8
 
 
-@pytest.fixture(scope="module")
-def llama():
-    return build("llama")
-
-
-@pytest.fixture(params=["gpt2", "llama"])
-def model(request, gpt2, llama):
-    return gpt2 if request.param == "gpt2" else llama
+@pytest.fixture
+def model(decoder):
+    return decoder
 
 
 def negative(rows, seed=1):

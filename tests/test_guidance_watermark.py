@@ -19,20 +19,14 @@ from transformers.generation.logits_process import (
 
 import ferrogen
 from ferrogen import FallbackWarning
-from architectures import build
 from conftest import VOCAB
 
 NEW = 10
 
 
-@pytest.fixture(scope="module")
-def llama():
-    return build("llama")
-
-
-@pytest.fixture(params=["gpt2", "llama"])
-def model(request, gpt2, llama):
-    return gpt2 if request.param == "gpt2" else llama
+@pytest.fixture
+def model(decoder):
+    return decoder
 
 
 def prompts(rows=2, length=6, seed=3):

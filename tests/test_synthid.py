@@ -16,7 +16,6 @@ from transformers import BayesianDetectorConfig, BayesianDetectorModel, SynthIDT
 from transformers.generation.logits_process import SynthIDTextWatermarkLogitsProcessor
 
 import ferrogen
-from architectures import build
 from conftest import VOCAB
 from ferrogen import FallbackWarning
 from ferrogen.watermark import (
@@ -35,14 +34,9 @@ def processor(config: SynthIDTextWatermarkingConfig) -> SynthIDTextWatermarkLogi
     return SynthIDTextWatermarkLogitsProcessor(**{f: getattr(config, f) for f in FIELDS}, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def llama():
-    return build("llama")
-
-
-@pytest.fixture(params=["gpt2", "llama"])
-def model(request, gpt2, llama):
-    return gpt2 if request.param == "gpt2" else llama
+@pytest.fixture
+def model(decoder):
+    return decoder
 
 
 def prompts(rows=2, length=6, seed=3):
