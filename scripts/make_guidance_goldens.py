@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Writes the golden outputs of classifier-free guidance (``guidance_scale``) with the strategies
+"""Writes the golden outputs of classifier-free guidance (``guidance_scale``), and of the green-list
+watermark (``watermarking_config``), with the strategies
 transformers 5.x no longer ships (group beam search, constrained beam search, contrastive search, DoLa),
 produced by transformers 4.55.4 on the decoder-only models stored in ``tests/data``.
 
     python scripts/make_guidance_goldens.py    # re-runs itself in the golden venv if needed
 
 Writes ``tests/goldens/guidance.json``: per case its inputs, the ``generate`` keyword arguments
-(``negative_prompt_ids`` / ``negative_prompt_attention_mask`` as lists), transformers'
+(``negative_prompt_ids`` / ``negative_prompt_attention_mask`` as lists, ``watermarking_config`` as a dict), transformers'
 ``sequences`` (with ``sequences_scores`` for beams) and the ``scores`` of the first steps
 (4.55.4's constrained beam search records them with the running beam scores added). CI only reads the JSON.
 """
@@ -46,6 +47,11 @@ CASES: list[tuple[str, dict[str, Any], int, bool]] = [
     ("contrastive-negative", dict(penalty_alpha=0.4, top_k=3, guidance_scale=3.0, no_repeat_ngram_size=2), 3, True),
     ("dola-high", dict(dola_layers="high", no_repeat_ngram_size=3, guidance_scale=1.5), 0, False),
     ("dola-low-negative", dict(dola_layers="low", guidance_scale=2.0), 3, True),
+    # the green-list watermark (stateless: a function of each row's previous token), last processor
+    ("watermark-contrastive", dict(penalty_alpha=0.6, top_k=4, watermarking_config=dict(
+        greenlist_ratio=0.25, bias=2.5, seeding_scheme="lefthash")), 0, False),
+    ("watermark-group-selfhash", dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5, watermarking_config=dict(
+        greenlist_ratio=0.25, bias=2.5, seeding_scheme="selfhash")), 0, False),
     ("group-g4x2-no-cache", dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5, guidance_scale=2.0,
                                  use_cache=False), 6, False),
 ]
@@ -75,8 +81,13 @@ def as_tensors(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The stored keyword arguments as generate takes them (the negative prompt as tensors)."""
     import torch
 
+    from transformers import WatermarkingConfig
+
     names = ("negative_prompt_ids", "negative_prompt_attention_mask")
-    return {k: torch.tensor(v) if k in names else v for k, v in kwargs.items()}
+    out = {k: torch.tensor(v) if k in names else v for k, v in kwargs.items()}
+    if "watermarking_config" in out:  # 4.55.4 ignores a plain dict here ("not valid")
+        out["watermarking_config"] = WatermarkingConfig(**out["watermarking_config"])
+    return out
 
 
 def make_cases() -> list[dict[str, Any]]:

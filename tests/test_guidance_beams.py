@@ -142,6 +142,22 @@ def test_enable_runs_guidance_natively_with_every_strategy(gpt2, kwargs):
     assert compat.fallback_counts() == before
 
 
+@pytest.mark.parametrize("kwargs", [dict(penalty_alpha=0.6, top_k=3),
+                                    dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5),
+                                    dict(prompt_lookup_num_tokens=2)],
+                         ids=["contrastive", "group", "prompt-lookup"])
+def test_enable_runs_the_green_list_watermark_natively(gpt2, kwargs):
+    """The green-list watermark with contrastive, group beam and assisted decoding (goldens above,
+    live transformers in test_guidance_watermark.py) no longer goes to transformers."""
+    ids, mask = left_padded_batch((5,))
+    before = compat.fallback_counts()
+    with ferrogen.patched(gpt2), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpt2.generate(ids, attention_mask=mask, max_new_tokens=3, pad_token_id=0,
+                      watermarking_config={"greenlist_ratio": 0.25, "bias": 2.0}, **kwargs)
+    assert compat.fallback_counts() == before
+
+
 def test_guidance_on_encoder_decoder_is_refused_before_model_work(stored):
     t5 = stored["t5"]
     calls = []

@@ -149,6 +149,22 @@ def test_watermark_greedy_and_beams_equal_transformers(model, settings, beams):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("scheme", ["lefthash", "selfhash"])
+@pytest.mark.parametrize("assist", ["prompt_lookup", "assistant_model"])
+def test_watermark_with_assisted_decoding_equals_transformers(model, scheme, assist):
+    """transformers applies the processors at every candidate position it checks; the green
+    list is a function of each prefix, so ferrogen's assisted core equals it."""
+    ids = prompts(1)
+    wm = WatermarkingConfig(greenlist_ratio=0.25, bias=2.5, seeding_scheme=scheme)
+    extra = dict(prompt_lookup_num_tokens=2) if assist == "prompt_lookup" else dict(assistant_model=model)
+    kw = dict(max_new_tokens=NEW, do_sample=False, pad_token_id=0, watermarking_config=wm, **extra)
+    want = model.generate(ids, **kw)
+    got = ferrogen.generate(model, ids, **kw)
+    assert torch.equal(got, want)
+    plain = ferrogen.generate(model, ids, **{k: v for k, v in kw.items() if k != "watermarking_config"})
+    assert not torch.equal(got, plain)  # the bias changed the path: the comparison is not vacuous
+
+
 def test_watermark_sampling_scores_equal_transformers_processor(model):
     ids = prompts()
     wm = WatermarkingConfig(bias=2.5)

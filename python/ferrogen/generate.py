@@ -27,6 +27,7 @@ from .strategies.beam_loop import check_beam_memory
 from .strategies.running_rows import EngineHooks
 from .streamers import ends_stream_on_error
 from .token_healing import check_healing, heal_tokens
+from .watermark import is_synthid
 
 __all__ = ["generate"]
 
@@ -242,8 +243,11 @@ def unsupported_settings(config: GenerationConfig, mode: GenerationMode, model: 
     guided = config.guidance_scale is not None and config.guidance_scale != 1
     if guided and mode not in _GUIDED_MODES:
         refused.append("guidance_scale")
-    if config.watermarking_config is not None and mode not in _WATERMARKED_MODES and "watermarking_config" not in refused:
-        refused.append("watermarking_config")
+    watermark = config.watermarking_config
+    if watermark is not None and "watermarking_config" not in refused:
+        modes = _SYNTHID_MODES if is_synthid(watermark) else _GREEN_LIST_MODES
+        if mode not in modes:
+            refused.append("watermarking_config")
     return refused
 
 
@@ -257,9 +261,17 @@ _GUIDED_MODES = frozenset({
     GenerationMode.GROUP_BEAM_SEARCH, GenerationMode.CONSTRAINED_BEAM_SEARCH, GenerationMode.CONTRASTIVE_SEARCH,
     GenerationMode.DOLA,
 })
-_WATERMARKED_MODES = frozenset({
+# SynthID keeps per-row state that transformers' processor indexes by the rows of each call, so
+# it is native where every call sees every row once per step; the stateless green list also with
+# contrastive search, group beam search (per group) and assisted decoding (per candidate
+# position), where it equals transformers (tests/test_guidance_watermark.py). With constrained
+# beam search 4.55.4 chose other beams in the one case tried: left to transformers.
+_SYNTHID_MODES = frozenset({
     GenerationMode.GREEDY, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE,
 })
+_GREEN_LIST_MODES = _SYNTHID_MODES | {
+    GenerationMode.CONTRASTIVE_SEARCH, GenerationMode.GROUP_BEAM_SEARCH, GenerationMode.ASSISTED,
+}
 
 
 def _refuse_unsupported(config: GenerationConfig, unsupported: list[str]) -> None:

@@ -25,11 +25,20 @@ import torch
 from . import _core
 
 __all__ = [
+    "is_synthid",
     "synthid_context_repetition_mask",
     "synthid_eos_token_mask",
     "synthid_g_values",
     "synthid_mean_g_value",
 ]
+
+
+def is_synthid(watermarking_config: object) -> bool:
+    """Whether a ``watermarking_config`` (object or dict) is SynthID's rather than the green
+    list's (transformers tells them apart by ``ngram_len``, as here)."""
+    if isinstance(watermarking_config, dict):
+        return "ngram_len" in watermarking_config
+    return hasattr(watermarking_config, "ngram_len")
 
 
 def _ids(input_ids: Any) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..stopping import MaxTimeCriteria, StopStringCriteria
+from ..watermark import is_synthid
 from .base import GenerationRequest
 
 if TYPE_CHECKING:
@@ -69,16 +70,9 @@ def why_static(request: GenerationRequest, core: object) -> Optional[str]:
         return "grammar and prefix constraints keep per-row state"
     if getattr(config, "mirostat_mode", 0):
         return "mirostat keeps per-row state"
-    if _is_synthid(config.watermarking_config):
+    if is_synthid(config.watermarking_config):
         return "the SynthID watermark keeps per-row state"
     return None
-
-
-def _is_synthid(watermarking_config: object) -> bool:
-    """SynthID's config (transformers tells it from the green-list one by ``ngram_len``)."""
-    if isinstance(watermarking_config, dict):
-        return "ngram_len" in watermarking_config
-    return hasattr(watermarking_config, "ngram_len")
 
 
 class RunningRows:
