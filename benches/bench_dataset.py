@@ -13,7 +13,8 @@ One run, one torch thread, the same prompts for every system:
   (it schedules its own batch).
 Prompts are verses' openings of the embedded KJV model's domain, of 1 to 12 clauses. The model
 never emits its ``</s>``, so the natural end is the end of a verse: EOS is ``</s>`` or the newline
-token (both for every system); the stop-string variant also stops at ``"."``. Engine and static
+token (both for every system); the stop-string variant also stops at ``"."``; the uniform variant has
+prompts of one token length and only ``</s>`` as EOS, so every row runs to ``max_new_tokens``. Engine and static
 token ids are checked identical. Prompts/s and generated tokens/s; peak RSS per row (MB): the
 largest ``VmRSS`` of ``/proc/self/status`` sampled every 20 ms while the row ran (psutil is not in the
 venv; ``getrusage``'s peak only grows over the run, so it is given once, for the whole run).
@@ -49,6 +50,16 @@ CLAUSES = ["And God said", "In the beginning God created the heaven and the eart
 def prompts(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [", ".join(rng.choice(CLAUSES) for _ in range(rng.choice([1, 1, 2, 2, 3, 4, 6, 9, 12]))) for _ in range(n)]
+
+
+def uniform_prompts(n: int, tok: Any, seed: int = 0) -> list[str]:
+    """Prompts of one token length (two clauses from those of the most common length): with
+    the newline not an EOS, every row also runs to ``max_new_tokens``, so no length varies."""
+    rng = random.Random(seed)
+    lengths = {c: len(tok(c)["input_ids"]) for c in CLAUSES}
+    common = max(set(lengths.values()), key=list(lengths.values()).count)
+    pool = [c for c in CLAUSES if lengths[c] == common]
+    return [f"{rng.choice(pool)} {rng.choice(pool)}" for _ in range(n)]
 
 
 def rss_mb() -> float:
@@ -143,7 +154,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--modes", nargs="+", default=["greedy", "sample"])
-    parser.add_argument("--variants", nargs="+", default=["eos", "stop"])
+    parser.add_argument("--variants", nargs="+", default=["eos", "stop"],
+                        help="eos, stop (stop string '.'), uniform (one prompt length, every row to max_new_tokens)")
     parser.add_argument("--skip", nargs="*", default=[], help="systems to leave out (hf_pipeline, generate_batch)")
     parser.add_argument("--ray", type=int, nargs="*", default=[], help="actor counts for the Ray rows (greedy, eos)")
     parser.add_argument("--out", help="also write the Markdown table here")
@@ -162,9 +174,12 @@ def main() -> None:
     generate_texts(gen, texts[:32], 16, max_new_tokens=8)  # warm-up (first calls, allocator)
     load = os.getloadavg()[0]
     rows = []
+    uniform = uniform_prompts(args.prompts, tok) if "uniform" in args.variants else []
     for variant in args.variants:
+        texts = uniform if variant == "uniform" else prompts(args.prompts)
         for mode in args.modes:
-            base: dict[str, Any] = dict(max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=0,
+            ends = [tok.eos_token_id] if variant == "uniform" else eos  # the model never emits </s>
+            base: dict[str, Any] = dict(max_new_tokens=args.new_tokens, eos_token_id=ends, pad_token_id=0,
                                         do_sample=mode == "sample", seed=0)
             if mode == "sample":
                 base.update(top_k=50, temperature=0.8)
@@ -197,9 +212,10 @@ def main() -> None:
                         return sum(len(tok(r[0]["generated_text"])["input_ids"]) for r in results)
 
                     rows.append({**row, "system": "transformers pipeline", "rates": timed(run_pipe, len(texts))})
-                if "generate_batch" not in args.skip and variant == "eos":
+                if "generate_batch" not in args.skip and variant != "stop":
                     rows.append({**row, "system": "transformers generate_batch",
                                  "rates": timed(lambda: continuous(model, tok, texts, hf, batch), len(texts))})
+    texts = prompts(args.prompts)
     for batch in args.batches if args.ray else []:
         base = dict(max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=0, do_sample=False, seed=0)
         rows.extend(ray_rows(texts, base, batch, args.ray, {"variant": "eos", "mode": "greedy", "batch": batch}))
