@@ -29,6 +29,9 @@ __all__ = [
     "PrefixAllowedTokens",
     "apply_guidance",
     "dola_contrast",
+    "synthid_context_repetition_mask",
+    "synthid_eos_token_mask",
+    "synthid_g_values",
 ]
 
 class InvalidArgumentError(ValueError): ...
