@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ferrogen_core::beam::diversity::penalize_group;
 use ferrogen_core::beam::{
     exponential, log_softmax_rows, top_k_into, BeamSearch, BeamSettings, ConstrainedBeamSearch,
-    GroupBeamSearch, SampleSettings, TopK,
+    GroupBeamSearch, SampleSettings, TopK, TorchExponential, TORCH_STATE_BYTES,
 };
 use ferrogen_core::constraints::{ConstraintSet, ConstraintSpec};
 use ferrogen_core::logits::PipelineConfig;
@@ -176,5 +176,41 @@ fn bench_constrained(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_steps, bench_constrained);
+/// Beam sampling's noise without a seed at batch 16 × 4 beams (3.2M entries): the words of
+/// torch's generator alone (what every step pays), and every entry transformed as torch's
+/// `exponential_()` stores it (what a step without a top-k cut reads).
+fn bench_torch_noise(c: &mut Criterion) {
+    const ENTRIES: usize = 16 * 4 * VOCAB;
+    let mut state = torch_state();
+    let mut noise = TorchExponential::default();
+    c.bench_function("torch_noise/words/16x4x50257", |b| {
+        b.iter(|| noise.draw(&mut state, ENTRIES).unwrap())
+    });
+    c.bench_function("torch_noise/every_entry/16x4x50257", |b| {
+        b.iter(|| {
+            noise.draw(&mut state, ENTRIES).unwrap();
+            (0..ENTRIES).map(|e| noise.at(e)).sum::<f32>()
+        })
+    });
+}
+
+/// torch's CPU generator state right after `torch.manual_seed(0)`: MT19937's seeding,
+/// `left = 1`, `next = 0`, the words as u64 from byte 24.
+fn torch_state() -> Vec<u8> {
+    let mut state = vec![0u8; TORCH_STATE_BYTES];
+    state[8..12].copy_from_slice(&1i32.to_le_bytes());
+    let mut word = 0u32;
+    for j in 0..624u32 {
+        if j > 0 {
+            word = 1_812_433_253u32
+                .wrapping_mul(word ^ (word >> 30))
+                .wrapping_add(j);
+        }
+        state[24 + 8 * j as usize..32 + 8 * j as usize]
+            .copy_from_slice(&(word as u64).to_le_bytes());
+    }
+    state
+}
+
+criterion_group!(benches, bench_steps, bench_constrained, bench_torch_noise);
 criterion_main!(benches);

@@ -32,6 +32,7 @@ __all__ = [
     "synthid_context_repetition_mask",
     "synthid_eos_token_mask",
     "synthid_g_values",
+    "torch_exponential",
 ]
 
 class InvalidArgumentError(ValueError): ...
@@ -138,6 +139,7 @@ class BeamSearch:
     def __new__(cls, input_ids: npt.NDArray[np.int64], settings: GenerationSettings) -> BeamSearch: ...
     @property
     def needs_noise(self) -> bool: ...
+    def draw_torch_noise(self, torch_rng_state: npt.NDArray[np.uint8], vocab: int) -> None: ...
     @property
     def candidates_per_item(self) -> int: ...
     def process(self, logits: npt.NDArray[np.float32], log_softmax: bool = True) -> None: ...
@@ -311,3 +313,6 @@ def synthid_context_repetition_mask(watermarking_config: Any,
 
 def synthid_eos_token_mask(input_ids: npt.NDArray[np.int64], eos_token_id: int) -> npt.NDArray[np.bool_]:
     """transformers' ``compute_eos_token_mask``: ``[rows, length]``."""
+
+def torch_exponential(torch_rng_state: npt.NDArray[np.uint8], n: int) -> npt.NDArray[np.float32]:
+    """``torch.empty(n).exponential_()`` from ``torch.get_rng_state().numpy()``, advanced in place."""

@@ -53,7 +53,7 @@ mod top_h;
 mod top_k;
 mod top_n_sigma;
 mod top_p;
-mod torch_mt;
+pub(crate) mod torch_mt;
 mod typical;
 mod watermark;
 mod xtc;

@@ -4,7 +4,8 @@
 //! green tokens this way, so reproducing it bit for bit is what makes ferrogen's
 //! watermark the same as transformers' (and detectable by its `WatermarkDetector`).
 
-const N: usize = 624;
+/// Words of state.
+pub const N: usize = 624;
 const M: usize = 397;
 
 /// MT19937 (32-bit), as `at::mt19937` implements it.
@@ -28,15 +29,15 @@ impl Mt19937 {
     }
 
     fn twist(&mut self) {
-        for i in 0..N {
-            let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % N] & 0x7fff_ffff);
-            let mut v = self.state[(i + M) % N] ^ (y >> 1);
-            if y & 1 != 0 {
-                v ^= 0x9908_b0df;
-            }
-            self.state[i] = v;
-        }
+        let prev = self.state;
+        twist_into(&prev, &mut self.state);
         self.next = 0;
+    }
+
+    /// The state words and the index of the next unread one (`N`: a twist is due).
+    #[cfg(test)]
+    pub fn parts(&self) -> (&[u32; N], usize) {
+        (&self.state, self.next)
     }
 
     /// The generator's `random()`: the next tempered 32-bit output.
@@ -44,14 +45,39 @@ impl Mt19937 {
         if self.next >= N {
             self.twist();
         }
-        let mut y = self.state[self.next];
+        let y = self.state[self.next];
         self.next += 1;
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c_5680;
-        y ^= (y << 15) & 0xefc6_0000;
-        y ^= y >> 18;
-        y
+        temper(y)
     }
+}
+
+/// The state words after one twist of `prev` (both `N` long): the in-place loop of
+/// `at::mt19937`, whose late entries read words it has already replaced, written as the
+/// recurrence over two blocks so that a run of blocks can lie end to end in one buffer.
+#[inline]
+pub fn twist_into(prev: &[u32], out: &mut [u32]) {
+    let (prev, out) = (&prev[..N], &mut out[..N]);
+    #[inline(always)]
+    fn mix(upper: u32, lower: u32, far: u32) -> u32 {
+        let y = (upper & 0x8000_0000) | (lower & 0x7fff_ffff);
+        far ^ (y >> 1) ^ ((y & 1).wrapping_neg() & 0x9908_b0df)
+    }
+    for i in 0..N - M {
+        out[i] = mix(prev[i], prev[i + 1], prev[i + M]);
+    }
+    for i in N - M..N - 1 {
+        out[i] = mix(prev[i], prev[i + 1], out[i + M - N]);
+    }
+    out[N - 1] = mix(prev[N - 1], out[0], out[M - 1]);
+}
+
+/// The output transform of a state word.
+#[inline(always)]
+pub fn temper(mut y: u32) -> u32 {
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c_5680;
+    y ^= (y << 15) & 0xefc6_0000;
+    y ^ (y >> 18)
 }
 
 /// The first `k` entries of `torch.randperm(n, generator=Mt19937::new(seed))`, written

@@ -2,13 +2,13 @@
 //! convert, run with the GIL released, convert back.
 
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
-    PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1,
+    PyReadwriteArray2, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::arrays::{contiguous, contiguous1, contiguous_mut};
+use super::arrays::{contiguous, contiguous1, contiguous_mut, contiguous_mut1};
 use super::errors::to_py;
 use super::settings::GenerationSettings;
 use crate::beam::{
@@ -205,6 +205,22 @@ beam_binding!(BeamSearch, constrained: false, {
     #[getter]
     fn needs_noise(&self) -> bool {
         self.inner.needs_noise()
+    }
+
+    /// Draws the next `propose`/`step`'s noise from torch's CPU generator, as
+    /// `torch.empty(batch, num_beams * vocab).exponential_()` would: `torch_rng_state` is
+    /// `torch.get_rng_state().numpy()`, advanced in place past the draws (hand it back with
+    /// `torch.set_rng_state`). Then call `propose`/`step` without `noise`.
+    fn draw_torch_noise(
+        &mut self,
+        py: Python<'_>,
+        mut torch_rng_state: PyReadwriteArray1<'_, u8>,
+        vocab: usize,
+    ) -> PyResult<()> {
+        let state = contiguous_mut1("torch_rng_state", &mut torch_rng_state)?;
+        let inner = &mut self.inner;
+        py.detach(|| inner.draw_torch_noise(state, vocab))
+            .map_err(to_py)
     }
 
     /// Candidates per batch item and step (`K`).

@@ -16,6 +16,7 @@ mod prefix;
 mod row_status;
 mod settings;
 mod synthid;
+mod torch_noise;
 
 #[pyo3::pymodule]
 mod _core {
@@ -50,6 +51,8 @@ mod _core {
     use super::synthid::{
         synthid_context_repetition_mask, synthid_eos_token_mask, synthid_g_values,
     };
+    #[pymodule_export]
+    use super::torch_noise::torch_exponential;
 
     /// Sampling temperatures below this act as it (the limit `T -> 0`).
     #[pymodule_export]

@@ -4,8 +4,11 @@ The core keeps the beams, the finished hypotheses (length penalty, early stoppin
 the tree of kept hypotheses; each step it returns the next token and the parent row of
 every beam. With ``do_sample=True`` and no ``seed``, the exponential noise of the
 sampling race is drawn from torch's global generator exactly as ``torch.multinomial``
-draws it, so results match transformers under ``torch.manual_seed``; with a ``seed``
-the core draws its own counter-based noise per batch item.
+draws it, so results match transformers under ``torch.manual_seed``: the core reads
+the generator's state, draws the same words and hands the advanced state back, and
+computes an entry's ``-log1p(-u)`` only where the race reads it (with top-k, a few
+thousand of the ``batch × beams × vocab`` entries torch would transform). With a
+``seed`` the core draws its own counter-based noise per batch item.
 
 Device candidates: when the logits live on an accelerator, copying ``[rows, vocab]``
 float32 to the host every step costs more than the forward pass of a small model. Beam
@@ -44,6 +47,25 @@ __all__ = ["beam_search", "beam_sample", "DEVICE_CANDIDATES_ENV", "use_device_ca
 DEVICE_CANDIDATES_ENV = "FERROGEN_DEVICE_CANDIDATES"
 
 
+def _core_draws_torch_noise() -> bool:
+    """Whether this torch's CPU ``exponential_()`` is the serial MT19937 kernel the core
+    reproduces (``_core.torch_exponential``): checked on a private generator, across a twist of
+    its state. A torch that draws it elsewhere (through MKL's own stream) keeps torch's draws."""
+    try:
+        gen = torch.Generator().manual_seed(0x5EED_0019)
+        state = gen.get_state().numpy().copy()
+        want = torch.empty(700, dtype=torch.float32).exponential_(generator=gen).numpy()
+        got = _core.torch_exponential(state, 700)
+    except (ValueError, RuntimeError):  # a state layout the core does not read
+        return False
+    return bool(np.array_equal(got, want)) and bytes(state) == bytes(gen.get_state().numpy())
+
+
+#: A fact about the installed torch, found once at import: when true, unseeded beam sampling
+#: hands the core torch's generator state and the core draws the noise (see ``_BeamStep``).
+CORE_DRAWS_TORCH_NOISE = _core_draws_torch_noise()
+
+
 class _BeamStep:
     def __init__(self, request: GenerationRequest) -> None:
         self.core = new_core(_core.BeamSearch, request)
@@ -60,7 +82,12 @@ class _BeamStep:
         core = self.core
         noise = None
         if core.needs_noise:  # what torch.multinomial would draw: Exp(1) over [batch, beams * vocab]
-            noise = torch.empty((self.batch, self.width * logits.shape[1]), dtype=torch.float32).exponential_().numpy()
+            if CORE_DRAWS_TORCH_NOISE:  # the same draws from the same state, transformed only where read
+                state = torch.get_rng_state()
+                core.draw_torch_noise(state.numpy(), int(logits.shape[1]))
+                torch.set_rng_state(state)
+            else:
+                noise = torch.empty((self.batch, self.width * logits.shape[1]), dtype=torch.float32).exponential_().numpy()
         if not self.processors and not self.criteria and self.guidance is None:
             tokens, parents = core.step(logits.numpy(), noise, self.read_scores)
             return tokens, parents, logits

@@ -25,6 +25,7 @@ mod output;
 mod search;
 mod select;
 mod settings;
+mod torch_noise;
 mod tree;
 
 pub use constrained::ConstrainedBeamSearch;
@@ -36,6 +37,7 @@ pub use output::Finalized;
 pub use search::{BeamSearch, Candidate};
 pub use select::{log_softmax_rows, log_softmax_shifts, top_k_into, TopK};
 pub use settings::{BeamSettings, EarlyStopping, SampleSettings};
+pub use torch_noise::{TorchExponential, TORCH_STATE_BYTES};
 pub use tree::{BeamTree, EndReason, Node, NO_NODE};
 
 /// Score given to beams that must not be chosen (transformers' `-1e9`).

@@ -16,6 +16,7 @@ use super::select::{
     sample_k_sparse, shift_is_certain, top_k_into, top_k_log_softmax_into, RowCandidates, TopK,
 };
 use super::settings::{BeamSettings, EarlyStopping};
+use super::torch_noise::TorchExponential;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
 use crate::buffers;
@@ -47,6 +48,10 @@ pub struct BeamSearch {
     warpers: Pipeline,
     /// Per batch item, with a seed: the key of its own noise.
     item_keys: Option<Vec<u64>>,
+    /// Without a seed and without caller noise: the step's draws from torch's generator
+    /// ([`Self::draw_torch_noise`]); `torch_noise_pending` until a proposal reads them.
+    torch_noise: TorchExponential,
+    torch_noise_pending: bool,
     running_scores: Vec<f32>,
     running_nodes: Vec<u32>,
     slots: Vec<FinishedSlots>,
@@ -104,6 +109,11 @@ enum ItemNoise<'a> {
     Keyed { key: u64, step: usize },
     /// Draws passed by the caller, `[num_beams * vocab]`.
     Drawn(&'a [f32]),
+    /// torch's draws for the step, from entry `base` on (transformed when read).
+    Torch {
+        noise: &'a TorchExponential,
+        base: usize,
+    },
     /// Not sampling.
     None,
 }
@@ -114,6 +124,7 @@ impl ItemNoise<'_> {
         match *self {
             ItemNoise::Keyed { key, step } => exponential(key, step, i),
             ItemNoise::Drawn(q) => q[i],
+            ItemNoise::Torch { noise, base } => noise.at(base + i),
             ItemNoise::None => 1.0,
         }
     }
@@ -173,6 +184,8 @@ impl BeamSearch {
             pipeline,
             warpers,
             item_keys,
+            torch_noise: TorchExponential::default(),
+            torch_noise_pending: false,
             running_scores,
             running_nodes: buffers::filled("num_beams", rows, NO_NODE)?,
             slots: (0..batch)
@@ -276,6 +289,7 @@ impl BeamSearch {
         let sampling = self.s.sample.is_some();
         if sampling && self.item_keys.is_none() {
             self.check_noise(noise, width)?;
+            self.torch_noise_pending = false;
         }
         self.candidates.clear();
         for b in 0..self.batch {
@@ -289,7 +303,11 @@ impl BeamSearch {
                     step: self.step,
                 },
                 (true, None, Some(q)) => ItemNoise::Drawn(&q[b * width..(b + 1) * width]),
-                (true, None, None) => unreachable!("checked above"),
+                // checked above: torch's draws for this step are there
+                (true, None, None) => ItemNoise::Torch {
+                    noise: &self.torch_noise,
+                    base: b * width,
+                },
             };
             let fast = match (sampling, rows.candidates()) {
                 (true, Some(c)) => {
@@ -342,10 +360,30 @@ impl BeamSearch {
         Ok(&self.candidates)
     }
 
-    /// Caller noise for unseeded beam sampling: `[batch, width]` Exp(1) draws.
+    /// Draws the next proposal's noise from torch's CPU generator: what
+    /// `torch.empty(batch, num_beams * vocab).exponential_()` would draw from `state`
+    /// (`torch.get_rng_state()` bytes), which is advanced past the draws. The next
+    /// [`Self::propose`] (or step) given no caller noise reads them.
+    pub fn draw_torch_noise(&mut self, state: &mut [u8], vocab: usize) -> Result<()> {
+        let len = buffers::product("noise", &[self.batch, self.beams, vocab])?;
+        self.torch_noise_pending = false;
+        self.torch_noise.draw(state, len)?;
+        self.torch_noise_pending = true;
+        Ok(())
+    }
+
+    /// Noise for unseeded beam sampling: the caller's `[batch, width]` Exp(1) draws, or
+    /// (given none) those of [`Self::draw_torch_noise`] since the last proposal.
     fn check_noise(&self, noise: Option<&[f32]>, width: usize) -> Result<()> {
+        let torch = self.torch_noise_pending.then_some(self.torch_noise.len());
         match noise {
             Some(n) if n.len() == self.batch * width => Ok(()),
+            None if torch == Some(self.batch * width) => Ok(()),
+            None if torch.is_some() => Err(CoreError::Shape {
+                name: "noise",
+                expected: format!("[{}, {}]", self.batch, width),
+                got: format!("{} drawn from torch's generator", self.torch_noise.len()),
+            }),
             Some(n) => Err(CoreError::Shape {
                 name: "noise",
                 expected: format!("[{}, {}]", self.batch, width),

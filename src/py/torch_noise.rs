@@ -1,0 +1,28 @@
+//! Binding of [`crate::beam::TorchExponential`] alone: the check that this torch's
+//! `exponential_()` is the stream the core reproduces, and the tests' window on it.
+
+use numpy::{PyArray1, PyReadwriteArray1};
+use pyo3::prelude::*;
+
+use super::arrays::contiguous_mut1;
+use super::errors::to_py;
+use crate::beam::TorchExponential;
+
+/// `torch.empty(n).exponential_()` from `torch_rng_state` (`torch.get_rng_state().numpy()`,
+/// advanced in place past the draws): float32 `[n]`.
+#[pyfunction]
+pub fn torch_exponential<'py>(
+    py: Python<'py>,
+    mut torch_rng_state: PyReadwriteArray1<'py, u8>,
+    n: usize,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let state = contiguous_mut1("torch_rng_state", &mut torch_rng_state)?;
+    let draws = py
+        .detach(|| {
+            let mut noise = TorchExponential::default();
+            noise.draw(state, n)?;
+            crate::buffers::collect("n", n, (0..n).map(|e| noise.at(e)))
+        })
+        .map_err(to_py)?;
+    Ok(PyArray1::from_vec(py, draws))
+}
