@@ -183,6 +183,7 @@ fn bench_torch_noise(c: &mut Criterion) {
     const ENTRIES: usize = 16 * 4 * VOCAB;
     let mut state = torch_state();
     let mut noise = TorchExponential::default();
+    // torch's state handed back: every block twisted once
     c.bench_function("torch_noise/words/16x4x50257", |b| {
         b.iter(|| noise.draw(&mut state, ENTRIES).unwrap())
     });

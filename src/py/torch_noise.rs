@@ -21,7 +21,9 @@ pub fn torch_exponential<'py>(
         .detach(|| {
             let mut noise = TorchExponential::default();
             noise.draw(state, n)?;
-            crate::buffers::collect("n", n, (0..n).map(|e| noise.at(e)))
+            let mut out = crate::buffers::filled("n", n, 0.0f32)?;
+            noise.fill(0, &mut out, &mut Vec::new())?;
+            Ok::<_, crate::error::CoreError>(out)
         })
         .map_err(to_py)?;
     Ok(PyArray1::from_vec(py, draws))

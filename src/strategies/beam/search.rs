@@ -52,6 +52,10 @@ pub struct BeamSearch {
     /// ([`Self::draw_torch_noise`]); `torch_noise_pending` until a proposal reads them.
     torch_noise: TorchExponential,
     torch_noise_pending: bool,
+    /// One item's torch draws transformed in bulk (a full scan reads every entry), and
+    /// their words.
+    dense_noise: Vec<f32>,
+    noise_words: Vec<u32>,
     running_scores: Vec<f32>,
     running_nodes: Vec<u32>,
     slots: Vec<FinishedSlots>,
@@ -111,7 +115,7 @@ enum ItemNoise<'a> {
     Drawn(&'a [f32]),
     /// torch's draws for the step, from entry `base` on (transformed when read).
     Torch {
-        noise: &'a TorchExponential,
+        noise: &'a mut TorchExponential,
         base: usize,
     },
     /// Not sampling.
@@ -120,11 +124,11 @@ enum ItemNoise<'a> {
 
 impl ItemNoise<'_> {
     #[inline]
-    fn at(&self, i: usize) -> f32 {
-        match *self {
-            ItemNoise::Keyed { key, step } => exponential(key, step, i),
+    fn at(&mut self, i: usize) -> f32 {
+        match self {
+            ItemNoise::Keyed { key, step } => exponential(*key, *step, i),
             ItemNoise::Drawn(q) => q[i],
-            ItemNoise::Torch { noise, base } => noise.at(base + i),
+            ItemNoise::Torch { noise, base } => noise.at(*base + i),
             ItemNoise::None => 1.0,
         }
     }
@@ -186,6 +190,8 @@ impl BeamSearch {
             item_keys,
             torch_noise: TorchExponential::default(),
             torch_noise_pending: false,
+            dense_noise: Vec::new(),
+            noise_words: Vec::new(),
             running_scores,
             running_nodes: buffers::filled("num_beams", rows, NO_NODE)?,
             slots: (0..batch)
@@ -296,7 +302,7 @@ impl BeamSearch {
             let item = b * self.beams..(b + 1) * self.beams;
             let offsets = &self.running_scores[item.clone()];
             // caller noise is only read (and its length only checked above) when sampling
-            let noise = match (sampling, &self.item_keys, noise) {
+            let mut noise = match (sampling, &self.item_keys, noise) {
                 (false, _, _) => ItemNoise::None,
                 (true, Some(keys), _) => ItemNoise::Keyed {
                     key: keys[b],
@@ -305,7 +311,7 @@ impl BeamSearch {
                 (true, None, Some(q)) => ItemNoise::Drawn(&q[b * width..(b + 1) * width]),
                 // checked above: torch's draws for this step are there
                 (true, None, None) => ItemNoise::Torch {
-                    noise: &self.torch_noise,
+                    noise: &mut self.torch_noise,
                     base: b * width,
                 },
             };
@@ -331,6 +337,15 @@ impl BeamSearch {
                     item_rows = &self.dense;
                 }
                 if sampling {
+                    if let ItemNoise::Torch { noise: torch, base } = &mut noise {
+                        // every entry is read: transform them in bulk, not one by one
+                        if self.dense_noise.len() < width {
+                            self.dense_noise = buffers::filled("noise", width, 0.0)?;
+                        }
+                        let out = &mut self.dense_noise[..width];
+                        torch.fill(*base, out, &mut self.noise_words)?;
+                        noise = ItemNoise::Drawn(&self.dense_noise[..width]);
+                    }
                     sample_k_into(
                         &mut self.top,
                         item_rows,
