@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import random
-import sys
 import warnings
 from collections import defaultdict
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 import torch
 
 import ferrogen
+from ferrogen import engine_feed
 from ferrogen.engine import generate_texts
 from ferrogen.strategies.running_rows import EngineHooks
 
@@ -76,8 +76,7 @@ def _engine_run(model: Any, prompts: list[list[int]], settings: dict[str, Any], 
         for row, slot in enumerate(slots):
             captured[slot].append(logits[row].detach().clone())
 
-    feed_module = sys.modules["ferrogen.engine_feed"]
-    monkeypatch.setattr(feed_module, "EngineHooks", functools.partial(EngineHooks, on_logits=on_logits))
+    monkeypatch.setattr(engine_feed, "EngineHooks", functools.partial(EngineHooks, on_logits=on_logits))
     generator = ferrogen.TextGenerator(model, DigitsTokenizer())
     texts = [" ".join(map(str, ids)) for ids in prompts]
     with warnings.catch_warnings():
