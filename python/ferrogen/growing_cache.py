@@ -111,13 +111,18 @@ def growing(cache: Any) -> Iterator[None]:
     is left as it is."""
     layers: list[Any] = [layer for layer in _self_attention_layers(cache) if type(layer) is DynamicLayer]
     for layer in layers:
-        layer.__class__ = GrowingLayer
+        _retype(layer, GrowingLayer)
     try:
         yield
     finally:
         for layer in layers:
-            if type(layer) is GrowingLayer:
-                layer.__class__ = DynamicLayer
+            if type(layer) is GrowingLayer:  # (a model may have swapped it meanwhile)
+                _retype(layer, DynamicLayer)
+
+
+def _retype(layer: Any, cls: type) -> None:
+    """Gives ``layer`` the class ``cls`` (``DynamicLayer`` or ``GrowingLayer``: the same fields)."""
+    layer.__class__ = cls
 
 
 def select_rows(cache: Any, rows: torch.Tensor) -> bool:
