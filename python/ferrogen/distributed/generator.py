@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 from ..config import GenerationConfig
 from .attempts import Results, batch_id, isolate
@@ -39,6 +39,10 @@ class BatchGenerator:
     whose worker died more than ``batch_retries`` times is split to isolate the row that kills
     it (see :mod:`ferrogen.distributed.attempts`).
     """
+
+    #: Extra arguments of :func:`ferrogen.engine.generate_texts` (``static``, ``continuous``,
+    #: ``refill_fraction``) for a subclass, e.g. to compare the engine's ways in a benchmark.
+    engine_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -184,7 +188,8 @@ class BatchGenerator:
         from ..engine import generate_texts
 
         seeding: dict[str, Any] = {"row_seeds": seeds} if config.do_sample else {}
-        results = generate_texts(self.text, prompts, size, generation_config=config, output_scores=False, **seeding)
+        results = generate_texts(self.text, prompts, size, generation_config=config, output_scores=False,
+                                 **self.engine_options, **seeding)
         per_prompt = len(results) // len(prompts)
         return [
             [_engine_record(result, j) for j, result in enumerate(results[k * per_prompt : (k + 1) * per_prompt])]
