@@ -107,10 +107,12 @@ class _Row:
 
 
 def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: torch.Tensor, feed: Feed,
-                   make_core: Callable[[GenerationRequest], Any], on_step: Optional[Callable[[int], None]]) -> None:
+                   make_core: Callable[[GenerationRequest], Any], on_step: Optional[Callable[[int], None]],
+                   on_logits: Optional[Callable[[list[int], torch.Tensor], None]] = None) -> None:
     """Runs the batch, refilling it from ``feed`` until no prompt waits and every row ended;
     each row's new tokens and finish reason go to ``feed.done``. ``pick`` names the core's
-    step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for a new group."""
+    step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for a new group;
+    ``on_logits`` is :attr:`~ferrogen.strategies.running_rows.EngineHooks.on_logits`."""
     feed.merged = True
     adapter: Any = request.adapter  # a merging adapter (why_no_refill checked it)
     next_logits: Optional[torch.Tensor] = logits
@@ -122,6 +124,8 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
     while True:
         assert next_logits is not None
         before = core.unfinished()
+        if on_logits is not None:
+            on_logits([row.slot for row in rows], next_logits)
         tokens = getattr(core, pick)(next_logits.numpy())
         next_logits = None  # not alive during the next forward pass
         if on_step is not None:
