@@ -351,14 +351,16 @@ def poisoned_class(marker: str, deaths: Path):
 def test_a_row_that_kills_its_worker_every_time_comes_back_with_an_error(ray_session, embedded, tmp_path):
     """Ray's defaults retry such a batch forever (and bounded retries fail the whole job): the
     batch is retried batch_retries times, then bisected down to the row, which gets ``error``.
-    The dataset is a plain Ray dataset without keys or row numbers (greedy needs no key)."""
+    The dataset is a plain Ray dataset without keys or row numbers (greedy needs no key); one
+    block of 8 rows through the batch engine, 2 running at a time (the poisoned row may come
+    in by a refill)."""
     prompts = [f"{HEADS[i]} {TAILS[i]}" for i in range(8)]
     marker = prompts[5]
     deaths = tmp_path / "deaths"
     with deadline(300):
         out = fd.generate_dataset(ray.data.from_items([{"prompt": p} for p in prompts]), generation_config=BASE,
-                                  batch_size=4, concurrency=1, batch_retries=1,
-                                  generator_class=poisoned_class(marker, deaths))
+                                  batch_size=2, block_size=8, output_scores=False, concurrency=1,
+                                  batch_retries=1, generator_class=poisoned_class(marker, deaths))
         records = list(fd.iter_records(out))
     assert sorted(r["prompt"] for r in records) == sorted(prompts), "every row exactly once"
     model, tok = embedded
@@ -369,8 +371,8 @@ def test_a_row_that_kills_its_worker_every_time_comes_back_with_an_error(ray_ses
         ids = tok([record["prompt"]], return_tensors="pt")
         alone = ferrogen.generate(model, **ids, max_new_tokens=8)[0, ids["input_ids"].shape[1]:]
         assert record["error"] is None and record["text"] == tok.decode(alone, skip_special_tokens=True), record
-    # the batch of 4 died twice (first try, one retry), then its poisoned half, then the row alone
-    assert len(deaths.read_text().split()) == 2 + 1 + 1
+    # the block of 8 died twice (first try, one retry), then its poisoned half and quarter, then the row alone
+    assert len(deaths.read_text().split()) == 2 + 1 + 1 + 1
 
 
 # ------------------------------------------- a block larger than the batch, through the batch engine
