@@ -66,7 +66,7 @@ def _append(past: Optional[torch.Tensor], buffer: Optional[torch.Tensor], new: t
     end = length + int(new.shape[-2])
     if start is None or buffer is None or start + end > buffer.shape[-2]:
         buffer = new.new_empty((*new.shape[:-2], end + _room(end), new.shape[-1]))
-        if length:
+        if past is not None and length:
             buffer[..., :length, :] = past
         start = 0
     buffer[..., start + length:start + end, :] = new
@@ -109,7 +109,7 @@ def growing(cache: Any) -> Iterator[None]:
     """Lets the plain ``DynamicLayer`` layers of ``cache`` (the self-attention half of an
     encoder-decoder cache) grow into their room while the block runs; any other layer or cache
     is left as it is."""
-    layers = [layer for layer in _self_attention_layers(cache) if type(layer) is DynamicLayer]
+    layers: list[Any] = [layer for layer in _self_attention_layers(cache) if type(layer) is DynamicLayer]
     for layer in layers:
         layer.__class__ = GrowingLayer
     try:
@@ -128,7 +128,8 @@ def select_rows(cache: Any, rows: torch.Tensor) -> bool:
 
     if type(cache) is not DynamicCache or not all(type(layer) is DynamicLayer for layer in cache.layers):
         return False
-    for layer in cache.layers:
+    layers: list[Any] = list(cache.layers)  # DynamicLayer each (checked above)
+    for layer in layers:
         if layer.is_initialized and layer.get_seq_length() > 0:
             index = rows.to(layer.keys.device)
             layer.keys, layer.room_keys = _select(layer.keys, index)

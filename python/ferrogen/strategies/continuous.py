@@ -119,7 +119,7 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
     rows = [_Row(w.slot) for w in feed.first]
     assert request.config.max_new_tokens is not None  # why_no_refill checked it
     budget = int(request.config.max_new_tokens)
-    stops = [_on_new_tokens(c) for c in request.criteria if isinstance(c, StopStringCriteria)]
+    stops = [c for c in request.criteria if isinstance(c, StopStringCriteria)]
     others = [c for c in request.criteria if not isinstance(c, StopStringCriteria)]
     while True:
         assert next_logits is not None
@@ -174,20 +174,13 @@ def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], fee
     return make_core(sub), fresh, logits
 
 
-def _on_new_tokens(crit: StopStringCriteria) -> StopStringCriteria:
-    """The criterion for a row's new tokens alone (it is given no prompt in front of them)."""
-    own = copy.copy(crit)
-    own.prompt_length = 0
-    return own
-
-
 def _stop_verdicts(stops: list[StopStringCriteria], others: list[Any], rows: list[_Row],
                    pad: int) -> list[tuple[np.ndarray, str]]:
     """Each criterion's verdict per row: stop strings on each row's own new tokens (as the
     static loop sees them: its tokens after the prompt), the rest (max_time) on the batch."""
     verdicts = []
     for crit in stops:
-        done = np.array([bool(crit(torch.tensor([row.new]))[0]) if row.new else False for row in rows])
+        done = np.array(crit.rows_done([row.new for row in rows]), dtype=bool)
         verdicts.append((done, getattr(crit, "finish_reason", "stop")))
     for crit in others:
         width = max(len(row.new) for row in rows)
