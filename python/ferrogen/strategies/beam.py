@@ -7,8 +7,11 @@ sampling race is drawn from torch's global generator exactly as ``torch.multinom
 draws it, so results match transformers under ``torch.manual_seed``: the core reads
 the generator's state, draws the same words and hands the advanced state back, and
 computes an entry's ``-log1p(-u)`` only where the race reads it (with top-k, a few
-thousand of the ``batch × beams × vocab`` entries torch would transform). With a
-``seed`` the core draws its own counter-based noise per batch item.
+thousand of the ``batch × beams × vocab`` entries torch would transform). Another
+Python thread drawing from torch's global generator while the core draws (the GIL is
+released) reads the state from before the step and is overwritten by it, where torch's
+own kernel would have serialised the two. With a ``seed`` the core draws its own
+counter-based noise per batch item.
 
 Device candidates: when the logits live on an accelerator, copying ``[rows, vocab]``
 float32 to the host every step costs more than the forward pass of a small model. Beam
