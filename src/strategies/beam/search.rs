@@ -122,7 +122,21 @@ enum ItemNoise<'a> {
     None,
 }
 
-impl ItemNoise<'_> {
+impl<'a> ItemNoise<'a> {
+    /// For a full scan, which reads every entry: torch's draws transformed in bulk into
+    /// `dense` (not one by one); other noise as it is.
+    fn in_bulk(self, width: usize, dense: &'a mut Vec<f32>, words: &mut Vec<u32>) -> Result<Self> {
+        let ItemNoise::Torch { noise, base } = self else {
+            return Ok(self);
+        };
+        if dense.len() < width {
+            *dense = buffers::filled("noise", width, 0.0)?;
+        }
+        let dense = &mut dense[..width];
+        noise.fill(base, dense, words)?;
+        Ok(ItemNoise::Drawn(dense))
+    }
+
     #[inline]
     fn at(&mut self, i: usize) -> f32 {
         match self {
@@ -337,15 +351,7 @@ impl BeamSearch {
                     item_rows = &self.dense;
                 }
                 if sampling {
-                    if let ItemNoise::Torch { noise: torch, base } = &mut noise {
-                        // every entry is read: transform them in bulk, not one by one
-                        if self.dense_noise.len() < width {
-                            self.dense_noise = buffers::filled("noise", width, 0.0)?;
-                        }
-                        let out = &mut self.dense_noise[..width];
-                        torch.fill(*base, out, &mut self.noise_words)?;
-                        noise = ItemNoise::Drawn(&self.dense_noise[..width]);
-                    }
+                    noise = noise.in_bulk(width, &mut self.dense_noise, &mut self.noise_words)?;
                     sample_k_into(
                         &mut self.top,
                         item_rows,

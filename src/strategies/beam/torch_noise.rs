@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn states_torch_did_not_write_are_refused() {
         let mut noise = TorchExponential::default();
-        assert!(noise.draw(&mut vec![0u8; 100], 4).is_err());
+        assert!(noise.draw(&mut [0u8; 100], 4).is_err());
         let mut state = torch_state(1, 10);
         state[LEFT_AT..LEFT_AT + 4].copy_from_slice(&0i32.to_le_bytes());
         assert!(noise.draw(&mut state, 4).is_err());
