@@ -5,7 +5,8 @@ layer's keys and values are padded on the left to the common length (zeros, mask
 concatenated along the rows; the attention masks get the same padding (zeros). Positions are
 per row (position ids from the mask, as transformers computes them), so a row sees exactly
 what it saw before the merge. Columns that are padding in every row are trimmed from the
-front, so the cache does not grow without bound as rows come and go.
+front (and, for an encoder-decoder model, encoder columns from the back), so the cache does
+not grow without bound as rows come and go.
 
 Only caches whose every layer keeps all positions can be merged this way: transformers'
 ``DynamicCache`` (and ``EncoderDecoderCache`` of two of them) of ``DynamicLayer`` layers.
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from .models import DecoderOnlyAdapter, EncoderDecoderAdapter
 
 __all__ = ["Side", "append_decoder_rows", "append_seq2seq_rows", "merge_layers", "padding_columns",
-           "trim_decoder_padding", "trim_layers", "trim_seq2seq_padding", "why_unmergeable", "zero_pad"]
+           "trim_decoder_padding", "trim_encoder_padding", "trim_layers", "trim_seq2seq_padding", "why_unmergeable",
+           "zero_pad"]
 
 Side = Literal["left", "right"]
 """Which end of a dimension padding goes to."""
@@ -65,21 +67,22 @@ def merge_layers(a: Any, b: Any, width: int, side: Side = "left") -> None:
         mine.values = torch.cat([zero_pad(t.values, width, 2, side) for t in (mine, theirs)], dim=0)
 
 
-def padding_columns(mask: torch.Tensor) -> int:
-    """How many leading columns of ``mask`` ([rows, length]) are padding in every row."""
+def padding_columns(mask: torch.Tensor, side: Side = "left") -> int:
+    """How many columns of ``mask`` ([rows, length]) on ``side`` are padding in every row."""
     real = mask.bool().any(dim=0)
     if not bool(real.any()):
         return 0
-    return int(real.long().argmax())
+    return int((real if side == "left" else real.flip(0)).long().argmax())
 
 
-def trim_layers(cache: Any, columns: int) -> None:
-    """Drops the first ``columns`` positions of every layer of a dynamic cache."""
+def trim_layers(cache: Any, columns: int, side: Side = "left") -> None:
+    """Drops ``columns`` positions on ``side`` of every layer of a dynamic cache."""
     if columns <= 0:
         return
     for layer in cache.layers:
-        layer.keys = layer.keys[:, :, columns:]
-        layer.values = layer.values[:, :, columns:]
+        kept = slice(columns, None) if side == "left" else slice(None, layer.keys.shape[2] - columns)
+        layer.keys = layer.keys[:, :, kept]
+        layer.values = layer.values[:, :, kept]
 
 
 def _ones(rows: int, length: int, device: torch.device) -> torch.Tensor:
@@ -141,7 +144,9 @@ def append_seq2seq_rows(a: EncoderDecoderAdapter, b: EncoderDecoderAdapter) -> N
 
 
 def trim_seq2seq_padding(a: EncoderDecoderAdapter) -> None:
-    """Drops leading decoder positions that are padding in every row."""
+    """Drops leading decoder positions and trailing encoder positions that are padding in every
+    row, so neither side stays as wide as the longest prompt ever merged once it has left."""
+    trim_encoder_padding(a)
     if a._decoder_mask is None:
         return
     columns = padding_columns(a._decoder_mask)
@@ -150,3 +155,20 @@ def trim_seq2seq_padding(a: EncoderDecoderAdapter) -> None:
     a._decoder_mask = a._decoder_mask[:, columns:]
     if bool((a._decoder_mask == 1).all()):
         a._decoder_mask = None
+
+
+def trim_encoder_padding(a: EncoderDecoderAdapter) -> None:
+    """Drops the encoder positions after the last real one of every row (the side the merge
+    pads): from the encoder's outputs, its mask and every cross-attention layer. A masked
+    position adds nothing to cross-attention, so the rows attend to what they did before."""
+    cross = getattr(a._cache, "cross_attention_cache", None)
+    if a._encoder_mask is None or cross is None or why_unmergeable(cross) is not None:
+        return
+    columns = padding_columns(a._encoder_mask, "right")
+    if columns <= 0:
+        return
+    width = int(a._encoder_mask.shape[1]) - columns
+    settle(a._cache)
+    trim_layers(cross, columns, "right")
+    a._encoder_mask = a._encoder_mask[:, :width]
+    a._encoder_outputs["last_hidden_state"] = a._encoder_outputs.last_hidden_state[:, :width]
