@@ -198,6 +198,19 @@ def test_refill_fraction_is_checked(generators):
     for bad in (0, 1.5, "half"):
         with pytest.raises(ValueError, match="refill_fraction"):
             generate_texts(generators["gpt2"], ["3 4"], batch_size=2, refill_fraction=bad)
+        with pytest.raises(ValueError, match="refill_fraction"):
+            generators["gpt2"](["3 4"], batch_size=2, refill_fraction=bad)
+
+
+def test_pipeline_call_takes_refill_fraction_with_batch_size(generators):
+    settings = dict(max_new_tokens=6, eos_token_id=STOPS, pad_token_id=0)
+    prompts = _prompts(LENGTHS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = generators["t5"](prompts, batch_size=3, refill_fraction=0.5, **settings)
+    assert [(r.token_ids, r.finish_reason) for r in got] == _run(generators["t5"], prompts, batch_size=3, **settings)
+    with pytest.raises(TypeError, match="refill_fraction: works with batch_size"):
+        generators["gpt2"](["3 4"], refill_fraction=0.5, **settings)
 
 
 def test_core_append_rows_checks_its_other(one_torch_thread):
