@@ -108,21 +108,25 @@ def continuous(model: Any, tok: Any, texts: list[str], hf: dict[str, Any], batch
     return sum(len(r.generated_tokens) for r in results.values())
 
 
-def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: list[int], row: dict[str, Any]
-             ) -> list[dict[str, Any]]:
-    """The same prompts through ``ferrogen.distributed`` (local Ray, 1 CPU and torch thread per actor):
-    the engine's row dropping (the default ``BatchGenerator``) against static batches."""
+def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: list[int], blocks: int,
+             row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same prompts through ``ferrogen.distributed`` (local Ray, 1 CPU and torch thread per actor,
+    ``output_scores=False``), each Ray call a block of ``batch`` rows (what ``generate_dataset`` did
+    before blocks: one batch per call) run static or shrink-only, or through the batch engine
+    (continuous batching) with blocks of ``batch`` and of ``blocks * batch`` rows."""
     import ray
 
     from ferrogen import distributed as fd
     from ferrogen.distributed.generator import BatchGenerator
-    from ferrogen.strategies.running_rows import EngineHooks
 
-    class StaticBatchGenerator(BatchGenerator):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.hooks = EngineHooks(drop_finished=False)
+    class StaticBatchGenerator(BatchGenerator):
+        engine_options = {"static": True}
 
+    class ShrinkOnlyBatchGenerator(BatchGenerator):
+        engine_options = {"continuous": False}
+
+    systems = [("static", StaticBatchGenerator, batch), ("shrink-only", ShrinkOnlyBatchGenerator, batch),
+               ("engine", BatchGenerator, batch), ("engine", BatchGenerator, blocks * batch)]
     config = {k: v for k, v in base.items() if k != "stop_strings"}
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=200 * 2**20,
              log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
@@ -131,18 +135,22 @@ def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: l
     try:
         for actors in actor_counts:
             tokens: dict[str, list[tuple[str, list[int]]]] = {}  # sorted: Ray's output order is not the input's
-            for name, cls in (("static", StaticBatchGenerator), ("engine", BatchGenerator)):
+            for name, cls, block in systems:
+                label = f"{name}, block {block}"
+
                 def job() -> int:
                     ds = fd.generate_dataset(fd.from_prompts(texts), generation_config=config, batch_size=batch,
-                                             concurrency=actors, output_scores=False, generator_class=cls)
+                                             block_size=block, concurrency=actors, output_scores=False,
+                                             generator_class=cls)
                     frame = ds.to_pandas()
-                    tokens[name] = sorted((p, list(ids)) for p, ids in zip(frame["prompt"], frame["token_ids"]))
-                    return sum(len(ids) for _, ids in tokens[name])
+                    tokens[label] = sorted((p, list(ids)) for p, ids in zip(frame["prompt"], frame["token_ids"]))
+                    return sum(len(ids) for _, ids in tokens[label])
 
-                out.append({**row, "system": f"Ray {actors} actor(s), {name}", "rates": timed(job, len(texts)),
+                out.append({**row, "system": f"Ray {actors} actor(s), {label}", "rates": timed(job, len(texts)),
                             "note": "start-up (model load) included"})
-            same = tokens["engine"] == tokens["static"]
-            out[-1]["note"] += "; same tokens as static" if same else "; TOKENS DIFFER from static"
+                if name != "static":
+                    same = tokens[label] == tokens[f"static, block {batch}"]
+                    out[-1]["note"] += "; same tokens as static" if same else "; TOKENS DIFFER from static"
     finally:
         ray.shutdown()
     return out
@@ -158,6 +166,8 @@ def main() -> None:
                         help="eos, stop (stop string '.'), uniform (one prompt length, every row to max_new_tokens)")
     parser.add_argument("--skip", nargs="*", default=[], help="systems to leave out (hf_pipeline, generate_batch)")
     parser.add_argument("--ray", type=int, nargs="*", default=[], help="actor counts for the Ray rows (greedy, eos)")
+    parser.add_argument("--ray-block", type=int, default=4,
+                        help="the Ray engine row's block_size, in batches (also run with blocks of one batch)")
     parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -218,7 +228,8 @@ def main() -> None:
     texts = prompts(args.prompts)
     for batch in args.batches if args.ray else []:
         base = dict(max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=0, do_sample=False, seed=0)
-        rows.extend(ray_rows(texts, base, batch, args.ray, {"variant": "eos", "mode": "greedy", "batch": batch}))
+        row = {"variant": "eos", "mode": "greedy", "batch": batch}
+        rows.extend(ray_rows(texts, base, batch, args.ray, args.ray_block, row))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (a VM shared with other "

@@ -112,11 +112,13 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def build(model_type: str, std: float = 0.2) -> Any:
-    """The tiny random model of ``model_type``, in eval mode."""
+def build(model_type: str, std: float = 0.2, **overrides: Any) -> Any:
+    """The tiny random model of ``model_type``, in eval mode (``overrides``: config keywords that
+    replace the table's, e.g. ``sliding_window=None`` for a full-attention Mistral)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     kwargs = dict(ARCHITECTURES[model_type][1], pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+    kwargs.update(overrides)
     config = AutoConfig.for_model(model_type, **kwargs)
     if config.is_encoder_decoder:
         config.decoder_start_token_id = EOS if model_type == "bart" else PAD

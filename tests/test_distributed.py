@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import ferrogen
+import ferrogen.engine
 from ferrogen import distributed as fd
 from ferrogen.cli import main as cli_main
 
@@ -198,13 +199,14 @@ def crash_once_class(marker: Path, line: int):
 
 @pytest.fixture(scope="module")
 def job(ray_session, jsonl, tmp_path_factory):
-    """One job over the 204 lines with 2 actors, one of which dies in the middle of the batch
-    holding line 100 (actor start-up dominates the time on a small machine, so the two tests
-    below share it): (records, crash marker)."""
+    """One job over the 204 lines with 2 actors, blocks of 24 rows run 8 at a time (with
+    scores: the per-batch path), one actor dying in the middle of the block holding line 100
+    (actor start-up dominates the time on a small machine, so the two tests below share it):
+    (records, crash marker)."""
     marker = tmp_path_factory.mktemp("crash") / "crashed"
     with deadline(300):
         out = fd.generate_dataset(fd.read_jsonl(jsonl, rows_per_block=64), generation_config=BASE, batch_size=8,
-                                  concurrency=2, generator_class=crash_once_class(marker, line=100))
+                                  block_size=24, concurrency=2, generator_class=crash_once_class(marker, line=100))
         return list(fd.iter_records(out)), marker
 
 
@@ -349,14 +351,16 @@ def poisoned_class(marker: str, deaths: Path):
 def test_a_row_that_kills_its_worker_every_time_comes_back_with_an_error(ray_session, embedded, tmp_path):
     """Ray's defaults retry such a batch forever (and bounded retries fail the whole job): the
     batch is retried batch_retries times, then bisected down to the row, which gets ``error``.
-    The dataset is a plain Ray dataset without keys or row numbers (greedy needs no key)."""
+    The dataset is a plain Ray dataset without keys or row numbers (greedy needs no key); one
+    block of 8 rows through the batch engine, 2 running at a time (the poisoned row may come
+    in by a refill)."""
     prompts = [f"{HEADS[i]} {TAILS[i]}" for i in range(8)]
     marker = prompts[5]
     deaths = tmp_path / "deaths"
     with deadline(300):
         out = fd.generate_dataset(ray.data.from_items([{"prompt": p} for p in prompts]), generation_config=BASE,
-                                  batch_size=4, concurrency=1, batch_retries=1,
-                                  generator_class=poisoned_class(marker, deaths))
+                                  batch_size=2, block_size=8, output_scores=False, concurrency=1,
+                                  batch_retries=1, generator_class=poisoned_class(marker, deaths))
         records = list(fd.iter_records(out))
     assert sorted(r["prompt"] for r in records) == sorted(prompts), "every row exactly once"
     model, tok = embedded
@@ -367,5 +371,109 @@ def test_a_row_that_kills_its_worker_every_time_comes_back_with_an_error(ray_ses
         ids = tok([record["prompt"]], return_tensors="pt")
         alone = ferrogen.generate(model, **ids, max_new_tokens=8)[0, ids["input_ids"].shape[1]:]
         assert record["error"] is None and record["text"] == tok.decode(alone, skip_special_tokens=True), record
-    # the batch of 4 died twice (first try, one retry), then its poisoned half, then the row alone
-    assert len(deaths.read_text().split()) == 2 + 1 + 1
+    # the block of 8 died twice (first try, one retry), then its poisoned half and quarter, then the row alone
+    assert len(deaths.read_text().split()) == 2 + 1 + 1 + 1
+
+
+# ------------------------------------------- a block larger than the batch, through the batch engine
+
+BLOCK = [f"{HEADS[i % 8]} {TAILS[(7 * i) % 20]}" for i in range(11)]  # 11 rows of 3 to 12 tokens
+
+
+def watch_engine(gen, monkeypatch) -> dict:
+    """Records the largest batch the model ran and whether the engine took its refilling path."""
+    import ferrogen.engine
+
+    seen = {"rows": 0, "continuous": 0}
+    model, forward, feed = gen.text.model, gen.text.model.forward, ferrogen.engine.run_continuous_texts
+
+    @functools.wraps(forward)  # the adapter reads the forward's signature (position_ids, cache)
+    def watched(*a, **kw):
+        ids = kw.get("input_ids", a[0] if a else None)
+        seen["rows"] = max(seen["rows"], int(ids.shape[0]))
+        return forward(*a, **kw)
+
+    def counted(*a, **kw):
+        seen["continuous"] += 1
+        return feed(*a, **kw)
+
+    monkeypatch.setattr(model, "forward", watched)
+    monkeypatch.setattr(ferrogen.engine, "run_continuous_texts", counted)
+    return seen
+
+
+@pytest.mark.parametrize("rows", [11, 3], ids=["block-of-11", "block-of-3"])
+@pytest.mark.parametrize("sampling", [False, True], ids=["greedy", "sampled"])
+def test_a_block_runs_through_the_engine_as_generate_texts(embedded, monkeypatch, sampling, rows):
+    """A block of 11 rows with a running batch of 4 (and a block of 3, under the batch): the
+    engine's continuous batching, each row's tokens those of generate_texts with the row's seed
+    and those of the per-batch path that keeps scores (what the Ray path gave before)."""
+    pa = pytest.importorskip("pyarrow", reason=RAY_MISSING or "pyarrow is installed with ray[data]")
+    config = ferrogen.GenerationConfig(**BASE, **(SAMPLING if sampling else {}))
+    block = pa.table({"id": [f"r{i}" for i in range(rows)], "prompt": BLOCK[:rows]})
+    engine = fd.BatchGenerator(generation_config=config, key_column="id", batch_size=4, output_scores=False)
+    seen = watch_engine(engine, monkeypatch)
+    out = engine(block).to_pylist()
+    assert [r["id"] for r in out] == block.column("id").to_pylist(), "the block's order"
+    assert seen["rows"] <= 4 and seen["continuous"] == 1, seen
+    seeds = [fd.row_seed(SEED, f'"r{i}"') for i in range(rows)] if sampling else None
+    alone = ferrogen.engine.generate_texts(engine.text, BLOCK[:rows], 4, generation_config=config,
+                                           **({"row_seeds": seeds} if sampling else {}))
+    assert [(r["token_ids"], r["text"], r["finish_reason"]) for r in out] == [
+        (a.token_ids, a.text, a.finish_reason) for a in alone]
+    assert all(r["scores"] is None and r["sequence_score"] is None and r["error"] is None for r in out)
+    scored = fd.BatchGenerator(generation_config=config, key_column="id", batch_size=4)(block).to_pylist()
+    assert [r["token_ids"] for r in scored] == [r["token_ids"] for r in out]
+    assert all(len(r["scores"]) == len(r["token_ids"]) for r in scored)
+
+
+def test_a_block_keeps_overrides_errors_and_return_sequences(embedded):
+    pa = pytest.importorskip("pyarrow", reason=RAY_MISSING or "pyarrow is installed with ray[data]")
+    overrides = [None, '{"num_return_sequences": 2}', '{"temperature": -1}', None, '{"do_sample": false}', None]
+    block = pa.table({"id": list("abcdef"), "prompt": BLOCK[:6], "overrides": overrides})
+    config = ferrogen.GenerationConfig(**BASE, **SAMPLING)
+    out = fd.BatchGenerator(generation_config=config, key_column="id", batch_size=2, output_scores=False)(block)
+    rows = out.to_pylist()
+    assert [(r["id"], r["sequence_index"]) for r in rows] == [
+        ("a", 0), ("b", 0), ("b", 1), ("c", 0), ("d", 0), ("e", 0), ("f", 0)]
+    assert rows[3]["error"].startswith("temperature") and rows[3]["token_ids"] is None
+    scored = fd.BatchGenerator(generation_config=config, key_column="id", batch_size=2)(block).to_pylist()
+    assert [(r["token_ids"], r["finish_reason"]) for r in rows] == [(r["token_ids"], r["finish_reason"]) for r in scored]
+
+
+@pytest.mark.parametrize("sizes, match", [
+    (dict(batch_size=0), "batch_size: expected an int >= 1"),
+    (dict(batch_size=None), "batch_size: expected an int >= 1"),
+    (dict(batch_size=8, block_size=4), r"block_size: expected an int >= batch_size \(8\), got 4"),
+    (dict(batch_size=8, block_size=16.0), "block_size"),
+    (dict(batch_size=8, block_size=True), "block_size"),
+])
+@needs_ray
+def test_batch_and_block_sizes_are_checked_before_ray_runs(sizes, match):
+    with pytest.raises(ValueError, match=match):
+        fd.generate_dataset(None, **sizes)
+    if sizes["batch_size"] is not None:
+        with pytest.raises(ValueError, match="batch_size"):
+            fd.BatchGenerator(batch_size=0)
+
+
+@needs_ray
+def test_ray_blocks_give_the_tokens_of_generate_texts(ray_session, embedded):
+    """Through Ray: blocks of 12 rows (the last one of 2, under the batch) with a running batch
+    of 4, greedy and sampled rows (overrides column), the same tokens as generate_texts alone."""
+    prompts = [f"{HEADS[i % 8]} {TAILS[(3 * i) % 20]}" for i in range(14)]
+    sampled = dict(SAMPLING, do_sample=True)
+    items = [{"id": i, "prompt": p, "overrides": json.dumps(sampled) if i % 3 == 1 else None}
+             for i, p in enumerate(prompts)]
+    with deadline(240):
+        out = fd.generate_dataset(ray.data.from_items(items), generation_config=BASE, key_column="id",
+                                  batch_size=4, block_size=12, concurrency=1, output_scores=False)
+        records = {r["id"]: r for r in out.take_all()}
+    gen = ferrogen.text.TextGenerator(*embedded)
+    for overrides in ({}, sampled):
+        rows = [item for item in items if bool(item["overrides"]) == bool(overrides)]
+        config = ferrogen.GenerationConfig(**BASE).merged(**overrides)
+        seeds = {"row_seeds": [fd.row_seed(SEED, str(item["id"])) for item in rows]} if overrides else {}
+        alone = ferrogen.engine.generate_texts(gen, [item["prompt"] for item in rows], 4, generation_config=config,
+                                               **seeds)
+        assert [records[item["id"]]["token_ids"] for item in rows] == [a.token_ids for a in alone], overrides

@@ -86,6 +86,9 @@ def fold_reorder(cache: Any, rows: torch.Tensor) -> bool:
         return False
     for layer in layers:
         _retype(layer, FoldedReorderLayer)
+        # The gather makes new tensors: a growing layer's room (growing_cache.py) is of no more use.
+        layer.__dict__.pop("room_keys", None)
+        layer.__dict__.pop("room_values", None)
         layer.reorder_cache(rows)
     return True
 

@@ -20,6 +20,7 @@ from .seq2seq_inputs import SEQ2SEQ_INPUTS, check_seq2seq_inputs
 from .models import adapter_for, is_encoder_decoder, vocab_size_of
 from .cache_in import cache_refusal, pop_given_cache
 from .folded_reorder import settle
+from .growing_cache import release
 from .outputs import GenerateOutput
 from .stopping import MaxTimeCriteria, StopStringCriteria, StoppingCriterion
 from .strategies import STRATEGIES, GenerationRequest
@@ -180,6 +181,7 @@ def generate(
         raise
     if given_cache is not None:  # the caller's object: no beam reorder left pending in it
         settle(given_cache)
+        release(given_cache)
     if prefix is not None:  # what prefix_allowed_tokens_fn raised (the rows ended at once)
         prefix.raise_pending()
     if input_ids.device.type != "cpu":  # the core works on the host; hand back where the inputs live

@@ -25,6 +25,7 @@ from .families import prepares_own_steps, reorder_cache, step_inputs
 from .cache_merge import (append_decoder_rows, append_seq2seq_rows, trim_decoder_padding, trim_seq2seq_padding,
                           why_unmergeable)
 from .folded_reorder import fold_reorder, settle
+from .growing_cache import growing, release, select_rows
 
 __all__ = ["ModelAdapter", "MultiTokenAdapter", "adapter_for", "is_multi_token", "logits_to_host"]
 
@@ -230,6 +231,7 @@ class _HiddenStates:
         """The model's cache (transformers' ``Cache``) after the latest forward call: every
         position but the last generated token, as ``generate`` returns it."""
         settle(self._cache)
+        release(self._cache)
         return self._cache
 
     def last_hidden_state(self) -> Optional[torch.Tensor]:
@@ -342,7 +344,8 @@ class DecoderOnlyAdapter(_HiddenStates):
         rows = parent_rows.to(self.device)
         if not (fold and _folds(self.model) and fold_reorder(self._cache, rows)):
             settle(self._cache)
-            self._cache = reorder_cache(self.model, self._cache, rows)
+            if not (_folds(self.model) and select_rows(self._cache, rows)):
+                self._cache = reorder_cache(self.model, self._cache, rows)
         if self._mask is not None:
             self._mask = self._mask.index_select(0, rows)
         if self._positions is not None:
@@ -421,7 +424,7 @@ class DecoderOnlyAdapter(_HiddenStates):
             state["output_hidden_states"] = True
         if options.collect_attentions:
             state["output_attentions"] = True
-        with torch.inference_mode():
+        with torch.inference_mode(), growing(self._cache):
             inputs = step_inputs(self.model, input_ids, state, first, self._own_steps)
             out = self.model(**inputs, return_dict=True)
         self._cache = _cache_from(out, self._cache_key, self._cache)
@@ -567,7 +570,10 @@ class EncoderDecoderAdapter(_HiddenStates):
     def select_rows(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.device)
         settle(self._cache)
-        self._cache = reorder_cache(self.model, self._cache, rows)
+        if _splits_cross_attention(self.model, self._cache) and select_rows(self._cache.self_attention_cache, rows):
+            self._cache.cross_attention_cache.reorder_cache(rows)
+        else:
+            self._cache = reorder_cache(self.model, self._cache, rows)
         encoded = self._encoder_outputs
         encoded["last_hidden_state"] = encoded.last_hidden_state.index_select(0, rows)
         if self._encoder_mask is not None:
@@ -609,7 +615,7 @@ class EncoderDecoderAdapter(_HiddenStates):
             kwargs["output_hidden_states"] = True
         if options.collect_attentions:
             kwargs["output_attentions"] = True
-        with torch.inference_mode():
+        with torch.inference_mode(), growing(self._cache):
             out = self.model(
                 encoder_outputs=self._encoder_outputs,
                 attention_mask=self._encoder_mask,

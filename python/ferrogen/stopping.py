@@ -58,15 +58,22 @@ class StopStringCriteria:
         self._tail = max(len(s) for s in self.stop_strings) + 1
 
     def __call__(self, input_ids: torch.Tensor, scores: Optional[torch.Tensor] = None) -> torch.Tensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
         start = max(self.prompt_length, input_ids.shape[1] - self._tail)
-        for row, ids in enumerate(input_ids[:, start:].tolist()):
-            if not ids:
-                continue
-            before = self.tokenizer.decode(ids[:-1])
-            text = self.tokenizer.decode(ids)
+        return torch.tensor(self.rows_done(input_ids[:, start:].tolist()), dtype=torch.bool)
+
+    def rows_done(self, rows: Sequence[Sequence[int]]) -> list[bool]:
+        """Whether each row's newest token completes a stop string (each row: its tokens after
+        the prompt, or any tail of them of at least ``max(len(stop)) + 1`` tokens)."""
+        tails = [list(ids[-self._tail:]) for ids in rows]
+        # One batched decode for every row's tail with and without its newest token.
+        pieces = [t[:-1] for t in tails] + tails
+        batch = getattr(self.tokenizer, "batch_decode", None)  # any object with ``decode`` will do
+        texts = list(batch(pieces)) if callable(batch) and pieces else [self.tokenizer.decode(p) for p in pieces]
+        done = []
+        for tail, before, text in zip(tails, texts[: len(tails)], texts[len(tails):]):
             # A match must end inside the newest token's text, else it stopped the row earlier.
-            done[row] = any(text.find(s, max(0, len(before) - len(s) + 1)) >= 0 for s in self.stop_strings)
+            done.append(bool(tail) and any(text.find(s, max(0, len(before) - len(s) + 1)) >= 0
+                                           for s in self.stop_strings))
         return done
 
 

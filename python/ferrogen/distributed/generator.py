@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 from ..config import GenerationConfig
 from .attempts import Results, batch_id, isolate
@@ -11,6 +11,8 @@ from .keys import NO_KEY, POSITIONS, row_key, row_seed
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from ..text import TextResult
 
 # Columns generate_dataset adds (replacing input columns of the same names).
 OUTPUT_COLUMNS = ("text", "token_ids", "scores", "sequence_score", "finish_reason", "sequence_index", "error")
@@ -22,10 +24,25 @@ class BatchGenerator:
     output row per returned sequence. Usable directly with ``ds.map_batches(BatchGenerator,
     fn_constructor_kwargs=..., batch_format="pyarrow")``; :func:`generate_dataset` wires it up.
 
+    Each call's rows (a Ray *block*) run through the batch engine as
+    :func:`ferrogen.engine.generate_texts` runs them: sorted by prompt length, ``batch_size``
+    rows at a time (default: the whole block at once), finished rows dropped and, for greedy
+    search and sampling where the model's cache can merge, their slots refilled with the
+    block's waiting rows (continuous batching; otherwise the batch only shrinks: the engine
+    decides). Each row's tokens are those it has alone (its seed: see
+    :func:`~ferrogen.distributed.generate_dataset`); output rows keep the block's order.
+    The engine keeps no per-token scores, so with ``output_scores=True`` the rows run as
+    before, each group of ``batch_size`` (in length order) as one ``generate`` call with
+    finished rows dropped but no refill.
+
     With an :class:`~ferrogen.distributed.attempts.AttemptLedger` actor as ``ledger``, a batch
     whose worker died more than ``batch_retries`` times is split to isolate the row that kills
     it (see :mod:`ferrogen.distributed.attempts`).
     """
+
+    #: Extra arguments of :func:`ferrogen.engine.generate_texts` (``static``, ``continuous``,
+    #: ``refill_fraction``) for a subclass, e.g. to compare the engine's ways in a benchmark.
+    engine_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -34,6 +51,7 @@ class BatchGenerator:
         *,
         overrides: Optional[dict[str, Any]] = None,
         seed: int = 0,
+        batch_size: Optional[int] = None,
         prompt_column: str = "prompt",
         key_column: Optional[str] = None,
         overrides_column: Optional[str] = "overrides",
@@ -51,6 +69,7 @@ class BatchGenerator:
         from ..strategies.running_rows import EngineHooks
         from ..text import TextGenerator, load_model
 
+        check_batch_size(batch_size)
         if threads:
             torch.set_num_threads(threads)
         hf_logging.set_verbosity_error()
@@ -60,16 +79,15 @@ class BatchGenerator:
         base = GenerationConfig.from_pretrained(loaded) if generation_config is None else generation_config
         self.config = base.merged(**(overrides or {}))
         self.seed = self.config.seed if self.config.seed is not None else int(seed)
+        self.batch_size = batch_size
         self.prompt_column = prompt_column
         self.key_column = key_column
         self.overrides_column = overrides_column
         self.output_scores = output_scores
         self.ledger = ledger
         self.batch_retries = batch_retries
-        # The batch engine's row dropping (ferrogen.engine): finished rows leave the running batch.
-        # No refilling (continuous batching) here: Ray hands each call one block of rows, all of
-        # which start at once (the running batch is the Ray batch), and the rows keep their
-        # per-token scores, which the refilling loop does not collect.
+        # With output_scores: the batch engine's row dropping alone (finished rows leave the
+        # running batch), since the refilling loop collects no per-token scores.
         self.hooks = EngineHooks()
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
@@ -135,7 +153,7 @@ class BatchGenerator:
                   out: Results) -> None:
         """Generates a group sharing one config; when the group fails, row by row to find the bad rows."""
         try:
-            for slot, produced in zip(out, self._run(config, prompts, seeds)):
+            for slot, produced in zip(out, self._run_group(config, prompts, seeds)):
                 slot.extend(produced)
             return
         except Exception as exc:  # noqa: BLE001 - a bad row must not fail the job
@@ -145,14 +163,46 @@ class BatchGenerator:
         for i in range(len(prompts)):
             self._generate(config, prompts[i : i + 1], seeds[i : i + 1], out[i : i + 1])
 
+    def _run_group(self, config: GenerationConfig, prompts: list[str], seeds: list[Optional[int]]) -> Results:
+        """The group through the batch engine; with ``output_scores``, its length-sorted batches
+        one ``generate`` call each (the engine's refilling loop keeps no per-token scores)."""
+        from ..engine import length_order
+
+        ids = self.text.tokenizer(prompts)["input_ids"]
+        if min(len(row) for row in ids) == 0:
+            raise _RowError("prompt: encodes to no tokens")
+        size = self.batch_size or len(prompts)
+        if not self.output_scores:
+            return self._run_engine(config, prompts, seeds, size)
+        produced: Results = [[] for _ in prompts]
+        order = length_order([len(row) for row in ids])
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            for i, records in zip(chunk, self._run(config, [prompts[i] for i in chunk], [seeds[i] for i in chunk])):
+                produced[i] = records
+        return produced
+
+    def _run_engine(self, config: GenerationConfig, prompts: list[str], seeds: list[Optional[int]],
+                    size: int) -> Results:
+        """:func:`ferrogen.engine.generate_texts` over the group, each row with its own seed."""
+        from ..engine import generate_texts
+
+        seeding: dict[str, Any] = {"row_seeds": seeds} if config.do_sample else {}
+        results = generate_texts(self.text, prompts, size, generation_config=config, output_scores=False,
+                                 **self.engine_options, **seeding)
+        per_prompt = len(results) // len(prompts)
+        return [
+            [_engine_record(result, j) for j, result in enumerate(results[k * per_prompt : (k + 1) * per_prompt])]
+            for k in range(len(prompts))
+        ]
+
     def _run(self, config: GenerationConfig, prompts: list[str], seeds: list[Optional[int]]) -> Results:
+        """One ``generate`` call over the prompts, with per-token scores when asked for."""
         import torch
 
         from ..generate import _NO_ROW_SEEDS, generate
 
         tok = self.text.tokenizer
-        if min(len(ids) for ids in tok(prompts)["input_ids"]) == 0:
-            raise _RowError("prompt: encodes to no tokens")
         if config.generation_mode() in _NO_ROW_SEEDS:  # one prompt at a time, seeded as if alone
             if len(prompts) > 1:
                 return [self._run(config, [p], [s])[0] for p, s in zip(prompts, seeds)]
@@ -210,6 +260,18 @@ def _failed(exc: Exception) -> dict[str, Any]:
     """The output row of a row that failed: the message of an argument error (it names the
     argument, as the CLI prints it), else the exception type and message."""
     return error_record(str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}")
+
+
+def check_batch_size(batch_size: Optional[int]) -> None:
+    """``batch_size``: None (a block's rows all at once) or an int >= 1."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+
+
+def _engine_record(result: "TextResult", index: int) -> dict[str, Any]:
+    """The output record of one of the engine's results (no per-token scores)."""
+    return {"text": result.text, "token_ids": result.token_ids, "scores": None, "sequence_score": None,
+            "finish_reason": result.finish_reason, "sequence_index": index, "error": None}
 
 
 def error_record(message: str) -> dict[str, Any]:

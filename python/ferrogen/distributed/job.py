@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from ..config import GenerationConfig
 from ._ray import need_ray
 from .attempts import AttemptLedger, task_retries
-from .generator import BatchGenerator
+from .generator import BatchGenerator, check_batch_size
 from .io import PathLike, iter_records, read_jsonl
 
 if TYPE_CHECKING:
@@ -49,6 +49,18 @@ def _pool_size(concurrency: Any, num_cpus: float, num_gpus: float, resources: di
     return sizes
 
 
+def _block_size(batch_size: Any, block_size: Any) -> int:
+    """The rows of one Ray call: ``block_size``, else ``batch_size`` (both checked)."""
+    if batch_size is None:
+        raise ValueError("batch_size: expected an int >= 1, got None")
+    check_batch_size(batch_size)
+    if block_size is None:
+        return int(batch_size)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < batch_size:
+        raise ValueError(f"block_size: expected an int >= batch_size ({batch_size}), got {block_size!r}")
+    return block_size
+
+
 def generate_dataset(
     ds: "Dataset",
     model: Optional[PathLike] = None,
@@ -58,6 +70,7 @@ def generate_dataset(
     key_column: Optional[str] = None,
     overrides_column: Optional[str] = "overrides",
     batch_size: int = 16,
+    block_size: Optional[int] = None,
     concurrency: Union[int, tuple[int, int], None] = None,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
@@ -83,6 +96,16 @@ def generate_dataset(
       torch's global generator. Only sampling (``do_sample=True``) needs a row key: rows of a
       dataset that the readers did not number need ``key_column`` then, greedy and beam search
       run on any dataset.
+    - Batches: each Ray call (a block of ``block_size`` rows, default ``batch_size``) runs its
+      rows through the batch engine as :func:`ferrogen.engine.generate_texts` does: sorted by
+      prompt length, ``batch_size`` at a time, finished rows dropped and (greedy search and
+      sampling, a model whose cache can merge) their slots refilled with the block's waiting
+      rows: continuous batching, which needs a block larger than the batch (e.g.
+      ``block_size=4 * batch_size``; a larger block also means fewer, larger units to share
+      among actors and to retry). The engine keeps no per-token scores: with
+      ``output_scores=True`` (the default) each ``batch_size`` rows of a block (in length order)
+      run as one ``generate`` call, finished rows dropped but no refill; pass
+      ``output_scores=False`` for continuous batching.
     - Output: the input columns plus :data:`OUTPUT_COLUMNS` (``text``, ``token_ids``,
       ``scores``: per-token log-probabilities, ``sequence_score``, ``finish_reason``,
       ``sequence_index`` among ``num_return_sequences``, ``error``). A malformed row gets one
@@ -100,8 +123,7 @@ def generate_dataset(
       the reading tasks while actors hold all CPUs.
     """
     ray = need_ray()
-    if batch_size < 1:
-        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    block_size = _block_size(batch_size, block_size)
     if batch_retries < 0:
         raise ValueError(f"batch_retries: must be >= 0, got {batch_retries}")
     if model is not None and not (Path(model) / "config.json").is_file():
@@ -119,17 +141,17 @@ def generate_dataset(
     resources = ray.cluster_resources()
     low, high = _pool_size(concurrency, num_cpus, num_gpus, resources)
     ledger = ray.remote(num_cpus=0)(AttemptLedger).remote()
-    ds = ds.repartition(target_num_rows_per_block=batch_size)
+    ds = ds.repartition(target_num_rows_per_block=block_size)
     if high * num_cpus >= resources.get("CPU", 0):
         ds = ds.materialize()
-    retries = task_retries(batch_retries, batch_size) if max_task_retries is None else max_task_retries
+    retries = task_retries(batch_retries, block_size) if max_task_retries is None else max_task_retries
     with warnings.catch_warnings():
         # Ray 2.60 deprecates **ray_remote_args but names no parameter for max_restarts and
         # max_task_retries yet; the warning would ask the user for a change they cannot make.
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         return ds.map_batches(
             generator_class,
-            batch_size=batch_size,
+            batch_size=block_size,
             batch_format="pyarrow",
             zero_copy_batch=True,
             compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
@@ -139,7 +161,7 @@ def generate_dataset(
             max_task_retries=retries,
             fn_constructor_kwargs=dict(
                 model=str(model) if model is not None else None, generation_config=config, overrides=overrides,
-                seed=seed, prompt_column=prompt_column, key_column=key_column, overrides_column=overrides_column,
+                seed=seed, batch_size=batch_size, prompt_column=prompt_column, key_column=key_column, overrides_column=overrides_column,
                 output_scores=output_scores, device=device or ("cuda" if num_gpus else "cpu"), dtype=dtype,
                 threads=max(1, int(num_cpus)), ledger=ledger, batch_retries=batch_retries,
             ),

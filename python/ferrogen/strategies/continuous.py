@@ -107,21 +107,25 @@ class _Row:
 
 
 def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: torch.Tensor, feed: Feed,
-                   make_core: Callable[[GenerationRequest], Any], on_step: Optional[Callable[[int], None]]) -> None:
+                   make_core: Callable[[GenerationRequest], Any], on_step: Optional[Callable[[int], None]],
+                   on_logits: Optional[Callable[[list[int], torch.Tensor], None]] = None) -> None:
     """Runs the batch, refilling it from ``feed`` until no prompt waits and every row ended;
     each row's new tokens and finish reason go to ``feed.done``. ``pick`` names the core's
-    step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for a new group."""
+    step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for a new group;
+    ``on_logits`` is :attr:`~ferrogen.strategies.running_rows.EngineHooks.on_logits`."""
     feed.merged = True
     adapter: Any = request.adapter  # a merging adapter (why_no_refill checked it)
     next_logits: Optional[torch.Tensor] = logits
     rows = [_Row(w.slot) for w in feed.first]
     assert request.config.max_new_tokens is not None  # why_no_refill checked it
     budget = int(request.config.max_new_tokens)
-    stops = [_on_new_tokens(c) for c in request.criteria if isinstance(c, StopStringCriteria)]
+    stops = [c for c in request.criteria if isinstance(c, StopStringCriteria)]
     others = [c for c in request.criteria if not isinstance(c, StopStringCriteria)]
     while True:
         assert next_logits is not None
         before = core.unfinished()
+        if on_logits is not None:
+            on_logits([row.slot for row in rows], next_logits)
         tokens = getattr(core, pick)(next_logits.numpy())
         next_logits = None  # not alive during the next forward pass
         if on_step is not None:
@@ -170,20 +174,13 @@ def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], fee
     return make_core(sub), fresh, logits
 
 
-def _on_new_tokens(crit: StopStringCriteria) -> StopStringCriteria:
-    """The criterion for a row's new tokens alone (it is given no prompt in front of them)."""
-    own = copy.copy(crit)
-    own.prompt_length = 0
-    return own
-
-
 def _stop_verdicts(stops: list[StopStringCriteria], others: list[Any], rows: list[_Row],
                    pad: int) -> list[tuple[np.ndarray, str]]:
     """Each criterion's verdict per row: stop strings on each row's own new tokens (as the
     static loop sees them: its tokens after the prompt), the rest (max_time) on the batch."""
     verdicts = []
     for crit in stops:
-        done = np.array([bool(crit(torch.tensor([row.new]))[0]) if row.new else False for row in rows])
+        done = np.array(crit.rows_done([row.new for row in rows]), dtype=bool)
         verdicts.append((done, getattr(crit, "finish_reason", "stop")))
     for crit in others:
         width = max(len(row.new) for row in rows)

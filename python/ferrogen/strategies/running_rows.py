@@ -43,6 +43,16 @@ class EngineHooks:
     feed: Optional[Feed] = None
     #: Set once the run said why its rows cannot be dropped (said once per engine run).
     warned: bool = False
+    #: For tests that compare the engine with a reference: called before every step's pick with
+    #: the running rows' prompt slots (the engine's input order; a plain call's row numbers
+    #: without a feed) and their logits ``[rows, vocab]``, before any processor. The tensor is
+    #: processed in place right after: copy what you keep. Unset, it costs one check a step.
+    on_logits: Optional[Callable[[list[int], torch.Tensor], None]] = None
+
+    def slots(self, rows: np.ndarray) -> list[int]:
+        """The prompt slots of a plain loop's running rows (``rows``: their row numbers)."""
+        first = self.feed.first if self.feed is not None else None
+        return [first[i].slot for i in rows] if first else [int(i) for i in rows]
 
     def can_drop(self, request: GenerationRequest, core: object) -> bool:
         """Whether this loop drops finished rows; warns once when asked to but it cannot."""

@@ -65,7 +65,8 @@ def run_token_loop(
         if running.drop and hooks is not None and hooks.feed is not None and make_core is not None:
             why = why_no_refill(request, core, copies)
             if why is None:  # continuous batching: the engine's waiting prompts join this batch
-                run_continuous(request, core, step.__name__, logits, hooks.feed, make_core, hooks.on_step)
+                run_continuous(request, core, step.__name__, logits, hooks.feed, make_core, hooks.on_step,
+                               hooks.on_logits)
                 return GenerateOutput(sequences=prompt, finish_reasons=["merged"] * rows)
             hooks.feed.say_shrink_only(why)
     while cur < total:
@@ -75,6 +76,8 @@ def run_token_loop(
             own = getattr(request.adapter, "raw_logits", None)
             raw.append((logits if own is None else own).clone())
         before = core.unfinished()
+        if hooks is not None and hooks.on_logits is not None:
+            hooks.on_logits(hooks.slots(running.index), logits)
         if guidance is not None:  # transformers' first processor
             guidance.apply(sequences[:, :cur], logits)
         if request.logits_processors:
