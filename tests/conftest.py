@@ -103,6 +103,12 @@ def left_padded_batch(lengths=(5, 3, 7, 1), pad_id=0, seed=1):
     return ids, mask
 
 
+def prompts(rows=2, length=6, seed=3):
+    """A ``[rows, length]`` batch of random prompts without padding (ids 3..VOCAB-1)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (rows, length), generator=g)
+
+
 def hf_generate(model, ids, mask, **kwargs):
     """transformers' own generate, quiet."""
     with warnings.catch_warnings():

@@ -217,6 +217,10 @@ def test_help_groups_and_documents_every_field(capsys):
         (["--input", "/nonexistent.jsonl"], "--input"),
         (["--num-beams", "0"], "num_beams"),
         (["--batch-size", "0", "--input", "x"], "--batch-size"),
+        (["--refill-fraction", "0", "--input", "x"], "--refill-fraction: must be in (0, 1]"),
+        (["--refill-fraction", "1.5", "--input", "x"], "--refill-fraction: must be in (0, 1]"),
+        (["--refill-fraction", "nan", "--input", "x"], "--refill-fraction: must be in (0, 1]"),
+        (["--refill-fraction", "0.5", "--prompt", "a", "--stream"], "--refill-fraction"),
         (["--stream", "--prompt", "a", "--prompt", "b"], "--stream"),
         (["--dola-layers", "middle"], "dola_layers"),
         (["--prompt", "a", "--resume"], "--resume"),
@@ -227,6 +231,29 @@ def test_bad_flags_give_one_line_errors(capsys, argv, needle):
     code, _, err = run(capsys, "generate", *argv)
     assert code == 2
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_refill_fraction_reaches_the_engine(tmp_path, capsys, monkeypatch):
+    """--refill-fraction is the batch engine's refill_fraction; the records are those of the default."""
+    import ferrogen.engine
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["And God said", "Jesus wept", "In the beginning"]))
+    real, fractions = ferrogen.engine.generate_texts, []
+
+    def recording(*args, **kwargs):
+        fractions.append(kwargs.get("refill_fraction"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ferrogen.engine, "generate_texts", recording)
+    outputs = []
+    for extra in (["--refill-fraction", "0.5"], []):
+        dst = tmp_path / f"out{len(extra)}.jsonl"
+        code, _, _ = run(capsys, "generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "4",
+                         "--batch-size", "2", *extra)
+        assert code == 0
+        outputs.append(records_of(dst))
+    assert fractions == [0.5, None] and outputs[0] == outputs[1]
 
 
 def test_a_failing_prompt_exits_1(capsys):

@@ -115,6 +115,42 @@ def test_refilled_rows_match_static_batches_and_prompts_alone(generators, name, 
         assert got == _alone(generator, prompt, settings), prompt
 
 
+def _record_encoder_widths(monkeypatch) -> list[tuple[int, int, int, set[int]]]:
+    """Around every trim of an encoder-decoder adapter: (encoder width before, after, the last
+    column any row uses, widths of the encoder outputs and of every cross-attention layer)."""
+    from ferrogen.models import EncoderDecoderAdapter
+
+    seen: list[tuple[int, int, int, set[int]]] = []
+    real = EncoderDecoderAdapter.trim_padding
+
+    def recording(adapter):
+        before = int(adapter._encoder_mask.shape[1])
+        real(adapter)
+        mask, cross = adapter._encoder_mask, adapter._cache.cross_attention_cache.layers
+        used = int(mask.bool().any(dim=0).nonzero().max()) + 1
+        widths = {int(adapter._encoder_outputs.last_hidden_state.shape[1])}
+        widths |= {int(t.shape[2]) for layer in cross for t in (layer.keys, layer.values)}
+        seen.append((before, int(mask.shape[1]), used, widths))
+
+    monkeypatch.setattr(EncoderDecoderAdapter, "trim_padding", recording)
+    return seen
+
+
+def test_encoder_side_shrinks_after_a_long_prompt_leaves(generators, monkeypatch):
+    """The merge pads encoder outputs, mask and cross-attention on the right to the longest source
+    merged so far; once the rows that needed it have left, those columns go again, and every row
+    still decodes as it does alone (BART's batches only shrink, with no merge to pad them)."""
+    generator = generators["t5"]
+    settings = dict(max_new_tokens=8, eos_token_id=STOPS, pad_token_id=0)
+    prompts = _prompts([14, 2, 3, 2, 4, 3, 2, 3, 2, 4])
+    seen = _record_encoder_widths(monkeypatch)
+    continuous = _run(generator, prompts, batch_size=3, refill_fraction=0.34, **settings)
+    assert all(after == used and widths == {after} for _, after, used, widths in seen), seen
+    assert any(before == 14 and after < 14 for before, after, _, _ in seen), seen  # the long prompt left first
+    for prompt, got in zip(prompts, continuous):
+        assert got == _alone(generator, prompt, settings), prompt
+
+
 @pytest.mark.parametrize("name", SHRINKING)
 def test_unmergeable_caches_shrink_only_said_once(generators, name):
     settings = dict(max_new_tokens=6, eos_token_id=STOPS, pad_token_id=0)
@@ -162,6 +198,19 @@ def test_refill_fraction_is_checked(generators):
     for bad in (0, 1.5, "half"):
         with pytest.raises(ValueError, match="refill_fraction"):
             generate_texts(generators["gpt2"], ["3 4"], batch_size=2, refill_fraction=bad)
+        with pytest.raises(ValueError, match="refill_fraction"):
+            generators["gpt2"](["3 4"], batch_size=2, refill_fraction=bad)
+
+
+def test_pipeline_call_takes_refill_fraction_with_batch_size(generators):
+    settings = dict(max_new_tokens=6, eos_token_id=STOPS, pad_token_id=0)
+    prompts = _prompts(LENGTHS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = generators["t5"](prompts, batch_size=3, refill_fraction=0.5, **settings)
+    assert [(r.token_ids, r.finish_reason) for r in got] == _run(generators["t5"], prompts, batch_size=3, **settings)
+    with pytest.raises(TypeError, match="refill_fraction: works with batch_size"):
+        generators["gpt2"](["3 4"], refill_fraction=0.5, **settings)
 
 
 def test_core_append_rows_checks_its_other(one_torch_thread):

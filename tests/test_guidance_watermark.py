@@ -19,7 +19,7 @@ from transformers.generation.logits_process import (
 
 import ferrogen
 from ferrogen import FallbackWarning
-from conftest import VOCAB
+from conftest import prompts
 
 NEW = 10
 
@@ -27,11 +27,6 @@ NEW = 10
 @pytest.fixture
 def model(decoder):
     return decoder
-
-
-def prompts(rows=2, length=6, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, VOCAB, (rows, length), generator=g)
 
 
 GUIDANCE = [

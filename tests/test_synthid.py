@@ -16,7 +16,7 @@ from transformers import BayesianDetectorConfig, BayesianDetectorModel, SynthIDT
 from transformers.generation.logits_process import SynthIDTextWatermarkLogitsProcessor
 
 import ferrogen
-from conftest import VOCAB
+from conftest import prompts
 from ferrogen import FallbackWarning
 from ferrogen.watermark import (
     synthid_context_repetition_mask,
@@ -37,11 +37,6 @@ def processor(config: SynthIDTextWatermarkingConfig) -> SynthIDTextWatermarkLogi
 @pytest.fixture
 def model(decoder):
     return decoder
-
-
-def prompts(rows=2, length=6, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, VOCAB, (rows, length), generator=g)
 
 
 def random_config(seed: int) -> SynthIDTextWatermarkingConfig:

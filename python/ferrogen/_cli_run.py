@@ -134,15 +134,18 @@ def _windows(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
 
 def run(lines: Iterable[Line], generator: Any, base: Any, limits: Limits, *, batch_size: int,
         emit: Callable[[list[Record], int], None], streamer: Any = None,
-        on_progress: Optional[Callable[[Any], None]] = None) -> int:
+        on_progress: Optional[Callable[[Any], None]] = None, refill_fraction: Optional[float] = None) -> int:
     """Generates every line; ``emit(records, last_line_number)`` once per window, in input order;
-    ``on_progress`` gets the engine's :class:`~ferrogen.engine.EngineProgress` as it runs.
+    ``on_progress`` gets the engine's :class:`~ferrogen.engine.EngineProgress` as it runs;
+    ``refill_fraction`` is the engine's (its default when None).
 
     Returns the number of lines whose record is an error.
     """
     errors = 0
     engine = streamer is None
     batching: dict[str, Any] = {"batch_size": batch_size, "on_progress": on_progress} if engine else {}
+    if engine and refill_fraction is not None:
+        batching["refill_fraction"] = refill_fraction
     for window in _windows(lines, batch_size * POOL_BATCHES if engine else batch_size):
         records = _window(window, generator, base, limits, streamer, batching)
         errors += len({r["line"] for r in records if "error" in r})

@@ -79,6 +79,9 @@ def build_parser(field_docs: bool = True) -> argparse.ArgumentParser:
                      help="exit 1 when any line gets an error record (default for --prompt)")
     gen.add_argument("--config", metavar="FILE", help="a generation_config.json to start from")
     gen.add_argument("--batch-size", type=int, default=8, metavar="N", help="lines per batch (default 8)")
+    gen.add_argument("--refill-fraction", type=float, metavar="F",
+                     help="refill the running batch with waiting lines once this fraction of it, in (0, 1], "
+                          "is free (continuous batching; default 0.25)")
     gen.add_argument("--device", default="cpu", help="torch device (default cpu)")
     gen.add_argument("--stream", action="store_true",
                      help="print text as it is generated (one prompt; to stderr when the output is JSON)")
@@ -96,6 +99,10 @@ def _check_args(args: argparse.Namespace) -> None:
     """Checks that need no model; a failure is a :class:`CliError` (exit status 2)."""
     if args.batch_size < 1:
         raise CliError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if args.refill_fraction is not None and not 0 < args.refill_fraction <= 1:
+        raise CliError(f"--refill-fraction: must be in (0, 1], got {args.refill_fraction}")
+    if args.refill_fraction is not None and (args.stream or args.beam_tree or args.ray or args.ray_address):
+        raise CliError("--refill-fraction: works with the batch engine, not with --stream, --beam-tree or --ray")
     if args.model is not None and not Path(args.model).is_dir():
         raise CliError(f"--model: {args.model} is not a directory")
     if args.input is not None and not Path(args.input).is_file():
@@ -255,7 +262,7 @@ def _generate_all(args: argparse.Namespace, fields: dict[str, Any], config: Any,
             bar.set_postfix_str(state.describe(), refresh=False)
 
         errors = run(lines, generator, config, limits, batch_size=args.batch_size, emit=emit, streamer=streamer,
-                     on_progress=progress)
+                     on_progress=progress, refill_fraction=args.refill_fraction)
         bar.update((total or 0) - bar.n)
     return 1 if errors and (args.strict or args.input is None) else 0
 

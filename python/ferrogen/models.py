@@ -564,7 +564,7 @@ class EncoderDecoderAdapter(_HiddenStates):
         append_seq2seq_rows(self, other)
 
     def trim_padding(self) -> None:
-        """Drops leading decoder positions that are padding in every row."""
+        """Drops leading decoder and trailing encoder positions that are padding in every row."""
         trim_seq2seq_padding(self)
 
     def select_rows(self, rows: torch.Tensor) -> None:

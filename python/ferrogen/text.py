@@ -92,14 +92,20 @@ class TextGenerator:
             tokenizer.pad_token = tokenizer.eos_token
 
     def __call__(self, prompts: Union[str, Sequence[str]], streamer: Any = None, batch_size: Optional[int] = None,
-                 **kwargs: Any) -> list[TextResult]:
+                 refill_fraction: Optional[float] = None, **kwargs: Any) -> list[TextResult]:
         """Generates every prompt; one batch, or with ``batch_size`` the batch engine
-        (:mod:`ferrogen.engine`: length-sorted batches, finished rows dropped, input order kept)."""
+        (:mod:`ferrogen.engine`: length-sorted batches, finished rows dropped, input order kept;
+        freed slots refilled once ``refill_fraction``, in (0, 1], of the batch is free: 0.25 by
+        default)."""
         if batch_size is not None:
             from .engine import generate_texts
 
             batch = [prompts] if isinstance(prompts, str) else list(prompts)
+            if refill_fraction is not None:
+                kwargs["refill_fraction"] = refill_fraction
             return generate_texts(self, batch, batch_size, streamer=streamer, **kwargs)
+        if refill_fraction is not None:
+            raise TypeError("refill_fraction: works with batch_size (the batch engine refills its freed slots)")
         if "return_full_text" in kwargs:  # transformers' pipeline argument: both forms are here
             raise TypeError("return_full_text: not an argument here; every TextResult has .text (the generated "
                             "text alone) and .full_text (the prompt followed by it)")

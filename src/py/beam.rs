@@ -127,8 +127,35 @@ pub(super) fn tokens_parents<'py>(py: Python<'py>, core: &impl BeamCore) -> Pair
 }
 
 /// The `#[pymethods]` of a beam-family binding: the methods every search shares through
-/// [`BeamCore`] (written once here) followed by the search's own methods.
+/// [`BeamCore`] (written once here) followed by the search's own methods. `with process`: also
+/// the `process(logits, log_softmax=True)` of the searches that score all rows at once (the
+/// search's own `process` and `process_log_probs`).
 macro_rules! beam_binding {
+    ($name:ident, constrained: $constrained:expr, with process, { $($own:tt)* }) => {
+        $crate::py::beam::beam_binding!($name, constrained: $constrained, {
+            /// Log-softmax and the processors over `logits` (float32 `[rows, vocab]`) in place;
+            /// `log_softmax=False`: the processors only, over scores already log-softmaxed.
+            #[pyo3(signature = (logits, log_softmax=true))]
+            fn process(
+                &self,
+                py: Python<'_>,
+                mut logits: ::numpy::PyReadwriteArray2<'_, f32>,
+                log_softmax: bool,
+            ) -> PyResult<()> {
+                use ::numpy::PyUntypedArrayMethods as _;
+                let vocab = logits.shape()[1];
+                let data = $crate::py::arrays::contiguous_mut("logits", &mut logits)?;
+                let inner = &self.inner;
+                py.detach(|| match log_softmax {
+                    true => inner.process(data, vocab),
+                    false => inner.process_log_probs(data, vocab),
+                })
+                .map_err($crate::py::errors::to_py)
+            }
+
+            $($own)*
+        });
+    };
     ($name:ident, constrained: $constrained:expr, { $($own:tt)* }) => {
         #[pymethods]
         impl $name {
@@ -191,7 +218,7 @@ pub struct BeamSearch {
     inner: CoreBeamSearch,
 }
 
-beam_binding!(BeamSearch, constrained: false, {
+beam_binding!(BeamSearch, constrained: false, with process, {
     /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings`: this
     /// generation's settings (processors, beams, seed).
     #[new]
@@ -227,25 +254,6 @@ beam_binding!(BeamSearch, constrained: false, {
     #[getter]
     fn candidates_per_item(&self) -> usize {
         self.inner.candidates_per_item()
-    }
-
-    /// Log-softmax and the processors over `logits` (float32 `[rows, vocab]`) in place;
-    /// `log_softmax=False`: the processors only, over scores already log-softmaxed.
-    #[pyo3(signature = (logits, log_softmax=true))]
-    fn process(
-        &self,
-        py: Python<'_>,
-        mut logits: PyReadwriteArray2<'_, f32>,
-        log_softmax: bool,
-    ) -> PyResult<()> {
-        let vocab = logits.shape()[1];
-        let data = contiguous_mut("logits", &mut logits)?;
-        let inner = &self.inner;
-        py.detach(|| match log_softmax {
-            true => inner.process(data, vocab),
-            false => inner.process_log_probs(data, vocab),
-        })
-        .map_err(to_py)
     }
 
     /// The sampling warpers in place (no-op for beam search).

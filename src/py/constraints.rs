@@ -122,7 +122,7 @@ pub struct ConstrainedBeamSearch {
     inner: CoreSearch,
 }
 
-beam_binding!(ConstrainedBeamSearch, constrained: true, {
+beam_binding!(ConstrainedBeamSearch, constrained: true, with process, {
     /// `input_ids`: int64 `[batch, prompt_len]` (not expanded); `settings` as for
     /// `BeamSearch`; `specs` as for `ConstraintTracker` (checked against the settings'
     /// vocabulary size); `prompt_mask`: bool, `False` at padding.
@@ -143,25 +143,6 @@ beam_binding!(ConstrainedBeamSearch, constrained: true, {
         let set = constraint_set(specs, vocab, "force_words_ids")?;
         let inner = CoreSearch::new(&prompts, batch, &config, beam, set, mask).map_err(to_py)?;
         Ok(ConstrainedBeamSearch { inner })
-    }
-
-    /// Log-softmax and the processors over `logits` (float32 `[rows, vocab]`) in place;
-    /// `log_softmax=False`: the processors only, over scores already log-softmaxed.
-    #[pyo3(signature = (logits, log_softmax=true))]
-    fn process(
-        &self,
-        py: Python<'_>,
-        mut logits: PyReadwriteArray2<'_, f32>,
-        log_softmax: bool,
-    ) -> PyResult<()> {
-        let vocab = logits.shape()[1];
-        let data = contiguous_mut("logits", &mut logits)?;
-        let inner = &self.inner;
-        py.detach(|| match log_softmax {
-            true => inner.process(data, vocab),
-            false => inner.process_log_probs(data, vocab),
-        })
-        .map_err(to_py)
     }
 
     /// Chooses the next beams from processed scores; returns `(tokens, parent_rows)`.

@@ -122,6 +122,13 @@ fn hash_of(watermarking_config: &Bound<'_, PyAny>) -> PyResult<SynthIdHash> {
     SynthIdHash::new(&spec_of(watermarking_config)?).map_err(to_py)
 }
 
+/// What every SynthID binding reads from `input_ids` (`[rows, length]`): its C-contiguous
+/// data, rows and length.
+fn id_rows<'a>(input_ids: &'a PyReadonlyArray2<'_, i64>) -> PyResult<(&'a [i64], usize, usize)> {
+    let ids = contiguous("input_ids", input_ids)?;
+    Ok((ids, input_ids.shape()[0], input_ids.shape()[1]))
+}
+
 /// transformers' `SynthIDTextWatermarkLogitsProcessor.compute_g_values`: int64
 /// `[rows, length - ngram_len + 1, depth]`.
 #[pyfunction]
@@ -131,8 +138,7 @@ pub fn synthid_g_values<'py>(
     input_ids: PyReadonlyArray2<'py, i64>,
 ) -> PyResult<Bound<'py, PyArray3<i64>>> {
     let hash = hash_of(watermarking_config)?;
-    let rows = input_ids.shape()[0];
-    let ids = contiguous("input_ids", &input_ids)?;
+    let (ids, rows, _) = id_rows(&input_ids)?;
     let (g, positions) = py.detach(|| hash.g_values(ids, rows)).map_err(to_py)?;
     let wide: Vec<i64> = g.into_iter().map(i64::from).collect();
     numpy::PyArray1::from_vec(py, wide).reshape([rows, positions, hash.depth()])
@@ -147,8 +153,7 @@ pub fn synthid_context_repetition_mask<'py>(
     input_ids: PyReadonlyArray2<'py, i64>,
 ) -> PyResult<Bound<'py, PyArray2<bool>>> {
     let hash = hash_of(watermarking_config)?;
-    let rows = input_ids.shape()[0];
-    let ids = contiguous("input_ids", &input_ids)?;
+    let (ids, rows, _) = id_rows(&input_ids)?;
     let (mask, positions) = py
         .detach(|| hash.context_repetition_mask(ids, rows))
         .map_err(to_py)?;
@@ -163,8 +168,7 @@ pub fn synthid_eos_token_mask<'py>(
     input_ids: PyReadonlyArray2<'py, i64>,
     eos_token_id: i64,
 ) -> PyResult<Bound<'py, PyArray2<bool>>> {
-    let (rows, len) = (input_ids.shape()[0], input_ids.shape()[1]);
-    let ids = contiguous("input_ids", &input_ids)?;
+    let (ids, rows, len) = id_rows(&input_ids)?;
     let mask = eos_token_mask(ids, rows, eos_token_id).map_err(to_py)?;
     numpy::PyArray1::from_vec(py, mask).reshape([rows, len])
 }
