@@ -240,14 +240,15 @@ beam_binding!(BeamSearch, constrained: false, with process, {
     /// `torch.set_rng_state`). Then call `propose`/`step` without `noise`.
     fn draw_torch_noise(
         &mut self,
-        py: Python<'_>,
         mut torch_rng_state: PyReadwriteArray1<'_, u8>,
         vocab: usize,
     ) -> PyResult<()> {
         let state = contiguous_mut1("torch_rng_state", &mut torch_rng_state)?;
-        let inner = &mut self.inner;
-        py.detach(|| inner.draw_torch_noise(state, vocab))
-            .map_err(to_py)
+        // Held on purpose (a few ms: the generator's words only, the transform comes later):
+        // between the caller's `get_rng_state` and `set_rng_state` no other Python thread may
+        // start a torch draw, whose words this draw would then repeat and whose state it would
+        // overwrite.
+        self.inner.draw_torch_noise(state, vocab).map_err(to_py)
     }
 
     /// Candidates per batch item and step (`K`).

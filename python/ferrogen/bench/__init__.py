@@ -1,7 +1,9 @@
 """End-to-end benchmark: ferrogen vs transformers vs the model's forward pass alone.
 
 For every (model, batch, strategy) row, in one process and one run:
-- forward-only: prefill + the same number of cached decode steps, nothing else (the floor);
+- forward-only: prefill + the same number of cached decode steps, nothing else (the floor), with
+  transformers' ``DynamicCache`` (a ``torch.cat`` of every layer per step; ferrogen's growing
+  cache layers skip that copy, so greedy search and sampling can read below 1.0× of it);
 - ferrogen.generate and transformers' model.generate with the same settings.
 Both generate exactly ``--new-tokens`` tokens: the random models have no EOS token, the
 embedded model's EOS is suppressed with min_new_tokens on both sides (a logits processor, so

@@ -7,11 +7,12 @@ sampling race is drawn from torch's global generator exactly as ``torch.multinom
 draws it, so results match transformers under ``torch.manual_seed``: the core reads
 the generator's state, draws the same words and hands the advanced state back, and
 computes an entry's ``-log1p(-u)`` only where the race reads it (with top-k, a few
-thousand of the ``batch × beams × vocab`` entries torch would transform). Another
-Python thread drawing from torch's global generator while the core draws (the GIL is
-released) reads the state from before the step and is overwritten by it, where torch's
-own kernel would have serialised the two. With a ``seed`` the core draws its own
-counter-based noise per batch item.
+thousand of the ``batch × beams × vocab`` entries torch would transform). The draw holds
+the GIL from ``get_rng_state`` to ``set_rng_state`` (the words only, a few ms), so no other
+Python thread starts a torch draw in between; a torch op already running in another thread
+when the step begins could still draw meanwhile and then be overwritten, where torch's own
+kernel would serialise the two (concurrent draws from one global generator are unordered in
+torch too). With a ``seed`` the core draws its own counter-based noise per batch item.
 
 Device candidates: when the logits live on an accelerator, copying ``[rows, vocab]``
 float32 to the host every step costs more than the forward pass of a small model. Beam
