@@ -108,12 +108,14 @@ def continuous(model: Any, tok: Any, texts: list[str], hf: dict[str, Any], batch
     return sum(len(r.generated_tokens) for r in results.values())
 
 
-def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: list[int], blocks: int,
+def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: list[int], blocks: list[int],
              row: dict[str, Any]) -> list[dict[str, Any]]:
     """The same prompts through ``ferrogen.distributed`` (local Ray, 1 CPU and torch thread per actor,
     ``output_scores=False``), each Ray call a block of ``batch`` rows (what ``generate_dataset`` did
     before blocks: one batch per call) run static or shrink-only, or through the batch engine
-    (continuous batching) with blocks of ``batch`` and of ``blocks * batch`` rows."""
+    (continuous batching) with blocks of ``batch`` rows (``block_size=batch_size``: nothing waits, so
+    nothing refills) and of ``k * batch`` rows for each ``k`` of ``blocks`` (``generate_dataset``'s
+    default is :data:`~ferrogen.distributed.job.DEFAULT_BLOCK_BATCHES` batches)."""
     import ray
 
     from ferrogen import distributed as fd
@@ -126,7 +128,7 @@ def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: l
         engine_options = {"continuous": False}
 
     systems = [("static", StaticBatchGenerator, batch), ("shrink-only", ShrinkOnlyBatchGenerator, batch),
-               ("engine", BatchGenerator, batch), ("engine", BatchGenerator, blocks * batch)]
+               ("engine", BatchGenerator, batch), *[("engine", BatchGenerator, k * batch) for k in blocks if k > 1]]
     config = {k: v for k, v in base.items() if k != "stop_strings"}
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=200 * 2**20,
              log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
@@ -166,8 +168,8 @@ def main() -> None:
                         help="eos, stop (stop string '.'), uniform (one prompt length, every row to max_new_tokens)")
     parser.add_argument("--skip", nargs="*", default=[], help="systems to leave out (hf_pipeline, generate_batch)")
     parser.add_argument("--ray", type=int, nargs="*", default=[], help="actor counts for the Ray rows (greedy, eos)")
-    parser.add_argument("--ray-block", type=int, default=4,
-                        help="the Ray engine row's block_size, in batches (also run with blocks of one batch)")
+    parser.add_argument("--ray-block", type=int, nargs="+", default=[4],
+                        help="the Ray engine rows' block_size, in batches (also run with blocks of one batch)")
     parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args()
     torch.set_num_threads(1)

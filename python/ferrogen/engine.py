@@ -88,8 +88,7 @@ def generate_texts(
     ``refill_fraction`` (in (0, 1]) of the batch is free; ``static`` runs plain batches."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-    if not isinstance(refill_fraction, (int, float)) or not 0 < refill_fraction <= 1:
-        raise ValueError(f"refill_fraction: expected a number in (0, 1], got {refill_fraction!r}")
+    check_refill_fraction(refill_fraction)
     prompts = list(prompts)
     if not prompts:
         return []
@@ -125,6 +124,13 @@ def generate_texts(
         if on_progress is not None:
             on_progress(progress)
     return [result for produced in out for result in produced]
+
+
+def check_refill_fraction(refill_fraction: Any) -> None:
+    """``refill_fraction``: a number in (0, 1] (the free share of the batch that triggers a refill)."""
+    if isinstance(refill_fraction, bool) or not isinstance(refill_fraction, (int, float)) \
+            or not 0 < refill_fraction <= 1:
+        raise ValueError(f"refill_fraction: expected a number in (0, 1], got {refill_fraction!r}")
 
 
 def _config_of(model: Any, kwargs: dict[str, Any]) -> GenerationConfig:

@@ -28,12 +28,13 @@ class BatchGenerator:
     :func:`ferrogen.engine.generate_texts` runs them: sorted by prompt length, ``batch_size``
     rows at a time (default: the whole block at once), finished rows dropped and, for greedy
     search and sampling where the model's cache can merge, their slots refilled with the
-    block's waiting rows (continuous batching; otherwise the batch only shrinks: the engine
-    decides). Each row's tokens are those it has alone (its seed: see
+    block's waiting rows once ``refill_fraction`` of the batch is free (the engine's default
+    when None; continuous batching; otherwise the batch only shrinks: the engine decides).
+    Each row's tokens are those it has alone (its seed: see
     :func:`~ferrogen.distributed.generate_dataset`); output rows keep the block's order.
     The engine keeps no per-token scores, so with ``output_scores=True`` the rows run as
     before, each group of ``batch_size`` (in length order) as one ``generate`` call with
-    finished rows dropped but no refill.
+    finished rows dropped but no refill (``refill_fraction`` is refused there).
 
     With an :class:`~ferrogen.distributed.attempts.AttemptLedger` actor as ``ledger``, a batch
     whose worker died more than ``batch_retries`` times is split to isolate the row that kills
@@ -61,6 +62,7 @@ class BatchGenerator:
         threads: Optional[int] = None,
         ledger: Any = None,
         batch_retries: int = 2,
+        refill_fraction: Optional[float] = None,
     ) -> None:
         import torch
         from transformers.utils import logging as hf_logging
@@ -70,6 +72,7 @@ class BatchGenerator:
         from ..text import TextGenerator, load_model
 
         check_batch_size(batch_size)
+        check_refill_fraction(refill_fraction, output_scores)
         if threads:
             torch.set_num_threads(threads)
         hf_logging.set_verbosity_error()
@@ -86,6 +89,7 @@ class BatchGenerator:
         self.output_scores = output_scores
         self.ledger = ledger
         self.batch_retries = batch_retries
+        self.refill = {} if refill_fraction is None else {"refill_fraction": refill_fraction}
         # With output_scores: the batch engine's row dropping alone (finished rows leave the
         # running batch), since the refilling loop collects no per-token scores.
         self.hooks = EngineHooks()
@@ -189,7 +193,7 @@ class BatchGenerator:
 
         seeding: dict[str, Any] = {"row_seeds": seeds} if config.do_sample else {}
         results = generate_texts(self.text, prompts, size, generation_config=config, output_scores=False,
-                                 **self.engine_options, **seeding)
+                                 **{**self.refill, **self.engine_options}, **seeding)
         per_prompt = len(results) // len(prompts)
         return [
             [_engine_record(result, j) for j, result in enumerate(results[k * per_prompt : (k + 1) * per_prompt])]
@@ -266,6 +270,19 @@ def check_batch_size(batch_size: Optional[int]) -> None:
     """``batch_size``: None (a block's rows all at once) or an int >= 1."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+
+
+def check_refill_fraction(refill_fraction: Optional[float], output_scores: bool) -> None:
+    """``refill_fraction``: None (the engine's default) or a number in (0, 1], and only where the
+    rows run through the refilling engine (``output_scores=False``)."""
+    from ..engine import check_refill_fraction as check_value
+
+    if refill_fraction is None:
+        return
+    check_value(refill_fraction)
+    if output_scores:
+        raise ValueError("refill_fraction: works with output_scores=False (the batch engine's refill keeps no "
+                         "per-token scores; with scores each batch runs alone, nothing refills)")
 
 
 def _engine_record(result: "TextResult", index: int) -> dict[str, Any]:
