@@ -27,8 +27,8 @@ class BatchGenerator:
     Each call's rows (a Ray *block*) run through the batch engine as
     :func:`ferrogen.engine.generate_texts` runs them: sorted by prompt length, ``batch_size``
     rows at a time (default: the whole block at once), finished rows dropped and, for greedy
-    search and sampling where the model's cache can merge, their slots refilled with the
-    block's waiting rows once ``refill_fraction`` of the batch is free (the engine's default
+    search and sampling where the model's cache can merge, their places taken by the block's
+    waiting rows, prefilled ``refill_fraction`` of the batch at a time (the engine's default
     when None; continuous batching; otherwise the batch only shrinks: the engine decides).
     Each row's tokens are those it has alone (its seed: see
     :func:`~ferrogen.distributed.generate_dataset`); output rows keep the block's order.
