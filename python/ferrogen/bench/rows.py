@@ -47,12 +47,12 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
         copy_floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies, copy_logits=True), repeats) / new_tokens
 
     torch_rng = strategy in TORCH_RNG
-    seed = {} if torch_rng else {"seed": 0}
+    our_settings: dict[str, Any] = settings if torch_rng else dict(settings, seed=0)
 
     def ours() -> Any:
         if torch_rng:
             torch.manual_seed(0)
-        return ferrogen.generate(model, input_ids=ids, attention_mask=mask, **seed, **settings)
+        return ferrogen.generate(model, input_ids=ids, attention_mask=mask, **our_settings)
 
     their_settings, their_processors = transformers_side(settings)
 
