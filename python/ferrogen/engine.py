@@ -13,8 +13,8 @@ torch's generator), derived per occurrence for a prompt repeated in the input (s
 dropped (what ferrogen did before), for comparison.
 
 Continuous batching: for greedy search and sampling (one sequence per prompt), the prompts not
-yet started wait in a queue, and when enough rows finished (``refill_fraction`` of the batch)
-the next ones are prefilled and merged into the running batch, which stays full
+yet started wait in a queue, are prefilled in groups (``refill_fraction`` of the batch at a
+time) and take the places of finished rows as soon as they finish, so the batch stays full
 (:mod:`ferrogen.strategies.continuous`). Models whose cache cannot be merged (sliding-window
 layers, SSM/hybrid states, absolute decoder positions) and settings that read the batch's
 shared length fall back to shrinking only, said once per run; ``continuous=False`` asks for
@@ -84,8 +84,8 @@ def generate_texts(
     """Generates every prompt, ``batch_size`` at a time; results in input order (each prompt's
     ``num_return_sequences`` results together), as one :class:`~ferrogen.TextGenerator` call
     with ``row_seeds`` would give them. ``on_progress`` is called after every decoding step.
-    ``continuous``: refill freed slots with waiting prompts (greedy and sampling) once
-    ``refill_fraction`` (in (0, 1]) of the batch is free; ``static`` runs plain batches."""
+    ``continuous``: waiting prompts take finished rows' places (greedy and sampling), prefilled
+    ``refill_fraction`` (in (0, 1]) of the batch at a time; ``static`` runs plain batches."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
     if not isinstance(refill_fraction, (int, float)) or not 0 < refill_fraction <= 1:
