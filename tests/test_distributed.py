@@ -248,14 +248,14 @@ def test_a_dead_actor_is_restarted_and_no_row_is_lost_or_repeated(job, reference
 def test_cli_ray_matches_the_cli_on_greedy_lines(ray_session, tmp_path, capsys, monkeypatch):
     """--ray: the records of the CLI without Ray, in input order; by default one block of 4
     batches (the 14 lines: one Ray call) through the engine's refilling loop, and with
-    --block-size 4 --refill-fraction 0.5 blocks of 4 lines refilled at half the batch free."""
+    --block-size 4 --refill-fraction 0.75 blocks of 4 lines, 3 prefilled at a time."""
     src = tmp_path / "in.jsonl"
     lines = [json.dumps({"prompt": f"{h} {t}"}) for h in HEADS[:3] for t in TAILS[:4]]
     src.write_text("\n".join(lines[:5] + ["not json", '{"prompt": "x", "top_p": 7}'] + lines[5:]) + "\n")
     real = fd.job.generate_dataset
     outputs, calls = {}, {}
     for name, extra in (("plain", []), ("ray", ["--ray"]), ("ray-blocks", ["--ray", "--block-size", "4",
-                                                                            "--refill-fraction", "0.5"])):
+                                                                            "--refill-fraction", "0.75"])):
         log = tmp_path / f"{name}.calls"
         monkeypatch.setattr(fd.job, "generate_dataset",
                             functools.partial(real, generator_class=recording_class(log)))
@@ -270,10 +270,10 @@ def test_cli_ray_matches_the_cli_on_greedy_lines(ray_session, tmp_path, capsys, 
     assert by_line["ray"] == by_line["plain"] and by_line["ray-blocks"] == by_line["plain"]
     assert [r["line"] for r in outputs["ray"]] == list(range(1, 15)), "--ray writes in input order"
     assert "line 6: invalid JSON" in capsys.readouterr().err
-    assert calls["plain"] == [] and calls["ray"] == [{"rows": 14, "runs": [[12, 4, 0.25]]}], calls
+    assert calls["plain"] == [] and calls["ray"] == [{"rows": 14, "runs": [[12, 4, engine_refill_fraction()]]}], calls
     blocks = calls["ray-blocks"]
     assert sorted(c["rows"] for c in blocks) == [2, 4, 4, 4], blocks
-    assert all(run[1:] == [4, 0.5] for c in blocks for run in c["runs"]), blocks
+    assert all(run[1:] == [4, 0.75] for c in blocks for run in c["runs"]), blocks
 
 
 @needs_ray
@@ -509,6 +509,13 @@ def calls_of(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
+def engine_refill_fraction() -> float:
+    """The batch engine's default ``refill_fraction`` (what a Ray job without one runs with)."""
+    import inspect
+
+    return inspect.signature(ferrogen.engine.generate_texts).parameters["refill_fraction"].default
+
+
 @needs_ray
 def test_ray_blocks_refill_by_default_with_the_tokens_of_generate_texts(ray_session, embedded, tmp_path):
     """Through Ray with the default block (4 batches of 4 without scores: blocks of 16 rows and
@@ -529,7 +536,7 @@ def test_ray_blocks_refill_by_default_with_the_tokens_of_generate_texts(ray_sess
     assert sorted(c["rows"] for c in calls) == [2, 16], calls
     for call in calls:  # greedy and sampled rows: a group each, each through the refilling loop
         assert sum(run[0] for run in call["runs"]) == call["rows"], call
-        assert all(run[1:] == [4, 0.25] for run in call["runs"]), call
+        assert all(run[1:] == [4, engine_refill_fraction()] for run in call["runs"]), call
     assert max(run[0] for call in calls for run in call["runs"]) > 4, "no group larger than the batch"
     gen = ferrogen.text.TextGenerator(*embedded)
     for overrides in ({}, sampled):

@@ -78,7 +78,7 @@ def prompt_seeds(seed: int, prompts: Sequence[Sequence[int]]) -> list[int]:
 
 def generate_texts(
     generator: TextGenerator, prompts: Sequence[str], batch_size: int, *, static: bool = False,
-    continuous: bool = True, refill_fraction: float = 0.25,
+    continuous: bool = True, refill_fraction: float = 0.5,
     on_progress: Optional[Callable[[EngineProgress], None]] = None, **kwargs: Any,
 ) -> list[TextResult]:
     """Generates every prompt, ``batch_size`` at a time; results in input order (each prompt's

@@ -96,7 +96,7 @@ class TextGenerator:
         """Generates every prompt; one batch, or with ``batch_size`` the batch engine
         (:mod:`ferrogen.engine`: length-sorted batches, finished rows dropped, input order kept;
         finished rows' places taken by waiting prompts, prefilled ``refill_fraction`` of the batch,
-        in (0, 1], at a time: 0.25 by default)."""
+        in (0, 1], at a time: 0.5 by default)."""
         if batch_size is not None:
             from .engine import generate_texts
 

@@ -111,7 +111,7 @@ def generate_dataset(
       engine as :func:`ferrogen.engine.generate_texts` does: sorted by prompt length,
       ``batch_size`` at a time, finished rows dropped and (greedy search and sampling, a model
       whose cache can merge) their places taken by the block's waiting rows, prefilled
-      ``refill_fraction`` (in (0, 1], the engine's 0.25 by default) of the batch at a time:
+      ``refill_fraction`` (in (0, 1], the engine's default when None) of the batch at a time:
       continuous batching, which needs a block larger than the batch. With
       ``output_scores=False`` a block is :data:`DEFAULT_BLOCK_BATCHES` (4) batches by default:
       the running batch refills until the block's last rows start, then drains. On the

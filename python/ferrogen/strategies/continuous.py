@@ -58,7 +58,7 @@ class Feed:
     waiting: deque[Waiting]
     batch_size: int
     collate: Callable[[list[list[int]]], tuple[torch.Tensor, torch.Tensor]]
-    refill_fraction: float = 0.25
+    refill_fraction: float
     first: list[Waiting] = field(default_factory=list)
     done: dict[int, tuple[list[int], str]] = field(default_factory=dict)
     #: Whether a loop merged rows (the engine then takes no results from generate's output).
