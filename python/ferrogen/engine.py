@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .config import GenerationConfig
-from .engine_feed import run_continuous_texts
+from .engine_feed import pad_ids, run_continuous_texts
 from .strategies.running_rows import EngineHooks
 
 if TYPE_CHECKING:
@@ -76,6 +76,18 @@ def prompt_seeds(seed: int, prompts: Sequence[Sequence[int]]) -> list[int]:
     return seeds
 
 
+def check_batch_size(batch_size: Any) -> None:
+    """``batch_size``: an int >= 1 (not a bool). The one check of the engine and the Ray path."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+
+
+def check_refill_fraction(refill_fraction: Any) -> None:
+    """``refill_fraction``: a number in (0, 1]."""
+    if not isinstance(refill_fraction, (int, float)) or not 0 < refill_fraction <= 1:
+        raise ValueError(f"refill_fraction: expected a number in (0, 1], got {refill_fraction!r}")
+
+
 def generate_texts(
     generator: TextGenerator, prompts: Sequence[str], batch_size: int, *, static: bool = False,
     continuous: bool = True, refill_fraction: float = 0.25,
@@ -86,14 +98,25 @@ def generate_texts(
     with ``row_seeds`` would give them. ``on_progress`` is called after every decoding step.
     ``continuous``: refill freed slots with waiting prompts (greedy and sampling) once
     ``refill_fraction`` (in (0, 1]) of the batch is free; ``static`` runs plain batches."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-    if not isinstance(refill_fraction, (int, float)) or not 0 < refill_fraction <= 1:
-        raise ValueError(f"refill_fraction: expected a number in (0, 1], got {refill_fraction!r}")
+    prompts = list(prompts)
+    ids = generator.tokenizer(prompts)["input_ids"] if prompts else []
+    return generate_tokenized(generator, prompts, ids, batch_size, static=static, continuous=continuous,
+                              refill_fraction=refill_fraction, on_progress=on_progress, **kwargs)
+
+
+def generate_tokenized(
+    generator: TextGenerator, prompts: Sequence[str], ids: Sequence[Sequence[int]], batch_size: int, *,
+    static: bool = False, continuous: bool = True, refill_fraction: float = 0.25,
+    on_progress: Optional[Callable[[EngineProgress], None]] = None, **kwargs: Any,
+) -> list[TextResult]:
+    """:func:`generate_texts` for prompts already tokenized (``ids``: each prompt's token ids,
+    unpadded), so a caller that read the ids (the Ray path's empty-prompt check and length
+    order) does not tokenize them again."""
+    check_batch_size(batch_size)
+    check_refill_fraction(refill_fraction)
     prompts = list(prompts)
     if not prompts:
         return []
-    ids = generator.tokenizer(prompts)["input_ids"]
     config = _config_of(generator.model, kwargs)
     per_prompt = _sampling_seeds(config, generator, ids, kwargs)
     alone = config.do_sample and _one_at_a_time(config)
@@ -117,7 +140,9 @@ def generate_texts(
         seeding: dict[str, Any] = {}
         if per_prompt is not None:
             seeding = {"seed": per_prompt[chunk[0]]} if alone else {"row_seeds": [per_prompt[i] for i in chunk]}
-        results = generator([prompts[i] for i in chunk], _engine=hooks, **seeding, **kwargs)
+        input_ids, mask = pad_ids(generator.tokenizer, [ids[i] for i in chunk])
+        results = generator._generate_padded([prompts[i] for i in chunk], input_ids, mask, _engine=hooks,
+                                             **seeding, **kwargs)
         per = len(results) // len(chunk)
         for j, i in enumerate(chunk):
             out[i] = results[j * per : (j + 1) * per]

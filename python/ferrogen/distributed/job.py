@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from ..config import GenerationConfig
 from ._ray import need_ray
 from .attempts import AttemptLedger, task_retries
-from .generator import BatchGenerator, check_batch_size
+from ..engine import check_batch_size
+from .generator import BatchGenerator
 from .io import PathLike, iter_records, read_jsonl
 
 if TYPE_CHECKING:
@@ -51,9 +52,7 @@ def _pool_size(concurrency: Any, num_cpus: float, num_gpus: float, resources: di
 
 def _block_size(batch_size: Any, block_size: Any) -> int:
     """The rows of one Ray call: ``block_size``, else ``batch_size`` (both checked)."""
-    if batch_size is None:
-        raise ValueError("batch_size: expected an int >= 1, got None")
-    check_batch_size(batch_size)
+    check_batch_size(batch_size)  # here None is refused too
     if block_size is None:
         return int(batch_size)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < batch_size:
