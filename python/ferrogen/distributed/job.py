@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..config import GenerationConfig
+from ..engine import check_batch_size
 from ._ray import need_ray
 from .attempts import AttemptLedger, task_retries
-from ..engine import check_batch_size
 from .generator import BatchGenerator
 from .io import PathLike, iter_records, read_jsonl
 
