@@ -290,3 +290,21 @@ def test_bench_writes_a_table_row_per_strategy(tmp_path, capsys):
         assert floor > 0 and ours > 0 and theirs > 0
         assert ratio == pytest.approx(ours / floor, abs=0.01)
     capsys.readouterr()
+
+
+def test_bench_unseeded_beam_sample_row_draws_what_transformers_draws(tmp_path, capsys):
+    """The ``beam_sample4_torchrng`` row passes no seed: ferrogen draws the noise from torch's
+    global generator, both sides start from torch.manual_seed(0), and the row says their tokens
+    agree (the seeded ``beam_sample4`` row, the core's own noise, makes no such claim)."""
+    out = tmp_path / "bench.md"
+    code = main(["bench", "--models", "gpt2-2x128", "--batches", "2", "--strategies", "beam_sample4_torchrng",
+                 "beam_sample4", "--new-tokens", "4", "--repeats", "1", "--out", str(out)])
+    assert code == 0
+    rows = {r[2].strip(): r for r in (line.split("|")[1:-1] for line in out.read_text().splitlines()
+                                      if line.startswith("| gpt2"))}
+    assert set(rows) == {"beam_sample4_torchrng", "beam_sample4"}
+    unseeded = rows["beam_sample4_torchrng"]
+    assert float(unseeded[5]) > 0 and float(unseeded[6]) > 0
+    assert unseeded[-1].strip() == "same tokens as transformers"
+    assert "tokens" not in rows["beam_sample4"][-1]
+    capsys.readouterr()

@@ -282,6 +282,9 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("Decoder.keep_rows(negative)", lambda: dec.keep_rows(np.array([-1], np.int64)), "rows"),
         ("Decoder.keep_rows(empty)", lambda: dec.keep_rows(np.zeros(0, np.int64)), "rows"),
         ("Decoder.append_rows", lambda: dec.append_rows(_core.Decoder(IDS, S(repetition_penalty=2.0))), "other"),
+        ("Decoder.replace_rows", lambda: dec.replace_rows(np.array([0, 0], np.int64), _core.Decoder(IDS, S())), "slots"),
+        ("Decoder.replace_rows(negative)",
+         lambda: dec.replace_rows(np.array([-1], np.int64), _core.Decoder(IDS[:1], S())), "slots"),
         ("Decoder.append_rows(min_length)",
          lambda: _core.Decoder(IDS, S(min_new_tokens=2)).append_rows(_core.Decoder(IDS, S(min_new_tokens=2))), "other"),
         # ContrastiveSearch

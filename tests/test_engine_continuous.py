@@ -151,6 +151,44 @@ def test_encoder_side_shrinks_after_a_long_prompt_leaves(generators, monkeypatch
         assert got == _alone(generator, prompt, settings), prompt
 
 
+@pytest.mark.parametrize("name", MERGING)
+def test_a_refill_moves_no_running_row(generators, name, monkeypatch):
+    """New prompts are written into the places of finished rows: while prompts wait, no row is
+    gathered out of the cache (``select_rows``, a copy of every layer); only the run's tail
+    drops rows, when more rows end than prompts are left (one step may take the last prompts
+    and drop the rest). Rows still decode as they do alone (the other tests here)."""
+    from ferrogen.models import DecoderOnlyAdapter, EncoderDecoderAdapter
+
+    adapter = EncoderDecoderAdapter if name == "t5" else DecoderOnlyAdapter
+    events: list[str] = []
+    for method in ("select_rows", "replace_rows"):
+        real = getattr(adapter, method)
+
+        def spy(self, *args, _real=real, _method=method):
+            events.append(_method)
+            return _real(self, *args)
+
+        monkeypatch.setattr(adapter, method, spy)
+    settings = dict(max_new_tokens=10, eos_token_id=STOPS, pad_token_id=0)
+    _run(generators[name], _prompts(LENGTHS * 3), batch_size=4, **settings)
+    refills = [i for i, event in enumerate(events) if event == "replace_rows"]
+    assert len(refills) >= 10, events
+    assert events[: refills[-1]].count("select_rows") <= 1, " ".join(events)
+
+
+def test_a_given_cache_is_not_refilled(generators):
+    """Refills write into the cache's tensors: a cache the caller handed in is never one of them."""
+    from transformers import DynamicCache
+
+    from ferrogen.models import DecoderOnlyAdapter
+
+    model = generators["gpt2"].model
+    assert DecoderOnlyAdapter(model).merge_refusal() is not None  # no cache yet: nothing to merge
+    adapter = DecoderOnlyAdapter(model, model_inputs={"past_key_values": DynamicCache()})
+    adapter.prefill(torch.tensor([[5, 6, 7]]), None)
+    assert "cache was given" in (adapter.merge_refusal() or "")
+
+
 @pytest.mark.parametrize("name", SHRINKING)
 def test_unmergeable_caches_shrink_only_said_once(generators, name):
     settings = dict(max_new_tokens=6, eos_token_id=STOPS, pad_token_id=0)

@@ -1,14 +1,16 @@
-"""Merging the KV caches of two batches into one (continuous batching, :mod:`ferrogen.engine`).
+"""Writing new prompts' KV caches into a running batch's (continuous batching, :mod:`ferrogen.engine`).
 
-A batch of new prompts is prefilled on its own, then joined to the running batch: every
-layer's keys and values are padded on the left to the common length (zeros, masked out) and
-concatenated along the rows; the attention masks get the same padding (zeros). Positions are
-per row (position ids from the mask, as transformers computes them), so a row sees exactly
-what it saw before the merge. Columns that are padding in every row are trimmed from the
-front (and, for an encoder-decoder model, encoder columns from the back), so the cache does
-not grow without bound as rows come and go.
+A group of new prompts is prefilled on its own; as rows of the running batch finish, rows of
+the group are written into their places, in place: every layer's keys and values right-aligned
+with the running batch's columns (padded with zeros on the left, masked out, or their own
+leading padding cut), the attention masks and positions likewise. Positions are per row
+(position ids from the mask, as transformers computes them), so a row sees exactly what it
+saw alone. The rows still running are not moved; only a new row longer than the cache widens
+it (a copy). Columns that are padding in every row are trimmed from the front (and, for an
+encoder-decoder model, encoder columns from the back), so the cache does not grow without
+bound as rows come and go.
 
-Only caches whose every layer keeps all positions can be merged this way: transformers'
+Only caches whose every layer keeps all positions can be written this way: transformers'
 ``DynamicCache`` (and ``EncoderDecoderCache`` of two of them) of ``DynamicLayer`` layers.
 A sliding-window layer keeps a window per batch, and an SSM or hybrid model keeps a state
 that left padding changes: those batches only shrink (:func:`why_unmergeable`).
@@ -25,9 +27,9 @@ from .folded_reorder import settle
 if TYPE_CHECKING:
     from .models import DecoderOnlyAdapter, EncoderDecoderAdapter
 
-__all__ = ["Side", "append_decoder_rows", "append_seq2seq_rows", "merge_layers", "padding_columns",
-           "trim_decoder_padding", "trim_encoder_padding", "trim_layers", "trim_seq2seq_padding", "why_unmergeable",
-           "zero_pad"]
+__all__ = ["Side", "fit_columns", "padding_columns", "replace_decoder_rows", "replace_seq2seq_rows",
+           "trim_decoder_padding", "trim_encoder_padding", "trim_layers", "trim_seq2seq_padding", "widen_layers",
+           "why_unmergeable", "write_layers", "zero_pad"]
 
 Side = Literal["left", "right"]
 """Which end of a dimension padding goes to."""
@@ -58,13 +60,29 @@ def zero_pad(tensor: torch.Tensor, width: int, dim: int, side: Side) -> torch.Te
     return torch.cat([zeros, tensor] if side == "left" else [tensor, zeros], dim=dim)
 
 
-def merge_layers(a: Any, b: Any, width: int, side: Side = "left") -> None:
-    """Appends the rows of dynamic cache ``b`` to ``a``, every layer padded to ``width``
-    positions on ``side`` (the right for cross-attention over encoder outputs, whose padding
-    side is the tokenizer's)."""
-    for mine, theirs in zip(a.layers, b.layers):
-        mine.keys = torch.cat([zero_pad(t.keys, width, 2, side) for t in (mine, theirs)], dim=0)
-        mine.values = torch.cat([zero_pad(t.values, width, 2, side) for t in (mine, theirs)], dim=0)
+def fit_columns(tensor: torch.Tensor, width: int, dim: int, side: Side) -> torch.Tensor:
+    """``tensor`` cut or zero-padded on ``side`` to ``width`` along ``dim`` (what is cut must be
+    padding)."""
+    length = int(tensor.shape[dim])
+    if length > width:
+        return tensor.narrow(dim, length - width if side == "left" else 0, width)
+    return zero_pad(tensor, width, dim, side)
+
+
+def widen_layers(cache: Any, width: int, side: Side) -> None:
+    """Pads every layer of a dynamic cache with zeros on ``side`` up to ``width`` positions."""
+    for layer in cache.layers:
+        layer.keys = zero_pad(layer.keys, width, 2, side)
+        layer.values = zero_pad(layer.values, width, 2, side)
+
+
+def write_layers(cache: Any, slots: torch.Tensor, other: Any, rows: torch.Tensor, width: int, side: Side) -> None:
+    """Writes rows ``rows`` of dynamic cache ``other`` into rows ``slots`` of ``cache``, in place,
+    every layer fitted to ``width`` positions on ``side``."""
+    for mine, theirs in zip(cache.layers, other.layers):
+        for name in ("keys", "values"):
+            block = fit_columns(getattr(theirs, name).index_select(0, rows), width, 2, side)
+            getattr(mine, name).index_copy_(0, slots, block)
 
 
 def padding_columns(mask: torch.Tensor, side: Side = "left") -> int:
@@ -89,20 +107,42 @@ def _ones(rows: int, length: int, device: torch.device) -> torch.Tensor:
     return torch.ones((rows, length), dtype=torch.long, device=device)
 
 
-def append_decoder_rows(a: DecoderOnlyAdapter, b: DecoderOnlyAdapter) -> None:
-    """Appends the rows of decoder-only adapter ``b`` (prefilled on its own) after those of ``a``:
-    cache and mask padded on the left, positions per row, then all-padding columns trimmed."""
+def _rows(mask: Optional[torch.Tensor], rows: int, length: int, device: torch.device) -> torch.Tensor:
+    """A mask ``[rows, length]`` as a tensor (None: all ones)."""
+    return mask if mask is not None else _ones(rows, length, device)
+
+
+def _write_rows(cache: Any, other: Any, slots: torch.Tensor, rows: torch.Tensor, side: Side,
+                pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """Writes rows ``rows`` of dynamic cache ``other`` into rows ``slots`` of ``cache`` in place,
+    with the per-row tensors that go with it: ``pairs`` of ``(ours, theirs)``, ``[rows, columns,
+    ...]`` each, the attention masks first. The new rows are aligned on the side away from
+    ``side`` (padded or cut on ``side``); when one is longer than ``cache``, ``cache`` and ours
+    are widened on ``side`` first. Returns ours (the widened ones where they were)."""
+    theirs_mask = pairs[0][1].index_select(0, rows)
+    width = int(pairs[0][0].shape[1])
+    need = int(theirs_mask.shape[1]) - padding_columns(theirs_mask, side)
+    ours = [mine for mine, _ in pairs]
+    if need > width:
+        widen_layers(cache, need, side)
+        ours, width = [zero_pad(mine, need, 1, side) for mine in ours], need
+    write_layers(cache, slots, other, rows, width, side)
+    for mine, (_, theirs) in zip(ours, pairs):
+        mine.index_copy_(0, slots, fit_columns(theirs.index_select(0, rows), width, 1, side))
+    return ours
+
+
+def replace_decoder_rows(a: DecoderOnlyAdapter, slots: torch.Tensor, b: DecoderOnlyAdapter, rows: torch.Tensor) -> None:
+    """Writes rows ``rows`` of decoder-only adapter ``b`` (prefilled, not advanced) into rows
+    ``slots`` of ``a``, in place: cache, mask and positions, right-aligned with ``a``'s columns
+    (padded, or their leading padding cut, on the left); then all-padding columns go."""
     settle(a._cache)
     settle(b._cache)
     assert a._positions is not None and b._positions is not None
-    lengths = [x._cache.get_seq_length() for x in (a, b)]
-    width = max(lengths)
-    # Before the merge: a missing mask covers the cache as it was.
-    rows = [int(a._positions.shape[0]), int(b._positions.shape[0])]
-    masks = [x._mask if x._mask is not None else _ones(r, n, a.device) for x, r, n in zip((a, b), rows, lengths)]
-    merge_layers(a._cache, b._cache, width)
-    a._mask = torch.cat([zero_pad(m, width, 1, "left") for m in masks], dim=0)
-    a._positions = torch.cat([zero_pad(p, width, 1, "left") for p in (a._positions, b._positions)], dim=0)
+    masks = [_rows(x._mask, int(p.shape[0]), x._cache.get_seq_length(), x.device)
+             for x, p in ((a, a._positions), (b, b._positions))]
+    a._mask, a._positions = _write_rows(a._cache, b._cache, slots, rows, "left",
+                                        [(masks[0], masks[1]), (a._positions, b._positions)])
     trim_decoder_padding(a)
 
 
@@ -121,25 +161,24 @@ def trim_decoder_padding(a: DecoderOnlyAdapter) -> None:
         a._mask = None
 
 
-def append_seq2seq_rows(a: EncoderDecoderAdapter, b: EncoderDecoderAdapter) -> None:
-    """Appends the rows of encoder-decoder adapter ``b`` after those of ``a``: the decoder's cache
-    and mask padded on the left; the encoder's outputs, mask and cross-attention cache padded
-    after (cross-attention has no positions, so the side does not matter)."""
+def replace_seq2seq_rows(a: EncoderDecoderAdapter, slots: torch.Tensor, b: EncoderDecoderAdapter,
+                         rows: torch.Tensor) -> None:
+    """Writes rows ``rows`` of encoder-decoder adapter ``b`` (prefilled, not advanced) into rows
+    ``slots`` of ``a``, in place: the decoder's cache and mask right-aligned (padded on the
+    left), the encoder's outputs, mask and cross-attention cache left-aligned (padded after:
+    cross-attention has no positions, so the side does not matter); then all-padding columns go."""
     settle(a._cache)
     settle(b._cache)
-    lengths = [x._cache.get_seq_length() for x in (a, b)]
-    width = max(lengths)
     encoded = [x._encoder_outputs.last_hidden_state for x in (a, b)]
-    masks = [x._decoder_mask if x._decoder_mask is not None else _ones(int(e.shape[0]), n, a.device)
-             for x, e, n in zip((a, b), encoded, lengths)]  # before the merge
-    merge_layers(a._cache.self_attention_cache, b._cache.self_attention_cache, width)
-    a._decoder_mask = torch.cat([zero_pad(m, width, 1, "left") for m in masks], dim=0)
-    source = max(int(e.shape[1]) for e in encoded)
-    merge_layers(a._cache.cross_attention_cache, b._cache.cross_attention_cache, source, side="right")
-    enc_masks = [x._encoder_mask if x._encoder_mask is not None else _ones(int(e.shape[0]), int(e.shape[1]), a.device)
-                 for x, e in zip((a, b), encoded)]
-    a._encoder_mask = torch.cat([zero_pad(m, source, 1, "right") for m in enc_masks], dim=0)
-    a._encoder_outputs["last_hidden_state"] = torch.cat([zero_pad(e, source, 1, "right") for e in encoded], dim=0)
+    caches = [x._cache for x in (a, b)]
+    decoder = [_rows(x._decoder_mask, int(e.shape[0]), c.self_attention_cache.get_seq_length(), x.device)
+               for x, e, c in zip((a, b), encoded, caches)]
+    (a._decoder_mask,) = _write_rows(caches[0].self_attention_cache, caches[1].self_attention_cache, slots, rows,
+                                     "left", [(decoder[0], decoder[1])])
+    encoder = [_rows(x._encoder_mask, int(e.shape[0]), int(e.shape[1]), x.device) for x, e in zip((a, b), encoded)]
+    a._encoder_mask, hidden = _write_rows(caches[0].cross_attention_cache, caches[1].cross_attention_cache, slots,
+                                          rows, "right", [(encoder[0], encoder[1]), (encoded[0], encoded[1])])
+    a._encoder_outputs["last_hidden_state"] = hidden
     trim_seq2seq_padding(a)
 
 

@@ -80,8 +80,8 @@ def build_parser(field_docs: bool = True) -> argparse.ArgumentParser:
     gen.add_argument("--config", metavar="FILE", help="a generation_config.json to start from")
     gen.add_argument("--batch-size", type=int, default=8, metavar="N", help="lines per batch (default 8)")
     gen.add_argument("--refill-fraction", type=float, metavar="F",
-                     help="refill the running batch with waiting lines once this fraction of it, in (0, 1], "
-                          "is free (continuous batching; default 0.25)")
+                     help="prefill waiting lines this fraction of the running batch, in (0, 1], at a time; "
+                          "they take the places of finished rows (continuous batching; default 0.5)")
     gen.add_argument("--device", default="cpu", help="torch device (default cpu)")
     gen.add_argument("--stream", action="store_true",
                      help="print text as it is generated (one prompt; to stderr when the output is JSON)")

@@ -13,8 +13,8 @@ torch's generator), derived per occurrence for a prompt repeated in the input (s
 dropped (what ferrogen did before), for comparison.
 
 Continuous batching: for greedy search and sampling (one sequence per prompt), the prompts not
-yet started wait in a queue, and when enough rows finished (``refill_fraction`` of the batch)
-the next ones are prefilled and merged into the running batch, which stays full
+yet started wait in a queue, are prefilled in groups (``refill_fraction`` of the batch at a
+time) and take the places of finished rows as soon as they finish, so the batch stays full
 (:mod:`ferrogen.strategies.continuous`). Models whose cache cannot be merged (sliding-window
 layers, SSM/hybrid states, absolute decoder positions) and settings that read the batch's
 shared length fall back to shrinking only, said once per run; ``continuous=False`` asks for
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["EngineProgress", "generate_texts", "length_order", "prompt_seeds"]
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd 64-bit constant: distinct seeds for repeated prompts
+#: The default ``refill_fraction`` of :func:`generate_texts` and :func:`generate_tokenized`.
+REFILL_FRACTION = 0.5
 
 
 @dataclass
@@ -90,14 +92,14 @@ def check_refill_fraction(refill_fraction: Any) -> None:
 
 def generate_texts(
     generator: TextGenerator, prompts: Sequence[str], batch_size: int, *, static: bool = False,
-    continuous: bool = True, refill_fraction: float = 0.25,
+    continuous: bool = True, refill_fraction: float = REFILL_FRACTION,
     on_progress: Optional[Callable[[EngineProgress], None]] = None, **kwargs: Any,
 ) -> list[TextResult]:
     """Generates every prompt, ``batch_size`` at a time; results in input order (each prompt's
     ``num_return_sequences`` results together), as one :class:`~ferrogen.TextGenerator` call
     with ``row_seeds`` would give them. ``on_progress`` is called after every decoding step.
-    ``continuous``: refill freed slots with waiting prompts (greedy and sampling) once
-    ``refill_fraction`` (in (0, 1]) of the batch is free; ``static`` runs plain batches."""
+    ``continuous``: waiting prompts take finished rows' places (greedy and sampling), prefilled
+    ``refill_fraction`` (in (0, 1]) of the batch at a time; ``static`` runs plain batches."""
     prompts = list(prompts)
     ids = generator.tokenizer(prompts)["input_ids"] if prompts else []
     return generate_tokenized(generator, prompts, ids, batch_size, static=static, continuous=continuous,
@@ -106,7 +108,7 @@ def generate_texts(
 
 def generate_tokenized(
     generator: TextGenerator, prompts: Sequence[str], ids: Sequence[Sequence[int]], batch_size: int, *,
-    static: bool = False, continuous: bool = True, refill_fraction: float = 0.25,
+    static: bool = False, continuous: bool = True, refill_fraction: float = REFILL_FRACTION,
     on_progress: Optional[Callable[[EngineProgress], None]] = None, **kwargs: Any,
 ) -> list[TextResult]:
     """:func:`generate_texts` for prompts already tokenized (``ids``: each prompt's token ids,

@@ -22,7 +22,7 @@ import torch
 from ._validation import GenerationConfigError
 from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
-from .cache_merge import (append_decoder_rows, append_seq2seq_rows, trim_decoder_padding, trim_seq2seq_padding,
+from .cache_merge import (replace_decoder_rows, replace_seq2seq_rows, trim_decoder_padding, trim_seq2seq_padding,
                           why_unmergeable)
 from .folded_reorder import fold_reorder, settle
 from .growing_cache import growing, release, select_rows
@@ -363,12 +363,15 @@ class DecoderOnlyAdapter(_HiddenStates):
             return f"{type(self.model).__name__} takes no position_ids"
         if self._given or self._token_types is not None:
             return "position_ids / token_type_ids / inputs_embeds were given"
+        if self._given_cache is not None:
+            return "the cache was given (refills write into its tensors)"
         return why_unmergeable(self._cache)
 
-    def append_rows(self, other: DecoderOnlyAdapter) -> None:
-        """Appends the rows of ``other`` (prefilled on its own) after these rows
-        (:func:`ferrogen.cache_merge.append_decoder_rows`)."""
-        append_decoder_rows(self, other)
+    def replace_rows(self, slots: torch.Tensor, other: DecoderOnlyAdapter, rows: torch.Tensor) -> None:
+        """Writes rows ``rows`` of ``other`` (prefilled on its own) into rows ``slots``, in place
+        (:func:`ferrogen.cache_merge.replace_decoder_rows`)."""
+        with torch.inference_mode():
+            replace_decoder_rows(self, slots.to(self.device), other, rows.to(self.device))
 
     def trim_padding(self) -> None:
         """Drops leading positions that are padding in every row."""
@@ -558,10 +561,11 @@ class EncoderDecoderAdapter(_HiddenStates):
             return "rows are copies of prompts"
         return why_unmergeable(self._cache)
 
-    def append_rows(self, other: EncoderDecoderAdapter) -> None:
-        """Appends the rows of ``other`` (prefilled on its own) after these rows
-        (:func:`ferrogen.cache_merge.append_seq2seq_rows`)."""
-        append_seq2seq_rows(self, other)
+    def replace_rows(self, slots: torch.Tensor, other: EncoderDecoderAdapter, rows: torch.Tensor) -> None:
+        """Writes rows ``rows`` of ``other`` (prefilled on its own) into rows ``slots``, in place
+        (:func:`ferrogen.cache_merge.replace_seq2seq_rows`)."""
+        with torch.inference_mode():
+            replace_seq2seq_rows(self, slots.to(self.device), other, rows.to(self.device))
 
     def trim_padding(self) -> None:
         """Drops leading decoder and trailing encoder positions that are padding in every row."""

@@ -96,8 +96,8 @@ class TextGenerator:
                  refill_fraction: Optional[float] = None, **kwargs: Any) -> list[TextResult]:
         """Generates every prompt; one batch, or with ``batch_size`` the batch engine
         (:mod:`ferrogen.engine`: length-sorted batches, finished rows dropped, input order kept;
-        freed slots refilled once ``refill_fraction``, in (0, 1], of the batch is free: 0.25 by
-        default)."""
+        finished rows' places taken by waiting prompts, prefilled ``refill_fraction`` of the batch,
+        in (0, 1], at a time: 0.5 by default)."""
         if batch_size is not None:
             from .engine import generate_texts
 

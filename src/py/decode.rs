@@ -96,6 +96,20 @@ row_status_binding!(Decoder, {
         self.inner.append_rows(&other.inner).map_err(to_py)
     }
 
+    /// Writes the rows of `other` (built from the same settings) into rows `slots` (int64,
+    /// distinct, one per row of `other`): a batch engine refills the rows of finished prompts
+    /// in place; every other row goes on as before.
+    fn replace_rows(&mut self, slots: PyReadonlyArray1<'_, i64>, other: &Decoder) -> PyResult<()> {
+        let given = contiguous1("slots", &slots)?;
+        let mut rows = Vec::with_capacity(given.len());
+        for &r in given {
+            rows.push(usize::try_from(r).map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!("slots: negative row index {r}"))
+            })?);
+        }
+        self.inner.replace_rows(&rows, &other.inner).map_err(to_py)
+    }
+
     /// Why these rows cannot be merged with others (`append_rows`), or None when they can.
     fn merge_refusal(&self) -> Option<&'static str> {
         self.inner.merge_refusal()

@@ -13,6 +13,7 @@ use crate::sampling::{argmax, draw};
 
 mod append_rows;
 mod keep_rows;
+mod replace_rows;
 
 pub struct Decoder {
     history: TokenHistory,

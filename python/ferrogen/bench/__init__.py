@@ -8,6 +8,9 @@ For every (model, batch, strategy) row, in one process and one run:
 Both generate exactly ``--new-tokens`` tokens: the random models have no EOS token, the
 embedded model's EOS is suppressed with min_new_tokens on both sides (a logits processor, so
 on a GPU its rows take ferrogen's host path rather than device candidates). Prints a Markdown table of median ms per generated token and ratios.
+Sampling rows pass ``seed=0`` to ferrogen (its own counter-based noise), except
+``beam_sample4_torchrng``: no seed, ferrogen draws transformers' noise from torch's global
+generator; both sides run after ``torch.manual_seed(0)`` and the note says whether the tokens agree.
 The contrastive rows' floor is the forward contrastive search must run: ``top_k`` candidates
 per row each step, over a cache of ``rows * top_k`` rows, with hidden states.
 

@@ -12,7 +12,7 @@ import ferrogen
 
 from .golden import golden_ms
 from .memory import peak_extra_mb
-from .settings import GOLDEN_SIDE, STRATEGIES
+from .settings import GOLDEN_SIDE, STRATEGIES, TORCH_RNG
 from .timing import forward_only, median_ms
 from .torch_samplers import transformers_side
 
@@ -46,12 +46,19 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
     if device.type == "cuda":
         copy_floor = median_ms(lambda: forward_only(model, ids, new_tokens, copies, copy_logits=True), repeats) / new_tokens
 
+    torch_rng = strategy in TORCH_RNG
+    our_settings: dict[str, Any] = settings if torch_rng else dict(settings, seed=0)
+
     def ours() -> Any:
-        return ferrogen.generate(model, input_ids=ids, attention_mask=mask, seed=0, **settings)
+        if torch_rng:
+            torch.manual_seed(0)
+        return ferrogen.generate(model, input_ids=ids, attention_mask=mask, **our_settings)
 
     their_settings, their_processors = transformers_side(settings)
 
     def theirs() -> Any:
+        if torch_rng:
+            torch.manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return model.generate(input_ids=ids, attention_mask=mask, logits_processor=their_processors or None,
@@ -74,6 +81,8 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
             theirs_ms = median_ms(theirs, repeats) / new_tokens
         except Exception as exc:  # strategies transformers 5.x no longer ships natively
             theirs_ms, note = None, (note + "; " if note else "") + f"transformers: {type(exc).__name__}"
+    if torch_rng and ours_ms is not None and theirs_ms is not None:
+        note = (note + "; " if note else "") + _same_tokens(ours(), theirs())
     # the sides that ran here (the golden side measured its own memory in its subprocess)
     live = {side: fn for side, fn, ms in (("ours", ours, ours_ms), ("theirs", theirs, theirs_ms))
             if ms is not None and not (side == "theirs" and strategy in GOLDEN_SIDE)}
@@ -81,6 +90,12 @@ def bench_row(name: str, model: Any, vocab: int, batch: int, strategy: str, new_
     ours_mb = peaks.get("ours")
     theirs_mb = peaks.get("theirs", theirs_mb)
     return Row(name, batch, strategy, floor, ours_ms, theirs_ms, note, copy_floor, ours_mb, theirs_mb)
+
+
+def _same_tokens(ours: Any, theirs: Any) -> str:
+    """The note of a row whose two sides draw from the same seeded torch generator."""
+    ours, theirs = (getattr(out, "sequences", out) for out in (ours, theirs))
+    return "same tokens as transformers" if torch.equal(ours.cpu(), theirs.cpu()) else "TOKENS DIFFER FROM TRANSFORMERS"
 
 
 def interleaved_peaks(sides: list[Callable[[], Any]], device: torch.device, calls: int = 3) -> list[Optional[float]]:

@@ -22,6 +22,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "beam4": dict(num_beams=4, do_sample=False),
     "beam8": dict(num_beams=8, do_sample=False),
     "beam_sample4": dict(num_beams=4, do_sample=True, top_k=50),
+    # the same without a seed: ferrogen draws transformers' Exp(1) noise from torch's global generator
+    "beam_sample4_torchrng": dict(num_beams=4, do_sample=True, top_k=50),
     "group8x4": dict(num_beams=8, num_beam_groups=4, diversity_penalty=0.5, do_sample=False),
     "contrastive": dict(penalty_alpha=0.6, top_k=4, do_sample=False),
     "dola-high": dict(dola_layers="high", repetition_penalty=1.2, do_sample=False),
@@ -42,6 +44,10 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 # Strategies whose transformers side runs in the golden venv (transformers 4.55.4): 5.x moved
 # them (DoLa too) to Hub repositories (custom_generate), which a machine without network cannot load.
 GOLDEN_SIDE = {"contrastive", "constrained4", "group8x4", "dola-high"}
+# Rows whose ferrogen side passes no ``seed`` (every other sampling row passes seed=0, the core's
+# counter-based noise): it draws from torch's global generator as transformers does. Both sides
+# call torch.manual_seed(0) before every run, so the row also says whether their tokens agree.
+TORCH_RNG = {"beam_sample4_torchrng"}
 
 # --models: what each name builds (bench/models.py builds them)
 MODELS: dict[str, str] = {

@@ -2,15 +2,19 @@
 
 The batch engine (:mod:`ferrogen.engine`) hands the token loop a :class:`Feed`: the prompts
 still waiting, in the order they should run, and a place for every finished row's tokens.
-When enough rows finished (``refill_fraction`` of the batch, a knob: one prefill of a small
-batch costs about what a step of the running batch costs, so refilling one row at a time does
-not pay), the next prompts are prefilled as their own small padded batch and merged into the
-running one: the model's cache, mask and positions (the adapter's ``append_rows``), the core's
-per-row state (``Decoder.append_rows``: history, penalties' padding, seeded keys and each row's
-own step). Every row then goes on exactly as it would alone: nothing a row computes reads
-another row, and each prompt samples with its own seed.
+Waiting prompts are prefilled in groups (``refill_fraction`` of the batch at a time: one
+prefill call per prompt would pay the model's per-call cost each time) and kept in a pool; as
+soon as rows finish, prompts from the pool are written into their places: the model's cache,
+mask and positions (the adapter's ``replace_rows``), the core's per-row state
+(``Decoder.replace_rows``: history, penalties' padding, seeded keys and each row's own step)
+and the next logits (the new row's prefill logits). The rows still running are never moved:
+moving them (gathering them out of the cache, concatenating the new rows in) copied every
+layer's cache at every refill, a fifth of a batch-64 run. A finished row runs one more step
+before its place is taken (its logits are then replaced). Every row goes on exactly as it
+would alone: nothing a row computes reads another row, and each prompt samples with its own seed.
 
-Where the cache cannot be merged (sliding-window layers, SSM/hybrid states, BART's absolute
+Only the run's tail, when more rows finish than prompts are left, drops rows from the batch.
+Where the cache cannot be refilled (sliding-window layers, SSM/hybrid states, BART's absolute
 decoder positions) or a setting reads the batch's shared length (:func:`why_no_refill`), the
 loop only drops finished rows and the engine runs the next batch after it; it says so once.
 """
@@ -54,7 +58,7 @@ class Feed:
     waiting: deque[Waiting]
     batch_size: int
     collate: Callable[[list[list[int]]], tuple[torch.Tensor, torch.Tensor]]
-    refill_fraction: float = 0.25
+    refill_fraction: float
     first: list[Waiting] = field(default_factory=list)
     done: dict[int, tuple[list[int], str]] = field(default_factory=dict)
     #: Whether a loop merged rows (the engine then takes no results from generate's output).
@@ -63,8 +67,8 @@ class Feed:
     warned: bool = False
 
     @property
-    def min_free(self) -> int:
-        """Free slots needed before a refill (at least one)."""
+    def group_size(self) -> int:
+        """Prompts prefilled together for refills (at least one)."""
         return max(1, math.ceil(self.refill_fraction * self.batch_size))
 
     def take(self, n: int) -> list[Waiting]:
@@ -93,7 +97,7 @@ def why_no_refill(request: GenerationRequest, core: Any, copies: int) -> Optiona
     if config.watermarking_config is not None:
         return "the watermark's context would reach into the merge's padding"
     merge = getattr(request.adapter, "merge_refusal", None)
-    if merge is None or not hasattr(core, "append_rows"):
+    if merge is None or not hasattr(core, "replace_rows"):
         return f"{type(request.adapter).__name__} cannot merge batches"
     why: Optional[str] = merge() or core.merge_refusal()
     return why
@@ -106,12 +110,30 @@ class _Row:
     reason: str = ""
 
 
+@dataclass
+class _Pool:
+    """Prompts prefilled ahead of the slots they will take: the adapter that holds their cache,
+    their first logits, their padded input (each refill builds its core from its rows), and
+    how many of them already took a slot."""
+
+    group: list[Waiting]
+    adapter: Any
+    logits: torch.Tensor
+    input_ids: torch.Tensor
+    mask: torch.Tensor
+    taken: int = 0
+
+    @property
+    def left(self) -> int:
+        return len(self.group) - self.taken
+
+
 def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: torch.Tensor, feed: Feed,
                    make_core: Callable[[GenerationRequest], Any], on_step: Optional[Callable[[int], None]],
                    on_logits: Optional[Callable[[list[int], torch.Tensor], None]] = None) -> None:
     """Runs the batch, refilling it from ``feed`` until no prompt waits and every row ended;
     each row's new tokens and finish reason go to ``feed.done``. ``pick`` names the core's
-    step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for a new group;
+    step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for new rows;
     ``on_logits`` is :attr:`~ferrogen.strategies.running_rows.EngineHooks.on_logits`."""
     feed.merged = True
     adapter: Any = request.adapter  # a merging adapter (why_no_refill checked it)
@@ -121,6 +143,7 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
     budget = int(request.config.max_new_tokens)
     stops = [c for c in request.criteria if isinstance(c, StopStringCriteria)]
     others = [c for c in request.criteria if not isinstance(c, StopStringCriteria)]
+    pool: Optional[_Pool] = None
     while True:
         assert next_logits is not None
         before = core.unfinished()
@@ -137,41 +160,63 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
         unfinished = core.unfinished()
         for i in np.flatnonzero(~unfinished):
             feed.done[rows[i].slot] = (rows[i].new, rows[i].reason or "length")
-        keep = np.flatnonzero(unfinished)
-        if keep.size == 0 and not feed.waiting:
+        ended = np.flatnonzero(~unfinished)
+        refills = min(ended.size, len(feed.waiting) + (pool.left if pool is not None else 0))
+        if refills == 0 and ended.size == len(rows):
             return
-        if 0 < keep.size < len(rows):
-            core.keep_rows(keep.astype(np.int64))
-            adapter.select_rows(torch.from_numpy(keep.astype(np.int64)))
+        if refills < ended.size:  # the run's tail: no prompt will take these rows' slots
+            keep = np.union1d(np.flatnonzero(unfinished), ended[:refills]).astype(np.int64)
+            core.keep_rows(keep)
+            adapter.select_rows(torch.from_numpy(keep))
             adapter.trim_padding()
-        rows = [rows[i] for i in keep]
-        next_logits = adapter.advance(torch.from_numpy(np.ascontiguousarray(tokens[keep]))) if rows else None
-        free = feed.batch_size - len(rows)
-        if feed.waiting and (free >= feed.min_free or not rows):
-            group = feed.take(free)
-            new_core, new_adapter, new_logits = _prefill(request, adapter, group, feed, make_core)
-            rows += [_Row(w.slot) for w in group]
-            if next_logits is None:
-                core, adapter, next_logits = new_core, new_adapter, new_logits
-            else:
-                adapter.append_rows(new_adapter)
-                core.append_rows(new_core)
-                next_logits = torch.cat([next_logits, new_logits])
+            rows, tokens = [rows[i] for i in keep], tokens[keep]
+            ended = np.flatnonzero(np.isin(keep, ended[:refills]))
+        next_logits = adapter.advance(torch.from_numpy(np.ascontiguousarray(tokens)))
+        if refills:
+            pool = _refill(request, core, adapter, rows, next_logits, ended, pool, feed, make_core)
 
 
-def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], feed: Feed,
-             make_core: Callable[[GenerationRequest], Any]) -> tuple[Any, Any, torch.Tensor]:
-    """A core, an adapter and the first logits for ``group``, prefilled as its own batch (a
-    shallow copy of the running adapter: ``prefill`` replaces every piece of its state)."""
-    feed_ids, mask = feed.collate([w.ids for w in group])
+def _refill(request: GenerationRequest, core: Any, adapter: Any, rows: list[_Row], logits: torch.Tensor,
+            slots: np.ndarray, pool: Optional[_Pool], feed: Feed,
+            make_core: Callable[[GenerationRequest], Any]) -> Optional[_Pool]:
+    """Writes waiting prompts into the rows ``slots`` of finished ones, in place (the adapter's
+    cache, the core's row state, ``logits`` and ``rows``), prefilling the next group of
+    prompts whenever the pool runs out; returns the pool for the next refill."""
+    while slots.size:
+        if pool is None or pool.left == 0:
+            pool = _prefill(request, adapter, feed.take(feed.group_size), feed)
+        n = min(int(slots.size), pool.left)
+        taken = torch.arange(pool.taken, pool.taken + n)
+        into = torch.from_numpy(slots[:n].astype(np.int64))
+        adapter.replace_rows(into, pool.adapter, taken)
+        core.replace_rows(into.numpy(), make_core(_rows_request(request, pool, taken)))
+        logits[into] = pool.logits[taken]
+        for slot, waiting in zip(slots[:n], pool.group[pool.taken : pool.taken + n]):
+            rows[slot] = _Row(waiting.slot)
+        pool.taken += n
+        slots = slots[n:]
+    adapter.trim_padding()
+    return pool
+
+
+def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], feed: Feed) -> _Pool:
+    """``group`` prefilled as its own batch, on a shallow copy of the running adapter
+    (``prefill`` replaces every piece of its state)."""
+    input_ids, mask = feed.collate([w.ids for w in group])
     fresh = copy.copy(adapter)
+    logits = fresh.prefill(input_ids, mask)
+    return _Pool(group, fresh, logits, input_ids, mask)
+
+
+def _rows_request(request: GenerationRequest, pool: _Pool, taken: torch.Tensor) -> GenerationRequest:
+    """The request a core for rows ``taken`` of ``pool`` is built from (their prompts, seeds)."""
+    input_ids, mask = pool.input_ids[taken.to(pool.input_ids.device)], pool.mask[taken.to(pool.mask.device)]
     extras = dict(request.extras)
+    group = pool.group[int(taken[0]) : int(taken[-1]) + 1]
     if group[0].seed is not None:
         extras["row_seeds"] = [w.seed for w in group]
-    sub = dataclasses.replace(request, adapter=fresh, input_ids=feed_ids, attention_mask=mask,
-                              prompt_ids=fresh.decoder_prompt(feed_ids).cpu(), extras=extras)
-    logits = fresh.prefill(feed_ids, mask)
-    return make_core(sub), fresh, logits
+    return dataclasses.replace(request, adapter=pool.adapter, input_ids=input_ids, attention_mask=mask,
+                               prompt_ids=pool.adapter.decoder_prompt(input_ids).cpu(), extras=extras)
 
 
 def _stop_verdicts(stops: list[StopStringCriteria], others: list[Any], rows: list[_Row],

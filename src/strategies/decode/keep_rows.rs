@@ -22,6 +22,14 @@ impl Decoder {
                 format!("rows cannot be dropped with {why}"),
             ));
         }
+        self.take_rows(rows);
+        Ok(())
+    }
+
+    /// Row `i` afterwards is row `rows[i]` before (indices below the row count, in any order;
+    /// the caller checked them and that no processor keeps per-row state).
+    pub(super) fn take_rows(&mut self, rows: &[usize]) {
+        let n = self.history.n_rows();
         let mut config = self.config.clone();
         config.prompt_ignore_lengths = per_row_subset(&config.prompt_ignore_lengths, rows, n);
         config.encoder_input_ids = per_row_subset(&config.encoder_input_ids, rows, n);
@@ -37,9 +45,8 @@ impl Decoder {
         if !self.step_offsets.is_empty() {
             self.step_offsets = rows.iter().map(|&r| self.step_offsets[r]).collect();
         }
-        self.next.truncate(rows.len());
+        self.next.resize(rows.len(), self.pad);
         (self.config, self.pipeline, self.warpers, self.full) = (config, pipeline, warpers, full);
-        Ok(())
     }
 }
 
