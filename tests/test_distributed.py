@@ -454,6 +454,25 @@ def test_a_block_keeps_overrides_errors_and_return_sequences(embedded):
     assert [(r["token_ids"], r["finish_reason"]) for r in rows] == [(r["token_ids"], r["finish_reason"]) for r in scored]
 
 
+@pytest.mark.parametrize("scored", [False, True], ids=["engine", "scored"])
+@pytest.mark.parametrize("strategy", [{}, dict(num_beams=2)], ids=["greedy", "beam"])
+def test_a_block_tokenizes_each_prompt_once(embedded, tokenized, scored, strategy):
+    """The group's ids (read for the empty-prompt check and the length order) are the ones the
+    engine (or the scored path's generate calls) runs: each prompt is tokenized once, and each
+    row is what the prompt gives alone."""
+    pa = pytest.importorskip("pyarrow", reason=RAY_MISSING or "pyarrow is installed with ray[data]")
+    config = ferrogen.GenerationConfig(**BASE, **strategy)
+    block = pa.table({"id": [f"r{i}" for i in range(7)], "prompt": BLOCK[:7]})
+    gen = fd.BatchGenerator(generation_config=config, key_column="id", batch_size=3, output_scores=scored)
+    seen = tokenized(gen.text.tokenizer)
+    rows = gen(block).to_pylist()
+    assert seen == BLOCK[:7]
+    for row, prompt in zip(rows, BLOCK[:7]):
+        alone = gen.text(prompt, generation_config=config)[0]
+        assert (row["token_ids"], row["text"], row["finish_reason"]) == (
+            alone.token_ids, alone.text, alone.finish_reason), prompt
+
+
 @pytest.mark.parametrize("sizes, match", [
     (dict(batch_size=0), "batch_size: expected an int >= 1"),
     (dict(batch_size=None), "batch_size: expected an int >= 1"),

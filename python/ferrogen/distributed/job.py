@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..config import GenerationConfig
+from ..engine import check_batch_size
 from ._ray import need_ray
 from .attempts import AttemptLedger, task_retries
-from .generator import BatchGenerator, check_batch_size, check_refill_fraction
+from .generator import BatchGenerator, check_refill_fraction
 from .io import PathLike, iter_records, read_jsonl
 
 if TYPE_CHECKING:
@@ -61,9 +62,7 @@ def default_block_size(batch_size: int, output_scores: bool) -> int:
 
 def _block_size(batch_size: Any, block_size: Any, output_scores: bool) -> int:
     """The rows of one Ray call: ``block_size``, else its default (both sizes checked)."""
-    if batch_size is None:
-        raise ValueError("batch_size: expected an int >= 1, got None")
-    check_batch_size(batch_size)
+    check_batch_size(batch_size)  # here None is refused too
     if block_size is None:
         return default_block_size(int(batch_size), output_scores)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < batch_size:
