@@ -14,6 +14,8 @@ use crate::sampling::{argmax, draw};
 mod append_rows;
 mod keep_rows;
 mod replace_rows;
+#[cfg(test)]
+mod test_rows;
 
 pub struct Decoder {
     history: TokenHistory,

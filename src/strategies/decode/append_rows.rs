@@ -171,23 +171,9 @@ fn merged_rows<T: Clone>(a: &[T], n: usize, b: &[T], m: usize) -> Vec<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_rows::{logits, sampler};
     use super::*;
     use crate::row_status::HasRowStatus;
-
-    fn sampler(prompts: &[i64], rows: usize, seed: u64, config: &PipelineConfig) -> Decoder {
-        let width = prompts.len() / rows;
-        let keyed: Vec<Vec<i64>> = prompts.chunks(width).map(<[i64]>::to_vec).collect();
-        Decoder::new(prompts, rows, config, 0)
-            .unwrap()
-            .seeded(seed, &keyed)
-            .unwrap()
-    }
-
-    fn logits(rows: usize, vocab: usize, step: usize) -> Vec<f32> {
-        (0..rows * vocab)
-            .map(|i| ((i % vocab) * 7 + step * 3) as f32 % 5.0 * 0.3)
-            .collect()
-    }
 
     #[test]
     fn merged_rows_sample_and_penalise_as_if_alone() {

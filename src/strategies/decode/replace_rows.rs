@@ -47,24 +47,10 @@ fn check_slots(slots: &[usize], n: usize, m: usize) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_rows::{logits, sampler};
     use crate::logits::PipelineConfig;
     use crate::row_status::HasRowStatus;
     use crate::strategies::decode::Decoder;
-
-    fn sampler(prompts: &[i64], rows: usize, seed: u64, config: &PipelineConfig) -> Decoder {
-        let width = prompts.len() / rows;
-        let keyed: Vec<Vec<i64>> = prompts.chunks(width).map(<[i64]>::to_vec).collect();
-        Decoder::new(prompts, rows, config, 0)
-            .unwrap()
-            .seeded(seed, &keyed)
-            .unwrap()
-    }
-
-    fn logits(rows: usize, vocab: usize, step: usize) -> Vec<f32> {
-        (0..rows * vocab)
-            .map(|i| ((i % vocab) * 7 + step * 3 + i / vocab) as f32 % 5.0 * 0.3)
-            .collect()
-    }
 
     fn row_logits(vocab: usize, step: usize, seen_as: usize) -> Vec<f32> {
         logits(seen_as + 1, vocab, step)[seen_as * vocab..].to_vec()
