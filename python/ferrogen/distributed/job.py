@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..config import GenerationConfig
-from ..engine import check_batch_size
 from ._ray import need_ray
 from .attempts import AttemptLedger, task_retries
 from .generator import BatchGenerator, check_refill_fraction
@@ -62,6 +61,8 @@ def default_block_size(batch_size: int, output_scores: bool) -> int:
 
 def _block_size(batch_size: Any, block_size: Any, output_scores: bool) -> int:
     """The rows of one Ray call: ``block_size``, else its default (both sizes checked)."""
+    from ..engine import check_batch_size  # (not at import: the engine loads torch, the CLI's parser must not)
+
     check_batch_size(batch_size)  # here None is refused too
     if block_size is None:
         return default_block_size(int(batch_size), output_scores)
