@@ -369,3 +369,24 @@ def test_encoder_decoder_beams_leave_the_cross_attention_half_in_place(stored, m
     torch.testing.assert_close(ours.sequences_scores, both.sequences_scores, rtol=0, atol=0)
     for a, b in zip(ours.scores, both.scores, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_unseeded_beam_sample_takes_torchs_log_softmax_bits():
+    """Unseeded beam sampling races on transformers' own scores: ``torch.log_softmax``'s bits.
+    The core's log-softmax rounds 1 ulp apart from torch's in some rows of this model (step 4,
+    row 4), and the running scores carry the difference into the race (benches/README.md,
+    "Beam sampling at batch 16"). The bench's gpt2-2x128, built from a config."""
+    from ferrogen.bench.models import random_gpt2
+
+    model = random_gpt2(2, 128)
+    ids = torch.randint(3, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(2))
+    kwargs = dict(num_beams=4, do_sample=True, top_k=50, max_new_tokens=12, output_logits=True, **OUTPUTS)
+    torch.manual_seed(0)
+    ours = ferrogen.generate(model, input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+    torch.manual_seed(0)
+    ref = hf_generate(model, ids, torch.ones_like(ids), **kwargs)
+    assert torch.equal(ours.sequences, ref.sequences)
+    assert torch.equal(ours.sequences_scores, ref.sequences_scores)
+    assert torch.equal(ours.beam_indices, ref.beam_indices)
+    for step, (a, b) in enumerate(zip(ours.scores, ref.scores, strict=True)):
+        assert torch.equal(a, b), step
