@@ -181,9 +181,11 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
 def _host_log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """``torch.log_softmax`` of host logits, as transformers' beam search takes it; a batch
     holding ``+inf`` gets the core's limit for those rows (:func:`_log_softmax`)."""
-    if bool(torch.isposinf(logits).any()):
+    log_probs = torch.log_softmax(logits, dim=-1)
+    # torch makes every entry of a row holding +inf (or NaN) NaN: one column tells, no full scan
+    if bool(torch.isnan(log_probs[:, 0]).any()):
         return _log_softmax(logits)
-    return torch.log_softmax(logits, dim=-1)
+    return log_probs
 
 
 def use_device_candidates(request: GenerationRequest, core: _core.BeamSearch) -> bool:
