@@ -390,3 +390,18 @@ def test_unseeded_beam_sample_takes_torchs_log_softmax_bits():
     assert torch.equal(ours.beam_indices, ref.beam_indices)
     for step, (a, b) in enumerate(zip(ours.scores, ref.scores, strict=True)):
         assert torch.equal(a, b), step
+
+
+def test_unseeded_log_softmax_keeps_the_limit_of_an_inf_row():
+    """The torch log-softmax of the unseeded path: torch's bits for finite rows, and the core's
+    limit (``ln(1 / k)`` at the ``k`` entries at +inf, -inf elsewhere) where torch gives NaN."""
+    from ferrogen.strategies.beam import _host_log_softmax
+
+    logits = torch.randn(3, 37, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(_host_log_softmax(logits), torch.log_softmax(logits, dim=-1))
+    logits[1, [5, 9]] = float("inf")
+    out = _host_log_softmax(logits)
+    assert torch.equal(out[[0, 2]], torch.log_softmax(logits[[0, 2]], dim=-1))
+    want = torch.full((37,), -float("inf"))
+    want[[5, 9]] = -torch.log(torch.tensor(2.0))
+    assert torch.equal(out[1], want)
