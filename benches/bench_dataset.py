@@ -21,6 +21,7 @@ venv; ``getrusage``'s peak only grows over the run, so it is given once, for the
 
     python benches/bench_dataset.py                      # 2000 prompts, batch 16 and 64
     python benches/bench_dataset.py --prompts 300 --batches 16 64 --out dataset.md
+    python benches/bench_dataset.py --batches 16 --skip in_process ray_static ray_shrink-only --ray 1 --ray-block 1 2 4 8
 """
 
 from __future__ import annotations
@@ -108,12 +109,15 @@ def continuous(model: Any, tok: Any, texts: list[str], hf: dict[str, Any], batch
     return sum(len(r.generated_tokens) for r in results.values())
 
 
-def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: list[int], blocks: int,
-             row: dict[str, Any]) -> list[dict[str, Any]]:
+def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: list[int], blocks: list[int],
+             row: dict[str, Any], skip: list[str]) -> list[dict[str, Any]]:
     """The same prompts through ``ferrogen.distributed`` (local Ray, 1 CPU and torch thread per actor,
     ``output_scores=False``), each Ray call a block of ``batch`` rows (what ``generate_dataset`` did
     before blocks: one batch per call) run static or shrink-only, or through the batch engine
-    (continuous batching) with blocks of ``batch`` and of ``blocks * batch`` rows."""
+    (continuous batching) with blocks of ``batch`` rows (``block_size=batch_size``: nothing waits, so
+    nothing refills) and of ``k * batch`` rows for each ``k`` of ``blocks`` (``generate_dataset``'s
+    default is :data:`~ferrogen.distributed.job.DEFAULT_BLOCK_BATCHES` batches); ``skip`` leaves out
+    ``ray_static`` and ``ray_shrink-only``. Tokens are compared with the first row's."""
     import ray
 
     from ferrogen import distributed as fd
@@ -126,7 +130,8 @@ def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: l
         engine_options = {"continuous": False}
 
     systems = [("static", StaticBatchGenerator, batch), ("shrink-only", ShrinkOnlyBatchGenerator, batch),
-               ("engine", BatchGenerator, batch), ("engine", BatchGenerator, blocks * batch)]
+               ("engine", BatchGenerator, batch), *[("engine", BatchGenerator, k * batch) for k in blocks if k > 1]]
+    systems = [s for s in systems if f"ray_{s[0]}" not in skip]
     config = {k: v for k, v in base.items() if k != "stop_strings"}
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=200 * 2**20,
              log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
@@ -148,9 +153,10 @@ def ray_rows(texts: list[str], base: dict[str, Any], batch: int, actor_counts: l
 
                 out.append({**row, "system": f"Ray {actors} actor(s), {label}", "rates": timed(job, len(texts)),
                             "note": "start-up (model load) included"})
-                if name != "static":
-                    same = tokens[label] == tokens[f"static, block {batch}"]
-                    out[-1]["note"] += "; same tokens as static" if same else "; TOKENS DIFFER from static"
+                first = next(iter(tokens))
+                if label != first:
+                    same = tokens[label] == tokens[first]
+                    out[-1]["note"] += f"; same tokens as {first}" if same else f"; TOKENS DIFFER from {first}"
     finally:
         ray.shutdown()
     return out
@@ -164,10 +170,12 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["greedy", "sample"])
     parser.add_argument("--variants", nargs="+", default=["eos", "stop"],
                         help="eos, stop (stop string '.'), uniform (one prompt length, every row to max_new_tokens)")
-    parser.add_argument("--skip", nargs="*", default=[], help="systems to leave out (hf_pipeline, generate_batch)")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        help="systems to leave out (hf_pipeline, generate_batch, ray_static, ray_shrink-only; "
+                             "in_process: every row without Ray)")
     parser.add_argument("--ray", type=int, nargs="*", default=[], help="actor counts for the Ray rows (greedy, eos)")
-    parser.add_argument("--ray-block", type=int, default=4,
-                        help="the Ray engine row's block_size, in batches (also run with blocks of one batch)")
+    parser.add_argument("--ray-block", type=int, nargs="+", default=[4],
+                        help="the Ray engine rows' block_size, in batches (also run with blocks of one batch)")
     parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -185,7 +193,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     rows = []
     uniform = uniform_prompts(args.prompts, tok) if "uniform" in args.variants else []
-    for variant in args.variants:
+    for variant in args.variants if "in_process" not in args.skip else []:
         texts = uniform if variant == "uniform" else prompts(args.prompts)
         for mode in args.modes:
             ends = [tok.eos_token_id] if variant == "uniform" else eos  # the model never emits </s>
@@ -229,7 +237,7 @@ def main() -> None:
     for batch in args.batches if args.ray else []:
         base = dict(max_new_tokens=args.new_tokens, eos_token_id=eos, pad_token_id=0, do_sample=False, seed=0)
         row = {"variant": "eos", "mode": "greedy", "batch": batch}
-        rows.extend(ray_rows(texts, base, batch, args.ray, args.ray_block, row))
+        rows.extend(ray_rows(texts, base, batch, args.ray, args.ray_block, row, args.skip))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (a VM shared with other "

@@ -6,6 +6,9 @@ of new tokens, EOS suppressed so every prompt costs the same) and two rates:
 - steady: the last three quarters of the prompts / the time from the first quarter's output
   to the end, i.e. with the actors loaded (what a long job converges to).
 A single-process row (ferrogen.pipeline, no Ray, one torch thread like one actor) is the baseline.
+Each Ray call is a block of ``--block-size`` rows (default: generate_dataset's, 4 batches; every
+prompt here costs the same, so nothing finishes early and refilling gains little: for the engine's
+refill across a block see bench_dataset.py's Ray rows).
 
     python benches/bench_ray.py                          # 1 and 2 actors, 1200 prompts
     python benches/bench_ray.py --actors 1 2 4 --prompts 2000 --out ray.md
@@ -17,6 +20,7 @@ import argparse
 import os
 import platform
 import time
+from typing import Optional
 
 import torch
 
@@ -42,10 +46,10 @@ def single_process(texts: list[str], config: dict, batch: int) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
-def ray_job(texts: list[str], config: dict, batch: int, actors: int) -> tuple[float, float]:
+def ray_job(texts: list[str], config: dict, batch: int, block: Optional[int], actors: int) -> tuple[float, float]:
     start = time.perf_counter()
-    out = fd.generate_dataset(fd.from_prompts(texts), generation_config=config, batch_size=batch, concurrency=actors,
-                              output_scores=False)
+    out = fd.generate_dataset(fd.from_prompts(texts), generation_config=config, batch_size=batch, block_size=block,
+                              concurrency=actors, output_scores=False)
     quarter_at, quarter_rows, rows = None, 0, 0
     for block in out.iter_batches(batch_format="pyarrow", batch_size=None):
         rows += block.num_rows
@@ -65,6 +69,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--block-size", type=int, help="rows per Ray call (default: generate_dataset's)")
     parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args()
 
@@ -78,7 +83,7 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         for actors in args.actors:
-            end_to_end, steady = ray_job(texts, config, args.batch_size, actors)
+            end_to_end, steady = ray_job(texts, config, args.batch_size, args.block_size, actors)
             rows.append((f"Ray, {actors} actor(s)", "1 CPU / torch thread each", f"{end_to_end:.1f}", f"{steady:.1f}"))
     finally:
         ray.shutdown()
@@ -86,7 +91,7 @@ def main() -> None:
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
         f"{load:.1f} at start; {args.prompts} prompts x {args.new_tokens} new tokens, embedded GPT-2, greedy, "
-        f"batch {args.batch_size}.",
+        f"batch {args.batch_size}, block {args.block_size or 'default'}.",
         "",
         "| run | resources | prompts/s end to end | prompts/s steady |",
         "|---|---|---:|---:|",

@@ -115,3 +115,23 @@ def hf_generate(model, ids, mask, **kwargs):
         warnings.simplefilter("ignore")
         with torch.no_grad():
             return model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+
+
+@pytest.fixture
+def tokenized(monkeypatch):
+    """``tokenized(tok)``: a list that collects every text ``tok`` is called on from now on (in
+    order, one entry per prompt), for tests that count tokenizations; undone after the test."""
+
+    def watch(tok):
+        seen = []
+        call = type(tok).__call__
+
+        def counting(self, text=None, *args, **kwargs):
+            if self is tok:
+                seen.extend([text] if isinstance(text, str) else list(text))
+            return call(self, text, *args, **kwargs)
+
+        monkeypatch.setattr(type(tok), "__call__", counting)
+        return seen
+
+    return watch

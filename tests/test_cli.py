@@ -233,6 +233,55 @@ def test_bad_flags_give_one_line_errors(capsys, argv, needle):
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--ray", "--block-size", "4"], "--block-size: must be an int >= --batch-size (8), got 4"),
+        (["--ray", "--batch-size", "2", "--block-size", "-1"], "--block-size: must be an int >= --batch-size (2), got -1"),
+        (["--ray-address", "auto", "--block-size", "0"], "--block-size: must be an int >= --batch-size (8), got 0"),
+        (["--block-size", "32"], "--block-size: works with --ray"),
+        (["--ray", "--refill-fraction", "0"], "--refill-fraction: must be in (0, 1]"),
+        (["--ray", "--refill-fraction", "1.5", "--block-size", "32"], "--refill-fraction: must be in (0, 1]"),
+    ],
+)
+def test_ray_flags_are_refused_by_name_before_any_model_work(tmp_path, capsys, monkeypatch, argv, needle):
+    import ferrogen.distributed
+
+    def no_job(*args, **kwargs):
+        raise AssertionError("the Ray job started")
+
+    monkeypatch.setattr(ferrogen.distributed, "run_jsonl_job", no_job)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "Jesus wept"}\n')
+    code, _, err = run(capsys, "generate", "--input", str(src), *argv)
+    assert code == 2
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as stopped:
+        main(["generate", "--input", str(src), "--ray", "--block-size", "many"])
+    assert stopped.value.code == 2 and "--block-size: invalid int value" in capsys.readouterr().err
+
+
+def test_ray_flags_reach_the_ray_job(tmp_path, capsys, monkeypatch):
+    """--block-size and --refill-fraction go to the Ray job (None: the library's defaults)."""
+    import ferrogen.distributed
+
+    seen = []
+
+    def job(input_path, out, **kwargs):
+        seen.append({k: kwargs[k] for k in ("batch_size", "block_size", "refill_fraction")})
+        return 0
+
+    monkeypatch.setattr(ferrogen.distributed, "run_jsonl_job", job)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "Jesus wept"}\n')
+    for extra in (["--block-size", "24", "--refill-fraction", "0.5"], ["--block-size", "3"], []):
+        code, _, err = run(capsys, "generate", "--input", str(src), "--ray", "--batch-size", "3", *extra)
+        assert code == 0, err
+    assert seen == [dict(batch_size=3, block_size=24, refill_fraction=0.5),
+                    dict(batch_size=3, block_size=3, refill_fraction=None),
+                    dict(batch_size=3, block_size=None, refill_fraction=None)]
+
+
 def test_refill_fraction_reaches_the_engine(tmp_path, capsys, monkeypatch):
     """--refill-fraction is the batch engine's refill_fraction; the records are those of the default."""
     import ferrogen.engine

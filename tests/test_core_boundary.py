@@ -200,6 +200,31 @@ def test_generate_with_a_huge_beam_width_raises_naming_num_beams() -> None:
     assert is_named == "True" and message.startswith("num_beams:"), out
 
 
+def test_torch_noise_draws_of_a_huge_size_are_refused_before_any_twist() -> None:
+    """A direct call with an absurd ``vocab`` (or ``n``) passed the size check (the product fits a
+    ``usize``) and then twisted torch's generator through two words an entry, with the GIL held:
+    hours for 2**40. A draw is capped at 2**32 entries (a 16 GiB float32 logits tensor), refused
+    by name with the allowed range, torch's state untouched. In a child, so that a regression
+    fails (the child's timeout) rather than hanging the run."""
+    out = run_child("""
+        from types import SimpleNamespace
+        cfg = SimpleNamespace(do_sample=True, num_beams=2, max_length=6)
+        sample = _core.BeamSearch(np.array([[1, 2, 3]], np.int64), _core.GenerationSettings(cfg))
+        state = torch.get_rng_state().numpy()
+        before = state.copy()
+        for vocab in (2**31 + 1, 2**40, 2**62, 2**64 - 1):
+            named(lambda: sample.draw_torch_noise(state, vocab))
+        named(lambda: _core.torch_exponential(state, 2**32 + 1))
+        print("untouched", bool((state == before).all()))
+    """)
+    lines = out.strip().splitlines()
+    assert len(lines) == 6, out
+    for line in lines[:4]:
+        assert line.startswith("InvalidArgumentError True vocab: expected 0 to 2147483648 for 1 prompts × 2 beams"), line
+    assert lines[4].startswith("InvalidArgumentError True n: one draw of torch's noise takes at most 2^32"), lines[4]
+    assert lines[5] == "untouched True"
+
+
 def test_beam_memory_check_runs_before_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a machine too small for the beams' per-step state, ``generate`` names ``num_beams``
     before the model's forward runs (a hook that raises would fire first otherwise)."""

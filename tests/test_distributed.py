@@ -245,22 +245,35 @@ def test_a_dead_actor_is_restarted_and_no_row_is_lost_or_repeated(job, reference
 
 
 @needs_ray
-def test_cli_ray_matches_the_cli_on_greedy_lines(ray_session, tmp_path, capsys):
+def test_cli_ray_matches_the_cli_on_greedy_lines(ray_session, tmp_path, capsys, monkeypatch):
+    """--ray: the records of the CLI without Ray, in input order; by default one block of 4
+    batches (the 14 lines: one Ray call) through the engine's refilling loop, and with
+    --block-size 4 --refill-fraction 0.75 blocks of 4 lines, 3 prefilled at a time."""
     src = tmp_path / "in.jsonl"
     lines = [json.dumps({"prompt": f"{h} {t}"}) for h in HEADS[:3] for t in TAILS[:4]]
     src.write_text("\n".join(lines[:5] + ["not json", '{"prompt": "x", "top_p": 7}'] + lines[5:]) + "\n")
-    outputs = {}
-    for name, extra in (("plain", []), ("ray", ["--ray"])):
+    real = fd.job.generate_dataset
+    outputs, calls = {}, {}
+    for name, extra in (("plain", []), ("ray", ["--ray"]), ("ray-blocks", ["--ray", "--block-size", "4",
+                                                                            "--refill-fraction", "0.75"])):
+        log = tmp_path / f"{name}.calls"
+        monkeypatch.setattr(fd.job, "generate_dataset",
+                            functools.partial(real, generator_class=recording_class(log)))
         dst = tmp_path / f"{name}.jsonl"
         with deadline(240):
             code = cli_main(["generate", "--input", str(src), "--output", str(dst), "--max-new-tokens", "6",
                              "--batch-size", "4", "--strict", *extra])
         assert code == 1, capsys.readouterr().err
         outputs[name] = [json.loads(line) for line in dst.read_text().splitlines()]
+        calls[name] = calls_of(log) if log.exists() else []
     by_line = {name: sorted(recs, key=lambda r: r["line"]) for name, recs in outputs.items()}
-    assert by_line["ray"] == by_line["plain"]
+    assert by_line["ray"] == by_line["plain"] and by_line["ray-blocks"] == by_line["plain"]
     assert [r["line"] for r in outputs["ray"]] == list(range(1, 15)), "--ray writes in input order"
     assert "line 6: invalid JSON" in capsys.readouterr().err
+    assert calls["plain"] == [] and calls["ray"] == [{"rows": 14, "runs": [[12, 4, engine_refill_fraction()]]}], calls
+    blocks = calls["ray-blocks"]
+    assert sorted(c["rows"] for c in blocks) == [2, 4, 4, 4], blocks
+    assert all(run[1:] == [4, 0.75] for c in blocks for run in c["runs"]), blocks
 
 
 @needs_ray
@@ -352,14 +365,14 @@ def test_a_row_that_kills_its_worker_every_time_comes_back_with_an_error(ray_ses
     """Ray's defaults retry such a batch forever (and bounded retries fail the whole job): the
     batch is retried batch_retries times, then bisected down to the row, which gets ``error``.
     The dataset is a plain Ray dataset without keys or row numbers (greedy needs no key); one
-    block of 8 rows through the batch engine, 2 running at a time (the poisoned row may come
-    in by a refill)."""
+    block of 8 rows (the default block: 4 batches) through the batch engine, 2 running at a time
+    (the poisoned row may come in by a refill)."""
     prompts = [f"{HEADS[i]} {TAILS[i]}" for i in range(8)]
     marker = prompts[5]
     deaths = tmp_path / "deaths"
     with deadline(300):
         out = fd.generate_dataset(ray.data.from_items([{"prompt": p} for p in prompts]), generation_config=BASE,
-                                  batch_size=2, block_size=8, output_scores=False, concurrency=1,
+                                  batch_size=2, output_scores=False, concurrency=1,
                                   batch_retries=1, generator_class=poisoned_class(marker, deaths))
         records = list(fd.iter_records(out))
     assert sorted(r["prompt"] for r in records) == sorted(prompts), "every row exactly once"
@@ -441,12 +454,34 @@ def test_a_block_keeps_overrides_errors_and_return_sequences(embedded):
     assert [(r["token_ids"], r["finish_reason"]) for r in rows] == [(r["token_ids"], r["finish_reason"]) for r in scored]
 
 
+@pytest.mark.parametrize("scored", [False, True], ids=["engine", "scored"])
+@pytest.mark.parametrize("strategy", [{}, dict(num_beams=2)], ids=["greedy", "beam"])
+def test_a_block_tokenizes_each_prompt_once(embedded, tokenized, scored, strategy):
+    """The group's ids (read for the empty-prompt check and the length order) are the ones the
+    engine (or the scored path's generate calls) runs: each prompt is tokenized once, and each
+    row is what the prompt gives alone."""
+    pa = pytest.importorskip("pyarrow", reason=RAY_MISSING or "pyarrow is installed with ray[data]")
+    config = ferrogen.GenerationConfig(**BASE, **strategy)
+    block = pa.table({"id": [f"r{i}" for i in range(7)], "prompt": BLOCK[:7]})
+    gen = fd.BatchGenerator(generation_config=config, key_column="id", batch_size=3, output_scores=scored)
+    seen = tokenized(gen.text.tokenizer)
+    rows = gen(block).to_pylist()
+    assert seen == BLOCK[:7]
+    for row, prompt in zip(rows, BLOCK[:7]):
+        alone = gen.text(prompt, generation_config=config)[0]
+        assert (row["token_ids"], row["text"], row["finish_reason"]) == (
+            alone.token_ids, alone.text, alone.finish_reason), prompt
+
+
 @pytest.mark.parametrize("sizes, match", [
     (dict(batch_size=0), "batch_size: expected an int >= 1"),
     (dict(batch_size=None), "batch_size: expected an int >= 1"),
     (dict(batch_size=8, block_size=4), r"block_size: expected an int >= batch_size \(8\), got 4"),
     (dict(batch_size=8, block_size=16.0), "block_size"),
     (dict(batch_size=8, block_size=True), "block_size"),
+    (dict(batch_size=8, refill_fraction=0.5), "refill_fraction: works with output_scores=False"),
+    (dict(batch_size=8, output_scores=False, refill_fraction=0), r"refill_fraction: expected a number in \(0, 1\]"),
+    (dict(batch_size=8, output_scores=False, refill_fraction=True), "refill_fraction: expected a number"),
 ])
 @needs_ray
 def test_batch_and_block_sizes_are_checked_before_ray_runs(sizes, match):
@@ -455,20 +490,73 @@ def test_batch_and_block_sizes_are_checked_before_ray_runs(sizes, match):
     if sizes["batch_size"] is not None:
         with pytest.raises(ValueError, match="batch_size"):
             fd.BatchGenerator(batch_size=0)
+    if "refill_fraction" in sizes:
+        with pytest.raises(ValueError, match=match):
+            fd.BatchGenerator(**sizes)
+
+
+def recording_class(log: Path):
+    """A BatchGenerator that appends, per Ray call, the block's rows and the engine's refilling
+    runs in it (rows, running batch size, refill_fraction) to ``log`` as a JSON line; defined in
+    a function so that Ray pickles it by value."""
+
+    class Recording(fd.BatchGenerator):
+        def __init__(self, *args, **kwargs):
+            from ferrogen import engine  # imported here: the package module does not pickle
+
+            super().__init__(*args, **kwargs)
+            self.runs: list = []
+            feed = engine.run_continuous_texts
+
+            def counted(generator, prompts, ids, order, seeds, batch_size, refill_fraction, *a, **kw):
+                self.runs.append([len(prompts), batch_size, refill_fraction])
+                return feed(generator, prompts, ids, order, seeds, batch_size, refill_fraction, *a, **kw)
+
+            engine.run_continuous_texts = counted  # this actor's process only
+
+        def __call__(self, batch):
+            self.runs = []
+            out = super().__call__(batch)
+            with open(log, "a") as handle:
+                handle.write(json.dumps({"rows": batch.num_rows, "runs": self.runs}) + "\n")
+            return out
+
+    return Recording
+
+
+def calls_of(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def engine_refill_fraction() -> float:
+    """The batch engine's default ``refill_fraction`` (what a Ray job without one runs with)."""
+    import inspect
+
+    return inspect.signature(ferrogen.engine.generate_texts).parameters["refill_fraction"].default
 
 
 @needs_ray
-def test_ray_blocks_give_the_tokens_of_generate_texts(ray_session, embedded):
-    """Through Ray: blocks of 12 rows (the last one of 2, under the batch) with a running batch
-    of 4, greedy and sampled rows (overrides column), the same tokens as generate_texts alone."""
-    prompts = [f"{HEADS[i % 8]} {TAILS[(3 * i) % 20]}" for i in range(14)]
+def test_ray_blocks_refill_by_default_with_the_tokens_of_generate_texts(ray_session, embedded, tmp_path):
+    """Through Ray with the default block (4 batches of 4 without scores: blocks of 16 rows and
+    one of 2, under the batch), greedy and sampled rows (overrides column): each block of 16
+    goes through the engine's refilling loop, and every row has the tokens of generate_texts
+    alone with its seed and those of the old default (a block of one batch per Ray call)."""
+    prompts = [f"{HEADS[i % 8]} {TAILS[(3 * i) % 20]}" for i in range(18)]
     sampled = dict(SAMPLING, do_sample=True)
     items = [{"id": i, "prompt": p, "overrides": json.dumps(sampled) if i % 3 == 1 else None}
              for i, p in enumerate(prompts)]
+    log = tmp_path / "calls.jsonl"
     with deadline(240):
         out = fd.generate_dataset(ray.data.from_items(items), generation_config=BASE, key_column="id",
-                                  batch_size=4, block_size=12, concurrency=1, output_scores=False)
+                                  batch_size=4, concurrency=1, output_scores=False,
+                                  generator_class=recording_class(log))
         records = {r["id"]: r for r in out.take_all()}
+    calls = calls_of(log)
+    assert sorted(c["rows"] for c in calls) == [2, 16], calls
+    for call in calls:  # greedy and sampled rows: a group each, each through the refilling loop
+        assert sum(run[0] for run in call["runs"]) == call["rows"], call
+        assert all(run[1:] == [4, engine_refill_fraction()] for run in call["runs"]), call
+    assert max(run[0] for call in calls for run in call["runs"]) > 4, "no group larger than the batch"
     gen = ferrogen.text.TextGenerator(*embedded)
     for overrides in ({}, sampled):
         rows = [item for item in items if bool(item["overrides"]) == bool(overrides)]
@@ -477,3 +565,9 @@ def test_ray_blocks_give_the_tokens_of_generate_texts(ray_session, embedded):
         alone = ferrogen.engine.generate_texts(gen, [item["prompt"] for item in rows], 4, generation_config=config,
                                                **seeds)
         assert [records[item["id"]]["token_ids"] for item in rows] == [a.token_ids for a in alone], overrides
+    pa = pytest.importorskip("pyarrow")
+    old = fd.BatchGenerator(generation_config=ferrogen.GenerationConfig(**BASE), key_column="id", batch_size=4,
+                            output_scores=False)
+    table = pa.Table.from_pylist(items)
+    before = [r for start in range(0, 18, 4) for r in old(table.slice(start, 4)).to_pylist()]
+    assert [r["token_ids"] for r in before] == [records[i]["token_ids"] for i in range(18)]

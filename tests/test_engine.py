@@ -145,6 +145,23 @@ def test_pipeline_engine_matches_static_batches_and_prompts_alone(kjv, settings)
         assert engine[0].token_ids != engine[3].token_ids or engine[0].finish_reason == "stop"
 
 
+@pytest.mark.parametrize("kwargs", [dict(), dict(static=True), dict(num_beams=2), dict(do_sample=True, seed=3)],
+                         ids=["continuous", "static", "beam", "sampled"])
+def test_the_engine_tokenizes_each_prompt_once(kjv, tokenized, kwargs):
+    """The ids the engine reads for the length order are the ones it runs (padded per batch),
+    on every path: the tokenizer sees each prompt once, and each row is the prompt's alone."""
+    seen = tokenized(kjv.tokenizer)
+    engine = ferrogen.engine.generate_texts(kjv, PROMPTS, 4, max_new_tokens=8, **kwargs)
+    assert seen == PROMPTS
+    settings = {k: v for k, v in kwargs.items() if k != "static"}
+    for i, prompt in enumerate(PROMPTS):
+        if prompt in PROMPTS[:i] and "seed" in settings:  # a repeat samples with its own seed
+            continue
+        alone = kjv(prompt, max_new_tokens=8, **settings)[0]
+        assert (engine[i].token_ids, engine[i].text, engine[i].finish_reason) == (
+            alone.token_ids, alone.text, alone.finish_reason), prompt
+
+
 def test_cli_input_runs_through_the_engine_in_input_order(tmp_path, capsys, kjv):
     """``ferrogen generate --input``: a window sorted by length, finished rows dropped, records in
     input order and each the prompt's own (as generated alone with the run's seed)."""

@@ -264,3 +264,54 @@ def test_length_fields_outside_their_range_name_the_field(gpt2, field, value):
 def test_a_prompt_plus_max_new_tokens_past_int64_names_max_new_tokens():
     with pytest.raises(ValueError, match=r"^max_new_tokens: the input \(5 tokens\) plus"):
         GenerationConfig(max_new_tokens=2**63 - 3).resolved_max_length(5)
+
+
+# Ints the Python layer hands the Rust core. pyo3 converts an int argument that does not fit
+# (negative for an unsigned one, 2**64 for any) into an OverflowError that names no argument, so
+# every public entry checks its ints first: the config's int fields and token ids (< 2**63, the
+# core's int64; seeds < 2**64), the constraints' token ids, LogitsPipeline's lengths, seed and
+# key_length, the SynthID scorer's eos_token_id. The rest of what reaches the core is either read
+# from tensors (shapes, ids as int64 arrays) or from the config, checked here.
+def _core_ints() -> list[tuple[str, object, str]]:
+    import numpy as np
+    import torch
+
+    from ferrogen import LogitsPipeline
+    from ferrogen.constraints import DisjunctiveConstraint, PhrasalConstraint
+    from ferrogen.watermark import synthid_eos_token_mask
+
+    ids, scores = np.array([[1, 2]]), np.zeros((1, 8), np.float32)
+    cases = []
+    for v in (-1, 2**64):
+        for field in ("top_k", "prompt_lookup_num_tokens", "max_matching_ngram_size", "no_repeat_ngram_size",
+                      "pad_token_id", "forced_bos_token_id", "penalty_last_n"):
+            cases.append((f"{field}={v}", lambda f=field, v=v: GenerationConfig(**{f: v}), field))
+        cases += [
+            (f"suppress_tokens=[{v}]", lambda v=v: GenerationConfig(suppress_tokens=[v]), "suppress_tokens"),
+            (f"exponential_decay=({v}, 1.5)",
+             lambda v=v: GenerationConfig(exponential_decay_length_penalty=(v, 1.5)),
+             "exponential_decay_length_penalty"),
+            (f"PhrasalConstraint([{v}])", lambda v=v: PhrasalConstraint([v]), "token_ids"),
+            (f"DisjunctiveConstraint([[{v}]])", lambda v=v: DisjunctiveConstraint([[v]]), "nested_token_ids"),
+            (f"LogitsPipeline(prompt_length={v})", lambda v=v: LogitsPipeline(prompt_length=v), "prompt_length"),
+            (f"LogitsPipeline(max_length={v})", lambda v=v: LogitsPipeline(prompt_length=2, max_length=v),
+             "max_length"),
+            (f"LogitsPipeline(min_tokens_to_keep={v})", lambda v=v: LogitsPipeline(min_tokens_to_keep=v),
+             "min_tokens_to_keep"),
+            (f"LogitsPipeline.sample(seed={v})", lambda v=v: LogitsPipeline().sample(ids, scores, seed=v), "seed"),
+            (f"LogitsPipeline.sample(key_length={v})",
+             lambda v=v: LogitsPipeline().sample(ids, scores, seed=0, key_length=v), "key_length"),
+        ]
+    cases.append(("synthid_eos_token_mask(2**64)", lambda: synthid_eos_token_mask(torch.tensor([[1, 2]]), 2**64),
+                  "eos_token_id"))
+    return cases
+
+
+CORE_INTS = _core_ints()
+
+
+@pytest.mark.parametrize("call, name", [c[1:] for c in CORE_INTS], ids=[c[0] for c in CORE_INTS])
+def test_ints_outside_what_the_core_takes_are_refused_by_name(call, name):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value).startswith(f"{name}:"), str(info.value)

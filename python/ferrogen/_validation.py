@@ -26,9 +26,12 @@ Checker = Callable[[str, Any], Any]
 
 ASSISTANT_SCHEDULES = ("heuristic", "constant", "heuristic_transient")
 SEED_LIMIT = 2**64
+#: Every other int the core takes is below this (its int64 token ids, its sizes), so that a larger
+#: one is refused here by name rather than by pyo3's OverflowError, which names no argument.
+INT_LIMIT = 2**63
 #: Lengths (``max_length``, ``max_new_tokens``, ``min_length``, ``min_new_tokens``) are below this:
 #: torch sizes and positions are int64.
-LENGTH_LIMIT = 2**63
+LENGTH_LIMIT = INT_LIMIT
 
 
 class GenerationConfigError(InvalidArgumentError):
@@ -97,6 +100,8 @@ def _token_id(name: str, value: Any, what: str = "a token id") -> int:
         raise _type_error(name, f"{what} (int >= 0)", value)
     if value < 0:
         raise GenerationConfigError(name, f"{what} must be >= 0, got {value}")
+    if value >= INT_LIMIT:
+        raise GenerationConfigError(name, f"{what} must be < 2**63 (an int64), got {value}")
     return int(value)
 
 
@@ -117,7 +122,8 @@ def _nonempty_list(name: str, value: Any, expected: str) -> list:
 
 
 def int_field(minimum: int, maximum: int | None = None) -> Checker:
-    """Checker for an int field (bools refused) with an inclusive lower bound."""
+    """Checker for an int field (bools refused) with an inclusive lower bound, below ``maximum``
+    (exclusive; without one, below :data:`INT_LIMIT`, what the core takes)."""
 
     def check(name: str, value: Any) -> int:
         if not _is_int(value):
@@ -125,6 +131,8 @@ def int_field(minimum: int, maximum: int | None = None) -> Checker:
         if value < minimum or (maximum is not None and value >= maximum):
             bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum})"
             raise GenerationConfigError(name, f"must be {bound}, got {value}")
+        if maximum is None and value >= INT_LIMIT:
+            raise GenerationConfigError(name, f"must be >= {minimum} and < 2**63 (an int64), got {value}")
         return int(value)
 
     return check

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, TextIO
 
 from ._cli_flags import add_config_flags, overrides, unknown_options_message
-from ._cli_io import CliError, OutputFile, count_lines, error_text, prompt_lines, read_lines
+from ._cli_io import CliError, OutputFile, count_lines, prompt_lines, read_lines
+from ._cli_ray import BLOCK_SIZE_HELP, check_ray_args, on_ray, run_on_ray
 
 __all__ = ["main", "EXIT_STATUS"]
 
@@ -81,7 +82,7 @@ def build_parser(field_docs: bool = True) -> argparse.ArgumentParser:
     gen.add_argument("--batch-size", type=int, default=8, metavar="N", help="lines per batch (default 8)")
     gen.add_argument("--refill-fraction", type=float, metavar="F",
                      help="prefill waiting lines this fraction of the running batch, in (0, 1], at a time; "
-                          "they take the places of finished rows (continuous batching; default 0.5)")
+                          "they take the places of finished rows (continuous batching, also with --ray; default 0.5)")
     gen.add_argument("--device", default="cpu", help="torch device (default cpu)")
     gen.add_argument("--stream", action="store_true",
                      help="print text as it is generated (one prompt; to stderr when the output is JSON)")
@@ -91,6 +92,7 @@ def build_parser(field_docs: bool = True) -> argparse.ArgumentParser:
     gen.add_argument("--ray", action="store_true", help="run --input on Ray Data: a local Ray instance on this machine")
     gen.add_argument("--ray-address", metavar="ADDRESS",
                      help="run --input on the Ray cluster at this address (implies --ray)")
+    gen.add_argument("--block-size", type=int, metavar="N", help=BLOCK_SIZE_HELP)
     add_config_flags(gen, with_docs=field_docs)
     return parser
 
@@ -101,8 +103,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--batch-size: must be >= 1, got {args.batch_size}")
     if args.refill_fraction is not None and not 0 < args.refill_fraction <= 1:
         raise CliError(f"--refill-fraction: must be in (0, 1], got {args.refill_fraction}")
-    if args.refill_fraction is not None and (args.stream or args.beam_tree or args.ray or args.ray_address):
-        raise CliError("--refill-fraction: works with the batch engine, not with --stream, --beam-tree or --ray")
+    if args.refill_fraction is not None and (args.stream or args.beam_tree):
+        raise CliError("--refill-fraction: works with the batch engine, not with --stream or --beam-tree")
     if args.model is not None and not Path(args.model).is_dir():
         raise CliError(f"--model: {args.model} is not a directory")
     if args.input is not None and not Path(args.input).is_file():
@@ -121,10 +123,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.format == "text" and (args.input is not None or args.output is not None):
         raise CliError("--format text: prints --prompt results to stdout; --input and --output take JSON records")
     _check_beam_tree(args)
-    if (args.ray or args.ray_address) and (args.input is None or args.stream):
-        raise CliError("--ray: works with --input (a JSONL file) and without --stream")
-    if (args.ray or args.ray_address) and args.resume:
-        raise CliError("--resume: not available with --ray")
+    check_ray_args(args)
 
 
 def _text_format(args: argparse.Namespace, stdout: TextIO) -> bool:
@@ -156,29 +155,6 @@ class _Sink:
             else:
                 self.stdout.write(payload)
         self.stdout.flush()
-
-
-class _RayRecords:
-    """The stream the Ray job writes its records to: each error gets the ``line N: ...`` form of
-    every other record, and each record goes to :meth:`OutputFile.write` (or stdout)."""
-
-    def __init__(self, output: Optional[OutputFile], stdout: TextIO) -> None:
-        self.output, self.stdout = output, stdout
-
-    def write(self, text: str) -> int:
-        records = [json.loads(line) for line in text.splitlines()]
-        for record in records:
-            if record.get("error"):
-                record["error"] = error_text(record["line"], record["error"])
-        payload = "".join(json.dumps(r) + "\n" for r in records)
-        if self.output is not None:
-            self.output.write(payload, len(records))
-        else:
-            self.stdout.write(payload)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 def _loaded_config(args: argparse.Namespace, fields: dict[str, Any], model: Any = None) -> Any:
@@ -218,8 +194,8 @@ def _run(args: argparse.Namespace, stdout: TextIO) -> int:
 
 def _generate_all(args: argparse.Namespace, fields: dict[str, Any], config: Any, output: Optional[OutputFile],
                   stdout: TextIO) -> int:
-    if args.ray or args.ray_address:
-        return _run_on_ray(args, fields, output, stdout)
+    if on_ray(args):
+        return run_on_ray(args, fields, output, stdout)
     from tqdm import tqdm
 
     from ._cli_run import Limits, run
@@ -288,18 +264,6 @@ def _records(results: list[Any], prompts: int) -> list[dict[str, Any]]:
     return [{"line": i // per + 1, "prompt": r.prompt, "text": r.text, "token_ids": r.token_ids,
              "finish_reason": r.finish_reason, **({"sequence_index": i % per} if per > 1 else {})}
             for i, r in enumerate(results)]
-
-
-def _run_on_ray(args: argparse.Namespace, fields: dict[str, Any], output: Optional[OutputFile], stdout: TextIO) -> int:
-    try:
-        from .distributed import run_jsonl_job
-    except ImportError as exc:
-        raise CliError(f"--ray: {exc}") from None
-    if output is not None:
-        output.open()
-    code = run_jsonl_job(args.input, _RayRecords(output, stdout), model=args.model, config=args.config,
-                         overrides=fields, batch_size=args.batch_size, device=args.device, address=args.ray_address)
-    return code if args.strict else 0
 
 
 def _check_beam_tree(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional, Sequence, Union
 
 from . import _core
-from ._validation import GenerationConfigError, GenerationConfigTypeError, _is_int
+from ._validation import INT_LIMIT, GenerationConfigError, GenerationConfigTypeError, _is_int
 
 __all__ = ["Constraint", "DisjunctiveConstraint", "PhrasalConstraint", "resolve_constraints", "words_to_ids"]
 
@@ -40,6 +40,8 @@ def _phrase(name: str, value: Any, what: str = "a non-empty list of token ids") 
             raise GenerationConfigTypeError(name, f"token ids must be ints, got {type(token).__name__} {token!r}")
         if token < 0:
             raise GenerationConfigError(name, f"token ids must be >= 0, got {token}")
+        if token >= INT_LIMIT:
+            raise GenerationConfigError(name, f"token ids must be < 2**63 (an int64), got {token}")
     return [int(t) for t in value]
 
 

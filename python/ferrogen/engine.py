@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .config import GenerationConfig
-from .engine_feed import run_continuous_texts
+from .engine_feed import pad_ids, run_continuous_texts
 from .strategies.running_rows import EngineHooks
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["EngineProgress", "generate_texts", "length_order", "prompt_seeds"]
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd 64-bit constant: distinct seeds for repeated prompts
+#: The default ``refill_fraction`` of :func:`generate_texts` and :func:`generate_tokenized`.
+REFILL_FRACTION = 0.5
 
 
 @dataclass
@@ -76,9 +78,23 @@ def prompt_seeds(seed: int, prompts: Sequence[Sequence[int]]) -> list[int]:
     return seeds
 
 
+def check_batch_size(batch_size: Any) -> None:
+    """``batch_size``: an int >= 1 (not a bool). The one check of the engine and the Ray path."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+
+
+def check_refill_fraction(refill_fraction: Any) -> None:
+    """``refill_fraction``: a number in (0, 1] (the share of the batch prefilled at a time from the
+    waiting prompts)."""
+    if isinstance(refill_fraction, bool) or not isinstance(refill_fraction, (int, float)) \
+            or not 0 < refill_fraction <= 1:
+        raise ValueError(f"refill_fraction: expected a number in (0, 1], got {refill_fraction!r}")
+
+
 def generate_texts(
     generator: TextGenerator, prompts: Sequence[str], batch_size: int, *, static: bool = False,
-    continuous: bool = True, refill_fraction: float = 0.5,
+    continuous: bool = True, refill_fraction: float = REFILL_FRACTION,
     on_progress: Optional[Callable[[EngineProgress], None]] = None, **kwargs: Any,
 ) -> list[TextResult]:
     """Generates every prompt, ``batch_size`` at a time; results in input order (each prompt's
@@ -86,14 +102,25 @@ def generate_texts(
     with ``row_seeds`` would give them. ``on_progress`` is called after every decoding step.
     ``continuous``: waiting prompts take finished rows' places (greedy and sampling), prefilled
     ``refill_fraction`` (in (0, 1]) of the batch at a time; ``static`` runs plain batches."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-    if not isinstance(refill_fraction, (int, float)) or not 0 < refill_fraction <= 1:
-        raise ValueError(f"refill_fraction: expected a number in (0, 1], got {refill_fraction!r}")
+    prompts = list(prompts)
+    ids = generator.tokenizer(prompts)["input_ids"] if prompts else []
+    return generate_tokenized(generator, prompts, ids, batch_size, static=static, continuous=continuous,
+                              refill_fraction=refill_fraction, on_progress=on_progress, **kwargs)
+
+
+def generate_tokenized(
+    generator: TextGenerator, prompts: Sequence[str], ids: Sequence[Sequence[int]], batch_size: int, *,
+    static: bool = False, continuous: bool = True, refill_fraction: float = REFILL_FRACTION,
+    on_progress: Optional[Callable[[EngineProgress], None]] = None, **kwargs: Any,
+) -> list[TextResult]:
+    """:func:`generate_texts` for prompts already tokenized (``ids``: each prompt's token ids,
+    unpadded), so a caller that read the ids (the Ray path's empty-prompt check and length
+    order) does not tokenize them again."""
+    check_batch_size(batch_size)
+    check_refill_fraction(refill_fraction)
     prompts = list(prompts)
     if not prompts:
         return []
-    ids = generator.tokenizer(prompts)["input_ids"]
     config = _config_of(generator.model, kwargs)
     per_prompt = _sampling_seeds(config, generator, ids, kwargs)
     alone = config.do_sample and _one_at_a_time(config)
@@ -117,7 +144,9 @@ def generate_texts(
         seeding: dict[str, Any] = {}
         if per_prompt is not None:
             seeding = {"seed": per_prompt[chunk[0]]} if alone else {"row_seeds": [per_prompt[i] for i in chunk]}
-        results = generator([prompts[i] for i in chunk], _engine=hooks, **seeding, **kwargs)
+        input_ids, mask = pad_ids(generator.tokenizer, [ids[i] for i in chunk])
+        results = generator._generate_padded([prompts[i] for i in chunk], input_ids, mask, _engine=hooks,
+                                             **seeding, **kwargs)
         per = len(results) // len(chunk)
         for j, i in enumerate(chunk):
             out[i] = results[j * per : (j + 1) * per]

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .outputs import GenerateOutput
     from .text import TextGenerator, TextResult
 
-__all__ = ["run_continuous_texts", "strip_padding"]
+__all__ = ["pad_ids", "run_continuous_texts", "strip_padding"]
 
 
 def run_continuous_texts(
@@ -84,11 +84,15 @@ def _row_of(out: GenerateOutput, row: int, skip: int) -> tuple[list[int], str]:
     return out.sequences[row, skip:].tolist(), out.finish_reasons[row]
 
 
+def pad_ids(tokenizer: Any, group: Sequence[Sequence[int]], device: Optional[torch.device] = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of a group of prompts' ids, padded as the tokenizer pads
+    a batch it tokenizes (its padding side), on ``device`` (default: where the tokenizer puts them)."""
+    enc = tokenizer.pad({"input_ids": [list(ids) for ids in group]}, return_tensors="pt")
+    input_ids, mask = enc["input_ids"], enc["attention_mask"]
+    return (input_ids, mask) if device is None else (input_ids.to(device), mask.to(device))
+
+
 def _collate(tokenizer: Any, device: torch.device) -> Callable[[list[list[int]]], tuple[torch.Tensor, torch.Tensor]]:
-    """Pads a group of prompts' ids as the tokenizer pads a batch (its padding side)."""
-
-    def collate(group: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = tokenizer.pad({"input_ids": group}, return_tensors="pt")
-        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
-
-    return collate
+    """Pads a group of prompts' ids on ``device`` (see :func:`pad_ids`)."""
+    return lambda group: pad_ids(tokenizer, group, device)

@@ -19,6 +19,8 @@ from typing import Any, Optional
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from .layer_class import retype
+
 __all__ = ["fold_reorder", "settle"]
 
 
@@ -85,7 +87,7 @@ def fold_reorder(cache: Any, rows: torch.Tensor) -> bool:
     if not all(type(layer) in (DynamicLayer, FoldedReorderLayer) for layer in layers):
         return False
     for layer in layers:
-        _retype(layer, FoldedReorderLayer)
+        retype(layer, FoldedReorderLayer)
         # The gather makes new tensors: a growing layer's room (growing_cache.py) is of no more use.
         layer.__dict__.pop("room_keys", None)
         layer.__dict__.pop("room_values", None)
@@ -101,10 +103,5 @@ def settle(cache: Any) -> None:
     for layer in getattr(cache, "layers", None) or ():
         if type(layer) is FoldedReorderLayer:
             layer.settle()
-            _retype(layer, DynamicLayer)
+            retype(layer, DynamicLayer)
             layer.__dict__.pop("pending", None)
-
-
-def _retype(layer: Any, cls: type) -> None:
-    """Gives ``layer`` (a ``DynamicLayer`` or a folded one: the same fields) the class ``cls``."""
-    layer.__class__ = cls

@@ -26,6 +26,8 @@ from typing import Any, Iterator, Optional
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from .layer_class import retype
+
 __all__ = ["GrowingLayer", "growing", "release", "select_rows"]
 
 #: Spare positions a new buffer gets: a quarter of what it holds, at least this many.
@@ -111,18 +113,13 @@ def growing(cache: Any) -> Iterator[None]:
     is left as it is."""
     layers: list[Any] = [layer for layer in _self_attention_layers(cache) if type(layer) is DynamicLayer]
     for layer in layers:
-        _retype(layer, GrowingLayer)
+        retype(layer, GrowingLayer)
     try:
         yield
     finally:
         for layer in layers:
             if type(layer) is GrowingLayer:  # (a model may have swapped it meanwhile)
-                _retype(layer, DynamicLayer)
-
-
-def _retype(layer: Any, cls: type) -> None:
-    """Gives ``layer`` the class ``cls`` (``DynamicLayer`` or ``GrowingLayer``: the same fields)."""
-    layer.__class__ = cls
+                retype(layer, DynamicLayer)
 
 
 def select_rows(cache: Any, rows: torch.Tensor) -> bool:

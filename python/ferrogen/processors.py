@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import _core
+from ._validation import LENGTH_LIMIT, SEED_LIMIT, int_field
 from .config import GenerationConfig
 
 __all__ = ["LogitsPipeline", "prompt_ignore_lengths", "unpadded_rows", "draw_seed"]
@@ -133,6 +134,11 @@ class LogitsPipeline:
         **overrides: Any,
     ) -> None:
         self.config = _as_config(config, overrides)
+        # Checked here: the core's unsigned arguments would raise pyo3's OverflowError, naming none.
+        for name, value in (("prompt_length", prompt_length), ("max_length", max_length)):
+            if value is not None:
+                int_field(0, LENGTH_LIMIT)(name, value)
+        int_field(1, LENGTH_LIMIT)("min_tokens_to_keep", min_tokens_to_keep)
         self._prompt_length = prompt_length
         self._max_length = max_length
         self._encoder = None if encoder_input_ids is None else encoder_ids(torch.as_tensor(encoder_input_ids))
@@ -194,9 +200,11 @@ class LogitsPipeline:
         torch's global generator), its first ``key_length`` tokens (default: all), how many
         earlier rows have the same ones, and its length: not on batch size, order or threads.
         """
+        seed = draw_seed() if seed is None else int_field(0, SEED_LIMIT)("seed", seed)
+        if key_length is not None:
+            int_field(0, LENGTH_LIMIT)("key_length", key_length)
         ids = _host_array(input_ids, np.int64, "input_ids")
         scores, _ = self._scores(logits, inplace)
-        seed = draw_seed() if seed is None else int(seed)
         tokens = self._ready(ids).sample(ids, scores, seed, key_length)
         return torch.from_numpy(tokens) if isinstance(logits, torch.Tensor) else tokens
 

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from .engine_feed import strip_padding
 from .generate import generate
 from .models import is_encoder_decoder
 
@@ -111,26 +112,30 @@ class TextGenerator:
                             "text alone) and .full_text (the prompt followed by it)")
         batch = [prompts] if isinstance(prompts, str) else list(prompts)
         enc = self.tokenizer(batch, return_tensors="pt", padding=True)
+        return self._generate_padded(batch, enc["input_ids"], enc["attention_mask"], streamer=streamer, **kwargs)
+
+    def _generate_padded(self, batch: list[str], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         streamer: Any = None, **kwargs: Any) -> list[TextResult]:
+        """The call for prompts ``batch`` already tokenized and padded (the batch engine pads the
+        ids it read once: :func:`ferrogen.engine_feed.pad_ids`)."""
         device = getattr(self.model, "device", torch.device("cpu"))
         kwargs.setdefault("tokenizer", self.tokenizer)
         out = generate(
             self.model,
-            input_ids=enc["input_ids"].to(device),
-            attention_mask=enc["attention_mask"].to(device),
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
             streamer=streamer,
             return_dict_in_generate=True,
             **kwargs,
         )
-        skip = 1 if self.encoder_decoder else enc["input_ids"].shape[1]
+        skip = 1 if self.encoder_decoder else input_ids.shape[1]
         per_prompt = out.sequences.shape[0] // len(batch)
         results = []
         for row, seq in enumerate(out.sequences):
-            new = seq[skip:].tolist()
-            pad = self.tokenizer.pad_token_id
-            while new and pad is not None and new[-1] == pad and out.finish_reasons[row] != "length":
-                new.pop()
+            reason = out.finish_reasons[row]
+            new = strip_padding(seq[skip:].tolist(), self.tokenizer.pad_token_id, reason)
             text = self.tokenizer.decode(new, skip_special_tokens=True)
-            results.append(TextResult(batch[row // per_prompt], text, new, out.finish_reasons[row]))
+            results.append(TextResult(batch[row // per_prompt], text, new, reason))
         return results
 
 

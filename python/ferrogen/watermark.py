@@ -64,7 +64,15 @@ def synthid_context_repetition_mask(input_ids: Any, watermarking_config: Any) ->
 def synthid_eos_token_mask(input_ids: Any, eos_token_id: int) -> torch.Tensor:
     """transformers' ``compute_eos_token_mask``: bool ``[rows, length]``, False from each row's first
     ``eos_token_id`` on."""
-    return torch.from_numpy(_core.synthid_eos_token_mask(_ids(input_ids), int(eos_token_id)))
+    return torch.from_numpy(_core.synthid_eos_token_mask(_ids(input_ids), _eos_id(eos_token_id)))
+
+
+def _eos_id(eos_token_id: Any) -> int:
+    """``eos_token_id`` as the core's int64 (checked here: pyo3's OverflowError names no argument)."""
+    value = int(eos_token_id)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"eos_token_id: expected an int64 (in [-2**63, 2**63)), got {value}")
+    return value
 
 
 def synthid_mean_g_value(input_ids: Any, watermarking_config: Any,

@@ -237,7 +237,8 @@ beam_binding!(BeamSearch, constrained: false, with process, {
     /// Draws the next `propose`/`step`'s noise from torch's CPU generator, as
     /// `torch.empty(batch, num_beams * vocab).exponential_()` would: `torch_rng_state` is
     /// `torch.get_rng_state().numpy()`, advanced in place past the draws (hand it back with
-    /// `torch.set_rng_state`). Then call `propose`/`step` without `noise`.
+    /// `torch.set_rng_state`). Then call `propose`/`step` without `noise`. `vocab` is at most
+    /// 2^32 / (batch × num_beams) (a ValueError naming it beyond): the draw's time is bounded.
     fn draw_torch_noise(
         &mut self,
         mut torch_rng_state: PyReadwriteArray1<'_, u8>,

@@ -19,9 +19,10 @@ pub fn torch_exponential<'py>(
     let state = contiguous_mut1("torch_rng_state", &mut torch_rng_state)?;
     let draws = py
         .detach(|| {
+            TorchExponential::check_len("n", n)?;
+            let mut out = crate::buffers::filled("n", n, 0.0f32)?;
             let mut noise = TorchExponential::default();
             noise.draw(state, n)?;
-            let mut out = crate::buffers::filled("n", n, 0.0f32)?;
             noise.fill(0, &mut out, &mut Vec::new())?;
             Ok::<_, crate::error::CoreError>(out)
         })

@@ -27,13 +27,14 @@ class BatchGenerator:
     Each call's rows (a Ray *block*) run through the batch engine as
     :func:`ferrogen.engine.generate_texts` runs them: sorted by prompt length, ``batch_size``
     rows at a time (default: the whole block at once), finished rows dropped and, for greedy
-    search and sampling where the model's cache can merge, their slots refilled with the
-    block's waiting rows (continuous batching; otherwise the batch only shrinks: the engine
-    decides). Each row's tokens are those it has alone (its seed: see
+    search and sampling where the model's cache can merge, their places taken by the block's
+    waiting rows, prefilled ``refill_fraction`` of the batch at a time (the engine's default
+    when None; continuous batching; otherwise the batch only shrinks: the engine decides).
+    Each row's tokens are those it has alone (its seed: see
     :func:`~ferrogen.distributed.generate_dataset`); output rows keep the block's order.
     The engine keeps no per-token scores, so with ``output_scores=True`` the rows run as
     before, each group of ``batch_size`` (in length order) as one ``generate`` call with
-    finished rows dropped but no refill.
+    finished rows dropped but no refill (``refill_fraction`` is refused there).
 
     With an :class:`~ferrogen.distributed.attempts.AttemptLedger` actor as ``ledger``, a batch
     whose worker died more than ``batch_retries`` times is split to isolate the row that kills
@@ -61,15 +62,19 @@ class BatchGenerator:
         threads: Optional[int] = None,
         ledger: Any = None,
         batch_retries: int = 2,
+        refill_fraction: Optional[float] = None,
     ) -> None:
         import torch
         from transformers.utils import logging as hf_logging
 
         from .. import embedded_model_path
+        from ..engine import check_batch_size
         from ..strategies.running_rows import EngineHooks
         from ..text import TextGenerator, load_model
 
-        check_batch_size(batch_size)
+        if batch_size is not None:  # None: a block's rows all at once
+            check_batch_size(batch_size)
+        check_refill_fraction(refill_fraction, output_scores)
         if threads:
             torch.set_num_threads(threads)
         hf_logging.set_verbosity_error()
@@ -86,6 +91,7 @@ class BatchGenerator:
         self.output_scores = output_scores
         self.ledger = ledger
         self.batch_retries = batch_retries
+        self.refill = {} if refill_fraction is None else {"refill_fraction": refill_fraction}
         # With output_scores: the batch engine's row dropping alone (finished rows leave the
         # running batch), since the refilling loop collects no per-token scores.
         self.hooks = EngineHooks()
@@ -165,7 +171,8 @@ class BatchGenerator:
 
     def _run_group(self, config: GenerationConfig, prompts: list[str], seeds: list[Optional[int]]) -> Results:
         """The group through the batch engine; with ``output_scores``, its length-sorted batches
-        one ``generate`` call each (the engine's refilling loop keeps no per-token scores)."""
+        one ``generate`` call each (the engine's refilling loop keeps no per-token scores). Each
+        prompt is tokenized once, here."""
         from ..engine import length_order
 
         ids = self.text.tokenizer(prompts)["input_ids"]
@@ -173,61 +180,62 @@ class BatchGenerator:
             raise _RowError("prompt: encodes to no tokens")
         size = self.batch_size or len(prompts)
         if not self.output_scores:
-            return self._run_engine(config, prompts, seeds, size)
+            return self._run_engine(config, prompts, ids, seeds, size)
         produced: Results = [[] for _ in prompts]
         order = length_order([len(row) for row in ids])
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
-            for i, records in zip(chunk, self._run(config, [prompts[i] for i in chunk], [seeds[i] for i in chunk])):
+            for i, records in zip(chunk, self._run(config, [prompts[i] for i in chunk], [ids[i] for i in chunk],
+                                                   [seeds[i] for i in chunk])):
                 produced[i] = records
         return produced
 
-    def _run_engine(self, config: GenerationConfig, prompts: list[str], seeds: list[Optional[int]],
-                    size: int) -> Results:
-        """:func:`ferrogen.engine.generate_texts` over the group, each row with its own seed."""
-        from ..engine import generate_texts
+    def _run_engine(self, config: GenerationConfig, prompts: list[str], ids: list[list[int]],
+                    seeds: list[Optional[int]], size: int) -> Results:
+        """:func:`ferrogen.engine.generate_tokenized` over the group, each row with its own seed."""
+        from ..engine import generate_tokenized
 
         seeding: dict[str, Any] = {"row_seeds": seeds} if config.do_sample else {}
-        results = generate_texts(self.text, prompts, size, generation_config=config, output_scores=False,
-                                 **self.engine_options, **seeding)
+        results = generate_tokenized(self.text, prompts, ids, size, generation_config=config, output_scores=False,
+                                     **{**self.refill, **self.engine_options}, **seeding)
         per_prompt = len(results) // len(prompts)
         return [
             [_engine_record(result, j) for j, result in enumerate(results[k * per_prompt : (k + 1) * per_prompt])]
             for k in range(len(prompts))
         ]
 
-    def _run(self, config: GenerationConfig, prompts: list[str], seeds: list[Optional[int]]) -> Results:
-        """One ``generate`` call over the prompts, with per-token scores when asked for."""
+    def _run(self, config: GenerationConfig, prompts: list[str], ids: list[list[int]],
+             seeds: list[Optional[int]]) -> Results:
+        """One ``generate`` call over the prompts (``ids``: their token ids), with per-token
+        scores when asked for."""
         import torch
 
+        from ..engine_feed import pad_ids, strip_padding
         from ..generate import _NO_ROW_SEEDS, generate
 
         tok = self.text.tokenizer
         if config.generation_mode() in _NO_ROW_SEEDS:  # one prompt at a time, seeded as if alone
             if len(prompts) > 1:
-                return [self._run(config, [p], [s])[0] for p, s in zip(prompts, seeds)]
+                return [self._run(config, [p], [i], [s])[0] for p, i, s in zip(prompts, ids, seeds)]
             seeding: dict[str, Any] = {"seed": seeds[0]} if config.do_sample else {}
         else:
             seeding = {"row_seeds": seeds} if config.do_sample else {}
-        enc = tok(prompts, return_tensors="pt", padding=True)
         model = self.text.model
-        device = getattr(model, "device", torch.device("cpu"))
+        input_ids, mask = pad_ids(tok, ids, getattr(model, "device", torch.device("cpu")))
         with torch.no_grad():
             output = generate(
-                model, input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                model, input_ids=input_ids, attention_mask=mask,
                 generation_config=config, tokenizer=tok, return_dict_in_generate=True,
                 output_scores=self.output_scores, _engine=self.hooks, **seeding,
             )
-        skip = 1 if self.text.encoder_decoder else enc["input_ids"].shape[1]
+        skip = 1 if self.text.encoder_decoder else input_ids.shape[1]
         token_scores = _token_logprobs(output, skip) if self.output_scores else None
         per_prompt = output.sequences.shape[0] // len(prompts)
         produced: Results = [[] for _ in prompts]
         pad = tok.pad_token_id
         for r, seq in enumerate(output.sequences.tolist()):
             reason = output.finish_reasons[r]
-            new = seq[skip:]
-            while new and pad is not None and new[-1] == pad and reason != "length":
-                new.pop()
+            new = strip_padding(seq[skip:], pad, reason)
             scores = token_scores[r][: len(new)] if token_scores is not None else None
             if scores is None:
                 total = None
@@ -262,10 +270,17 @@ def _failed(exc: Exception) -> dict[str, Any]:
     return error_record(str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}")
 
 
-def check_batch_size(batch_size: Optional[int]) -> None:
-    """``batch_size``: None (a block's rows all at once) or an int >= 1."""
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+def check_refill_fraction(refill_fraction: Optional[float], output_scores: bool) -> None:
+    """``refill_fraction``: None (the engine's default) or a number in (0, 1], and only where the
+    rows run through the refilling engine (``output_scores=False``)."""
+    from ..engine import check_refill_fraction as check_value
+
+    if refill_fraction is None:
+        return
+    check_value(refill_fraction)
+    if output_scores:
+        raise ValueError("refill_fraction: works with output_scores=False (the batch engine's refill keeps no "
+                         "per-token scores; with scores each batch runs alone, nothing refills)")
 
 
 def _engine_record(result: "TextResult", index: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ use super::select::{
     sample_k_sparse, shift_is_certain, top_k_into, top_k_log_softmax_into, RowCandidates, TopK,
 };
 use super::settings::{BeamSettings, EarlyStopping};
-use super::torch_noise::TorchExponential;
+use super::torch_noise::{TorchExponential, MAX_DRAW};
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
 use crate::buffers;
@@ -384,9 +384,22 @@ impl BeamSearch {
     /// Draws the next proposal's noise from torch's CPU generator: what
     /// `torch.empty(batch, num_beams * vocab).exponential_()` would draw from `state`
     /// (`torch.get_rng_state()` bytes), which is advanced past the draws. The next
-    /// [`Self::propose`] (or step) given no caller noise reads them.
+    /// [`Self::propose`] (or step) given no caller noise reads them. `vocab` is at most
+    /// [`MAX_DRAW`] / (batch × beams): the draw's time is bounded (see [`MAX_DRAW`]).
     pub fn draw_torch_noise(&mut self, state: &mut [u8], vocab: usize) -> Result<()> {
-        let len = buffers::product("noise", &[self.batch, self.beams, vocab])?;
+        let rows = buffers::product("num_beams", &[self.batch, self.beams])?;
+        let most = MAX_DRAW / rows.max(1) as u64;
+        if vocab as u64 > most {
+            return Err(CoreError::invalid(
+                "vocab",
+                format!(
+                    "expected 0 to {most} for {} prompts × {} beams (torch's noise is drawn \
+                     for at most 2^32 entries a step), got {vocab}",
+                    self.batch, self.beams
+                ),
+            ));
+        }
+        let len = buffers::product("noise", &[rows, vocab])?;
         self.torch_noise_pending = false;
         self.torch_noise.draw(state, len)?;
         self.torch_noise_pending = true;

@@ -23,6 +23,14 @@ use crate::logits::torch_mt::{temper, twist_into, N};
 
 /// Bytes of `torch.get_rng_state()` for the CPU generator (`CPUGeneratorImplState`).
 pub const TORCH_STATE_BYTES: usize = 5056;
+/// The most entries one draw takes: 2^32. The draw twists the generator through two words an
+/// entry with the GIL held (between the caller's `get_rng_state` and `set_rng_state`), so its
+/// time is bounded by this, not only by what fits a `usize`: 2^33 words are a few seconds at the
+/// measured 0.4 ns a word. No real run comes near it: it is a 16 GiB float32 logits tensor
+/// (`batch × beams × vocab`), of which transformers' beam sampling holds three (logits, probs,
+/// `torch.multinomial`'s noise), beyond the 24–128 GiB machines this runs on; and
+/// `torch.multinomial` itself refuses more than 2^24 categories (`beams × vocab`) a row.
+pub const MAX_DRAW: u64 = 1 << 32;
 /// `legacy_pod.left`: an `i32`, 1 to 624; `left - 1` words of the state are still unread.
 const LEFT_AT: usize = 8;
 /// `legacy_pod.next`: a `u64`, the index of the next unread word.
@@ -62,7 +70,9 @@ impl Default for TorchExponential {
 impl TorchExponential {
     /// Draws `len` entries from the generator `state` (`torch.get_rng_state()` bytes)
     /// and writes the state torch would hold afterwards back into `state`.
+    /// At most [`MAX_DRAW`] entries.
     pub fn draw(&mut self, state: &mut [u8], len: usize) -> Result<()> {
+        Self::check_len("noise", len)?;
         let (block, next, left) = read_state(state)?;
         let count = buffers::product("noise", &[len, 2])?;
         *self.start = block;
@@ -78,6 +88,19 @@ impl TorchExponential {
             self.rewind();
         }
         self.len = len;
+        Ok(())
+    }
+
+    /// `len` entries to draw, or an error naming `name` when they are more than [`MAX_DRAW`].
+    pub fn check_len(name: &'static str, len: usize) -> Result<()> {
+        if len as u64 > MAX_DRAW {
+            return Err(CoreError::invalid(
+                name,
+                format!(
+                    "one draw of torch's noise takes at most 2^32 ({MAX_DRAW}) entries, got {len}"
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -303,5 +326,17 @@ mod tests {
         state[NEXT_AT..NEXT_AT + 8].copy_from_slice(&5u64.to_le_bytes());
         assert!(noise.draw(&mut state, 4).is_err());
         assert!(noise.draw(&mut torch_state(1, 10), usize::MAX).is_err());
+    }
+
+    #[test]
+    fn a_draw_beyond_the_cap_is_refused_before_any_twist() {
+        let mut noise = TorchExponential::default();
+        let mut state = torch_state(3, 10);
+        let before = state.clone();
+        let over = MAX_DRAW as usize + 1;
+        let err = noise.draw(&mut state, over).unwrap_err().to_string();
+        assert!(err.starts_with("noise:"), "{err}");
+        assert_eq!(state, before, "the state is untouched");
+        assert!(TorchExponential::check_len("n", MAX_DRAW as usize).is_ok());
     }
 }
