@@ -369,3 +369,39 @@ def test_encoder_decoder_beams_leave_the_cross_attention_half_in_place(stored, m
     torch.testing.assert_close(ours.sequences_scores, both.sequences_scores, rtol=0, atol=0)
     for a, b in zip(ours.scores, both.scores, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_unseeded_beam_sample_takes_torchs_log_softmax_bits():
+    """Unseeded beam sampling races on transformers' own scores: ``torch.log_softmax``'s bits.
+    The core's log-softmax rounds 1 ulp apart from torch's in some rows of this model (step 4,
+    row 4), and the running scores carry the difference into the race (benches/README.md,
+    "Beam sampling at batch 16"). The bench's gpt2-2x128, built from a config."""
+    from ferrogen.bench.models import random_gpt2
+
+    model = random_gpt2(2, 128)
+    ids = torch.randint(3, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(2))
+    kwargs = dict(num_beams=4, do_sample=True, top_k=50, max_new_tokens=12, output_logits=True, **OUTPUTS)
+    torch.manual_seed(0)
+    ours = ferrogen.generate(model, input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+    torch.manual_seed(0)
+    ref = hf_generate(model, ids, torch.ones_like(ids), **kwargs)
+    assert torch.equal(ours.sequences, ref.sequences)
+    assert torch.equal(ours.sequences_scores, ref.sequences_scores)
+    assert torch.equal(ours.beam_indices, ref.beam_indices)
+    for step, (a, b) in enumerate(zip(ours.scores, ref.scores, strict=True)):
+        assert torch.equal(a, b), step
+
+
+def test_unseeded_log_softmax_keeps_the_limit_of_an_inf_row():
+    """The torch log-softmax of the unseeded path: torch's bits for finite rows, and the core's
+    limit (``ln(1 / k)`` at the ``k`` entries at +inf, -inf elsewhere) where torch gives NaN."""
+    from ferrogen.strategies.beam import _host_log_softmax
+
+    logits = torch.randn(3, 37, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(_host_log_softmax(logits), torch.log_softmax(logits, dim=-1))
+    logits[1, [5, 9]] = float("inf")
+    out = _host_log_softmax(logits)
+    assert torch.equal(out[[0, 2]], torch.log_softmax(logits[[0, 2]], dim=-1))
+    want = torch.full((37,), -float("inf"))
+    want[[5, 9]] = -torch.log(torch.tensor(2.0))
+    assert torch.equal(out[1], want)

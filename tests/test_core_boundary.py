@@ -329,6 +329,7 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("BeamSearch.commit", lambda: beam.commit(), "beam_step"),
         ("BeamSearch.step", lambda: beam.step(f32(1, 4)), "logits"),
         ("BeamSearch.step(unread)", lambda: beam.step(f32(1, 4), None, False), "logits"),
+        ("BeamSearch.step(log_probs)", lambda: sample.step(f32(1, 4), f32(1, 8), True, False), "logits"),
         ("BeamSearch.draw_torch_noise", lambda: sample.draw_torch_noise(np.zeros(10, np.uint8), 4), "torch_rng_state"),
         # GroupBeamSearch
         ("GroupBeamSearch()", lambda: _core.GroupBeamSearch(IDS, S(**{**GROUP, "num_beam_groups": 3})),

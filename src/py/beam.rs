@@ -349,25 +349,26 @@ beam_binding!(BeamSearch, constrained: false, with process, {
     /// `process`, `warp`, `propose` and `commit` in one call; processed scores stay
     /// in `logits`. With `read_scores=False` the caller promises not to read them: plain
     /// beam search then leaves `logits` unprocessed (same result, less memory traffic).
+    /// `log_softmax=False`: `logits` are already log-probabilities (the core's log-softmax
+    /// is skipped; the processed scores stay in them whatever `read_scores` says).
     /// Returns `(tokens, parent_rows)`.
-    #[pyo3(signature = (logits, noise=None, read_scores=true))]
+    #[pyo3(signature = (logits, noise=None, read_scores=true, log_softmax=true))]
     fn step<'py>(
         &mut self,
         py: Python<'py>,
         mut logits: PyReadwriteArray2<'py, f32>,
         noise: Option<PyReadonlyArray2<'py, f32>>,
         read_scores: bool,
+        log_softmax: bool,
     ) -> PyResult<Pair<'py>> {
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let noise = noise.as_ref().map(|n| contiguous("noise", n)).transpose()?;
         let inner = &mut self.inner;
-        py.detach(|| {
-            if read_scores {
-                inner.step(data, vocab, noise)
-            } else {
-                inner.step_unread(data, vocab, noise)
-            }
+        py.detach(|| match (log_softmax, read_scores) {
+            (false, _) => inner.step_log_probs(data, vocab, noise),
+            (true, true) => inner.step(data, vocab, noise),
+            (true, false) => inner.step_unread(data, vocab, noise),
         })
         .map_err(to_py)?;
         Ok(tokens_parents(py, &self.inner))

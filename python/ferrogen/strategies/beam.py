@@ -92,10 +92,16 @@ class _BeamStep:
                 torch.set_rng_state(state)
             else:
                 noise = torch.empty((self.batch, self.width * logits.shape[1]), dtype=torch.float32).exponential_().numpy()
+        # Unseeded sampling races on transformers' own scores: torch's log-softmax bits, since a
+        # 1-ulp difference in a running score eventually flips the race (benches/README.md).
+        torch_log_probs = core.needs_noise and self.guidance is None
+        if torch_log_probs:
+            logits = _host_log_softmax(logits)
         if not self.processors and not self.criteria and self.guidance is None:
-            tokens, parents = core.step(logits.numpy(), noise, self.read_scores)
+            tokens, parents = core.step(logits.numpy(), noise, self.read_scores, not torch_log_probs)
             return tokens, parents, logits
-        logits = process_scores(core, logits, running, self.processors, self.guidance)
+        logits = process_scores(core, logits, running, self.processors, self.guidance,
+                                log_softmax=not torch_log_probs)
         core.warp(logits.numpy())
         cand_parents, cand_tokens = core.propose(logits.numpy(), noise)
         hits = None
@@ -170,6 +176,16 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     count = certain.sum(dim=-1, keepdim=True)
     limit = torch.where(certain, -torch.log(count.clamp(min=1).to(log_probs.dtype)), -float("inf"))
     return torch.where(count > 0, limit, log_probs)
+
+
+def _host_log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """``torch.log_softmax`` of host logits, as transformers' beam search takes it; a batch
+    holding ``+inf`` gets the core's limit for those rows (:func:`_log_softmax`)."""
+    log_probs = torch.log_softmax(logits, dim=-1)
+    # torch makes every entry of a row holding +inf (or NaN) NaN: one column tells, no full scan
+    if bool(torch.isnan(log_probs[:, 0]).any()):
+        return _log_softmax(logits)
+    return log_probs
 
 
 def use_device_candidates(request: GenerationRequest, core: _core.BeamSearch) -> bool:

@@ -82,14 +82,15 @@ def guidance_of_request(request: GenerationRequest, rows: int) -> Optional[Uncon
 
 
 def process_scores(core: Any, logits: torch.Tensor, running: Optional["RunningSequences"], processors: list,
-                   guidance: Optional[UnconditionalBranch]) -> torch.Tensor:
+                   guidance: Optional[UnconditionalBranch], log_softmax: bool = True) -> torch.Tensor:
     """transformers' beam order over ``logits``: log-softmax, classifier-free guidance (its first
     processor, which log-softmaxes again and returns unnormalised guided scores), the config's
-    processors (the core), then the user's; returns the processed scores."""
+    processors (the core), then the user's; returns the processed scores. ``log_softmax=False``:
+    ``logits`` are already log-probabilities (no guidance then)."""
     if guidance is not None:
         assert running is not None
         guidance.apply(running.ids, logits)  # log-softmaxes the conditional rows itself
-    core.process(logits.numpy(), log_softmax=guidance is None)
+    core.process(logits.numpy(), log_softmax=log_softmax and guidance is None)
     for proc in processors:
         assert running is not None
         logits = proc(running.ids, logits).to(torch.float32).contiguous()

@@ -659,6 +659,28 @@ impl BeamSearch {
     /// [`Self::process`], [`Self::warp`], [`Self::propose`] and [`Self::commit`] in one call.
     pub fn step(&mut self, logits: &mut [f32], vocab: usize, noise: Option<&[f32]>) -> Result<()> {
         self.process(logits, vocab)?;
+        self.warp_propose_commit(logits, vocab, noise)
+    }
+
+    /// [`Self::step`] over scores the caller already log-softmaxed (unseeded beam sampling
+    /// takes `torch.log_softmax`'s bits, as transformers does, so the race sees its scores):
+    /// the processors, warpers, proposal and commit; processed scores stay in `scores`.
+    pub fn step_log_probs(
+        &mut self,
+        scores: &mut [f32],
+        vocab: usize,
+        noise: Option<&[f32]>,
+    ) -> Result<()> {
+        self.process_log_probs(scores, vocab)?;
+        self.warp_propose_commit(scores, vocab, noise)
+    }
+
+    fn warp_propose_commit(
+        &mut self,
+        logits: &mut [f32],
+        vocab: usize,
+        noise: Option<&[f32]>,
+    ) -> Result<()> {
         match self.warp_rows(logits, vocab)? {
             Some(cands) => self.propose_from(Rows::Cut(logits, &cands), vocab, noise)?,
             None => self.propose_from(Rows::Dense(logits), vocab, noise)?,
