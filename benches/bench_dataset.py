@@ -2,8 +2,8 @@
 
 One run, one torch thread, the same prompts for every system:
 - ferrogen continuous: ``ferrogen.pipeline()(prompts, batch_size=B)`` (length-sorted prompts; finished
-  rows leave the running batch and, once a quarter of it is free, waiting prompts are prefilled and
-  merged in: continuous batching; :mod:`ferrogen.engine`);
+  rows' places are taken by waiting prompts, prefilled half a batch at a time: continuous
+  batching; :mod:`ferrogen.engine`);
 - ferrogen shrink-only: the same with ``continuous=False`` (length-sorted batches, finished rows
   dropped, no refill: what the engine did before continuous batching);
 - ferrogen static: the same batches in input order, every row kept to the batch's end (what
