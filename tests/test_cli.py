@@ -148,7 +148,8 @@ def test_sigterm_keeps_every_counted_line(tmp_path, signum):
     """Issue 15: SIGTERM mid-run behaves as SIGINT: the lines reported written are all on disk,
     whole and in order, and the exit status is 128 + the signal."""
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({"prompt": f"And God said {i}"}) + "\n" for i in range(400)))
+    # Enough lines that the run is still going when the signal comes (the batch engine is fast).
+    src.write_text("".join(json.dumps({"prompt": f"And God said {i}"}) + "\n" for i in range(4000)))
     dst = tmp_path / "out.jsonl"
     env = dict(os.environ, PYTHONPATH=CHECKOUT_PYTHON + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "ferrogen", "generate", "--input", str(src), "--output", str(dst),
@@ -160,6 +161,7 @@ def test_sigterm_keeps_every_counted_line(tmp_path, signum):
         temps = list(tmp_path.glob(".out.jsonl.*.tmp"))
         seen = len(temps[0].read_text().splitlines()) if temps else 0
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal could interrupt it"
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
