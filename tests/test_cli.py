@@ -143,6 +143,14 @@ def test_resume_generates_only_the_missing_lines(tmp_path, capsys):
     assert code == 2 and "not a ferrogen record" in err and dst.read_text().startswith("not a record\n")
 
 
+def _default_signals() -> None:
+    """SIGINT and SIGTERM at their default dispositions in the child: a run started in the
+    background by a non-interactive shell (``nohup``, ``cmd &``) inherits SIGINT ignored, and
+    Python then rightly leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_keeps_every_counted_line(tmp_path, signum):
     """Issue 15: SIGTERM mid-run behaves as SIGINT: the lines reported written are all on disk,
@@ -154,7 +162,8 @@ def test_sigterm_keeps_every_counted_line(tmp_path, signum):
     env = dict(os.environ, PYTHONPATH=CHECKOUT_PYTHON + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "ferrogen", "generate", "--input", str(src), "--output", str(dst),
                              "--max-new-tokens", "6", "--batch-size", "2"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)  # as a terminal's Ctrl-C finds it
     seen = 0
     deadline = time.monotonic() + 300
     while seen < 4 and proc.poll() is None and time.monotonic() < deadline:
