@@ -24,6 +24,7 @@ from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
 from .cache_merge import (replace_decoder_rows, replace_seq2seq_rows, trim_decoder_padding, trim_seq2seq_padding,
                           why_unmergeable)
+from .decode_mask import decode_mask, decode_mask_kind
 from .folded_reorder import fold_reorder, settle
 from .growing_cache import growing, release, select_rows
 
@@ -272,6 +273,9 @@ class DecoderOnlyAdapter(_HiddenStates):
         self._keep_one = _accepts(model.forward, "logits_to_keep")
         self._takes_positions = _accepts(model.forward, "position_ids")
         self._own_steps = prepares_own_steps(model)
+        #: ``sdpa`` / ``eager`` when decode steps get a 4-D mask built here (:mod:`.decode_mask`)
+        self._mask_kind = decode_mask_kind(model, self._own_steps)
+        self._mask_dtype = model.get_input_embeddings().weight.dtype if self._mask_kind else torch.float32
         self._cache_key = "cache"
         self._cache: Any = None
         self._mask: Optional[torch.Tensor] = None
@@ -404,6 +408,15 @@ class DecoderOnlyAdapter(_HiddenStates):
         if self._token_types is not None:
             self._token_types = self._token_types.gather(1, index)
 
+    def _step_mask(self, input_ids: torch.Tensor, first: bool) -> torch.Tensor:
+        """The attention mask to feed with ``input_ids``: for one token per row after the prompt,
+        the 4-D mask transformers would build from the 2-D one, where :mod:`.decode_mask` can."""
+        assert self._mask is not None
+        if self._mask_kind is None or first or input_ids.shape[1] != 1:
+            return self._mask
+        built = decode_mask(self._mask_kind, self._mask, self._cache, self._mask_dtype)
+        return self._mask if built is None else built
+
     def _forward(
         self, input_ids: torch.Tensor, keep: Optional[int] = None, on_host: bool = True, first: bool = False
     ) -> torch.Tensor:
@@ -413,7 +426,7 @@ class DecoderOnlyAdapter(_HiddenStates):
         if self._cache is not None:
             state[self._cache_key] = self._cache
         if self._mask is not None:
-            state["attention_mask"] = self._mask
+            state["attention_mask"] = self._step_mask(input_ids, first)
         if self._positions is not None:
             state["position_ids"] = self._positions
         if self._token_types is not None:

@@ -1,0 +1,110 @@
+"""Decode steps' 4-D masks built by the adapter (:mod:`ferrogen.decode_mask`) against the masks
+transformers builds itself: every step's logits bit for bit, for every listed family, with sdpa
+and eager attention, in a left-padded batch and through the batch engine's refills (rows merged,
+columns trimmed, the mask dropped when all ones). Each run also checks that transformers built
+no decode mask when the adapter did (else the comparison would compare transformers with itself).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+import ferrogen
+from ferrogen import decode_mask, engine_feed
+from ferrogen.engine import generate_texts
+from ferrogen.models import DecoderOnlyAdapter, adapter_for
+from ferrogen.strategies.running_rows import EngineHooks
+
+from architectures import build, padded_batch
+from test_engine_continuous import STOPS, DigitsTokenizer
+from test_engine_logits import MAX_NEW, _merges, _prompts
+
+FAMILIES = sorted(decode_mask._PLAIN_CAUSAL)
+
+
+@pytest.fixture(scope="module")
+def built(one_torch_thread):
+    return {}
+
+
+def _model(built: dict[tuple[str, str], Any], name: str, attention: str) -> Any:
+    if (name, attention) not in built:
+        model = build(name)
+        model.set_attn_implementation(attention)
+        built[(name, attention)] = model
+    return built[(name, attention)]
+
+
+def _decode_masks(monkeypatch, attention: str) -> list[int]:
+    """Counts transformers' own mask builds for one new token per row."""
+    calls: list[int] = []
+    real = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[attention]
+
+    @functools.wraps(real)
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(int(kwargs.get("q_length", 0) == 1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setitem(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping, attention, counting)
+    return calls
+
+
+def _greedy_steps(model: Any, own_masks: bool, steps: int = 6) -> list[torch.Tensor]:
+    """Per-step logits of a left-padded batch fed its argmax tokens, with the adapter's masks
+    (``own_masks``) or transformers'."""
+    adapter = adapter_for(model)
+    assert isinstance(adapter, DecoderOnlyAdapter) and adapter._mask_kind is not None
+    if not own_masks:
+        adapter._mask_kind = None
+    ids, mask = padded_batch(False, lengths=(5, 2, 8, 3))
+    logits = [adapter.prefill(ids, mask)]
+    for _ in range(steps):
+        logits.append(adapter.advance(logits[-1].argmax(-1)))
+    return logits
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_decode_masks_give_transformers_logits_bit_for_bit(built, name, attention, monkeypatch):
+    model = _model(built, name, attention)
+    calls = _decode_masks(monkeypatch, attention)
+    ours = _greedy_steps(model, own_masks=True)
+    assert sum(calls) == 0, "transformers built a decode mask the adapter should have built"
+    theirs = _greedy_steps(model, own_masks=False)
+    assert sum(calls) > 0
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert torch.equal(a, b), f"step {step}: max abs diff {float((a - b).abs().max()):.3g}"
+
+
+def _engine_logits(model: Any, own_masks: bool, monkeypatch) -> list[tuple[list[int], torch.Tensor]]:
+    """Every step's (slots, logits) of a continuous engine run with refills."""
+    seen: list[tuple[list[int], torch.Tensor]] = []
+    hooks = functools.partial(EngineHooks, on_logits=lambda slots, logits: seen.append((slots, logits.clone())))
+    texts = [" ".join(map(str, ids)) for ids in _prompts()]  # test_engine_logits' run: merges, trims
+    with monkeypatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        patch.setattr(engine_feed, "EngineHooks", hooks)
+        if not own_masks:
+            patch.setattr(decode_mask, "_PLAIN_CAUSAL", frozenset())
+        generate_texts(ferrogen.TextGenerator(model, DigitsTokenizer()), texts, batch_size=3, refill_fraction=0.25,
+                       do_sample=False, max_new_tokens=MAX_NEW, eos_token_id=STOPS, pad_token_id=0)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_refilled_batches_give_the_same_logits_bit_for_bit(built, name, monkeypatch):
+    model = _model(built, name, "sdpa")
+    calls = _decode_masks(monkeypatch, "sdpa")
+    ours = _engine_logits(model, True, monkeypatch)
+    built_by_transformers = sum(calls)  # steps with no padding left: transformers' own path (no mask)
+    theirs = _engine_logits(model, False, monkeypatch)
+    assert sum(calls) - built_by_transformers > built_by_transformers
+    assert len(ours) == len(theirs) and _merges([slots for slots, _ in ours]) >= 3, [slots for slots, _ in ours]
+    for step, ((slots, a), (want_slots, b)) in enumerate(zip(ours, theirs)):
+        assert slots == want_slots and torch.equal(a, b), f"step {step}: slots {slots} / {want_slots}"
