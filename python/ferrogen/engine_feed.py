@@ -39,9 +39,10 @@ def run_continuous_texts(
     waiting = deque(Waiting(i, list(ids[i]), None if seeds is None else seeds[i]) for i in order)
     feed = Feed(waiting, batch_size, _collate(tokenizer, device), refill_fraction)
 
-    def on_step(rows: int) -> None:
-        progress.tokens += rows
-        progress.running = rows
+    def on_step(tokens: int) -> None:
+        progress.tokens += tokens
+        # a step's tokens include the first ones of the rows that took finished rows' places
+        progress.running = min(tokens, batch_size)
         progress.prompts_done = len(feed.done)
         if on_progress is not None:
             on_progress(progress)

@@ -6,12 +6,14 @@ Waiting prompts are prefilled in groups (``refill_fraction`` of the batch at a t
 prefill call per prompt would pay the model's per-call cost each time) and kept in a pool; as
 soon as rows finish, prompts from the pool are written into their places: the model's cache,
 mask and positions (the adapter's ``replace_rows``), the core's per-row state
-(``Decoder.replace_rows``: history, penalties' padding, seeded keys and each row's own step)
-and the next logits (the new row's prefill logits). The rows still running are never moved:
-moving them (gathering them out of the cache, concatenating the new rows in) copied every
-layer's cache at every refill, a fifth of a batch-64 run. A finished row runs one more step
-before its place is taken (its logits are then replaced). Every row goes on exactly as it
-would alone: nothing a row computes reads another row, and each prompt samples with its own seed.
+(``Decoder.replace_rows``: history, penalties' padding, seeded keys and each row's own step).
+The rows still running are never moved: moving them (gathering them out of the cache,
+concatenating the new rows in) copied every layer's cache at every refill, a fifth of a
+batch-64 run. A place is taken as soon as its row finishes, before the next forward pass: the
+new row's first token is picked from its prefill logits by its own core (built for its rows
+alone) before that core's rows join the batch's, so the pass feeds it (a finished row no longer
+runs one more step, 3% of a run's row-steps). Every row goes on exactly as it would alone:
+nothing a row computes reads another row, and each prompt samples with its own seed.
 
 Only the run's tail, when more rows finish than prompts are left, drops rows from the batch.
 Where the cache cannot be refilled (sliding-window layers, SSM/hybrid states, BART's absolute
@@ -128,6 +130,34 @@ class _Pool:
         return len(self.group) - self.taken
 
 
+@dataclass
+class _Picker:
+    """One step's pick for a set of rows, with what every pick checks: the core's step (``pick``),
+    the stop-string and other criteria, the token budget and the caller's ``on_logits`` hook."""
+
+    pick: str
+    stops: list[StopStringCriteria]
+    others: list[Any]
+    pad: int
+    budget: int
+    on_logits: Optional[Callable[[list[int], torch.Tensor], None]]
+
+    def __call__(self, core: Any, logits: torch.Tensor, rows: list[_Row]) -> tuple[np.ndarray, int]:
+        """Picks each of ``rows``' next token from ``logits`` (processed in place), appends it to
+        the running ones and finishes those that ended; returns the tokens and how many ran."""
+        before = core.unfinished()
+        if self.on_logits is not None:  # the running rows (a new row may end at its first token)
+            running = np.flatnonzero(before)
+            shown = logits if running.size == len(rows) else logits[torch.from_numpy(running)]
+            self.on_logits([rows[i].slot for i in running], shown)
+        tokens = getattr(core, self.pick)(logits.numpy())
+        for i in np.flatnonzero(before):
+            rows[i].new.append(int(tokens[i]))
+        _mark(rows, before & ~core.unfinished(), "eos")
+        _finish(core, rows, _stop_verdicts(self.stops, self.others, rows, self.pad), self.budget)
+        return tokens, int(before.sum())
+
+
 def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: torch.Tensor, feed: Feed,
                    make_core: Callable[[GenerationRequest], Any], on_step: Optional[Callable[[int], None]],
                    on_logits: Optional[Callable[[list[int], torch.Tensor], None]] = None) -> None:
@@ -140,29 +170,22 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
     next_logits: Optional[torch.Tensor] = logits
     rows = [_Row(w.slot) for w in feed.first]
     assert request.config.max_new_tokens is not None  # why_no_refill checked it
-    budget = int(request.config.max_new_tokens)
-    stops = [c for c in request.criteria if isinstance(c, StopStringCriteria)]
-    others = [c for c in request.criteria if not isinstance(c, StopStringCriteria)]
+    picker = _Picker(pick, [c for c in request.criteria if isinstance(c, StopStringCriteria)],
+                     [c for c in request.criteria if not isinstance(c, StopStringCriteria)],
+                     request.pad_token_id, int(request.config.max_new_tokens), on_logits)
     pool: Optional[_Pool] = None
     while True:
         assert next_logits is not None
-        before = core.unfinished()
-        if on_logits is not None:
-            on_logits([row.slot for row in rows], next_logits)
-        tokens = getattr(core, pick)(next_logits.numpy())
+        tokens, ran = picker(core, next_logits, rows)
         next_logits = None  # not alive during the next forward pass
-        if on_step is not None:
-            on_step(int(before.sum()))
-        for i in np.flatnonzero(before):
-            rows[i].new.append(int(tokens[i]))
-        _mark(rows, before & ~core.unfinished(), "eos")
-        _finish(core, rows, _stop_verdicts(stops, others, rows, request.pad_token_id), budget)
         unfinished = core.unfinished()
         for i in np.flatnonzero(~unfinished):
             feed.done[rows[i].slot] = (rows[i].new, rows[i].reason or "length")
         ended = np.flatnonzero(~unfinished)
         refills = min(ended.size, len(feed.waiting) + (pool.left if pool is not None else 0))
         if refills == 0 and ended.size == len(rows):
+            if on_step is not None:
+                on_step(ran)
             return
         if refills < ended.size:  # the run's tail: no prompt will take these rows' slots
             keep = np.union1d(np.flatnonzero(unfinished), ended[:refills]).astype(np.int64)
@@ -171,32 +194,42 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
             adapter.trim_padding()
             rows, tokens = [rows[i] for i in keep], tokens[keep]
             ended = np.flatnonzero(np.isin(keep, ended[:refills]))
-        next_logits = adapter.advance(torch.from_numpy(np.ascontiguousarray(tokens)))
         if refills:
-            pool = _refill(request, core, adapter, rows, next_logits, ended, pool, feed, make_core)
+            tokens = np.array(tokens)  # the new rows' first tokens go in
+            pool, started = _refill(request, core, adapter, rows, tokens, ended, pool, feed, make_core, picker)
+            ran += started
+        if on_step is not None:
+            on_step(ran)
+        next_logits = adapter.advance(torch.from_numpy(np.ascontiguousarray(tokens)))
 
 
-def _refill(request: GenerationRequest, core: Any, adapter: Any, rows: list[_Row], logits: torch.Tensor,
-            slots: np.ndarray, pool: Optional[_Pool], feed: Feed,
-            make_core: Callable[[GenerationRequest], Any]) -> Optional[_Pool]:
+def _refill(request: GenerationRequest, core: Any, adapter: Any, rows: list[_Row], tokens: np.ndarray,
+            slots: np.ndarray, pool: Optional[_Pool], feed: Feed, make_core: Callable[[GenerationRequest], Any],
+            picker: _Picker) -> tuple[Optional[_Pool], int]:
     """Writes waiting prompts into the rows ``slots`` of finished ones, in place (the adapter's
-    cache, the core's row state, ``logits`` and ``rows``), prefilling the next group of
-    prompts whenever the pool runs out; returns the pool for the next refill."""
+    cache, the core's row state, ``rows``), each with its first token picked from its prefill
+    logits by its own core before it joins (into ``tokens``: the next forward pass feeds it),
+    prefilling the next group of prompts whenever the pool runs out; returns the pool for the
+    next refill and how many tokens the new rows picked."""
+    started = 0
     while slots.size:
         if pool is None or pool.left == 0:
             pool = _prefill(request, adapter, feed.take(feed.group_size), feed)
         n = min(int(slots.size), pool.left)
         taken = torch.arange(pool.taken, pool.taken + n)
-        into = torch.from_numpy(slots[:n].astype(np.int64))
-        adapter.replace_rows(into, pool.adapter, taken)
-        core.replace_rows(into.numpy(), make_core(_rows_request(request, pool, taken)))
-        logits[into] = pool.logits[taken]
-        for slot, waiting in zip(slots[:n], pool.group[pool.taken : pool.taken + n]):
-            rows[slot] = _Row(waiting.slot)
+        into = slots[:n].astype(np.int64)
+        adapter.replace_rows(torch.from_numpy(into), pool.adapter, taken)
+        new_core = make_core(_rows_request(request, pool, taken))
+        new_rows = [_Row(w.slot) for w in pool.group[pool.taken : pool.taken + n]]
+        tokens[into], ran = picker(new_core, pool.logits[taken], new_rows)  # (indexing copies the logits)
+        core.replace_rows(into, new_core)
+        for slot, row in zip(into, new_rows):
+            rows[slot] = row
+        started += ran
         pool.taken += n
         slots = slots[n:]
     adapter.trim_padding()
-    return pool
+    return pool, started
 
 
 def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], feed: Feed) -> _Pool:

@@ -35,7 +35,9 @@ _ROW_WISE_CRITERIA = (MaxTimeCriteria, StopStringCriteria)
 @dataclass
 class EngineHooks:
     """What the batch engine asks of one ``generate`` call: drop finished rows, and report each
-    step's running rows (``on_step(rows)``, the number of tokens that step generated)."""
+    step's running rows (``on_step(rows)``, the number of tokens that step generated; with
+    continuous batching, also the first tokens of the rows that joined before the step's forward
+    pass)."""
 
     drop_finished: bool = True
     on_step: Optional[Callable[[int], None]] = None
