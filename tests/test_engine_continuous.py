@@ -6,6 +6,7 @@ window: Mistral; SSM state: Mamba; absolute decoder positions: BART)."""
 
 from __future__ import annotations
 
+import functools
 import random
 import warnings
 from typing import Any
@@ -174,6 +175,42 @@ def test_a_refill_moves_no_running_row(generators, name, monkeypatch):
     refills = [i for i, event in enumerate(events) if event == "replace_rows"]
     assert len(refills) >= 10, events
     assert events[: refills[-1]].count("select_rows") <= 1, " ".join(events)
+
+
+@pytest.mark.parametrize("name", MERGING)
+def test_no_forward_pass_feeds_a_finished_row(generators, name, monkeypatch):
+    """A finished row's place is taken before the next forward pass (the new row's first token
+    picked from its prefill logits), and the tail drops finished rows: every row is fed each of
+    its tokens but the last, which ends it. Only a row that joined and ended at its first token
+    is fed once more (its place waits for the next step's refill)."""
+    from ferrogen import engine_feed
+    from ferrogen.models import DecoderOnlyAdapter, EncoderDecoderAdapter
+    from ferrogen.strategies.running_rows import EngineHooks
+
+    adapter = EncoderDecoderAdapter if name == "t5" else DecoderOnlyAdapter
+    fed: list[int] = []
+    real = adapter.advance
+
+    def counting(self, tokens):
+        fed.append(int(tokens.shape[0]))
+        return real(self, tokens)
+
+    picks: dict[int, int] = {}
+    first: list[set[int]] = []
+
+    def on_logits(slots: list[int], logits: torch.Tensor) -> None:
+        if not first:
+            first.append(set(slots))
+        for slot in slots:
+            picks[slot] = picks.get(slot, 0) + 1
+
+    monkeypatch.setattr(adapter, "advance", counting)
+    monkeypatch.setattr(engine_feed, "EngineHooks", functools.partial(EngineHooks, on_logits=on_logits))
+    settings = dict(max_new_tokens=10, eos_token_id=STOPS, pad_token_id=0)
+    results = _run(generators[name], _prompts(LENGTHS * 3), batch_size=4, **settings)
+    assert sorted(picks) == list(range(len(results)))
+    ended_at_once = sum(1 for slot, n in picks.items() if n == 1 and slot not in first[0])
+    assert sum(fed) == sum(n - 1 for n in picks.values()) + ended_at_once, (sum(fed), sum(picks.values()))
 
 
 def test_a_given_cache_is_not_refilled(generators):
