@@ -141,10 +141,11 @@ def test_scores_come_from_the_processed_logits_of_the_right_step(models):
         assert record["scores"] == pytest.approx(want, abs=ATOL), record["id"]
 
 
-@pytest.mark.parametrize("bad", [dict(refill_fraction=0), dict(refill_fraction=True)])
-def test_refill_fraction_is_accepted_with_scores_and_checked(bad):
+def test_refill_fraction_is_accepted_with_scores_and_checked():
+    """With scores (the default) rows refill, so refill_fraction applies; blocks are 4 batches."""
+    gen = fd.BatchGenerator(batch_size=8, refill_fraction=0.75)
+    assert gen.output_scores and gen.refill == {"refill_fraction": 0.75}
+    for bad in (0, True):
+        with pytest.raises(ValueError, match="refill_fraction: expected a number"):
+            fd.BatchGenerator(batch_size=8, refill_fraction=bad)
     assert fd.job.default_block_size(8) == fd.job.DEFAULT_BLOCK_BATCHES * 8
-    fd.generator.check_refill_fraction(0.5)
-    with pytest.raises(ValueError, match="refill_fraction: expected a number"):
-        fd.generator.check_refill_fraction(bad["refill_fraction"])
-
