@@ -420,7 +420,7 @@ def watch_engine(gen, monkeypatch) -> dict:
 def test_a_block_runs_through_the_engine_as_generate_texts(embedded, monkeypatch, sampling, rows):
     """A block of 11 rows with a running batch of 4 (and a block of 3, under the batch): the
     engine's continuous batching, each row's tokens those of generate_texts with the row's seed
-    and those of the per-batch path that keeps scores (what the Ray path gave before)."""
+    and those of the default (with scores, also refilled: tests/test_distributed_scores.py)."""
     pa = pytest.importorskip("pyarrow", reason=RAY_MISSING or "pyarrow is installed with ray[data]")
     config = ferrogen.GenerationConfig(**BASE, **(SAMPLING if sampling else {}))
     block = pa.table({"id": [f"r{i}" for i in range(rows)], "prompt": BLOCK[:rows]})

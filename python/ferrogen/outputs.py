@@ -151,9 +151,10 @@ def token_logprobs(output: Any, skip: int) -> list[list[float]]:
     their step's beam through ``beam_indices``)."""
     rows = output.sequences.shape[0]
     chosen = output.sequences[:, skip : skip + len(output.scores)].cpu()
+    beams = getattr(output, "beam_indices", None)  # (transformers' decoder-only classes lack it)
     columns = []
     for t, scores in enumerate(output.scores):
-        source = output.beam_indices[:, t].clamp(min=0).cpu() if output.beam_indices is not None else torch.arange(rows)
+        source = beams[:, t].clamp(min=0).cpu() if beams is not None else torch.arange(rows)
         columns.append(chosen_logprobs(scores, source, chosen[:, t]))
     if not columns:
         return [[] for _ in range(rows)]
