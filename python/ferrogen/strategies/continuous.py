@@ -15,6 +15,11 @@ alone) before that core's rows join the batch's, so the pass feeds it (a finishe
 runs one more step, 3% of a run's row-steps). Every row goes on exactly as it would alone:
 nothing a row computes reads another row, and each prompt samples with its own seed.
 
+With ``output_scores`` (``return_dict_in_generate``), every running row keeps the log-probability
+of each token it picks under that step's processed scores (what the static loop returns as
+``scores``), computed by the rule :func:`ferrogen.outputs.token_logprobs` applies to a static
+output, so a row's scores are those it has there; nothing is computed without it.
+
 Only the run's tail, when more rows finish than prompts are left, drops rows from the batch.
 Where the cache cannot be refilled (sliding-window layers, SSM/hybrid states, BART's absolute
 decoder positions) or a setting reads the batch's shared length (:func:`why_no_refill`), the
@@ -34,6 +39,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from ..outputs import chosen_logprobs
 from ..stopping import StopStringCriteria
 from .base import GenerationRequest
 
@@ -63,6 +69,8 @@ class Feed:
     refill_fraction: float
     first: list[Waiting] = field(default_factory=list)
     done: dict[int, tuple[list[int], str]] = field(default_factory=dict)
+    #: With ``output_scores``: each finished row's log-probability of every token in ``done``.
+    scores: dict[int, list[float]] = field(default_factory=dict)
     #: Whether a loop merged rows (the engine then takes no results from generate's output).
     merged: bool = False
     #: Set once the run said why it only shrinks.
@@ -110,6 +118,7 @@ class _Row:
     slot: int
     new: list[int] = field(default_factory=list)
     reason: str = ""
+    scores: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -133,7 +142,8 @@ class _Pool:
 @dataclass
 class _Picker:
     """One step's pick for a set of rows, with what every pick checks: the core's step (``pick``),
-    the stop-string and other criteria, the token budget and the caller's ``on_logits`` hook."""
+    the stop-string and other criteria, the token budget, the caller's ``on_logits`` hook and
+    whether rows keep their tokens' log-probabilities (``keep_scores``)."""
 
     pick: str
     stops: list[StopStringCriteria]
@@ -141,28 +151,32 @@ class _Picker:
     pad: int
     budget: int
     on_logits: Optional[Callable[[list[int], torch.Tensor], None]]
+    keep_scores: bool
 
     def __call__(self, core: Any, logits: torch.Tensor, rows: list[_Row]) -> tuple[np.ndarray, int]:
         """Picks each of ``rows``' next token from ``logits`` (processed in place), appends it to
         the running ones and finishes those that ended; returns the tokens and how many ran."""
         before = core.unfinished()
+        running = np.flatnonzero(before)
         if self.on_logits is not None:  # the running rows (a new row may end at its first token)
-            running = np.flatnonzero(before)
             shown = logits if running.size == len(rows) else logits[torch.from_numpy(running)]
             self.on_logits([rows[i].slot for i in running], shown)
-        tokens = getattr(core, self.pick)(logits.numpy())
-        for i in np.flatnonzero(before):
+        tokens = getattr(core, self.pick)(logits.numpy())  # processes logits in place
+        if self.keep_scores:
+            _keep_logprobs(rows, running, logits, tokens)
+        for i in running:
             rows[i].new.append(int(tokens[i]))
         _mark(rows, before & ~core.unfinished(), "eos")
         _finish(core, rows, _stop_verdicts(self.stops, self.others, rows, self.pad), self.budget)
-        return tokens, int(before.sum())
+        return tokens, int(running.size)
 
 
 def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: torch.Tensor, feed: Feed,
                    make_core: Callable[[GenerationRequest], Any], on_step: Optional[Callable[[int], None]],
                    on_logits: Optional[Callable[[list[int], torch.Tensor], None]] = None) -> None:
     """Runs the batch, refilling it from ``feed`` until no prompt waits and every row ended;
-    each row's new tokens and finish reason go to ``feed.done``. ``pick`` names the core's
+    each row's new tokens and finish reason go to ``feed.done`` (with ``output_scores``, their
+    log-probabilities to ``feed.scores``). ``pick`` names the core's
     step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for new rows;
     ``on_logits`` is :attr:`~ferrogen.strategies.running_rows.EngineHooks.on_logits`."""
     feed.merged = True
@@ -172,7 +186,7 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
     assert request.config.max_new_tokens is not None  # why_no_refill checked it
     picker = _Picker(pick, [c for c in request.criteria if isinstance(c, StopStringCriteria)],
                      [c for c in request.criteria if not isinstance(c, StopStringCriteria)],
-                     request.pad_token_id, int(request.config.max_new_tokens), on_logits)
+                     request.pad_token_id, int(request.config.max_new_tokens), on_logits, request.keep_scores)
     pool: Optional[_Pool] = None
     while True:
         assert next_logits is not None
@@ -181,6 +195,8 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
         unfinished = core.unfinished()
         for i in np.flatnonzero(~unfinished):
             feed.done[rows[i].slot] = (rows[i].new, rows[i].reason or "length")
+            if picker.keep_scores:
+                feed.scores[rows[i].slot] = rows[i].scores
         ended = np.flatnonzero(~unfinished)
         refills = min(ended.size, len(feed.waiting) + (pool.left if pool is not None else 0))
         if refills == 0 and ended.size == len(rows):
@@ -201,6 +217,15 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
         if on_step is not None:
             on_step(ran)
         next_logits = adapter.advance(torch.from_numpy(np.ascontiguousarray(tokens)))
+
+
+def _keep_logprobs(rows: list[_Row], running: np.ndarray, scores: torch.Tensor, tokens: np.ndarray) -> None:
+    """Appends to each running row the log-probability of the token it picked under ``scores``
+    (this step's processed logits), by the static output's rule (:func:`chosen_logprobs`)."""
+    index = torch.from_numpy(running.astype(np.int64))
+    picked = chosen_logprobs(scores, index, torch.from_numpy(tokens.astype(np.int64))[index]).tolist()
+    for i, value in zip(running, picked):
+        rows[i].scores.append(value)
 
 
 def _refill(request: GenerationRequest, core: Any, adapter: Any, rows: list[_Row], tokens: np.ndarray,
