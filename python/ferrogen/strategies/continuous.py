@@ -14,6 +14,11 @@ layer's cache at every refill, a fifth of a batch-64 run. A finished row runs on
 before its place is taken (its logits are then replaced). Every row goes on exactly as it
 would alone: nothing a row computes reads another row, and each prompt samples with its own seed.
 
+With ``output_scores`` (``return_dict_in_generate``), every running row keeps the log-probability
+of each token it picks under that step's processed scores (what the static loop returns as
+``scores``), computed by the rule :func:`ferrogen.outputs.token_logprobs` applies to a static
+output, so a row's scores are those it has there; nothing is computed without it.
+
 Only the run's tail, when more rows finish than prompts are left, drops rows from the batch.
 Where the cache cannot be refilled (sliding-window layers, SSM/hybrid states, BART's absolute
 decoder positions) or a setting reads the batch's shared length (:func:`why_no_refill`), the
@@ -33,6 +38,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from ..outputs import chosen_logprobs
 from ..stopping import StopStringCriteria
 from .base import GenerationRequest
 from .running_rows import keep_rows
@@ -63,6 +69,8 @@ class Feed:
     refill_fraction: float
     first: list[Waiting] = field(default_factory=list)
     done: dict[int, tuple[list[int], str]] = field(default_factory=dict)
+    #: With ``output_scores``: each finished row's log-probability of every token in ``done``.
+    scores: dict[int, list[float]] = field(default_factory=dict)
     #: Whether a loop merged rows (the engine then takes no results from generate's output).
     merged: bool = False
     #: Set once the run said why it only shrinks.
@@ -110,6 +118,7 @@ class _Row:
     slot: int
     new: list[int] = field(default_factory=list)
     reason: str = ""
+    scores: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -133,8 +142,9 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
                    make_core: Callable[[GenerationRequest], Any], on_step: Optional[Callable[[int], None]],
                    on_logits: Optional[Callable[[list[int], torch.Tensor], None]] = None) -> None:
     """Runs the batch, refilling it from ``feed`` until no prompt waits and every row ended;
-    each row's new tokens and finish reason go to ``feed.done``. ``pick`` names the core's
-    step (``step_greedy`` / ``step_sample``), ``make_core`` builds the core of a prefilled group;
+    each row's new tokens and finish reason go to ``feed.done`` (with ``output_scores``, their
+    log-probabilities to ``feed.scores``). ``pick`` names the core's step (``step_greedy`` /
+    ``step_sample``), ``make_core`` builds the core of a prefilled group;
     ``on_logits`` is :attr:`~ferrogen.strategies.running_rows.EngineHooks.on_logits`."""
     feed.merged = True
     adapter: Any = request.adapter  # a merging adapter (why_no_refill checked it)
@@ -142,6 +152,7 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
     rows = [_Row(w.slot) for w in feed.first]
     assert request.config.max_new_tokens is not None  # why_no_refill checked it
     budget = int(request.config.max_new_tokens)
+    keep_scores = request.keep_scores
     stops = [c for c in request.criteria if isinstance(c, StopStringCriteria)]
     others = [c for c in request.criteria if not isinstance(c, StopStringCriteria)]
     pool: Optional[_Pool] = None
@@ -150,17 +161,22 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
         before = core.unfinished()
         if on_logits is not None:
             on_logits([row.slot for row in rows], next_logits)
-        tokens = getattr(core, pick)(next_logits.numpy())
+        tokens = getattr(core, pick)(next_logits.numpy())  # processes next_logits in place
+        running = np.flatnonzero(before)
+        if keep_scores:
+            _keep_logprobs(rows, running, next_logits, tokens)
         next_logits = None  # not alive during the next forward pass
         if on_step is not None:
             on_step(int(before.sum()))
-        for i in np.flatnonzero(before):
+        for i in running:
             rows[i].new.append(int(tokens[i]))
         _mark(rows, before & ~core.unfinished(), "eos")
         _finish(core, rows, _stop_verdicts(stops, others, rows, request.pad_token_id), budget)
         unfinished = core.unfinished()
         for i in np.flatnonzero(~unfinished):
             feed.done[rows[i].slot] = (rows[i].new, rows[i].reason or "length")
+            if keep_scores:
+                feed.scores[rows[i].slot] = rows[i].scores
         ended = np.flatnonzero(~unfinished)
         refills = min(ended.size, len(feed.waiting) + (pool.left if pool is not None else 0))
         if refills == 0 and ended.size == len(rows):
@@ -174,6 +190,15 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
         next_logits = adapter.advance(torch.from_numpy(np.ascontiguousarray(tokens)))
         if refills:
             pool = _refill(request, core, adapter, rows, next_logits, ended, pool, feed, make_core)
+
+
+def _keep_logprobs(rows: list[_Row], running: np.ndarray, scores: torch.Tensor, tokens: np.ndarray) -> None:
+    """Appends to each running row the log-probability of the token it picked under ``scores``
+    (this step's processed logits), by the static output's rule (:func:`chosen_logprobs`)."""
+    index = torch.from_numpy(running.astype(np.int64))
+    picked = chosen_logprobs(scores, index, torch.from_numpy(tokens.astype(np.int64))[index]).tolist()
+    for i, value in zip(running, picked):
+        rows[i].scores.append(value)
 
 
 def _refill(request: GenerationRequest, core: Any, adapter: Any, rows: list[_Row], logits: torch.Tensor,
