@@ -3,17 +3,18 @@
 The batch engine (:mod:`ferrogen.engine`) hands the token loop a :class:`Feed`: the prompts
 still waiting, in the order they should run, and a place for every finished row's tokens.
 Waiting prompts are prefilled in groups (``refill_fraction`` of the batch at a time: one
-prefill call per prompt would pay the model's per-call cost each time) and kept in a pool; as
-soon as rows finish, prompts from the pool are written into their places: the model's cache,
-mask and positions (the adapter's ``replace_rows``), the core's per-row state
-(``Decoder.replace_rows``: history, penalties' padding, seeded keys and each row's own step).
-The rows still running are never moved: moving them (gathering them out of the cache,
-concatenating the new rows in) copied every layer's cache at every refill, a fifth of a
-batch-64 run. A place is taken as soon as its row finishes, before the next forward pass: the
-new row's first token is picked from its prefill logits by its own core (built for its rows
-alone) before that core's rows join the batch's, so the pass feeds it (a finished row no longer
-runs one more step, 3% of a run's row-steps). Every row goes on exactly as it would alone:
-nothing a row computes reads another row, and each prompt samples with its own seed.
+prefill call per prompt would pay the model's per-call cost each time) and kept in a pool,
+with one core built for the group; as soon as rows finish, prompts from the pool are written
+into their places: the model's cache, mask and positions (the adapter's ``replace_rows``), the
+core's per-row state (``Decoder.replace_rows`` takes the rows of the group's core: history,
+penalties' padding, seeded keys and each row's own step). The rows still running are never
+moved: moving them (gathering them out of the cache, concatenating the new rows in) copied
+every layer's cache at every refill, a fifth of a batch-64 run. A place is taken as soon as its
+row finishes, before the next forward pass: the group's core picks every row's first token from
+its prefill logits when the group is prefilled, so the pass after a refill feeds the new row's
+first token (a finished row no longer runs one more step, 3% of a batch-16 run's row-steps).
+Every row goes on exactly as it would alone: nothing a row computes reads another row, and each
+prompt samples with its own seed.
 
 With ``output_scores`` (``return_dict_in_generate``), every running row keeps the log-probability
 of each token it picks under that step's processed scores (what the static loop returns as
@@ -42,6 +43,7 @@ import torch
 from ..outputs import chosen_logprobs
 from ..stopping import StopStringCriteria
 from .base import GenerationRequest
+from .running_rows import keep_rows
 
 __all__ = ["Feed", "Waiting", "run_continuous", "why_no_refill"]
 
@@ -124,14 +126,15 @@ class _Row:
 @dataclass
 class _Pool:
     """Prompts prefilled ahead of the slots they will take: the adapter that holds their cache,
-    their first logits, their padded input (each refill builds its core from its rows), and
-    how many of them already took a slot."""
+    their core (built once; each refill takes its rows from it), their rows and first tokens
+    (picked from their prefill logits when they were prefilled), and how many of them already
+    took a slot."""
 
     group: list[Waiting]
     adapter: Any
-    logits: torch.Tensor
-    input_ids: torch.Tensor
-    mask: torch.Tensor
+    core: Any
+    rows: list[_Row]
+    tokens: np.ndarray
     taken: int = 0
 
     @property
@@ -177,7 +180,7 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
     """Runs the batch, refilling it from ``feed`` until no prompt waits and every row ended;
     each row's new tokens and finish reason go to ``feed.done`` (with ``output_scores``, their
     log-probabilities to ``feed.scores``). ``pick`` names the core's
-    step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for new rows;
+    step (``step_greedy`` / ``step_sample``), ``make_core`` builds the core of a prefilled group;
     ``on_logits`` is :attr:`~ferrogen.strategies.running_rows.EngineHooks.on_logits`."""
     feed.merged = True
     adapter: Any = request.adapter  # a merging adapter (why_no_refill checked it)
@@ -204,9 +207,8 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
                 on_step(ran)
             return
         if refills < ended.size:  # the run's tail: no prompt will take these rows' slots
-            keep = np.union1d(np.flatnonzero(unfinished), ended[:refills]).astype(np.int64)
-            core.keep_rows(keep)
-            adapter.select_rows(torch.from_numpy(keep))
+            keep = np.union1d(np.flatnonzero(unfinished), ended[:refills])
+            keep_rows(core, adapter, keep)
             adapter.trim_padding()
             rows, tokens = [rows[i] for i in keep], tokens[keep]
             ended = np.flatnonzero(np.isin(keep, ended[:refills]))
@@ -232,49 +234,45 @@ def _refill(request: GenerationRequest, core: Any, adapter: Any, rows: list[_Row
             slots: np.ndarray, pool: Optional[_Pool], feed: Feed, make_core: Callable[[GenerationRequest], Any],
             picker: _Picker) -> tuple[Optional[_Pool], int]:
     """Writes waiting prompts into the rows ``slots`` of finished ones, in place (the adapter's
-    cache, the core's row state, ``rows``), each with its first token picked from its prefill
-    logits by its own core before it joins (into ``tokens``: the next forward pass feeds it),
-    prefilling the next group of prompts whenever the pool runs out; returns the pool for the
-    next refill and how many tokens the new rows picked."""
-    started = 0
+    cache, the core's row state, ``rows``), each with its first token (into ``tokens``: the
+    next forward pass feeds it), prefilling the next group of prompts whenever the pool runs
+    out; returns the pool for the next refill and how many first tokens new groups picked."""
+    picked = 0
     while slots.size:
         if pool is None or pool.left == 0:
-            pool = _prefill(request, adapter, feed.take(feed.group_size), feed)
+            pool, ran = _prefill(request, adapter, feed.take(feed.group_size), feed, make_core, picker)
+            picked += ran
         n = min(int(slots.size), pool.left)
-        taken = torch.arange(pool.taken, pool.taken + n)
+        taken = np.arange(pool.taken, pool.taken + n)
         into = slots[:n].astype(np.int64)
-        adapter.replace_rows(torch.from_numpy(into), pool.adapter, taken)
-        new_core = make_core(_rows_request(request, pool, taken))
-        new_rows = [_Row(w.slot) for w in pool.group[pool.taken : pool.taken + n]]
-        tokens[into], ran = picker(new_core, pool.logits[taken], new_rows)  # (indexing copies the logits)
-        core.replace_rows(into, new_core)
-        for slot, row in zip(into, new_rows):
-            rows[slot] = row
-        started += ran
+        adapter.replace_rows(torch.from_numpy(into), pool.adapter, torch.from_numpy(taken))
+        core.replace_rows(into, pool.core, taken)
+        tokens[into] = pool.tokens[taken]
+        for slot, j in zip(into, taken):
+            rows[slot] = pool.rows[j]
         pool.taken += n
         slots = slots[n:]
     adapter.trim_padding()
-    return pool, started
+    return pool, picked
 
 
-def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], feed: Feed) -> _Pool:
+def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], feed: Feed,
+             make_core: Callable[[GenerationRequest], Any], picker: _Picker) -> tuple[_Pool, int]:
     """``group`` prefilled as its own batch, on a shallow copy of the running adapter
-    (``prefill`` replaces every piece of its state)."""
+    (``prefill`` replaces every piece of its state), with its core (its prompts, its seeds),
+    which picks every row's first token from the prefill logits; returns the pool and how many
+    tokens it picked."""
     input_ids, mask = feed.collate([w.ids for w in group])
     fresh = copy.copy(adapter)
     logits = fresh.prefill(input_ids, mask)
-    return _Pool(group, fresh, logits, input_ids, mask)
-
-
-def _rows_request(request: GenerationRequest, pool: _Pool, taken: torch.Tensor) -> GenerationRequest:
-    """The request a core for rows ``taken`` of ``pool`` is built from (their prompts, seeds)."""
-    input_ids, mask = pool.input_ids[taken.to(pool.input_ids.device)], pool.mask[taken.to(pool.mask.device)]
     extras = dict(request.extras)
-    group = pool.group[int(taken[0]) : int(taken[-1]) + 1]
     if group[0].seed is not None:
         extras["row_seeds"] = [w.seed for w in group]
-    return dataclasses.replace(request, adapter=pool.adapter, input_ids=input_ids, attention_mask=mask,
-                               prompt_ids=pool.adapter.decoder_prompt(input_ids).cpu(), extras=extras)
+    own = dataclasses.replace(request, adapter=fresh, input_ids=input_ids, attention_mask=mask,
+                              prompt_ids=fresh.decoder_prompt(input_ids).cpu(), extras=extras)
+    core, rows = make_core(own), [_Row(w.slot) for w in group]
+    tokens, picked = picker(core, logits, rows)
+    return _Pool(group, fresh, core, rows, np.array(tokens)), picked
 
 
 def _stop_verdicts(stops: list[StopStringCriteria], others: list[Any], rows: list[_Row],
