@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -135,3 +136,38 @@ def tokenized(monkeypatch):
         return seen
 
     return watch
+
+
+def assert_close_to_golden(ours: torch.Tensor, theirs: torch.Tensor, msg: Any = None) -> None:
+    """``ours`` (computed here) against a value recorded in a golden file on another machine.
+
+    Goldens are recorded once, on one CPU; another CPU's matrix kernels round differently in the
+    last bits. Measured (2026-12-07): transformers 4.55.4 itself, rerun on an AMD EPYC, differs
+    from the goldens recorded on an Intel Xeon by up to 2.5e-4 in T5 hidden states (largest
+    magnitude 33), 1.2e-4 in attention probabilities and 5e-5 in log-prob scores, while ferrogen
+    equals transformers on the same machine bit for bit (batch-3 contrastive cases). The tolerance
+    covers that (2e-4 plus 2e-5 of the tensor's largest magnitude, and 1e-4 relative); a real
+    defect (a wrong mask, position or processor) moves values by 1e-2 or more. Comparisons
+    against transformers run live in the same process keep their own, tighter tolerances."""
+    scale = float(theirs.abs().max()) if theirs.numel() else 0.0
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=2e-4 + 2e-5 * scale, msg=msg)
+
+
+def assert_same_row(tokens: list[int], other: list[int], logits: Any, other_logits: Any, atol: float = 1e-4) -> int:
+    """One row run two ways (alone and in a batch, say): the same tokens, up to a near tie.
+
+    torch's matrix kernels are not bit-invariant to the batch's shape on every CPU (an AMD EPYC
+    gives a row's logits ~2e-6 apart alone and in a batch; an Intel Xeon gives the same bits).
+    So: every step's logits (``[vocab]`` per step) agree within ``atol``, and the tokens are equal
+    up to the first step where they part, which must be a step whose logits did differ in their
+    bits (with the same logits, the same seeded choice must follow). Returns the steps compared
+    with equal tokens."""
+    steps = min(len(tokens), len(other), len(logits), len(other_logits))
+    for step in range(steps):
+        torch.testing.assert_close(logits[step], other_logits[step], rtol=0, atol=atol, msg=f"logits at step {step}")
+        if tokens[step] != other[step]:
+            assert not torch.equal(logits[step], other_logits[step]), (
+                f"step {step}: tokens {tokens[step]} != {other[step]} from bit-identical logits")
+            return step
+    assert tokens == other, (tokens, other)
+    return steps

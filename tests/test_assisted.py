@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import ferrogen
-from conftest import VOCAB, hf_generate, left_padded_batch
+from conftest import VOCAB, assert_same_row, hf_generate, left_padded_batch
 
 NEW = 14
 
@@ -255,16 +255,21 @@ def test_assisted_sampling_keeps_the_main_distribution():
 
 
 def test_assisted_sampling_rows_do_not_depend_on_the_batch(main, assistants):
+    """Each row samples as it does alone (up to a near tie where this CPU's kernels give the
+    batch other last bits than the row alone: :func:`conftest.assert_same_row`)."""
     ids, mask = left_padded_batch((5, 3, 7, 1))
     kwargs = dict(max_new_tokens=NEW, do_sample=True, seed=5, assistant_model=assistants["often"], pad_token_id=0,
-                  num_assistant_tokens=3)
+                  num_assistant_tokens=3, return_dict_in_generate=True, output_logits=True)
     batch = ferrogen.generate(main, input_ids=ids, attention_mask=mask, **kwargs)
     width = ids.shape[1]
+    compared = 0
     for row, n in enumerate((5, 3, 7, 1)):
         alone = ferrogen.generate(main, input_ids=ids[row : row + 1, width - n :], **kwargs)
-        assert batch[row, width:].tolist() == alone[0, n:].tolist()
+        compared += assert_same_row(batch.sequences[row, width:].tolist(), alone.sequences[0, n:].tolist(),
+                                    [step[row] for step in batch.logits], [step[0] for step in alone.logits])
+    assert compared >= 2 * NEW  # most steps compared token for token
     again = ferrogen.generate(main, input_ids=ids, attention_mask=mask, **kwargs)
-    assert torch.equal(batch, again)
+    assert torch.equal(batch.sequences, again.sequences)
 
 
 @pytest.mark.parametrize(

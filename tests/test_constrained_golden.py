@@ -35,6 +35,7 @@ import pytest
 import torch
 
 import ferrogen
+from conftest import assert_close_to_golden
 from constraint_reference import contains, satisfies
 from golden_models import load_stored
 from golden_processors import PROCESSORS
@@ -119,7 +120,7 @@ def test_matches_transformers_4_55(stored, name):
     assert all(out.constraints_satisfied)
     assert out.finish_reasons.count("constraints_unmet") == 0
     if case["sequences_scores"] is not None:
-        torch.testing.assert_close(out.sequences_scores, torch.tensor(case["sequences_scores"]), rtol=1e-5, atol=1e-5)
+        assert_close_to_golden(out.sequences_scores, torch.tensor(case["sequences_scores"]))
 
 
 @pytest.mark.parametrize("name", RANKED)

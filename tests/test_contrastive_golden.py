@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import ferrogen
-from conftest import left_padded_batch
+from conftest import assert_close_to_golden, left_padded_batch
 
 GOLDEN = json.loads((Path(__file__).parent / "goldens" / "contrastive.json").read_text())
 CASES = {case["name"]: case for case in GOLDEN["cases"]}
@@ -42,7 +42,7 @@ def test_contrastive_matches_golden(stored, name):
         theirs = torch.tensor(theirs)
         finite = torch.isfinite(theirs)
         assert torch.equal(finite, torch.isfinite(ours))
-        torch.testing.assert_close(ours[finite], theirs[finite], rtol=0, atol=2e-5)
+        assert_close_to_golden(ours[finite], theirs[finite])
 
 
 def test_grid_is_complete():

@@ -260,6 +260,7 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
     """(label, call, argument name) for bad arguments to every ``#[pymethods]`` entry point."""
     two = np.array([[1, 2], [3, 4]], dtype=np.int64)
     dec = _core.Decoder(IDS, S())
+    dec2 = _core.Decoder(IDS, S())  # a source of rows for dec.replace_rows
     con = _core.ContrastiveSearch(IDS, S(), 2, 0.5)
     asd = assisted([[0, 0, 5, 6]], [2])
     beam = _core.BeamSearch(IDS, S(**BEAM))
@@ -281,12 +282,18 @@ def _walk() -> list[tuple[str, Callable[[], Any], str]]:
         ("Decoder.keep_rows", lambda: dec.keep_rows(np.array([0, 99], np.int64)), "rows"),
         ("Decoder.keep_rows(negative)", lambda: dec.keep_rows(np.array([-1], np.int64)), "rows"),
         ("Decoder.keep_rows(empty)", lambda: dec.keep_rows(np.zeros(0, np.int64)), "rows"),
-        ("Decoder.append_rows", lambda: dec.append_rows(_core.Decoder(IDS, S(repetition_penalty=2.0))), "other"),
-        ("Decoder.replace_rows", lambda: dec.replace_rows(np.array([0, 0], np.int64), _core.Decoder(IDS, S())), "slots"),
+        ("Decoder.replace_rows", lambda: dec.replace_rows(np.array([0, 0], np.int64), dec2, np.array([0, 1], np.int64)),
+         "slots"),
         ("Decoder.replace_rows(negative)",
-         lambda: dec.replace_rows(np.array([-1], np.int64), _core.Decoder(IDS[:1], S())), "slots"),
-        ("Decoder.append_rows(min_length)",
-         lambda: _core.Decoder(IDS, S(min_new_tokens=2)).append_rows(_core.Decoder(IDS, S(min_new_tokens=2))), "other"),
+         lambda: dec.replace_rows(np.array([-1], np.int64), dec2, np.array([0], np.int64)), "slots"),
+        ("Decoder.replace_rows(source_rows)",
+         lambda: dec.replace_rows(np.array([0], np.int64), dec2, np.array([2], np.int64)), "source_rows"),
+        ("Decoder.replace_rows(negative source_rows)",
+         lambda: dec.replace_rows(np.array([0], np.int64), dec2, np.array([-1], np.int64)), "source_rows"),
+        ("Decoder.replace_rows(settings)", lambda: dec.replace_rows(
+            np.array([0], np.int64), _core.Decoder(IDS, S(repetition_penalty=2.0)), np.array([0], np.int64)), "source"),
+        ("Decoder.replace_rows(min_length)", lambda: _core.Decoder(IDS, S(min_new_tokens=2)).replace_rows(
+            np.array([0], np.int64), _core.Decoder(IDS, S(min_new_tokens=2)), np.array([0], np.int64)), "source"),
         # ContrastiveSearch
         ("ContrastiveSearch()", lambda: _core.ContrastiveSearch(IDS, S(), 0, 0.5), "top_k"),
         ("ContrastiveSearch(alpha)", lambda: _core.ContrastiveSearch(IDS, S(), 2, 1.5), "penalty_alpha"),

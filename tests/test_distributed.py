@@ -200,7 +200,7 @@ def crash_once_class(marker: Path, line: int):
 @pytest.fixture(scope="module")
 def job(ray_session, jsonl, tmp_path_factory):
     """One job over the 204 lines with 2 actors, blocks of 24 rows run 8 at a time (with
-    scores: the per-batch path), one actor dying in the middle of the block holding line 100
+    scores, refilled by the batch engine), one actor dying in the middle of the block holding line 100
     (actor start-up dominates the time on a small machine, so the two tests below share it):
     (records, crash marker)."""
     marker = tmp_path_factory.mktemp("crash") / "crashed"
@@ -420,7 +420,7 @@ def watch_engine(gen, monkeypatch) -> dict:
 def test_a_block_runs_through_the_engine_as_generate_texts(embedded, monkeypatch, sampling, rows):
     """A block of 11 rows with a running batch of 4 (and a block of 3, under the batch): the
     engine's continuous batching, each row's tokens those of generate_texts with the row's seed
-    and those of the per-batch path that keeps scores (what the Ray path gave before)."""
+    and those of the default (with scores, also refilled: tests/test_distributed_scores.py)."""
     pa = pytest.importorskip("pyarrow", reason=RAY_MISSING or "pyarrow is installed with ray[data]")
     config = ferrogen.GenerationConfig(**BASE, **(SAMPLING if sampling else {}))
     block = pa.table({"id": [f"r{i}" for i in range(rows)], "prompt": BLOCK[:rows]})
@@ -479,7 +479,7 @@ def test_a_block_tokenizes_each_prompt_once(embedded, tokenized, scored, strateg
     (dict(batch_size=8, block_size=4), r"block_size: expected an int >= batch_size \(8\), got 4"),
     (dict(batch_size=8, block_size=16.0), "block_size"),
     (dict(batch_size=8, block_size=True), "block_size"),
-    (dict(batch_size=8, refill_fraction=0.5), "refill_fraction: works with output_scores=False"),
+    (dict(batch_size=8, refill_fraction=0), r"refill_fraction: expected a number in \(0, 1\]"),
     (dict(batch_size=8, output_scores=False, refill_fraction=0), r"refill_fraction: expected a number in \(0, 1\]"),
     (dict(batch_size=8, output_scores=False, refill_fraction=True), "refill_fraction: expected a number"),
 ])
@@ -537,10 +537,12 @@ def engine_refill_fraction() -> float:
 
 @needs_ray
 def test_ray_blocks_refill_by_default_with_the_tokens_of_generate_texts(ray_session, embedded, tmp_path):
-    """Through Ray with the default block (4 batches of 4 without scores: blocks of 16 rows and
-    one of 2, under the batch), greedy and sampled rows (overrides column): each block of 16
-    goes through the engine's refilling loop, and every row has the tokens of generate_texts
-    alone with its seed and those of the old default (a block of one batch per Ray call)."""
+    """Through Ray with the default block and scores (4 batches of 4: blocks of 16 rows and one
+    of 2, under the batch), greedy and sampled rows (overrides column): each block of 16 goes
+    through the engine's refilling loop, and every row has the tokens of generate_texts alone
+    with its seed, and the tokens and scores of the old default (a block of one batch per Ray
+    call, each batch one generate call: equal up to the batch-shape effect on this machine's
+    GEMMs, ~1e-6)."""
     prompts = [f"{HEADS[i % 8]} {TAILS[(3 * i) % 20]}" for i in range(18)]
     sampled = dict(SAMPLING, do_sample=True)
     items = [{"id": i, "prompt": p, "overrides": json.dumps(sampled) if i % 3 == 1 else None}
@@ -548,8 +550,7 @@ def test_ray_blocks_refill_by_default_with_the_tokens_of_generate_texts(ray_sess
     log = tmp_path / "calls.jsonl"
     with deadline(240):
         out = fd.generate_dataset(ray.data.from_items(items), generation_config=BASE, key_column="id",
-                                  batch_size=4, concurrency=1, output_scores=False,
-                                  generator_class=recording_class(log))
+                                  batch_size=4, concurrency=1, generator_class=recording_class(log))
         records = {r["id"]: r for r in out.take_all()}
     calls = calls_of(log)
     assert sorted(c["rows"] for c in calls) == [2, 16], calls
@@ -566,8 +567,17 @@ def test_ray_blocks_refill_by_default_with_the_tokens_of_generate_texts(ray_sess
                                                **seeds)
         assert [records[item["id"]]["token_ids"] for item in rows] == [a.token_ids for a in alone], overrides
     pa = pytest.importorskip("pyarrow")
-    old = fd.BatchGenerator(generation_config=ferrogen.GenerationConfig(**BASE), key_column="id", batch_size=4,
-                            output_scores=False)
+    old = StaticBatches(generation_config=ferrogen.GenerationConfig(**BASE), key_column="id", batch_size=4)
     table = pa.Table.from_pylist(items)
     before = [r for start in range(0, 18, 4) for r in old(table.slice(start, 4)).to_pylist()]
     assert [r["token_ids"] for r in before] == [records[i]["token_ids"] for i in range(18)]
+    for i, want in enumerate(before):
+        got = records[i]
+        assert len(got["scores"]) == len(got["token_ids"]) and got["sequence_score"] == sum(got["scores"]), got
+        assert got["scores"] == pytest.approx(want["scores"], abs=1e-5), i
+
+
+class StaticBatches(fd.BatchGenerator):
+    """The Ray path before the engine kept scores: each batch one generate call."""
+
+    engine_options = {"static": True}

@@ -21,7 +21,7 @@ import torch
 import ferrogen
 from ferrogen import FallbackWarning, compat
 from ferrogen.strategies.dola import candidate_layers
-from conftest import left_padded_batch
+from conftest import assert_close_to_golden, left_padded_batch
 from golden_models import load_stored
 
 GOLDEN = json.loads((Path(__file__).parent / "goldens" / "dola.json").read_text())
@@ -48,7 +48,7 @@ def close(ours, theirs, skip=None):
         theirs = torch.where(skip, ours, theirs)
     finite = torch.isfinite(theirs)
     assert torch.equal(finite, torch.isfinite(ours))
-    torch.testing.assert_close(ours[finite], theirs[finite], rtol=1e-5, atol=2e-5)  # f64 inside the core
+    assert_close_to_golden(ours[finite], theirs[finite])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

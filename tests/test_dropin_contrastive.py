@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import ferrogen
+from conftest import assert_close_to_golden
 from golden_models import load_stored
 
 GOLDEN = torch.load(Path(__file__).parent / "goldens" / "contrastive_outputs.pt", weights_only=True)
@@ -62,7 +63,7 @@ def _same(ours: Any, theirs: Any, what: str, real: Any = None) -> None:
             a, b = a.transpose(1, 2)[real], b.transpose(1, 2)[real]
         elif real is not None and a.dim() == 3 and a.shape[1] == real.shape[1]:  # [batch, position, hidden]
             a, b = a[real], b[real]
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{what}[{i}]")
+        assert_close_to_golden(a, b, msg=f"{what}[{i}]")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -10,7 +10,6 @@ import random
 import warnings
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings as hsettings, strategies as st
@@ -249,20 +248,3 @@ def test_pipeline_call_takes_refill_fraction_with_batch_size(generators):
     assert [(r.token_ids, r.finish_reason) for r in got] == _run(generators["t5"], prompts, batch_size=3, **settings)
     with pytest.raises(TypeError, match="refill_fraction: works with batch_size"):
         generators["gpt2"](["3 4"], refill_fraction=0.5, **settings)
-
-
-def test_core_append_rows_checks_its_other(one_torch_thread):
-    from ferrogen import _core
-
-    def settings(**kw):
-        return _core.GenerationSettings(ferrogen.GenerationConfig(**kw), eos_token_ids=[2], min_length=0,
-                                        max_length=8, pad_token_id=0, vocab_size=16)
-
-    decoder = _core.Decoder(np.array([[1, 2]], dtype=np.int64), settings())
-    with pytest.raises(ValueError, match="settings differ"):
-        decoder.append_rows(_core.Decoder(np.array([[3]], dtype=np.int64), settings(repetition_penalty=1.5)))
-    decoder.append_rows(_core.Decoder(np.array([[3]], dtype=np.int64), settings()))
-    assert decoder.unfinished().tolist() == [True, True]
-    assert decoder.merge_refusal() is None
-    refusing = _core.Decoder(np.array([[1]], dtype=np.int64), settings(min_new_tokens=2))
-    assert "min_new_tokens" in refusing.merge_refusal()

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import ferrogen
+from conftest import assert_close_to_golden
 
 GOLDEN = json.loads((Path(__file__).parent / "goldens" / "group_beam.json").read_text())
 CASES = {case["name"]: case for case in GOLDEN["cases"]}
@@ -39,12 +40,12 @@ def test_group_beam_matches_golden(stored, name):
     case = CASES[name]
     out = run(stored, case)
     assert out.sequences.tolist() == case["sequences"]
-    torch.testing.assert_close(out.sequences_scores, torch.tensor(case["sequences_scores"]), rtol=1e-5, atol=1e-5)
+    assert_close_to_golden(out.sequences_scores, torch.tensor(case["sequences_scores"]))
     for ours, theirs in zip(out.scores, case.get("scores", [])):
         theirs = torch.tensor(theirs)
         finite = torch.isfinite(theirs)
         assert torch.equal(finite, torch.isfinite(ours))
-        torch.testing.assert_close(ours[finite], theirs[finite], rtol=0, atol=2e-5)
+        assert_close_to_golden(ours[finite], theirs[finite])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -126,7 +126,7 @@ def generate_tokenized(
     alone = config.do_sample and _one_at_a_time(config)
     order = list(range(len(prompts))) if static else length_order([len(i) for i in ids])
     progress = EngineProgress(len(prompts))
-    if continuous and not static and _refillable(config):
+    if continuous and not static and refillable(config):
         return run_continuous_texts(generator, prompts, ids, order, per_prompt, batch_size, refill_fraction,
                                     progress, on_progress, kwargs)
 
@@ -165,7 +165,7 @@ def _config_of(model: Any, kwargs: dict[str, Any]) -> GenerationConfig:
     return _resolve_config(model, kwargs.get("generation_config"), overrides)
 
 
-def _refillable(config: GenerationConfig) -> bool:
+def refillable(config: GenerationConfig) -> bool:
     """Whether the run may merge new prompts into its batch: greedy or sampling, one sequence each."""
     from .config import GenerationMode
 

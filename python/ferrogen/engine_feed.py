@@ -5,6 +5,8 @@
 batch as rows finish (:mod:`ferrogen.strategies.continuous`) and leaves every row's tokens in
 the feed. When the loop cannot merge (it said why, once), it returns its batch as usual and
 the next ``generate`` call takes the next ``batch_size`` prompts: shrink-only batches.
+With ``output_scores=True`` each result is a :class:`~ferrogen.text.ScoredResult`: the loop
+kept every row's per-token log-probabilities (the shrink-only calls' come from their output).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def run_continuous_texts(
 ) -> list[TextResult]:
     """Every prompt's :class:`~ferrogen.TextResult`, in input order (see the module)."""
     from .generate import generate
-    from .text import TextResult
+    from .outputs import token_logprobs
+    from .text import ScoredResult, TextResult
 
     tokenizer, model = generator.tokenizer, generator.model
     device = getattr(model, "device", torch.device("cpu"))
@@ -49,6 +52,7 @@ def run_continuous_texts(
     hooks = EngineHooks(drop_finished=True, on_step=on_step, feed=feed)
     kwargs.setdefault("tokenizer", tokenizer)
     skip_encoder = bool(generator.encoder_decoder)
+    scored = bool(kwargs.get("output_scores"))
     while feed.waiting:
         feed.first, feed.merged = feed.take(batch_size), False
         input_ids, mask = feed.collate([w.ids for w in feed.first])
@@ -57,8 +61,11 @@ def run_continuous_texts(
                        _engine=hooks, **seeding, **kwargs)
         if not feed.merged:  # shrink-only: this batch's rows are in the output
             skip = 1 if skip_encoder else int(input_ids.shape[1])
+            logprobs = token_logprobs(out, skip) if scored else None
             for row, w in enumerate(feed.first):
                 feed.done[w.slot] = _row_of(out, row, skip)
+                if logprobs is not None:
+                    feed.scores[w.slot] = logprobs[row]
         progress.prompts_done = len(feed.done)
         if on_progress is not None:
             on_progress(progress)
@@ -67,7 +74,10 @@ def run_continuous_texts(
     for slot, prompt in enumerate(prompts):
         new, reason = feed.done[slot]
         new = strip_padding(new, pad, reason)
-        results.append(TextResult(prompt, tokenizer.decode(new, skip_special_tokens=True), new, reason))
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        # Scores of the kept tokens (a static output's rows have one per step of their batch).
+        results.append(ScoredResult(prompt, text, new, reason, feed.scores[slot][: len(new)]) if scored
+                       else TextResult(prompt, text, new, reason))
     return results
 
 

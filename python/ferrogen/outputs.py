@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Union
 
 import torch
 
-__all__ = ["GenerateOutput"]
+__all__ = ["GenerateOutput", "chosen_logprobs", "token_logprobs"]
 
 
 @dataclass
@@ -133,3 +133,29 @@ class GenerateOutput:
             elif isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor) for v in value):
                 setattr(self, f.name, tuple(v.to(device) for v in value))
         return self
+
+
+def chosen_logprobs(scores: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Log-probability of ``tokens[i]`` for row ``rows[i]`` under one step's processed ``scores``
+    ``[rows, vocab]``: ``log_softmax`` over the vocabulary, as transformers'
+    ``compute_transition_scores(..., normalize_logits=True)``. The one rule for per-token scores
+    of :func:`token_logprobs` (a ``generate`` output) and of the batch engine's refilling loop
+    (each step's running rows); ``log_softmax`` reads each row alone, so a row's value does not
+    depend on the other rows of its step."""
+    return torch.log_softmax(scores.float().cpu(), dim=-1)[rows, tokens]
+
+
+def token_logprobs(output: Any, skip: int) -> list[list[float]]:
+    """Every output row's log-probability of each generated token (``sequences`` from column
+    ``skip``) under the processed scores of its step (:func:`chosen_logprobs`; beam rows read
+    their step's beam through ``beam_indices``)."""
+    rows = output.sequences.shape[0]
+    chosen = output.sequences[:, skip : skip + len(output.scores)].cpu()
+    beams = getattr(output, "beam_indices", None)  # (transformers' decoder-only classes lack it)
+    columns = []
+    for t, scores in enumerate(output.scores):
+        source = beams[:, t].clamp(min=0).cpu() if beams is not None else torch.arange(rows)
+        columns.append(chosen_logprobs(scores, source, chosen[:, t]))
+    if not columns:
+        return [[] for _ in range(rows)]
+    return torch.stack(columns, dim=1).tolist()

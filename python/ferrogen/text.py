@@ -44,6 +44,15 @@ class TextResult:
         return self.prompt + self.text
 
 
+@dataclass
+class ScoredResult(TextResult):
+    """A :class:`TextResult` with ``scores``: each new token's log-probability under its step's
+    processed scores. What the batch engine's greedy/sampling path returns when asked for
+    ``output_scores`` (the Ray path reads them; :func:`ferrogen.engine_feed.run_continuous_texts`)."""
+
+    scores: list[float]
+
+
 def load_model(path: Union[str, Path], device: str = "cpu", dtype: Optional[str] = None) -> tuple[Any, Any]:
     """Loads a local transformers model directory and its tokenizer (never the network)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer

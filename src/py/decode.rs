@@ -37,6 +37,19 @@ impl Decoder {
     }
 }
 
+/// The row indices in `rows` (int64), refused when one is negative.
+fn row_indices(name: &str, rows: &PyReadonlyArray1<'_, i64>) -> PyResult<Vec<usize>> {
+    let given = contiguous1(name, rows)?;
+    given
+        .iter()
+        .map(|&r| {
+            usize::try_from(r).map_err(|_| {
+                pyo3::exceptions::PyValueError::new_err(format!("{name}: negative row index {r}"))
+            })
+        })
+        .collect()
+}
+
 row_status_binding!(Decoder, {
     /// `input_ids`: int64 `[rows, prompt_len]`; `settings`: this generation's settings
     /// (its seed, `seed_prompts` and `row_seeds` key the sampled rows).
@@ -79,38 +92,28 @@ row_status_binding!(Decoder, {
     /// Keeps only the rows `rows` (int64, strictly increasing indices of the current rows):
     /// a batch engine drops finished rows; the kept rows go on as if nothing was dropped.
     fn keep_rows(&mut self, rows: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
-        let given = contiguous1("rows", &rows)?;
-        let mut kept = Vec::with_capacity(given.len());
-        for &r in given {
-            let r = usize::try_from(r).map_err(|_| {
-                pyo3::exceptions::PyValueError::new_err(format!("rows: negative row index {r}"))
-            })?;
-            kept.push(r);
-        }
+        let kept = row_indices("rows", &rows)?;
         self.inner.keep_rows(&kept).map_err(to_py)
     }
 
-    /// Appends the rows of `other` (built from the same settings) after these rows: a batch
-    /// engine merges newly prefilled prompts into the running batch (continuous batching).
-    fn append_rows(&mut self, other: &Decoder) -> PyResult<()> {
-        self.inner.append_rows(&other.inner).map_err(to_py)
+    /// Writes rows `source_rows` of `source` (int64; a core built from the same settings for
+    /// a group of prefilled prompts, left unchanged) into rows `slots` (int64, distinct, one
+    /// per source row): a batch engine refills the rows of finished prompts in place; every
+    /// other row goes on as before.
+    fn replace_rows(
+        &mut self,
+        slots: PyReadonlyArray1<'_, i64>,
+        source: &Decoder,
+        source_rows: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let slots = row_indices("slots", &slots)?;
+        let source_rows = row_indices("source_rows", &source_rows)?;
+        self.inner
+            .replace_rows(&slots, &source.inner, &source_rows)
+            .map_err(to_py)
     }
 
-    /// Writes the rows of `other` (built from the same settings) into rows `slots` (int64,
-    /// distinct, one per row of `other`): a batch engine refills the rows of finished prompts
-    /// in place; every other row goes on as before.
-    fn replace_rows(&mut self, slots: PyReadonlyArray1<'_, i64>, other: &Decoder) -> PyResult<()> {
-        let given = contiguous1("slots", &slots)?;
-        let mut rows = Vec::with_capacity(given.len());
-        for &r in given {
-            rows.push(usize::try_from(r).map_err(|_| {
-                pyo3::exceptions::PyValueError::new_err(format!("slots: negative row index {r}"))
-            })?);
-        }
-        self.inner.replace_rows(&rows, &other.inner).map_err(to_py)
-    }
-
-    /// Why these rows cannot be merged with others (`append_rows`), or None when they can.
+    /// Why these rows cannot be merged with others (`replace_rows`), or None when they can.
     fn merge_refusal(&self) -> Option<&'static str> {
         self.inner.merge_refusal()
     }

@@ -35,7 +35,7 @@ pub struct Decoder {
     checked_vocab: AtomicUsize,
     next: Vec<i64>,
     /// Per row, what to add to the history's generated count to get the row's own step
-    /// (rows merged in by [`Self::append_rows`] started at another step); empty: all zero.
+    /// (rows merged in by [`Self::replace_rows`] started at another step); empty: all zero.
     step_offsets: Vec<u64>,
 }
 

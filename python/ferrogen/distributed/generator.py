@@ -32,9 +32,11 @@ class BatchGenerator:
     when None; continuous batching; otherwise the batch only shrinks: the engine decides).
     Each row's tokens are those it has alone (its seed: see
     :func:`~ferrogen.distributed.generate_dataset`); output rows keep the block's order.
-    The engine keeps no per-token scores, so with ``output_scores=True`` the rows run as
-    before, each group of ``batch_size`` (in length order) as one ``generate`` call with
-    finished rows dropped but no refill (``refill_fraction`` is refused there).
+    With ``output_scores=True`` (the default) the refilling loop keeps each row's per-token
+    log-probabilities (those a ``generate`` call with ``output_scores`` gives the row); the
+    strategies the engine runs in plain batches (beam search and the others) keep their old
+    path, each ``batch_size`` rows (in length order) one ``generate`` call, finished rows
+    dropped, where ``generate``'s output holds the scores.
 
     With an :class:`~ferrogen.distributed.attempts.AttemptLedger` actor as ``ledger``, a batch
     whose worker died more than ``batch_retries`` times is split to isolate the row that kills
@@ -74,7 +76,7 @@ class BatchGenerator:
 
         if batch_size is not None:  # None: a block's rows all at once
             check_batch_size(batch_size)
-        check_refill_fraction(refill_fraction, output_scores)
+        check_refill_fraction(refill_fraction)
         if threads:
             torch.set_num_threads(threads)
         hf_logging.set_verbosity_error()
@@ -92,8 +94,8 @@ class BatchGenerator:
         self.ledger = ledger
         self.batch_retries = batch_retries
         self.refill = {} if refill_fraction is None else {"refill_fraction": refill_fraction}
-        # With output_scores: the batch engine's row dropping alone (finished rows leave the
-        # running batch), since the refilling loop collects no per-token scores.
+        # Strategies the engine runs in plain batches, with output_scores: its row dropping
+        # alone (finished rows leave the running batch), in one generate call per batch.
         self.hooks = EngineHooks()
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
@@ -170,16 +172,16 @@ class BatchGenerator:
             self._generate(config, prompts[i : i + 1], seeds[i : i + 1], out[i : i + 1])
 
     def _run_group(self, config: GenerationConfig, prompts: list[str], seeds: list[Optional[int]]) -> Results:
-        """The group through the batch engine; with ``output_scores``, its length-sorted batches
-        one ``generate`` call each (the engine's refilling loop keeps no per-token scores). Each
-        prompt is tokenized once, here."""
+        """The group through the batch engine; with ``output_scores``, unless the engine keeps
+        the scores (:meth:`_engine_scores`), its length-sorted batches one ``generate`` call
+        each. Each prompt is tokenized once, here."""
         from ..engine import length_order
 
         ids = self.text.tokenizer(prompts)["input_ids"]
         if min(len(row) for row in ids) == 0:
             raise _RowError("prompt: encodes to no tokens")
         size = self.batch_size or len(prompts)
-        if not self.output_scores:
+        if not self.output_scores or self._engine_scores(config):
             return self._run_engine(config, prompts, ids, seeds, size)
         produced: Results = [[] for _ in prompts]
         order = length_order([len(row) for row in ids])
@@ -190,14 +192,24 @@ class BatchGenerator:
                 produced[i] = records
         return produced
 
+    def _engine_scores(self, config: GenerationConfig) -> bool:
+        """Whether the engine returns this group's per-token scores: its continuous path does
+        (greedy search and sampling, one sequence per prompt: refilled, or shrink-only calls)."""
+        from ..engine import refillable
+
+        options = self.engine_options
+        return refillable(config) and not options.get("static", False) and options.get("continuous", True)
+
     def _run_engine(self, config: GenerationConfig, prompts: list[str], ids: list[list[int]],
                     seeds: list[Optional[int]], size: int) -> Results:
-        """:func:`ferrogen.engine.generate_tokenized` over the group, each row with its own seed."""
+        """:func:`ferrogen.engine.generate_tokenized` over the group, each row with its own seed
+        (and, with ``output_scores``, its per-token scores: :meth:`_engine_scores`)."""
         from ..engine import generate_tokenized
 
         seeding: dict[str, Any] = {"row_seeds": seeds} if config.do_sample else {}
-        results = generate_tokenized(self.text, prompts, ids, size, generation_config=config, output_scores=False,
-                                     **{**self.refill, **self.engine_options}, **seeding)
+        results = generate_tokenized(self.text, prompts, ids, size, generation_config=config,
+                                     output_scores=self.output_scores, **{**self.refill, **self.engine_options},
+                                     **seeding)
         per_prompt = len(results) // len(prompts)
         return [
             [_engine_record(result, j) for j, result in enumerate(results[k * per_prompt : (k + 1) * per_prompt])]
@@ -212,6 +224,7 @@ class BatchGenerator:
 
         from ..engine_feed import pad_ids, strip_padding
         from ..generate import _NO_ROW_SEEDS, generate
+        from ..outputs import token_logprobs
 
         tok = self.text.tokenizer
         if config.generation_mode() in _NO_ROW_SEEDS:  # one prompt at a time, seeded as if alone
@@ -229,7 +242,7 @@ class BatchGenerator:
                 output_scores=self.output_scores, _engine=self.hooks, **seeding,
             )
         skip = 1 if self.text.encoder_decoder else input_ids.shape[1]
-        token_scores = _token_logprobs(output, skip) if self.output_scores else None
+        token_scores = token_logprobs(output, skip) if self.output_scores else None
         per_prompt = output.sequences.shape[0] // len(prompts)
         produced: Results = [[] for _ in prompts]
         pad = tok.pad_token_id
@@ -270,22 +283,20 @@ def _failed(exc: Exception) -> dict[str, Any]:
     return error_record(str(exc) if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {exc}")
 
 
-def check_refill_fraction(refill_fraction: Optional[float], output_scores: bool) -> None:
-    """``refill_fraction``: None (the engine's default) or a number in (0, 1], and only where the
-    rows run through the refilling engine (``output_scores=False``)."""
+def check_refill_fraction(refill_fraction: Optional[float]) -> None:
+    """``refill_fraction``: None (the engine's default) or a number in (0, 1]."""
     from ..engine import check_refill_fraction as check_value
 
-    if refill_fraction is None:
-        return
-    check_value(refill_fraction)
-    if output_scores:
-        raise ValueError("refill_fraction: works with output_scores=False (the batch engine's refill keeps no "
-                         "per-token scores; with scores each batch runs alone, nothing refills)")
+    if refill_fraction is not None:
+        check_value(refill_fraction)
 
 
 def _engine_record(result: "TextResult", index: int) -> dict[str, Any]:
-    """The output record of one of the engine's results (no per-token scores)."""
-    return {"text": result.text, "token_ids": result.token_ids, "scores": None, "sequence_score": None,
+    """The output record of one of the engine's results: its per-token scores when it kept them
+    (a :class:`~ferrogen.text.ScoredResult`), their sum the sequence score as in :meth:`BatchGenerator._run`."""
+    scores: Optional[list[float]] = getattr(result, "scores", None)
+    return {"text": result.text, "token_ids": result.token_ids, "scores": scores,
+            "sequence_score": None if scores is None else float(sum(scores)),
             "finish_reason": result.finish_reason, "sequence_index": index, "error": None}
 
 
@@ -293,24 +304,6 @@ def error_record(message: str) -> dict[str, Any]:
     """The output record of a row that produced nothing: ``error`` set, the outputs empty."""
     return {"text": None, "token_ids": None, "scores": None, "sequence_score": None, "finish_reason": None,
             "sequence_index": 0, "error": message}
-
-
-def _token_logprobs(output: Any, skip: int) -> list[list[float]]:
-    """Log-probability of every generated token under the processed scores of its step (as
-    transformers' ``compute_transition_scores(..., normalize_logits=True)``)."""
-    import torch
-
-    rows = output.sequences.shape[0]
-    steps = len(output.scores)
-    chosen = output.sequences[:, skip : skip + steps].cpu()
-    columns = []
-    for t, scores in enumerate(output.scores):
-        source = output.beam_indices[:, t].clamp(min=0).cpu() if output.beam_indices is not None else torch.arange(rows)
-        logp = torch.log_softmax(scores.float().cpu(), dim=-1)
-        columns.append(logp[source, chosen[:, t]])
-    if not columns:
-        return [[] for _ in range(rows)]
-    return torch.stack(columns, dim=1).tolist()
 
 
 def _output_types() -> dict[str, Any]:

@@ -18,8 +18,7 @@ from .io import PathLike, iter_records, read_jsonl
 if TYPE_CHECKING:
     from ray.data import Dataset
 
-#: ``generate_dataset``'s default ``block_size`` in batches where the rows go through the
-#: refilling batch engine (``output_scores=False``); see :func:`generate_dataset`.
+#: ``generate_dataset``'s default ``block_size`` in batches; see :func:`generate_dataset`.
 DEFAULT_BLOCK_BATCHES = 4
 
 
@@ -53,19 +52,19 @@ def _pool_size(concurrency: Any, num_cpus: float, num_gpus: float, resources: di
     return sizes
 
 
-def default_block_size(batch_size: int, output_scores: bool) -> int:
+def default_block_size(batch_size: int) -> int:
     """The rows of one Ray call when ``block_size`` is None: :data:`DEFAULT_BLOCK_BATCHES`
-    batches through the refilling engine, one batch with scores (nothing would refill)."""
-    return batch_size if output_scores else DEFAULT_BLOCK_BATCHES * batch_size
+    batches, for the refilling engine to refill from."""
+    return DEFAULT_BLOCK_BATCHES * batch_size
 
 
-def _block_size(batch_size: Any, block_size: Any, output_scores: bool) -> int:
+def _block_size(batch_size: Any, block_size: Any) -> int:
     """The rows of one Ray call: ``block_size``, else its default (both sizes checked)."""
     from ..engine import check_batch_size  # (not at import: the engine loads torch, the CLI's parser must not)
 
     check_batch_size(batch_size)  # here None is refused too
     if block_size is None:
-        return default_block_size(int(batch_size), output_scores)
+        return default_block_size(int(batch_size))
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < batch_size:
         raise ValueError(f"block_size: expected an int >= batch_size ({batch_size}), got {block_size!r}")
     return block_size
@@ -112,8 +111,8 @@ def generate_dataset(
       ``batch_size`` at a time, finished rows dropped and (greedy search and sampling, a model
       whose cache can merge) their places taken by the block's waiting rows, prefilled
       ``refill_fraction`` (in (0, 1], the engine's default when None) of the batch at a time:
-      continuous batching, which needs a block larger than the batch. With
-      ``output_scores=False`` a block is :data:`DEFAULT_BLOCK_BATCHES` (4) batches by default:
+      continuous batching, which needs a block larger than the batch. A block is
+      :data:`DEFAULT_BLOCK_BATCHES` (4) batches by default:
       the running batch refills until the block's last rows start, then drains. On the
       embedded model with prompts of varied length (1 actor, docs/distributed.md) blocks of 2,
       4 and 8 batches ran 1.46x, 1.70x and 1.76x blocks of one batch; 4 takes most of the gain
@@ -122,11 +121,11 @@ def generate_dataset(
       blocks share out less evenly at the end of a job) and what an actor holds in memory as
       output until it ends (the model's memory depends on ``batch_size`` alone).
       ``block_size=batch_size`` gives the old behaviour (one batch per Ray call, finished rows
-      dropped, nothing refills). The engine keeps no per-token scores: with
-      ``output_scores=True`` (the default) each ``batch_size`` rows of a block (in length order)
-      run as one ``generate`` call, finished rows dropped but no refill, ``block_size``
-      defaults to ``batch_size`` and ``refill_fraction`` is refused; pass
-      ``output_scores=False`` for continuous batching.
+      dropped, nothing refills). With ``output_scores=True`` (the default) the refilling loop
+      keeps each row's per-token log-probabilities (those of a ``generate`` call with
+      ``output_scores`` on its batch); strategies the engine does not refill (beam search and
+      the others) run each ``batch_size`` rows of a block (in length order) as one ``generate``
+      call, finished rows dropped.
     - Output: the input columns plus :data:`OUTPUT_COLUMNS` (``text``, ``token_ids``,
       ``scores``: per-token log-probabilities, ``sequence_score``, ``finish_reason``,
       ``sequence_index`` among ``num_return_sequences``, ``error``). A malformed row gets one
@@ -144,8 +143,8 @@ def generate_dataset(
       the reading tasks while actors hold all CPUs.
     """
     ray = need_ray()
-    block_size = _block_size(batch_size, block_size, output_scores)
-    check_refill_fraction(refill_fraction, output_scores)
+    block_size = _block_size(batch_size, block_size)
+    check_refill_fraction(refill_fraction)
     if batch_retries < 0:
         raise ValueError(f"batch_retries: must be >= 0, got {batch_retries}")
     if model is not None and not (Path(model) / "config.json").is_file():

@@ -3,15 +3,21 @@
 The batch engine (:mod:`ferrogen.engine`) hands the token loop a :class:`Feed`: the prompts
 still waiting, in the order they should run, and a place for every finished row's tokens.
 Waiting prompts are prefilled in groups (``refill_fraction`` of the batch at a time: one
-prefill call per prompt would pay the model's per-call cost each time) and kept in a pool; as
-soon as rows finish, prompts from the pool are written into their places: the model's cache,
-mask and positions (the adapter's ``replace_rows``), the core's per-row state
-(``Decoder.replace_rows``: history, penalties' padding, seeded keys and each row's own step)
-and the next logits (the new row's prefill logits). The rows still running are never moved:
+prefill call per prompt would pay the model's per-call cost each time) and kept in a pool,
+with one core built for the group; as soon as rows finish, prompts from the pool are written
+into their places: the model's cache, mask and positions (the adapter's ``replace_rows``), the
+core's per-row state (``Decoder.replace_rows`` takes the rows of the group's core: history,
+penalties' padding, seeded keys and each row's own step) and the next logits (the new row's
+prefill logits). The rows still running are never moved:
 moving them (gathering them out of the cache, concatenating the new rows in) copied every
 layer's cache at every refill, a fifth of a batch-64 run. A finished row runs one more step
 before its place is taken (its logits are then replaced). Every row goes on exactly as it
 would alone: nothing a row computes reads another row, and each prompt samples with its own seed.
+
+With ``output_scores`` (``return_dict_in_generate``), every running row keeps the log-probability
+of each token it picks under that step's processed scores (what the static loop returns as
+``scores``), computed by the rule :func:`ferrogen.outputs.token_logprobs` applies to a static
+output, so a row's scores are those it has there; nothing is computed without it.
 
 Only the run's tail, when more rows finish than prompts are left, drops rows from the batch.
 Where the cache cannot be refilled (sliding-window layers, SSM/hybrid states, BART's absolute
@@ -32,8 +38,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from ..outputs import chosen_logprobs
 from ..stopping import StopStringCriteria
 from .base import GenerationRequest
+from .running_rows import keep_rows
 
 __all__ = ["Feed", "Waiting", "run_continuous", "why_no_refill"]
 
@@ -61,6 +69,8 @@ class Feed:
     refill_fraction: float
     first: list[Waiting] = field(default_factory=list)
     done: dict[int, tuple[list[int], str]] = field(default_factory=dict)
+    #: With ``output_scores``: each finished row's log-probability of every token in ``done``.
+    scores: dict[int, list[float]] = field(default_factory=dict)
     #: Whether a loop merged rows (the engine then takes no results from generate's output).
     merged: bool = False
     #: Set once the run said why it only shrinks.
@@ -108,19 +118,19 @@ class _Row:
     slot: int
     new: list[int] = field(default_factory=list)
     reason: str = ""
+    scores: list[float] = field(default_factory=list)
 
 
 @dataclass
 class _Pool:
     """Prompts prefilled ahead of the slots they will take: the adapter that holds their cache,
-    their first logits, their padded input (each refill builds its core from its rows), and
-    how many of them already took a slot."""
+    their first logits, their core (built once; each refill takes its rows from it), and how
+    many of them already took a slot."""
 
     group: list[Waiting]
     adapter: Any
     logits: torch.Tensor
-    input_ids: torch.Tensor
-    mask: torch.Tensor
+    core: Any
     taken: int = 0
 
     @property
@@ -132,8 +142,9 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
                    make_core: Callable[[GenerationRequest], Any], on_step: Optional[Callable[[int], None]],
                    on_logits: Optional[Callable[[list[int], torch.Tensor], None]] = None) -> None:
     """Runs the batch, refilling it from ``feed`` until no prompt waits and every row ended;
-    each row's new tokens and finish reason go to ``feed.done``. ``pick`` names the core's
-    step (``step_greedy`` / ``step_sample``), ``make_core`` builds a core for new rows;
+    each row's new tokens and finish reason go to ``feed.done`` (with ``output_scores``, their
+    log-probabilities to ``feed.scores``). ``pick`` names the core's step (``step_greedy`` /
+    ``step_sample``), ``make_core`` builds the core of a prefilled group;
     ``on_logits`` is :attr:`~ferrogen.strategies.running_rows.EngineHooks.on_logits`."""
     feed.merged = True
     adapter: Any = request.adapter  # a merging adapter (why_no_refill checked it)
@@ -141,6 +152,7 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
     rows = [_Row(w.slot) for w in feed.first]
     assert request.config.max_new_tokens is not None  # why_no_refill checked it
     budget = int(request.config.max_new_tokens)
+    keep_scores = request.keep_scores
     stops = [c for c in request.criteria if isinstance(c, StopStringCriteria)]
     others = [c for c in request.criteria if not isinstance(c, StopStringCriteria)]
     pool: Optional[_Pool] = None
@@ -149,31 +161,44 @@ def run_continuous(request: GenerationRequest, core: Any, pick: str, logits: tor
         before = core.unfinished()
         if on_logits is not None:
             on_logits([row.slot for row in rows], next_logits)
-        tokens = getattr(core, pick)(next_logits.numpy())
+        tokens = getattr(core, pick)(next_logits.numpy())  # processes next_logits in place
+        running = np.flatnonzero(before)
+        if keep_scores:
+            _keep_logprobs(rows, running, next_logits, tokens)
         next_logits = None  # not alive during the next forward pass
         if on_step is not None:
             on_step(int(before.sum()))
-        for i in np.flatnonzero(before):
+        for i in running:
             rows[i].new.append(int(tokens[i]))
         _mark(rows, before & ~core.unfinished(), "eos")
         _finish(core, rows, _stop_verdicts(stops, others, rows, request.pad_token_id), budget)
         unfinished = core.unfinished()
         for i in np.flatnonzero(~unfinished):
             feed.done[rows[i].slot] = (rows[i].new, rows[i].reason or "length")
+            if keep_scores:
+                feed.scores[rows[i].slot] = rows[i].scores
         ended = np.flatnonzero(~unfinished)
         refills = min(ended.size, len(feed.waiting) + (pool.left if pool is not None else 0))
         if refills == 0 and ended.size == len(rows):
             return
         if refills < ended.size:  # the run's tail: no prompt will take these rows' slots
-            keep = np.union1d(np.flatnonzero(unfinished), ended[:refills]).astype(np.int64)
-            core.keep_rows(keep)
-            adapter.select_rows(torch.from_numpy(keep))
+            keep = np.union1d(np.flatnonzero(unfinished), ended[:refills])
+            keep_rows(core, adapter, keep)
             adapter.trim_padding()
             rows, tokens = [rows[i] for i in keep], tokens[keep]
             ended = np.flatnonzero(np.isin(keep, ended[:refills]))
         next_logits = adapter.advance(torch.from_numpy(np.ascontiguousarray(tokens)))
         if refills:
             pool = _refill(request, core, adapter, rows, next_logits, ended, pool, feed, make_core)
+
+
+def _keep_logprobs(rows: list[_Row], running: np.ndarray, scores: torch.Tensor, tokens: np.ndarray) -> None:
+    """Appends to each running row the log-probability of the token it picked under ``scores``
+    (this step's processed logits), by the static output's rule (:func:`chosen_logprobs`)."""
+    index = torch.from_numpy(running.astype(np.int64))
+    picked = chosen_logprobs(scores, index, torch.from_numpy(tokens.astype(np.int64))[index]).tolist()
+    for i, value in zip(running, picked):
+        rows[i].scores.append(value)
 
 
 def _refill(request: GenerationRequest, core: Any, adapter: Any, rows: list[_Row], logits: torch.Tensor,
@@ -184,12 +209,12 @@ def _refill(request: GenerationRequest, core: Any, adapter: Any, rows: list[_Row
     prompts whenever the pool runs out; returns the pool for the next refill."""
     while slots.size:
         if pool is None or pool.left == 0:
-            pool = _prefill(request, adapter, feed.take(feed.group_size), feed)
+            pool = _prefill(request, adapter, feed.take(feed.group_size), feed, make_core)
         n = min(int(slots.size), pool.left)
         taken = torch.arange(pool.taken, pool.taken + n)
         into = torch.from_numpy(slots[:n].astype(np.int64))
         adapter.replace_rows(into, pool.adapter, taken)
-        core.replace_rows(into.numpy(), make_core(_rows_request(request, pool, taken)))
+        core.replace_rows(into.numpy(), pool.core, taken.numpy())
         logits[into] = pool.logits[taken]
         for slot, waiting in zip(slots[:n], pool.group[pool.taken : pool.taken + n]):
             rows[slot] = _Row(waiting.slot)
@@ -199,24 +224,19 @@ def _refill(request: GenerationRequest, core: Any, adapter: Any, rows: list[_Row
     return pool
 
 
-def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], feed: Feed) -> _Pool:
+def _prefill(request: GenerationRequest, adapter: Any, group: list[Waiting], feed: Feed,
+             make_core: Callable[[GenerationRequest], Any]) -> _Pool:
     """``group`` prefilled as its own batch, on a shallow copy of the running adapter
-    (``prefill`` replaces every piece of its state)."""
+    (``prefill`` replaces every piece of its state), with its core (its prompts, its seeds)."""
     input_ids, mask = feed.collate([w.ids for w in group])
     fresh = copy.copy(adapter)
     logits = fresh.prefill(input_ids, mask)
-    return _Pool(group, fresh, logits, input_ids, mask)
-
-
-def _rows_request(request: GenerationRequest, pool: _Pool, taken: torch.Tensor) -> GenerationRequest:
-    """The request a core for rows ``taken`` of ``pool`` is built from (their prompts, seeds)."""
-    input_ids, mask = pool.input_ids[taken.to(pool.input_ids.device)], pool.mask[taken.to(pool.mask.device)]
     extras = dict(request.extras)
-    group = pool.group[int(taken[0]) : int(taken[-1]) + 1]
     if group[0].seed is not None:
         extras["row_seeds"] = [w.seed for w in group]
-    return dataclasses.replace(request, adapter=pool.adapter, input_ids=input_ids, attention_mask=mask,
-                               prompt_ids=pool.adapter.decoder_prompt(input_ids).cpu(), extras=extras)
+    own = dataclasses.replace(request, adapter=fresh, input_ids=input_ids, attention_mask=mask,
+                              prompt_ids=fresh.decoder_prompt(input_ids).cpu(), extras=extras)
+    return _Pool(group, fresh, logits, make_core(own))
 
 
 def _stop_verdicts(stops: list[StopStringCriteria], others: list[Any], rows: list[_Row],

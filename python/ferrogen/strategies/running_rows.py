@@ -26,7 +26,7 @@ from .base import GenerationRequest
 if TYPE_CHECKING:
     from .continuous import Feed
 
-__all__ = ["EngineHooks", "RunningRows"]
+__all__ = ["EngineHooks", "RunningRows", "keep_rows"]
 
 # Criteria the loop evaluates row by row, whose verdict for a row does not depend on the others.
 _ROW_WISE_CRITERIA = (MaxTimeCriteria, StopStringCriteria)
@@ -110,8 +110,16 @@ class RunningRows:
         """Drops the running rows that ``unfinished`` (over the running rows) marks finished."""
         if not self.drop or bool(unfinished.all()) or not bool(unfinished.any()):
             return
-        keep = np.flatnonzero(unfinished).astype(np.int64)
-        core.keep_rows(keep)  # type: ignore[attr-defined]
-        adapter.select_rows(torch.from_numpy(keep))  # type: ignore[attr-defined]
+        keep = np.flatnonzero(unfinished)
+        keep_rows(core, adapter, keep)
         self.index = self.index[keep]
         self.dropped = True
+
+
+def keep_rows(core: object, adapter: object, keep: np.ndarray) -> None:
+    """Keeps only the rows ``keep`` (strictly increasing row numbers) of the core and of the
+    model's state (cache, mask, positions), which must stay row for row together: row ``i``
+    afterwards is row ``keep[i]``. Both loops (static and continuous) drop rows with it."""
+    keep = keep.astype(np.int64)
+    core.keep_rows(keep)  # type: ignore[attr-defined]
+    adapter.select_rows(torch.from_numpy(keep))  # type: ignore[attr-defined]

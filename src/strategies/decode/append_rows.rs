@@ -16,39 +16,40 @@ use crate::logits::PipelineConfig;
 use crate::row_status::RowStatus;
 
 impl Decoder {
-    /// Appends the rows of `other` (same settings, apart from the per-row inputs) after the
-    /// rows of `self`: row `n + i` afterwards is `other`'s row `i`. `self` is unchanged
+    /// Appends the rows of `source` (same settings, apart from the per-row inputs) after the
+    /// rows of `self`: row `n + i` afterwards is `source`'s row `i`. `self` is unchanged
     /// when it is an error.
-    pub fn append_rows(&mut self, other: &Decoder) -> Result<()> {
+    pub(super) fn append_rows(&mut self, source: &Decoder) -> Result<()> {
         if let Some(why) = merge_refusal(&self.config) {
             return Err(CoreError::invalid(
-                "other",
+                "source",
                 format!("rows cannot be merged with {why}"),
             ));
         }
-        if self.pad != other.pad || self.eos != other.eos || !same_settings(self, other) {
+        if self.pad != source.pad || self.eos != source.eos || !same_settings(self, source) {
             return Err(CoreError::invalid(
-                "other",
+                "source",
                 "the decoders' settings differ (only per-row inputs may)".to_string(),
             ));
         }
-        let (n, m) = (self.history.n_rows(), other.history.n_rows());
-        let (history, pad_self, pad_other) =
-            self.history.try_merged(&other.history, self.pad, "other")?;
+        let (n, m) = (self.history.n_rows(), source.history.n_rows());
+        let (history, pad_self, pad_source) =
+            self.history
+                .try_merged(&source.history, self.pad, "source")?;
         let mut config = self.config.clone();
         config.prompt_ignore_lengths =
-            merged_lengths(&self.config, n, pad_self, &other.config, m, pad_other);
+            merged_lengths(&self.config, n, pad_self, &source.config, m, pad_source);
         config.encoder_input_ids = merged_rows(
             &self.config.encoder_input_ids,
             n,
-            &other.config.encoder_input_ids,
+            &source.config.encoder_input_ids,
             m,
         );
         config.validate_rows(n + m)?;
         // Each row's own step = merged generated count (0 now) + its count before the merge.
         let step_offsets = own_steps(self)
             .into_iter()
-            .chain(own_steps(other))
+            .chain(own_steps(source))
             .collect();
         let pipeline = config.build_processors(history.prompt_len());
         let warpers = config.build_warpers(1);
@@ -56,9 +57,9 @@ impl Decoder {
         full.extend(&warpers);
         let unfinished = (0..n)
             .map(|r| self.status.is_unfinished(r))
-            .chain((0..m).map(|r| other.status.is_unfinished(r)))
+            .chain((0..m).map(|r| source.status.is_unfinished(r)))
             .collect();
-        self.keys.extend_from_slice(&other.keys);
+        self.keys.extend_from_slice(&source.keys);
         self.history = history;
         self.status = RowStatus::from_unfinished(unfinished);
         self.next.resize(n + m, self.pad);
@@ -244,6 +245,8 @@ mod tests {
         assert!(m
             .append_rows(&Decoder::new(&[2], 1, &min_len, 0).unwrap())
             .is_err());
+        assert!(m.merge_refusal().unwrap().contains("min_new_tokens"));
+        assert_eq!(d.merge_refusal(), None);
         assert_eq!(d.history().n_rows(), 1);
         assert_eq!(d.history().row(0), &[1, 2]);
     }
