@@ -217,9 +217,8 @@ def test_beam_cache_is_transformers_reordered_cache(tiny):
 
 def test_beam_cache_at_max_length_has_transformers_shape(tiny):
     """At max_length every candidate stops, so transformers' last reorder ranks scores tied at -1e9
-    (torch.topk's order); ferrogen keeps the best-ranked candidates' rows
-    (docs/transformers-differences.md). Same cache type, rows and length; every position but the
-    last step's reorder agrees."""
+    in torch.topk's order (its CPU kernel is not stable); ferrogen ranks them in that order too, so
+    the returned cache is transformers' own."""
     model, ids, mask = tiny
     kwargs = dict(max_new_tokens=NEW, return_dict_in_generate=True, num_beams=2, eos_token_id=None)
     got, expected = enabled(model, ids, mask, **kwargs), hf(model, ids, mask, **kwargs)
@@ -227,7 +226,7 @@ def test_beam_cache_at_max_length_has_transformers_shape(tiny):
     assert type(got.cache) is type(expected.cache)
     assert got.cache.get_seq_length() == expected.cache.get_seq_length()
     for a, b in zip(_layers(got.cache), _layers(expected.cache), strict=True):
-        assert a.keys.shape == b.keys.shape and a.values.shape == b.values.shape
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
 
 
 def test_custom_generate_folder_returns_transformers_class(tiny, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@
 //! top-k each step; [`NBest`] is transformers 4.x's `BeamHypotheses` list, which
 //! group beam search keeps (scores in double precision, as Python floats).
 
+use super::torch_order;
 use super::tree::NO_NODE;
 use super::NEG_LARGE;
 use crate::buffers;
@@ -42,6 +43,9 @@ pub(crate) fn empty_slot_score(lowest_finished: f32) -> f32 {
 #[derive(Debug, Clone)]
 pub struct FinishedSlots {
     slots: Vec<Slot>,
+    /// transformers' `beam_scores`, slot by slot (placeholders included): what its merge
+    /// ranks, so [`Self::merge_placed`] can order equal scores as it does.
+    placed: Vec<f32>,
 }
 
 impl FinishedSlots {
@@ -54,6 +58,7 @@ impl FinishedSlots {
         };
         Ok(FinishedSlots {
             slots: buffers::filled("num_beams", num_beams, empty)?,
+            placed: buffers::filled("num_beams", num_beams, NEG_LARGE)?,
         })
     }
 
@@ -101,6 +106,45 @@ impl FinishedSlots {
     /// scores are above -1e9, but below it (`length_penalty <= -10`, a `+inf` score) a
     /// slot can keep its placeholder or a running beam's prefix.
     pub fn merge(&mut self, candidates: &[(f32, bool)]) -> Vec<Source> {
+        let order = self.ranked(candidates);
+        let sources = self.fill(&order);
+        self.placed = self.slots.iter().map(Slot::placeholder).collect();
+        sources
+    }
+
+    /// [`Self::merge`], with equal scores in the order transformers' merge gives them:
+    /// `torch.topk` over its `beam_scores` and `placed` (candidate `j`'s score plus the
+    /// -1e9 penalties transformers adds to those that may not enter), whose CPU kernel is
+    /// not stable ([`torch_order`]). Where transformers' pick is not [`Self::merge`]'s
+    /// (scores near or below -1e9, see there), the merge keeps its own order.
+    pub fn merge_placed(&mut self, candidates: &[(f32, bool)], placed: &[f32]) -> Vec<Source> {
+        let n = self.slots.len();
+        let ranked = self.ranked(candidates);
+        let merged: Vec<f32> = self.placed.iter().chain(placed).copied().collect();
+        let top = torch_order::top_k(&merged, n);
+        let enters = |e: usize| {
+            if e < n {
+                self.slots[e].finished
+            } else {
+                candidates[e - n].1
+            }
+        };
+        let kept = top.iter().take_while(|&&e| enters(e)).count();
+        let same = kept == ranked.len().min(n)
+            && top[kept..].iter().all(|&e| !enters(e))
+            && top.iter().zip(&ranked).all(|(&e, r)| merged[e] == r.0);
+        if !same {
+            return self.merge(candidates);
+        }
+        let order: Vec<(f32, usize)> = top[..kept].iter().map(|&e| (merged[e], e)).collect();
+        let sources = self.fill(&order);
+        self.placed = top.iter().map(|&e| merged[e]).collect();
+        sources
+    }
+
+    /// The finished slots and the candidates that may enter, `(score, position)` (slots
+    /// at `0..n`, candidates after), best first; equal scores in position order.
+    fn ranked(&self, candidates: &[(f32, bool)]) -> Vec<(f32, usize)> {
         let n = self.slots.len();
         let mut order: Vec<(f32, usize)> = self
             .slots
@@ -117,6 +161,13 @@ impl FinishedSlots {
             )
             .collect();
         order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        order
+    }
+
+    /// The slots become `order`'s entries (positions as [`Self::ranked`] gives them), then
+    /// the old empty slots; returns where each came from.
+    fn fill(&mut self, order: &[(f32, usize)]) -> Vec<Source> {
+        let n = self.slots.len();
         let old = self.slots.clone();
         let mut empty = (0..n).filter(|&i| !old[i].finished);
         let mut sources = Vec::with_capacity(n);
@@ -158,6 +209,18 @@ impl FinishedSlots {
 
     pub fn set_node(&mut self, slot: usize, node: u32) {
         self.slots[slot].node = node;
+    }
+}
+
+impl Slot {
+    /// What transformers holds for this slot after a merge it agrees with: the score, or
+    /// its `-1e9` placeholder for an empty slot.
+    fn placeholder(&self) -> f32 {
+        if self.finished {
+            self.score
+        } else {
+            NEG_LARGE
+        }
     }
 }
 
@@ -220,6 +283,23 @@ impl NBest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placed_merge_orders_equal_scores_as_torch_topk() {
+        // four finished candidates tied at -1, four running ones at transformers' -2e9:
+        // torch.topk([-1e9 x4, -1 x4, -2e9 x4], 4) gives [6, 4, 5, 7] (printed by torch 2.x)
+        let cands = [(-1.0, true); 4]
+            .into_iter()
+            .chain([(-1.0, false); 4])
+            .collect::<Vec<_>>();
+        let placed = [-1.0, -1.0, -1.0, -1.0, -2e9, -2e9, -2e9, -2e9];
+        let mut s = FinishedSlots::new(4).unwrap();
+        let got = s.merge_placed(&cands, &placed);
+        let want = [2, 0, 1, 3].map(Source::Candidate);
+        assert_eq!(got, want);
+        let mut s = FinishedSlots::new(4).unwrap();
+        assert_eq!(s.merge(&cands), [0, 1, 2, 3].map(Source::Candidate));
+    }
 
     #[test]
     fn slots_merge_keeps_best_and_marks_finished() {

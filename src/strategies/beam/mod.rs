@@ -26,6 +26,7 @@ mod search;
 mod select;
 mod settings;
 mod torch_noise;
+mod torch_order;
 mod tree;
 
 pub use constrained::ConstrainedBeamSearch;

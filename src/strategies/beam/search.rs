@@ -17,6 +17,7 @@ use super::select::{
 };
 use super::settings::{BeamSettings, EarlyStopping};
 use super::torch_noise::{TorchExponential, MAX_DRAW};
+use super::torch_order;
 use super::tree::{BeamTree, EndReason, Node, NO_NODE};
 use super::NEG_LARGE;
 use crate::buffers;
@@ -621,7 +622,7 @@ impl BeamSearch {
         let cands: Vec<Candidate> = self.candidates[b * k..(b + 1) * k].to_vec();
         let ends = &ends[b * k..(b + 1) * k];
         let mut node_of = vec![NO_NODE; k];
-        let (penalised, order) = rank_running(&cands, ends);
+        let (penalised, order) = rank_running(&cands, ends, beams);
         // finished slots: only the top `num_beams` candidates may enter, and only while useful
         let full =
             self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
@@ -637,7 +638,17 @@ impl BeamSearch {
                 (score, finished && open && !full && possible)
             })
             .collect();
-        let sources = self.slots[b].merge(&merge);
+        // transformers' merge values: the score, -1e9 added for each reason not to enter
+        let sink = |no: bool| if no { NEG_LARGE } else { -0.0 };
+        let placed: Vec<f32> = merge
+            .iter()
+            .zip(ends)
+            .enumerate()
+            .map(|(r, (m, e))| {
+                m.0 + sink(full) + sink(!open) + sink(*e == EndReason::Running || r >= beams)
+            })
+            .collect();
+        let sources = self.slots[b].merge_placed(&merge, &placed);
         for (slot, src) in sources.into_iter().enumerate() {
             if let Source::Candidate(r) = src {
                 let id = self.node_for(&mut node_of, &cands, r, b);
@@ -873,8 +884,9 @@ impl BeamCore for BeamSearch {
 }
 
 /// One item's candidates ranked for the running beams: each score with stopped ones sunk
-/// by -1e9, and the order (not stopped first, then by that score, then by rank).
-fn rank_running(cands: &[Candidate], ends: &[EndReason]) -> (Vec<f32>, Vec<usize>) {
+/// by -1e9, and the `beams` chosen, in order. As transformers: `torch.topk` of those
+/// scores, with torch's order among equal ones (see [`torch_order`]).
+fn rank_running(cands: &[Candidate], ends: &[EndReason], beams: usize) -> (Vec<f32>, Vec<usize>) {
     // running beams: the best candidates that did not stop (stopped ones sink by -1e9)
     let penalised: Vec<f32> = cands
         .iter()
@@ -888,15 +900,21 @@ fn rank_running(cands: &[Candidate], ends: &[EndReason]) -> (Vec<f32>, Vec<usize
                 }
         })
         .collect();
+    let stopped = |r: usize| ends[r] != EndReason::Running;
+    let chosen = torch_order::top_k(&penalised, beams);
+    let running = (0..cands.len()).filter(|&r| !stopped(r)).count();
+    if chosen.iter().filter(|&&r| !stopped(r)).count() == running.min(beams) {
+        return (penalised, chosen);
+    }
     // ranked by stopping first: with scores near or beyond -1e9 (a +inf score, a
     // -1e9 penalty of no use) the penalty alone would let a finished one continue
-    let stopped = |r: usize| ends[r] != EndReason::Running;
     let mut order: Vec<usize> = (0..cands.len()).collect();
     order.sort_by(|&x, &y| {
         (stopped(x).cmp(&stopped(y)))
             .then(penalised[y].total_cmp(&penalised[x]))
             .then(x.cmp(&y))
     });
+    order.truncate(beams);
     (penalised, order)
 }
 

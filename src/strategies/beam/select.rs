@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::fastmath::exp_f32;
+use super::torch_order;
 use crate::logits::math::multiversion;
 
 /// Log-softmax of every row in place, as `torch.log_softmax` computes it:
@@ -333,14 +334,18 @@ pub fn sample_k_into<F: FnMut(usize) -> f32>(
         }
         top.push(key, i);
     }
-    let mut picked: Vec<(f32, usize)> = top.items().iter().map(|&(_, i)| (scratch[i], i)).collect();
-    // by accumulated score, best first; the race order breaks ties
-    picked.sort_by(|a, b| {
-        nan_low(b.0)
-            .partial_cmp(&nan_low(a.0))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    picked
+    let picked: Vec<(f32, usize)> = top.items().iter().map(|&(_, i)| (scratch[i], i)).collect();
+    by_score(picked)
+}
+
+/// The race's winners (in race order) sorted by accumulated score, best first, as
+/// transformers sorts `torch.multinomial`'s draws: torch's order among equal scores.
+fn by_score(picked: Vec<(f32, usize)>) -> Vec<(f32, usize)> {
+    let keys: Vec<f32> = picked.iter().map(|p| nan_low(p.0)).collect();
+    torch_order::sort_descending(&keys)
+        .into_iter()
+        .map(|i| picked[i])
+        .collect()
 }
 
 /// The entries of one row that are not -inf after the warpers: indices in increasing
@@ -423,17 +428,12 @@ pub fn sample_k_sparse<F: FnMut(usize) -> f32>(
     if positive < top.k {
         return None;
     }
-    let mut picked: Vec<(f32, usize)> = top
+    let picked: Vec<(f32, usize)> = top
         .items()
         .iter()
         .map(|&(_, f)| (cands[f / vocab].value_of(f % vocab) + offsets[f / vocab], f))
         .collect();
-    picked.sort_by(|a, b| {
-        nan_low(b.0)
-            .partial_cmp(&nan_low(a.0))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    Some(picked)
+    Some(by_score(picked))
 }
 
 #[cfg(test)]
