@@ -658,9 +658,18 @@ impl BeamSearch {
                 self.slots[b].set_node(slot, id);
             }
         }
+        // When every candidate stopped (max length, say), the running rows are transformers'
+        // -1e9 placeholders, chosen among equal scores in torch's order: the item is done after
+        // this step, so they are no hypotheses the search kept and get no node of their own (a
+        // finished one keeps its node); else the drawing would show arbitrary stopped ones.
+        let all_stopped = ends.iter().all(|e| *e != EndReason::Running);
         for (j, &r) in order.iter().take(beams).enumerate() {
             let row = b * beams + j;
-            new_nodes[row] = self.node_for(&mut node_of, &cands, r, b);
+            new_nodes[row] = if all_stopped {
+                node_of[r]
+            } else {
+                self.node_for(&mut node_of, &cands, r, b)
+            };
             new_scores[row] = penalised[r];
             self.choice.tokens[row] = cands[r].token;
             self.choice.parents[row] = cands[r].parent_row as i64;
