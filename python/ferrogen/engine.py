@@ -126,7 +126,7 @@ def generate_tokenized(
     alone = config.do_sample and _one_at_a_time(config)
     order = list(range(len(prompts))) if static else length_order([len(i) for i in ids])
     progress = EngineProgress(len(prompts))
-    if continuous and not static and refillable(config):
+    if runs_continuous(config, static=static, continuous=continuous):
         return run_continuous_texts(generator, prompts, ids, order, per_prompt, batch_size, refill_fraction,
                                     progress, on_progress, kwargs)
 
@@ -163,6 +163,12 @@ def _config_of(model: Any, kwargs: dict[str, Any]) -> GenerationConfig:
     names = {f.name for f in fields(GenerationConfig)}
     overrides = {k: v for k, v in kwargs.items() if k in names}
     return _resolve_config(model, kwargs.get("generation_config"), overrides)
+
+
+def runs_continuous(config: GenerationConfig, *, static: bool = False, continuous: bool = True) -> bool:
+    """Whether :func:`generate_tokenized` runs ``config`` through the continuous loop (the one
+    path that keeps per-token scores with ``output_scores``): asked for, and refillable."""
+    return continuous and not static and refillable(config)
 
 
 def refillable(config: GenerationConfig) -> bool:

@@ -195,10 +195,10 @@ class BatchGenerator:
     def _engine_scores(self, config: GenerationConfig) -> bool:
         """Whether the engine returns this group's per-token scores: its continuous path does
         (greedy search and sampling, one sequence per prompt: refilled, or shrink-only calls)."""
-        from ..engine import refillable
+        from ..engine import runs_continuous
 
         options = self.engine_options
-        return refillable(config) and not options.get("static", False) and options.get("continuous", True)
+        return runs_continuous(config, static=options.get("static", False), continuous=options.get("continuous", True))
 
     def _run_engine(self, config: GenerationConfig, prompts: list[str], ids: list[list[int]],
                     seeds: list[Optional[int]], size: int) -> Results:
