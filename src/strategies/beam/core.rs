@@ -2,7 +2,7 @@
 //! token and parent row of every beam), the hypothesis tree, streaming of the settled prefix,
 //! and how a search ends. The bindings wrap the three searches through this trait once.
 
-use super::{BeamTree, Finalized};
+use super::{BeamTree, Finalized, NodeRef};
 
 /// The next token and the parent row of every running beam after the last complete step.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +61,7 @@ pub trait BeamCore {
     fn stop(&mut self, code: u8);
     /// Nodes whose common prefix is settled for batch item `b`: the best finished
     /// hypothesis and the running beams of an item still searching.
-    fn settled_candidates(&self, b: usize) -> Vec<u32>;
+    fn settled_candidates(&self, b: usize) -> Vec<NodeRef>;
     /// Per batch item, how many tokens were already returned as settled.
     fn streamed_mut(&mut self) -> &mut [usize];
     /// The best `num_return_sequences` hypotheses of every batch item.

@@ -8,15 +8,15 @@
 
 use super::core::{BeamCore, StepChoice};
 use super::diversity::{penalize_group, token_counts};
-use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
+use super::nbest::NBest;
 use super::output::{assemble, Finalized, Pick};
 use super::select::{
     check_picked, log_softmax_rows, log_softmax_shifts, shift_is_certain, top_k_into,
     top_k_log_softmax_into, TopK,
 };
 use super::settings::BeamSettings;
-use super::tree::{BeamTree, EndReason, Node, NO_NODE};
+use super::tree::{BeamTree, EndReason, Node, NodeRef, NO_NODE};
 use super::NEG_LARGE;
 use crate::buffers;
 use crate::error::{CoreError, Result};
@@ -486,7 +486,7 @@ impl BeamCore for GroupBeamSearch {
         self.stop_code = code.max(1);
     }
 
-    fn settled_candidates(&self, b: usize) -> Vec<u32> {
+    fn settled_candidates(&self, b: usize) -> Vec<NodeRef> {
         let mut set = Vec::new();
         let best = (0..self.groups)
             .flat_map(|g| self.hyps[b * self.groups + g].beams().iter().copied())
@@ -498,7 +498,7 @@ impl BeamCore for GroupBeamSearch {
             let first = b * self.beams + g * self.group_size;
             set.extend_from_slice(&self.running_nodes[first..first + self.group_size]);
         }
-        set
+        set.into_iter().map(NodeRef::Made).collect()
     }
 
     /// Adds the running beams of unfinished groups as hypotheses, then returns the

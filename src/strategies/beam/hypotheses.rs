@@ -1,17 +1,12 @@
-//! Finished hypotheses of one batch item (or one group of it).
-//!
-//! [`FinishedSlots`] is transformers 5.x's fixed array of `num_beams` slots merged by
-//! top-k each step; [`NBest`] is transformers 4.x's `BeamHypotheses` list, which
-//! group beam search keeps (scores in double precision, as Python floats).
+//! Finished hypotheses of one batch item: [`FinishedSlots`], transformers 5.x's fixed
+//! array of `num_beams` slots merged by top-k each step (4.x's n-best list, which group
+//! and constrained beam search keep, is `super::nbest`).
 
 use super::torch_order;
 use super::tree::NO_NODE;
 use super::NEG_LARGE;
 use crate::buffers;
 use crate::error::Result;
-
-/// Most entries allocated up front for a list whose bound comes from the caller.
-const PREALLOCATED: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slot {
@@ -26,6 +21,36 @@ pub struct Slot {
 pub enum Source {
     Kept(usize),
     Candidate(usize),
+}
+
+/// A candidate offered to the finished slots. Whether it may enter and the value
+/// transformers' merge ranks it by both come from these fields (one rule, two readings).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Offer {
+    /// Length-normalised score.
+    pub score: f32,
+    /// transformers' reasons to keep it out, each adding -1e9 to its merge value, in the
+    /// order it adds them: the item's slots are full (`early_stopping=True`), the item
+    /// can no longer improve, it did not finish among the top `num_beams` candidates.
+    pub barred: [bool; 3],
+    /// ferrogen's own condition: its sum of log-probabilities is above -inf (transformers
+    /// would merge it at -inf).
+    pub possible: bool,
+}
+
+impl Offer {
+    /// Whether it takes a slot (if its score ranks among the best `num_beams`).
+    pub fn may_enter(&self) -> bool {
+        self.possible && !self.barred.contains(&true)
+    }
+
+    /// transformers' merge value: the score plus `reason × -1e9` per reason, each a torch
+    /// float addition (`0 × -1e9` is `-0.0`, which leaves every score as it is).
+    pub fn placed(&self) -> f32 {
+        self.barred
+            .iter()
+            .fold(self.score, |v, &no| v + if no { NEG_LARGE } else { -0.0 })
+    }
 }
 
 /// Score an empty slot reports, given the lowest finished score of its item (`+inf`
@@ -112,29 +137,44 @@ impl FinishedSlots {
         sources
     }
 
-    /// [`Self::merge`], with equal scores in the order transformers' merge gives them:
-    /// `torch.topk` over its `beam_scores` and `placed` (candidate `j`'s score plus the
-    /// -1e9 penalties transformers adds to those that may not enter), whose CPU kernel is
-    /// not stable ([`torch_order`]). Where transformers' pick is not [`Self::merge`]'s
-    /// (scores near or below -1e9, see there), the merge keeps its own order.
-    pub fn merge_placed(&mut self, candidates: &[(f32, bool)], placed: &[f32]) -> Vec<Source> {
+    /// [`Self::merge`] of `offers`, with equal scores in the order transformers' merge gives
+    /// them: `torch.topk` over its `beam_scores` (`self.placed`) and each offer's
+    /// [`Offer::placed`] value, whose CPU kernel is not stable ([`torch_order`]).
+    ///
+    /// One ranking, torch's, wherever it keeps what [`Self::merge`] keeps: its top `n` must
+    /// open with every entry that may enter (all of them, or `n`), and those hold no NaN.
+    /// Then the two pick the same scores in the same places: an entry that may enter is
+    /// placed at exactly its score (no -1e9 added; a finished slot's `placed` is its score),
+    /// so both take the largest of the same values, best first; only the order among equal
+    /// scores differs, and that is torch's. Where torch's pick differs, transformers'
+    /// placeholder arithmetic keeps what ferrogen deliberately does not (a finished score
+    /// near or below -1e9 with `length_penalty <= -10` loses to a running candidate's
+    /// `score - 1e9` or an empty slot's -1e9; a `+inf` running score stays `+inf` after
+    /// its -1e9; docs/transformers-differences.md), and [`Self::merge`] decides instead
+    /// (`fallback_where_torch_keeps_a_running_candidate`). A NaN compares unequal to
+    /// itself, so the old check of the two rankings against each other fell back there too.
+    pub fn merge_placed(&mut self, offers: &[Offer]) -> Vec<Source> {
         let n = self.slots.len();
-        let ranked = self.ranked(candidates);
-        let merged: Vec<f32> = self.placed.iter().chain(placed).copied().collect();
-        let top = torch_order::top_k(&merged, n);
+        let merged: Vec<f32> = self
+            .placed
+            .iter()
+            .copied()
+            .chain(offers.iter().map(Offer::placed))
+            .collect();
         let enters = |e: usize| {
             if e < n {
                 self.slots[e].finished
             } else {
-                candidates[e - n].1
+                offers[e - n].may_enter()
             }
         };
+        let top = torch_order::top_k(&merged, n);
         let kept = top.iter().take_while(|&&e| enters(e)).count();
-        let same = kept == ranked.len().min(n)
-            && top[kept..].iter().all(|&e| !enters(e))
-            && top.iter().zip(&ranked).all(|(&e, r)| merged[e] == r.0);
-        if !same {
-            return self.merge(candidates);
+        let entering = (0..merged.len()).filter(|&e| enters(e)).count();
+        if kept != entering.min(n) || top[..kept].iter().any(|&e| merged[e].is_nan()) {
+            let candidates: Vec<(f32, bool)> =
+                offers.iter().map(|o| (o.score, o.may_enter())).collect();
+            return self.merge(&candidates);
         }
         let order: Vec<(f32, usize)> = top[..kept].iter().map(|&e| (merged[e], e)).collect();
         let sources = self.fill(&order);
@@ -224,81 +264,113 @@ impl Slot {
     }
 }
 
-/// transformers 4.x `BeamHypotheses`: the `capacity` best finished hypotheses in
-/// insertion order, the worst one replaced when a better one arrives.
-#[derive(Debug, Clone)]
-pub struct NBest {
-    capacity: usize,
-    beams: Vec<(f64, u32)>,
-    worst: f64,
-}
-
-impl NBest {
-    pub fn new(capacity: usize) -> Self {
-        NBest {
-            capacity,
-            // Grows past this only with hypotheses actually added.
-            beams: Vec::with_capacity(capacity.saturating_add(1).min(PREALLOCATED)),
-            worst: 1e9,
-        }
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.beams.len() >= self.capacity
-    }
-
-    pub fn worst_score(&self) -> f64 {
-        self.worst
-    }
-
-    /// `(score, node)` in insertion order (with removals).
-    pub fn beams(&self) -> &[(f64, u32)] {
-        &self.beams
-    }
-
-    /// Whether a hypothesis with this score would be kept.
-    pub fn accepts(&self, score: f64) -> bool {
-        self.beams.len() < self.capacity || score > self.worst
-    }
-
-    /// Adds a hypothesis (if [`Self::accepts`] it); returns the node it evicted, if any.
-    pub fn add(&mut self, score: f64, node: u32) -> Option<u32> {
-        if !self.accepts(score) {
-            return None;
-        }
-        self.beams.push((score, node));
-        if self.beams.len() > self.capacity {
-            let mut ranked: Vec<(f64, usize)> = self.beams.iter().map(|b| b.0).zip(0..).collect();
-            ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            let evicted = self.beams.remove(ranked[0].1).1;
-            self.worst = ranked[1].0;
-            Some(evicted)
-        } else {
-            self.worst = self.worst.min(score);
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An offer that may enter (`barred` none, possible) or one held out as running
+    /// among the top `num_beams`, as `commit_item` makes them.
+    fn offer(score: f32, finished: bool) -> Offer {
+        Offer {
+            score,
+            barred: [false, false, !finished],
+            possible: true,
+        }
+    }
+
     #[test]
     fn placed_merge_orders_equal_scores_as_torch_topk() {
-        // four finished candidates tied at -1, four running ones at transformers' -2e9:
-        // torch.topk([-1e9 x4, -1 x4, -2e9 x4], 4) gives [6, 4, 5, 7] (printed by torch 2.x)
-        let cands = [(-1.0, true); 4]
+        // four finished candidates tied at -1, four running ones at -1 - 1e9 (-1e9 in
+        // float32): torch.topk([-1e9 x4, -1 x4, -1e9 x4], 4) gives [6, 5, 4, 7] (printed by
+        // torch 2.x; with -2e9 in the last four it gives [6, 4, 5, 7])
+        let offers: Vec<Offer> = [true; 4]
             .into_iter()
-            .chain([(-1.0, false); 4])
-            .collect::<Vec<_>>();
-        let placed = [-1.0, -1.0, -1.0, -1.0, -2e9, -2e9, -2e9, -2e9];
+            .chain([false; 4])
+            .map(|f| offer(-1.0, f))
+            .collect();
+        assert_eq!(offers[4].placed(), -1.0e9 - 1.0);
         let mut s = FinishedSlots::new(4).unwrap();
-        let got = s.merge_placed(&cands, &placed);
-        let want = [2, 0, 1, 3].map(Source::Candidate);
+        let got = s.merge_placed(&offers);
+        let want = [2, 1, 0, 3].map(Source::Candidate);
         assert_eq!(got, want);
+        let cands: Vec<(f32, bool)> = offers.iter().map(|o| (o.score, o.may_enter())).collect();
         let mut s = FinishedSlots::new(4).unwrap();
         assert_eq!(s.merge(&cands), [0, 1, 2, 3].map(Source::Candidate));
+    }
+
+    /// The case the fallback is for: a finished score below -1e9 (`length_penalty <= -10`)
+    /// ranks under a running candidate's `score - 1e9` in transformers' merge, which would
+    /// keep the running one (docs/transformers-differences.md); only the finished one enters.
+    #[test]
+    fn fallback_where_torch_keeps_a_running_candidate() {
+        let offers = [offer(-0.5, false), offer(-5.0e9, true)];
+        assert!(offers[0].placed() > offers[1].placed());
+        let mut s = FinishedSlots::new(1).unwrap();
+        assert_eq!(s.merge_placed(&offers), vec![Source::Candidate(1)]);
+        assert_eq!(s.slots()[0].score, -5.0e9);
+        // and `+inf` running: +inf - 1e9 is +inf, above every finished score
+        let offers = [offer(f32::INFINITY, false), offer(-2.0, true)];
+        let mut s = FinishedSlots::new(2).unwrap();
+        assert_eq!(s.merge_placed(&offers)[0], Source::Candidate(1));
+        assert!(s.slots()[0].finished && !s.slots()[1].finished);
+    }
+
+    /// The merge as it was before it ranked once: torch's top-k and [`FinishedSlots::ranked`]
+    /// both, compared, falling back to [`FinishedSlots::merge`] where they part.
+    fn merge_placed_ranking_twice(s: &mut FinishedSlots, offers: &[Offer]) -> Vec<Source> {
+        let candidates: Vec<(f32, bool)> =
+            offers.iter().map(|o| (o.score, o.may_enter())).collect();
+        let placed: Vec<f32> = offers.iter().map(Offer::placed).collect();
+        let n = s.slots.len();
+        let ranked = s.ranked(&candidates);
+        let merged: Vec<f32> = s.placed.iter().chain(&placed).copied().collect();
+        let top = torch_order::top_k(&merged, n);
+        let enters = |e: usize| {
+            if e < n {
+                s.slots[e].finished
+            } else {
+                candidates[e - n].1
+            }
+        };
+        let kept = top.iter().take_while(|&&e| enters(e)).count();
+        let same = kept == ranked.len().min(n)
+            && top[kept..].iter().all(|&e| !enters(e))
+            && top.iter().zip(&ranked).all(|(&e, r)| merged[e] == r.0);
+        if !same {
+            return s.merge(&candidates);
+        }
+        let order: Vec<(f32, usize)> = top[..kept].iter().map(|&e| (merged[e], e)).collect();
+        let sources = s.fill(&order);
+        s.placed = top.iter().map(|&e| merged[e]).collect();
+        sources
+    }
+
+    proptest::proptest! {
+        /// Ranking once gives what ranking twice gave, step after step (the slots carry
+        /// over), with ties, signed zeros, infinities, NaN, scores near -1e9 and every
+        /// reason to keep an offer out.
+        #[test]
+        fn ranking_once_is_ranking_twice(
+            beams in 1usize..6,
+            steps in proptest::collection::vec(
+                proptest::collection::vec((0usize..12, proptest::bits::u8::ANY), 1..14), 1..6),
+        ) {
+            let values = [-1.0f32, -1.0, -2.0, 0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY,
+                          f32::NAN, -1.0e9, -5.0e9, -3.0, -0.5];
+            let (mut once, mut twice) = (FinishedSlots::new(beams).unwrap(), FinishedSlots::new(beams).unwrap());
+            for step in steps {
+                let offers: Vec<Offer> = step.iter().map(|&(v, bits)| Offer {
+                    score: values[v],
+                    barred: [bits & 1 != 0 && bits & 8 != 0, bits & 2 != 0 && bits & 16 != 0, bits & 4 != 0],
+                    possible: bits & 32 == 0 || bits & 64 == 0,
+                }).collect();
+                let (a, b) = (once.merge_placed(&offers), merge_placed_ranking_twice(&mut twice, &offers));
+                proptest::prop_assert_eq!(a, b);
+                let bits = |s: &FinishedSlots| s.slots.iter().map(|x| (x.score.to_bits(), x.finished))
+                    .chain(s.placed.iter().map(|p| (p.to_bits(), true))).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(bits(&once), bits(&twice));
+            }
+        }
     }
 
     #[test]
@@ -369,17 +441,5 @@ mod tests {
         s.merge(&[(-1.0, true)]);
         assert_eq!(best_first(&s), vec![-1.0, -2.0, f32::MIN]);
         assert!(s.all_finished());
-    }
-
-    #[test]
-    fn nbest_replaces_worst() {
-        let mut h = NBest::new(2);
-        assert_eq!(h.add(-2.0, 1), None);
-        assert_eq!(h.add(-1.0, 2), None);
-        assert_eq!(h.worst_score(), -2.0);
-        assert!(!h.accepts(-3.0));
-        assert_eq!(h.add(-1.5, 3), Some(1));
-        assert_eq!(h.beams(), &[(-1.0, 2), (-1.5, 3)]);
-        assert_eq!(h.worst_score(), -1.5);
     }
 }

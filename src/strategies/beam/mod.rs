@@ -20,6 +20,7 @@ mod fastmath;
 mod group;
 mod hypotheses;
 mod length;
+mod nbest;
 mod noise;
 mod output;
 mod search;
@@ -39,7 +40,7 @@ pub use search::{BeamSearch, Candidate};
 pub use select::{log_softmax_rows, log_softmax_shifts, top_k_into, TopK};
 pub use settings::{BeamSettings, EarlyStopping, SampleSettings};
 pub use torch_noise::{TorchExponential, TORCH_STATE_BYTES};
-pub use tree::{BeamTree, EndReason, Node, NO_NODE};
+pub use tree::{BeamTree, EndReason, Node, NodeRef, NO_NODE};
 
 /// Score given to beams that must not be chosen (transformers' `-1e9`).
 pub(crate) const NEG_LARGE: f32 = -1.0e9;

@@ -7,7 +7,7 @@
 //! finished slots (scored with the length penalty).
 
 use super::core::{BeamCore, StepChoice};
-use super::hypotheses::{FinishedSlots, Source};
+use super::hypotheses::{FinishedSlots, Offer, Source};
 use super::length::{best_hypothetical_len, normalized_score};
 use super::noise::exponential;
 use super::output::{assemble, Finalized, Pick};
@@ -18,7 +18,7 @@ use super::select::{
 use super::settings::{BeamSettings, EarlyStopping};
 use super::torch_noise::{TorchExponential, MAX_DRAW};
 use super::torch_order;
-use super::tree::{BeamTree, EndReason, Node, NO_NODE};
+use super::tree::{BeamTree, EndReason, Node, NodeRef, NO_NODE};
 use super::NEG_LARGE;
 use crate::buffers;
 use crate::error::{CoreError, Result};
@@ -58,7 +58,8 @@ pub struct BeamSearch {
     dense_noise: Vec<f32>,
     noise_words: Vec<u32>,
     running_scores: Vec<f32>,
-    running_nodes: Vec<u32>,
+    /// Each row's node: deferred for a placeholder row ([`Self::running_node`]).
+    running_nodes: Vec<NodeRef>,
     slots: Vec<FinishedSlots>,
     /// Per batch item: can a running beam still beat the finished ones?
     open: Vec<bool>,
@@ -208,7 +209,7 @@ impl BeamSearch {
             dense_noise: Vec::new(),
             noise_words: Vec::new(),
             running_scores,
-            running_nodes: buffers::filled("num_beams", rows, NO_NODE)?,
+            running_nodes: buffers::filled("num_beams", rows, NodeRef::ROOT)?,
             slots: (0..batch)
                 .map(|_| FinishedSlots::new(beams))
                 .collect::<Result<_>>()?,
@@ -570,7 +571,7 @@ impl BeamSearch {
         self.proposed = false;
         let ends = self.end_reasons(extra_hits);
         let mut new_scores = vec![0.0f32; self.beams * self.batch];
-        let mut new_nodes = vec![NO_NODE; self.beams * self.batch];
+        let mut new_nodes = vec![NodeRef::ROOT; self.beams * self.batch];
         for b in 0..self.batch {
             self.commit_item(b, &ends, &mut new_scores, &mut new_nodes);
         }
@@ -615,7 +616,7 @@ impl BeamSearch {
         b: usize,
         ends: &[EndReason],
         new_scores: &mut [f32],
-        new_nodes: &mut [u32],
+        new_nodes: &mut [NodeRef],
     ) {
         let (beams, k) = (self.beams, self.k);
         let generated = self.history.len() + 1 - self.prompt_len;
@@ -627,49 +628,29 @@ impl BeamSearch {
         let full =
             self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
         let open = self.open[b];
-        let merge: Vec<(f32, bool)> = cands
+        let offers: Vec<Offer> = cands
             .iter()
             .zip(ends)
             .enumerate()
-            .map(|(r, (c, e))| {
-                let finished = *e != EndReason::Running && r < beams;
-                let score = normalized_score(c.score, generated, self.s.length_penalty);
-                let possible = c.score > f32::NEG_INFINITY;
-                (score, finished && open && !full && possible)
+            .map(|(r, (c, e))| Offer {
+                score: normalized_score(c.score, generated, self.s.length_penalty),
+                barred: [full, !open, *e == EndReason::Running || r >= beams],
+                possible: c.score > f32::NEG_INFINITY,
             })
             .collect();
-        // transformers' merge values: the score, -1e9 added for each reason not to enter
-        let sink = |no: bool| if no { NEG_LARGE } else { -0.0 };
-        let placed: Vec<f32> = merge
-            .iter()
-            .zip(ends)
-            .enumerate()
-            .map(|(r, (m, e))| {
-                m.0 + sink(full) + sink(!open) + sink(*e == EndReason::Running || r >= beams)
-            })
-            .collect();
-        let sources = self.slots[b].merge_placed(&merge, &placed);
+        let sources = self.slots[b].merge_placed(&offers);
         for (slot, src) in sources.into_iter().enumerate() {
             if let Source::Candidate(r) = src {
                 let id = self.node_for(&mut node_of, &cands, r, b);
                 let n = self.tree.get_mut(id);
                 n.end = ends[r];
-                n.final_score = merge[r].0;
+                n.final_score = offers[r].score;
                 self.slots[b].set_node(slot, id);
             }
         }
-        // When every candidate stopped (max length, say), the running rows are transformers'
-        // -1e9 placeholders, chosen among equal scores in torch's order: the item is done after
-        // this step, so they are no hypotheses the search kept and get no node of their own (a
-        // finished one keeps its node); else the drawing would show arbitrary stopped ones.
-        let all_stopped = ends.iter().all(|e| *e != EndReason::Running);
         for (j, &r) in order.iter().take(beams).enumerate() {
             let row = b * beams + j;
-            new_nodes[row] = if all_stopped {
-                node_of[r]
-            } else {
-                self.node_for(&mut node_of, &cands, r, b)
-            };
+            new_nodes[row] = self.running_node(&mut node_of, &cands, ends[r], r, b);
             new_scores[row] = penalised[r];
             self.choice.tokens[row] = cands[r].token;
             self.choice.parents[row] = cands[r].parent_row as i64;
@@ -790,22 +771,63 @@ impl BeamSearch {
                 && self.slots[b].all_finished())
     }
 
+    /// Candidate `r`'s node (recorded once per step: as a finished hypothesis and a row).
     fn node_for(&mut self, node_of: &mut [u32], cands: &[Candidate], r: usize, b: usize) -> u32 {
         if node_of[r] == NO_NODE {
             let c = cands[r];
-            node_of[r] = self.tree.push(Node {
-                parent: self.running_nodes[c.parent_row],
-                token: c.token,
-                parent_row: c.parent_row as u32,
-                batch: b as u32,
-                group: 0,
-                step: (self.history.len() - self.prompt_len) as u32,
-                score: c.score,
-                final_score: f32::NAN,
-                end: EndReason::Running,
-            });
+            let node = self.new_node(c, b);
+            node_of[r] = self.tree.push_under(self.running_nodes[c.parent_row], node);
         }
         node_of[r]
+    }
+
+    /// The node of a row continuing with candidate `r`, which ended with `end`. A row
+    /// filled with a stopped candidate (transformers' -1e9 placeholder: fewer than
+    /// `num_beams` candidates still run) or extending one is no hypothesis the search kept:
+    /// its node is deferred, made only if a descendant enters the finished slots (a
+    /// finished candidate keeps its own node). The other rows' nodes are made now, pruned
+    /// or not (a pruned branch is part of the tree's picture).
+    fn running_node(
+        &mut self,
+        node_of: &mut [u32],
+        cands: &[Candidate],
+        end: EndReason,
+        r: usize,
+        b: usize,
+    ) -> NodeRef {
+        let c = cands[r];
+        if end == EndReason::Running && !self.placeholder(c.parent_row) {
+            NodeRef::Made(self.node_for(node_of, cands, r, b))
+        } else if node_of[r] != NO_NODE {
+            NodeRef::Made(node_of[r])
+        } else {
+            let node = self.new_node(c, b);
+            self.tree.defer(self.running_nodes[c.parent_row], node)
+        }
+    }
+
+    /// Whether `row` holds a placeholder (see [`Self::running_node`]): its node is deferred,
+    /// or it is a finished hypothesis's.
+    fn placeholder(&self, row: usize) -> bool {
+        match self.running_nodes[row] {
+            NodeRef::Deferred(_) => true,
+            NodeRef::Made(id) => id != NO_NODE && self.tree.get(id).end != EndReason::Running,
+        }
+    }
+
+    /// Candidate `c` of batch item `b` as a node of this step (its parent set when recorded).
+    fn new_node(&self, c: Candidate, b: usize) -> Node {
+        Node {
+            parent: NO_NODE,
+            token: c.token,
+            parent_row: c.parent_row as u32,
+            batch: b as u32,
+            group: 0,
+            step: (self.history.len() - self.prompt_len) as u32,
+            score: c.score,
+            final_score: f32::NAN,
+            end: EndReason::Running,
+        }
     }
 
     /// transformers' `_check_early_stop_heuristic` and `_beam_search_has_unfinished_sequences`.
@@ -849,11 +871,11 @@ impl BeamCore for BeamSearch {
         self.done = true;
     }
 
-    fn settled_candidates(&self, b: usize) -> Vec<u32> {
-        let mut set: Vec<u32> = Vec::with_capacity(self.beams + 1);
+    fn settled_candidates(&self, b: usize) -> Vec<NodeRef> {
+        let mut set = Vec::with_capacity(self.beams + 1);
         let best = self.slots[b].slots()[0];
         if best.finished {
-            set.push(best.node);
+            set.push(NodeRef::Made(best.node));
         }
         if self.searching(b) {
             set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
@@ -877,7 +899,8 @@ impl BeamCore for BeamSearch {
         assemble(&self.tree, &picks, self.s.pad_token_id)
     }
 
-    /// Every finished slot and, for items still searching, every running beam.
+    /// Every finished slot and, for items still searching, every running beam that has a
+    /// node (a placeholder row's may be deferred).
     fn surviving_nodes(&self) -> Vec<u32> {
         let mut alive: Vec<u32> = self
             .slots
@@ -885,7 +908,8 @@ impl BeamCore for BeamSearch {
             .flat_map(|s| s.slots().iter().map(|x| x.node))
             .collect();
         for b in (0..self.batch).filter(|&b| self.searching(b) && !self.done) {
-            alive.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
+            let rows = &self.running_nodes[b * self.beams..(b + 1) * self.beams];
+            alive.extend(rows.iter().filter_map(|&r| self.tree.made(r)));
         }
         alive.retain(|&n| n != NO_NODE);
         alive
@@ -994,6 +1018,69 @@ mod tests {
         );
         assert!(!s.is_done());
         assert_eq!(s.history().row(1), &[7, 2]);
+    }
+
+    /// One step of `s` over `logits` (log-softmaxed here), with a stopping criterion
+    /// ending the candidates that `hits` marks; returns the candidates.
+    fn step_with_hits(s: &mut BeamSearch, logits: &[f32], hits: &[u8]) -> Vec<Candidate> {
+        let mut logits = logits.to_vec();
+        s.process(&mut logits, 5).unwrap();
+        let cands = s.propose(&logits, 5, None).unwrap().to_vec();
+        s.commit(Some(hits)).unwrap();
+        cands
+    }
+
+    /// Some but not all candidates stopped, fewer than `num_beams` run: the second row is a
+    /// stopped candidate that took no slot (rank 2 of 4; torch's order among the stopped
+    /// ones tied at -1e9 picks it), a placeholder, not a hypothesis. It gets no node until
+    /// a descendant enters the finished slots. (The old code recorded a node for it at
+    /// once, 3 nodes after the first step.)
+    #[test]
+    fn placeholder_rows_get_a_node_only_when_a_descendant_needs_it() {
+        // vocab 5, eos 4 (K = 4); one item, 2 beams, prompt [7]
+        let mut s =
+            BeamSearch::new(&[7], 1, &PipelineConfig::default(), settings(2, &[4], 10)).unwrap();
+        let first = [0.0, -1.0, -2.0, -3.0, -20.0];
+        step_with_hits(&mut s, &first.repeat(2), &[0, 1, 1, 1]);
+        // candidates: tokens 0 (runs), 1 (stopped, enters), 2 and 3 (stopped, rank >= 2)
+        assert_eq!(s.next_tokens(), &[0, 2]);
+        let nodes: Vec<(i64, EndReason)> =
+            s.tree.nodes().iter().map(|n| (n.token, n.end)).collect();
+        assert_eq!(
+            nodes,
+            vec![(1, EndReason::Stop(1)), (0, EndReason::Running)]
+        );
+        assert!(matches!(s.running_nodes[1], NodeRef::Deferred(_)));
+        assert_eq!(s.tree.made(s.running_nodes[1]), None);
+        assert_eq!(
+            s.surviving_nodes().len(),
+            2,
+            "the finished slot and the running beam"
+        );
+        // the running beam can continue only with token 0: a continuation of the
+        // placeholder (all tied at -1e9) ranks second and stops, so it enters the empty slot
+        let ninf = f32::NEG_INFINITY;
+        let second = [
+            [0.0, ninf, ninf, ninf, ninf],
+            [-3.0, -2.0, -1.0, 0.0, -20.0],
+        ]
+        .concat();
+        let cands = step_with_hits(&mut s, &second, &[0, 1, 0, 0]);
+        assert_eq!(cands[1].parent_row, 1);
+        let slot = s.slots[0].slots()[1];
+        assert!(slot.finished);
+        let mut tokens = Vec::new();
+        s.tree.extend_tokens(slot.node, &mut tokens);
+        assert_eq!(
+            tokens,
+            vec![2, cands[1].token],
+            "the placeholder's node made for its child"
+        );
+        assert_eq!(
+            s.tree.nodes().len(),
+            5,
+            "and no other: stopped 3 of step 0 stays out"
+        );
     }
 
     proptest! {

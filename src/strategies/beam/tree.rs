@@ -56,15 +56,81 @@ pub struct Node {
     pub end: EndReason,
 }
 
+/// A hypothesis node, recorded or deferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRef {
+    /// A node of the tree ([`NO_NODE`]: the prompt).
+    Made(u32),
+    /// A node put off with [`BeamTree::defer`] (an index into its deferred ones).
+    Deferred(u32),
+}
+
+impl NodeRef {
+    pub const ROOT: NodeRef = NodeRef::Made(NO_NODE);
+}
+
+/// Every node the search recorded, and the deferred ones: nodes of beams that are no
+/// hypotheses of their own (a search's placeholder rows), made only when a node recorded
+/// after them extends them ([`Self::push_under`]).
 #[derive(Debug, Clone, Default)]
 pub struct BeamTree {
     nodes: Vec<Node>,
+    /// Each deferred node (its `parent` unused), its parent, and its id once made.
+    deferred: Vec<(Node, NodeRef, u32)>,
 }
 
 impl BeamTree {
     pub fn push(&mut self, node: Node) -> u32 {
         self.nodes.push(node);
         (self.nodes.len() - 1) as u32
+    }
+
+    /// Records `node` as a child of `parent`, making `parent` (and the deferred nodes
+    /// it extends) first if it was deferred.
+    pub fn push_under(&mut self, parent: NodeRef, node: Node) -> u32 {
+        let parent = self.make(parent);
+        self.push(Node { parent, ..node })
+    }
+
+    /// Puts off a child of `parent`: no node unless [`Self::push_under`] extends it.
+    pub fn defer(&mut self, parent: NodeRef, node: Node) -> NodeRef {
+        self.deferred.push((node, parent, NO_NODE));
+        NodeRef::Deferred((self.deferred.len() - 1) as u32)
+    }
+
+    /// The node's id if it is one of the tree's.
+    pub fn made(&self, r: NodeRef) -> Option<u32> {
+        let id = match r {
+            NodeRef::Made(id) => id,
+            NodeRef::Deferred(d) => self.deferred[d as usize].2,
+        };
+        (id != NO_NODE).then_some(id)
+    }
+
+    /// `r`'s id, recording it (and the deferred nodes it extends, oldest first) if deferred.
+    fn make(&mut self, r: NodeRef) -> u32 {
+        let mut chain = Vec::new();
+        let mut cur = r;
+        let mut parent = loop {
+            match cur {
+                NodeRef::Made(id) => break id,
+                NodeRef::Deferred(d) => match self.deferred[d as usize] {
+                    (_, _, id) if id != NO_NODE => break id,
+                    (_, up, _) => {
+                        chain.push(d as usize);
+                        cur = up;
+                    }
+                },
+            }
+        };
+        for d in chain.into_iter().rev() {
+            parent = self.push(Node {
+                parent,
+                ..self.deferred[d].0
+            });
+            self.deferred[d].2 = parent;
+        }
+        parent
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -105,6 +171,25 @@ impl BeamTree {
         out.extend(self.path(id).into_iter().map(|n| self.get(n).token));
     }
 
+    /// [`Self::extend_tokens`] of a node that may be deferred (nothing is made).
+    fn extend_ref_tokens(&self, r: NodeRef, out: &mut Vec<i64>) {
+        let mut tail = Vec::new();
+        let mut cur = r;
+        while let NodeRef::Deferred(d) = cur {
+            let (node, parent, id) = self.deferred[d as usize];
+            if id != NO_NODE {
+                cur = NodeRef::Made(id);
+                break;
+            }
+            tail.push(node.token);
+            cur = parent;
+        }
+        if let NodeRef::Made(id) = cur {
+            self.extend_tokens(id, out);
+        }
+        out.extend(tail.into_iter().rev());
+    }
+
     /// For every node: whether it lies on the path to one of `ends` (it or a
     /// descendant survived); the other nodes were pruned.
     pub fn on_paths(&self, ends: &[u32]) -> Vec<bool> {
@@ -123,7 +208,7 @@ impl BeamTree {
     /// first `*streamed` ones already handed out (then `*streamed` is moved to the end of
     /// that prefix): what a beam streamer may print once every hypothesis that can still
     /// win agrees on it.
-    pub fn settled_tokens(&self, ids: &[u32], streamed: &mut usize) -> Vec<i64> {
+    pub fn settled_tokens(&self, ids: &[NodeRef], streamed: &mut usize) -> Vec<i64> {
         let mut shared = self.shared_tokens(ids);
         if shared.len() <= *streamed {
             return Vec::new();
@@ -136,19 +221,19 @@ impl BeamTree {
     /// The longest run of generated tokens that every hypothesis ending at a node of
     /// `ids` starts with. Compared by token, not by node: the groups of a diverse beam
     /// search grow separate nodes for the same continuation, which agree all the same.
-    pub fn shared_tokens(&self, ids: &[u32]) -> Vec<i64> {
+    pub fn shared_tokens(&self, ids: &[NodeRef]) -> Vec<i64> {
         let Some((&first, rest)) = ids.split_first() else {
             return Vec::new();
         };
         let mut shared = Vec::new();
-        self.extend_tokens(first, &mut shared);
+        self.extend_ref_tokens(first, &mut shared);
         let mut other = Vec::new();
         for &id in rest {
             if shared.is_empty() {
                 break;
             }
             other.clear();
-            self.extend_tokens(id, &mut other);
+            self.extend_ref_tokens(id, &mut other);
             let same = shared
                 .iter()
                 .zip(&other)
@@ -178,6 +263,39 @@ mod tests {
         }
     }
 
+    fn made(ids: &[u32]) -> Vec<NodeRef> {
+        ids.iter().map(|&id| NodeRef::Made(id)).collect()
+    }
+
+    #[test]
+    fn deferred_nodes_are_made_when_extended() {
+        let mut t = BeamTree::default();
+        let a = t.push(node(NO_NODE, 5, 0));
+        let b = t.defer(NodeRef::Made(a), node(NO_NODE, 6, 1));
+        let c = t.defer(b, node(NO_NODE, 7, 2));
+        let other = t.defer(NodeRef::Made(a), node(NO_NODE, 9, 1));
+        assert_eq!(t.nodes().len(), 1, "deferred: no nodes yet");
+        assert_eq!(
+            t.shared_tokens(&[c]),
+            vec![5, 6, 7],
+            "tokens without making"
+        );
+        assert_eq!(t.shared_tokens(&[c, other]), vec![5]);
+        assert_eq!(t.made(c), None);
+        let d = t.push_under(c, node(NO_NODE, 8, 3));
+        assert_eq!(t.nodes().len(), 4, "b, c, then d: `other` stays deferred");
+        let mut toks = Vec::new();
+        t.extend_tokens(d, &mut toks);
+        assert_eq!(toks, vec![5, 6, 7, 8]);
+        assert_eq!(
+            (t.made(b), t.made(c), t.made(other)),
+            (Some(1), Some(2), None)
+        );
+        let e = t.push_under(b, node(NO_NODE, 4, 2));
+        assert_eq!(t.get(e).parent, 1, "made once");
+        assert_eq!(t.made(NodeRef::ROOT), None);
+    }
+
     #[test]
     fn paths_and_shared_tokens() {
         let mut t = BeamTree::default();
@@ -189,11 +307,11 @@ mod tests {
         let mut toks = Vec::new();
         t.extend_tokens(d, &mut toks);
         assert_eq!(toks, vec![5, 6, 8]);
-        assert_eq!(t.shared_tokens(&[d, c]), vec![5]);
-        assert_eq!(t.shared_tokens(&[d, b]), vec![5, 6]);
-        assert_eq!(t.shared_tokens(&[d]), vec![5, 6, 8]);
-        assert_eq!(t.shared_tokens(&[d, e]), Vec::<i64>::new());
-        assert_eq!(t.shared_tokens(&[]), Vec::<i64>::new());
+        assert_eq!(t.shared_tokens(&made(&[d, c])), vec![5]);
+        assert_eq!(t.shared_tokens(&made(&[d, b])), vec![5, 6]);
+        assert_eq!(t.shared_tokens(&made(&[d])), vec![5, 6, 8]);
+        assert_eq!(t.shared_tokens(&made(&[d, e])), Vec::<i64>::new());
+        assert_eq!(t.shared_tokens(&made(&[])), Vec::<i64>::new());
         assert_eq!(t.depth(d), 3);
         assert_eq!(t.on_paths(&[d]), vec![true, true, false, true, false]);
     }
@@ -209,13 +327,16 @@ mod tests {
         let c0 = t.push(node(b0, 7, 2));
         let c1 = t.push(node(b1, 8, 2));
         let mut streamed = 0;
-        assert_eq!(t.settled_tokens(&[b0, b1], &mut streamed), vec![5, 6]);
+        assert_eq!(
+            t.settled_tokens(&made(&[b0, b1]), &mut streamed),
+            vec![5, 6]
+        );
         assert_eq!(streamed, 2);
         assert_eq!(
-            t.settled_tokens(&[c0, c1], &mut streamed),
+            t.settled_tokens(&made(&[c0, c1]), &mut streamed),
             Vec::<i64>::new()
         );
-        assert_eq!(t.settled_tokens(&[c0], &mut streamed), vec![7]);
+        assert_eq!(t.settled_tokens(&made(&[c0]), &mut streamed), vec![7]);
         assert_eq!(streamed, 3);
     }
 }

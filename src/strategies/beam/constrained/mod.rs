@@ -20,12 +20,12 @@ mod endgame;
 use std::collections::{HashMap, HashSet};
 
 use super::core::{BeamCore, StepChoice};
-use super::hypotheses::NBest;
 use super::length::{group_is_done, normalized_score_f64};
+use super::nbest::NBest;
 use super::output::{assemble, Finalized, Pick};
 use super::select::{check_picked, log_softmax_rows, top_k_into, TopK};
 use super::settings::BeamSettings;
-use super::tree::{BeamTree, EndReason, Node, NO_NODE};
+use super::tree::{BeamTree, EndReason, Node, NodeRef, NO_NODE};
 use super::NEG_LARGE;
 use crate::buffers;
 use crate::constraints::{bank_order, ConstraintSet, ConstraintState};
@@ -486,7 +486,7 @@ impl BeamCore for ConstrainedBeamSearch {
     }
 
     /// The best finished hypothesis and every running beam of an item still searching.
-    fn settled_candidates(&self, b: usize) -> Vec<u32> {
+    fn settled_candidates(&self, b: usize) -> Vec<NodeRef> {
         let mut set = Vec::with_capacity(self.beams + 1);
         if let Some(&(_, node)) = self.hyps[b]
             .beams()
@@ -498,7 +498,7 @@ impl BeamCore for ConstrainedBeamSearch {
         if !self.item_done[b] {
             set.extend_from_slice(&self.running_nodes[b * self.beams..(b + 1) * self.beams]);
         }
-        set
+        set.into_iter().map(NodeRef::Made).collect()
     }
 
     /// The best `num_return_sequences` hypotheses of every batch item, satisfying ones
