@@ -1,4 +1,5 @@
-//! `BeamSearch`'s unit tests: steps against hand-made logits, the unwritten-scores and device-candidates paths against the plain step, and returned scores against the beam paths.
+//! `BeamSearch`'s unit tests: steps against hand-made logits, the unwritten-scores and
+//! device-candidates paths against the plain step, returned scores against the beam paths.
 
 use super::super::noise::exponential;
 use super::super::tree::EndReason;
