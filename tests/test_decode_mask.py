@@ -3,6 +3,9 @@ transformers builds itself: every step's logits bit for bit, for every listed fa
 and eager attention, in a left-padded batch and through the batch engine's refills (rows merged,
 columns trimmed, the mask dropped when all ones). Each run also checks that transformers built
 no decode mask when the adapter did (else the comparison would compare transformers with itself).
+Sliding-window families run with their window (4, shorter than the runs: the cache's sliding
+layers keep only the window) and without one, and once on a full-attention cache, where the
+window masks cached positions and transformers' own mask must be used.
 """
 
 from __future__ import annotations
@@ -21,11 +24,18 @@ from ferrogen.engine import generate_texts
 from ferrogen.models import DecoderOnlyAdapter, adapter_for
 from ferrogen.strategies.running_rows import EngineHooks
 
-from architectures import build, padded_batch
+from architectures import _GQA, build, padded_batch
 from test_engine_continuous import STOPS, DigitsTokenizer
 from test_engine_logits import MAX_NEW, _merges, _prompts
 
-FAMILIES = sorted(decode_mask._PLAIN_CAUSAL)
+#: config keywords of the runs that are not the architecture table's own model
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mistral-no-window": ("mistral", dict(sliding_window=None)),
+    "qwen2-sliding": ("qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=0)),
+    "qwen3_moe": ("qwen3_moe", dict(_GQA, head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)),
+}
+LISTED = decode_mask._PLAIN_CAUSAL | decode_mask._WINDOWED | decode_mask._FULL_LAYER_TYPES
+FAMILIES = sorted(LISTED | set(VARIANTS) - {"qwen2-sliding"})
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +45,8 @@ def built(one_torch_thread):
 
 def _model(built: dict[tuple[str, str], Any], name: str, attention: str) -> Any:
     if (name, attention) not in built:
-        model = build(name)
+        family, overrides = VARIANTS.get(name, (name, {}))
+        model = build(family, **overrides)
         model.set_attn_implementation(attention)
         built[(name, attention)] = model
     return built[(name, attention)]
@@ -55,14 +66,16 @@ def _decode_masks(monkeypatch, attention: str) -> list[int]:
     return calls
 
 
-def _greedy_steps(model: Any, own_masks: bool, steps: int = 6) -> list[torch.Tensor]:
+def _greedy_steps(
+    model: Any, own_masks: bool, steps: int = 6, lengths: tuple[int, ...] = (5, 2, 8, 3), **inputs: Any
+) -> list[torch.Tensor]:
     """Per-step logits of a left-padded batch fed its argmax tokens, with the adapter's masks
-    (``own_masks``) or transformers'."""
-    adapter = adapter_for(model)
-    assert isinstance(adapter, DecoderOnlyAdapter) and adapter._mask_kind is not None
+    (``own_masks``) or transformers'; ``inputs``: the adapter's model inputs (a cache)."""
+    adapter = adapter_for(model, model_inputs=inputs)
+    assert isinstance(adapter, DecoderOnlyAdapter)
     if not own_masks:
         adapter._mask_kind = None
-    ids, mask = padded_batch(False, lengths=(5, 2, 8, 3))
+    ids, mask = padded_batch(False, lengths=lengths)
     logits = [adapter.prefill(ids, mask)]
     for _ in range(steps):
         logits.append(adapter.advance(logits[-1].argmax(-1)))
@@ -91,13 +104,41 @@ def _engine_logits(model: Any, own_masks: bool, monkeypatch) -> list[tuple[list[
         warnings.simplefilter("ignore")
         patch.setattr(engine_feed, "EngineHooks", hooks)
         if not own_masks:
-            patch.setattr(decode_mask, "_PLAIN_CAUSAL", frozenset())
+            for listed in ("_PLAIN_CAUSAL", "_WINDOWED", "_FULL_LAYER_TYPES"):
+                patch.setattr(decode_mask, listed, frozenset())
         generate_texts(ferrogen.TextGenerator(model, DigitsTokenizer()), texts, batch_size=3, refill_fraction=0.25,
                        do_sample=False, max_new_tokens=MAX_NEW, eos_token_id=STOPS, pad_token_id=0)
     return seen
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_families_are_listed_as_tested():
+    """Every listed family runs above; the families of the windowed and per-layer-type lists
+    with a window configured (the table's Mistral / Starcoder2 with 4) as well as without."""
+    assert set(FAMILIES) - set(VARIANTS) <= LISTED
+    windows = {name: decode_mask.decode_window(_model({}, name, "sdpa")) for name in ("mistral", "starcoder2", "mistral-no-window")}
+    assert windows == {"mistral": 4, "starcoder2": 4, "mistral-no-window": None}
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("name, ours", [("mistral", 2), ("qwen2-sliding", 0)])
+def test_a_window_that_masks_cached_positions_leaves_the_mask_to_transformers(built, name, ours, attention, monkeypatch):
+    """Window 4 on a cache of full-attention layers (a config-less ``DynamicCache``, as a caller
+    may hand one in): Mistral's first decode steps (2 and 3 cached positions) get the adapter's
+    mask, the later ones, where the window masks cached positions, transformers'; Qwen2 with
+    sliding layers (its mask per layer type) never gets the adapter's."""
+    from transformers import DynamicCache
+
+    model = _model(built, name, attention)
+    calls = _decode_masks(monkeypatch, attention)
+    steps = _greedy_steps(model, True, lengths=(2, 1, 2), past_key_values=DynamicCache())
+    mine = sum(calls)
+    theirs = _greedy_steps(model, False, lengths=(2, 1, 2), past_key_values=DynamicCache())
+    assert sum(calls) - 2 * mine == ours, calls  # the steps whose masks the adapter built
+    for step, (a, b) in enumerate(zip(steps, theirs)):
+        assert torch.equal(a, b), f"step {step}: max abs diff {float((a - b).abs().max()):.3g}"
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "mistral-no-window"])
 def test_refilled_batches_give_the_same_logits_bit_for_bit(built, name, monkeypatch):
     model = _model(built, name, "sdpa")
     calls = _decode_masks(monkeypatch, "sdpa")

@@ -24,7 +24,7 @@ from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
 from .cache_merge import (replace_decoder_rows, replace_seq2seq_rows, trim_decoder_padding, trim_seq2seq_padding,
                           why_unmergeable)
-from .decode_mask import decode_mask, decode_mask_kind
+from .decode_mask import decode_mask, decode_mask_kind, decode_window
 from .folded_reorder import fold_reorder, settle
 from .growing_cache import growing, release, select_rows
 
@@ -276,6 +276,7 @@ class DecoderOnlyAdapter(_HiddenStates):
         #: ``sdpa`` / ``eager`` when decode steps get a 4-D mask built here (:mod:`.decode_mask`)
         self._mask_kind = decode_mask_kind(model, self._own_steps)
         self._mask_dtype = model.get_input_embeddings().weight.dtype if self._mask_kind else torch.float32
+        self._mask_window = decode_window(model) if self._mask_kind else None
         self._cache_key = "cache"
         self._cache: Any = None
         self._mask: Optional[torch.Tensor] = None
@@ -414,7 +415,7 @@ class DecoderOnlyAdapter(_HiddenStates):
         assert self._mask is not None
         if self._mask_kind is None or first or input_ids.shape[1] != 1:
             return self._mask
-        built = decode_mask(self._mask_kind, self._mask, self._cache, self._mask_dtype)
+        built = decode_mask(self._mask_kind, self._mask, self._cache, self._mask_dtype, self._mask_window)
         return self._mask if built is None else built
 
     def _forward(
