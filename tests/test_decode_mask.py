@@ -3,6 +3,8 @@ transformers builds itself: every step's logits bit for bit, for every listed fa
 and eager attention, in a left-padded batch and through the batch engine's refills (rows merged,
 columns trimmed, the mask dropped when all ones). Each run also checks that transformers built
 no decode mask when the adapter did (else the comparison would compare transformers with itself).
+Encoder-decoder families get the cross-attention mask built once per change of the encoder's
+mask (a refill, a row dropped, a trim) instead of per step; the same comparisons hold for it.
 Sliding-window families run with their window (4, shorter than the runs: the cache's sliding
 layers keep only the window) and without one, and once on a full-attention cache, where the
 window masks cached positions and transformers' own mask must be used.
@@ -21,7 +23,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 import ferrogen
 from ferrogen import decode_mask, engine_feed
 from ferrogen.engine import generate_texts
-from ferrogen.models import DecoderOnlyAdapter, adapter_for
+from ferrogen.models import DecoderOnlyAdapter, EncoderDecoderAdapter, adapter_for
 from ferrogen.strategies.running_rows import EngineHooks
 
 from architectures import _GQA, build, padded_batch
@@ -36,6 +38,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 LISTED = decode_mask._PLAIN_CAUSAL | decode_mask._WINDOWED | decode_mask._FULL_LAYER_TYPES
 FAMILIES = sorted(LISTED | set(VARIANTS) - {"qwen2-sliding"})
+SEQ2SEQ = sorted(decode_mask._CROSS)
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +55,16 @@ def _model(built: dict[tuple[str, str], Any], name: str, attention: str) -> Any:
     return built[(name, attention)]
 
 
-def _decode_masks(monkeypatch, attention: str) -> list[int]:
-    """Counts transformers' own mask builds for one new token per row."""
+def _decode_masks(monkeypatch, attention: str, cross: bool = False) -> list[int]:
+    """Counts transformers' own mask builds for one new token per row: causal ones, or
+    (``cross``) the bidirectional ones of cross-attention."""
     calls: list[int] = []
     real = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[attention]
 
     @functools.wraps(real)
     def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(int(kwargs.get("q_length", 0) == 1))
+        bidirectional = bool(kwargs.get("allow_is_bidirectional_skip"))
+        calls.append(int(kwargs.get("q_length", 0) == 1 and bidirectional == cross))
         return real(*args, **kwargs)
 
     monkeypatch.setitem(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping, attention, counting)
@@ -104,7 +109,7 @@ def _engine_logits(model: Any, own_masks: bool, monkeypatch) -> list[tuple[list[
         warnings.simplefilter("ignore")
         patch.setattr(engine_feed, "EngineHooks", hooks)
         if not own_masks:
-            for listed in ("_PLAIN_CAUSAL", "_WINDOWED", "_FULL_LAYER_TYPES"):
+            for listed in ("_PLAIN_CAUSAL", "_WINDOWED", "_FULL_LAYER_TYPES", "_CROSS"):
                 patch.setattr(decode_mask, listed, frozenset())
         generate_texts(ferrogen.TextGenerator(model, DigitsTokenizer()), texts, batch_size=3, refill_fraction=0.25,
                        do_sample=False, max_new_tokens=MAX_NEW, eos_token_id=STOPS, pad_token_id=0)
@@ -144,6 +149,47 @@ def test_refilled_batches_give_the_same_logits_bit_for_bit(built, name, monkeypa
     calls = _decode_masks(monkeypatch, "sdpa")
     ours = _engine_logits(model, True, monkeypatch)
     built_by_transformers = sum(calls)  # steps with no padding left: transformers' own path (no mask)
+    theirs = _engine_logits(model, False, monkeypatch)
+    assert sum(calls) - built_by_transformers > built_by_transformers
+    assert len(ours) == len(theirs) and _merges([slots for slots, _ in ours]) >= 3, [slots for slots, _ in ours]
+    for step, ((slots, a), (want_slots, b)) in enumerate(zip(ours, theirs)):
+        assert slots == want_slots and torch.equal(a, b), f"step {step}: slots {slots} / {want_slots}"
+
+
+def _seq2seq_steps(model: Any, own_masks: bool, steps: int = 6) -> list[torch.Tensor]:
+    """Per-step logits of a right-padded encoder batch fed its argmax tokens, with the adapter's
+    cross-attention masks (``own_masks``) or transformers'."""
+    adapter = adapter_for(model, decoder_start_token_id=model.config.decoder_start_token_id)
+    assert isinstance(adapter, EncoderDecoderAdapter)
+    if not own_masks:
+        adapter._cross_kind = None
+    ids, mask = padded_batch(True, lengths=(5, 2, 8, 3))
+    logits = [adapter.prefill(ids, mask)]
+    for _ in range(steps):
+        logits.append(adapter.advance(logits[-1].argmax(-1)))
+    return logits
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("name", SEQ2SEQ)
+def test_cross_attention_masks_give_transformers_logits_bit_for_bit(built, name, attention, monkeypatch):
+    model = _model(built, name, attention)
+    calls = _decode_masks(monkeypatch, attention, cross=True)
+    ours = _seq2seq_steps(model, own_masks=True)
+    assert sum(calls) == 0, "transformers built a cross-attention mask the adapter should have built"
+    theirs = _seq2seq_steps(model, own_masks=False)
+    assert sum(calls) == len(theirs)  # the start token's call and every step
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert torch.equal(a, b), f"step {step}: max abs diff {float((a - b).abs().max()):.3g}"
+
+
+def test_refilled_seq2seq_batches_give_the_same_logits_bit_for_bit(built, monkeypatch):
+    """T5 through the engine's refills: rows written into the encoder's mask in place, the
+    mask widened and trimmed, rows dropped; the cross-attention mask follows every change."""
+    model = _model(built, "t5", "sdpa")
+    calls = _decode_masks(monkeypatch, "sdpa", cross=True)
+    ours = _engine_logits(model, True, monkeypatch)
+    built_by_transformers = sum(calls)  # steps with no encoder padding: transformers' own path (no mask)
     theirs = _engine_logits(model, False, monkeypatch)
     assert sum(calls) - built_by_transformers > built_by_transformers
     assert len(ours) == len(theirs) and _merges([slots for slots, _ in ours]) >= 3, [slots for slots, _ in ours]

@@ -24,8 +24,13 @@ Only families whose model builds its mask from the 2-D mask with those functions
 listed (chunked or ALiBi attention, or a mask per layer type over layers of different kinds,
 build something else), only for a plain ``DynamicCache`` whose layers are all alike, and only
 with the generic step inputs (a model with its own ``prepare_inputs_for_generation`` may build
-its mask there). ``tests/test_decode_mask.py`` compares every step's logits, bit for bit, with
-transformers' own masks.
+its mask there).
+
+An encoder-decoder decoder also turns the encoder's 2-D mask into a 4-D cross-attention mask
+(``create_bidirectional_mask``) every step, though it only changes when the encoder's rows do
+(a refill, a dropped row, a trim): the adapter builds it once per change (:func:`cross_mask`).
+``tests/test_decode_mask.py`` compares every step's logits, bit for bit, with transformers' own
+masks.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["decode_mask", "decode_mask_kind", "decode_window"]
+__all__ = ["cross_mask", "cross_mask_kind", "decode_mask", "decode_mask_kind", "decode_window"]
 
 #: Families whose decoder builds every layer's mask with ``create_causal_mask`` from the 2-D
 #: mask and nothing else (checked against transformers 5.x's modeling files).
@@ -50,6 +55,9 @@ _WINDOWED = frozenset({"mistral", "mixtral", "starcoder2", "qwen3_moe"})
 #: mask, which then serves every layer: listed for configs whose every layer is full attention
 #: (Qwen's ``use_sliding_window=False``, as their released checkpoints have it).
 _FULL_LAYER_TYPES = frozenset({"qwen2", "qwen3", "qwen2_moe"})
+#: Encoder-decoder families whose decoder builds its cross-attention mask with
+#: ``create_bidirectional_mask`` from the encoder's 2-D mask and nothing else.
+_CROSS = frozenset({"t5", "bart", "mbart", "pegasus", "marian"})
 
 
 def decode_mask_kind(model: Any, own_steps: bool) -> Optional[str]:
@@ -103,4 +111,23 @@ def decode_mask(
     if kind == "sdpa":
         skip = window is None or kv_length < window
         return None if skip and bool(padding.all()) else padding
+    return torch.where(padding, torch.zeros((), device=mask.device, dtype=dtype), torch.finfo(dtype).min)
+
+
+def cross_mask_kind(model: Any) -> Optional[str]:
+    """``"sdpa"`` / ``"eager"`` when the adapter may build ``model``'s cross-attention masks."""
+    config = getattr(model, "config", None)
+    kind = getattr(config, "_attn_implementation", None)
+    return kind if getattr(config, "model_type", None) in _CROSS and kind in ("sdpa", "eager") else None
+
+
+def cross_mask(kind: str, mask: torch.Tensor, dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """The 4-D cross-attention mask transformers builds from the encoder's 2-D ``mask`` for one
+    new token per row (every encoder position where ``mask`` is 1; ``dtype``: the encoder
+    outputs'), or None where it builds none (no padding: sdpa and eager then take no mask)."""
+    padding = mask.to(dtype=torch.bool).contiguous()[:, None, None, :]
+    if bool(padding.all()):
+        return None
+    if kind == "sdpa":
+        return padding
     return torch.where(padding, torch.zeros((), device=mask.device, dtype=dtype), torch.finfo(dtype).min)

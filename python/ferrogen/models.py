@@ -24,7 +24,7 @@ from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
 from .cache_merge import (replace_decoder_rows, replace_seq2seq_rows, trim_decoder_padding, trim_seq2seq_padding,
                           why_unmergeable)
-from .decode_mask import decode_mask, decode_mask_kind, decode_window
+from .decode_mask import cross_mask, cross_mask_kind, decode_mask, decode_mask_kind, decode_window
 from .folded_reorder import fold_reorder, settle
 from .growing_cache import growing, release, select_rows
 
@@ -477,10 +477,36 @@ class EncoderDecoderAdapter(_HiddenStates):
         self._cache_key = "cache"
         self._cache: Any = None
         self._encoder_outputs: Any = None
-        self._encoder_mask: Optional[torch.Tensor] = None
+        #: ``sdpa`` / ``eager`` when one-token steps get a 4-D cross-attention mask built here
+        self._cross_kind = cross_mask_kind(model)
+        self._encoder_mask = None
         self._decoder_mask: Optional[torch.Tensor] = None
         self._hidden: Optional[torch.Tensor] = None
         self._copies = 1  # rows per prompt (beams), set by prefill
+
+    @property
+    def _encoder_mask(self) -> Optional[torch.Tensor]:
+        """The encoder's 2-D mask (None: all ones)."""
+        return self._encoder_mask_2d
+
+    @_encoder_mask.setter
+    def _encoder_mask(self, mask: Optional[torch.Tensor]) -> None:
+        # Every writer assigns it (prefill, select_rows, trims, and a refill after writing its
+        # rows in place), so the cross-attention mask built from it is rebuilt only then.
+        self._encoder_mask_2d = mask
+        self._cross: Optional[torch.Tensor] = None
+
+    def _cross_attention_mask(self, new: int) -> Optional[torch.Tensor]:
+        """The encoder mask to feed with ``new`` tokens per row: for one, the 4-D cross-attention
+        mask transformers would build from the 2-D one (:func:`.decode_mask.cross_mask`), built
+        once per change of the 2-D mask instead of once per step."""
+        mask = self._encoder_mask_2d
+        if mask is None or self._cross_kind is None or new != 1:
+            return mask
+        if self._cross is None:
+            built = cross_mask(self._cross_kind, mask, self._encoder_outputs.last_hidden_state.dtype)
+            self._cross = mask if built is None else built
+        return self._cross
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The decoder's first token for each prompt, as a ``[batch, 1]`` column."""
@@ -636,7 +662,7 @@ class EncoderDecoderAdapter(_HiddenStates):
         with torch.inference_mode(), growing(self._cache):
             out = self.model(
                 encoder_outputs=self._encoder_outputs,
-                attention_mask=self._encoder_mask,
+                attention_mask=self._cross_attention_mask(decoder_input_ids.shape[1]),
                 decoder_input_ids=decoder_input_ids,
                 **kwargs,
             )
