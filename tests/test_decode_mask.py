@@ -38,7 +38,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 LISTED = decode_mask._PLAIN_CAUSAL | decode_mask._WINDOWED | decode_mask._FULL_LAYER_TYPES
 FAMILIES = sorted(LISTED | set(VARIANTS) - {"qwen2-sliding"})
-SEQ2SEQ = sorted(decode_mask._CROSS)
+SEQ2SEQ = sorted(decode_mask._SEQ2SEQ)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def _engine_logits(model: Any, own_masks: bool, monkeypatch) -> list[tuple[list[
         warnings.simplefilter("ignore")
         patch.setattr(engine_feed, "EngineHooks", hooks)
         if not own_masks:
-            for listed in ("_PLAIN_CAUSAL", "_WINDOWED", "_FULL_LAYER_TYPES", "_CROSS"):
+            for listed in ("_PLAIN_CAUSAL", "_WINDOWED", "_FULL_LAYER_TYPES", "_SEQ2SEQ"):
                 patch.setattr(decode_mask, listed, frozenset())
         generate_texts(ferrogen.TextGenerator(model, DigitsTokenizer()), texts, batch_size=3, refill_fraction=0.25,
                        do_sample=False, max_new_tokens=MAX_NEW, eos_token_id=STOPS, pad_token_id=0)
@@ -157,13 +157,15 @@ def test_refilled_batches_give_the_same_logits_bit_for_bit(built, name, monkeypa
 
 
 def _seq2seq_steps(model: Any, own_masks: bool, steps: int = 6) -> list[torch.Tensor]:
-    """Per-step logits of a right-padded encoder batch fed its argmax tokens, with the adapter's
-    cross-attention masks (``own_masks``) or transformers'."""
-    adapter = adapter_for(model, decoder_start_token_id=model.config.decoder_start_token_id)
+    """Per-step logits of a right-padded encoder batch with left-padded decoder prompts, fed its
+    argmax tokens, with the adapter's masks (``own_masks``) or transformers'."""
+    ids, mask = padded_batch(True, lengths=(5, 2, 8, 3))
+    prompts, prompt_mask = padded_batch(False, lengths=(1, 3, 2, 1), seed=2)
+    inputs = {"decoder_input_ids": prompts, "decoder_attention_mask": prompt_mask}
+    adapter = adapter_for(model, decoder_start_token_id=model.config.decoder_start_token_id, model_inputs=inputs)
     assert isinstance(adapter, EncoderDecoderAdapter)
     if not own_masks:
-        adapter._cross_kind = None
-    ids, mask = padded_batch(True, lengths=(5, 2, 8, 3))
+        adapter._mask_kind = None
     logits = [adapter.prefill(ids, mask)]
     for _ in range(steps):
         logits.append(adapter.advance(logits[-1].argmax(-1)))
@@ -172,26 +174,30 @@ def _seq2seq_steps(model: Any, own_masks: bool, steps: int = 6) -> list[torch.Te
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("name", SEQ2SEQ)
-def test_cross_attention_masks_give_transformers_logits_bit_for_bit(built, name, attention, monkeypatch):
+def test_seq2seq_masks_give_transformers_logits_bit_for_bit(built, name, attention, monkeypatch):
+    """The decoder's own masks and the cross-attention ones, every step after the prompt's."""
     model = _model(built, name, attention)
-    calls = _decode_masks(monkeypatch, attention, cross=True)
+    cross = _decode_masks(monkeypatch, attention, cross=True)
+    causal = _decode_masks(monkeypatch, attention)
     ours = _seq2seq_steps(model, own_masks=True)
-    assert sum(calls) == 0, "transformers built a cross-attention mask the adapter should have built"
+    assert sum(cross) == sum(causal) == 0, "transformers built a mask the adapter should have built"
     theirs = _seq2seq_steps(model, own_masks=False)
-    assert sum(calls) == len(theirs)  # the start token's call and every step
+    assert sum(cross) == sum(causal) == len(theirs) - 1  # every step after the prompt's
     for step, (a, b) in enumerate(zip(ours, theirs)):
         assert torch.equal(a, b), f"step {step}: max abs diff {float((a - b).abs().max()):.3g}"
 
 
 def test_refilled_seq2seq_batches_give_the_same_logits_bit_for_bit(built, monkeypatch):
     """T5 through the engine's refills: rows written into the encoder's mask in place, the
-    mask widened and trimmed, rows dropped; the cross-attention mask follows every change."""
+    mask widened and trimmed, rows dropped; the cross-attention mask follows every change, and
+    the decoder's own masks (padded where rows were merged) are the adapter's too."""
     model = _model(built, "t5", "sdpa")
-    calls = _decode_masks(monkeypatch, "sdpa", cross=True)
+    counts = [_decode_masks(monkeypatch, "sdpa", cross=True), _decode_masks(monkeypatch, "sdpa")]
     ours = _engine_logits(model, True, monkeypatch)
-    built_by_transformers = sum(calls)  # steps with no encoder padding: transformers' own path (no mask)
+    built_by_transformers = [sum(calls) for calls in counts]  # steps with no padding: transformers' own path
     theirs = _engine_logits(model, False, monkeypatch)
-    assert sum(calls) - built_by_transformers > built_by_transformers
+    for calls, mine in zip(counts, built_by_transformers):
+        assert sum(calls) - mine > mine, (sum(calls), mine)
     assert len(ours) == len(theirs) and _merges([slots for slots, _ in ours]) >= 3, [slots for slots, _ in ours]
     for step, ((slots, a), (want_slots, b)) in enumerate(zip(ours, theirs)):
         assert slots == want_slots and torch.equal(a, b), f"step {step}: slots {slots} / {want_slots}"

@@ -28,7 +28,8 @@ its mask there).
 
 An encoder-decoder decoder also turns the encoder's 2-D mask into a 4-D cross-attention mask
 (``create_bidirectional_mask``) every step, though it only changes when the encoder's rows do
-(a refill, a dropped row, a trim): the adapter builds it once per change (:func:`cross_mask`).
+(a refill, a dropped row, a trim): the adapter builds it once per change (:func:`cross_mask`);
+the decoder's own mask, where merged rows left it padding, as above.
 ``tests/test_decode_mask.py`` compares every step's logits, bit for bit, with transformers' own
 masks.
 """
@@ -39,7 +40,7 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["cross_mask", "cross_mask_kind", "decode_mask", "decode_mask_kind", "decode_window"]
+__all__ = ["cross_mask", "decode_mask", "decode_mask_kind", "decode_window", "seq2seq_mask_kind"]
 
 #: Families whose decoder builds every layer's mask with ``create_causal_mask`` from the 2-D
 #: mask and nothing else (checked against transformers 5.x's modeling files).
@@ -55,9 +56,10 @@ _WINDOWED = frozenset({"mistral", "mixtral", "starcoder2", "qwen3_moe"})
 #: mask, which then serves every layer: listed for configs whose every layer is full attention
 #: (Qwen's ``use_sliding_window=False``, as their released checkpoints have it).
 _FULL_LAYER_TYPES = frozenset({"qwen2", "qwen3", "qwen2_moe"})
-#: Encoder-decoder families whose decoder builds its cross-attention mask with
-#: ``create_bidirectional_mask`` from the encoder's 2-D mask and nothing else.
-_CROSS = frozenset({"t5", "bart", "mbart", "pegasus", "marian"})
+#: Encoder-decoder families whose decoder builds its own mask with ``create_causal_mask`` (of
+#: its self-attention cache) and its cross-attention mask with ``create_bidirectional_mask``,
+#: from the 2-D masks and nothing else.
+_SEQ2SEQ = frozenset({"t5", "bart", "mbart", "pegasus", "marian"})
 
 
 def decode_mask_kind(model: Any, own_steps: bool) -> Optional[str]:
@@ -114,11 +116,13 @@ def decode_mask(
     return torch.where(padding, torch.zeros((), device=mask.device, dtype=dtype), torch.finfo(dtype).min)
 
 
-def cross_mask_kind(model: Any) -> Optional[str]:
-    """``"sdpa"`` / ``"eager"`` when the adapter may build ``model``'s cross-attention masks."""
+def seq2seq_mask_kind(model: Any) -> Optional[str]:
+    """``"sdpa"`` / ``"eager"`` when the adapter may build an encoder-decoder ``model``'s decode
+    masks (its decoder's own, with :func:`decode_mask`, and the cross-attention ones)."""
     config = getattr(model, "config", None)
     kind = getattr(config, "_attn_implementation", None)
-    return kind if getattr(config, "model_type", None) in _CROSS and kind in ("sdpa", "eager") else None
+    listed = getattr(config, "model_type", None) in _SEQ2SEQ and getattr(config, "is_causal", True)
+    return kind if listed and kind in ("sdpa", "eager") else None
 
 
 def cross_mask(kind: str, mask: torch.Tensor, dtype: torch.dtype) -> Optional[torch.Tensor]:

@@ -24,7 +24,7 @@ from .families import accepts as _accepts
 from .families import prepares_own_steps, reorder_cache, step_inputs
 from .cache_merge import (replace_decoder_rows, replace_seq2seq_rows, trim_decoder_padding, trim_seq2seq_padding,
                           why_unmergeable)
-from .decode_mask import cross_mask, cross_mask_kind, decode_mask, decode_mask_kind, decode_window
+from .decode_mask import cross_mask, decode_mask, decode_mask_kind, decode_window, seq2seq_mask_kind
 from .folded_reorder import fold_reorder, settle
 from .growing_cache import growing, release, select_rows
 
@@ -477,8 +477,9 @@ class EncoderDecoderAdapter(_HiddenStates):
         self._cache_key = "cache"
         self._cache: Any = None
         self._encoder_outputs: Any = None
-        #: ``sdpa`` / ``eager`` when one-token steps get a 4-D cross-attention mask built here
-        self._cross_kind = cross_mask_kind(model)
+        #: ``sdpa`` / ``eager`` when one-token steps get 4-D masks built here (:mod:`.decode_mask`)
+        self._mask_kind = seq2seq_mask_kind(model)
+        self._mask_dtype = model.get_input_embeddings().weight.dtype if self._mask_kind else torch.float32
         self._encoder_mask = None
         self._decoder_mask: Optional[torch.Tensor] = None
         self._hidden: Optional[torch.Tensor] = None
@@ -501,12 +502,21 @@ class EncoderDecoderAdapter(_HiddenStates):
         mask transformers would build from the 2-D one (:func:`.decode_mask.cross_mask`), built
         once per change of the 2-D mask instead of once per step."""
         mask = self._encoder_mask_2d
-        if mask is None or self._cross_kind is None or new != 1:
+        if mask is None or self._mask_kind is None or new != 1:
             return mask
         if self._cross is None:
-            built = cross_mask(self._cross_kind, mask, self._encoder_outputs.last_hidden_state.dtype)
+            built = cross_mask(self._mask_kind, mask, self._encoder_outputs.last_hidden_state.dtype)
             self._cross = mask if built is None else built
         return self._cross
+
+    def _decoder_step_mask(self, mask: torch.Tensor, new: int) -> torch.Tensor:
+        """The decoder's mask to feed with ``new`` tokens per row: for one, the 4-D mask
+        transformers would build from the 2-D one, where :func:`.decode_mask.decode_mask` can."""
+        if self._mask_kind is None or new != 1:
+            return mask
+        cache = getattr(self._cache, "self_attention_cache", None)
+        built = decode_mask(self._mask_kind, mask, cache, self._mask_dtype)
+        return mask if built is None else built
 
     def decoder_prompt(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The decoder's first token for each prompt, as a ``[batch, 1]`` column."""
@@ -653,7 +663,7 @@ class EncoderDecoderAdapter(_HiddenStates):
         """Logits of the last position (``[rows, vocab]``), or of the last ``keep`` ones."""
         kwargs: dict[str, Any] = {self._cache_key: self._cache, "use_cache": True, "return_dict": True}
         if self._decoder_mask is not None:
-            kwargs["decoder_attention_mask"] = self._decoder_mask
+            kwargs["decoder_attention_mask"] = self._decoder_step_mask(self._decoder_mask, decoder_input_ids.shape[1])
         options = self._options
         if options.output_hidden_states or options.collect_hidden_states:
             kwargs["output_hidden_states"] = True
