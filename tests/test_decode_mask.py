@@ -78,13 +78,24 @@ def _greedy_steps(
     (``own_masks``) or transformers'; ``inputs``: the adapter's model inputs (a cache)."""
     adapter = adapter_for(model, model_inputs=inputs)
     assert isinstance(adapter, DecoderOnlyAdapter)
+    return _argmax_steps(adapter, own_masks, *padded_batch(False, lengths=lengths), steps)
+
+
+def _argmax_steps(adapter: Any, own_masks: bool, ids: torch.Tensor, mask: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """The prompt's logits and ``steps`` more, each step fed the argmax tokens; without the
+    adapter's masks unless ``own_masks``."""
     if not own_masks:
         adapter._mask_kind = None
-    ids, mask = padded_batch(False, lengths=lengths)
     logits = [adapter.prefill(ids, mask)]
     for _ in range(steps):
         logits.append(adapter.advance(logits[-1].argmax(-1)))
     return logits
+
+
+def _assert_same_bits(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> None:
+    assert len(ours) == len(theirs)
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert torch.equal(a, b), f"step {step}: max abs diff {float((a - b).abs().max()):.3g}"
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -96,8 +107,7 @@ def test_decode_masks_give_transformers_logits_bit_for_bit(built, name, attentio
     assert sum(calls) == 0, "transformers built a decode mask the adapter should have built"
     theirs = _greedy_steps(model, own_masks=False)
     assert sum(calls) > 0
-    for step, (a, b) in enumerate(zip(ours, theirs)):
-        assert torch.equal(a, b), f"step {step}: max abs diff {float((a - b).abs().max()):.3g}"
+    _assert_same_bits(ours, theirs)
 
 
 def _engine_logits(model: Any, own_masks: bool, monkeypatch) -> list[tuple[list[int], torch.Tensor]]:
@@ -139,8 +149,7 @@ def test_a_window_that_masks_cached_positions_leaves_the_mask_to_transformers(bu
     mine = sum(calls)
     theirs = _greedy_steps(model, False, lengths=(2, 1, 2), past_key_values=DynamicCache())
     assert sum(calls) - 2 * mine == ours, calls  # the steps whose masks the adapter built
-    for step, (a, b) in enumerate(zip(steps, theirs)):
-        assert torch.equal(a, b), f"step {step}: max abs diff {float((a - b).abs().max()):.3g}"
+    _assert_same_bits(steps, theirs)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "mistral-no-window"])
@@ -164,12 +173,7 @@ def _seq2seq_steps(model: Any, own_masks: bool, steps: int = 6) -> list[torch.Te
     inputs = {"decoder_input_ids": prompts, "decoder_attention_mask": prompt_mask}
     adapter = adapter_for(model, decoder_start_token_id=model.config.decoder_start_token_id, model_inputs=inputs)
     assert isinstance(adapter, EncoderDecoderAdapter)
-    if not own_masks:
-        adapter._mask_kind = None
-    logits = [adapter.prefill(ids, mask)]
-    for _ in range(steps):
-        logits.append(adapter.advance(logits[-1].argmax(-1)))
-    return logits
+    return _argmax_steps(adapter, own_masks, ids, mask, steps)
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -183,8 +187,7 @@ def test_seq2seq_masks_give_transformers_logits_bit_for_bit(built, name, attenti
     assert sum(cross) == sum(causal) == 0, "transformers built a mask the adapter should have built"
     theirs = _seq2seq_steps(model, own_masks=False)
     assert sum(cross) == sum(causal) == len(theirs) - 1  # every step after the prompt's
-    for step, (a, b) in enumerate(zip(ours, theirs)):
-        assert torch.equal(a, b), f"step {step}: max abs diff {float((a - b).abs().max()):.3g}"
+    _assert_same_bits(ours, theirs)
 
 
 def test_refilled_seq2seq_batches_give_the_same_logits_bit_for_bit(built, monkeypatch):
