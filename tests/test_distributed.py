@@ -335,59 +335,6 @@ def test_only_sampling_needs_a_row_key(embedded):
         sampling(batch)
 
 
-def poisoned_class(marker: str, deaths: Path):
-    """A BatchGenerator whose model kills its process (``os._exit``) whenever its input holds
-    the prompt ``marker``, writing the dead process's id to ``deaths``; defined in a function
-    so that Ray pickles it by value."""
-
-    class Poisoned(fd.BatchGenerator):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            model, poison = self.text.model, self.text.tokenizer(marker)["input_ids"]
-            forward = model.forward
-
-            @functools.wraps(forward)  # the adapter reads the forward's signature (position_ids, cache)
-            def forward_or_die(*a, **kw):
-                ids = kw.get("input_ids", a[0] if a else None)
-                if ids is not None and any(row[-len(poison):] == poison for row in ids.tolist()):
-                    with open(deaths, "a") as out:
-                        out.write(f"{os.getpid()}\n")
-                    os._exit(1)
-                return forward(*a, **kw)
-
-            model.forward = forward_or_die
-
-    return Poisoned
-
-
-@needs_ray
-def test_a_row_that_kills_its_worker_every_time_comes_back_with_an_error(ray_session, embedded, tmp_path):
-    """Ray's defaults retry such a batch forever (and bounded retries fail the whole job): the
-    batch is retried batch_retries times, then bisected down to the row, which gets ``error``.
-    The dataset is a plain Ray dataset without keys or row numbers (greedy needs no key); one
-    block of 8 rows (the default block: 4 batches) through the batch engine, 2 running at a time
-    (the poisoned row may come in by a refill)."""
-    prompts = [f"{HEADS[i]} {TAILS[i]}" for i in range(8)]
-    marker = prompts[5]
-    deaths = tmp_path / "deaths"
-    with deadline(300):
-        out = fd.generate_dataset(ray.data.from_items([{"prompt": p} for p in prompts]), generation_config=BASE,
-                                  batch_size=2, output_scores=False, concurrency=1,
-                                  batch_retries=1, generator_class=poisoned_class(marker, deaths))
-        records = list(fd.iter_records(out))
-    assert sorted(r["prompt"] for r in records) == sorted(prompts), "every row exactly once"
-    model, tok = embedded
-    for record in records:
-        if record["prompt"] == marker:
-            assert "worker process died" in record["error"] and record["token_ids"] is None, record
-            continue
-        ids = tok([record["prompt"]], return_tensors="pt")
-        alone = ferrogen.generate(model, **ids, max_new_tokens=8)[0, ids["input_ids"].shape[1]:]
-        assert record["error"] is None and record["text"] == tok.decode(alone, skip_special_tokens=True), record
-    # the block of 8 died twice (first try, one retry), then its poisoned half and quarter, then the row alone
-    assert len(deaths.read_text().split()) == 2 + 1 + 1 + 1
-
-
 # ------------------------------------------- a block larger than the batch, through the batch engine
 
 BLOCK = [f"{HEADS[i % 8]} {TAILS[(7 * i) % 20]}" for i in range(11)]  # 11 rows of 3 to 12 tokens
@@ -459,7 +406,8 @@ def test_a_block_keeps_overrides_errors_and_return_sequences(embedded):
 def test_a_block_tokenizes_each_prompt_once(embedded, tokenized, scored, strategy):
     """The group's ids (read for the empty-prompt check and the length order) are the ones the
     engine (or the scored path's generate calls) runs: each prompt is tokenized once, and each
-    row is what the prompt gives alone."""
+    row is what the prompt gives alone; with scores, its ``sequence_score`` is the sum of its
+    per-token scores, or beam search's own (length-penalized) score."""
     pa = pytest.importorskip("pyarrow", reason=RAY_MISSING or "pyarrow is installed with ray[data]")
     config = ferrogen.GenerationConfig(**BASE, **strategy)
     block = pa.table({"id": [f"r{i}" for i in range(7)], "prompt": BLOCK[:7]})
@@ -471,6 +419,14 @@ def test_a_block_tokenizes_each_prompt_once(embedded, tokenized, scored, strateg
         alone = gen.text(prompt, generation_config=config)[0]
         assert (row["token_ids"], row["text"], row["finish_reason"]) == (
             alone.token_ids, alone.text, alone.finish_reason), prompt
+        if scored and strategy:
+            model, tok = embedded
+            beam = ferrogen.generate(model, **tok([prompt], return_tensors="pt"), generation_config=config,
+                                     return_dict_in_generate=True, output_scores=True)
+            assert row["sequence_score"] == pytest.approx(float(beam.sequences_scores[0]), abs=1e-4), prompt
+            assert row["sequence_score"] != pytest.approx(sum(row["scores"]), abs=1e-3), "length-penalized"
+        elif scored:
+            assert row["sequence_score"] == sum(row["scores"]), prompt
 
 
 @pytest.mark.parametrize("sizes, match", [

@@ -1,6 +1,6 @@
 """What differs between transformers model families, in one place: each step's forward inputs,
 the beam reorder of their caches, and the families (or modes) ferrogen refuses because it
-cannot run them exactly.
+cannot run them exactly, and the families whose calls on one model must not overlap.
 
 The adapters in :mod:`ferrogen.models` keep the state ``generate`` keeps between steps (cache,
 2D attention mask, position ids) and turn it into forward inputs here, with the model's own
@@ -10,12 +10,23 @@ tests/test_architectures.py runs every family listed there against transformers'
 
 from __future__ import annotations
 
+import functools
 import inspect
-from typing import Any, Optional
+import threading
+import weakref
+from typing import Any, Callable, Optional, TypeVar, cast
 
 import torch
 
-__all__ = ["accepts", "check_supported", "prepares_own_steps", "reorder_cache", "step_inputs"]
+__all__ = ["accepts", "check_supported", "one_call_at_a_time", "prepares_own_steps", "reorder_cache", "step_inputs"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: model_type -> the state it keeps in the model's modules between forward calls, outside the
+#: cache that each ``generate`` call holds: two calls at once on one model would run on each
+#: other's state, so they take turns (:func:`one_call_at_a_time`). (tests/test_concurrency.py
+#: looks for module attributes that ``generate`` changes in every family of tests/architectures.py.)
+STATE_IN_MODULES = {"recurrent_gemma": "its recurrent (RG-LRU and convolution) state"}
 
 #: Modes that move, copy or crop rows of the model's state between forward calls.
 ROW_MOVING_MODES = frozenset(
@@ -27,9 +38,7 @@ ROW_MOVING_MODES = frozenset(
 #: with one uncached forward over the returned tokens). Greedy and sampling (rows never move)
 #: run exactly.
 ROWS_CANNOT_MOVE = {
-    "recurrent_gemma": (
-        "its recurrent (RG-LRU and convolution) state lives in the model's modules, outside the cache"
-    ),
+    "recurrent_gemma": f"{STATE_IN_MODULES['recurrent_gemma']} lives in the model's modules, outside the cache",
     "minimax": "MiniMaxCache.reorder_cache leaves its linear-attention state in place",
 }
 
@@ -152,3 +161,51 @@ def reorder_cache(model: Any, cache: Any, rows: torch.Tensor) -> Any:
         return own(cache, rows)
     cache.reorder_cache(rows)
     return cache
+
+
+class _Turns:
+    """The lock of one model whose state lives in its modules; a call on the model from inside
+    a call on it in the same thread (a logits processor or streamer generating) is refused:
+    waiting for the lock would never end, sharing the state would corrupt the outer call."""
+
+    def __init__(self, model_type: str) -> None:
+        self.model_type = model_type
+        self.lock = threading.Lock()
+        self.owner: Optional[int] = None
+
+    def __enter__(self) -> None:
+        if self.owner == threading.get_ident():
+            raise RuntimeError(
+                f"model: a generate call on this {self.model_type} model is already running in this thread; "
+                f"{STATE_IN_MODULES[self.model_type]} lives in the model's modules, so its calls take turns"
+            )
+        self.lock.acquire()
+        self.owner = threading.get_ident()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.owner = None
+        self.lock.release()
+
+
+_TURNS: "weakref.WeakKeyDictionary[Any, _Turns]" = weakref.WeakKeyDictionary()
+_TURNS_GUARD = threading.Lock()
+
+
+def one_call_at_a_time(generate: _F) -> _F:
+    """Wraps a ``generate`` function taking the model first: on a model of a family in
+    :data:`STATE_IN_MODULES`, calls from several threads run one after the other (each gets its
+    serial result); other models run them at once."""
+
+    @functools.wraps(generate)
+    def serialized(model: Any, *args: Any, **kwargs: Any) -> Any:
+        model_type = _model_type(model)
+        if model_type not in STATE_IN_MODULES:
+            return generate(model, *args, **kwargs)
+        with _TURNS_GUARD:
+            turns = _TURNS.get(model)
+            if turns is None:
+                turns = _TURNS[model] = _Turns(model_type)
+        with turns:
+            return generate(model, *args, **kwargs)
+
+    return cast(_F, serialized)

@@ -13,7 +13,7 @@ from ._validation import GenerationConfigError
 from .config import GenerationConfig, GenerationMode
 from ._transformers_args import refuse_transformers_arguments
 from .strategies.guidance import guidance_of
-from .families import check_supported
+from .families import check_supported, one_call_at_a_time
 from .grammar import compile_grammars
 from .prefix_constraint import PrefixAllowedTokensFn, prefix_constraint
 from .seq2seq_inputs import SEQ2SEQ_INPUTS, check_seq2seq_inputs
@@ -78,6 +78,7 @@ def generate(
 
 
 @ends_stream_on_error
+@one_call_at_a_time
 def generate(
     model: Any,
     input_ids: Optional[torch.Tensor] = None,

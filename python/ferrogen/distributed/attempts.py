@@ -9,11 +9,16 @@ that record. A record still standing when the batch comes back is a death. A bat
 more than ``batch_retries`` times is split in halves, a part that died once is split again,
 and a single row that died is returned with ``error`` set; every other row is generated
 again and returned once (Ray keeps only the output of the attempt that completed).
+
+The ledger keys a batch by its rows' :data:`OCCURRENCE` ids, not by their contents: a
+dataset repeating a prompt (one prompt many times, for sampling) holds identical batches,
+and two actors generating them at once would take each other's record for a death.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -42,14 +47,31 @@ class AttemptLedger:
             del self.unfinished[key]
 
 
-def batch_id(batch: "pa.Table") -> str:
-    """A digest of the batch's contents: Ray hands a retried task the same rows again."""
+#: The column :func:`number_occurrences` adds: one id per row of the dataset, which the
+#: ledger keys batches by; :class:`~ferrogen.distributed.BatchGenerator` drops it from its output.
+OCCURRENCE = "_ferrogen_occurrence"
+
+
+def number_occurrences(block: "pa.Table") -> "pa.Table":
+    """``block`` with :data:`OCCURRENCE`: a random id drawn for the block and each row's place
+    in it. :func:`~ferrogen.distributed.generate_dataset` runs it as a task of its own before
+    the repartition, so the ids are drawn once and stored in the blocks that Ray hands the
+    actor's task, and a retried task gets the same ids. (Drawn inside the actor's task, as Ray
+    would if this step were fused with it, they would change at every retry and no death would
+    count; a node lost with its blocks gets new ids when Ray rebuilds them, its counts restart.)"""
     import pyarrow as pa
 
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_table(batch)
-    return hashlib.blake2b(sink.getvalue().to_pybytes(), digest_size=16).hexdigest()
+    token = uuid.uuid4().hex
+    if OCCURRENCE in block.column_names:
+        block = block.drop_columns([OCCURRENCE])
+    return block.append_column(OCCURRENCE, pa.array([f"{token}:{i}" for i in range(block.num_rows)], pa.string()))
+
+
+def batch_id(batch: "pa.Table") -> str:
+    """The ledger's key of a batch: a digest of its rows' :data:`OCCURRENCE` ids (unique to the
+    batch, the same when Ray retries its task)."""
+    ids = "\n".join(batch.column(OCCURRENCE).to_pylist())
+    return hashlib.blake2b(ids.encode(), digest_size=16).hexdigest()
 
 
 def died_alone(deaths: int) -> str:

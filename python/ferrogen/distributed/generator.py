@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence
 
 from ..config import GenerationConfig
-from .attempts import Results, batch_id, isolate
+from .attempts import OCCURRENCE, Results, batch_id, isolate
 from .keys import NO_KEY, POSITIONS, row_key, row_seed
 
 if TYPE_CHECKING:
@@ -40,7 +40,9 @@ class BatchGenerator:
 
     With an :class:`~ferrogen.distributed.attempts.AttemptLedger` actor as ``ledger``, a batch
     whose worker died more than ``batch_retries`` times is split to isolate the row that kills
-    it (see :mod:`ferrogen.distributed.attempts`).
+    it (see :mod:`ferrogen.distributed.attempts`); the batches then need the ids of
+    :func:`~ferrogen.distributed.attempts.number_occurrences` (``generate_dataset`` adds them),
+    which the output leaves out.
     """
 
     #: Extra arguments of :func:`ferrogen.engine.generate_texts` (``static``, ``continuous``,
@@ -139,6 +141,9 @@ class BatchGenerator:
         for name in (self.prompt_column, self.key_column):
             if name is not None and name not in names:
                 raise KeyError(f"{name}: no such column (columns: {', '.join(names)})")
+        if self.ledger is not None and OCCURRENCE not in names:
+            raise KeyError(f"ledger: the batches need the row ids of ferrogen.distributed.attempts.number_occurrences "
+                           f"(a {OCCURRENCE} column, which generate_dataset adds)")
         if self.config.do_sample and self.key_column is None and not any(p in names for p in POSITIONS):
             raise ValueError(NO_KEY)
 
@@ -250,16 +255,9 @@ class BatchGenerator:
             reason = output.finish_reasons[r]
             new = strip_padding(seq[skip:], pad, reason)
             scores = token_scores[r][: len(new)] if token_scores is not None else None
-            if scores is None:
-                total = None
-            elif output.sequences_scores is not None:
-                total = float(output.sequences_scores[r])
-            else:
-                total = float(sum(scores))
-            produced[r // per_prompt].append({
-                "text": tok.decode(new, skip_special_tokens=True), "token_ids": new, "scores": scores,
-                "sequence_score": total, "finish_reason": reason, "sequence_index": r % per_prompt, "error": None,
-            })
+            beam = None if output.sequences_scores is None else float(output.sequences_scores[r])
+            produced[r // per_prompt].append(_record(tok.decode(new, skip_special_tokens=True), new, scores, reason,
+                                                     r % per_prompt, beam))
         return produced
 
     def _table(self, batch: "pa.Table", results: Results) -> "pa.Table":
@@ -267,7 +265,7 @@ class BatchGenerator:
 
         take = [i for i, produced in enumerate(results) for _ in produced]
         records = [record for produced in results for record in produced]
-        inputs = batch.drop_columns([c for c in OUTPUT_COLUMNS if c in batch.column_names]).take(take)
+        inputs = batch.drop_columns([c for c in (*OUTPUT_COLUMNS, OCCURRENCE) if c in batch.column_names]).take(take)
         for name, kind in _output_types().items():
             inputs = inputs.append_column(name, pa.array([r[name] for r in records], type=kind))
         return inputs
@@ -293,11 +291,24 @@ def check_refill_fraction(refill_fraction: Optional[float]) -> None:
 
 def _engine_record(result: "TextResult", index: int) -> dict[str, Any]:
     """The output record of one of the engine's results: its per-token scores when it kept them
-    (a :class:`~ferrogen.text.ScoredResult`), their sum the sequence score as in :meth:`BatchGenerator._run`."""
+    (a :class:`~ferrogen.text.ScoredResult`)."""
     scores: Optional[list[float]] = getattr(result, "scores", None)
-    return {"text": result.text, "token_ids": result.token_ids, "scores": scores,
-            "sequence_score": None if scores is None else float(sum(scores)),
-            "finish_reason": result.finish_reason, "sequence_index": index, "error": None}
+    return _record(result.text, result.token_ids, scores, result.finish_reason, index)
+
+
+def _record(text: str, token_ids: list[int], scores: Optional[list[float]], finish_reason: str, index: int,
+            beam_score: Optional[float] = None) -> dict[str, Any]:
+    """The output record of a generated sequence. Its ``sequence_score``: none without per-token
+    scores, else the beam search's own score where it gave one (``beam_score``: length-penalized),
+    else the sum of the per-token scores (the sequence's log-probability)."""
+    if scores is None:
+        total = None
+    elif beam_score is not None:
+        total = beam_score
+    else:
+        total = float(sum(scores))
+    return {"text": text, "token_ids": token_ids, "scores": scores, "sequence_score": total,
+            "finish_reason": finish_reason, "sequence_index": index, "error": None}
 
 
 def error_record(message: str) -> dict[str, Any]:

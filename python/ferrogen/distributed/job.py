@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..config import GenerationConfig
 from ._ray import need_ray
-from .attempts import AttemptLedger, task_retries
+from .attempts import AttemptLedger, number_occurrences, task_retries
 from .generator import BatchGenerator, check_refill_fraction
 from .io import PathLike, iter_records, read_jsonl
 
@@ -162,6 +162,9 @@ def generate_dataset(
     resources = ray.cluster_resources()
     low, high = _pool_size(concurrency, num_cpus, num_gpus, resources)
     ledger = ray.remote(num_cpus=0)(AttemptLedger).remote()
+    # The ledger's row ids, drawn in a task before the repartition (which Ray does not fuse with
+    # the actors' stage): a retried batch must carry the ids of its first attempt.
+    ds = ds.map_batches(number_occurrences, batch_format="pyarrow")
     ds = ds.repartition(target_num_rows_per_block=block_size)
     if high * num_cpus >= resources.get("CPU", 0):
         ds = ds.materialize()
