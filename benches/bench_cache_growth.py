@@ -28,16 +28,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import ferrogen  # noqa: E402
-from ferrogen import models  # noqa: E402
+from ferrogen import decoder_adapter, seq2seq_adapter  # noqa: E402
 from ferrogen.engine import generate_texts  # noqa: E402
 from ferrogen.growing_cache import growing  # noqa: E402
 
-GROWTH = (models.growing, models.select_rows)
+GROWTH = (decoder_adapter.growing, decoder_adapter.select_rows)
 
 
 def set_growth(on: bool) -> None:
-    models.growing, models.select_rows = GROWTH if on else (lambda cache: contextlib.nullcontext(),
-                                                            lambda cache, rows: False)
+    for adapter in (decoder_adapter, seq2seq_adapter):
+        adapter.growing, adapter.select_rows = GROWTH if on else (lambda cache: contextlib.nullcontext(),
+                                                                  lambda cache, rows: False)
 
 
 def step_ms(model: Any, batch: int, prompt: int, steps: int, grow: bool) -> float:

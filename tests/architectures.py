@@ -114,10 +114,12 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
 
 def build(model_type: str, std: float = 0.2, **overrides: Any) -> Any:
     """The tiny random model of ``model_type``, in eval mode (``overrides``: config keywords that
-    replace the table's, e.g. ``sliding_window=None`` for a full-attention Mistral)."""
+    replace the table's, e.g. ``sliding_window=None`` for a full-attention Mistral; a family the
+    table does not list takes all its sizes from them)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    kwargs = dict(ARCHITECTURES[model_type][1], pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
+    sizes = ARCHITECTURES[model_type][1] if model_type in ARCHITECTURES else {}  # else all in overrides
+    kwargs = dict(sizes, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
     kwargs.update(overrides)
     config = AutoConfig.for_model(model_type, **kwargs)
     if config.is_encoder_decoder:

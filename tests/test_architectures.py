@@ -156,13 +156,13 @@ def test_generic_step_recipe_equals_transformers_generic_method(model_type):
     """Families on transformers' generic ``prepare_inputs_for_generation`` get their step inputs
     from ferrogen's recipe (cheaper); it must give exactly what the generic method gives."""
     from ferrogen.families import prepares_own_steps, step_inputs
-    from ferrogen.models import _new_cache
+    from ferrogen.adapter_common import new_cache
 
     model = tiny(model_type)
     assert not prepares_own_steps(model)
     ids, mask = padded_batch(False)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    _, cache = _new_cache(model, encoder_decoder=False)
+    _, cache = new_cache(model, encoder_decoder=False)
     for first, tokens in ((True, ids), (False, ids[:, -1:])):
         state = dict(cache=cache, use_cache=True, attention_mask=mask, position_ids=positions, logits_to_keep=1)
         ours = step_inputs(model, tokens, state, first, own=False)

@@ -345,7 +345,7 @@ def test_encoder_decoder_beams_leave_the_cross_attention_half_in_place(stored, m
     has no live transformers 5.x counterpart; the other tests tie that path to transformers)."""
     from transformers.cache_utils import DynamicLayer
 
-    from ferrogen import models
+    from ferrogen import seq2seq_adapter
     from ferrogen.folded_reorder import FoldedReorderLayer
 
     model = stored["t5"] if name == "t5" else _tiny_bart()
@@ -362,7 +362,7 @@ def test_encoder_decoder_beams_leave_the_cross_attention_half_in_place(stored, m
     ours = ferrogen.generate(model, **run)
     assert len(moved) == decoder_layers  # the self-attention layers only
     moved.clear()
-    monkeypatch.setattr(models, "_splits_cross_attention", lambda model, cache: False)
+    monkeypatch.setattr(seq2seq_adapter, "splits_cross_attention", lambda model, cache: False)
     both = ferrogen.generate(model, **run)
     assert len(moved) == 2 * decoder_layers
     assert torch.equal(ours.sequences, both.sequences)

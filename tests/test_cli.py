@@ -323,6 +323,26 @@ def test_a_failing_prompt_exits_1(capsys):
     assert [r["line"] for r in records] == [1, 2] and "error" in records[0] and len(records[1]["token_ids"]) == 3
 
 
+@pytest.mark.parametrize("extra, expected", [([], 0), (["--beam-tree", "tree.json"], 2)],
+                         ids=["returns", "fails after the model loaded"])
+def test_transformers_logging_is_left_as_it_was(tmp_path, capsys, monkeypatch, extra, expected):
+    """The command quiets transformers' logging and load bars for its own run only: a program that
+    calls ``main`` (a test, an embedding application) keeps its settings, also when the run fails."""
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.chdir(tmp_path)
+    before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_info()
+    hf_logging.enable_progress_bar()
+    try:
+        code, _, _ = run(capsys, "generate", "--prompt", "And God said", "--max-new-tokens", "2", *extra)
+        assert code == expected
+        assert (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()) == (hf_logging.INFO, True)
+    finally:
+        hf_logging.set_verbosity(before[0])
+        (hf_logging.enable_progress_bar if before[1] else hf_logging.disable_progress_bar)()
+
+
 def test_stream_prints_to_stderr(capsys):
     code, out, err = run(capsys, "generate", "--prompt", "And God said", "--max-new-tokens", "6", "--stream")
     assert code == 0

@@ -381,7 +381,7 @@ def test_the_walk_covers_every_entry_point() -> None:
     no_arguments = {"any_open", "any_active", "all_finished", "begin_round", "drafts", "finalize", "is_done",
                     "lengths", "sequences", "take_settled", "tree", "unfinished", "active", "last_step", "advance",
                     "is_complete", "completed_count", "bank", "beams_satisfied", "merge_refusal",
-                    # scalar arguments whose every value is valid
+                    # scalar arguments whose every in-range value is valid (tests/test_core_ints.py walks the rest)
                     "add", "reset", "does_advance", "stop"}
     covered = {label.split("(")[0] for label, _, _ in WALK}
     for cls in [_core.Decoder, _core.ContrastiveSearch, _core.AssistedDecoder, _core.BeamSearch,

@@ -12,7 +12,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 import ferrogen
 from conftest import left_padded_batch
-from ferrogen import models
+from ferrogen import decoder_adapter, seq2seq_adapter
 from ferrogen.folded_reorder import FoldedReorderLayer, fold_reorder, settle
 
 ROWS = 4
@@ -77,16 +77,18 @@ def test_beam_search_is_bit_identical_with_and_without_folding(request, monkeypa
     run = dict(input_ids=ids, attention_mask=mask, pad_token_id=0, max_new_tokens=8,
                return_dict_in_generate=True, output_scores=True, **kwargs)
     folds: list[bool] = []
-    real = models.fold_reorder
+    real = fold_reorder
 
     def spy(cache, rows):
         folds.append(real(cache, rows))
         return folds[-1]
 
-    monkeypatch.setattr(models, "fold_reorder", spy)
+    for adapter in (decoder_adapter, seq2seq_adapter):
+        monkeypatch.setattr(adapter, "fold_reorder", spy)
     ours = ferrogen.generate(model, **run)
     assert folds and all(folds)
-    monkeypatch.setattr(models, "_folds", lambda model: False)
+    for adapter in (decoder_adapter, seq2seq_adapter):
+        monkeypatch.setattr(adapter, "folds", lambda model: False)
     eager = ferrogen.generate(model, **run)
     assert torch.equal(ours.sequences, eager.sequences)
     torch.testing.assert_close(ours.sequences_scores, eager.sequences_scores, rtol=0, atol=0)

@@ -13,7 +13,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 import ferrogen
 from conftest import hf_generate, left_padded_batch
-from ferrogen import growing_cache, models
+from ferrogen import decoder_adapter, growing_cache, seq2seq_adapter
 from ferrogen.growing_cache import GrowingLayer, growing, release, select_rows
 
 ROWS = 4
@@ -153,8 +153,9 @@ def test_sampling_same_with_and_without_growth(any_model, monkeypatch):
     appends = _counting(monkeypatch)
     ours = ferrogen.generate(any_model, input_ids=ids, attention_mask=mask, **kwargs)
     assert appends
-    monkeypatch.setattr(models, "growing", lambda cache: contextlib.nullcontext())
-    monkeypatch.setattr(models, "select_rows", lambda cache, rows: False)
+    for adapter in (decoder_adapter, seq2seq_adapter):
+        monkeypatch.setattr(adapter, "growing", lambda cache: contextlib.nullcontext())
+        monkeypatch.setattr(adapter, "select_rows", lambda cache, rows: False)
     appends.clear()
     plain = ferrogen.generate(any_model, input_ids=ids, attention_mask=mask, **kwargs)
     assert not appends

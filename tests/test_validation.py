@@ -266,9 +266,9 @@ def test_a_prompt_plus_max_new_tokens_past_int64_names_max_new_tokens():
         GenerationConfig(max_new_tokens=2**63 - 3).resolved_max_length(5)
 
 
-# Ints the Python layer hands the Rust core. pyo3 converts an int argument that does not fit
-# (negative for an unsigned one, 2**64 for any) into an OverflowError that names no argument, so
-# every public entry checks its ints first: the config's int fields and token ids (< 2**63, the
+# Ints the Python layer hands the Rust core. The core refuses an int that does not fit its type by
+# name (tests/test_core_ints.py); every public entry still checks its ints first, with the config's
+# messages and limits: the config's int fields and token ids (< 2**63, the
 # core's int64; seeds < 2**64), the constraints' token ids, LogitsPipeline's lengths, seed and
 # key_length, the SynthID scorer's eos_token_id. The rest of what reaches the core is either read
 # from tensors (shapes, ids as int64 arrays) or from the config, checked here.

@@ -26,8 +26,9 @@ Checker = Callable[[str, Any], Any]
 
 ASSISTANT_SCHEDULES = ("heuristic", "constant", "heuristic_transient")
 SEED_LIMIT = 2**64
-#: Every other int the core takes is below this (its int64 token ids, its sizes), so that a larger
-#: one is refused here by name rather than by pyo3's OverflowError, which names no argument.
+#: Every other int the core takes is below this (its int64 token ids, its sizes): a larger one is
+#: refused here, with the field's message, before any model work (the core would also refuse it by
+#: name, src/py/ints.rs, but only once a strategy builds its settings).
 INT_LIMIT = 2**63
 #: Lengths (``max_length``, ``max_new_tokens``, ``min_length``, ``min_new_tokens``) are below this:
 #: torch sizes and positions are int64.

@@ -196,12 +196,17 @@ def _generate_all(args: argparse.Namespace, fields: dict[str, Any], config: Any,
                   stdout: TextIO) -> int:
     if on_ray(args):
         return run_on_ray(args, fields, output, stdout)
+    with _quiet_transformers():
+        return _generate_here(args, fields, config, output, stdout)
+
+
+def _generate_here(args: argparse.Namespace, fields: dict[str, Any], config: Any, output: Optional[OutputFile],
+                   stdout: TextIO) -> int:
     from tqdm import tqdm
 
     from ._cli_run import Limits, run
     from .text import pipeline
 
-    _quiet_transformers()
     generator = pipeline(args.model, device=args.device)
     if args.config is None:  # start from the model's own generation config
         config = _loaded_config(args, fields, generator.model)
@@ -308,12 +313,22 @@ def _generate_with_tree(generator: Any, prompts: list[str], config: Any, streame
     return results
 
 
-def _quiet_transformers() -> None:
-    """The CLI's stderr carries ferrogen's messages; transformers' load bars would bury them."""
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """The CLI's stderr carries ferrogen's messages; transformers' load bars would bury them.
+    Restored on the way out: ``main`` may be called inside a program (tests, an embedding
+    application) whose transformers logging is its own."""
     from transformers.utils import logging as hf_logging
 
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class _Stopped(KeyboardInterrupt):

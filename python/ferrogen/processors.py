@@ -134,7 +134,7 @@ class LogitsPipeline:
         **overrides: Any,
     ) -> None:
         self.config = _as_config(config, overrides)
-        # Checked here: the core's unsigned arguments would raise pyo3's OverflowError, naming none.
+        # Checked here, with the config's limits (lengths are torch int64s), not only the core's u64.
         for name, value in (("prompt_length", prompt_length), ("max_length", max_length)):
             if value is not None:
                 int_field(0, LENGTH_LIMIT)(name, value)

@@ -68,7 +68,7 @@ def synthid_eos_token_mask(input_ids: Any, eos_token_id: int) -> torch.Tensor:
 
 
 def _eos_id(eos_token_id: Any) -> int:
-    """``eos_token_id`` as the core's int64 (checked here: pyo3's OverflowError names no argument)."""
+    """``eos_token_id`` as the core's int64 (checked here too: a numpy or torch int is converted first)."""
     value = int(eos_token_id)
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"eos_token_id: expected an int64 (in [-2**63, 2**63)), got {value}")

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError, ShapeError};
+use super::ints::{Int, Named};
 use super::row_status::row_status_binding;
 use super::settings::GenerationSettings;
 use crate::assisted::{AssistedDecoder as Core, Verdict};
@@ -126,9 +127,11 @@ row_status_binding!(AssistedDecoder, {
     fn lookup_drafts(
         &mut self,
         py: Python<'_>,
-        max_matching_ngram_size: usize,
-        prompt_lookup_num_tokens: usize,
+        max_matching_ngram_size: Int<usize>,
+        prompt_lookup_num_tokens: Int<usize>,
     ) -> PyResult<()> {
+        let max_matching_ngram_size = max_matching_ngram_size.arg("max_matching_ngram_size")?;
+        let prompt_lookup_num_tokens = prompt_lookup_num_tokens.arg("prompt_lookup_num_tokens")?;
         let inner = &mut self.inner;
         py.detach(|| inner.lookup_drafts(max_matching_ngram_size, prompt_lookup_num_tokens))
             .map_err(to_py)
@@ -175,8 +178,8 @@ row_status_binding!(AssistedDecoder, {
     }
 
     /// Int64 `[rows, n]`: the last `n` tokens of every row.
-    fn tails<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
-        let tails = self.inner.tails(n).map_err(to_py)?;
+    fn tails<'py>(&self, py: Python<'py>, n: Int<usize>) -> PyResult<Bound<'py, PyArray2<i64>>> {
+        let tails = self.inner.tails(n.arg("n")?).map_err(to_py)?;
         int_array(py, tails, self.inner.n_rows())
     }
 

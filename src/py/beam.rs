@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyList};
 
 use super::arrays::{contiguous, contiguous1, contiguous_mut, contiguous_mut1};
 use super::errors::to_py;
+use super::ints::{Int, Named};
 use super::settings::GenerationSettings;
 use crate::beam::{
     BeamCore, BeamSearch as CoreBeamSearch, BeamSettings, BeamTree, Finalized,
@@ -169,9 +170,15 @@ macro_rules! beam_binding {
             }
 
             /// Ends the search: the stopping criterion with `code` (>= 1) fired for every row.
-            #[pyo3(signature = (code=1))]
-            fn stop(&mut self, code: u8) {
-                $crate::beam::BeamCore::stop(&mut self.inner, code)
+            // The default is not a literal: the text signature states it for `inspect` and stubtest.
+            #[pyo3(
+                signature = (code = $crate::py::ints::Int::from(1)),
+                text_signature = "($self, code=1)"
+            )]
+            fn stop(&mut self, code: $crate::py::ints::Int<u8>) -> PyResult<()> {
+                let code = $crate::py::ints::Named::arg(code, "code")?;
+                $crate::beam::BeamCore::stop(&mut self.inner, code);
+                Ok(())
             }
 
             /// Per batch item, the tokens newly agreed on by every hypothesis that can still win.
@@ -242,8 +249,9 @@ beam_binding!(BeamSearch, constrained: false, with process, {
     fn draw_torch_noise(
         &mut self,
         mut torch_rng_state: PyReadwriteArray1<'_, u8>,
-        vocab: usize,
+        vocab: Int<usize>,
     ) -> PyResult<()> {
+        let vocab = vocab.arg("vocab")?;
         let state = contiguous_mut1("torch_rng_state", &mut torch_rng_state)?;
         // Held on purpose (a few ms: the generator's words only, the transform comes later):
         // between the caller's `get_rng_state` and `set_rng_state` no other Python thread may
@@ -301,8 +309,9 @@ beam_binding!(BeamSearch, constrained: false, with process, {
         py: Python<'py>,
         scores: PyReadonlyArray2<'py, f32>,
         indices: PyReadonlyArray2<'py, i64>,
-        vocab: usize,
+        vocab: Int<usize>,
     ) -> PyResult<Pair<'py>> {
+        let vocab = vocab.arg("vocab")?;
         let scores = contiguous("scores", &scores)?;
         let indices = contiguous("indices", &indices)?;
         let inner = &mut self.inner;
@@ -390,8 +399,8 @@ beam_binding!(GroupBeamSearch, constrained: false, {
     }
 
     /// Rows of group `g` in `[rows]`, as int64.
-    fn group_rows<'py>(&self, py: Python<'py>, g: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let rows = self.inner.group_rows(g).map_err(to_py)?;
+    fn group_rows<'py>(&self, py: Python<'py>, g: Int<usize>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let rows = self.inner.group_rows(g.arg("g")?).map_err(to_py)?;
         Ok(PyArray1::from_vec(py, rows.map(|r| r as i64).collect()))
     }
 
@@ -401,10 +410,11 @@ beam_binding!(GroupBeamSearch, constrained: false, {
     fn process_group(
         &mut self,
         py: Python<'_>,
-        g: usize,
+        g: Int<usize>,
         mut logits: PyReadwriteArray2<'_, f32>,
         log_softmax: bool,
     ) -> PyResult<()> {
+        let g = g.arg("g")?;
         let vocab = logits.shape()[1];
         let data = contiguous_mut("logits", &mut logits)?;
         let inner = &mut self.inner;
@@ -419,9 +429,10 @@ beam_binding!(GroupBeamSearch, constrained: false, {
     fn select_group(
         &mut self,
         py: Python<'_>,
-        g: usize,
+        g: Int<usize>,
         logits: PyReadonlyArray2<'_, f32>,
     ) -> PyResult<()> {
+        let g = g.arg("g")?;
         let vocab = logits.shape()[1];
         let data = contiguous("logits", &logits)?;
         let inner = &mut self.inner;

@@ -8,6 +8,7 @@ use pyo3::types::PyList;
 use super::arrays::{contiguous, contiguous_mut};
 use super::beam::{beam_binding, parse, tokens_parents, Pair};
 use super::errors::{to_py, InvalidArgumentError};
+use super::ints::{Int, Named};
 use super::settings::GenerationSettings;
 use crate::beam::ConstrainedBeamSearch as CoreSearch;
 use crate::constraints::{ConstraintSet, ConstraintSpec, ConstraintState};
@@ -31,10 +32,10 @@ fn constraint_set(
     let name = field_name(field);
     let mut out = Vec::with_capacity(specs.len());
     for (i, item) in specs.iter().enumerate() {
-        let spec = if let Ok(phrase) = item.extract::<Vec<i64>>() {
-            ConstraintSpec::Phrase(phrase)
-        } else if let Ok(alts) = item.extract::<Vec<Vec<i64>>>() {
-            ConstraintSpec::OneOf(alts)
+        let spec = if let Ok(phrase) = item.extract::<Vec<Int<i64>>>() {
+            ConstraintSpec::Phrase(phrase.arg(name)?)
+        } else if let Ok(alts) = item.extract::<Vec<Vec<Int<i64>>>>() {
+            ConstraintSpec::OneOf(alts.arg(name)?)
         } else {
             return Err(InvalidArgumentError::new_err(format!(
                 "{name}: constraint {i} must be a list of token ids or a list of such lists"
@@ -67,21 +68,24 @@ impl ConstraintTracker {
     /// Validates `specs` (errors name `field`); `vocab` bounds the token ids when given.
     #[new]
     #[pyo3(signature = (specs, vocab=None, field="force_words_ids"))]
-    fn new(specs: &Bound<'_, PyList>, vocab: Option<usize>, field: &str) -> PyResult<Self> {
-        let set = constraint_set(specs, vocab, field)?;
+    fn new(specs: &Bound<'_, PyList>, vocab: Option<Int<usize>>, field: &str) -> PyResult<Self> {
+        let set = constraint_set(specs, vocab.arg("vocab")?, field)?;
         let state = set.initial_state();
         Ok(ConstraintTracker { set, state })
     }
 
     /// Reads one token.
-    fn add(&mut self, token: i64) {
-        self.state.add(&self.set, token);
+    fn add(&mut self, token: Int<i64>) -> PyResult<()> {
+        self.state.add(&self.set, token.arg("token")?);
+        Ok(())
     }
 
     /// Starts over, then reads `tokens` (if given).
     #[pyo3(signature = (tokens=None))]
-    fn reset(&mut self, tokens: Option<Vec<i64>>) {
+    fn reset(&mut self, tokens: Option<Vec<Int<i64>>>) -> PyResult<()> {
+        let tokens = tokens.arg("tokens")?;
         self.state = ConstraintState::from_tokens(&self.set, tokens.as_deref().unwrap_or(&[]));
+        Ok(())
     }
 
     /// Tokens that make progress now (empty once every constraint is satisfied).
@@ -91,8 +95,8 @@ impl ConstraintTracker {
         out
     }
 
-    fn does_advance(&self, token: i64) -> bool {
-        self.advance().contains(&token)
+    fn does_advance(&self, token: Int<i64>) -> PyResult<bool> {
+        Ok(self.advance().contains(&token.arg("token")?))
     }
 
     fn is_complete(&self) -> bool {

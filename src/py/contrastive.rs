@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 use super::arrays::{contiguous, contiguous_mut};
 use super::errors::{to_py, ShapeError};
+use super::ints::{Int, Named};
 use super::row_status::row_status_binding;
 use super::settings::GenerationSettings;
 use crate::contrastive::ContrastiveSearch as Core;
@@ -39,9 +40,10 @@ row_status_binding!(ContrastiveSearch, {
     fn new(
         input_ids: PyReadonlyArray2<'_, i64>,
         settings: &GenerationSettings,
-        top_k: usize,
+        top_k: Int<usize>,
         penalty_alpha: f32,
     ) -> PyResult<Self> {
+        let top_k = top_k.arg("top_k")?;
         let rows = input_ids.shape()[0];
         let prompts = contiguous("input_ids", &input_ids)?;
         let config = &settings.inner.pipeline;

@@ -8,6 +8,7 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 
 use super::errors::to_py;
+use super::ints::{Int, Named};
 use crate::grammar::{
     allowed_after, dead_after, CompiledGrammar, GrammarHandle, GrammarSpec,
     GrammarVocab as CoreVocab, RowGrammars,
@@ -24,7 +25,12 @@ pub struct GrammarVocab {
 impl GrammarVocab {
     #[new]
     #[pyo3(signature = (tokenizer_json, vocab_size=None))]
-    fn new(py: Python<'_>, tokenizer_json: String, vocab_size: Option<usize>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        tokenizer_json: String,
+        vocab_size: Option<Int<usize>>,
+    ) -> PyResult<Self> {
+        let vocab_size = vocab_size.arg("vocab_size")?;
         let inner = py
             .detach(|| CoreVocab::from_tokenizer_json(&tokenizer_json, vocab_size))
             .map_err(to_py)?;
@@ -81,10 +87,15 @@ impl Grammar {
     fn allowed_after(
         &self,
         py: Python<'_>,
-        generated: Vec<i64>,
-        eos_token_ids: Vec<i64>,
-        vocab_size: usize,
+        generated: Vec<Int<i64>>,
+        eos_token_ids: Vec<Int<i64>>,
+        vocab_size: Int<usize>,
     ) -> PyResult<Vec<u32>> {
+        let (generated, eos_token_ids) = (
+            generated.arg("generated")?,
+            eos_token_ids.arg("eos_token_ids")?,
+        );
+        let vocab_size = vocab_size.arg("vocab_size")?;
         let inner = &self.inner;
         py.detach(|| allowed_after(inner, &generated, &eos_token_ids, vocab_size))
             .map_err(to_py)
@@ -96,9 +107,13 @@ impl Grammar {
     fn dead_after(
         &self,
         py: Python<'_>,
-        generated: Vec<i64>,
-        eos_token_ids: Vec<i64>,
+        generated: Vec<Int<i64>>,
+        eos_token_ids: Vec<Int<i64>>,
     ) -> PyResult<bool> {
+        let (generated, eos_token_ids) = (
+            generated.arg("generated")?,
+            eos_token_ids.arg("eos_token_ids")?,
+        );
         let inner = &self.inner;
         py.detach(|| dead_after(inner, &generated, &eos_token_ids))
             .map_err(to_py)
@@ -118,9 +133,11 @@ impl GrammarMatchers {
     #[new]
     fn new(
         grammars: Vec<PyRef<'_, Grammar>>,
-        rows_per_prompt: usize,
-        eos_token_ids: Vec<i64>,
+        rows_per_prompt: Int<usize>,
+        eos_token_ids: Vec<Int<i64>>,
     ) -> PyResult<Self> {
+        let rows_per_prompt = rows_per_prompt.arg("rows_per_prompt")?;
+        let eos_token_ids = eos_token_ids.arg("eos_token_ids")?;
         let compiled: Vec<Arc<CompiledGrammar>> =
             grammars.iter().map(|g| g.inner.clone()).collect();
         let rows = RowGrammars::new(&compiled, rows_per_prompt, &eos_token_ids).map_err(to_py)?;
@@ -135,14 +152,20 @@ impl GrammarMatchers {
     }
 
     /// Whether row `row`'s grammar accepts what it has consumed so far.
-    fn accepting(&self, row: usize) -> bool {
-        self.handle.lock().accepting(row)
+    fn accepting(&self, row: Int<usize>) -> PyResult<bool> {
+        Ok(self.handle.lock().accepting(row.arg("row")?))
     }
 
     /// How many of `tokens` row `row` accepts in order (the row is not changed).
-    fn valid_prefix(&self, py: Python<'_>, row: usize, tokens: Vec<i64>) -> usize {
+    fn valid_prefix(
+        &self,
+        py: Python<'_>,
+        row: Int<usize>,
+        tokens: Vec<Int<i64>>,
+    ) -> PyResult<usize> {
+        let (row, tokens) = (row.arg("row")?, tokens.arg("tokens")?);
         let handle = &self.handle;
-        py.detach(|| handle.lock().valid_prefix(row, &tokens))
+        Ok(py.detach(|| handle.lock().valid_prefix(row, &tokens)))
     }
 }
 

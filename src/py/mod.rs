@@ -11,6 +11,7 @@ mod errors;
 #[cfg(feature = "grammar")]
 mod grammar;
 mod guidance;
+mod ints;
 mod pipeline;
 mod prefix;
 mod row_status;

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 use super::arrays::{contiguous, contiguous_mut};
 use super::errors::{to_py, InvalidArgumentError, ShapeError};
+use super::ints::{Int, Named};
 use super::settings::GenerationSettings;
 use crate::history::TokenHistory;
 use crate::logits::{LogitsMut, Pipeline, PipelineConfig, StepContext};
@@ -57,12 +58,18 @@ impl LogitsPipelineCore {
     /// length of the prompt (for min_new_tokens, begin_suppress_tokens, exponential decay);
     /// `min_tokens_to_keep`: for the warpers (beam sampling uses 1 + number of EOS).
     #[new]
-    #[pyo3(signature = (settings, prompt_length = 0, min_tokens_to_keep = 1))]
+    // The defaults are not literals: the text signature states them for `inspect` and stubtest.
+    #[pyo3(
+        signature = (settings, prompt_length = Int::from(0), min_tokens_to_keep = Int::from(1)),
+        text_signature = "(settings, prompt_length=0, min_tokens_to_keep=1)"
+    )]
     fn new(
         settings: &GenerationSettings,
-        prompt_length: usize,
-        min_tokens_to_keep: usize,
+        prompt_length: Int<usize>,
+        min_tokens_to_keep: Int<usize>,
     ) -> PyResult<Self> {
+        let prompt_length = prompt_length.arg("prompt_length")?;
+        let min_tokens_to_keep = min_tokens_to_keep.arg("min_tokens_to_keep")?;
         let config = settings.inner.pipeline.clone();
         if min_tokens_to_keep == 0 {
             return Err(InvalidArgumentError::new_err(
@@ -133,9 +140,10 @@ impl LogitsPipelineCore {
         py: Python<'py>,
         input_ids: PyReadonlyArray2<'py, i64>,
         mut logits: PyReadwriteArray2<'py, f32>,
-        seed: u64,
-        key_length: Option<usize>,
+        seed: Int<u64>,
+        key_length: Option<Int<usize>>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let (seed, key_length) = (seed.arg("seed")?, key_length.arg("key_length")?);
         let (rows, vocab) = shapes(&input_ids, &logits)?;
         let width = input_ids.shape()[1];
         let ids = contiguous("input_ids", &input_ids)?;

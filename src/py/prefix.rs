@@ -62,7 +62,8 @@ impl AllowedTokensSource for PyAllowedTokens {
 #[pymethods]
 impl PrefixAllowedTokens {
     #[new]
-    fn new(func: Py<PyAny>, rows_per_batch: usize) -> PyResult<Self> {
+    fn new(func: Py<PyAny>, rows_per_batch: super::ints::Int<usize>) -> PyResult<Self> {
+        let rows_per_batch = super::ints::Named::arg(rows_per_batch, "rows_per_batch")?;
         if rows_per_batch == 0 {
             return Err(super::errors::InvalidArgumentError::new_err(
                 "rows_per_batch: must be >= 1",

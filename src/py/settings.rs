@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyMapping, PyString, PyTuple};
 
 use super::errors::to_py;
+use super::ints::{Int, Named};
 use crate::error::{CoreError, Result};
 use crate::settings::{FlagOrText, GenerationSettings as Core, SettingsSource};
 
@@ -44,11 +45,12 @@ impl SettingsSource for Attributes<'_, '_> {
     }
 
     fn uint(&self, name: &'static str) -> Result<Option<u64>> {
-        self.typed(name, "a non-negative int")
+        self.typed::<Int<u64>>(name, "a non-negative int")?
+            .named(name)
     }
 
     fn int(&self, name: &'static str) -> Result<Option<i64>> {
-        self.typed(name, "an int")
+        self.typed::<Int<i64>>(name, "an int")?.named(name)
     }
 
     fn flag(&self, name: &'static str) -> Result<Option<bool>> {
@@ -59,20 +61,23 @@ impl SettingsSource for Attributes<'_, '_> {
         let Some(v) = self.get(name)? else {
             return Ok(None);
         };
-        if let Ok(id) = v.extract::<i64>() {
-            return Ok(Some(vec![id]));
+        if let Ok(id) = v.extract::<Int<i64>>() {
+            return Ok(Some(vec![id.named(name)?]));
         }
-        v.extract()
+        v.extract::<Vec<Int<i64>>>()
+            .map_err(|_| wrong(name, "an int or a list of ints"))?
+            .named(name)
             .map(Some)
-            .map_err(|_| wrong(name, "an int or a list of ints"))
     }
 
     fn id_lists(&self, name: &'static str) -> Result<Option<Vec<Vec<i64>>>> {
-        self.typed(name, "a list of lists of token ids")
+        self.typed::<Vec<Vec<Int<i64>>>>(name, "a list of lists of token ids")?
+            .named(name)
     }
 
     fn uints(&self, name: &'static str) -> Result<Option<Vec<u64>>> {
-        self.typed(name, "a list of non-negative ints")
+        self.typed::<Vec<Int<u64>>>(name, "a list of non-negative ints")?
+            .named(name)
     }
 
     fn biases(&self, name: &'static str) -> Result<Option<crate::settings::SequenceBiases>> {
@@ -90,9 +95,12 @@ impl SettingsSource for Attributes<'_, '_> {
             .map(|p| {
                 let (ids, bias): (Bound<'_, PyAny>, f64) =
                     p.extract().map_err(|_| wrong(name, EXPECTED))?;
-                let ids = match ids.extract::<i64>() {
-                    Ok(id) => vec![id],
-                    Err(_) => ids.extract().map_err(|_| wrong(name, EXPECTED))?,
+                let ids = match ids.extract::<Int<i64>>() {
+                    Ok(id) => vec![id.named(name)?],
+                    Err(_) => ids
+                        .extract::<Vec<Int<i64>>>()
+                        .map_err(|_| wrong(name, EXPECTED))?
+                        .named(name)?,
                 };
                 Ok((ids, bias))
             })
@@ -111,7 +119,9 @@ impl SettingsSource for Attributes<'_, '_> {
         };
         match items.as_slice() {
             [n, x] => Ok(Some((
-                n.extract().map_err(|_| wrong(name, EXPECTED))?,
+                n.extract::<Int<u64>>()
+                    .map_err(|_| wrong(name, EXPECTED))?
+                    .named(name)?,
                 x.extract().map_err(|_| wrong(name, EXPECTED))?,
             ))),
             _ => Err(wrong(name, EXPECTED)),
@@ -157,20 +167,31 @@ impl GenerationSettings {
     #[allow(clippy::too_many_arguments)]
     fn new(
         config: &Bound<'_, PyAny>,
-        eos_token_ids: Option<Vec<i64>>,
-        min_length: Option<usize>,
-        max_length: Option<usize>,
-        pad_token_id: Option<i64>,
-        vocab_size: Option<usize>,
-        encoder_input_ids: Option<Vec<Vec<i64>>>,
-        prompt_ignore_lengths: Option<Vec<usize>>,
-        seed: Option<u64>,
-        seed_prompts: Option<Vec<Vec<i64>>>,
-        row_seeds: Option<Vec<u64>>,
+        eos_token_ids: Option<Vec<Int<i64>>>,
+        min_length: Option<Int<usize>>,
+        max_length: Option<Int<usize>>,
+        pad_token_id: Option<Int<i64>>,
+        vocab_size: Option<Int<usize>>,
+        encoder_input_ids: Option<Vec<Vec<Int<i64>>>>,
+        prompt_ignore_lengths: Option<Vec<Int<usize>>>,
+        seed: Option<Int<u64>>,
+        seed_prompts: Option<Vec<Vec<Int<i64>>>>,
+        row_seeds: Option<Vec<Int<u64>>>,
         turned_off: Vec<String>,
         grammar: Option<&Bound<'_, PyAny>>,
         prefix_allowed: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let eos_token_ids = eos_token_ids.arg("eos_token_ids")?;
+        let (min_length, max_length) =
+            (min_length.arg("min_length")?, max_length.arg("max_length")?);
+        let (pad_token_id, vocab_size) = (
+            pad_token_id.arg("pad_token_id")?,
+            vocab_size.arg("vocab_size")?,
+        );
+        let encoder_input_ids = encoder_input_ids.arg("encoder_input_ids")?;
+        let prompt_ignore_lengths = prompt_ignore_lengths.arg("prompt_ignore_lengths")?;
+        let (seed, row_seeds) = (seed.arg("seed")?, row_seeds.arg("row_seeds")?);
+        let seed_prompts = seed_prompts.arg("seed_prompts")?;
         let mut inner = Core::read(&Attributes(config)).map_err(to_py)?;
         let (pipeline, beam) = (&mut inner.pipeline, &mut inner.beam);
         if let Some(eos) = eos_token_ids {

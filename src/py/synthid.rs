@@ -8,6 +8,7 @@ use pyo3::types::PyDict;
 
 use super::arrays::contiguous;
 use super::errors::to_py;
+use super::ints::{Int, Named};
 use crate::error::CoreError;
 use crate::logits::{eos_token_mask, SynthIdHash, SynthIdSpec};
 
@@ -166,8 +167,9 @@ pub fn synthid_context_repetition_mask<'py>(
 pub fn synthid_eos_token_mask<'py>(
     py: Python<'py>,
     input_ids: PyReadonlyArray2<'py, i64>,
-    eos_token_id: i64,
+    eos_token_id: Int<i64>,
 ) -> PyResult<Bound<'py, PyArray2<bool>>> {
+    let eos_token_id = eos_token_id.arg("eos_token_id")?;
     let (ids, rows, len) = id_rows(&input_ids)?;
     let mask = eos_token_mask(ids, rows, eos_token_id).map_err(to_py)?;
     numpy::PyArray1::from_vec(py, mask).reshape([rows, len])

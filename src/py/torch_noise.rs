@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 use super::arrays::contiguous_mut1;
 use super::errors::to_py;
+use super::ints::{Int, Named};
 use crate::beam::TorchExponential;
 
 /// `torch.empty(n).exponential_()` from `torch_rng_state` (`torch.get_rng_state().numpy()`,
@@ -14,8 +15,9 @@ use crate::beam::TorchExponential;
 pub fn torch_exponential<'py>(
     py: Python<'py>,
     mut torch_rng_state: PyReadwriteArray1<'py, u8>,
-    n: usize,
+    n: Int<usize>,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let n = n.arg("n")?;
     let state = contiguous_mut1("torch_rng_state", &mut torch_rng_state)?;
     let draws = py
         .detach(|| {
