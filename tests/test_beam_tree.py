@@ -176,3 +176,24 @@ def test_from_core_splits_by_item():
     assert [len(t.nodes) for t in forest] == [2, 1]
     assert forest[0].nodes[1].parent == 0 and forest[0].nodes[1].status == "winner" and forest[1].nodes[0].status == "pruned"
     assert forest[0].nodes[1].beam == 1
+
+
+def _deepest_and_finishing_step(tree, group=0):
+    """A tree's (or a group's) deepest node and the step its last finished hypothesis ended at:
+    with ``early_stopping=True`` an item (a group) is done once its ``num_beams`` slots are full."""
+    nodes = [n for n in tree.nodes if n.group == group]
+    return max(n.step for n in nodes), max(n.step for n in nodes if n.finished)
+
+
+@pytest.mark.parametrize("groups, seed, eos", [(1, 3, 34), (2, 3, 3)])
+def test_a_done_item_records_no_more_nodes(gpt2, groups, seed, eos):
+    # Item 0 (with groups: item 0's group 0) is done at step 7 (3) of 11; its rows run on in
+    # transformers' search (a group's on padding) but are no hypotheses any more: no nodes.
+    ids, mask = left_padded_batch((4, 4), seed=seed)
+    extra = {"num_beam_groups": 2, "diversity_penalty": 1.0} if groups > 1 else {}
+    out = ferrogen.generate(gpt2, input_ids=ids, attention_mask=mask, num_beams=2 + groups, max_new_tokens=12,
+                            pad_token_id=0, eos_token_id=eos, early_stopping=True, return_dict_in_generate=True,
+                            output_beam_tree=True, **extra)
+    deepest, finishing = _deepest_and_finishing_step(out.beam_tree[0])
+    assert finishing < max(n.step for tree in out.beam_tree for n in tree.nodes), "the batch runs on"
+    assert deepest == finishing

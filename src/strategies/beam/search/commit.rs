@@ -87,6 +87,9 @@ impl BeamSearch {
         let full =
             self.s.early_stopping == EarlyStopping::AllFinished && self.slots[b].all_finished();
         let open = self.open[b];
+        // `open && !full`: a done item's rows run on (transformers keeps computing them)
+        // but are no hypotheses, nothing of theirs can enter its slots again: no nodes
+        let searching = self.searching(b);
         let offers: Vec<Offer> = cands
             .iter()
             .zip(ends)
@@ -109,7 +112,11 @@ impl BeamSearch {
         }
         for (j, &r) in order.iter().take(beams).enumerate() {
             let row = b * beams + j;
-            new_nodes[row] = self.running_node(&mut node_of, &cands, ends[r], r, b);
+            new_nodes[row] = if searching {
+                self.running_node(&mut node_of, &cands, ends[r], r, b)
+            } else {
+                NodeRef::ROOT
+            };
             new_scores[row] = penalised[r];
             self.choice.tokens[row] = cands[r].token;
             self.choice.parents[row] = cands[r].parent_row as i64;

@@ -56,7 +56,8 @@ pub struct BeamSearch {
     dense_noise: Vec<f32>,
     noise_words: Vec<u32>,
     running_scores: Vec<f32>,
-    /// Each row's node: deferred for a placeholder row ([`Self::running_node`]).
+    /// Each row's node: deferred for a placeholder row ([`Self::running_node`]), the root
+    /// (none) for a done item's rows, which nothing reads (see [`Self::searching`]).
     running_nodes: Vec<NodeRef>,
     slots: Vec<FinishedSlots>,
     /// Per batch item: can a running beam still beat the finished ones?
