@@ -139,6 +139,12 @@ def test_a_huge_int_is_shown_by_its_digit_count() -> None:
     assert str(err) == "n: must be in [0, 2**64), got an int of 101 digits"
 
 
+def test_an_int_too_long_to_write_out_is_shown_by_its_bits() -> None:
+    """Python refuses ``str()`` of an int over ``sys.get_int_max_str_digits()`` (4,300 digits)."""
+    err = refused(lambda: _core.torch_exponential(np.zeros(5056, np.uint8), 2**20000), "n")
+    assert str(err) == "n: must be in [0, 2**64), got an int of 20001 bits"
+
+
 def test_a_list_item_outside_says_every_item() -> None:
     err = refused(lambda: S(row_seeds=[1, 2**64]), "row_seeds")
     assert str(err) == f"row_seeds: every item must be in [0, 2**64), got {2**64}"

@@ -70,9 +70,18 @@ where
     }
 }
 
-/// The int as the message shows it: its digits, or their count when there are many.
+/// The int as the message shows it: its digits, or their count when there are many, or its
+/// size in bits when Python refuses to write it out (over `sys.get_int_max_str_digits()`).
 fn shown(obj: &Bound<'_, PyAny>) -> String {
-    let text = obj.str().map(|s| s.to_string()).unwrap_or_default();
+    let Ok(text) = obj.str().map(|s| s.to_string()) else {
+        let bits = obj
+            .call_method0("bit_length")
+            .and_then(|b| b.extract::<u64>());
+        return match bits {
+            Ok(bits) => format!("an int of {bits} bits"),
+            Err(_) => "an int too large to write out".to_owned(),
+        };
+    };
     let digits = text.trim_start_matches('-').len();
     if digits <= 40 {
         text
